@@ -1,0 +1,133 @@
+/**
+ * Typed front of the native addon (native/src, built by node-gyp on `npm install`).
+ *
+ * Everything here is Linux-only and works on raw file descriptors (numbers).
+ * Ownership rule: a function that *returns* an fd gives it to the caller, who
+ * must close it with `closeFd`; a function that *takes* an fd borrows it unless
+ * its doc says it takes ownership.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** A connected vfio-user stream, polled on this thread's libuv loop. */
+export interface NativeChannel {
+  /**
+   * Queue one whole message for sending. The fds (borrowed; the caller may
+   * close them after this returns) ride as SCM_RIGHTS on the message's first
+   * byte. Never blocks: what the socket does not take now is sent when it is
+   * writable. Throws an Error with `.code` (e.g. 'EPIPE') if the channel is closed.
+   */
+  send(message: Uint8Array, fds?: readonly number[]): void;
+  /** Stop polling and close the socket; fds received but not yet delivered are closed. Idempotent; onClose is not called. */
+  close(): void;
+  /** Bytes accepted by send() that the kernel has not taken yet. */
+  readonly pendingBytes: number;
+  /** The socket fd (still owned by the channel). */
+  readonly fd: number;
+}
+
+export interface ChannelOptions {
+  /**
+   * Largest message (header included) delivered whole. A header announcing
+   * more: its body is read and discarded, and onMessage gets only the 16-byte
+   * header (so the caller can answer EINVAL and the stream stays in sync).
+   */
+  maxMessageSize: number;
+  /** Room for this many fds per recvmsg. More (MSG_CTRUNC) is fatal: onClose('EFAULT ...'). */
+  maxFds: number;
+}
+
+/**
+ * Called once per complete message, through MakeCallback (promise and nextTick
+ * queues drain between messages). `message` is a fresh Buffer owned by JS.
+ * `fds` are the fds that arrived with the message's bytes, now owned by JS.
+ * A header whose size field is < 16 is delivered as those 16 bytes and reading
+ * stops (the stream cannot be re-framed; the caller replies and closes).
+ */
+export type MessageCallback = (message: Buffer, fds: number[]) => void;
+/** Called once when the peer hangs up or a socket error occurs ('EOF', or an errno name with detail). */
+export type CloseCallback = (reason: string) => void;
+
+/** An mmap of an fd exposed to JS as external ArrayBuffers. */
+export interface NativeMapping {
+  readonly length: number;
+  /** Windows of at most WINDOW_SIZE bytes covering [0, length) in order. */
+  readonly buffers: ArrayBuffer[];
+  readonly mapped: boolean;
+  /** Native I/O operations (pread/pwrite) still running on this mapping. */
+  readonly inflight: number;
+  /**
+   * Detach every ArrayBuffer (their views become zero-length; DataView access
+   * throws) and replace the range with a PROT_NONE placeholder (after in-flight
+   * native I/O has finished). The finalizer munmaps the placeholder. Idempotent.
+   */
+  unmap(): void;
+  /** pread(fd, guest[offset..offset+length), position) on a worker thread. Resolves with the byte count. */
+  pread(fd: number, position: number, offset: number, length: number): Promise<number>;
+  /** pwrite(fd, guest[offset..offset+length), position) on a worker thread. Resolves with the byte count. */
+  pwrite(fd: number, position: number, offset: number, length: number): Promise<number>;
+}
+
+export interface Watcher {
+  /** Stop watching (does not close the fd). Idempotent. */
+  close(): void;
+}
+
+export interface NativeBinding {
+  /** Largest ArrayBuffer window (4 GiB on Node 20). */
+  readonly WINDOW_SIZE: number;
+  readonly PROT_READ: number;
+  readonly PROT_WRITE: number;
+
+  /** socket+bind+listen on a UNIX stream path; non-blocking, CLOEXEC. Returns the listening fd. Throws (code EADDRINUSE etc.). */
+  listenUnix(path: string, backlog: number): number;
+  /** Watch a listening fd: accept4(NONBLOCK|CLOEXEC) every pending client and hand each fd over (owned by the callee). */
+  watchListener(fd: number, onAccept: (clientFd: number) => void, onError: (reason: string) => void): Watcher;
+  /** Blocking connect to a UNIX stream path; the returned fd is then set non-blocking and CLOEXEC. */
+  connectUnix(path: string): number;
+  /** socketpair(AF_UNIX, SOCK_STREAM|NONBLOCK|CLOEXEC). */
+  socketpair(): [number, number];
+  /** Take ownership of a connected stream fd and start polling it. */
+  openChannel(fd: number, options: ChannelOptions, onMessage: MessageCallback, onClose: CloseCallback): NativeChannel;
+
+  /** mmap(MAP_SHARED) `length` bytes of `fd` at `offset` (both page-aligned). Borrows fd (the mapping stays valid after closeFd). */
+  mmapFd(fd: number, offset: number, length: number, prot: number): NativeMapping;
+
+  /** eventfd(initval, EFD_NONBLOCK|EFD_CLOEXEC). */
+  eventfd(initval?: number): number;
+  /** Add `value` (default 1) to an eventfd counter (8-byte write). Throws on EBADF. */
+  eventfdWrite(fd: number, value?: number): void;
+  /** Read and reset an eventfd counter; 0 if it was zero (EAGAIN). */
+  eventfdRead(fd: number): number;
+  /** Call onReadable (through MakeCallback) whenever fd polls readable. */
+  watchReadable(fd: number, onReadable: () => void): Watcher;
+  /** memfd_create(name, MFD_CLOEXEC) + ftruncate(size). */
+  memfdCreate(name: string, size: number): number;
+  /** close(2); throws on EBADF. */
+  closeFd(fd: number): void;
+  /** dup(2) with CLOEXEC. */
+  dupFd(fd: number): number;
+}
+
+function findPackageRoot(start: string): string {
+  let dir = start;
+  for (;;) {
+    if (existsSync(join(dir, 'binding.gyp'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`vfio-user-ts: cannot find the package root above ${start}`);
+    dir = up;
+  }
+}
+
+function load(): NativeBinding {
+  const root = findPackageRoot(dirname(fileURLToPath(import.meta.url)));
+  const file = join(root, 'build', 'Release', 'vfio_user_native.node');
+  if (!existsSync(file)) {
+    throw new Error(`vfio-user-ts: native addon missing (${file}); run \`npm install\` (it builds it with node-gyp)`);
+  }
+  return createRequire(import.meta.url)(file) as NativeBinding;
+}
+
+export const native: NativeBinding = load();

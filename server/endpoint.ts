@@ -1,0 +1,132 @@
+/**
+ * The seam between the protocol (server/connection: one client at a time, its
+ * messages decoded and validated) and a device model (server/pci: config space,
+ * BARs, IRQs, DMA). libvfio-user's vfu_ctx plays both roles; we keep them apart
+ * so a connection can be tested against any Endpoint and a device never sees bytes
+ * of the wire.
+ *
+ * Division of checks: the connection validates everything that is a matter of
+ * the protocol (sizes, argsz, index < numRegions/numIrqs, offset+count within
+ * the region's size, SET_IRQS flag combinations and ranges, fd counts) and
+ * answers with libvfio-user's errno. The endpoint validates meaning (DMA map
+ * overlaps, unknown unmap ranges, config-space write rules) and throws a
+ * VfioUserError carrying the errno to answer.
+ */
+import type { Logger } from 'pino';
+import { Errno } from './protocol/constants.js';
+
+/** An error that becomes an error reply with this errno. Any other thrown error becomes EIO (and is logged). */
+export class VfioUserError extends Error {
+  constructor(public readonly errno: number, message: string) {
+    super(message);
+    this.name = 'VfioUserError';
+  }
+  static invalid(message: string): VfioUserError {
+    return new VfioUserError(Errno.EINVAL, message);
+  }
+}
+
+export interface SparseArea {
+  offset: bigint;
+  size: bigint;
+}
+
+export interface RegionInfo {
+  /** RegionFlag bits (READ, WRITE, MMAP); CAPS is set by the codec when a cap chain is sent. */
+  flags: number;
+  /** 0 for a region the device does not have. */
+  size: bigint;
+  /** Offset within `fd` where the region starts (for mmap). */
+  offset: bigint;
+  /** With MMAP: the parts the client may map (the rest is trapped). Omitted: the whole region. */
+  sparseAreas?: SparseArea[];
+  /** With MMAP: an fd backing the region. Owned by the endpoint: the connection sends it and never closes it. */
+  fd?: number;
+  /** Device-specific regions (index >= 9) carry a TYPE capability. */
+  regionType?: { type: number; subtype: number };
+}
+
+export interface IrqInfo {
+  /** IrqInfoFlag bits. */
+  flags: number;
+  count: number;
+}
+
+export type ResetReason =
+  /** DEVICE_RESET from the client. */
+  | 'client'
+  /** Function-level reset through the PCIe capability. */
+  | 'flr'
+  /** The client disconnected (or was dropped). */
+  | 'lost-connection'
+  /** The daemon is stopping. */
+  | 'shutdown';
+
+/** A validated DEVICE_SET_IRQS. */
+export interface SetIrqsRequest {
+  /** IrqSetFlag bits: exactly one DATA_* and one ACTION_*. */
+  flags: number;
+  index: number;
+  start: number;
+  count: number;
+  /** DATA_BOOL: `count` bytes. */
+  bools?: Uint8Array;
+}
+
+/** A DMA_MAP with its fd, if any. */
+export interface DmaMapRequest {
+  /** DmaMapFlag bits. */
+  flags: number;
+  /** Offset into fd. */
+  offset: bigint;
+  /** Guest (IO virtual) address. */
+  addr: bigint;
+  size: bigint;
+  /** Ownership passes to the endpoint (it closes it, now or on unmap). */
+  fd?: number;
+}
+
+/** What the connection offers the device while a client is attached. */
+export interface ClientPort {
+  /** Server-to-client DMA_READ (chunked by the client's max_data_xfer_size). Rejects with VfioUserError. */
+  dmaRead(addr: bigint, length: number): Promise<Uint8Array>;
+  /** Server-to-client DMA_WRITE. */
+  dmaWrite(addr: bigint, data: Uint8Array): Promise<void>;
+  /** The client's max_data_xfer_size. */
+  readonly maxDataXferSize: number;
+  /** The connection's logger. */
+  readonly log: Logger;
+}
+
+export interface Endpoint {
+  /** Stable name, used in logs. */
+  readonly name: string;
+  /** DEVICE_GET_INFO: num_regions (>= 9 for PCI). */
+  readonly numRegions: number;
+  /** DEVICE_GET_INFO: num_irqs (5 for PCI). */
+  readonly numIrqs: number;
+  /** DEVICE_GET_INFO: whether DEVICE_RESET is supported (flag RESET). */
+  readonly resetSupported: boolean;
+
+  regionInfo(index: number): RegionInfo;
+  irqInfo(index: number): IrqInfo;
+
+  /** The range is already checked against regionInfo(index).size. */
+  regionRead(index: number, offset: bigint, count: number): Uint8Array | Promise<Uint8Array>;
+  regionWrite(index: number, offset: bigint, data: Uint8Array): void | Promise<void>;
+
+  /** fds: ownership passes to the endpoint (it closes replaced and unused ones). */
+  setIrqs(request: SetIrqsRequest, fds: number[]): void;
+
+  dmaMap(request: DmaMapRequest): void | Promise<void>;
+  /** `all`: DMA_UNMAP with flag ALL (addr and size are 0). Resolves once no device access to the range is in flight. */
+  dmaUnmap(addr: bigint, size: bigint, all: boolean): void | Promise<void>;
+
+  /** Resolves when the device has quiesced and reset. */
+  reset(reason: ResetReason): Promise<void>;
+
+  /** A client negotiated VERSION. At most one is attached at a time. */
+  attach(port: ClientPort): void;
+  /** The client is gone: unmap all DMA, close every IRQ eventfd, reset('lost-connection'). */
+  detach(): Promise<void>;
+}
