@@ -1,15 +1,36 @@
 import { defineConfig } from 'vitest/config';
 
+// Two projects: fast tests first, then the QEMU guest tests (each boots a real
+// Linux guest under TCG: CPU-heavy, so they run after the rest, two at a time).
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     // Native addons and real fds: one process per test file.
     pool: 'forks',
     maxWorkers: 2,
     testTimeout: 30_000,
     hookTimeout: 300_000,
-    // Provisions the QEMU + guest kit once (cached) before the guest tests.
-    globalSetup: ['test/guest/global-setup.ts'],
     reporters: ['default'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'unit',
+          include: ['test/**/*.test.ts'],
+          exclude: ['test/guest/**'],
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'guest',
+          include: ['test/guest/**/*.test.ts'],
+          // Provisions the QEMU + guest kit once (cached) before the guest tests.
+          globalSetup: ['test/guest/global-setup.ts'],
+          testTimeout: 180_000,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });

@@ -22,9 +22,11 @@ export interface NativeChannel {
   send(message: Uint8Array, fds?: readonly number[]): void;
   /** Stop polling and close the socket; fds received but not yet delivered are closed. Idempotent; onClose is not called. */
   close(): void;
+  /** True once close() was called or onClose was delivered (the socket is then closed). */
+  readonly closed: boolean;
   /** Bytes accepted by send() that the kernel has not taken yet. */
   readonly pendingBytes: number;
-  /** The socket fd (still owned by the channel). */
+  /** The socket fd (still owned by the channel: closeFd on it throws EBUSY while open); -1 once closed. */
   readonly fd: number;
 }
 
@@ -35,7 +37,10 @@ export interface ChannelOptions {
    * header (so the caller can answer EINVAL and the stream stays in sync).
    */
   maxMessageSize: number;
-  /** Room for this many fds per recvmsg. More (MSG_CTRUNC) is fatal: onClose('EFAULT ...'). */
+  /**
+   * Room for this many fds per recvmsg. More (MSG_CTRUNC) is fatal: onClose('EFAULT ...'). So is a message that
+   * collects more than maxFds fds over several writes.
+   */
   maxFds: number;
 }
 
@@ -43,11 +48,20 @@ export interface ChannelOptions {
  * Called once per complete message, through MakeCallback (promise and nextTick
  * queues drain between messages). `message` is a fresh Buffer owned by JS.
  * `fds` are the fds that arrived with the message's bytes, now owned by JS.
+ * Attribution: Linux ends a recvmsg right after the data that carried fds, so
+ * the fds of one recvmsg go to the message holding that recvmsg's *last* byte
+ * (the same message as its first byte unless the read started in the tail of
+ * an earlier message). Senders must start each message that carries fds with
+ * its own sendmsg (QEMU and NativeChannel.send do).
  * A header whose size field is < 16 is delivered as those 16 bytes and reading
  * stops (the stream cannot be re-framed; the caller replies and closes).
  */
 export type MessageCallback = (message: Buffer, fds: number[]) => void;
-/** Called once when the peer hangs up or a socket error occurs ('EOF', or an errno name with detail). */
+/**
+ * Called once when the peer hangs up or a socket error occurs ('EOF', or an
+ * errno name with detail, e.g. 'EFAULT: peer sent more fds...'). The channel is
+ * already closed when it runs (socket, queued and undelivered fds released).
+ */
 export type CloseCallback = (reason: string) => void;
 
 /** An mmap of an fd exposed to JS as external ArrayBuffers. */
@@ -64,9 +78,13 @@ export interface NativeMapping {
    * native I/O has finished). The finalizer munmaps the placeholder. Idempotent.
    */
   unmap(): void;
-  /** pread(fd, guest[offset..offset+length), position) on a worker thread. Resolves with the byte count. */
+  /**
+   * pread(fd, guest[offset..offset+length), position) on a worker thread (repeated until done or EOF). Resolves with the
+   * byte count. Rejects with a RangeError outside [0, length), an Error with code EFAULT once unmapped, EACCES if the
+   * mapping is not writable, or the syscall's errno.
+   */
   pread(fd: number, position: number, offset: number, length: number): Promise<number>;
-  /** pwrite(fd, guest[offset..offset+length), position) on a worker thread. Resolves with the byte count. */
+  /** pwrite(fd, guest[offset..offset+length), position) on a worker thread; rejects like pread (EACCES if not readable). */
   pwrite(fd: number, position: number, offset: number, length: number): Promise<number>;
 }
 
@@ -83,16 +101,27 @@ export interface NativeBinding {
 
   /** socket+bind+listen on a UNIX stream path; non-blocking, CLOEXEC. Returns the listening fd. Throws (code EADDRINUSE etc.). */
   listenUnix(path: string, backlog: number): number;
-  /** Watch a listening fd: accept4(NONBLOCK|CLOEXEC) every pending client and hand each fd over (owned by the callee). */
+  /**
+   * Watch a listening fd: accept4(NONBLOCK|CLOEXEC) every pending client and hand each fd over (owned by the callee).
+   * Polls a private dup of `fd` (closing `fd` first is harmless; the listener stays open until the watcher closes).
+   * Transient accept errors (ECONNABORTED, EINTR) are skipped; any other (EMFILE...) calls onError once and stops the watcher.
+   */
   watchListener(fd: number, onAccept: (clientFd: number) => void, onError: (reason: string) => void): Watcher;
   /** Blocking connect to a UNIX stream path; the returned fd is then set non-blocking and CLOEXEC. */
   connectUnix(path: string): number;
   /** socketpair(AF_UNIX, SOCK_STREAM|NONBLOCK|CLOEXEC). */
   socketpair(): [number, number];
-  /** Take ownership of a connected stream fd and start polling it. */
+  /**
+   * Take ownership of a connected stream fd and start polling it (throws ENOTSOCK etc.; on a throw the fd stays
+   * the caller's). maxMessageSize must be in [16, 2^30], maxFds in [0, 253].
+   */
   openChannel(fd: number, options: ChannelOptions, onMessage: MessageCallback, onClose: CloseCallback): NativeChannel;
 
-  /** mmap(MAP_SHARED) `length` bytes of `fd` at `offset` (both page-aligned). Borrows fd (the mapping stays valid after closeFd). */
+  /**
+   * mmap(MAP_SHARED) `length` bytes of `fd` at `offset` (both page-aligned). Borrows fd (the mapping stays valid after closeFd).
+   * A regular file (memfd) must be at least offset+length long (EINVAL otherwise: touching pages past EOF is SIGBUS).
+   * Writing through a view of a PROT_READ-only mapping faults the process: check permissions before writing.
+   */
   mmapFd(fd: number, offset: number, length: number, prot: number): NativeMapping;
 
   /** eventfd(initval, EFD_NONBLOCK|EFD_CLOEXEC). */
@@ -101,11 +130,14 @@ export interface NativeBinding {
   eventfdWrite(fd: number, value?: number): void;
   /** Read and reset an eventfd counter; 0 if it was zero (EAGAIN). */
   eventfdRead(fd: number): number;
-  /** Call onReadable (through MakeCallback) whenever fd polls readable. */
+  /**
+   * Call onReadable (through MakeCallback) whenever fd polls readable (level-triggered: the callback must drain it,
+   * e.g. eventfdRead). Polls a private dup of `fd`, so closing `fd` before the watcher is harmless.
+   */
   watchReadable(fd: number, onReadable: () => void): Watcher;
   /** memfd_create(name, MFD_CLOEXEC) + ftruncate(size). */
   memfdCreate(name: string, size: number): number;
-  /** close(2); throws on EBADF. */
+  /** close(2); throws on EBADF, and EBUSY for the fd of an open channel (close the channel instead). */
   closeFd(fd: number): void;
   /** dup(2) with CLOEXEC. */
   dupFd(fd: number): number;

@@ -1,0 +1,135 @@
+/**
+ * NVMe benchmark: QEMU's built-in `-device nvme` against our vfio-user NVMe
+ * controller, in ONE guest boot, on identical backing files, with busybox dd
+ * and O_DIRECT:
+ *   - sequential read, 1 MiB x 256
+ *   - sequential write, 1 MiB x 256 + fsync
+ *   - 4 KiB reads at queue depth 1, x 20,000
+ * Each row runs on QEMU's device, then on ours, back to back. Times come
+ * from the guest's /proc/uptime (10 ms resolution).
+ *
+ * `benchNvme()` is what bench/run.ts calls; `npx tsx bench/nvme.ts` runs it alone.
+ */
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { NvmeController } from '../devices/nvme/index.js';
+import { createLogger } from '../server/log.js';
+import { serve } from '../server/server.js';
+import { runGuest } from '../test/guest/boot.js';
+
+export interface NvmeBenchRow {
+  name: string;
+  /** Seconds on QEMU's built-in nvme device. */
+  qemuSeconds: number;
+  /** Seconds on our vfio-user NVMe controller. */
+  oursSeconds: number;
+  /** qemuSeconds / oursSeconds: >= 1 means we are at least as fast. */
+  ratio: number;
+}
+
+export interface NvmeBenchOptions {
+  /** Backing file size, default 512 MiB (room for the 256 MiB sequential rows). */
+  sizeMiB?: number;
+  /** Print progress and the table (default true). */
+  print?: boolean;
+  /** Guest vCPUs (default 1). */
+  smp?: number;
+  /** Default true: guest RAM is a shared memfd (our device DMAs through mmap). */
+  sharedMemory?: boolean;
+}
+
+const ROWS: { name: string; cmd: (dev: string) => string }[] = [
+  { name: 'seq read 1 MiB x 256 (O_DIRECT)', cmd: (d) => `dd if=${d} of=/dev/null bs=1M count=256 iflag=direct` },
+  { name: 'seq write 1 MiB x 256 + fsync (O_DIRECT)', cmd: (d) => `dd if=/dev/zero of=${d} bs=1M count=256 oflag=direct conv=fsync` },
+  { name: '4 KiB read QD1 x 20000 (O_DIRECT)', cmd: (d) => `dd if=${d} of=/dev/null bs=4k count=20000 iflag=direct` },
+];
+
+/** A guest script that finds both controllers by model and times each row on each. */
+function script(): string {
+  const lines = [
+    'for i in $(seq 1 100); do [ -b /dev/nvme0n1 ] && [ -b /dev/nvme1n1 ] && break; sleep 0.1; done',
+    'for c in /sys/class/nvme/nvme*; do',
+    '  n=$(basename $c)',
+    '  case "$(cat $c/model)" in QEMU*) QEMU=/dev/${n}n1;; *) OURS=/dev/${n}n1;; esac',
+    'done',
+    'echo "RESULT qemu_dev=$QEMU ours_dev=$OURS"',
+    '[ -n "$QEMU" ] && [ -n "$OURS" ] || { echo "RESULT error=devices"; exit 1; }',
+    'now() { cut -d" " -f1 /proc/uptime; }',
+    // run NAME CMD...: time CMD, print RESULT NAME=seconds.
+    'run() { name=$1; shift; t0=$(now); "$@" >/dev/null 2>&1 || echo "RESULT error=$name"; t1=$(now); echo "RESULT $name=$(awk -v a=$t0 -v b=$t1 \'BEGIN { printf "%.2f", b - a }\')"; }',
+  ];
+  ROWS.forEach((row, i) => {
+    lines.push(`run qemu${i} ${row.cmd('$QEMU')}`);
+    lines.push(`run ours${i} ${row.cmd('$OURS')}`);
+  });
+  return lines.join('\n');
+}
+
+/** Fill a file with the same non-zero bytes (so reads hit data, not holes). */
+function makeImage(path: string, sizeMiB: number): void {
+  const chunk = Buffer.alloc(1 << 20);
+  for (let i = 0; i < chunk.length; i += 8) chunk.writeUInt32LE((i * 2654435761) >>> 0, i);
+  const fd = openSync(path, 'w');
+  try {
+    for (let i = 0; i < sizeMiB; i++) writeSync(fd, chunk, 0, chunk.length, i * chunk.length);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Run the three rows on both devices in one guest; resolves with the table. */
+export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBenchRow[]> {
+  const sizeMiB = options.sizeMiB ?? 512;
+  const print = options.print ?? true;
+  const dir = mkdtempSync(join(tmpdir(), 'nvme-bench-'));
+  const qemuImage = join(dir, 'qemu.img');
+  const oursImage = join(dir, 'ours.img');
+  const sock = join(dir, 'nvme.sock');
+  makeImage(qemuImage, sizeMiB);
+  makeImage(oursImage, sizeMiB);
+  const log = createLogger({ level: (process.env.LOG_LEVEL as 'info' | undefined) ?? 'warn', pretty: false });
+  const nvme = new NvmeController({ name: 'nvme-bench', namespaces: [{ path: oursImage, lbaSize: 512 }], serial: 'BENCH0001', queues: 4, log });
+  const server = await serve(nvme.device, { socketPath: sock, log, writeMultiple: process.env.BENCH_WRITE_MULTIPLE === "1" });
+  try {
+    if (print) console.log(`nvme bench: booting one guest with QEMU's nvme and ours (${sizeMiB} MiB images in ${dir})`);
+    const r = await runGuest({
+      devices: [{ socketPath: sock }],
+      modules: ['nvme'],
+      smp: options.smp ?? 1,
+      sharedMemory: options.sharedMemory ?? true,
+      qemuArgs: [
+        '-drive', `file=${qemuImage},if=none,id=qnvme,format=raw`,
+        '-device', 'nvme,drive=qnvme,serial=QEMU0001',
+      ],
+      script: script(),
+      timeoutMs: 600_000,
+    });
+    if (r.results.error || r.code !== 0) throw new Error(`bench guest failed (${r.results.error ?? `exit ${r.code}`}):\n${r.serial}`);
+    const rows = ROWS.map((row, i) => {
+      const qemuSeconds = Number(r.results[`qemu${i}`]);
+      const oursSeconds = Number(r.results[`ours${i}`]);
+      return { name: row.name, qemuSeconds, oursSeconds, ratio: oursSeconds > 0 ? qemuSeconds / oursSeconds : Infinity };
+    });
+    if (print) {
+      console.log('row'.padEnd(44), 'qemu s'.padStart(8), 'ours s'.padStart(8), 'ratio'.padStart(7));
+      for (const row of rows) {
+        console.log(row.name.padEnd(44), row.qemuSeconds.toFixed(2).padStart(8), row.oursSeconds.toFixed(2).padStart(8), row.ratio.toFixed(2).padStart(7));
+      }
+      console.log('queues used by ours:', JSON.stringify(nvme.queueStats()), 'time inside the controller:', JSON.stringify(nvme.timing()));
+    }
+    return rows;
+  } finally {
+    await server.close();
+    await nvme.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  benchNvme().catch((err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,95 @@
+/**
+ * `npm run bench [-- --json] [-- --only name,...] [-- --iterations N]`:
+ * runs every benchmark and prints one table (or JSON with --json).
+ *
+ * A benchmark module exports an async function returning rows (plain objects:
+ * a `bench` and a `variant` column, then numbers). Register it in BENCHES.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+type Row = Record<string, string | number | undefined>;
+
+interface Bench {
+  name: string;
+  /** Whether it can run here (e.g. its module exists). */
+  available(): boolean;
+  run(opts: { iterations?: number }): Promise<Row[]>;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+const BENCHES: Bench[] = [
+  {
+    name: 'region-read',
+    available: () => true,
+    run: async (o) => {
+      const m = await import('./region-read.js');
+      return (await m.regionReadBench({ iterations: o.iterations })) as unknown as Row[];
+    },
+  },
+  {
+    // devices/nvme's benchmark (bench/nvme.ts: benchNvme), QEMU's nvme vs ours in one guest. Slow (boots a VM).
+    name: 'nvme',
+    available: () => existsSync(join(here, 'nvme.ts')),
+    run: async () => {
+      const m = (await import(join(here, 'nvme.ts'))) as {
+        benchNvme?: (o: { print?: boolean }) => Promise<Array<{ name: string } & Row>>;
+      };
+      if (typeof m.benchNvme !== 'function') throw new Error('bench/nvme.ts does not export benchNvme');
+      const rows = await m.benchNvme({ print: false });
+      return rows.map(({ name, ...rest }) => ({ bench: 'nvme (guest dd)', variant: name, ...rest }));
+    },
+  },
+];
+
+function fmt(v: string | number | undefined): string {
+  if (v === undefined) return '';
+  if (typeof v === 'number') return Number.isInteger(v) ? v.toLocaleString('en-US') : v.toFixed(2);
+  return v;
+}
+
+/** Render rows as an aligned text table (columns: the union of keys, in first-seen order). */
+export function table(rows: Row[]): string {
+  const cols: string[] = [];
+  for (const r of rows) for (const k of Object.keys(r)) if (!cols.includes(k)) cols.push(k);
+  const cells = [cols, ...rows.map((r) => cols.map((c) => fmt(r[c])))];
+  const widths = cols.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
+  const line = (row: string[]) => row.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [line(cells[0]!), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      json: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      iterations: { type: 'string' },
+    },
+  });
+  const only = values.only?.split(',').map((s) => s.trim());
+  const iterations = values.iterations !== undefined ? Number(values.iterations) : undefined;
+  const rows: Row[] = [];
+  let failed = false;
+  for (const b of BENCHES) {
+    if (only && !only.includes(b.name)) continue;
+    if (!b.available()) {
+      if (only) console.error(`bench ${b.name}: not available`);
+      continue;
+    }
+    if (!values.json) console.error(`running ${b.name} ...`);
+    try {
+      rows.push(...(await b.run({ iterations })));
+    } catch (err) {
+      failed = true;
+      console.error(`bench ${b.name} failed:`, err);
+    }
+  }
+  if (values.json) console.log(JSON.stringify(rows, null, 2));
+  else console.log(table(rows));
+  process.exitCode = failed ? 1 : 0;
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) await main();

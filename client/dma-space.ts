@@ -1,0 +1,71 @@
+/**
+ * The client's side of DMA: the guest address ranges it mapped for the device,
+ * and the bytes behind them, so it can answer the server's DMA_READ/DMA_WRITE
+ * (for fd-less maps, and for fd-backed ones too, as QEMU does).
+ */
+import { Errno } from '../server/protocol/constants.js';
+import { VfioUserClientError } from './errors.js';
+import { Command } from '../server/protocol/constants.js';
+
+/** One DMA_MAP the client made. */
+export interface DmaRange {
+  readonly addr: bigint;
+  readonly size: bigint;
+  /** The bytes the device sees at [addr, addr+size). */
+  readonly bytes: Uint8Array;
+  /** DmaMapFlag bits sent with the map. */
+  readonly flags: number;
+  /** Whether an fd went with the map (the server may access the memory directly). */
+  readonly shared: boolean;
+}
+
+const WRITE = 2;
+
+/** A sorted set of non-overlapping ranges. */
+export class DmaSpace {
+  private ranges: DmaRange[] = [];
+
+  get all(): readonly DmaRange[] {
+    return this.ranges;
+  }
+
+  add(range: DmaRange): void {
+    const end = range.addr + range.size;
+    if (this.ranges.some((r) => range.addr < r.addr + r.size && r.addr < end)) {
+      throw new VfioUserClientError(Errno.EEXIST, Command.DMA_MAP, `DMA range 0x${range.addr.toString(16)} overlaps a mapped one`);
+    }
+    this.ranges.push(range);
+    this.ranges.sort((a, b) => (a.addr < b.addr ? -1 : 1));
+  }
+
+  /** Remove the exact range; returns it (undefined if absent). */
+  remove(addr: bigint, size: bigint): DmaRange | undefined {
+    const i = this.ranges.findIndex((r) => r.addr === addr && r.size === size);
+    return i < 0 ? undefined : this.ranges.splice(i, 1)[0];
+  }
+
+  clear(): DmaRange[] {
+    return this.ranges.splice(0);
+  }
+
+  private find(addr: bigint, length: bigint, command: number): { range: DmaRange; offset: number } {
+    const end = addr + length;
+    for (const r of this.ranges) {
+      if (addr >= r.addr && end <= r.addr + r.size) return { range: r, offset: Number(addr - r.addr) };
+    }
+    throw new VfioUserClientError(Errno.EFAULT, command, `no DMA map covers 0x${addr.toString(16)}+${length}`);
+  }
+
+  /** The bytes at [addr, addr+length) (a copy). EFAULT when not inside one mapped range. */
+  read(addr: bigint, length: number): Uint8Array {
+    const { range, offset } = this.find(addr, BigInt(length), Command.DMA_READ);
+    return range.bytes.slice(offset, offset + length);
+  }
+
+  /** Store `data` at addr. EFAULT when unmapped, EPERM when the map is read-only. */
+  write(addr: bigint, data: Uint8Array): void {
+    const { range, offset } = this.find(addr, BigInt(data.byteLength), Command.DMA_WRITE);
+    if ((range.flags & WRITE) === 0) throw new VfioUserClientError(Errno.EPERM, Command.DMA_WRITE, 'DMA map is read-only');
+    range.bytes.set(data, offset);
+  }
+}

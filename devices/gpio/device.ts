@@ -1,0 +1,83 @@
+/**
+ * The PCI-IDIO-16 as a PciDevice: the Idio16 register model behind BAR2 and
+ * its interrupt line on INTx pin A. Linux's gpio-pci-idio-16 binds to it and
+ * registers a 32-line gpiochip (OUT0-15, IIN0-15).
+ */
+import type { Logger } from 'pino';
+import { silentLogger } from '../../server/log.js';
+import { PciDevice } from '../../server/pci/device.js';
+import type { AccessSize, BarType } from '../../server/pci/types.js';
+import { Idio16 } from './idio16.js';
+import { IDIO16_BAR_INDEX, IDIO16_BAR_SIZE, IDIO16_IO_BAR_SIZE, IDIO16_DEVICE_ID, IDIO16_VENDOR_ID } from './registers.js';
+
+/** Class code 0x118000: signal processing controller, other (our choice for digital I/O; the driver matches on ids only). */
+export const IDIO16_CLASS_CODE = 0x118000;
+
+export interface GpioDeviceOptions {
+  /** Device name in logs. Default 'gpio'. */
+  name?: string;
+  /** BAR2's kind: 'io' (default: 8 bytes of I/O space, as on the real card) or 'mem32' (256 bytes). */
+  barType?: Extract<BarType, 'mem32' | 'io'>;
+  /** The inputs' level at power-on (bit n = IINn). Default 0. */
+  initialInputs?: number;
+  log?: Logger;
+}
+
+/** A PCI-IDIO-16: `device` to serve, `gpio` for the host side (inputs, outputs, events). */
+export interface GpioDevice {
+  readonly device: PciDevice;
+  readonly gpio: Idio16;
+}
+
+/** Split an access of `size` bytes into byte registers, little-endian (each byte keeps its side effects). */
+function readBytes(gpio: Idio16, offset: number, size: AccessSize): number {
+  let value = 0;
+  for (let i = 0; i < size; i++) value |= gpio.readRegister(offset + i) << (8 * i);
+  return value >>> 0;
+}
+
+function writeBytes(gpio: Idio16, offset: number, size: AccessSize, value: number): void {
+  for (let i = 0; i < size; i++) gpio.writeRegister(offset + i, (value >>> (8 * i)) & 0xff);
+}
+
+/**
+ * Build a PCI-IDIO-16. Serve `device` like any PciDevice (`serve(device, ...)`);
+ * drive and watch the lines through `gpio`:
+ *
+ * ```ts
+ * const { device, gpio } = createGpioDevice();
+ * gpio.on('outputs', (state) => console.log(state.toString(16)));
+ * gpio.setInput(3, 1);
+ * ```
+ */
+export function createGpioDevice(options: GpioDeviceOptions = {}): GpioDevice {
+  const barType = options.barType ?? 'io';
+  // The model is created first; the INTx hook reaches the device once it exists.
+  let device: PciDevice | undefined;
+  const gpio = new Idio16((asserted) => {
+    if (asserted) device?.irq.trigger(0);
+  });
+  if (options.initialInputs !== undefined) gpio.setInputs(options.initialInputs);
+  const name = options.name ?? 'gpio';
+  const log = (options.log ?? silentLogger).child({ device: name, model: 'pci-idio-16' });
+  gpio.on('outputs', (state, previous) => log.debug({ outputs: state, previous }, 'outputs changed'));
+  gpio.on('inputs', (state, previous) => log.debug({ inputs: state, previous }, 'inputs changed'));
+  gpio.on('interrupt', () => log.debug('change-of-state interrupt'));
+  device = new PciDevice({
+    name,
+    id: { vendor: IDIO16_VENDOR_ID, device: IDIO16_DEVICE_ID, classCode: IDIO16_CLASS_CODE },
+    bars: [
+      {
+        index: IDIO16_BAR_INDEX,
+        size: barType === 'io' ? IDIO16_IO_BAR_SIZE : IDIO16_BAR_SIZE,
+        type: barType,
+        read: (offset, size) => readBytes(gpio, offset, size),
+        write: (offset, size, value) => writeBytes(gpio, offset, size, value),
+      },
+    ],
+    interrupts: { intx: 'A' },
+    onReset: () => gpio.reset(),
+    ...(options.log ? { log: options.log } : {}),
+  });
+  return { device, gpio };
+}

@@ -1,0 +1,270 @@
+/**
+ * Admin commands: Identify, Get/Set Features, Get Log Page, Create/Delete
+ * I/O queues, Abort, Async Event Request, Doorbell Buffer Config, Keep Alive.
+ * Anything else is Invalid Opcode; bad fields are Invalid Field in Command.
+ */
+import {
+  AdminOp, Cns, FeatureId, LogPage, MAX_AERS, MAX_QUEUE_ENTRIES, PAGE_SIZE, Status,
+} from './constants.js';
+import type { ControllerCore } from './core.js';
+import { NvmeStatusError } from './host.js';
+import {
+  activeNamespaceList, firmwareSlotLog, identifyController, identifyNamespace, identifyNamespaceIndependent,
+  namespaceDescriptors, smartLog,
+} from './identify.js';
+import { copyToGuest, prpSegments } from './prp.js';
+import type { Command, CommandResult, SubmissionQueue } from './queues.js';
+
+const OK: CommandResult = { status: Status.SUCCESS };
+const ALL_NAMESPACES = 0xffffffff;
+
+function fail(status: number, why: string): never {
+  throw new NvmeStatusError(status, why);
+}
+
+/** Copy `data` (zero-padded or cut to `length`) to the command's PRPs. */
+async function sendData(core: ControllerCore, cmd: Command, data: Uint8Array, length = data.length): Promise<void> {
+  if (cmd.psdt !== 0) fail(Status.INVALID_FIELD, 'SGLs are not supported');
+  let out = data;
+  if (length !== data.length) {
+    out = new Uint8Array(length);
+    out.set(data.subarray(0, length));
+  }
+  const segments = await prpSegments(core.host.dma, cmd.prp1, cmd.prp2, length);
+  await copyToGuest(core.host.dma, segments, out);
+}
+
+/** Run one admin command; undefined: completed later (Async Event Request). */
+export async function executeAdmin(core: ControllerCore, sq: SubmissionQueue, cmd: Command): Promise<CommandResult | undefined> {
+  if (cmd.fuse !== 0) fail(Status.INVALID_FIELD, 'fused admin commands are not supported');
+  switch (cmd.opcode) {
+    case AdminOp.IDENTIFY: return identify(core, cmd);
+    case AdminOp.GET_FEATURES: return getFeatures(core, cmd);
+    case AdminOp.SET_FEATURES: return setFeatures(core, cmd);
+    case AdminOp.GET_LOG_PAGE: return getLogPage(core, cmd);
+    case AdminOp.CREATE_CQ: return createCq(core, cmd);
+    case AdminOp.CREATE_SQ: return createSq(core, cmd);
+    case AdminOp.DELETE_SQ: return deleteSq(core, cmd);
+    case AdminOp.DELETE_CQ: return deleteCq(core, cmd);
+    case AdminOp.ABORT:
+      // Commands run to completion quickly; report "not aborted" (Dword 0 bit 0).
+      return { status: Status.SUCCESS, result: 1 };
+    case AdminOp.ASYNC_EVENT_REQUEST:
+      if (core.aerCount >= MAX_AERS) fail(Status.AER_LIMIT_EXCEEDED, 'too many Async Event Requests');
+      core.addAer(sq, cmd.cid);
+      return undefined;
+    case AdminOp.KEEP_ALIVE:
+      return OK;
+    case AdminOp.DOORBELL_BUFFER_CONFIG:
+      if (!core.configureDoorbellBuffer(cmd.prp1, cmd.prp2)) fail(Status.INVALID_FIELD, 'doorbell buffers must be page-aligned fd-backed guest memory');
+      core.log.debug('nvme: shadow doorbells on');
+      return OK;
+    default:
+      return fail(Status.INVALID_OPCODE, `admin opcode 0x${cmd.opcode.toString(16)}`);
+  }
+}
+
+async function identify(core: ControllerCore, cmd: Command): Promise<CommandResult> {
+  const cns = cmd.cdw10 & 0xff;
+  const ns = () => core.namespaces.get(cmd.nsid) ?? fail(Status.INVALID_NAMESPACE, `no namespace ${cmd.nsid}`);
+  let data: Uint8Array;
+  switch (cns) {
+    case Cns.CONTROLLER: data = identifyController(core.identity); break;
+    case Cns.NAMESPACE:
+      // An inactive but valid nsid gets zeroes; the broadcast nsid gets the common format.
+      if (cmd.nsid === ALL_NAMESPACES) data = identifyNamespace(core.namespaces.values().next().value!).fill(0, 0, 24);
+      else if (cmd.nsid === 0) fail(Status.INVALID_NAMESPACE, 'nsid 0');
+      else data = core.namespaces.has(cmd.nsid) ? identifyNamespace(ns()) : new Uint8Array(PAGE_SIZE);
+      break;
+    case Cns.ACTIVE_NS_LIST:
+      if (cmd.nsid >= 0xfffffffe) fail(Status.INVALID_NAMESPACE, 'bad starting nsid');
+      data = activeNamespaceList([...core.namespaces.keys()], cmd.nsid);
+      break;
+    case Cns.NS_ID_DESCRIPTORS: data = namespaceDescriptors(ns()); break;
+    case Cns.NS_CS_INDEPENDENT: ns(); data = identifyNamespaceIndependent(); break;
+    default: return fail(Status.INVALID_FIELD, `Identify CNS ${cns}`);
+  }
+  await sendData(core, cmd, data, PAGE_SIZE);
+  return OK;
+}
+
+function getFeatures(core: ControllerCore, cmd: Command): CommandResult {
+  const fid = cmd.cdw10 & 0xff;
+  const sel = (cmd.cdw10 >>> 8) & 7;
+  const f = core.features;
+  if (sel === 3) {
+    // Supported capabilities: everything we support is changeable (bit 2), nothing saveable.
+    if (featureValue(core, fid, cmd) === undefined) fail(Status.INVALID_FIELD, `feature 0x${fid.toString(16)}`);
+    return { status: Status.SUCCESS, result: 1 << 2 };
+  }
+  if (sel > 3) fail(Status.INVALID_FIELD, `Get Features SEL ${sel}`);
+  const value = sel === 0 ? featureValue(core, fid, cmd) : defaultFeatureValue(fid, cmd);
+  if (value === undefined) fail(Status.INVALID_FIELD, `feature 0x${fid.toString(16)}`);
+  void f;
+  return { status: Status.SUCCESS, result: value };
+}
+
+function queuesValue(n: number): number {
+  return (((n - 1) & 0xffff) | (((n - 1) & 0xffff) << 16)) >>> 0;
+}
+
+function featureValue(core: ControllerCore, fid: number, cmd: Command): number | undefined {
+  const f = core.features;
+  switch (fid) {
+    case FeatureId.ARBITRATION: return f.arbitration;
+    case FeatureId.POWER_MANAGEMENT: return f.powerState;
+    case FeatureId.TEMPERATURE_THRESHOLD: {
+      const sel = (cmd.cdw11 >>> 16) & 0xf;
+      const under = ((cmd.cdw11 >>> 20) & 3) === 1;
+      if (sel !== 0) return 0;
+      return under ? f.underTemp : f.overTemp;
+    }
+    case FeatureId.ERROR_RECOVERY: return f.errorRecovery;
+    case FeatureId.VOLATILE_WRITE_CACHE: return f.volatileWriteCache ? 1 : 0;
+    case FeatureId.NUMBER_OF_QUEUES: return queuesValue(f.grantedQueues || core.maxIoQueues);
+    case FeatureId.INTERRUPT_COALESCING: return f.coalesceThreshold | (f.coalesceTime << 8);
+    case FeatureId.INTERRUPT_VECTOR_CONFIG: {
+      const iv = cmd.cdw11 & 0xffff;
+      if (iv >= core.vectors) return undefined;
+      return iv | (f.coalesceDisabled.has(iv) ? 1 << 16 : 0);
+    }
+    case FeatureId.WRITE_ATOMICITY: return f.writeAtomicity;
+    case FeatureId.ASYNC_EVENT_CONFIG: return f.asyncEventConfig;
+    default: return undefined;
+  }
+}
+
+function defaultFeatureValue(fid: number, cmd: Command): number | undefined {
+  switch (fid) {
+    case FeatureId.TEMPERATURE_THRESHOLD: return ((cmd.cdw11 >>> 20) & 3) === 1 ? 0 : 0x157;
+    case FeatureId.VOLATILE_WRITE_CACHE: return 1;
+    case FeatureId.INTERRUPT_VECTOR_CONFIG: return cmd.cdw11 & 0xffff;
+    case FeatureId.ARBITRATION: case FeatureId.POWER_MANAGEMENT: case FeatureId.ERROR_RECOVERY:
+    case FeatureId.INTERRUPT_COALESCING: case FeatureId.WRITE_ATOMICITY: case FeatureId.ASYNC_EVENT_CONFIG:
+      return 0;
+    default: return undefined;
+  }
+}
+
+async function setFeatures(core: ControllerCore, cmd: Command): Promise<CommandResult> {
+  const fid = cmd.cdw10 & 0xff;
+  if (cmd.cdw10 >>> 31) fail(Status.FEATURE_NOT_SAVEABLE, 'no saveable features');
+  const f = core.features;
+  const v = cmd.cdw11;
+  switch (fid) {
+    case FeatureId.ARBITRATION: f.arbitration = v; return OK;
+    case FeatureId.POWER_MANAGEMENT:
+      if ((v & 0x1f) !== 0) fail(Status.INVALID_FIELD, 'only power state 0');
+      f.powerState = v & 0xff;
+      return OK;
+    case FeatureId.TEMPERATURE_THRESHOLD: {
+      const sel = (v >>> 16) & 0xf;
+      const thsel = (v >>> 20) & 3;
+      if (thsel > 1 || (sel !== 0 && sel !== 0xf)) fail(Status.INVALID_FIELD, 'temperature threshold select');
+      if (thsel === 1) f.underTemp = v & 0xffff;
+      else f.overTemp = v & 0xffff;
+      return OK;
+    }
+    case FeatureId.ERROR_RECOVERY: f.errorRecovery = v & 0x1ffff; return OK;
+    case FeatureId.VOLATILE_WRITE_CACHE: {
+      const enable = (v & 1) === 1;
+      if (f.volatileWriteCache && !enable) await core.flushAll(); // what was cached becomes durable now
+      f.volatileWriteCache = enable;
+      return OK;
+    }
+    case FeatureId.NUMBER_OF_QUEUES: {
+      const nsq = (v & 0xffff) + 1;
+      const ncq = (v >>> 16) + 1;
+      if (nsq === 0x10000 || ncq === 0x10000) fail(Status.INVALID_FIELD, 'number of queues 65536');
+      if (f.grantedQueues === 0) f.grantedQueues = Math.min(Math.max(nsq, ncq), core.maxIoQueues);
+      return { status: Status.SUCCESS, result: queuesValue(f.grantedQueues) };
+    }
+    case FeatureId.INTERRUPT_COALESCING:
+      f.coalesceThreshold = v & 0xff;
+      f.coalesceTime = (v >>> 8) & 0xff;
+      return OK;
+    case FeatureId.INTERRUPT_VECTOR_CONFIG: {
+      const iv = v & 0xffff;
+      if (iv >= core.vectors) fail(Status.INVALID_FIELD, `vector ${iv}`);
+      if (iv === 0 && (v & (1 << 16)) === 0) fail(Status.INVALID_FIELD, 'the admin vector cannot coalesce');
+      if (v & (1 << 16)) f.coalesceDisabled.add(iv);
+      else f.coalesceDisabled.delete(iv);
+      return OK;
+    }
+    case FeatureId.WRITE_ATOMICITY: f.writeAtomicity = v & 1; return OK;
+    case FeatureId.ASYNC_EVENT_CONFIG: f.asyncEventConfig = v; return OK;
+    default: return fail(Status.INVALID_FIELD, `feature 0x${fid.toString(16)}`);
+  }
+}
+
+async function getLogPage(core: ControllerCore, cmd: Command): Promise<CommandResult> {
+  const lid = cmd.cdw10 & 0xff;
+  const numd = ((cmd.cdw10 >>> 16) | ((cmd.cdw11 & 0xffff) << 16)) >>> 0;
+  const length = (numd + 1) * 4;
+  const offset = cmd.cdw12 + cmd.cdw13 * 0x1_0000_0000;
+  if ((offset & 3) !== 0) fail(Status.INVALID_FIELD, 'log page offset not dword aligned');
+  if (length > 1 << 20) fail(Status.INVALID_FIELD, 'log page read too long');
+  let page: Uint8Array;
+  switch (lid) {
+    case LogPage.ERROR: page = new Uint8Array(64 * 64); break;
+    case LogPage.SMART:
+      if (cmd.nsid !== 0 && cmd.nsid !== ALL_NAMESPACES) fail(Status.INVALID_FIELD, 'SMART log is controller-wide');
+      page = smartLog(core.health);
+      break;
+    case LogPage.FIRMWARE_SLOT: page = firmwareSlotLog(core.identity.firmware); break;
+    case LogPage.CHANGED_NS_LIST: page = new Uint8Array(PAGE_SIZE); break;
+    default: return fail(Status.INVALID_LOG_PAGE, `log page 0x${lid.toString(16)}`);
+  }
+  if (offset > page.length) fail(Status.INVALID_FIELD, 'log page offset past the end');
+  await sendData(core, cmd, page.subarray(offset), length);
+  return OK;
+}
+
+function createCq(core: ControllerCore, cmd: Command): CommandResult {
+  const qid = cmd.cdw10 & 0xffff;
+  const size = (cmd.cdw10 >>> 16) + 1;
+  const pc = (cmd.cdw11 & 1) === 1;
+  const ien = (cmd.cdw11 & 2) === 2;
+  const iv = cmd.cdw11 >>> 16;
+  if (qid === 0 || qid > (core.features.grantedQueues || core.maxIoQueues) || core.cqs[qid]) fail(Status.INVALID_QUEUE_ID, `CQ ${qid}`);
+  if (size < 2 || size > MAX_QUEUE_ENTRIES) fail(Status.INVALID_QUEUE_SIZE, `CQ size ${size}`);
+  if (!pc) fail(Status.INVALID_FIELD, 'CQs must be physically contiguous');
+  if (iv >= core.vectors) fail(Status.INVALID_INTERRUPT_VECTOR, `vector ${iv}`);
+  if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n) fail(Status.INVALID_FIELD, 'CQ base not page aligned');
+  core.newCq(qid, cmd.prp1, size, iv, ien);
+  core.log.debug({ qid, size, iv, ien }, 'nvme: I/O CQ created');
+  return OK;
+}
+
+function createSq(core: ControllerCore, cmd: Command): CommandResult {
+  const qid = cmd.cdw10 & 0xffff;
+  const size = (cmd.cdw10 >>> 16) + 1;
+  const pc = (cmd.cdw11 & 1) === 1;
+  const cqid = cmd.cdw11 >>> 16;
+  if (qid === 0 || qid > (core.features.grantedQueues || core.maxIoQueues) || core.sqs[qid]) fail(Status.INVALID_QUEUE_ID, `SQ ${qid}`);
+  if (size < 2 || size > MAX_QUEUE_ENTRIES) fail(Status.INVALID_QUEUE_SIZE, `SQ size ${size}`);
+  if (!pc) fail(Status.INVALID_FIELD, 'SQs must be physically contiguous');
+  const cq = cqid === 0 ? undefined : core.cqs[cqid];
+  if (!cq) fail(Status.CQ_INVALID, `CQ ${cqid}`);
+  if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n) fail(Status.INVALID_FIELD, 'SQ base not page aligned');
+  core.newSq(qid, cmd.prp1, size, cq);
+  core.log.debug({ qid, size, cqid }, 'nvme: I/O SQ created');
+  return OK;
+}
+
+async function deleteSq(core: ControllerCore, cmd: Command): Promise<CommandResult> {
+  const qid = cmd.cdw10 & 0xffff;
+  const sq = qid === 0 ? undefined : core.sqs[qid];
+  if (!sq) fail(Status.INVALID_QUEUE_ID, `SQ ${qid}`);
+  await core.deleteSq(sq);
+  return OK;
+}
+
+function deleteCq(core: ControllerCore, cmd: Command): CommandResult {
+  const qid = cmd.cdw10 & 0xffff;
+  const cq = qid === 0 ? undefined : core.cqs[qid];
+  if (!cq) fail(Status.INVALID_QUEUE_ID, `CQ ${qid}`);
+  if (cq.sqCount > 0) fail(Status.INVALID_QUEUE_DELETION, `CQ ${qid} still has SQs`);
+  core.deleteCq(cq);
+  return OK;
+}

@@ -1,0 +1,174 @@
+/**
+ * NvmeController: an NVMe 1.4 controller (PCI class 01/08/02) backed by raw
+ * files or memory, served over vfio-user as a PciDevice.
+ *
+ * ```ts
+ * const nvme = new NvmeController({
+ *   name: 'nvme0',
+ *   namespaces: [{ path: '/var/lib/disk0.img', size: 1 << 30, lbaSize: 512 }],
+ *   serial: 'VFIOUSER0001', model: 'vfio-user-ts NVMe', firmware: '1.0',
+ *   queues: 4,
+ * });
+ * const server = await serve(nvme.device, { socketPath: '/run/nvme0.sock' });
+ * ...
+ * await server.close();
+ * await nvme.close(); // flushes
+ * ```
+ *
+ * `nvme.device` is the PciDevice (the Endpoint to serve); `nvme.endpoint` is
+ * the same object, so the controller can be returned from a daemon device
+ * factory as a HostedDevice ({ endpoint, close }).
+ *
+ * PCI layout: BAR0 (64-bit, 16 KiB) holds the NVMe registers and doorbells
+ * (stride 4); BAR4 holds the MSI-X table and PBA (one vector per queue:
+ * `queues + 1`); INTx pin A as fallback; PM and PCIe (FLR) capabilities.
+ */
+import type { Logger } from 'pino';
+import { silentLogger } from '../../server/log.js';
+import { PciDevice } from '../../server/pci/index.js';
+import type { DmaSpace } from '../../server/dma/index.js';
+import { BAR0_SIZE } from './constants.js';
+import { ControllerCore } from './core.js';
+import type { NvmeDma, NvmeHost } from './host.js';
+import { Namespace, type NamespaceOptions } from './namespace.js';
+
+export type { NamespaceOptions } from './namespace.js';
+
+export interface NvmeControllerOptions {
+  /** Device name (logs). */
+  name: string;
+  /** At least one; namespace ids are 1, 2, ... in this order. */
+  namespaces: NamespaceOptions[];
+  /** Identify serial number (<= 20 ASCII chars). Default derived from the name. */
+  serial?: string;
+  /** Identify model number (<= 40 chars). Default 'vfio-user-ts NVMe'. */
+  model?: string;
+  /** Firmware revision (<= 8 chars). Default '1.0'. */
+  firmware?: string;
+  /** Most I/O queue pairs (1-64). Default 8. The guest asks for one per CPU. */
+  queues?: number;
+  /** PCI vendor/device ids. Default Nutanix's 0x4e58:0x0001, as SPDK's vfio-user NVMe target. */
+  vendor?: number;
+  device?: number;
+  log?: Logger;
+}
+
+/** NvmeDma over the PciDevice's DmaSpace: views where fd-backed, messages elsewhere. */
+function dmaAdapter(dma: DmaSpace): NvmeDma {
+  return {
+    view(addr, length) {
+      const r = dma.find(addr);
+      if (!r) throw new Error(`guest address 0x${addr.toString(16)} is not mapped`);
+      if (!r.mapping || addr + BigInt(length) > r.end) return undefined;
+      try {
+        return dma.view(addr, length);
+      } catch {
+        return undefined; // read-only region or a 4 GiB window crossing: read()/write() decide
+      }
+    },
+    read: (addr, length) => dma.read(addr, length),
+    write: (addr, data) => dma.write(addr, data),
+  };
+}
+
+export class NvmeController {
+  /** The PCI function to serve. */
+  readonly device: PciDevice;
+  readonly namespaces: readonly Namespace[];
+  readonly log: Logger;
+  private readonly core: ControllerCore;
+  private closed = false;
+
+  constructor(options: NvmeControllerOptions) {
+    if (options.namespaces.length === 0) throw new RangeError('nvme: at least one namespace');
+    const queues = options.queues ?? 8;
+    if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new RangeError('nvme: queues must be 1-64');
+    this.log = (options.log ?? silentLogger).child({ nvme: options.name });
+    const serial = (options.serial ?? `VFUTS-${options.name}`).slice(0, 20);
+    const opened: Namespace[] = [];
+    try {
+      options.namespaces.forEach((ns, i) => opened.push(new Namespace(i + 1, ns, serial)));
+    } catch (err) {
+      for (const ns of opened) void ns.close();
+      throw err;
+    }
+    this.namespaces = opened;
+    const vectors = queues + 1;
+    const vendor = options.vendor ?? 0x4e58;
+    // The core needs the device (for DMA and IRQs) and the device's BAR handlers need the core.
+    let core: ControllerCore | undefined;
+    this.device = new PciDevice({
+      name: options.name,
+      id: { vendor, device: options.device ?? 0x0001, classCode: 0x010802, revision: 0 },
+      bars: [{
+        index: 0,
+        size: BAR0_SIZE,
+        type: 'mem64',
+        read: (offset, size) => core!.readRegister(offset, size),
+        write: (offset, size, value) => core!.writeRegister(offset, size, value),
+      }],
+      interrupts: { intx: true, msix: { vectors, bar: 4 } },
+      capabilities: [{ kind: 'pm' }],
+      express: { flr: true },
+      quiesce: () => core!.quiesceIo(),
+      onReset: (reason) => {
+        this.log.debug({ reason }, 'nvme: PCI reset');
+        return core!.reset();
+      },
+      log: options.log,
+    });
+    const device = this.device;
+    const host: NvmeHost = {
+      dma: dmaAdapter(device.dma),
+      msixEnabled: () => device.irq.mode === 'msix',
+      interrupt: (vector) => {
+        device.irq.trigger(device.irq.mode === 'msix' ? vector : 0);
+      },
+    };
+    core = new ControllerCore(host, {
+      identity: {
+        vendor,
+        subsystemVendor: vendor,
+        serial,
+        model: (options.model ?? 'vfio-user-ts NVMe').slice(0, 40),
+        firmware: (options.firmware ?? '1.0').slice(0, 8),
+        cntlid: 1,
+      },
+      namespaces: opened,
+      maxIoQueues: queues,
+      vectors,
+      log: this.log,
+    });
+    this.core = core;
+  }
+
+  /** Same as `device` (lets the controller be a daemon HostedDevice). */
+  get endpoint(): PciDevice {
+    return this.device;
+  }
+
+  /** Commands fetched per submission queue since it was created (qid 0 = admin). */
+  queueStats(): { sqid: number; fetched: number }[] {
+    return this.core.queueStats();
+  }
+
+  /** Commands completed and their mean time inside the controller (fetch to completion), in microseconds. */
+  timing(): { commands: number; meanMicros: number } {
+    const t = this.core.timing;
+    return { commands: t.commands, meanMicros: t.commands ? Number(t.nanoseconds / BigInt(t.commands)) / 1000 : 0 };
+  }
+
+  /** Make every completed write durable. */
+  flush(): Promise<void> {
+    return this.core.flushAll();
+  }
+
+  /** Wait for in-flight commands, flush and close the backing files, release the device. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.core.quiesceIo();
+    await Promise.all(this.namespaces.map((ns) => ns.close()));
+    this.device.close();
+  }
+}

@@ -1,0 +1,35 @@
+/**
+ * What the NVMe controller core needs from the PCI device around it: guest
+ * memory access and interrupts. `controller.ts` adapts a PciDevice to this;
+ * keeping it narrow lets the core run against any DMA space.
+ */
+
+/** Guest-physical memory as the device sees it. Every method throws (or rejects) on an address no DMA map covers. */
+export interface NvmeDma {
+  /**
+   * A live view of [addr, addr+length) when the range lies in one fd-backed
+   * mapping, else undefined (fd-less memory, or the range spans maps). Valid
+   * only until the current synchronous run ends: never keep it across an await.
+   */
+  view(addr: bigint, length: number): Uint8Array | undefined;
+  /** Copy guest bytes out (by message when the memory is not mapped). */
+  read(addr: bigint, length: number): Promise<Uint8Array>;
+  /** Copy bytes into guest memory (by message when the memory is not mapped). */
+  write(addr: bigint, data: Uint8Array): Promise<void>;
+}
+
+export interface NvmeHost {
+  readonly dma: NvmeDma;
+  /** Whether MSI-X is enabled: then each CQ signals its own vector; otherwise everything goes to INTx/MSI vector 0. */
+  msixEnabled(): boolean;
+  /** Signal `vector` of the active interrupt type. */
+  interrupt(vector: number): void;
+}
+
+/** Thrown by command handlers: completes the command with this 15-bit NVMe status. */
+export class NvmeStatusError extends Error {
+  constructor(public readonly status: number, message?: string) {
+    super(message ?? `NVMe status 0x${status.toString(16)}`);
+    this.name = 'NvmeStatusError';
+  }
+}

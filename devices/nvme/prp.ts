@@ -1,0 +1,134 @@
+/**
+ * PRP (Physical Region Page) data pointers: turn PRP1/PRP2 (and PRP lists,
+ * chained through their last entry) into guest address segments, and move
+ * bytes between those segments and a host buffer.
+ *
+ * Everything the guest wrote here is hostile: misaligned entries are Invalid
+ * PRP Offset, addresses no DMA map covers are Data Transfer Errors.
+ */
+import { PAGE_SIZE, Status } from './constants.js';
+import { NvmeStatusError, type NvmeDma } from './host.js';
+
+/** A run of guest-physical bytes. */
+export interface Segment {
+  addr: bigint;
+  length: number;
+}
+
+const PAGE = BigInt(PAGE_SIZE);
+const PAGE_MASK = PAGE - 1n;
+const ENTRIES_PER_PAGE = PAGE_SIZE / 8;
+
+function pushSegment(out: Segment[], addr: bigint, length: number): void {
+  const last = out[out.length - 1];
+  if (last && last.addr + BigInt(last.length) === addr) last.length += length;
+  else out.push({ addr, length });
+}
+
+async function readList(dma: NvmeDma, addr: bigint, count: number): Promise<DataView> {
+  try {
+    const view = dma.view(addr, count * 8);
+    const bytes = view ? view.slice() : await dma.read(addr, count * 8);
+    return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  } catch (err) {
+    throw new NvmeStatusError(Status.DATA_TRANSFER_ERROR, `PRP list at 0x${addr.toString(16)} unreadable: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The segments PRP1/PRP2 describe for a transfer of `length` bytes
+ * (contiguous pages merged). Resolves synchronously-fast when no list is needed.
+ */
+export async function prpSegments(dma: NvmeDma, prp1: bigint, prp2: bigint, length: number): Promise<Segment[]> {
+  const out: Segment[] = [];
+  if (length === 0) return out;
+  if ((prp1 & 3n) !== 0n) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, 'PRP1 not dword aligned');
+  const first = Math.min(length, PAGE_SIZE - Number(prp1 & PAGE_MASK));
+  pushSegment(out, prp1, first);
+  let left = length - first;
+  if (left === 0) return out;
+  if (left <= PAGE_SIZE) {
+    if ((prp2 & PAGE_MASK) !== 0n) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, 'PRP2 data pointer not page aligned');
+    pushSegment(out, prp2, left);
+    return out;
+  }
+  // PRP2 points to a list (it may start mid-page; its last entry chains to the next page).
+  let list = prp2;
+  if ((list & 7n) !== 0n) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, 'PRP list pointer not qword aligned');
+  let pages = 0;
+  while (left > 0) {
+    const inPage = ENTRIES_PER_PAGE - Number((list & PAGE_MASK) / 8n);
+    const needed = Math.ceil(left / PAGE_SIZE);
+    const count = needed <= inPage ? needed : inPage;
+    const entries = await readList(dma, list, count);
+    const dataEntries = needed <= inPage ? count : count - 1;
+    for (let i = 0; i < dataEntries; i++) {
+      const addr = entries.getBigUint64(i * 8, true);
+      if ((addr & PAGE_MASK) !== 0n) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, `PRP entry ${addr.toString(16)} at ${list.toString(16)}+${i} not page aligned`);
+      const len = Math.min(left, PAGE_SIZE);
+      pushSegment(out, addr, len);
+      left -= len;
+    }
+    if (left > 0) {
+      list = entries.getBigUint64((count - 1) * 8, true);
+      if ((list & 7n) !== 0n) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, 'chained PRP list not qword aligned');
+      // A guest could build a list that loops forever: bounded by `left`, which shrinks every page.
+      if (++pages > length / PAGE_SIZE + 2) throw new NvmeStatusError(Status.DATA_TRANSFER_ERROR, 'PRP list too long');
+    }
+  }
+  return out;
+}
+
+function transferError(seg: Segment, err: unknown): NvmeStatusError {
+  return new NvmeStatusError(Status.DATA_TRANSFER_ERROR, `DMA to 0x${seg.addr.toString(16)}+${seg.length} failed: ${(err as Error).message}`);
+}
+
+/** Copy `src` into the segments (in order). Data Transfer Error when guest memory is not there. */
+export async function copyToGuest(dma: NvmeDma, segments: readonly Segment[], src: Uint8Array): Promise<void> {
+  let pos = 0;
+  for (const seg of segments) {
+    const chunk = src.subarray(pos, pos + seg.length);
+    pos += seg.length;
+    let view: Uint8Array | undefined;
+    try {
+      view = dma.view(seg.addr, seg.length);
+    } catch (err) {
+      throw transferError(seg, err);
+    }
+    if (view) {
+      view.set(chunk);
+      continue;
+    }
+    try {
+      await dma.write(seg.addr, chunk);
+    } catch (err) {
+      throw transferError(seg, err);
+    }
+  }
+}
+
+/** Copy the segments' bytes into `dst` (in order). */
+export async function copyFromGuest(dma: NvmeDma, segments: readonly Segment[], dst: Uint8Array): Promise<void> {
+  let pos = 0;
+  for (const seg of segments) {
+    let view: Uint8Array | undefined;
+    try {
+      view = dma.view(seg.addr, seg.length);
+    } catch (err) {
+      throw transferError(seg, err);
+    }
+    if (view) {
+      dst.set(view, pos);
+    } else {
+      let bytes: Uint8Array;
+      try {
+        bytes = await dma.read(seg.addr, seg.length);
+      } catch (err) {
+        throw transferError(seg, err);
+      }
+      if (bytes.length !== seg.length) throw transferError(seg, new Error('short DMA read'));
+      dst.set(bytes, pos);
+    }
+    pos += seg.length;
+  }
+}

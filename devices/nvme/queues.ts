@@ -1,0 +1,102 @@
+/**
+ * Submission/completion queue state and the 64-byte command layout.
+ * Queues live in guest memory (physically contiguous: CAP.CQR = 1).
+ */
+
+/** A parsed submission queue entry (copied out of guest memory). */
+export interface Command {
+  opcode: number;
+  /** FUSE bits (9:8 of CDW0). */
+  fuse: number;
+  /** PSDT (15:14): 0 = PRPs. */
+  psdt: number;
+  cid: number;
+  nsid: number;
+  prp1: bigint;
+  prp2: bigint;
+  cdw10: number;
+  cdw11: number;
+  cdw12: number;
+  cdw13: number;
+  cdw14: number;
+  cdw15: number;
+}
+
+/** Parse the 64-byte entry at `offset` of `v`. */
+export function parseCommand(v: DataView, offset: number): Command {
+  const dw0 = v.getUint32(offset, true);
+  return {
+    opcode: dw0 & 0xff,
+    fuse: (dw0 >>> 8) & 3,
+    psdt: (dw0 >>> 14) & 3,
+    cid: dw0 >>> 16,
+    nsid: v.getUint32(offset + 4, true),
+    prp1: v.getBigUint64(offset + 24, true),
+    prp2: v.getBigUint64(offset + 32, true),
+    cdw10: v.getUint32(offset + 40, true),
+    cdw11: v.getUint32(offset + 44, true),
+    cdw12: v.getUint32(offset + 48, true),
+    cdw13: v.getUint32(offset + 52, true),
+    cdw14: v.getUint32(offset + 56, true),
+    cdw15: v.getUint32(offset + 60, true),
+  };
+}
+
+/** What a command handler answers: a 15-bit status and Dword 0. */
+export interface CommandResult {
+  status: number;
+  result?: number;
+}
+
+/** A completion waiting for room in its CQ. */
+export interface Completion {
+  result: number;
+  sqhd: number;
+  sqid: number;
+  cid: number;
+  status: number;
+}
+
+export interface CompletionQueue {
+  id: number;
+  base: bigint;
+  size: number;
+  /** Next slot we write. */
+  tail: number;
+  /** Last head the host reported. */
+  head: number;
+  /** Phase tag of the entries we write now. */
+  phase: number;
+  /** Interrupts enabled (IEN). */
+  ien: boolean;
+  /** Interrupt vector (MSI-X). */
+  iv: number;
+  /** SQs bound to this CQ. */
+  sqCount: number;
+  /** Completions that found the CQ full, in order. */
+  pending: Completion[];
+  /** Completions posted since the last interrupt (coalescing). */
+  unsignalled: number;
+  coalesceTimer?: NodeJS.Timeout;
+  deleted: boolean;
+  /** Commands completed on this CQ (statistics). */
+  completed: number;
+}
+
+export interface SubmissionQueue {
+  id: number;
+  base: bigint;
+  size: number;
+  cq: CompletionQueue;
+  /** Next entry we fetch. */
+  head: number;
+  /** Last tail the host reported. */
+  tail: number;
+  /** A fetch loop is running. */
+  fetching: boolean;
+  /** Commands started and not yet completed. */
+  inflight: number;
+  deleted: boolean;
+  /** Commands fetched from this SQ (statistics: per-queue I/O counts). */
+  fetched: number;
+}

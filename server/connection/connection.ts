@@ -1,0 +1,340 @@
+/**
+ * One client on one device: the per-connection state machine and dispatcher.
+ *
+ * States: 'version' (only VERSION is accepted; anything else is EINVAL and the
+ * connection closes) -> 'ready' -> 'closing' -> 'closed'. Requests are answered
+ * strictly in arrival order, even when a handler is async (a queue); replies
+ * from the client (to our DMA_READ/DMA_WRITE) are matched by id as they arrive,
+ * so they never wait behind the queue. NO_REPLY suppresses every reply, error
+ * replies included. A fatal stream error (a header announcing < 16 bytes, a
+ * failed VERSION, a socket error) drops this connection only: every fd is
+ * closed, the endpoint is detached, and the owner (DeviceServer) is told.
+ */
+import type { Logger } from 'pino';
+import type { NativeBinding } from '../../native/index.js';
+import { VfioUserError, type Endpoint } from '../endpoint.js';
+import {
+  Command, Errno, HEADER_SIZE, HeaderFlag, Limits, commandName, decodeHeader, encodeErrorReply, hexDump,
+  isReply, messageType, wantsReply, type Capabilities, type MessageHeader,
+} from '../protocol/index.js';
+import { Channel, type ReceivedFds } from '../transport/index.js';
+import { ConnectionClientPort } from './client-port.js';
+import type { HandlerResult, RequestContext } from './context.js';
+import { handlerFor } from './dispatch.js';
+import { negotiateVersion } from './negotiate.js';
+
+export interface ConnectionOptions {
+  /** Our max_data_xfer_size (default 1 MiB; QEMU accepts up to 64 MiB). */
+  maxDataXferSize?: number;
+  /** Our max_msg_fds (default 16, QEMU's limit). */
+  maxMsgFds?: number;
+  /** Implement and advertise REGION_WRITE_MULTI (default true). */
+  writeMultiple?: boolean;
+  /** Timeout of one server-to-client DMA request (default 5000 ms, QEMU's x-msg-timeout). */
+  dmaTimeoutMs?: number;
+  /** On close, how long to wait for a running handler before detaching anyway (default 10 s). */
+  drainTimeoutMs?: number;
+  /** Reply bytes the kernel has not taken yet after which the client is dropped (default 64 MiB). */
+  maxPendingBytes?: number;
+}
+
+export type ConnectionState = 'version' | 'ready' | 'closing' | 'closed';
+
+interface Queued {
+  header: MessageHeader;
+  message: Buffer;
+  fds: ReceivedFds;
+}
+
+/** Unsent reply bytes after which a client that does not read is dropped. */
+const MAX_PENDING_BYTES = 64 << 20;
+
+/** fds the native layer makes room for on one message: more than we negotiate, so an excess is EINVAL, not a dropped stream. */
+const NATIVE_MAX_FDS = 253;
+
+let nextConnectionId = 1;
+
+export class Connection {
+  readonly id = nextConnectionId++;
+  readonly log: Logger;
+  readonly endpoint: Endpoint;
+  /** Resolves once the connection is closed and the endpoint detached. */
+  readonly closed: Promise<void>;
+  readonly #channel: Channel;
+  readonly #maxDataXferSize: number;
+  readonly #maxMsgFds: number;
+  readonly #options: ConnectionOptions;
+  #state: ConnectionState = 'version';
+  #port: ConnectionClientPort | undefined;
+  #client: Capabilities | undefined;
+  #writeMultiple = false;
+  #attached = false;
+  #queue: Queued[] = [];
+  #running = false;
+  #idleWaiters: (() => void)[] = [];
+  #resolveClosed!: () => void;
+  #onClosed: ((conn: Connection, reason: string) => void) | undefined;
+
+  /**
+   * Start serving the connected socket `fd` (ownership passes to the connection).
+   * `onClosed` runs once, after the endpoint was detached.
+   */
+  constructor(
+    native: NativeBinding,
+    fd: number,
+    endpoint: Endpoint,
+    log: Logger,
+    options: ConnectionOptions = {},
+    onClosed?: (conn: Connection, reason: string) => void,
+  ) {
+    this.endpoint = endpoint;
+    this.log = log.child({ conn: this.id });
+    this.#options = options;
+    this.#maxDataXferSize = options.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
+    this.#maxMsgFds = options.maxMsgFds ?? Limits.MAX_MSG_FDS;
+    this.#onClosed = onClosed;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    this.#channel = new Channel(
+      native,
+      fd,
+      { maxMessageSize: this.#maxDataXferSize + 32, maxFds: Math.max(NATIVE_MAX_FDS, this.#maxMsgFds) },
+      {
+        onMessage: (message, fds) => this.#onMessage(message, fds),
+        onClose: (reason) => void this.#teardown(reason === 'EOF' ? 'client disconnected' : `socket: ${reason}`),
+      },
+      this.log,
+    );
+    this.log.info('client connected');
+  }
+
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  /** The client's capabilities, once VERSION is done. */
+  get clientCapabilities(): Capabilities | undefined {
+    return this.#client;
+  }
+
+  /** The port handed to the endpoint (undefined before VERSION). */
+  get port(): ConnectionClientPort | undefined {
+    return this.#port;
+  }
+
+  /** Received fds still held by the channel (leak checks). */
+  get heldFds(): number {
+    return this.#channel.heldFds;
+  }
+
+  /** Drop the client: close the socket and all fds, detach the endpoint. Resolves when done. */
+  close(reason = 'closed by the server'): Promise<void> {
+    return this.#teardown(reason);
+  }
+
+  #onMessage(message: Buffer, fds: ReceivedFds): void {
+    if (this.#state === 'closing' || this.#state === 'closed') {
+      fds.release('connection closing');
+      return;
+    }
+    let header: MessageHeader;
+    try {
+      header = decodeHeader(message);
+    } catch {
+      fds.release('bad header');
+      void this.#teardown('short message from the native layer');
+      return;
+    }
+    if (this.log.isLevelEnabled('trace')) this.log.trace({ id: header.id, hex: hexDump(message) }, 'recv');
+    if (header.size < HEADER_SIZE) {
+      // The stream cannot be re-framed: answer and drop the client.
+      fds.release('bad header');
+      this.log.warn({ cmd: commandName(header.command), id: header.id, size: header.size }, 'header size < 16: closing');
+      this.#replyError(header, Errno.EINVAL);
+      void this.#teardown('malformed header');
+      return;
+    }
+    if (isReply(header)) {
+      fds.release('fds on a reply');
+      if (!this.#port?.handleReply(header, message)) {
+        this.log.warn({ cmd: commandName(header.command), id: header.id }, 'unsolicited reply dropped');
+      } else {
+        this.log.debug({ cmd: commandName(header.command), id: header.id, size: header.size, error: header.error || undefined }, 'reply');
+      }
+      return;
+    }
+    this.#queue.push({ header, message, fds });
+    if (!this.#running) this.#pump();
+  }
+
+  /** Process queued requests in order; synchronous handlers complete without a microtask hop. */
+  #pump(): void {
+    this.#running = true;
+    while (this.#queue.length > 0) {
+      if (this.#state === 'closing' || this.#state === 'closed') break;
+      const item = this.#queue.shift()!;
+      const pending = this.#process(item);
+      if (pending) {
+        void pending.then(() => this.#pump());
+        return;
+      }
+    }
+    this.#running = false;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Handle one request. Never throws; returns a promise only when a handler went async. */
+  #process(item: Queued): Promise<void> | undefined {
+    const { header, message, fds } = item;
+    if (this.#state === 'version') {
+      this.#negotiate(header, message, fds);
+      return undefined;
+    }
+    let result: HandlerResult | Promise<HandlerResult>;
+    try {
+      result = this.#dispatch(header, message, fds);
+    } catch (err) {
+      this.#finish(header, fds, undefined, err);
+      return undefined;
+    }
+    if (result instanceof Promise) {
+      return result.then(
+        (r) => this.#finish(header, fds, r, undefined),
+        (err: unknown) => this.#finish(header, fds, undefined, err),
+      );
+    }
+    this.#finish(header, fds, result, undefined);
+    return undefined;
+  }
+
+  #dispatch(header: MessageHeader, message: Buffer, fds: ReceivedFds): HandlerResult | Promise<HandlerResult> {
+    if (messageType(header.flags) !== HeaderFlag.TYPE_COMMAND) {
+      throw VfioUserError.invalid(`message type ${messageType(header.flags)} is neither command nor reply`);
+    }
+    if (message.byteLength < header.size) {
+      throw VfioUserError.invalid(`message of ${header.size} bytes exceeds our limit of ${this.#maxDataXferSize + 32}`);
+    }
+    if (fds.count > this.#maxMsgFds) throw VfioUserError.invalid(`${fds.count} fds exceed max_msg_fds ${this.#maxMsgFds}`);
+    const handler = handlerFor(header.command, this.#writeMultiple);
+    if (!handler) throw VfioUserError.invalid(`unsupported command ${commandName(header.command)}`);
+    const ctx: RequestContext = { header, message, fds, endpoint: this.endpoint, maxDataXferSize: this.#maxDataXferSize, log: this.log };
+    return handler(ctx);
+  }
+
+  #finish(header: MessageHeader, fds: ReceivedFds, result: HandlerResult | undefined, err: unknown): void {
+    const closed = fds.release('not taken by the handler');
+    if (closed > 0) this.log.warn({ cmd: commandName(header.command), id: header.id, fds: closed }, 'closed unexpected fds');
+    const cmd = commandName(header.command);
+    if (result) {
+      this.log.debug({ cmd, id: header.id, size: header.size, result: 'ok' }, 'request');
+      if (wantsReply(header)) this.#send(result.reply, result.fds);
+      return;
+    }
+    let errno: number = Errno.EIO;
+    if (err instanceof VfioUserError) {
+      errno = err.errno > 0 && err.errno <= 4096 ? err.errno : Errno.EIO;
+      this.log.debug({ cmd, id: header.id, size: header.size, result: errno, msg: err.message }, 'request failed');
+    } else {
+      this.log.error({ cmd, id: header.id, err }, 'request handler threw: answering EIO');
+    }
+    this.#replyError(header, errno);
+  }
+
+  #negotiate(header: MessageHeader, message: Buffer, fds: ReceivedFds): void {
+    const fail = (why: string): void => {
+      this.log.warn({ cmd: commandName(header.command), id: header.id, why }, 'version negotiation failed');
+      fds.release('version failed');
+      this.#replyError(header, Errno.EINVAL);
+      void this.#teardown(`version negotiation failed: ${why}`);
+    };
+    if (header.command !== Command.VERSION) return fail('first message is not VERSION');
+    if (messageType(header.flags) !== HeaderFlag.TYPE_COMMAND) return fail('VERSION is not a command');
+    if (fds.count > 0) return fail('fds attached to VERSION');
+    if (message.byteLength < header.size) return fail('VERSION too large');
+    let negotiated;
+    try {
+      negotiated = negotiateVersion(header.id, message, {
+        maxMsgFds: this.#maxMsgFds,
+        maxDataXferSize: this.#maxDataXferSize,
+        pgsizes: Limits.PGSIZE,
+        maxDmaMaps: Limits.MAX_DMA_MAPS,
+        writeMultiple: this.#options.writeMultiple ?? true,
+      });
+    } catch (err) {
+      return fail(err instanceof Error ? err.message : String(err));
+    }
+    this.#client = negotiated.client;
+    this.#writeMultiple = negotiated.writeMultiple;
+    if (wantsReply(header)) this.#send(negotiated.reply);
+    this.#state = 'ready';
+    this.log.info({ client: negotiated.client, server: negotiated.json }, 'version negotiated');
+    this.#port = new ConnectionClientPort(
+      (m) => this.#send(m),
+      // Replies to our DMA_READs must also fit what we receive.
+      Math.min(negotiated.client.maxDataXferSize, this.#maxDataXferSize),
+      this.#options.dmaTimeoutMs ?? 5000,
+      this.log,
+    );
+    try {
+      this.endpoint.attach(this.#port);
+      this.#attached = true;
+    } catch (err) {
+      this.log.error({ err }, 'endpoint.attach failed');
+      void this.#teardown('endpoint.attach failed');
+    }
+  }
+
+  #send(message: Uint8Array, fds?: readonly number[]): boolean {
+    if (this.log.isLevelEnabled('trace')) this.log.trace({ hex: hexDump(message), fds: fds?.length }, 'send');
+    const ok = this.#channel.send(message, fds);
+    const backlog = this.#channel.pendingBytes;
+    if (backlog > (this.#options.maxPendingBytes ?? MAX_PENDING_BYTES) && this.#state !== 'closing' && this.#state !== 'closed') {
+      this.log.warn({ pendingBytes: backlog }, 'the client does not read its replies: dropping it');
+      void this.#teardown('client does not read its replies');
+    }
+    return ok;
+  }
+
+  #replyError(header: MessageHeader, errno: number): void {
+    if (wantsReply(header)) this.#send(encodeErrorReply(header.id, header.command, errno));
+  }
+
+  #whenIdle(timeoutMs: number): Promise<boolean> {
+    if (!this.#running) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.#idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  async #teardown(reason: string): Promise<void> {
+    if (this.#state === 'closing' || this.#state === 'closed') return this.closed;
+    this.#state = 'closing';
+    // Let a final error reply reach the kernel before the socket goes.
+    for (let i = 0; i < 10 && this.#channel.pendingBytes > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    this.#channel.close();
+    this.#port?.close(reason);
+    for (const q of this.#queue) q.fds.release('connection closing');
+    this.#queue = [];
+    if (!(await this.#whenIdle(this.#options.drainTimeoutMs ?? 10_000))) {
+      this.log.warn('a request handler is still running: detaching anyway');
+    }
+    if (this.#attached) {
+      this.#attached = false;
+      try {
+        await this.endpoint.detach();
+      } catch (err) {
+        this.log.error({ err }, 'endpoint.detach failed');
+      }
+    }
+    this.#state = 'closed';
+    this.log.info({ reason }, 'client disconnected');
+    this.#resolveClosed();
+    this.#onClosed?.(this, reason);
+    return undefined;
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * Factories for the built-in device types (`"type": "nvme"` and `"type": "gpio"`):
+ * they map a validated DeviceSpec onto the device's own constructor and tie its
+ * side parts (the GPIO control socket, NVMe flush on close) to the daemon's
+ * lifecycle.
+ */
+import { createGpioDevice, startGpioControl, type GpioControlServer } from '../../devices/gpio/index.js';
+import { NvmeController } from '../../devices/nvme/index.js';
+import type { DeviceSpec, GpioSpec, NvmeSpec } from './config.js';
+import type { DeviceContext, DeviceFactory, HostedDevice } from './device-module.js';
+
+/** The factory for a built-in spec (the spec itself carries the validated options). */
+export function builtinFactory(spec: Exclude<DeviceSpec, { type: 'module' }>): DeviceFactory {
+  return spec.type === 'nvme' ? (ctx) => createNvme(spec, ctx) : (ctx) => createGpio(spec, ctx);
+}
+
+function createGpio(spec: GpioSpec, ctx: DeviceContext): HostedDevice {
+  const { device, gpio } = createGpioDevice({ name: spec.name, log: ctx.log });
+  let control: GpioControlServer | undefined;
+  return {
+    endpoint: device,
+    notes: spec.control ? [`control: vfio-user-ts gpio get|set|watch --control ${spec.control}`] : [],
+    async start() {
+      if (spec.control) control = await startGpioControl(gpio, spec.control, { log: ctx.log.child({ device: spec.name }) });
+    },
+    async close() {
+      await control?.close();
+    },
+  };
+}
+
+async function createNvme(spec: NvmeSpec, ctx: DeviceContext): Promise<HostedDevice> {
+  const controller = new NvmeController({
+    name: spec.name,
+    namespaces: spec.namespaces,
+    ...(spec.serial !== undefined && { serial: spec.serial }),
+    ...(spec.model !== undefined && { model: spec.model }),
+    ...(spec.firmware !== undefined && { firmware: spec.firmware }),
+    ...(spec.queues !== undefined && { queues: spec.queues }),
+    log: ctx.log,
+  });
+  // close(): waits for in-flight commands, flushes (fdatasync) and closes the backing files.
+  return { endpoint: controller.device, close: () => controller.close() };
+}

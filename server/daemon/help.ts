@@ -1,0 +1,50 @@
+/** Handwritten --help texts for the `vfio-user-ts` CLI (docs/cli.md has the long form). */
+
+export const MAIN_HELP = `vfio-user-ts: PCI devices written in TypeScript, served to QEMU over vfio-user
+
+Usage:
+  vfio-user-ts serve [options]        run devices (default: one NVMe + one GPIO under ./run/)
+  vfio-user-ts gpio <get|set|watch>   talk to a running GPIO card's control socket
+  vfio-user-ts help [command]         show help for a command
+  vfio-user-ts --version
+
+Run 'vfio-user-ts serve --help' for the device options.
+`;
+
+export const SERVE_HELP = `Usage:
+  vfio-user-ts serve                                  the built-in default:
+                                                      nvme0 (sparse 1 GiB data/nvme0.img) on run/nvme0.sock,
+                                                      gpio0 on run/gpio0.sock (control socket run/gpio0.sock.control)
+  vfio-user-ts serve --config FILE                    devices from a JSON file (see docs/cli.md)
+  vfio-user-ts serve --device TYPE --socket PATH [device flags] [--device ...]
+
+Devices (--device starts one; the flags after it belong to it; repeat for more):
+  -d, --device TYPE      nvme, gpio, or a path to a device module (exports a factory)
+  -s, --socket PATH      UNIX socket QEMU connects to (required)
+      --name NAME        name in logs (default: nvme0, gpio0, ...)
+  nvme:
+      --disk FILE        raw image (created sparse if missing); without it, RAM
+      --size SIZE        namespace size: 1G, 512M, 4096 ... (required for a new image)
+      --lba-size N       512 (default) or 4096
+      --queues N         most I/O queue pairs (1-64)
+  gpio:
+      --control PATH     JSON-lines control socket (default: SOCKET.control;
+                         'none' for no control socket)
+
+Other options:
+  -c, --config FILE      JSON config: {"devices":[{"type","socket","name"?,"options"?}], "logLevel"?}
+      --check            validate the configuration, print the devices, and exit
+      --log-level LEVEL  fatal, error, warn, info (default), debug, trace, silent (or LOG_LEVEL)
+      --trace            log every vfio-user message, decoded (= --log-level debug)
+      --log-format FMT   auto (pretty on a terminal, else JSON), json, pretty
+  -h, --help             this help
+
+Examples:
+  vfio-user-ts serve --device nvme --socket /run/vfio-user/nvme0.sock --disk /var/lib/nvme0.img --size 8G
+  vfio-user-ts serve -d gpio -s /tmp/gpio.sock -d ./my-device.js -s /tmp/mine.sock
+  vfio-user-ts serve --config /etc/vfio-user-ts/devices.json --trace
+
+At start it prints the QEMU options for each socket. SIGTERM or SIGINT stops it:
+clients are dropped, disks flushed, socket files removed, exit 0 (forced after 5 s).
+Exit codes: 0 stopped cleanly, 1 runtime failure, 2 bad arguments or configuration.
+`;

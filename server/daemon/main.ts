@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+/**
+ * The `vfio-user-ts` command (package.json "bin"; `npm start` runs `serve`).
+ * Subcommands: serve (serve-command.ts), gpio (gpio-command.ts), help.
+ */
+import { gpioCommand, gpioHelp } from './gpio-command.js';
+import { MAIN_HELP, SERVE_HELP } from './help.js';
+import { packageVersion } from './package-root.js';
+import { serveCommand } from './serve-command.js';
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'serve':
+      return serveCommand(rest);
+    case 'gpio':
+      return gpioCommand(rest);
+    case undefined:
+    case '-h':
+    case '--help':
+      process.stdout.write(MAIN_HELP);
+      return 0;
+    case 'help':
+      process.stdout.write(rest[0] === 'serve' ? SERVE_HELP : rest[0] === 'gpio' ? gpioHelp() : MAIN_HELP);
+      return 0;
+    case '-v':
+    case '--version':
+      process.stdout.write(`${packageVersion()}\n`);
+      return 0;
+    default:
+      process.stderr.write(`vfio-user-ts: unknown command ${JSON.stringify(command)}\n\n${MAIN_HELP}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`vfio-user-ts: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,185 @@
+/**
+ * `vfio-user-ts serve` arguments (node:util parseArgs): either `--config FILE`,
+ * or quick flags where each `--device TYPE` starts a device and the flags after
+ * it (`--socket`, `--disk`, `--size`, ...) belong to it, or nothing (the
+ * built-in default). Every path ends up validated by validateConfig, so the
+ * same rules and messages apply; quick-flag errors name the flag.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { LOG_LEVELS, validateConfig, type DaemonConfig, type LogLevel } from './config.js';
+import { ConfigError, ConfigErrors } from './config-error.js';
+import { DEFAULT_CONFIG, DEFAULT_CONFIG_SOURCE } from './default-config.js';
+
+export const COMMAND_LINE = 'command line';
+
+export type LogFormat = 'auto' | 'json' | 'pretty';
+
+export interface ServeOptions {
+  help: boolean;
+  /** Validate, print the devices and exit without starting. */
+  check: boolean;
+  logLevel?: LogLevel;
+  logFormat: LogFormat;
+  config: DaemonConfig;
+}
+
+/** Flags that belong to the latest --device, and where each lands in a device entry. */
+const DEVICE_FLAGS: Record<string, string> = {
+  socket: 'socket',
+  name: 'name',
+  disk: 'options.disk',
+  size: 'options.size',
+  'lba-size': 'options.lbaSize',
+  queues: 'options.queues',
+  control: 'options.control',
+};
+const NUMERIC_FLAGS = new Set(['lba-size', 'queues']);
+
+const SPEC = {
+  help: { type: 'boolean', short: 'h' },
+  config: { type: 'string', short: 'c' },
+  check: { type: 'boolean' },
+  device: { type: 'string', short: 'd', multiple: true },
+  socket: { type: 'string', short: 's', multiple: true },
+  name: { type: 'string', multiple: true },
+  disk: { type: 'string', multiple: true },
+  size: { type: 'string', multiple: true },
+  'lba-size': { type: 'string', multiple: true },
+  queues: { type: 'string', multiple: true },
+  control: { type: 'string', multiple: true },
+  'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+  trace: { type: 'boolean' },
+} as const;
+
+/** Parse and validate; throws ConfigErrors (every problem) for bad input. */
+export function parseServeArgs(args: string[], cwd = process.cwd()): ServeOptions {
+  const errors: ConfigError[] = [];
+  let parsed: ReturnType<typeof parseArgs<{ args: string[]; options: typeof SPEC; tokens: true; allowPositionals: false; strict: true }>>;
+  try {
+    parsed = parseArgs({ args, options: SPEC, tokens: true, allowPositionals: false, strict: true });
+  } catch (err) {
+    throw new ConfigErrors([new ConfigError(COMMAND_LINE, 'arguments', `${(err as Error).message} (see vfio-user-ts serve --help)`)]);
+  }
+  const { values, tokens } = parsed;
+  const result: Omit<ServeOptions, 'config'> = { help: values.help === true, check: values.check === true, logFormat: 'auto' };
+  if (values['log-level'] !== undefined) {
+    if ((LOG_LEVELS as readonly string[]).includes(values['log-level'])) result.logLevel = values['log-level'] as LogLevel;
+    else errors.push(new ConfigError(COMMAND_LINE, '--log-level', `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(values['log-level'])}`));
+  }
+  if (values.trace) {
+    if (result.logLevel !== undefined && result.logLevel !== 'debug' && result.logLevel !== 'trace') {
+      errors.push(new ConfigError(COMMAND_LINE, '--trace', `contradicts --log-level ${result.logLevel} (--trace means --log-level debug)`));
+    }
+    result.logLevel = result.logLevel === 'trace' ? 'trace' : 'debug';
+  }
+  if (values['log-format'] !== undefined) {
+    const f = values['log-format'];
+    if (f === 'auto' || f === 'json' || f === 'pretty') result.logFormat = f;
+    else errors.push(new ConfigError(COMMAND_LINE, '--log-format', `must be auto, json or pretty, got ${JSON.stringify(f)}`));
+  }
+  if (result.help) return { ...result, config: { source: COMMAND_LINE, devices: [] } };
+
+  let config: DaemonConfig = { source: COMMAND_LINE, devices: [] };
+  if (values.config !== undefined) {
+    if (values.device !== undefined) {
+      errors.push(new ConfigError(COMMAND_LINE, '--device', 'cannot be combined with --config (put the devices in the file)'));
+    } else {
+      const { config: fromFile, errors: fileErrors } = loadConfigFile(resolve(cwd, values.config));
+      config = fromFile;
+      errors.push(...fileErrors);
+    }
+  } else if (values.device !== undefined) {
+    const { devices, errors: flagErrors } = groupDeviceFlags(tokens ?? []);
+    errors.push(...flagErrors);
+    const validated = validateConfig({ devices }, COMMAND_LINE, cwd);
+    config = validated.config;
+    errors.push(...validated.errors.map((e) => new ConfigError(COMMAND_LINE, flagName(e.field, devices), e.problem)));
+  } else {
+    const stray = Object.keys(DEVICE_FLAGS).filter((f) => values[f as keyof typeof values] !== undefined);
+    for (const f of stray) errors.push(new ConfigError(COMMAND_LINE, `--${f}`, 'belongs to a device: put it after --device TYPE'));
+    const validated = validateConfig(DEFAULT_CONFIG, DEFAULT_CONFIG_SOURCE, cwd);
+    config = validated.config;
+    errors.push(...validated.errors);
+  }
+  const envLevel = process.env.LOG_LEVEL;
+  if (result.logLevel === undefined && config.logLevel === undefined && envLevel !== undefined && envLevel !== '') {
+    // createLogger reads LOG_LEVEL itself; pino throws on a bad one, so check it here.
+    if (!(LOG_LEVELS as readonly string[]).includes(envLevel)) {
+      errors.push(new ConfigError('environment', 'LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(envLevel)}`));
+    }
+  }
+  if (errors.length > 0) throw new ConfigErrors(errors);
+  if (result.logLevel === undefined && config.logLevel !== undefined) result.logLevel = config.logLevel;
+  return { ...result, config };
+}
+
+/** Read and validate a JSON config file; errors name the file. */
+export function loadConfigFile(path: string): { config: DaemonConfig; errors: ConfigError[] } {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not a file' : (err as Error).message;
+    return { config: { source: path, devices: [] }, errors: [new ConfigError(path, '(file)', `cannot read it: ${why}`)] };
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    return { config: { source: path, devices: [] }, errors: [new ConfigError(path, '(file)', `is not valid JSON: ${(err as Error).message}`)] };
+  }
+  return validateConfig(raw, path, dirname(path));
+}
+
+/** Turn the ordered flag tokens into device entries: each --device starts one. */
+function groupDeviceFlags(tokens: NonNullable<ReturnType<typeof parseArgs>['tokens']>): { devices: Record<string, unknown>[]; errors: ConfigError[] } {
+  const devices: Record<string, unknown>[] = [];
+  const errors: ConfigError[] = [];
+  for (const token of tokens) {
+    if (token.kind !== 'option') continue;
+    if (token.name === 'device') {
+      devices.push({ type: token.value });
+      continue;
+    }
+    const target = DEVICE_FLAGS[token.name];
+    if (target === undefined) continue;
+    const device = devices.at(-1);
+    if (device === undefined) {
+      errors.push(new ConfigError(COMMAND_LINE, `--${token.name}`, 'belongs to a device: put it after --device TYPE'));
+      continue;
+    }
+    let value: unknown = token.value;
+    if (NUMERIC_FLAGS.has(token.name) && typeof value === 'string' && /^\d+$/.test(value)) value = Number(value);
+    if (token.name === 'control' && value === 'none') value = null;
+    const [head, key] = target.split('.');
+    if (key === undefined) {
+      if (head in device) errors.push(new ConfigError(COMMAND_LINE, deviceLabel(devices.length - 1, device) + ` --${token.name}`, 'given twice for this device'));
+      device[head] = value;
+    } else {
+      const options = (device.options ??= {}) as Record<string, unknown>;
+      if (key in options) errors.push(new ConfigError(COMMAND_LINE, deviceLabel(devices.length - 1, device) + ` --${token.name}`, 'given twice for this device'));
+      options[key] = value;
+    }
+  }
+  return { devices, errors };
+}
+
+function deviceLabel(index: number, device: Record<string, unknown>): string {
+  return `--device #${index + 1} (${String(device.type)})`;
+}
+
+/** `devices[1].options.size` -> `--device #2 (nvme) --size`. */
+function flagName(field: string, devices: Record<string, unknown>[]): string {
+  const m = /^devices\[(\d+)\](?:\.(.+))?$/.exec(field);
+  if (!m) return field;
+  const index = Number(m[1]);
+  const label = deviceLabel(index, devices[index] ?? {});
+  if (m[2] === undefined) return label;
+  if (m[2] === 'type') return label;
+  const flag = Object.entries(DEVICE_FLAGS).find(([, target]) => target === m[2])?.[0];
+  return flag ? `${label} --${flag}` : `${label} ${m[2]}`;
+}

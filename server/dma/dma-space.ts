@@ -1,0 +1,310 @@
+/**
+ * DmaSpace: the client's guest-physical (IO virtual) address space as built by
+ * DMA_MAP / DMA_UNMAP, and the API device code uses to reach it.
+ *
+ * Contract with the device model (server/pci):
+ *   const dma = new DmaSpace(log);          // one per device
+ *   dma.attach(port);                       // Endpoint.attach(port)
+ *   await dma.map(req);                     // Endpoint.dmaMap(req)   (takes the fd)
+ *   await dma.unmap(addr, size, all);       // Endpoint.dmaUnmap(...) (waits for in-flight users)
+ *   await dma.detach();                     // Endpoint.detach()      (unmaps all)
+ *   await dma.read(gpa, n); await dma.write(gpa, bytes); dma.view(gpa, n); dma.sgl(gpa, n);
+ *   const h = dma.hold(gpa, n); try { ... } finally { h.release(); }
+ *   await dma.quiesce();                    // before a reset: no DMA in flight (maps stay)
+ *
+ * fd-backed ranges are mmapped (native.mmapFd, MAP_SHARED, with the map's
+ * protection) and the fd is closed right after; ranges without an fd are served
+ * with DMA_READ / DMA_WRITE messages through the attached ClientPort. Overlap
+ * with an existing range is EINVAL (libvfio-user), an identical re-map is
+ * accepted, unmap of anything but an exact existing range is ENOENT.
+ */
+import type { Logger } from 'pino';
+import type { NativeBinding } from '../../native/index.js';
+import type { ClientPort, DmaMapRequest } from '../endpoint.js';
+import { DmaMapFlag, Errno, Limits } from '../protocol/constants.js';
+import { DmaError } from './errors.js';
+import { DmaRegion } from './region.js';
+
+/** One piece of a scatter-gather list: a part of [gpa, gpa+len) inside one region. */
+export interface DmaSegment {
+  gpa: bigint;
+  length: number;
+  region: DmaRegion;
+  /** True when the piece is mmapped (view() works on it, unless it crosses a 4 GiB window). */
+  mapped: boolean;
+}
+
+/** A hold on a range: DMA_UNMAP of the regions it touches waits until release(). */
+export interface DmaHold {
+  release(): void;
+}
+
+export interface DmaSpaceOptions {
+  /** The native addon (default: loaded from native/index.js on first fd-backed map). */
+  native?: NativeBinding;
+  /** Most ranges at once (default 65535, what we advertise). */
+  maxMaps?: number;
+}
+
+const PAGE = BigInt(Limits.PGSIZE);
+
+function checkArgs(gpa: bigint, length: number): void {
+  if (typeof gpa !== 'bigint' || gpa < 0n) throw new DmaError(Errno.EINVAL, `DMA: bad address ${String(gpa)}`);
+  if (!Number.isSafeInteger(length) || length < 0) throw new DmaError(Errno.EINVAL, `DMA: bad length ${length}`);
+}
+
+export class DmaSpace {
+  readonly log: Logger;
+  #native: NativeBinding | undefined;
+  readonly #maxMaps: number;
+  /** Sorted by addr, non-overlapping. */
+  #regions: DmaRegion[] = [];
+  #port: ClientPort | undefined;
+
+  constructor(log: Logger, options: DmaSpaceOptions = {}) {
+    this.log = log;
+    this.#native = options.native;
+    this.#maxMaps = options.maxMaps ?? Limits.MAX_DMA_MAPS;
+  }
+
+  /** The ranges currently mapped, in address order. */
+  get regions(): readonly DmaRegion[] {
+    return this.#regions;
+  }
+
+  /** The client port used for message-only ranges. */
+  get port(): ClientPort | undefined {
+    return this.#port;
+  }
+
+  attach(port: ClientPort): void {
+    this.#port = port;
+  }
+
+  /** Unmap everything (waiting for in-flight users) and forget the port. */
+  async detach(): Promise<void> {
+    await this.unmap(0n, 0n, true);
+    this.#port = undefined;
+  }
+
+  async #loadNative(): Promise<NativeBinding> {
+    if (!this.#native) this.#native = (await import('../../native/index.js')).native;
+    return this.#native;
+  }
+
+  /** Index of the first region whose end > gpa (binary search). */
+  #firstEndingAfter(gpa: bigint): number {
+    let lo = 0;
+    let hi = this.#regions.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.#regions[mid]!.end <= gpa) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The region containing gpa, if any. */
+  find(gpa: bigint): DmaRegion | undefined {
+    const r = this.#regions[this.#firstEndingAfter(gpa)];
+    return r && r.addr <= gpa ? r : undefined;
+  }
+
+  /**
+   * DMA_MAP. Takes ownership of `req.fd` (closed after mmap, on error, and for
+   * an identical re-map). EINVAL: size 0, overlap, too many maps; mmap errors
+   * are EFAULT... with the native error's message.
+   */
+  async map(req: DmaMapRequest): Promise<void> {
+    let fd = req.fd;
+    const closeFd = async (): Promise<void> => {
+      if (fd === undefined) return;
+      const f = fd;
+      fd = undefined;
+      try {
+        (await this.#loadNative()).closeFd(f);
+      } catch (err) {
+        this.log.warn({ err, fd: f }, 'DMA: closing a map fd failed');
+      }
+    };
+    try {
+      // Load first: no await between the overlap check and the insert.
+      const native = fd !== undefined ? await this.#loadNative() : undefined;
+      const { addr, size } = req;
+      const what = `DMA_MAP [0x${addr.toString(16)}, +0x${size.toString(16)})`;
+      if (size <= 0n || addr < 0n || addr + size > 1n << 64n) throw new DmaError(Errno.EINVAL, `${what}: bad range`);
+      const i = this.#firstEndingAfter(addr);
+      const next = this.#regions[i];
+      if (next && next.addr < addr + size) {
+        if (next.addr === addr && next.size === size && next.offset === req.offset && next.flags === req.flags
+          && (next.mapping !== undefined) === (req.fd !== undefined)) {
+          this.log.debug({ addr, size }, 'DMA: identical re-map accepted');
+          return;
+        }
+        throw new DmaError(Errno.EINVAL, `${what}: overlaps [0x${next.addr.toString(16)}, +0x${next.size.toString(16)})`);
+      }
+      if (this.#regions.length >= this.#maxMaps) throw new DmaError(Errno.EINVAL, `${what}: more than ${this.#maxMaps} maps`);
+      let region: DmaRegion;
+      if (fd !== undefined && native) {
+        const base = req.offset - (req.offset % PAGE);
+        const delta = Number(req.offset - base);
+        const length = Number(((BigInt(delta) + size + PAGE - 1n) / PAGE) * PAGE);
+        let prot = 0;
+        if (req.flags & DmaMapFlag.READ) prot |= native.PROT_READ;
+        if (req.flags & DmaMapFlag.WRITE) prot |= native.PROT_WRITE;
+        if (prot === 0) prot = native.PROT_READ;
+        let mapping;
+        try {
+          mapping = native.mmapFd(fd, Number(base), length, prot);
+        } catch (err) {
+          const code = (err as { code?: string }).code;
+          const errno = code && code in Errno ? Errno[code as keyof typeof Errno] : Errno.EFAULT;
+          throw new DmaError(errno, `${what}: mmap failed: ${(err as Error).message}`);
+        }
+        region = new DmaRegion(addr, size, req.flags, req.offset, mapping, delta, native.WINDOW_SIZE);
+      } else {
+        region = new DmaRegion(addr, size, req.flags, req.offset, undefined, 0, 0);
+      }
+      this.#regions.splice(i, 0, region);
+      this.log.debug({ addr: `0x${addr.toString(16)}`, size: `0x${size.toString(16)}`, flags: req.flags, fd: region.mapping !== undefined }, 'DMA: mapped');
+    } finally {
+      await closeFd();
+    }
+  }
+
+  /**
+   * DMA_UNMAP. `all`: every range (addr and size ignored). Otherwise the exact
+   * range of one earlier map, else ENOENT. Resolves once no user holds the
+   * removed ranges and their mappings are gone (views detached).
+   */
+  async unmap(addr: bigint, size: bigint, all = false): Promise<void> {
+    let victims: DmaRegion[];
+    if (all) {
+      victims = this.#regions;
+      this.#regions = [];
+    } else {
+      const i = this.#firstEndingAfter(addr);
+      const r = this.#regions[i];
+      if (!r || r.addr !== addr || r.size !== size) {
+        throw new DmaError(Errno.ENOENT, `DMA_UNMAP [0x${addr.toString(16)}, +0x${size.toString(16)}): no such mapping`);
+      }
+      this.#regions.splice(i, 1);
+      victims = [r];
+    }
+    for (const r of victims) r.removed = true;
+    await Promise.all(victims.map(async (r) => {
+      await r.drained();
+      r.mapping?.unmap();
+    }));
+    if (victims.length > 0) this.log.debug({ count: victims.length, all }, 'DMA: unmapped');
+  }
+
+  /**
+   * Resolves when no hold and no read/write is in flight on any region (for a
+   * device reset that must quiesce DMA but keep the maps, as DEVICE_RESET does).
+   */
+  async quiesce(): Promise<void> {
+    await Promise.all(this.#regions.map((r) => r.drained()));
+  }
+
+  /**
+   * Split [gpa, gpa+length) into per-region pieces. DmaError EFAULT when any
+   * byte is unmapped.
+   */
+  sgl(gpa: bigint, length: number): DmaSegment[] {
+    checkArgs(gpa, length);
+    const out: DmaSegment[] = [];
+    if (length === 0) return out;
+    const end = gpa + BigInt(length);
+    let at = gpa;
+    let i = this.#firstEndingAfter(gpa);
+    while (at < end) {
+      const r = this.#regions[i++];
+      if (!r || r.addr > at) throw DmaError.unmapped(gpa, length);
+      const stop = r.end < end ? r.end : end;
+      out.push({ gpa: at, length: Number(stop - at), region: r, mapped: r.mapping !== undefined });
+      at = stop;
+    }
+    return out;
+  }
+
+  /** Hold every region under [gpa, gpa+length) so that DMA_UNMAP waits. DmaError EFAULT when unmapped. */
+  hold(gpa: bigint, length: number): DmaHold {
+    return this.#holdSegments(this.sgl(gpa, length));
+  }
+
+  #holdSegments(segs: DmaSegment[]): DmaHold {
+    for (const s of segs) s.region.acquire();
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        for (const s of segs) s.region.release();
+      },
+    };
+  }
+
+  /**
+   * Zero-copy view of guest memory. Throws DmaError when the range is not
+   * wholly inside one fd-backed region (EFAULT), crosses a 4 GiB window
+   * (EFAULT), or the region lacks the needed protection (EPERM; `access`
+   * 'read' allows READ-only regions: never write through such a view, the page
+   * is mapped read-only and a write kills the process). The view goes
+   * zero-length when the range is unmapped: hold() the range while using it.
+   */
+  view(gpa: bigint, length: number, access: 'read' | 'readwrite' = 'readwrite'): Uint8Array {
+    checkArgs(gpa, length);
+    const r = this.find(gpa);
+    if (!r || gpa + BigInt(length) > r.end) throw DmaError.unmapped(gpa, length);
+    if (!r.mapping) throw new DmaError(Errno.EFAULT, `DMA: [0x${gpa.toString(16)}, +0x${length.toString(16)}) is message-only (no fd): use read()/write()`);
+    if (!r.readable && access === 'read') throw new DmaError(Errno.EPERM, `DMA: 0x${gpa.toString(16)} is not readable`);
+    if (access === 'readwrite' && !(r.writable && r.readable)) throw new DmaError(Errno.EPERM, `DMA: 0x${gpa.toString(16)} is not read-write`);
+    const v = r.view(gpa, length);
+    if (!v) throw new DmaError(Errno.EFAULT, `DMA: [0x${gpa.toString(16)}, +0x${length.toString(16)}) crosses a 4 GiB window: use read()/write()`);
+    return v;
+  }
+
+  /** Copy guest memory out (any mix of fd-backed and message-only regions). EFAULT unmapped, EPERM not readable. */
+  async read(gpa: bigint, length: number): Promise<Uint8Array> {
+    const segs = this.sgl(gpa, length);
+    for (const s of segs) if (!s.region.readable) throw new DmaError(Errno.EPERM, `DMA read: 0x${s.gpa.toString(16)} is not readable`);
+    const out = new Uint8Array(length);
+    const hold = this.#holdSegments(segs);
+    try {
+      let done = 0;
+      for (const s of segs) {
+        const piece = out.subarray(done, done + s.length);
+        if (s.region.mapping) s.region.copyOut(s.gpa, piece);
+        else piece.set(await this.#requirePort(s.gpa).dmaRead(s.gpa, s.length));
+        done += s.length;
+      }
+    } finally {
+      hold.release();
+    }
+    return out;
+  }
+
+  /** Copy into guest memory. EFAULT unmapped, EPERM not writable (checked before any byte is written). */
+  async write(gpa: bigint, data: Uint8Array): Promise<void> {
+    const segs = this.sgl(gpa, data.byteLength);
+    for (const s of segs) if (!s.region.writable) throw new DmaError(Errno.EPERM, `DMA write: 0x${s.gpa.toString(16)} is read-only`);
+    const hold = this.#holdSegments(segs);
+    try {
+      let done = 0;
+      for (const s of segs) {
+        const piece = data.subarray(done, done + s.length);
+        if (s.region.mapping) s.region.copyIn(s.gpa, piece);
+        else await this.#requirePort(s.gpa).dmaWrite(s.gpa, piece);
+        done += s.length;
+      }
+    } finally {
+      hold.release();
+    }
+  }
+
+  #requirePort(gpa: bigint): ClientPort {
+    if (!this.#port) throw new DmaError(Errno.ENOTCONN, `DMA: 0x${gpa.toString(16)} is message-only and no client is attached`);
+    return this.#port;
+  }
+}

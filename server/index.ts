@@ -1,0 +1,35 @@
+/**
+ * vfio-user-ts: write PCI devices in TypeScript and serve them to QEMU's
+ * vfio-user-pci. See docs/writing-a-device.md.
+ */
+export * from './pci/index.js';
+export * from './irq/index.js';
+export { serve, DeviceServer } from './server.js';
+export { DmaSpace } from './dma/index.js';
+export {
+  VfioUserError,
+  type ClientPort,
+  type DmaMapRequest,
+  type Endpoint,
+  type IrqInfo,
+  type RegionInfo,
+  type ResetReason,
+  type SetIrqsRequest,
+  type SparseArea,
+} from './endpoint.js';
+export {
+  Command,
+  DeviceFlag,
+  DmaMapFlag,
+  DmaUnmapFlag,
+  Errno,
+  HeaderFlag,
+  IrqInfoFlag,
+  IrqSetFlag,
+  Limits,
+  PciIrq,
+  PciRegion,
+  RegionCap,
+  RegionFlag,
+} from './protocol/constants.js';
+export { createLogger, silentLogger, type Logger, type LoggerOptions } from './log.js';

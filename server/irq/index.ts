@@ -1,0 +1,2 @@
+/** Interrupt delivery through the client's eventfds. */
+export { Interrupts, type IrqCounts, type IrqMode } from './interrupts.js';

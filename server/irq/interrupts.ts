@@ -1,0 +1,278 @@
+/**
+ * A device's interrupts (`dev.irq`): the five vfio-user IRQ indexes fed by
+ * DEVICE_SET_IRQS, and `trigger(vector)` for the device.
+ *
+ * Masking and pending, per type:
+ * - INTx is level-like and automasked, as with kernel VFIO: a delivered INTx
+ *   masks the line until the client UNMASKs it (QEMU does so on the next BAR
+ *   access, or when the guest EOIs through a KVM resample eventfd). A trigger
+ *   while masked, while the guest set COMMAND.INTX_DISABLE, or with no eventfd
+ *   pends and is delivered on unmask.
+ * - MSI and MSI-X masking is QEMU's job (it emulates the capability and the
+ *   MSI-X table): we signal the vector's latest eventfd whatever the guest's
+ *   mask state. A vector pends (and shows in our PBA) only when it has no
+ *   eventfd yet (QEMU installs them one by one as the guest unmasks vectors)
+ *   or the client masked it with SET_IRQS MASK; it fires when an eventfd
+ *   arrives or on UNMASK.
+ * - ERR and REQ: one vector each, TRIGGER only.
+ */
+import type { Logger } from 'pino';
+import { native, type Watcher } from '../../native/index.js';
+import { VfioUserError, type IrqInfo, type SetIrqsRequest } from '../endpoint.js';
+import { IrqInfoFlag, IrqSetFlag, PciIrq } from '../protocol/constants.js';
+import { closeQuietly, VectorTable } from './vector-table.js';
+
+/** Which index `trigger()` signals: the first enabled of MSI-X, MSI, INTx. */
+export type IrqMode = 'none' | 'intx' | 'msi' | 'msix';
+
+/** Vectors per IRQ index (0 = the device does not have it). */
+export interface IrqCounts {
+  intx: number;
+  msi: number;
+  msix: number;
+  err: number;
+  req: number;
+}
+
+export class Interrupts {
+  private readonly tables: VectorTable[];
+  private resample: { fd: number; watcher: Watcher } | undefined;
+  private intxDisabled = false;
+  /** Called when the INTx line's state (delivered-and-unacknowledged or pending) changes: Status.INTERRUPT. */
+  onIntxState: ((asserted: boolean) => void) | undefined;
+
+  constructor(
+    readonly counts: IrqCounts,
+    private readonly log: Logger,
+  ) {
+    this.tables = [counts.intx, counts.msi, counts.msix, counts.err, counts.req].map((n) => new VectorTable(n));
+  }
+
+  /** The index `trigger()` currently signals. */
+  get mode(): IrqMode {
+    if (this.tables[PciIrq.MSIX]!.enabled) return 'msix';
+    if (this.tables[PciIrq.MSI]!.enabled) return 'msi';
+    if (this.tables[PciIrq.INTX]!.enabled) return 'intx';
+    return 'none';
+  }
+
+  /**
+   * Signal `vector` of the active type (MSI-X > MSI > INTx; under INTx every
+   * vector is the one line, as when Linux falls back from MSI-X). Returns true
+   * if an eventfd was written now, false if the interrupt pends (masked, no
+   * eventfd yet) or no type is enabled. Throws RangeError for a vector the
+   * active type does not have.
+   */
+  trigger(vector = 0): boolean {
+    switch (this.mode) {
+      case 'msix':
+        return this.fire(PciIrq.MSIX, vector);
+      case 'msi':
+        return this.fire(PciIrq.MSI, vector);
+      case 'intx':
+        if (!Number.isInteger(vector) || vector < 0) throw new RangeError(`irq: bad vector ${vector}`);
+        return this.fire(PciIrq.INTX, 0);
+      default:
+        this.log.debug({ vector }, 'irq trigger with no interrupt type enabled: dropped');
+        return false;
+    }
+  }
+
+  /** Signal the ERR index (AER error notification). */
+  triggerErr(): boolean {
+    return this.fire(PciIrq.ERR, 0);
+  }
+
+  /** Signal the REQ index (ask the client to release the device). */
+  triggerReq(): boolean {
+    return this.fire(PciIrq.REQ, 0);
+  }
+
+  /** Whether `vector` of IRQ `index` is pending (MSI-X: the PBA bit). */
+  isPending(index: number, vector: number): boolean {
+    const t = this.tables[index];
+    return t !== undefined && vector >= 0 && vector < t.count && t.isPending(vector);
+  }
+
+  /** Whether the client installed an eventfd for `vector` of `index`. */
+  hasEventfd(index: number, vector: number): boolean {
+    return this.tables[index]?.fd(vector) !== undefined;
+  }
+
+  /** COMMAND.INTX_DISABLE from config space: while set, INTx pends instead of firing. */
+  setIntxDisabled(disabled: boolean): void {
+    if (this.intxDisabled === disabled) return;
+    this.intxDisabled = disabled;
+    if (!disabled) this.deliverPending(PciIrq.INTX, 0);
+    this.updateIntxState();
+  }
+
+  /** DEVICE_GET_IRQ_INFO for one index (flags as kernel VFIO reports them). */
+  info(index: number): IrqInfo {
+    const t = this.tables[index];
+    if (!t) throw VfioUserError.invalid(`no IRQ index ${index}`);
+    let flags = IrqInfoFlag.EVENTFD;
+    if (index === PciIrq.INTX) flags |= IrqInfoFlag.MASKABLE | IrqInfoFlag.AUTOMASKED;
+    else if (index !== PciIrq.MSIX) flags |= IrqInfoFlag.NORESIZE;
+    return { flags, count: t.count };
+  }
+
+  /**
+   * Apply a validated DEVICE_SET_IRQS. Takes ownership of `fds`: stored ones
+   * replace (and close) older ones, all others are closed before returning or throwing.
+   */
+  set(req: SetIrqsRequest, fds: number[]): void {
+    const owned = [...fds];
+    try {
+      this.apply(req, owned);
+    } finally {
+      for (const fd of owned) if (fd >= 0) closeQuietly(fd);
+    }
+  }
+
+  /** Close every eventfd (client gone). */
+  closeAll(): void {
+    for (const t of this.tables) t.clear();
+    this.dropResample();
+    this.updateIntxState();
+  }
+
+  /** Device reset: forget mask and pending state (eventfds stay, as in libvfio-user). */
+  resetState(): void {
+    for (const t of this.tables) t.clearState();
+    this.intxDisabled = false;
+    this.updateIntxState();
+  }
+
+  private apply(req: SetIrqsRequest, fds: number[]): void {
+    const t = this.tables[req.index];
+    if (!t) throw VfioUserError.invalid(`SET_IRQS: no IRQ index ${req.index}`);
+    const data = req.flags & IrqSetFlag.DATA_TYPE_MASK;
+    const action = req.flags & IrqSetFlag.ACTION_TYPE_MASK;
+    const { start, count } = req;
+    if (start < 0 || count < 0 || start + count > t.count) {
+      if (!(count === 0 && start === 0)) throw VfioUserError.invalid(`SET_IRQS: vectors ${start}+${count} beyond ${t.count}`);
+    }
+    if (data !== IrqSetFlag.DATA_EVENTFD && fds.length > 0) throw VfioUserError.invalid('SET_IRQS: fds without DATA_EVENTFD');
+    if (data === IrqSetFlag.DATA_BOOL && (req.bools === undefined || req.bools.length < count)) {
+      throw VfioUserError.invalid('SET_IRQS: DATA_BOOL without count bytes');
+    }
+    const selected = (i: number): boolean => data !== IrqSetFlag.DATA_BOOL || req.bools![i] !== 0;
+    this.log.debug({ index: req.index, flags: req.flags, start, count, fds: fds.length }, 'SET_IRQS');
+
+    if (action === IrqSetFlag.ACTION_TRIGGER) {
+      if (data === IrqSetFlag.DATA_EVENTFD) {
+        if (fds.length !== 0 && fds.length !== count) throw VfioUserError.invalid(`SET_IRQS: ${fds.length} fds for ${count} vectors`);
+        if (count === 0) return;
+        t.enabled = true;
+        for (let i = 0; i < count; i++) {
+          const fd = fds.length > 0 ? fds[i] : undefined;
+          if (fd !== undefined) fds[i] = -1; // now owned by the table
+          t.setFd(start + i, fd);
+        }
+        for (let i = 0; i < count; i++) this.deliverPending(req.index, start + i);
+        this.updateIntxState();
+        return;
+      }
+      if (data === IrqSetFlag.DATA_NONE && count === 0) {
+        t.clear();
+        if (req.index === PciIrq.INTX) this.dropResample();
+        this.updateIntxState();
+        return;
+      }
+      // Loopback trigger (NONE: every vector in range; BOOL: the selected ones).
+      for (let i = 0; i < count; i++) if (selected(i)) this.fire(req.index, start + i);
+      return;
+    }
+
+    if (req.index === PciIrq.ERR || req.index === PciIrq.REQ) throw VfioUserError.invalid('SET_IRQS: ERR/REQ support TRIGGER only');
+    if (action === IrqSetFlag.ACTION_MASK) {
+      if (data === IrqSetFlag.DATA_EVENTFD) throw VfioUserError.invalid('SET_IRQS: MASK with an eventfd is not supported');
+      for (let i = 0; i < count; i++) if (selected(i)) t.setMasked(start + i, true);
+      return;
+    }
+    if (action === IrqSetFlag.ACTION_UNMASK) {
+      if (data === IrqSetFlag.DATA_EVENTFD) {
+        if (req.index !== PciIrq.INTX) throw VfioUserError.invalid('SET_IRQS: UNMASK eventfd only for INTx');
+        if (fds.length > 1) throw VfioUserError.invalid('SET_IRQS: one resample eventfd at most');
+        this.dropResample();
+        if (fds.length === 1) {
+          const fd = fds[0]!;
+          fds[0] = -1;
+          this.watchResample(fd);
+        }
+        return;
+      }
+      for (let i = 0; i < count; i++) {
+        if (!selected(i)) continue;
+        t.setMasked(start + i, false);
+        this.deliverPending(req.index, start + i);
+      }
+      this.updateIntxState();
+      return;
+    }
+    throw VfioUserError.invalid(`SET_IRQS: bad flags 0x${req.flags.toString(16)}`);
+  }
+
+  /** Deliver or pend one vector. */
+  private fire(index: number, vector: number): boolean {
+    const t = this.tables[index]!;
+    if (vector < 0 || vector >= t.count || !Number.isInteger(vector)) {
+      throw new RangeError(`irq: vector ${vector} out of range for index ${index} (${t.count} vectors)`);
+    }
+    const blocked = t.isMasked(vector) || (index === PciIrq.INTX && this.intxDisabled);
+    if (blocked || !t.signal(vector)) {
+      t.setPending(vector, true);
+      this.log.debug({ index, vector }, 'irq pending');
+      if (index === PciIrq.INTX) this.updateIntxState();
+      return false;
+    }
+    t.setPending(vector, false);
+    if (index === PciIrq.INTX) {
+      t.setMasked(vector, true); // automasked until the client unmasks
+      this.updateIntxState();
+    }
+    this.log.trace({ index, vector }, 'irq signalled');
+    return true;
+  }
+
+  private deliverPending(index: number, vector: number): void {
+    const t = this.tables[index]!;
+    if (t.isPending(vector) && !t.isMasked(vector) && t.fd(vector) !== undefined) this.fire(index, vector);
+  }
+
+  private updateIntxState(): void {
+    const t = this.tables[PciIrq.INTX]!;
+    if (t.count === 0) return;
+    const asserted = t.isPending(0) || (t.isMasked(0) && t.fd(0) !== undefined);
+    this.onIntxState?.(asserted);
+  }
+
+  private watchResample(fd: number): void {
+    let watcher: Watcher;
+    try {
+      watcher = native.watchReadable(fd, () => {
+        try {
+          native.eventfdRead(fd);
+        } catch {
+          // not an eventfd: ignore the wakeup
+        }
+        const t = this.tables[PciIrq.INTX]!;
+        t.setMasked(0, false);
+        this.deliverPending(PciIrq.INTX, 0);
+        this.updateIntxState();
+      });
+    } catch (err) {
+      closeQuietly(fd);
+      throw VfioUserError.invalid(`SET_IRQS: cannot watch resample fd: ${(err as Error).message}`);
+    }
+    this.resample = { fd, watcher };
+  }
+
+  private dropResample(): void {
+    if (!this.resample) return;
+    this.resample.watcher.close();
+    closeQuietly(this.resample.fd);
+    this.resample = undefined;
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * One BAR at run time: routes REGION_READ/WRITE bytes to the memory-backed
+ * areas (a memfd the client also maps), the MSI-X table/PBA, or the author's
+ * register handlers, splitting accesses into naturally aligned 1/2/4-byte
+ * pieces (8 with read64/write64), low address first.
+ */
+import type { Logger } from 'pino';
+import { native, type NativeMapping } from '../../native/index.js';
+import type { RegionInfo } from '../endpoint.js';
+import { RegionFlag } from '../protocol/constants.js';
+import type { BarLayout } from './bar-layout.js';
+import type { MsixTable } from './msix-table.js';
+import type { AccessSize } from './types.js';
+
+type Zone = 'memory' | 'msix' | 'regs';
+
+interface Piece {
+  zone: Zone;
+  /** Offset in the BAR. */
+  offset: number;
+  size: number;
+}
+
+export class BarRegion {
+  /** The memfd behind the memory areas (owned; closed by close()). */
+  private readonly fd: number | undefined;
+  private readonly mapping: NativeMapping | undefined;
+  /** The whole BAR's shared bytes (only the memory areas are visible to the client), if memory-backed. */
+  readonly memory: Uint8Array | undefined;
+
+  constructor(
+    readonly layout: BarLayout,
+    private readonly msix: MsixTable | undefined,
+    private readonly log: Logger,
+    deviceName: string,
+  ) {
+    if (layout.memory.length > 0) {
+      if (layout.size > native.WINDOW_SIZE) throw new Error(`PciDevice: memory-backed BAR ${layout.index} larger than ${native.WINDOW_SIZE} bytes`);
+      this.fd = native.memfdCreate(`${deviceName}-bar${layout.index}`, layout.size);
+      try {
+        this.mapping = native.mmapFd(this.fd, 0, layout.size, native.PROT_READ | native.PROT_WRITE);
+      } catch (err) {
+        native.closeFd(this.fd);
+        throw err;
+      }
+      this.memory = new Uint8Array(this.mapping.buffers[0]!);
+    }
+  }
+
+  get index(): number {
+    return this.layout.index;
+  }
+
+  info(): RegionInfo {
+    const flags = RegionFlag.READ | RegionFlag.WRITE;
+    if (this.fd === undefined) return { flags, size: BigInt(this.layout.size), offset: 0n };
+    return {
+      flags: flags | RegionFlag.MMAP,
+      size: BigInt(this.layout.size),
+      offset: 0n,
+      fd: this.fd,
+      sparseAreas: this.layout.memory.map((a) => ({ offset: BigInt(a.offset), size: BigInt(a.size) })),
+    };
+  }
+
+  /** Release the memfd and its mapping. Idempotent. */
+  close(): void {
+    if (this.mapping?.mapped) this.mapping.unmap();
+    if (this.fd !== undefined && !this.closed) {
+      this.closed = true;
+      try {
+        native.closeFd(this.fd);
+      } catch {
+        // already closed
+      }
+    }
+  }
+  private closed = false;
+
+  read(offset: number, count: number): Uint8Array | Promise<Uint8Array> {
+    const out = new Uint8Array(count);
+    const pieces = this.plan(offset, count, this.layout.options?.read64 !== undefined);
+    for (let i = 0; i < pieces.length; i++) {
+      const r = this.readPiece(pieces[i]!, out, offset);
+      if (r instanceof Promise) return this.readRest(r, pieces, i + 1, out, offset);
+    }
+    return out;
+  }
+
+  write(offset: number, data: Uint8Array): void | Promise<void> {
+    const pieces = this.plan(offset, data.length, this.layout.options?.write64 !== undefined);
+    for (let i = 0; i < pieces.length; i++) {
+      const r = this.writePiece(pieces[i]!, data, offset);
+      if (r instanceof Promise) return this.writeRest(r, pieces, i + 1, data, offset);
+    }
+  }
+
+  private async readRest(first: Promise<void>, pieces: Piece[], from: number, out: Uint8Array, base: number): Promise<Uint8Array> {
+    await first;
+    for (let i = from; i < pieces.length; i++) await this.readPiece(pieces[i]!, out, base);
+    return out;
+  }
+
+  private async writeRest(first: Promise<void>, pieces: Piece[], from: number, data: Uint8Array, base: number): Promise<void> {
+    await first;
+    for (let i = from; i < pieces.length; i++) await this.writePiece(pieces[i]!, data, base);
+  }
+
+  private readPiece(p: Piece, out: Uint8Array, base: number): void | Promise<void> {
+    const dst = out.subarray(p.offset - base, p.offset - base + p.size);
+    if (p.zone === 'memory') {
+      dst.set(this.memory!.subarray(p.offset, p.offset + p.size));
+      return;
+    }
+    if (p.zone === 'msix') {
+      this.msix!.read(this.index, p.offset, dst);
+      return;
+    }
+    const o = this.layout.options;
+    if (p.size === 8) {
+      const r = o!.read64!(p.offset);
+      if (r instanceof Promise) return r.then((v) => putBig(dst, v));
+      putBig(dst, r);
+      return;
+    }
+    if (!o?.read) {
+      this.log.debug({ bar: this.index, offset: p.offset, size: p.size }, 'read of a BAR without a read handler: 0');
+      return;
+    }
+    const r = o.read(p.offset, p.size as AccessSize);
+    if (r instanceof Promise) return r.then((v) => putNumber(dst, v));
+    putNumber(dst, r);
+  }
+
+  private writePiece(p: Piece, data: Uint8Array, base: number): void | Promise<void> {
+    const src = data.subarray(p.offset - base, p.offset - base + p.size);
+    if (p.zone === 'memory') {
+      this.memory!.set(src, p.offset);
+      return;
+    }
+    if (p.zone === 'msix') {
+      this.msix!.write(this.index, p.offset, src);
+      return;
+    }
+    const o = this.layout.options;
+    if (p.size === 8) return o!.write64!(p.offset, getBig(src));
+    if (!o?.write) {
+      this.log.debug({ bar: this.index, offset: p.offset, size: p.size }, 'write to a BAR without a write handler: ignored');
+      return;
+    }
+    return o.write(p.offset, p.size as AccessSize, getNumber(src));
+  }
+
+  /** Cut [offset, offset+count) into zone runs, and register runs into aligned accesses. */
+  private plan(offset: number, count: number, wide: boolean): Piece[] {
+    const pieces: Piece[] = [];
+    let at = offset;
+    const end = offset + count;
+    while (at < end) {
+      const { zone, zoneEnd } = this.zoneAt(at);
+      const stop = Math.min(end, zoneEnd);
+      if (zone !== 'regs') {
+        pieces.push({ zone, offset: at, size: stop - at });
+        at = stop;
+        continue;
+      }
+      while (at < stop) {
+        const left = stop - at;
+        let size = 1;
+        if (wide && left >= 8 && at % 8 === 0) size = 8;
+        else if (left >= 4 && at % 4 === 0) size = 4;
+        else if (left >= 2 && at % 2 === 0) size = 2;
+        pieces.push({ zone, offset: at, size });
+        at += size;
+      }
+    }
+    return pieces;
+  }
+
+  private zoneAt(at: number): { zone: Zone; zoneEnd: number } {
+    let next = this.layout.size;
+    for (const a of this.layout.memory) {
+      if (at >= a.offset && at < a.offset + a.size) return { zone: 'memory', zoneEnd: a.offset + a.size };
+      if (a.offset > at) next = Math.min(next, a.offset);
+    }
+    const msixEnd = this.msix?.claim(this.index, at);
+    if (msixEnd !== undefined) return { zone: 'msix', zoneEnd: msixEnd };
+    if (this.msix) {
+      const l = this.msix.layout;
+      if (l.tableBar === this.index && l.tableOffset > at) next = Math.min(next, l.tableOffset);
+      if (l.pbaBar === this.index && l.pbaOffset > at) next = Math.min(next, l.pbaOffset);
+    }
+    return { zone: 'regs', zoneEnd: next };
+  }
+}
+
+function putNumber(dst: Uint8Array, value: number): void {
+  let v = typeof value === 'number' && Number.isFinite(value) ? value >>> 0 : 0;
+  for (let i = 0; i < dst.length; i++) {
+    dst[i] = v & 0xff;
+    v >>>= 8;
+  }
+}
+
+function getNumber(src: Uint8Array): number {
+  let v = 0;
+  for (let i = src.length - 1; i >= 0; i--) v = v * 256 + src[i]!;
+  return v;
+}
+
+function putBig(dst: Uint8Array, value: bigint): void {
+  let v = typeof value === 'bigint' ? BigInt.asUintN(64, value) : 0n;
+  for (let i = 0; i < dst.length; i++) {
+    dst[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+}
+
+function getBig(src: Uint8Array): bigint {
+  let v = 0n;
+  for (let i = src.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(src[i]!);
+  return v;
+}

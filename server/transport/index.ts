@@ -1,0 +1,3 @@
+/** Transport: listening socket and per-client channels with fd bookkeeping. */
+export * from './channel.js';
+export * from './listener.js';

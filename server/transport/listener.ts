@@ -1,0 +1,124 @@
+/**
+ * Listening on a UNIX socket path. A stale socket file (left by a crashed
+ * process: nobody answers on it) is replaced; a path a live server answers on
+ * is never stolen (EADDRINUSE with a clear message); a path that exists and is
+ * not a socket is never deleted.
+ */
+import { lstatSync, unlinkSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import type { Logger } from 'pino';
+import type { NativeBinding, Watcher } from '../../native/index.js';
+
+/** An Error with a `.code` (EADDRINUSE, ENOTSOCK, ...). */
+export class ListenError extends Error {
+  constructor(public readonly code: string, message: string) {
+    super(message);
+    this.name = 'ListenError';
+  }
+}
+
+/** 'live': a server answered; 'stale': a socket file nobody listens on; 'absent'; 'not-socket'. */
+export type SocketPathState = 'live' | 'stale' | 'absent' | 'not-socket';
+
+/** Probe `path` without blocking: connect with node:net and see what happens. */
+export async function probeSocketPath(path: string): Promise<SocketPathState> {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    throw err;
+  }
+  if (!st.isSocket()) return 'not-socket';
+  return new Promise<SocketPathState>((resolve) => {
+    const sock = createConnection({ path });
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve('live');
+    });
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      sock.destroy();
+      // ECONNREFUSED: nobody listens. EAGAIN: a live listener with a full backlog.
+      resolve(err.code === 'EAGAIN' ? 'live' : 'stale');
+    });
+  });
+}
+
+export interface ListenerOptions {
+  backlog?: number;
+}
+
+/** A listening socket handing every accepted client fd to `onAccept` (which owns it). */
+export class Listener {
+  readonly path: string;
+  readonly #native: NativeBinding;
+  readonly #log: Logger;
+  #fd: number;
+  #watcher: Watcher | undefined;
+
+  private constructor(native: NativeBinding, path: string, fd: number, log: Logger) {
+    this.#native = native;
+    this.path = path;
+    this.#fd = fd;
+    this.#log = log;
+  }
+
+  /** Bind and listen on `path` (replacing a stale socket file), then start accepting. */
+  static async open(
+    native: NativeBinding,
+    path: string,
+    onAccept: (fd: number) => void,
+    log: Logger,
+    options: ListenerOptions = {},
+  ): Promise<Listener> {
+    const state = await probeSocketPath(path);
+    if (state === 'live') throw new ListenError('EADDRINUSE', `${path}: another server is listening on this socket`);
+    if (state === 'not-socket') throw new ListenError('EEXIST', `${path}: exists and is not a socket; refusing to replace it`);
+    if (state === 'stale') {
+      log.info({ path }, 'replacing stale socket file');
+      try {
+        unlinkSync(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    const fd = native.listenUnix(path, options.backlog ?? 16);
+    const listener = new Listener(native, path, fd, log);
+    listener.#watcher = native.watchListener(
+      fd,
+      (clientFd) => {
+        if (listener.#fd < 0) {
+          native.closeFd(clientFd);
+          return;
+        }
+        onAccept(clientFd);
+      },
+      (reason) => log.error({ reason, path }, 'listener error'),
+    );
+    log.info({ path }, 'listening');
+    return listener;
+  }
+
+  get listening(): boolean {
+    return this.#fd >= 0;
+  }
+
+  /** Stop accepting, close the socket and remove the socket file (if it is still ours). Idempotent. */
+  close(): void {
+    if (this.#fd < 0) return;
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    try {
+      this.#native.closeFd(this.#fd);
+    } catch (err) {
+      this.#log.warn({ err }, 'closing the listening socket failed');
+    }
+    this.#fd = -1;
+    try {
+      if (lstatSync(this.path).isSocket()) unlinkSync(this.path);
+    } catch {
+      // Already gone.
+    }
+    this.#log.info({ path: this.path }, 'stopped listening');
+  }
+}

@@ -1,0 +1,268 @@
+/**
+ * A tiny NVMe host driver for tests: drives an NvmeController served on a
+ * real socket through the TypeScript vfio-user client, with guest memory
+ * that is either a shared memfd (DMA by mmap) or plain bytes (DMA_READ/WRITE).
+ * Polls completion queues in guest memory (phase tag) like a polling driver.
+ */
+import { GuestMemory, VfioUserClient } from '../../client/index.js';
+import { NvmeController, type NvmeControllerOptions } from '../../devices/nvme/index.js';
+import { PciIrq } from '../../server/protocol/constants.js';
+import { serve, type DeviceServer } from '../../server/server.js';
+import { tempSocketPath } from '../helpers/temp.js';
+
+/** Guest-physical base of the test's memory (not 0, to catch offset mix-ups). */
+export const GPA = 0x1000_0000n;
+export const MEM_SIZE = 8 << 20;
+
+/** Fixed layout (offsets into guest memory). */
+export const Layout = {
+  ADMIN_SQ: 0x0000,
+  ADMIN_CQ: 0x1000,
+  IO_SQ: 0x2000,
+  IO_CQ: 0x3000,
+  SHADOW_DB: 0x4000,
+  EVENT_IDX: 0x5000,
+  /** 1 MiB of data pages. */
+  DATA: 0x10_0000,
+  /** PRP list pages. */
+  PRP_LISTS: 0x20_0000,
+  /** A second data area. */
+  DATA2: 0x30_0000,
+} as const;
+
+export const QSIZE = 64;
+
+export interface Sqe {
+  opcode: number;
+  nsid?: number;
+  cid?: number;
+  prp1?: bigint;
+  prp2?: bigint;
+  cdw10?: number;
+  cdw11?: number;
+  cdw12?: number;
+  cdw13?: number;
+  cdw14?: number;
+  cdw15?: number;
+  /** Raw CDW0 flags (FUSE/PSDT bits) to OR in. */
+  flags?: number;
+}
+
+export interface Cqe {
+  result: number;
+  sqhd: number;
+  sqid: number;
+  cid: number;
+  /** 15-bit status (0 = success). */
+  status: number;
+}
+
+interface QueuePair {
+  qid: number;
+  sq: number;
+  cq: number;
+  tail: number;
+  head: number;
+  phase: number;
+}
+
+const u32 = (v: number): Uint8Array => {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, v >>> 0, true);
+  return b;
+};
+
+export class NvmeTestHost {
+  private cid = 1;
+  private readonly queues = new Map<number, QueuePair>();
+  /** Use shadow doorbells for I/O queues (after enableShadowDoorbells). */
+  shadow = false;
+
+  private constructor(
+    readonly nvme: NvmeController,
+    readonly server: DeviceServer,
+    readonly client: VfioUserClient,
+    /** The guest memory bytes (the device sees them at GPA). */
+    readonly mem: Uint8Array,
+    private readonly cleanup: () => void,
+  ) {}
+
+  /** Serve a controller and connect a client with 8 MiB of guest memory (shared memfd unless `shared` is false). */
+  static async start(options: NvmeControllerOptions, shared = true): Promise<NvmeTestHost> {
+    const nvme = new NvmeController(options);
+    const sock = tempSocketPath('nvme');
+    const server = await serve(nvme.device, { socketPath: sock.path, log: options.log });
+    const client = await VfioUserClient.connect(sock.path);
+    let mem: Uint8Array;
+    if (shared) {
+      const g: GuestMemory = client.createGuestMemory(MEM_SIZE);
+      await client.dmaMap({ addr: GPA, backing: g });
+      mem = g.bytes;
+    } else {
+      mem = new Uint8Array(MEM_SIZE);
+      await client.dmaMap({ addr: GPA, backing: mem });
+    }
+    await client.enableIrqs(PciIrq.MSIX, 2);
+    return new NvmeTestHost(nvme, server, client, mem, () => sock.remove());
+  }
+
+  async stop(): Promise<void> {
+    this.client.close();
+    await this.server.close();
+    await this.nvme.close();
+    this.cleanup();
+  }
+
+  get view(): DataView {
+    return new DataView(this.mem.buffer, this.mem.byteOffset, this.mem.byteLength);
+  }
+
+  async reg(offset: number): Promise<number> {
+    const b = await this.client.regionRead(0, offset, 4);
+    return new DataView(b.buffer, b.byteOffset).getUint32(0, true);
+  }
+
+  async setReg(offset: number, value: number, posted = false): Promise<void> {
+    await this.client.regionWrite(0, offset, u32(value), { posted });
+  }
+
+  async waitReg(offset: number, mask: number, want: number, timeoutMs = 5000): Promise<number> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const v = await this.reg(offset);
+      if ((v & mask) === want) return v;
+      if (Date.now() > until) throw new Error(`register 0x${offset.toString(16)} = 0x${v.toString(16)}, wanted 0x${want.toString(16)} under mask 0x${mask.toString(16)}`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
+  /** Program the admin queues and set CC.EN; resolves when CSTS.RDY. */
+  async enable(): Promise<void> {
+    this.mem.fill(0, 0, Layout.DATA); // fresh queues, as a driver zeroes its rings
+    this.shadow = false;
+    await this.setReg(0x24, ((QSIZE - 1) << 16) | (QSIZE - 1));
+    await this.setReg(0x28, Number(GPA) + Layout.ADMIN_SQ);
+    await this.setReg(0x2c, 0);
+    await this.setReg(0x30, Number(GPA) + Layout.ADMIN_CQ);
+    await this.setReg(0x34, 0);
+    await this.setReg(0x14, (6 << 16) | (4 << 20) | 1);
+    await this.waitReg(0x1c, 1, 1);
+    this.queues.set(0, { qid: 0, sq: Layout.ADMIN_SQ, cq: Layout.ADMIN_CQ, tail: 0, head: 0, phase: 1 });
+  }
+
+  /** Clear CC.EN and wait for RDY to drop. */
+  async disable(): Promise<void> {
+    await this.setReg(0x14, 0);
+    await this.waitReg(0x1c, 1, 0);
+    this.queues.clear();
+  }
+
+  /** Set Features queues, Create CQ 1 (vector 1) and SQ 1. */
+  async createIoQueues(): Promise<void> {
+    expectOk(await this.admin({ opcode: 0x09, cdw10: 0x07, cdw11: 0 }));
+    expectOk(await this.admin({ opcode: 0x05, prp1: GPA + BigInt(Layout.IO_CQ), cdw10: ((QSIZE - 1) << 16) | 1, cdw11: (1 << 16) | 3 }));
+    expectOk(await this.admin({ opcode: 0x01, prp1: GPA + BigInt(Layout.IO_SQ), cdw10: ((QSIZE - 1) << 16) | 1, cdw11: (1 << 16) | 1 }));
+    this.queues.set(1, { qid: 1, sq: Layout.IO_SQ, cq: Layout.IO_CQ, tail: 0, head: 0, phase: 1 });
+  }
+
+  /** Doorbell Buffer Config with the layout's pages; shadow doorbells are then used for queue 1. */
+  async enableShadowDoorbells(): Promise<Cqe> {
+    const c = await this.admin({ opcode: 0x7c, prp1: GPA + BigInt(Layout.SHADOW_DB), prp2: GPA + BigInt(Layout.EVENT_IDX) });
+    if (c.status === 0) this.shadow = true;
+    return c;
+  }
+
+  /** Write an SQE into queue `qid` without ringing. Returns its cid. */
+  place(qid: number, e: Sqe): number {
+    const q = this.queues.get(qid)!;
+    const cid = e.cid ?? (this.cid = (this.cid + 1) & 0xffff);
+    const at = q.sq + q.tail * 64;
+    this.mem.fill(0, at, at + 64);
+    const v = this.view;
+    v.setUint32(at, (e.opcode | (e.flags ?? 0) | (cid << 16)) >>> 0, true);
+    v.setUint32(at + 4, e.nsid ?? 0, true);
+    v.setBigUint64(at + 24, e.prp1 ?? 0n, true);
+    v.setBigUint64(at + 32, e.prp2 ?? 0n, true);
+    [e.cdw10, e.cdw11, e.cdw12, e.cdw13, e.cdw14, e.cdw15].forEach((d, i) => v.setUint32(at + 40 + 4 * i, (d ?? 0) >>> 0, true));
+    q.tail = (q.tail + 1) % QSIZE;
+    return cid;
+  }
+
+  /** Tell the controller about new entries: MMIO doorbell (posted), or the shadow doorbell (+ MMIO only when EventIdx asks). */
+  async ring(qid: number): Promise<void> {
+    const q = this.queues.get(qid)!;
+    if (this.shadow && qid !== 0) {
+      const v = this.view;
+      const slot = Layout.SHADOW_DB + 2 * qid * 4;
+      const old = v.getUint32(slot, true);
+      v.setUint32(slot, q.tail, true);
+      const ei = v.getUint32(Layout.EVENT_IDX + 2 * qid * 4, true);
+      if (((q.tail - ei - 1) & 0xffff) >= ((q.tail - old) & 0xffff)) return; // no event needed
+    }
+    await this.setReg(0x1000 + 2 * qid * 4, q.tail, true);
+  }
+
+  /** Wait for the next completion on queue `qid`'s CQ, consume it and ring the CQ head doorbell. */
+  async reap(qid: number, timeoutMs = 5000): Promise<Cqe> {
+    const q = this.queues.get(qid)!;
+    const until = Date.now() + timeoutMs;
+    const at = () => q.cq + q.head * 16;
+    while ((this.view.getUint16(at() + 14, true) & 1) !== q.phase) {
+      if (Date.now() > until) throw new Error(`no completion on CQ ${qid} within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const v = this.view;
+    const o = at();
+    const dw3 = v.getUint32(o + 12, true);
+    const cqe: Cqe = {
+      result: v.getUint32(o, true),
+      sqhd: v.getUint16(o + 8, true),
+      sqid: v.getUint16(o + 10, true),
+      cid: dw3 & 0xffff,
+      status: dw3 >>> 17,
+    };
+    q.head = (q.head + 1) % QSIZE;
+    if (q.head === 0) q.phase ^= 1;
+    if (this.shadow && qid !== 0) v.setUint32(Layout.SHADOW_DB + (2 * qid + 1) * 4, q.head, true);
+    else await this.setReg(0x1000 + (2 * qid + 1) * 4, q.head, true);
+    return cqe;
+  }
+
+  async submit(qid: number, e: Sqe): Promise<Cqe> {
+    const cid = this.place(qid, e);
+    await this.ring(qid);
+    const c = await this.reap(qid);
+    if (c.cid !== cid) throw new Error(`completion for cid ${c.cid}, expected ${cid}`);
+    return c;
+  }
+
+  admin(e: Sqe): Promise<Cqe> {
+    return this.submit(0, e);
+  }
+
+  io(e: Sqe): Promise<Cqe> {
+    return this.submit(1, e);
+  }
+
+  /** Read/Write command for `blocks` LBAs at `slba` with explicit PRPs. */
+  rw(opcode: 1 | 2 | 5, nsid: number, slba: number, blocks: number, prp1: bigint, prp2 = 0n): Sqe {
+    return { opcode, nsid, prp1, prp2, cdw10: slba >>> 0, cdw11: Math.floor(slba / 2 ** 32), cdw12: blocks - 1 };
+  }
+
+  /** Identify into DATA; returns a copy of the 4 KiB. */
+  async identify(cns: number, nsid = 0): Promise<{ cqe: Cqe; data: Uint8Array }> {
+    this.mem.fill(0xee, Layout.DATA, Layout.DATA + 4096);
+    const cqe = await this.admin({ opcode: 0x06, nsid, prp1: GPA + BigInt(Layout.DATA), cdw10: cns });
+    return { cqe, data: this.mem.slice(Layout.DATA, Layout.DATA + 4096) };
+  }
+}
+
+export function expectOk(c: Cqe): Cqe {
+  if (c.status !== 0) throw new Error(`NVMe status 0x${c.status.toString(16)} (cid ${c.cid})`);
+  return c;
+}
+
+/** 15-bit status for (sct, sc) with DNR as the controller sets it. */
+export function st(sct: number, sc: number, dnr = true): number {
+  return sc | (sct << 8) | (dnr ? 1 << 14 : 0);
+}

@@ -1,0 +1,126 @@
+/**
+ * The protocol tests' device built on the real device model (server/pci
+ * PciDevice): the same register map as TestDevice (see test-device.ts: BAR0
+ * scratch registers, a DMA copy engine, an IRQ register), BAR2 as shared
+ * memory, MSI-X (4 vectors, own BAR), INTx. DMA goes through dev.dma, which
+ * picks the mmap or the DMA_READ/DMA_WRITE path.
+ */
+import { PciDevice } from '../../server/pci/index.js';
+import { VfioUserError, type ClientPort, type ResetReason } from '../../server/endpoint.js';
+import { Errno } from '../../server/protocol/constants.js';
+import type { DeviceUnderTest } from './device-under-test.js';
+import { BAR0_SIZE, BAR2_SIZE, MSIX_VECTORS, Reg, TEST_DEVICE, TEST_VENDOR } from './test-device.js';
+
+export class PciTestDevice extends PciDevice implements DeviceUnderTest {
+  readonly resets: ResetReason[] = [];
+  attaches = 0;
+  detaches = 0;
+  private readonly regs: Uint32Array;
+  private jobs: Promise<void> = Promise.resolve();
+
+  constructor(name = 'pci-test-device') {
+    const regs = new Uint32Array(BAR0_SIZE / 4);
+    let self: PciTestDevice | undefined;
+    super({
+      name,
+      id: { vendor: TEST_VENDOR, device: TEST_DEVICE, classCode: 0xff0000, revision: 1 },
+      bars: [
+        {
+          index: 0,
+          size: BAR0_SIZE,
+          type: 'mem32',
+          read: (off, size) => {
+            const word = regs[off >> 2]!;
+            const shift = (off & 3) * 8;
+            return size === 4 ? word : (word >>> shift) & (size === 1 ? 0xff : 0xffff);
+          },
+          write: (off, size, value) => {
+            if (size !== 4) {
+              const shift = (off & 3) * 8;
+              const mask = (size === 1 ? 0xff : 0xffff) << shift;
+              regs[off >> 2] = ((regs[off >> 2]! & ~mask) | ((value << shift) & mask)) >>> 0;
+              return;
+            }
+            regs[off >> 2] = value >>> 0;
+            self?.registerWrite(off, value >>> 0);
+          },
+        },
+        { index: 2, size: BAR2_SIZE, type: 'mem32', prefetchable: true, memory: true },
+      ],
+      interrupts: { intx: true, msi: { vectors: 1 }, msix: { vectors: MSIX_VECTORS, bar: 4 }, req: true },
+      onReset: async (reason) => {
+        await self?.jobs;
+        self?.resets.push(reason);
+        regs.fill(0);
+      },
+    });
+    self = this;
+    this.regs = regs;
+  }
+
+  get expectedCapabilities(): { id: number; offset: number; extended: boolean }[] {
+    const caps: { id: number; offset: number; extended: boolean }[] = [];
+    const c = this.capabilities;
+    if (c.pm !== undefined) caps.push({ id: 0x01, offset: c.pm, extended: false });
+    if (c.msi !== undefined) caps.push({ id: 0x05, offset: c.msi, extended: false });
+    if (c.express !== undefined) caps.push({ id: 0x10, offset: c.express, extended: false });
+    if (c.msix !== undefined) caps.push({ id: 0x11, offset: c.msix, extended: false });
+    for (const v of c.vendor) caps.push({ id: 0x09, offset: v, extended: false });
+    return caps.sort((a, b) => a.offset - b.offset);
+  }
+
+  private registerWrite(off: number, value: number): void {
+    if (off === Reg.DOORBELL && value === 1) {
+      this.regs[Reg.STATUS >> 2] = 0;
+      this.jobs = this.jobs.then(() => this.runJob());
+    } else if (off === Reg.IRQ) {
+      this.signal(value);
+    }
+  }
+
+  private async runJob(): Promise<void> {
+    const r = this.regs;
+    const src = BigInt(r[Reg.DMA_SRC_LO >> 2]!) | (BigInt(r[Reg.DMA_SRC_HI >> 2]!) << 32n);
+    const dst = BigInt(r[Reg.DMA_DST_LO >> 2]!) | (BigInt(r[Reg.DMA_DST_HI >> 2]!) << 32n);
+    const len = r[Reg.DMA_LEN >> 2]!;
+    try {
+      const data = await this.dma.read(src, len);
+      await this.dma.write(dst, data);
+      r[Reg.STATUS >> 2] = 1;
+      r[Reg.JOBS >> 2] = r[Reg.JOBS >> 2]! + 1;
+    } catch (err) {
+      const errno = err instanceof VfioUserError ? err.errno : Errno.EIO;
+      r[Reg.STATUS >> 2] = (0x80000000 | errno) >>> 0;
+    }
+    this.signal(0);
+  }
+
+  signal(vector: number): void {
+    try {
+      this.irq.trigger(vector);
+    } catch {
+      // a vector the active type does not have: dropped, like hardware
+    }
+  }
+
+  dmaRanges(): { addr: bigint; size: bigint; mapped: boolean }[] {
+    return this.dma.regions.map((r) => ({ addr: r.addr, size: r.size, mapped: r.mapping !== undefined }));
+  }
+
+  hasEventfd(index: number, vector: number): boolean {
+    return this.irq.hasEventfd(index, vector);
+  }
+
+  override attach(port: ClientPort): void {
+    this.attaches++;
+    super.attach(port);
+  }
+
+  override async detach(): Promise<void> {
+    try {
+      await super.detach();
+    } finally {
+      this.detaches++;
+    }
+  }
+}

@@ -1,0 +1,121 @@
+/** DMA_MAP / DMA_UNMAP validation (libvfio-user's handle_dma_map / is_valid_unmap). */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { native } from '../../native/index.js';
+import { Command, DmaMapFlag, DmaUnmapFlag, Errno } from '../../server/protocol/constants.js';
+import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
+import { startDevice, DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, expectErrno, type RunningDevice } from '../helpers/harness.js';
+import type { VfioUserClient } from '../../client/index.js';
+
+let fds: FdBaseline;
+let run: RunningDevice;
+let c: VfioUserClient;
+
+
+const RW = DmaMapFlag.READ | DmaMapFlag.WRITE;
+const map = (argsz: number, flags: number, offset: bigint, addr: bigint, size: bigint) =>
+  fields(['u32', argsz], ['u32', flags], ['u64', offset], ['u64', addr], ['u64', size]);
+const unmap = (argsz: number, flags: number, addr: bigint, size: bigint) => fields(['u32', argsz], ['u32', flags], ['u64', addr], ['u64', size]);
+
+describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
+  beforeEach(async () => {
+    fds = fdBaseline();
+    run = await startDevice(make());
+    c = await run.connect();
+  });
+
+  afterEach(async () => {
+    await run.stop();
+    await fds.settle();
+  });
+
+  describe('DMA_MAP: bad input', () => {
+    const cases: Array<[string, Uint8Array, number]> = [
+      ['payload 24 bytes', fields(['u32', 32], ['u32', RW], ['u64', 0], ['u64', 0x1000]), Errno.EINVAL],
+      ['argsz 31', map(31, RW, 0n, 0x1000n, 0x1000n), Errno.EINVAL],
+      ['unknown flag bits', map(32, RW | 0x100, 0n, 0x1000n, 0x1000n), Errno.EINVAL],
+      ['MMAP flag without an fd', map(32, RW | DmaMapFlag.MMAP, 0n, 0x1000n, 0x1000n), Errno.EINVAL],
+      ['FILE_IO flag without an fd', map(32, RW | DmaMapFlag.FILE_IO, 0n, 0x1000n, 0x1000n), Errno.EINVAL],
+      ['addr + size overflowing u64', map(32, RW, 0n, 0xfffffffffffff000n, 0x2000n), Errno.EINVAL],
+    ];
+    for (const [what, payload, errno] of cases) {
+      it(`${what} -> ${errno}, alive`, async () => {
+        expectErrorReply(await rawRequest(c, { command: Command.DMA_MAP }, payload), errno);
+        await expectAlive(c);
+      });
+    }
+
+    it('a huge size (> 8 TiB): refused (ENOSPC in libvfio-user; EINVAL accepted), alive', async () => {
+      const r = await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0n, 1n << 50n));
+      expect([Errno.ENOSPC, Errno.EINVAL]).toContain(r.header.error);
+      await expectAlive(c);
+    });
+
+    it('overlapping an existing map -> EINVAL (libvfio-user), alive', async () => {
+      await c.dmaMap({ addr: 0x10000n, size: 0x2000n });
+      expectErrorReply(await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0x11000n, 0x2000n)), Errno.EINVAL);
+      expectErrorReply(await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0xf000n, 0x2000n)), Errno.EINVAL);
+      await expectAlive(c);
+    });
+
+    it('an fd that cannot be mapped (a socket) is refused and closed', async () => {
+      const [a, b] = native.socketpair();
+      const r = await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0x40000n, 0x1000n), [a]);
+      native.closeFd(a);
+      native.closeFd(b);
+      expect(r.header.flags & 0x20).toBe(0x20);
+      await expectAlive(c);
+    });
+
+    it('a map beyond the memfd size is refused or faults in the device, never crashes the server', async () => {
+      const memfd = native.memfdCreate('small', 0x1000);
+      const r = await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0x100000n, 0x50000n, 0x1000n), [memfd]);
+      native.closeFd(memfd);
+      expect(r.header.command).toBe(Command.DMA_MAP);
+      await expectAlive(c);
+    });
+
+    it('two fds on one DMA_MAP: EINVAL, both closed', async () => {
+      const m1 = native.memfdCreate('m1', 0x1000);
+      const m2 = native.memfdCreate('m2', 0x1000);
+      const r = await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0x60000n, 0x1000n), [m1, m2]);
+      native.closeFd(m1);
+      native.closeFd(m2);
+      expectErrorReply(r, Errno.EINVAL);
+      await expectAlive(c);
+    });
+  });
+
+  describe('DMA_UNMAP: bad input', () => {
+    const cases: Array<[string, Uint8Array, number]> = [
+      ['payload 16 bytes', fields(['u32', 24], ['u32', 0], ['u64', 0x1000]), Errno.EINVAL],
+      ['argsz 23', unmap(23, 0, 0x10000n, 0x1000n), Errno.EINVAL],
+      ['argsz > 1 MiB', unmap(0x100001, 0, 0x10000n, 0x1000n), Errno.EINVAL],
+      ['unknown flags', unmap(24, 0x8, 0x10000n, 0x1000n), Errno.EINVAL],
+      ['ALL with an address', unmap(24, DmaUnmapFlag.ALL, 0x10000n, 0n), Errno.EINVAL],
+      ['ALL with a size', unmap(24, DmaUnmapFlag.ALL, 0n, 0x1000n), Errno.EINVAL],
+      ['ALL with GET_DIRTY_BITMAP', unmap(24, DmaUnmapFlag.ALL | DmaUnmapFlag.GET_DIRTY_BITMAP, 0n, 0n), Errno.EINVAL],
+      ['an unknown range', unmap(24, 0, 0x70000n, 0x1000n), Errno.ENOENT],
+    ];
+    for (const [what, payload, errno] of cases) {
+      it(`${what} -> ${errno}, alive`, async () => {
+        expectErrorReply(await rawRequest(c, { command: Command.DMA_UNMAP }, payload), errno);
+        await expectAlive(c);
+      });
+    }
+
+    it('part of a mapped range -> ENOENT (exact match required)', async () => {
+      await c.dmaMap({ addr: 0x10000n, size: 0x2000n });
+      await expectErrno(c.dmaUnmap(0x10000n, 0x1000n), Errno.ENOENT);
+      await expectErrno(c.dmaUnmap(0x11000n, 0x1000n), Errno.ENOENT);
+      await c.dmaUnmap(0x10000n, 0x2000n);
+    });
+
+    it('GET_DIRTY_BITMAP without dirty tracking: refused, alive', async () => {
+      await c.dmaMap({ addr: 0x10000n, size: 0x1000n });
+      const p = fields(['u32', 24 + 16 + 8], ['u32', DmaUnmapFlag.GET_DIRTY_BITMAP], ['u64', 0x10000], ['u64', 0x1000], ['u64', 4096], ['u64', 8]);
+      const r = await rawRequest(c, { command: Command.DMA_UNMAP }, p);
+      expect(r.header.flags & 0x20).toBe(0x20);
+      await expectAlive(c);
+    });
+  });
+});

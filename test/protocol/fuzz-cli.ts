@@ -1,0 +1,60 @@
+/**
+ * `npm run fuzz -- --messages N [--seed S] [--batch B]`: a longer protocol fuzz
+ * run against a TestDevice served in this process. Exits non-zero if the
+ * server stops answering, a fresh client cannot read config space afterwards,
+ * or fds leaked.
+ */
+import { parseArgs } from 'node:util';
+import { fdBaseline } from '../helpers/fds.js';
+import { startDevice } from '../helpers/harness.js';
+import { TEST_VENDOR } from '../helpers/test-device.js';
+import { runFuzz } from './fuzzer.js';
+
+const { values } = parseArgs({
+  options: {
+    messages: { type: 'string', default: '100000' },
+    seed: { type: 'string' },
+    batch: { type: 'string' },
+  },
+});
+const messages = Number(values.messages);
+const seed = values.seed !== undefined ? Number(values.seed) : (Math.random() * 0x100000000) >>> 0;
+if (!Number.isSafeInteger(messages) || messages <= 0 || !Number.isSafeInteger(seed)) {
+  console.error('usage: npm run fuzz -- --messages N [--seed S] [--batch B]');
+  process.exit(64);
+}
+
+const fds = fdBaseline();
+const run = await startDevice();
+const started = Date.now();
+console.log(`fuzz: ${messages} messages, seed ${seed} (0x${seed.toString(16)})`);
+let failed = false;
+try {
+  const stats = await runFuzz({
+    socketPath: run.socketPath,
+    idle: run.idle,
+    messages,
+    seed,
+    batch: values.batch !== undefined ? Number(values.batch) : undefined,
+    onProgress: (s) => {
+      if (s.messages % 10_000 < 1000) console.log(`  ${s.messages} messages, ${s.connections} connections, ${s.dropped} dropped`);
+    },
+  });
+  const c = await run.connect();
+  const vendor = await c.cfg16(0);
+  c.close();
+  if (vendor !== TEST_VENDOR) throw new Error(`config space read ${vendor.toString(16)} after the fuzz`);
+  console.log(`fuzz: ok in ${((Date.now() - started) / 1000).toFixed(1)} s`, stats);
+} catch (err) {
+  failed = true;
+  console.error(`fuzz: FAILED (seed ${seed}):`, err);
+} finally {
+  await run.stop();
+  try {
+    await fds.settle();
+  } catch (err) {
+    failed = true;
+    console.error((err as Error).message);
+  }
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,313 @@
+/**
+ * A seeded protocol fuzzer: random and mutated vfio-user messages (with fds
+ * now and then) over many connections to a running server. Used by
+ * fuzz.test.ts (fixed seed, bounded) and fuzz-cli.ts (`npm run fuzz`).
+ *
+ * Each connection sends batches of hostile messages without waiting, then a
+ * GET_INFO whose reply proves the stream is still in sync. Messages that
+ * cannot be re-framed (a lying size, random bytes) end their connection.
+ */
+import { native } from '../../native/index.js';
+import { Command, DmaMapFlag, HEADER_SIZE, HeaderFlag, IrqSetFlag, PciRegion } from '../../server/protocol/constants.js';
+import { VfioUserClient, type ClientOptions } from '../../client/index.js';
+import type { Logger } from '../../server/log.js';
+
+/** mulberry32: small, fast, good enough for fuzzing, reproducible from a seed. */
+export class Rng {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed >>> 0;
+  }
+  u32(): number {
+    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  }
+  /** Integer in [0, n). */
+  int(n: number): number {
+    return this.u32() % n;
+  }
+  chance(p: number): boolean {
+    return this.u32() / 0x100000000 < p;
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.int(xs.length)]!;
+  }
+  bytes(n: number): Uint8Array {
+    const b = new Uint8Array(n);
+    for (let i = 0; i < n; i++) b[i] = this.u32() & 0xff;
+    return b;
+  }
+}
+
+const INTERESTING_32 = [0, 1, 2, 4, 7, 8, 9, 15, 16, 20, 24, 31, 32, 33, 0xff, 0x100, 0x1000, 0xffff, 0x10000, 0x100000, 0x100001, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
+const INTERESTING_64 = [0n, 1n, 0x1000n, 0xfffn, 0x100000n, 1n << 32n, 1n << 43n, 1n << 63n, 0xfffffffffffff000n, 0xffffffffffffffffn];
+
+interface Fuzzed {
+  bytes: Uint8Array;
+  /** fds to attach: 'eventfd' | 'memfd' kinds, created at send time and closed after. */
+  fds: Array<'eventfd' | 'memfd'>;
+  /** The stream cannot be re-framed after this message: end the connection. */
+  terminal: boolean;
+}
+
+function le(parts: Array<[4 | 8, number | bigint]>): Uint8Array {
+  const n = parts.reduce((s, [w]) => s + w, 0);
+  const b = new Uint8Array(n);
+  const dv = new DataView(b.buffer);
+  let at = 0;
+  for (const [w, v] of parts) {
+    if (w === 4) dv.setUint32(at, Number(v) >>> 0, true);
+    else dv.setBigUint64(at, BigInt(v), true);
+    at += w;
+  }
+  return b;
+}
+
+/** A plausible payload for `command` (the template mutations start from). */
+function template(rng: Rng, command: number): { payload: Uint8Array; fds: Array<'eventfd' | 'memfd'> } {
+  const region = rng.chance(0.8) ? rng.pick([0, 2, PciRegion.CONFIG]) : rng.int(12);
+  switch (command) {
+    case Command.VERSION: {
+      const json = new TextEncoder().encode(rng.pick(['{"capabilities":{"max_msg_fds":8}}', '{}', '{"capabilities":{"max_data_xfer_size":4096,"pgsizes":4096}}']) + '\0');
+      const p = new Uint8Array(4 + json.byteLength);
+      p.set(json, 4);
+      return { payload: p, fds: [] };
+    }
+    case Command.DMA_MAP: {
+      const withFd = rng.chance(0.3);
+      const addr = BigInt(rng.int(64)) * 0x1000n;
+      return {
+        payload: le([[4, 32], [4, DmaMapFlag.READ | DmaMapFlag.WRITE], [8, 0], [8, addr], [8, BigInt(1 + rng.int(4)) * 0x1000n]]),
+        fds: withFd ? ['memfd'] : [],
+      };
+    }
+    case Command.DMA_UNMAP:
+      return { payload: le([[4, 24], [4, rng.chance(0.1) ? 2 : 0], [8, BigInt(rng.int(64)) * 0x1000n], [8, 0x1000]]), fds: [] };
+    case Command.DEVICE_GET_INFO:
+      return { payload: le([[4, 16], [4, 0], [4, 0], [4, 0]]), fds: [] };
+    case Command.DEVICE_GET_REGION_INFO:
+      return { payload: le([[4, rng.pick([32, 64, 256])], [4, 0], [4, region], [4, 0], [8, 0], [8, 0]]), fds: [] };
+    case Command.DEVICE_GET_REGION_IO_FDS:
+      return { payload: le([[4, 4096], [4, 0], [4, region], [4, 0]]), fds: [] };
+    case Command.DEVICE_GET_IRQ_INFO:
+      return { payload: le([[4, 16], [4, 0], [4, rng.int(6)], [4, 0]]), fds: [] };
+    case Command.DEVICE_SET_IRQS: {
+      const evt = rng.chance(0.4);
+      const count = rng.int(4);
+      const flags = evt ? IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER : rng.pick([0x21, 0x09, 0x11, 0x22, 0x24, 0x14]);
+      const head = le([[4, 20], [4, flags], [4, rng.int(5)], [4, rng.int(4)], [4, count]]);
+      const bools = flags & IrqSetFlag.DATA_BOOL ? rng.bytes(count).map((x) => x & 1) : new Uint8Array(0);
+      const p = new Uint8Array(head.byteLength + bools.byteLength);
+      p.set(head);
+      p.set(bools, head.byteLength);
+      return { payload: p, fds: evt ? Array.from({ length: count }, () => 'eventfd' as const) : [] };
+    }
+    case Command.REGION_READ:
+      return { payload: le([[8, rng.int(0x1000)], [4, region], [4, rng.pick([1, 2, 4, 8, 16, 256])]]), fds: [] };
+    case Command.REGION_WRITE: {
+      const count = rng.pick([1, 2, 4, 8]);
+      const head = le([[8, rng.int(0x1000) & ~0x7], [4, region], [4, count]]);
+      const p = new Uint8Array(16 + count);
+      p.set(head);
+      p.set(rng.bytes(count), 16);
+      return { payload: p, fds: [] };
+    }
+    case Command.DEVICE_RESET:
+      return { payload: new Uint8Array(0), fds: [] };
+    case Command.REGION_WRITE_MULTI:
+      return { payload: le([[8, 1], [8, 0], [4, region], [4, 4], [8, 0]]), fds: [] };
+    case Command.DEVICE_FEATURE:
+      return { payload: le([[4, 16], [4, rng.int(9) | (1 << (16 + rng.int(3)))], [8, 0]]), fds: [] };
+    default:
+      return { payload: rng.bytes(rng.int(40)), fds: [] };
+  }
+}
+
+/** Commands the fuzzer aims at (weighted toward the hot and the complex ones). */
+const COMMANDS = [
+  Command.DMA_MAP, Command.DMA_UNMAP, Command.DEVICE_GET_INFO, Command.DEVICE_GET_REGION_INFO, Command.DEVICE_GET_REGION_IO_FDS,
+  Command.DEVICE_GET_IRQ_INFO, Command.DEVICE_SET_IRQS, Command.DEVICE_SET_IRQS, Command.REGION_READ, Command.REGION_READ,
+  Command.REGION_WRITE, Command.REGION_WRITE, Command.DEVICE_RESET, Command.REGION_WRITE_MULTI, Command.DEVICE_FEATURE,
+  Command.VERSION, Command.DMA_READ, Command.DMA_WRITE, Command.DIRTY_PAGES, Command.MIG_DATA_READ, 0, 19, 0xffff,
+];
+
+function mutate(rng: Rng, payload: Uint8Array): Uint8Array {
+  let p = payload;
+  const rounds = 1 + rng.int(3);
+  for (let r = 0; r < rounds; r++) {
+    switch (rng.int(7)) {
+      case 0: // flip a bit
+        if (p.byteLength) p[rng.int(p.byteLength)]! ^= 1 << rng.int(8);
+        break;
+      case 1: // an interesting u32
+        if (p.byteLength >= 4) new DataView(p.buffer, p.byteOffset).setUint32(rng.int(p.byteLength - 3) & ~3, rng.pick(INTERESTING_32), true);
+        break;
+      case 2: // an interesting u64
+        if (p.byteLength >= 8) new DataView(p.buffer, p.byteOffset).setBigUint64(rng.int(p.byteLength - 7) & ~7, rng.pick(INTERESTING_64), true);
+        break;
+      case 3: // truncate
+        p = p.slice(0, rng.int(p.byteLength + 1));
+        break;
+      case 4: { // extend
+        const q = new Uint8Array(p.byteLength + 1 + rng.int(64));
+        q.set(p);
+        q.set(rng.bytes(q.byteLength - p.byteLength), p.byteLength);
+        p = q;
+        break;
+      }
+      case 5: // random byte
+        if (p.byteLength) p[rng.int(p.byteLength)] = rng.u32() & 0xff;
+        break;
+      default: // leave it
+        break;
+    }
+  }
+  return p;
+}
+
+/** One hostile message. */
+export function fuzzMessage(rng: Rng, forceCommand?: number): Fuzzed {
+  const roll = rng.int(100);
+  if (roll < 1 && forceCommand === undefined) {
+    // random bytes: the stream is gone after this
+    return { bytes: rng.bytes(1 + rng.int(200)), fds: [], terminal: true };
+  }
+  const command = forceCommand ?? rng.pick(COMMANDS);
+  const t = template(rng, command);
+  const payload = roll < 25 ? t.payload : mutate(rng, t.payload);
+  let flags: number = HeaderFlag.TYPE_COMMAND;
+  if (rng.chance(0.1)) flags |= HeaderFlag.NO_REPLY;
+  if (rng.chance(0.03)) flags = rng.pick([HeaderFlag.TYPE_REPLY, HeaderFlag.TYPE_REPLY | HeaderFlag.ERROR, 2, 0xf, rng.u32()]);
+  const bytes = new Uint8Array(HEADER_SIZE + payload.byteLength);
+  const dv = new DataView(bytes.buffer);
+  // ids >= 0x8000: never collide with the client's own (sync) requests
+  dv.setUint16(0, 0x8000 | rng.int(0x8000), true);
+  dv.setUint16(2, command, true);
+  let terminal = false;
+  let size = bytes.byteLength;
+  if (rng.chance(0.005)) {
+    size = rng.pick([0, 1, 8, 15, size + 1 + rng.int(100), 0x7fffffff, 0xffffffff]);
+    terminal = true;
+  }
+  dv.setUint32(4, size, true);
+  dv.setUint32(8, flags, true);
+  dv.setUint32(12, rng.chance(0.05) ? rng.u32() : 0, true);
+  bytes.set(payload, HEADER_SIZE);
+  let fds = t.fds;
+  if (rng.chance(0.03)) fds = [...fds, rng.pick(['eventfd', 'memfd'] as const)];
+  if (rng.chance(0.005)) fds = Array.from({ length: 17 + rng.int(4) }, () => 'eventfd' as const);
+  return { bytes, fds, terminal };
+}
+
+export interface FuzzOptions {
+  socketPath: string;
+  messages: number;
+  seed: number;
+  /** Hostile messages between two sync requests (default 24). */
+  batch?: number;
+  log?: Logger;
+  /** Resolves when the server has let go of the previous client (it turns concurrent clients away). */
+  idle?: () => Promise<void>;
+  /** Called every ~1000 messages. */
+  onProgress?: (stats: FuzzStats) => void;
+}
+
+export interface FuzzStats {
+  messages: number;
+  connections: number;
+  /** Connections the server ended (or that we ended after an unframeable message). */
+  dropped: number;
+  /** Error replies and successful replies to hostile messages. */
+  errorReplies: number;
+  okReplies: number;
+  syncs: number;
+}
+
+function makeFd(kind: 'eventfd' | 'memfd'): number {
+  return kind === 'eventfd' ? native.eventfd(0) : native.memfdCreate('fuzz', 0x4000);
+}
+
+/** Connect; a connection turned away because the previous client is still attached is retried. */
+async function connectRetrying(socketPath: string, options: ClientOptions): Promise<VfioUserClient> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await VfioUserClient.connect(socketPath, options);
+    } catch (err) {
+      if (attempt >= 100 || (err as { errno?: number }).errno !== 104) throw err;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+/**
+ * Run the fuzzer. Rejects if the server stops answering (a sync request on a
+ * live connection times out) or a connection cannot be made.
+ */
+export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
+  const rng = new Rng(o.seed);
+  const batch = o.batch ?? 24;
+  const stats: FuzzStats = { messages: 0, connections: 0, dropped: 0, errorReplies: 0, okReplies: 0, syncs: 0 };
+  let nextProgress = 1000;
+  while (stats.messages < o.messages) {
+    const preVersion = rng.chance(0.05);
+    const options: ClientOptions = { timeoutMs: 5000, skipNegotiation: preVersion, log: o.log };
+    if (rng.chance(0.2)) options.capabilities = { maxMsgFds: rng.pick([0, 1, 4, 16]), maxDataXferSize: rng.pick([4096, 65536, 1 << 20]) };
+    await o.idle?.();
+    const client = await connectRetrying(o.socketPath, options);
+    stats.connections++;
+    try {
+      const perConn = 1 + rng.int(batch * 8);
+      let sent = 0;
+      let alive = true;
+      while (alive && sent < perConn && stats.messages < o.messages) {
+        let terminal = false;
+        for (let i = 0; i < batch && sent < perConn && stats.messages < o.messages; i++) {
+          const m = fuzzMessage(rng, preVersion && rng.chance(0.8) ? Command.VERSION : undefined);
+          const fds = m.fds.map(makeFd);
+          try {
+            await client.sendRaw(m.bytes, fds, { expectId: null });
+          } catch {
+            alive = false;
+          } finally {
+            for (const fd of fds) native.closeFd(fd);
+          }
+          stats.messages++;
+          sent++;
+          if (m.terminal || preVersion) {
+            terminal = true;
+            break;
+          }
+          if (client.isClosed) {
+            alive = false;
+            break;
+          }
+        }
+        if (stats.messages >= nextProgress) {
+          nextProgress += 1000;
+          o.onProgress?.(stats);
+        }
+        if (terminal || !alive) break;
+        // Sync: a valid GET_INFO must come back (unless the server hung up).
+        try {
+          await client.getDeviceInfo();
+          stats.syncs++;
+        } catch (err) {
+          const errno = (err as { errno?: number }).errno;
+          if (client.isClosed) break;
+          // EINVAL is possible when a fuzzed message was a truncated-but-framed prefix; any reply proves sync.
+          if (errno === 110) throw new Error(`server stopped answering on connection ${stats.connections} after ${stats.messages} messages`);
+        }
+      }
+      for (const h of client.strays) {
+        if (h.flags & HeaderFlag.ERROR) stats.errorReplies++;
+        else stats.okReplies++;
+      }
+      if (client.isClosed) stats.dropped++;
+    } finally {
+      client.close();
+    }
+  }
+  return stats;
+}

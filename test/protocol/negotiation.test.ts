@@ -1,0 +1,132 @@
+/**
+ * VERSION: what QEMU sends works, the reply fits in the request, and every
+ * malformed VERSION gets libvfio-user's EINVAL followed by a hang-up.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { native } from '../../native/index.js';
+import { Command, Errno, HEADER_SIZE } from '../../server/protocol/constants.js';
+import { encodeVersionRequest, decodeVersion } from '../../server/protocol/version.js';
+import { VfioUserClient } from '../../client/index.js';
+import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
+import { startDevice, expectErrorReply, expectClosed, expectAlive, rawRequest, rawMessage, type RunningDevice } from '../helpers/harness.js';
+
+let fds: FdBaseline;
+let run: RunningDevice;
+
+beforeEach(async () => {
+  fds = fdBaseline();
+  run = await startDevice();
+});
+
+afterEach(async () => {
+  await run.stop();
+  await fds.settle();
+});
+
+const raw = () => run.connect({ skipNegotiation: true });
+const enc = new TextEncoder();
+
+function versionPayload(major: number, minor: number, json?: string | Uint8Array): Uint8Array {
+  const body = typeof json === 'string' ? enc.encode(json + '\0') : json ?? new Uint8Array(0);
+  const p = new Uint8Array(4 + body.byteLength);
+  const dv = new DataView(p.buffer);
+  dv.setUint16(0, major, true);
+  dv.setUint16(2, minor, true);
+  p.set(body, 4);
+  return p;
+}
+
+describe('VERSION', () => {
+  it("QEMU's request: reply major 0, minor 0, NUL-terminated JSON object, no larger than the request, no fds", async () => {
+    const c = await raw();
+    const json = c.versionJson;
+    const request = encodeVersionRequest(c.freshId(), { major: 0, minor: 0, json });
+    const reply = (await c.sendRaw(request))!;
+    expect(reply.fds).toEqual([]);
+    expect(reply.message.byteLength).toBeLessThanOrEqual(request.byteLength);
+    expect(reply.message[reply.message.byteLength - 1]).toBe(0);
+    const v = decodeVersion(reply.message);
+    expect([v.major, v.minor]).toEqual([0, 0]);
+    expect(JSON.parse(v.json)).toBeTypeOf('object');
+    await expectAlive(c);
+  });
+
+  it('a small request gets a reply that still fits (the server trims its JSON)', async () => {
+    const c = await raw();
+    const request = encodeVersionRequest(c.freshId(), { major: 0, minor: 0, json: '{}' });
+    const reply = (await c.sendRaw(request))!;
+    expect(reply.header.flags & 0x20).toBe(0);
+    expect(reply.message.byteLength).toBeLessThanOrEqual(request.byteLength);
+  });
+
+  it('no JSON at all: spec defaults, accepted', async () => {
+    const c = await raw();
+    const reply = await rawRequest(c, { command: Command.VERSION }, versionPayload(0, 0));
+    expect(reply.header.flags & 0x20).toBe(0);
+    await expectAlive(c);
+  });
+
+  it('a client with max_msg_fds 1 and a small max_data_xfer_size negotiates', async () => {
+    const c = await run.connect({ capabilities: { maxMsgFds: 1, maxDataXferSize: 4096 } });
+    await expectAlive(c);
+  });
+
+  const bad: Array<[string, Uint8Array]> = [
+    ['payload shorter than 4 bytes', new Uint8Array([0, 0])],
+    ['major 1', versionPayload(1, 0, '{}')],
+    ['major 999', versionPayload(999, 0)],
+    ['JSON without its NUL', versionPayload(0, 0, enc.encode('{"capabilities":{}}'))],
+    ['unparsable JSON', versionPayload(0, 0, '{"capabilities":')],
+    ['JSON not an object', versionPayload(0, 0, '[1,2]')],
+    ['capabilities not an object', versionPayload(0, 0, '{"capabilities":7}')],
+    ['max_msg_fds negative', versionPayload(0, 0, '{"capabilities":{"max_msg_fds":-1}}')],
+    ['max_msg_fds too large', versionPayload(0, 0, '{"capabilities":{"max_msg_fds":1025}}')],
+    ['max_msg_fds a string', versionPayload(0, 0, '{"capabilities":{"max_msg_fds":"8"}}')],
+    ['migration not an object', versionPayload(0, 0, '{"capabilities":{"migration":1}}')],
+    ['migration pgsize not a page multiple', versionPayload(0, 0, '{"capabilities":{"migration":{"pgsize":4095}}}')],
+    ['pgsizes 0', versionPayload(0, 0, '{"capabilities":{"pgsizes":0}}')],
+    ['invalid UTF-8', versionPayload(0, 0, new Uint8Array([0x7b, 0xff, 0xfe, 0x7d, 0]))],
+  ];
+  for (const [what, payload] of bad) {
+    it(`${what}: EINVAL, then the server hangs up`, async () => {
+      const c = await raw();
+      expectErrorReply(await rawRequest(c, { command: Command.VERSION }, payload), Errno.EINVAL);
+      await expectClosed(c);
+    });
+  }
+
+  it('fds attached to VERSION: EINVAL, fds closed, hang-up', async () => {
+    const c = await raw();
+    const efd = native.eventfd(0);
+    const request = encodeVersionRequest(c.freshId(), { major: 0, minor: 0, json: c.versionJson });
+    const reply = (await c.sendRaw(request, [efd]))!;
+    native.closeFd(efd);
+    expectErrorReply(reply, Errno.EINVAL);
+    await expectClosed(c);
+  });
+
+  it('a first message other than VERSION: EINVAL, hang-up', async () => {
+    const c = await raw();
+    const p = new Uint8Array(16);
+    new DataView(p.buffer).setUint32(0, 16, true);
+    expectErrorReply(await rawRequest(c, { command: Command.DEVICE_GET_INFO }, p), Errno.EINVAL);
+    await expectClosed(c);
+  });
+
+  it('a second VERSION after negotiation is refused (EINVAL)', async () => {
+    const c = await run.connect();
+    const reply = await rawRequest(c, { command: Command.VERSION }, versionPayload(0, 0, c.versionJson));
+    expectErrorReply(reply, Errno.EINVAL);
+  });
+
+  it('VfioUserClient.connect rejects a server that is not listening', async () => {
+    await expect(VfioUserClient.connect(run.socketPath + '.none')).rejects.toThrow();
+  });
+
+  it('the header-only VERSION (16 bytes) is refused', async () => {
+    const c = await raw();
+    const reply = (await c.sendRaw(rawMessage({ id: 5, command: Command.VERSION, size: HEADER_SIZE })))!;
+    expectErrorReply(reply, Errno.EINVAL);
+    await expectClosed(c);
+  });
+});

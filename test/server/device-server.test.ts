@@ -1,0 +1,101 @@
+import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { native } from '../../native/index.js';
+import { DeviceServer, serve } from '../../server/server.js';
+import * as P from '../../server/protocol/index.js';
+import { RawPeer } from './raw-peer.js';
+import { TestEndpoint } from './test-endpoint.js';
+
+const dirs: string[] = [];
+const servers: DeviceServer[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.close();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function sockPath(): string {
+  const d = mkdtempSync(join(tmpdir(), 'vfu-srv-'));
+  dirs.push(d);
+  return join(d, 'dev.sock');
+}
+
+async function start(path: string, ep = new TestEndpoint()): Promise<DeviceServer> {
+  const s = await serve(ep, { socketPath: path });
+  servers.push(s);
+  return s;
+}
+
+function version(peer: RawPeer): Promise<unknown> {
+  return peer.request(P.encodeVersionRequest(1, { major: 0, minor: 0, json: '{"capabilities":{"max_msg_fds":16}}' }));
+}
+
+describe('DeviceServer', () => {
+  it('serves a client, and the next one after a disconnect', async () => {
+    const path = sockPath();
+    const ep = new TestEndpoint();
+    const server = await start(path, ep);
+    const a = RawPeer.connect(path);
+    await version(a);
+    expect(ep.attaches).toBe(1);
+    const gone = new Promise((r) => server.once('disconnect', r));
+    a.close();
+    await gone;
+    expect(ep.detaches).toBe(1);
+    const b = RawPeer.connect(path);
+    await version(b);
+    expect(ep.attaches).toBe(2);
+    b.close();
+  });
+
+  it('a second client waits for the first to leave; beyond maxWaiting it is turned away', async () => {
+    const path = sockPath();
+    const ep = new TestEndpoint();
+    const server = await serve(ep, { socketPath: path, maxWaiting: 1 });
+    servers.push(server);
+    const a = RawPeer.connect(path);
+    await version(a);
+    const b = RawPeer.connect(path);
+    b.send(P.encodeVersionRequest(1, { major: 0, minor: 0, json: '{}' }));
+    const rejected = new Promise((r) => server.once('rejected', r));
+    const c = RawPeer.connect(path);
+    await rejected;
+    expect(await c.waitClosed()).toBe('EOF');
+    // a is still served; b has no answer yet.
+    const r = (await a.request(P.encodeDeviceInfoRequest(2))) as { header: P.MessageHeader };
+    expect(r.header.command).toBe(P.Command.DEVICE_GET_INFO);
+    expect(ep.attaches).toBe(1);
+    a.close();
+    const v = (await b.next())!;
+    expect(v.header.command).toBe(P.Command.VERSION);
+    expect(ep.attaches).toBe(2);
+    expect(ep.detaches).toBe(1);
+    b.close();
+  });
+
+  it('replaces a stale socket file, refuses a live one and a non-socket', async () => {
+    const path = sockPath();
+    const fd = native.listenUnix(path, 1);
+    native.closeFd(fd); // the file stays: stale
+    expect(existsSync(path)).toBe(true);
+    const s = await start(path);
+    await expect(serve(new TestEndpoint(), { socketPath: path })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    expect(s.listening).toBe(true);
+    const other = sockPath();
+    writeFileSync(other, 'x');
+    await expect(serve(new TestEndpoint(), { socketPath: other })).rejects.toMatchObject({ code: 'EEXIST' });
+  });
+
+  it('close() drops the client, detaches and removes the socket file', async () => {
+    const path = sockPath();
+    const ep = new TestEndpoint();
+    const server = await start(path, ep);
+    const a = RawPeer.connect(path);
+    await version(a);
+    await server.close();
+    expect(ep.detaches).toBe(1);
+    expect(existsSync(path)).toBe(false);
+    expect(await a.waitClosed()).toBe('EOF');
+  });
+});
