@@ -5,13 +5,17 @@
  *   - a raw UNIX-socket echo server sending replies of the same sizes,
  * with both processes pinned to CPU 0 (`taskset -c 0`) and unpinned.
  * Target: pinned p50 of ours <= 1.3x raw.
+ * An extra row measures our TypeScript client (client/) against our server,
+ * which is what a device author's test sees.
  *
- * Run as `tsx bench/region-read.ts --serve <socket>` it is the server child.
+ * Child modes: `tsx bench/region-read.ts --serve <socket>` is the server;
+ * `--ts-client <socket> <iters> <warmup>` is the TypeScript client.
  */
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
 import { compilePingpong, measure, pinned, spawnReady, startEcho, stop, type LatencyStats } from './pingpong.js';
 
 export interface BenchRow {
@@ -43,6 +47,13 @@ function row(variant: string, s: LatencyStats, raw?: LatencyStats): BenchRow {
   return r;
 }
 
+/** Our TypeScript client in a child process, optionally pinned; prints LatencyStats JSON. */
+function measureTsClient(socketPath: string, pin: boolean, iters: number, warmup: number): LatencyStats {
+  const [cmd, args] = pinned(pin, [process.execPath, '--import', 'tsx', self, '--ts-client', socketPath, String(iters), String(warmup)]);
+  const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return JSON.parse(out.trim().split('\n').pop()!) as LatencyStats;
+}
+
 /** Our server in a child process (node + tsx loader), optionally pinned. */
 function startOurs(socketPath: string, pin: boolean) {
   const [cmd, args] = pinned(pin, [process.execPath, '--import', 'tsx', self, '--serve', socketPath]);
@@ -69,12 +80,14 @@ export async function regionReadBench(o: RegionReadOptions = {}): Promise<BenchR
       const oursSock = join(dir, `ours-${tag[0]}.sock`);
       const ours = await startOurs(oursSock, pin);
       let mine: LatencyStats;
+      let viaTs: LatencyStats;
       try {
         mine = measure(pp, oursSock, pin, iters, warmup);
+        viaTs = measureTsClient(oursSock, pin, Math.min(iters, 20_000), Math.min(warmup, 2_000));
       } finally {
         await stop(ours);
       }
-      rows.push(row(`raw socket, ${tag}`, raw), row(`vfio-user-ts, ${tag}`, mine, raw));
+      rows.push(row(`raw socket, ${tag}`, raw), row(`vfio-user-ts, ${tag}`, mine, raw), row(`vfio-user-ts + TS client, ${tag}`, viaTs, raw));
     }
   } finally {
     pp.remove();
@@ -100,6 +113,27 @@ async function serveChild(socketPath: string): Promise<void> {
   });
 }
 
+/** Child mode: the TypeScript client doing the same sequential 4-byte config reads. */
+async function tsClientChild(socketPath: string, iters: number, warmup: number): Promise<void> {
+  const { VfioUserClient } = await import('../client/index.js');
+  const client = await VfioUserClient.connect(socketPath);
+  const lat = new Float64Array(iters);
+  let start = 0n;
+  for (let i = 0; i < warmup + iters; i++) {
+    if (i === warmup) start = process.hrtime.bigint();
+    const t0 = process.hrtime.bigint();
+    await client.regionRead(7, 0, 4);
+    if (i >= warmup) lat[i - warmup] = Number(process.hrtime.bigint() - t0);
+  }
+  const total = Number(process.hrtime.bigint() - start);
+  client.close();
+  lat.sort();
+  const stats: LatencyStats = { p50_ns: lat[iters >> 1]!, p99_ns: lat[Math.floor((iters * 99) / 100)]!, ops_per_s: (iters * 1e9) / total };
+  process.stdout.write(JSON.stringify(stats) + '\n');
+}
+
 if (process.argv[1] === self && process.argv[2] === '--serve') {
   await serveChild(process.argv[3]!);
+} else if (process.argv[1] === self && process.argv[2] === '--ts-client') {
+  await tsClientChild(process.argv[3]!, Number(process.argv[4]), Number(process.argv[5]));
 }

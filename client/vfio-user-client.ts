@@ -194,7 +194,7 @@ export class VfioUserClient {
     const v = this.options.version ?? { major: 0, minor: 0 };
     const id = this.allocId();
     const request = encodeVersionRequest(id, { major: v.major, minor: v.minor, json: this.versionJson });
-    const reply = await this.sendAndWait(id, Command.VERSION, request, [], this.timeoutMs);
+    const reply = this.checked(await this.sendAndWait(id, Command.VERSION, request, [], this.timeoutMs));
     this.closeFds(reply.fds);
     if (reply.fds.length > 0) throw this.protocolError(Command.VERSION, 'VERSION reply carried fds');
     if (reply.message.byteLength > request.byteLength) {
@@ -282,9 +282,19 @@ export class VfioUserClient {
   /**
    * Send one command with `payload` after a header this method writes (fresh
    * id, the given flags). Resolves with the reply (fds owned by the caller);
-   * with NO_REPLY in `flags` resolves with undefined once queued. An error reply rejects.
+   * with NO_REPLY in the flags resolves with undefined once queued. An error
+   * reply rejects. Call as `request(cmd, payload, { fds, flags, timeoutMs })`
+   * or `request(cmd, payload, fds, flags)`.
    */
-  async request(command: number, payload: Uint8Array = new Uint8Array(0), options: RequestOptions = {}): Promise<RawMessage | undefined> {
+  async request(
+    command: number,
+    payload: Uint8Array = new Uint8Array(0),
+    fdsOrOptions: readonly number[] | RequestOptions = {},
+    flagsArg?: number,
+  ): Promise<RawMessage | undefined> {
+    const options: RequestOptions = Array.isArray(fdsOrOptions)
+      ? { fds: fdsOrOptions as readonly number[], flags: flagsArg }
+      : (fdsOrOptions as RequestOptions);
     const flags = options.flags ?? 0;
     const id = this.allocId();
     const m = newMessage(id, command, flags, payload.byteLength);

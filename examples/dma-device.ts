@@ -78,4 +78,5 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const log = createLogger();
   const server = await serve(createDmaDevice(log), { socketPath: process.argv[2] ?? '/tmp/dma.sock', log });
   log.info({ socket: server.socketPath }, 'DMA device ready');
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void server.close());
 }

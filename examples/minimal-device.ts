@@ -2,7 +2,7 @@
  * The smallest useful device: a BAR of registers and an interrupt.
  *
  *   npx tsx examples/minimal-device.ts /tmp/minimal.sock
- *   qemu-system-x86_64 ... -device vfio-user-pci,socket=/tmp/minimal.sock
+ *   qemu-system-x86_64 ... -device vfio-user-pci,socket.type=unix,socket.path=/tmp/minimal.sock
  *
  * BAR0 (4 KiB, little-endian u32): 0x00 MAGIC (read-only), 0x04 SCRATCH,
  * 0x08 DOORBELL (write n: signal vector n), 0x0c RINGS (doorbells so far).
@@ -52,4 +52,5 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const log = createLogger();
   const server = await serve(createMinimalDevice(log), { socketPath: process.argv[2] ?? '/tmp/minimal.sock', log });
   log.info({ socket: server.socketPath }, 'minimal device ready');
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void server.close());
 }

@@ -153,9 +153,13 @@ function findPackageRoot(start: string): string {
   }
 }
 
+/**
+ * Loads build/Release/vfio_user_native.node, or the file named by
+ * VFIO_USER_NATIVE_ADDON (e.g. a sanitizer build for debugging).
+ */
 function load(): NativeBinding {
-  const root = findPackageRoot(dirname(fileURLToPath(import.meta.url)));
-  const file = join(root, 'build', 'Release', 'vfio_user_native.node');
+  const override = process.env.VFIO_USER_NATIVE_ADDON;
+  const file = override ? override : join(findPackageRoot(dirname(fileURLToPath(import.meta.url))), 'build', 'Release', 'vfio_user_native.node');
   if (!existsSync(file)) {
     throw new Error(`vfio-user-ts: native addon missing (${file}); run \`npm install\` (it builds it with node-gyp)`);
   }

@@ -26,7 +26,7 @@
 import type { Logger } from 'pino';
 import { silentLogger } from '../../server/log.js';
 import { PciDevice } from '../../server/pci/index.js';
-import type { DmaSpace } from '../../server/dma/index.js';
+import type { DmaRegion, DmaSpace } from '../../server/dma/index.js';
 import { BAR0_SIZE } from './constants.js';
 import { ControllerCore } from './core.js';
 import type { NvmeDma, NvmeHost } from './host.js';
@@ -68,6 +68,26 @@ function dmaAdapter(dma: DmaSpace): NvmeDma {
     },
     read: (addr, length) => dma.read(addr, length),
     write: (addr, data) => dma.write(addr, data),
+    pin(ranges) {
+      const views: Uint8Array[] = [];
+      const holds: { release(): void }[] = [];
+      let region: DmaRegion | undefined;
+      try {
+        for (const r of ranges) {
+          const end = r.addr + BigInt(r.length);
+          if (!region || r.addr < region.addr || end > region.end) {
+            region = dma.find(r.addr);
+            if (!region?.mapping || end > region.end) throw new Error('not directly mapped');
+            holds.push(dma.hold(r.addr, r.length)); // holds the whole region
+          }
+          views.push(dma.view(r.addr, r.length));
+        }
+      } catch {
+        for (const h of holds) h.release();
+        return undefined;
+      }
+      return { views, release: () => { for (const h of holds) h.release(); } };
+    },
   };
 }
 

@@ -327,7 +327,7 @@ export class ControllerCore {
   /** Delete an I/O SQ once its in-flight commands completed. */
   async deleteSq(sq: SubmissionQueue): Promise<void> {
     sq.deleted = true;
-    while (sq.inflight > 0) await this.quiesceIo();
+    if (sq.inflight > 0) await new Promise<void>((resolve) => (sq.onIdle = resolve));
     if (this.sqs[sq.id] === sq) this.sqs[sq.id] = undefined;
     sq.cq.sqCount--;
   }
@@ -440,7 +440,10 @@ export class ControllerCore {
     ).finally(() => {
       this.timing.commands++;
       this.timing.nanoseconds += process.hrtime.bigint() - t0;
-      sq.inflight--;
+      if (--sq.inflight === 0 && sq.onIdle) {
+        sq.onIdle();
+        sq.onIdle = undefined;
+      }
       if (--this.inflight === 0) {
         const waiters = this.idleWaiters;
         this.idleWaiters = [];

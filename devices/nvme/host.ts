@@ -16,6 +16,18 @@ export interface NvmeDma {
   read(addr: bigint, length: number): Promise<Uint8Array>;
   /** Copy bytes into guest memory (by message when the memory is not mapped). */
   write(addr: bigint, data: Uint8Array): Promise<void>;
+  /**
+   * Zero-copy access for async file I/O: views of every range, all fd-backed,
+   * held so that a DMA_UNMAP waits until release(). Undefined when any range
+   * is not directly mapped (then copy through read()/write()).
+   */
+  pin?(ranges: readonly { addr: bigint; length: number }[]): PinnedViews | undefined;
+}
+
+/** Guest memory views kept mapped until release(). */
+export interface PinnedViews {
+  readonly views: Uint8Array[];
+  release(): void;
 }
 
 export interface NvmeHost {

@@ -54,14 +54,23 @@ async function readCmd(core: ControllerCore, cmd: Command): Promise<CommandResul
   const { position, length, blocks } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
   const segments = await prpSegments(core.host.dma, cmd.prp1, cmd.prp2, length);
-  const buf = new Uint8Array(length);
+  // fd-backed guest memory: preadv straight into it (held mapped meanwhile); else through a buffer.
+  const pinned = core.host.dma.pin?.(segments);
   try {
-    await ns.read(position, buf);
+    if (pinned) {
+      await ns.readv(position, pinned.views);
+    } else {
+      const buf = Buffer.allocUnsafe(length);
+      await ns.read(position, buf);
+      await copyToGuest(core.host.dma, segments, buf);
+    }
   } catch (err) {
+    if (err instanceof NvmeStatusError) throw err;
     core.log.error({ err, nsid: ns.nsid, position, length }, 'nvme: read failed');
     fail(Status.INTERNAL_ERROR, 'backing read failed');
+  } finally {
+    pinned?.release();
   }
-  await copyToGuest(core.host.dma, segments, buf);
   core.health.readCommands++;
   core.health.blocksRead += BigInt(blocks << (ns.lbaShift - 9));
   return OK;
@@ -72,16 +81,23 @@ async function writeCmd(core: ControllerCore, cmd: Command): Promise<CommandResu
   const { position, length, blocks } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
   const segments = await prpSegments(core.host.dma, cmd.prp1, cmd.prp2, length);
-  const buf = new Uint8Array(length);
-  await copyFromGuest(core.host.dma, segments, buf);
   const fua = (cmd.cdw12 >>> 30) & 1;
+  const pinned = core.host.dma.pin?.(segments);
+  let buf: Uint8Array | undefined;
+  if (!pinned) {
+    buf = Buffer.allocUnsafe(length);
+    await copyFromGuest(core.host.dma, segments, buf);
+  }
   try {
-    await ns.write(position, buf);
+    if (pinned) await ns.writev(position, pinned.views);
+    else await ns.write(position, buf!);
     // Without a volatile write cache (or with Force Unit Access), acknowledged means on disk.
     if (!core.features.volatileWriteCache || fua) await ns.flush();
   } catch (err) {
     core.log.error({ err, nsid: ns.nsid, position, length }, 'nvme: write failed');
     fail(Status.INTERNAL_ERROR, 'backing write failed');
+  } finally {
+    pinned?.release();
   }
   core.health.writeCommands++;
   core.health.blocksWritten += BigInt(blocks << (ns.lbaShift - 9));

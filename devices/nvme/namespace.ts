@@ -5,7 +5,7 @@
  * copied synchronously into or out of them, so no guest view ever reaches an
  * async API (the region may be unmapped meanwhile).
  */
-import { closeSync, fdatasync, fstatSync, ftruncateSync, openSync, read, write, constants as fsc } from 'node:fs';
+import { closeSync, fdatasync, fstatSync, ftruncateSync, openSync, read, readv, write, writev, constants as fsc } from 'node:fs';
 import { createHash } from 'node:crypto';
 
 /** How to build a namespace. */
@@ -28,6 +28,26 @@ function writeAt(fd: number, buf: Uint8Array, offset: number, length: number, po
   return new Promise((resolve, reject) => {
     write(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n)));
   });
+}
+
+type Vectored = (fd: number, buffers: readonly NodeJS.ArrayBufferView[], position: number, cb: (err: NodeJS.ErrnoException | null, bytes: number) => void) => void;
+
+/** preadv/pwritev the whole of `views` (one syscall in the common case; short transfers continue where they stopped). */
+async function vectored(op: Vectored, fd: number, views: readonly Uint8Array[], position: number, zeroFillAtEof: boolean): Promise<void> {
+  let rest = views.slice();
+  let pos = position;
+  while (rest.length > 0) {
+    const n = await new Promise<number>((resolve, reject) => op(fd, rest, pos, (err, bytes) => (err ? reject(err) : resolve(bytes))));
+    if (n === 0) {
+      if (!zeroFillAtEof) throw new Error('short write');
+      for (const v of rest) v.fill(0);
+      return;
+    }
+    pos += n;
+    let skip = n;
+    while (rest.length > 0 && skip >= rest[0]!.length) skip -= rest.shift()!.length;
+    if (skip > 0) rest[0] = rest[0]!.subarray(skip);
+  }
 }
 
 export class Namespace {
@@ -119,6 +139,35 @@ export class Namespace {
       done += await writeAt(this.fd!, src, done, src.length - done, position + done);
     }
     // Marked after the data reached the page cache: a flush that started earlier does not cover it.
+    this.dirty = true;
+  }
+
+  /** Read consecutive bytes at `position` straight into `views` (in order). The caller keeps them mapped. */
+  async readv(position: number, views: readonly Uint8Array[]): Promise<void> {
+    this.checkOpen();
+    if (this.memory) {
+      let at = position;
+      for (const v of views) {
+        v.set(this.memory.subarray(at, at + v.length));
+        at += v.length;
+      }
+      return;
+    }
+    await vectored(readv as Vectored, this.fd!, views, position, true);
+  }
+
+  /** Write `views` (in order) as consecutive bytes at `position`. The caller keeps them mapped. */
+  async writev(position: number, views: readonly Uint8Array[]): Promise<void> {
+    this.checkOpen();
+    if (this.memory) {
+      let at = position;
+      for (const v of views) {
+        this.memory.set(v, at);
+        at += v.length;
+      }
+      return;
+    }
+    await vectored(writev as Vectored, this.fd!, views, position, false);
     this.dirty = true;
   }
 

@@ -99,4 +99,6 @@ export interface SubmissionQueue {
   deleted: boolean;
   /** Commands fetched from this SQ (statistics: per-queue I/O counts). */
   fetched: number;
+  /** Called once when `inflight` drops to 0 (Delete SQ waits on it). */
+  onIdle?: () => void;
 }

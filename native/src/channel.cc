@@ -68,6 +68,15 @@ Napi::Value Channel::Open(const Napi::CallbackInfo& info) {
   AddonData* addon = AddonData::Get(env);
   Napi::Object obj = addon->channel_ctor.New({});
   Channel* self = Unwrap(obj);
+  self->max_message_size_ = max_message_size;
+  self->max_fds_ = max_fds;
+  self->cap_ = kInitialBuffer;
+  self->buf_ = static_cast<uint8_t*>(malloc(self->cap_));
+  if (self->buf_ == nullptr) ThrowErrno(env, ENOMEM, "malloc");
+  if (max_fds > 0) {
+    self->control_len_ = CMSG_SPACE(max_fds * sizeof(int));
+    self->control_.reset(new uint64_t[(self->control_len_ + 7) / 8]);
+  }
   int r = self->poll_.Init(env, fd, OnPoll, self);
   if (r == 0) r = self->poll_.Set(UV_READABLE);
   if (r != 0) {
@@ -78,24 +87,13 @@ Napi::Value Channel::Open(const Napi::CallbackInfo& info) {
   self->fd_ = fd;
   self->addon_ = addon;
   addon->busy_fds.insert(fd);
-  self->max_message_size_ = max_message_size;
-  self->max_fds_ = max_fds;
-  self->cap_ = kInitialBuffer;
-  self->buf_ = static_cast<uint8_t*>(malloc(self->cap_));
-  if (self->buf_ == nullptr) {
-    self->Shutdown();
-    ThrowErrno(env, ENOMEM, "malloc");
-  }
-  if (max_fds > 0) {
-    self->control_len_ = CMSG_SPACE(max_fds * sizeof(int));
-    self->control_.reset(new uint64_t[(self->control_len_ + 7) / 8]);
-  }
   self->on_message_ = Napi::Persistent(on_message);
   self->on_close_ = Napi::Persistent(on_close);
   self->context_ = std::make_unique<Napi::AsyncContext>(env, "VfioUserChannel", obj);
   napi_add_env_cleanup_hook(env, OnEnvCleanup, self);
   self->cleanup_hook_ = true;
-  self->Ref();  // alive while open
+  self->Ref();
+  self->referenced_ = true;  // alive while open
   return obj;
 }
 
@@ -187,7 +185,10 @@ void Channel::Shutdown() {
   }
   on_message_.Reset();
   on_close_.Reset();
-  Unref();
+  if (referenced_) {
+    referenced_ = false;
+    Unref();
+  }
 }
 
 void Channel::Fail(const std::string& reason) {

@@ -69,6 +69,7 @@ class Channel : public Napi::ObjectWrap<Channel> {
   PollHandle poll_;
   AddonData* addon_ = nullptr;
   bool cleanup_hook_ = false;
+  bool referenced_ = false;  // Ref() held while open
 
   // Receive buffer: bytes [start_, end_) of buf_ are received, not yet framed;
   // buf_[start_] is stream offset pos_.

@@ -60,7 +60,8 @@ Napi::Value Watcher::Create(const Napi::CallbackInfo& info, Kind kind) {
   self->context_ = std::make_unique<Napi::AsyncContext>(env, kind == Kind::kListener ? "VfioUserListener" : "VfioUserWatcher", obj);
   napi_add_env_cleanup_hook(env, OnEnvCleanup, self);
   self->cleanup_hook_ = true;
-  self->Ref();  // alive while polling
+  self->Ref();
+  self->referenced_ = true;  // alive while polling
   return obj;
 }
 
@@ -110,7 +111,10 @@ void Watcher::Stop() {
     }
     on_event_.Reset();
     on_error_.Reset();
-    Unref();
+    if (referenced_) {
+      referenced_ = false;
+      Unref();
+    }
   }
 }
 

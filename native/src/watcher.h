@@ -45,6 +45,7 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
   Napi::FunctionReference on_error_;
   std::unique_ptr<Napi::AsyncContext> context_;
   bool cleanup_hook_ = false;
+  bool referenced_ = false;  // Ref() held while open
   Napi::Object recv_;  // valid during OnPoll only
 };
 

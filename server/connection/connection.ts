@@ -153,7 +153,7 @@ export class Connection {
       void this.#teardown('malformed header');
       return;
     }
-    if (isReply(header)) {
+    if (isReply(header) && this.#state !== 'version') {
       fds.release('fds on a reply');
       if (!this.#port?.handleReply(header, message)) {
         this.log.warn({ cmd: commandName(header.command), id: header.id }, 'unsolicited reply dropped');
@@ -218,23 +218,29 @@ export class Connection {
     if (fds.count > this.#maxMsgFds) throw VfioUserError.invalid(`${fds.count} fds exceed max_msg_fds ${this.#maxMsgFds}`);
     const handler = handlerFor(header.command, this.#writeMultiple);
     if (!handler) throw VfioUserError.invalid(`unsupported command ${commandName(header.command)}`);
-    const ctx: RequestContext = { header, message, fds, endpoint: this.endpoint, maxDataXferSize: this.#maxDataXferSize, log: this.log };
+    const ctx: RequestContext = {
+      header, message, fds, endpoint: this.endpoint, log: this.log,
+      maxDataXferSize: this.#maxDataXferSize,
+      clientMaxMsgFds: this.#client?.maxMsgFds ?? 1,
+    };
     return handler(ctx);
   }
 
   #finish(header: MessageHeader, fds: ReceivedFds, result: HandlerResult | undefined, err: unknown): void {
     const closed = fds.release('not taken by the handler');
     if (closed > 0) this.log.warn({ cmd: commandName(header.command), id: header.id, fds: closed }, 'closed unexpected fds');
-    const cmd = commandName(header.command);
     if (result) {
-      this.log.debug({ cmd, id: header.id, size: header.size, result: 'ok' }, 'request');
+      if (this.log.isLevelEnabled('debug')) {
+        this.log.debug({ cmd: commandName(header.command), id: header.id, size: header.size, result: 'ok' }, 'request');
+      }
       if (wantsReply(header)) this.#send(result.reply, result.fds);
       return;
     }
     let errno: number = Errno.EIO;
+    const cmd = commandName(header.command);
     if (err instanceof VfioUserError) {
       errno = err.errno > 0 && err.errno <= 4096 ? err.errno : Errno.EIO;
-      this.log.debug({ cmd, id: header.id, size: header.size, result: errno, msg: err.message }, 'request failed');
+      this.log.debug({ cmd, id: header.id, size: header.size, result: errno, reason: err.message }, 'request failed');
     } else {
       this.log.error({ cmd, id: header.id, err }, 'request handler threw: answering EIO');
     }

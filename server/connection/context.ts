@@ -13,6 +13,8 @@ export interface RequestContext {
   endpoint: Endpoint;
   /** Our max_data_xfer_size: REGION_READ/WRITE counts above it are EINVAL. */
   maxDataXferSize: number;
+  /** The client's max_msg_fds: never send it more fds than that. */
+  clientMaxMsgFds: number;
   log: Logger;
 }
 

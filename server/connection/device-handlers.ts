@@ -46,7 +46,8 @@ export function handleRegionInfo(ctx: RequestContext): HandlerResult {
   const caps = regionCapabilities(info);
   const enc = encodeRegionInfoReply(ctx.header.id, { flags: info.flags, index: req.index, size: info.size, offset: info.offset }, caps, req.argsz);
   // The fd rides only with a complete chain (libvfio-user; QEMU re-asks with the full argsz).
-  const sendFd = enc.complete && caps.length > 0 && info.fd !== undefined && (info.flags & RegionFlag.MMAP) !== 0;
+  const sendFd = enc.complete && caps.length > 0 && info.fd !== undefined && (info.flags & RegionFlag.MMAP) !== 0
+    && ctx.clientMaxMsgFds >= 1;
   return sendFd ? { reply: enc.bytes, fds: [info.fd!] } : { reply: enc.bytes };
 }
 

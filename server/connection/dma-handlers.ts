@@ -42,7 +42,8 @@ export async function handleDmaUnmap(ctx: RequestContext): Promise<HandlerResult
   const all = m.flags === DmaUnmapFlag.ALL;
   if (all && (m.addr !== 0n || m.size !== 0n)) throw VfioUserError.invalid(`${what}: ALL needs addr = size = 0`);
   await ctx.endpoint.dmaUnmap(m.addr, m.size, all);
-  return { reply: encodeDmaUnmapReply(ctx.header.id, { argsz: DMA_UNMAP_SIZE, flags: m.flags, addr: m.addr, size: m.size }) };
+  // The struct as received (libvfio-user copies the request).
+  return { reply: encodeDmaUnmapReply(ctx.header.id, { argsz: m.argsz, flags: m.flags, addr: m.addr, size: m.size }) };
 }
 
 export const dmaHandlers = {

@@ -42,8 +42,8 @@ export function handleRegionWrite(ctx: RequestContext): HandlerResult | Promise<
   checkRegionAccess(ctx.endpoint, w.region, w.offset, w.count, ctx.maxDataXferSize, true);
   const reply = (): HandlerResult => ({ reply: encodeRegionWriteReply(ctx.header.id, w) });
   if (w.count === 0) return reply();
-  // Copy: the device may keep the bytes; the message buffer is ours to drop.
-  const done = ctx.endpoint.regionWrite(w.region, w.offset, w.data.slice());
+  // No copy: the native layer hands over a fresh buffer per message, never reused.
+  const done = ctx.endpoint.regionWrite(w.region, w.offset, w.data);
   if (done instanceof Promise) return done.then(reply);
   return reply();
 }
@@ -53,7 +53,7 @@ export async function handleRegionWriteMulti(ctx: RequestContext): Promise<Handl
   const writes = decodeRegionWriteMultiRequest(ctx.message);
   for (const w of writes) checkRegionAccess(ctx.endpoint, w.region, w.offset, w.count, ctx.maxDataXferSize, true);
   for (const w of writes) {
-    const done = ctx.endpoint.regionWrite(w.region, w.offset, w.data.slice());
+    const done = ctx.endpoint.regionWrite(w.region, w.offset, w.data);
     if (done instanceof Promise) await done;
   }
   return { reply: encodeRegionWriteMultiReply(ctx.header.id, writes.length) };

@@ -25,6 +25,7 @@ function createGpio(spec: GpioSpec, ctx: DeviceContext): HostedDevice {
     },
     async close() {
       await control?.close();
+      device.close(); // memfds, mappings, eventfds
     },
   };
 }

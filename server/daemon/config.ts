@@ -81,7 +81,6 @@ export function isModuleType(type: string): boolean {
   return type.startsWith('.') || type.startsWith('/') || MODULE_EXTENSIONS.has(extname(type));
 }
 
-
 /**
  * Validate a parsed config file (or the object the quick flags build).
  * `baseDir` resolves relative paths. Returns the config and every error found;
@@ -111,6 +110,7 @@ export function validateConfig(raw: unknown, source: string, baseDir: string): {
   if (Array.isArray(list)) {
     if (list.length === 0) sink.add('devices', 'is empty: configure at least one device');
     const counters = new Map<string, number>();
+    const taken = new Set(list.map((e) => (e !== null && typeof e === 'object' ? (e as { name?: unknown }).name : undefined)).filter((n) => typeof n === 'string'));
     const valid: { spec: DeviceSpec; at: string }[] = [];
     list.forEach((entry, i) => {
       const spec = validateDevice(entry, `devices[${i}]`, sink, baseDir);
@@ -118,7 +118,8 @@ export function validateConfig(raw: unknown, source: string, baseDir: string): {
       if (spec.name === '') {
         // Default names count per kind: nvme0, nvme1, gpio0, my-device0.
         const kind = spec.type === 'module' ? basename(spec.module, extname(spec.module)) : spec.type;
-        const n = counters.get(kind) ?? 0;
+        let n = counters.get(kind) ?? 0;
+        while (taken.has(`${kind}${n}`)) n++;
         counters.set(kind, n + 1);
         spec.name = `${kind}${n}`;
       }

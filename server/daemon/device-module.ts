@@ -70,12 +70,20 @@ export async function loadDeviceModule(path: string): Promise<LoadedModule> {
   return { factory: factory as DeviceFactory, validateOptions };
 }
 
-/** Normalise what a factory returned. */
-export function asHostedDevice(result: Endpoint | HostedDevice): HostedDevice {
-  if (result !== null && typeof result === 'object' && 'endpoint' in result && typeof (result as HostedDevice).endpoint === 'object') {
-    return result as HostedDevice;
+const ENDPOINT_METHODS = ['regionInfo', 'irqInfo', 'regionRead', 'regionWrite', 'setIrqs', 'dmaMap', 'dmaUnmap', 'reset', 'attach', 'detach'] as const;
+
+function isEndpoint(value: unknown): value is Endpoint {
+  return value !== null && typeof value === 'object' && ENDPOINT_METHODS.every((m) => typeof (value as Record<string, unknown>)[m] === 'function');
+}
+
+/** Normalise what a factory returned; throws if it is neither an Endpoint nor a HostedDevice. */
+export function asHostedDevice(result: unknown): HostedDevice {
+  if (result !== null && typeof result === 'object' && 'endpoint' in result) {
+    const hosted = result as HostedDevice;
+    if (!isEndpoint(hosted.endpoint)) throw new TypeError('the factory returned { endpoint } whose endpoint is not an Endpoint (a PciDevice)');
+    return hosted;
   }
-  const endpoint = result as Endpoint;
-  const closable = endpoint as Endpoint & { close?: () => void | Promise<void> };
-  return { endpoint, close: typeof closable.close === 'function' ? () => closable.close!() : undefined };
+  if (!isEndpoint(result)) throw new TypeError('the factory must return a PciDevice (any Endpoint) or { endpoint, close? }');
+  const closable = result as Endpoint & { close?: () => void | Promise<void> };
+  return { endpoint: result, close: typeof closable.close === 'function' ? () => closable.close!() : undefined };
 }

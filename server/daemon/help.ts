@@ -40,11 +40,11 @@ Other options:
   -h, --help             this help
 
 Examples:
-  vfio-user-ts serve --device nvme --socket /run/vfio-user/nvme0.sock --disk /var/lib/nvme0.img --size 8G
+  vfio-user-ts serve --device nvme --socket /run/vfio-user-ts/nvme0.sock --disk /var/lib/nvme0.img --size 8G
   vfio-user-ts serve -d gpio -s /tmp/gpio.sock -d ./my-device.js -s /tmp/mine.sock
   vfio-user-ts serve --config /etc/vfio-user-ts/devices.json --trace
 
 At start it prints the QEMU options for each socket. SIGTERM or SIGINT stops it:
-clients are dropped, disks flushed, socket files removed, exit 0 (forced after 5 s).
+clients are dropped, disks flushed, socket files removed, exit 0 (forced, exit 1, after 4.5 s).
 Exit codes: 0 stopped cleanly, 1 runtime failure, 2 bad arguments or configuration.
 `;

@@ -88,7 +88,8 @@ function runUntilSignal(daemon: Daemon, log: Logger): Promise<number> {
     };
     process.on('SIGTERM', () => shutdown('SIGTERM', ExitCode.OK));
     process.on('SIGINT', () => shutdown('SIGINT', ExitCode.OK));
-    process.on('SIGHUP', () => log.info('SIGHUP ignored (restart the daemon to change its configuration)'));
+    // The terminal went away (there is no configuration reload): stop like SIGTERM.
+    process.on('SIGHUP', () => shutdown('SIGHUP', ExitCode.OK));
     process.on('uncaughtException', (err) => {
       log.fatal({ err }, 'uncaught exception');
       shutdown('uncaught exception', ExitCode.FAILURE);

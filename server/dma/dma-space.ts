@@ -174,8 +174,9 @@ export class DmaSpace {
 
   /**
    * DMA_UNMAP. `all`: every range (addr and size ignored). Otherwise the exact
-   * range of one earlier map, else ENOENT. Resolves once no user holds the
-   * removed ranges and their mappings are gone (views detached).
+   * range of one earlier map, else ENOENT. The ranges leave the lookup at once;
+   * resolves once no hold() remains on the removed fd-backed ranges and their
+   * mappings are gone (views detached). Message-only ranges do not wait.
    */
   async unmap(addr: bigint, size: bigint, all = false): Promise<void> {
     let victims: DmaRegion[];
@@ -192,16 +193,19 @@ export class DmaSpace {
       victims = [r];
     }
     for (const r of victims) r.removed = true;
+    // Only mmapped memory needs its users gone first; a message-only range has
+    // nothing to protect (and waiting could deadlock on the client).
     await Promise.all(victims.map(async (r) => {
+      if (!r.mapping) return;
       await r.drained();
-      r.mapping?.unmap();
+      r.mapping.unmap();
     }));
     if (victims.length > 0) this.log.debug({ count: victims.length, all }, 'DMA: unmapped');
   }
 
   /**
-   * Resolves when no hold and no read/write is in flight on any region (for a
-   * device reset that must quiesce DMA but keep the maps, as DEVICE_RESET does).
+   * Resolves when no hold() remains on any region (for a device reset that
+   * must quiesce DMA but keep the maps, as DEVICE_RESET does).
    */
   async quiesce(): Promise<void> {
     await Promise.all(this.#regions.map((r) => r.drained()));
@@ -228,7 +232,11 @@ export class DmaSpace {
     return out;
   }
 
-  /** Hold every region under [gpa, gpa+length) so that DMA_UNMAP waits. DmaError EFAULT when unmapped. */
+  /**
+   * Hold every region under [gpa, gpa+length) so that DMA_UNMAP of an
+   * fd-backed one waits for release() (use it around work on view()s that
+   * spans an await). DmaError EFAULT when unmapped.
+   */
   hold(gpa: bigint, length: number): DmaHold {
     return this.#holdSegments(this.sgl(gpa, length));
   }
@@ -265,41 +273,39 @@ export class DmaSpace {
     return v;
   }
 
-  /** Copy guest memory out (any mix of fd-backed and message-only regions). EFAULT unmapped, EPERM not readable. */
+  /**
+   * Copy guest memory out (any mix of fd-backed and message-only regions).
+   * EFAULT unmapped (also when a region is unmapped while the transfer waits
+   * on a message), EPERM not readable. Takes no hold: mmapped pieces are copied
+   * synchronously, so a DMA_UNMAP never waits on a message round trip (which
+   * could deadlock against a client that waits for the unmap's reply).
+   */
   async read(gpa: bigint, length: number): Promise<Uint8Array> {
     const segs = this.sgl(gpa, length);
     for (const s of segs) if (!s.region.readable) throw new DmaError(Errno.EPERM, `DMA read: 0x${s.gpa.toString(16)} is not readable`);
     const out = new Uint8Array(length);
-    const hold = this.#holdSegments(segs);
-    try {
-      let done = 0;
-      for (const s of segs) {
-        const piece = out.subarray(done, done + s.length);
-        if (s.region.mapping) s.region.copyOut(s.gpa, piece);
-        else piece.set(await this.#requirePort(s.gpa).dmaRead(s.gpa, s.length));
-        done += s.length;
-      }
-    } finally {
-      hold.release();
+    let done = 0;
+    for (const s of segs) {
+      const piece = out.subarray(done, done + s.length);
+      if (s.region.removed) throw DmaError.unmapped(s.gpa, s.length);
+      if (s.region.mapping) s.region.copyOut(s.gpa, piece);
+      else piece.set(await this.#requirePort(s.gpa).dmaRead(s.gpa, s.length));
+      done += s.length;
     }
     return out;
   }
 
-  /** Copy into guest memory. EFAULT unmapped, EPERM not writable (checked before any byte is written). */
+  /** Copy into guest memory. EFAULT unmapped, EPERM not writable (checked before any byte is written). No hold (see read()). */
   async write(gpa: bigint, data: Uint8Array): Promise<void> {
     const segs = this.sgl(gpa, data.byteLength);
     for (const s of segs) if (!s.region.writable) throw new DmaError(Errno.EPERM, `DMA write: 0x${s.gpa.toString(16)} is read-only`);
-    const hold = this.#holdSegments(segs);
-    try {
-      let done = 0;
-      for (const s of segs) {
-        const piece = data.subarray(done, done + s.length);
-        if (s.region.mapping) s.region.copyIn(s.gpa, piece);
-        else await this.#requirePort(s.gpa).dmaWrite(s.gpa, piece);
-        done += s.length;
-      }
-    } finally {
-      hold.release();
+    let done = 0;
+    for (const s of segs) {
+      const piece = data.subarray(done, done + s.length);
+      if (s.region.removed) throw DmaError.unmapped(s.gpa, s.length);
+      if (s.region.mapping) s.region.copyIn(s.gpa, piece);
+      else await this.#requirePort(s.gpa).dmaWrite(s.gpa, piece);
+      done += s.length;
     }
   }
 

@@ -38,6 +38,8 @@ export class Interrupts {
   private readonly tables: VectorTable[];
   private resample: { fd: number; watcher: Watcher } | undefined;
   private intxDisabled = false;
+  /** INTx was delivered and the client has not unmasked it yet (the line is "asserted"). */
+  private intxAsserted = false;
   /** Called when the INTx line's state (delivered-and-unacknowledged or pending) changes: Status.INTERRUPT. */
   onIntxState: ((asserted: boolean) => void) | undefined;
 
@@ -134,6 +136,7 @@ export class Interrupts {
   closeAll(): void {
     for (const t of this.tables) t.clear();
     this.dropResample();
+    this.intxAsserted = false;
     this.updateIntxState();
   }
 
@@ -141,6 +144,7 @@ export class Interrupts {
   resetState(): void {
     for (const t of this.tables) t.clearState();
     this.intxDisabled = false;
+    this.intxAsserted = false;
     this.updateIntxState();
   }
 
@@ -176,7 +180,10 @@ export class Interrupts {
       }
       if (data === IrqSetFlag.DATA_NONE && count === 0) {
         t.clear();
-        if (req.index === PciIrq.INTX) this.dropResample();
+        if (req.index === PciIrq.INTX) {
+          this.dropResample();
+          this.intxAsserted = false;
+        }
         this.updateIntxState();
         return;
       }
@@ -206,6 +213,7 @@ export class Interrupts {
       for (let i = 0; i < count; i++) {
         if (!selected(i)) continue;
         t.setMasked(start + i, false);
+        if (req.index === PciIrq.INTX) this.intxAsserted = false;
         this.deliverPending(req.index, start + i);
       }
       this.updateIntxState();
@@ -230,6 +238,7 @@ export class Interrupts {
     t.setPending(vector, false);
     if (index === PciIrq.INTX) {
       t.setMasked(vector, true); // automasked until the client unmasks
+      this.intxAsserted = true;
       this.updateIntxState();
     }
     this.log.trace({ index, vector }, 'irq signalled');
@@ -244,21 +253,29 @@ export class Interrupts {
   private updateIntxState(): void {
     const t = this.tables[PciIrq.INTX]!;
     if (t.count === 0) return;
-    const asserted = t.isPending(0) || (t.isMasked(0) && t.fd(0) !== undefined);
-    this.onIntxState?.(asserted);
+    this.onIntxState?.(this.intxAsserted || t.isPending(0));
   }
 
   private watchResample(fd: number): void {
     let watcher: Watcher;
     try {
       watcher = native.watchReadable(fd, () => {
+        let count = 0;
         try {
-          native.eventfdRead(fd);
+          count = native.eventfdRead(fd);
         } catch {
-          // not an eventfd: ignore the wakeup
+          count = 0;
+        }
+        if (count === 0) {
+          // Readable but not an eventfd with a count (a hostile client's file or socket): stop
+          // watching rather than spin.
+          this.log.warn('INTx resample fd is not a usable eventfd: dropped');
+          this.dropResample();
+          return;
         }
         const t = this.tables[PciIrq.INTX]!;
         t.setMasked(0, false);
+        this.intxAsserted = false;
         this.deliverPending(PciIrq.INTX, 0);
         this.updateIntxState();
       });

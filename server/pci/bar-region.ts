@@ -79,6 +79,11 @@ export class BarRegion {
 
   read(offset: number, count: number): Uint8Array | Promise<Uint8Array> {
     const out = new Uint8Array(count);
+    if (this.isSimpleRegisterAccess(offset, count)) {
+      // Fast path: one aligned 1/2/4-byte register access (doorbells, status reads).
+      const r = this.readPiece({ zone: 'regs', offset, size: count }, out, offset);
+      return r instanceof Promise ? r.then(() => out) : out;
+    }
     const pieces = this.plan(offset, count, this.layout.options?.read64 !== undefined);
     for (let i = 0; i < pieces.length; i++) {
       const r = this.readPiece(pieces[i]!, out, offset);
@@ -88,6 +93,7 @@ export class BarRegion {
   }
 
   write(offset: number, data: Uint8Array): void | Promise<void> {
+    if (this.isSimpleRegisterAccess(offset, data.length)) return this.writePiece({ zone: 'regs', offset, size: data.length }, data, offset);
     const pieces = this.plan(offset, data.length, this.layout.options?.write64 !== undefined);
     for (let i = 0; i < pieces.length; i++) {
       const r = this.writePiece(pieces[i]!, data, offset);
@@ -149,6 +155,12 @@ export class BarRegion {
       return;
     }
     return o.write(p.offset, p.size as AccessSize, getNumber(src));
+  }
+
+  private isSimpleRegisterAccess(offset: number, count: number): boolean {
+    if ((count !== 4 && count !== 2 && count !== 1) || offset % count !== 0) return false;
+    const { zone, zoneEnd } = this.zoneAt(offset);
+    return zone === 'regs' && offset + count <= zoneEnd;
   }
 
   /** Cut [offset, offset+count) into zone runs, and register runs into aligned accesses. */

@@ -30,7 +30,7 @@ import {
 } from '../endpoint.js';
 import { Interrupts } from '../irq/interrupts.js';
 import { silentLogger } from '../log.js';
-import { Errno, PciIrq, PciRegion, RegionFlag } from '../protocol/constants.js';
+import { Errno, Limits, PciIrq, PciRegion, RegionFlag } from '../protocol/constants.js';
 import { layoutBars, nextPowerOfTwo, type MsixLayout } from './bar-layout.js';
 import { BarRegion } from './bar-region.js';
 import type { Capability, ExtendedCapability } from './capabilities/capability.js';
@@ -111,6 +111,8 @@ export class PciDevice implements Endpoint {
     const express: ExpressOptions | undefined = options.express === true ? {} : options.express || undefined;
     this.config = new ConfigSpace(express ? CONFIG_SIZE_EXPRESS : CONFIG_SIZE_PCI);
     if (options.rom) {
+      // QEMU reads the ROM in one REGION_READ, bounded by max_data_xfer_size.
+      if (options.rom.length > Limits.MAX_DATA_XFER_SIZE) throw new Error(`PciDevice: ROM larger than ${Limits.MAX_DATA_XFER_SIZE} bytes`);
       this.rom = new Uint8Array(nextPowerOfTwo(Math.max(options.rom.length, 2048)));
       this.rom.set(options.rom);
     }
@@ -230,7 +232,9 @@ export class PciDevice implements Endpoint {
     if (index === PciRegion.CONFIG) {
       this.checkRange(index, offset, count, this.config.size);
       this.refreshMsiPending();
-      return this.config.read(offset, count);
+      const bytes = this.config.read(offset, count);
+      if (count <= 8 && this.log.isLevelEnabled('debug')) this.log.debug({ offset, data: Buffer.from(bytes).toString('hex') }, 'config read');
+      return bytes;
     }
     if (index === PciRegion.ROM) {
       this.checkRange(index, offset, count, this.rom?.length ?? 0);

@@ -23,4 +23,5 @@ export { Cfg, Command as PciCommand, Status as PciStatus, BarBits } from './head
 export { CapId, ExtCapId } from './capabilities/capability.js';
 export { walkCapabilities, walkExtendedCapabilities } from './capabilities/chain.js';
 export { ExpressReg } from './capabilities/express.js';
-export { ScatterGather, type SgEntry } from './scatter-gather.js';
+export { ScatterGather, type SgEntry, type GuestMemoryAccess } from './scatter-gather.js';
+export type { MsixLayout } from './bar-layout.js';

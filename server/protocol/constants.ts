@@ -27,9 +27,12 @@ export const Command = {
 } as const;
 export type CommandNumber = (typeof Command)[keyof typeof Command];
 
+const commandNames: string[] = [];
+for (const [name, value] of Object.entries(Command)) commandNames[value] = name;
+
+/** The spec name of a command number ('UNKNOWN(n)' for others). */
 export function commandName(cmd: number): string {
-  for (const [name, value] of Object.entries(Command)) if (value === cmd) return name;
-  return `UNKNOWN(${cmd})`;
+  return commandNames[cmd] ?? `UNKNOWN(${cmd})`;
 }
 
 /** Header `flags` field. */

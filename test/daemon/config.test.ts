@@ -187,7 +187,7 @@ describe('serve arguments', () => {
   });
 });
 
-describe('the CLI with a bad configuration', () => {
+describe('the CLI with a bad configuration', { timeout: 60_000 }, () => {
   it('exits 2 naming file and field, before creating any socket', async () => {
     const file = dir.file('devices.json');
     const broken = join(ROOT, 'test', 'daemon', 'fixtures', 'broken-device.ts');

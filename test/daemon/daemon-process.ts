@@ -68,7 +68,7 @@ export function runDaemon(args: string[], options: { cwd?: string; env?: Record<
     kill: (signal = 'SIGTERM') => {
       child.kill(signal);
     },
-    waitFor(pattern, timeoutMs = 20_000) {
+    waitFor(pattern, timeoutMs = 40_000) {
       return new Promise((resolveMatch, reject) => {
         const check = (): void => {
           const m = (out + '\n' + err).match(pattern);

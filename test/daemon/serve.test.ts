@@ -4,13 +4,13 @@
  * removed, exit 0), a stale socket file replaced and a live one not stolen.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VfioUserClient } from '../../client/index.js';
 import { gpioControlRequest } from '../../devices/gpio/control.js';
 import { qemuDeviceOption } from '../../server/daemon/qemu-hint.js';
-import { PciRegion } from '../../server/protocol/constants.js';
+import { DmaMapFlag, PciIrq, PciRegion } from '../../server/protocol/constants.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
 import { ROOT, runDaemon, runToExit, type DaemonProcess } from './daemon-process.js';
 
@@ -48,6 +48,23 @@ async function readMagic(socketPath: string): Promise<number> {
   }
 }
 
+/** Poll `condition` (the daemon frees a client's fds on its own schedule), at most 5 s. */
+async function waitUntil(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 100 && !condition(); i++) await new Promise((r) => setTimeout(r, 50));
+}
+
+/** The value of `read` once it stops changing (three equal polls in a row). */
+async function steady(read: () => number): Promise<number> {
+  let last = read();
+  for (let same = 0, i = 0; same < 3 && i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    const now = read();
+    same = now === last ? same + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
 /** A socket file whose server was killed: nobody accepts on it. */
 async function makeStaleSocket(path: string): Promise<void> {
   const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => console.log('up'))`], {
@@ -58,7 +75,7 @@ async function makeStaleSocket(path: string): Promise<void> {
   await new Promise((resolve) => child.once('exit', resolve));
 }
 
-describe('vfio-user-ts serve', () => {
+describe('vfio-user-ts serve', { timeout: 60_000 }, () => {
   it('serves devices from quick flags, prints how to connect QEMU, and stops cleanly on SIGTERM', async () => {
     const gpioSock = dir.file('g.sock');
     const demoSock = dir.file('m.sock');
@@ -114,6 +131,28 @@ describe('vfio-user-ts serve', () => {
     expect(existsSync(nvmeSock)).toBe(false);
     expect(existsSync(gpioSock)).toBe(false);
     expect(existsSync(image)).toBe(true);
+  });
+
+  it('keeps no fd of a client that left (DMA memfd, eventfds, socket)', async () => {
+    const sock = dir.file('g.sock');
+    const d = start(['--device', 'gpio', '--socket', sock, '--control', 'none']);
+    await d.waitFor(READY);
+    const fds = (): number => readdirSync(`/proc/${d.child.pid}/fd`).length;
+    const session = async (whileOpen?: () => void): Promise<void> => {
+      const client = await VfioUserClient.connect(sock, { timeoutMs: 5000 });
+      const memory = client.createGuestMemory(1 << 20);
+      await client.dmaMap({ addr: 0x100000n, backing: memory, flags: DmaMapFlag.READ | DmaMapFlag.WRITE });
+      await client.enableIrqs(PciIrq.INTX, 1);
+      whileOpen?.();
+      client.close();
+    };
+    await session(); // warm-up: lazily created threads and handles
+    const baseline = await steady(fds);
+    let during = 0;
+    for (let i = 0; i < 3; i++) await session(() => (during = fds()));
+    expect(during).toBeGreaterThan(baseline); // the client's socket, memfd and eventfd
+    await waitUntil(() => fds() === baseline);
+    expect(fds()).toBe(baseline);
   });
 
   it('replaces a stale socket file but never takes over a live one', async () => {

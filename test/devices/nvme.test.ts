@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { IrqSetFlag, PciIrq } from '../../server/protocol/constants.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
 import { expectOk, GPA, Layout, NvmeTestHost, st } from './nvme-driver.js';
 
@@ -334,6 +335,52 @@ describe('NVMe controller (shadow doorbells)', () => {
     host = await startHost(false);
     await host.enable();
     expect((await host.enableShadowDoorbells()).status).toBe(st(0, 0x02));
+  });
+});
+
+describe('NVMe controller (interrupts)', () => {
+  beforeEach(async () => {
+    dir = tempDir('nvme-');
+    host = await startHost(true);
+  });
+  afterEach(async () => {
+    await host.stop();
+    dir.remove();
+  });
+
+  it('signals the MSI-X vector of each CQ', async () => {
+    await host.enable();
+    await host.createIoQueues(); // CQ 1 on vector 1
+    const v0 = host.client.irqCount(PciIrq.MSIX, 0);
+    const v1 = host.client.irqCount(PciIrq.MSIX, 1);
+    const fired = host.client.waitForIrq(PciIrq.MSIX, 1);
+    expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+    await fired;
+    expect(host.client.irqCount(PciIrq.MSIX, 1)).toBeGreaterThan(v1);
+    expect(host.client.irqCount(PciIrq.MSIX, 0)).toBe(v0);
+  });
+
+  it('falls back to INTx when MSI-X is off, and INTMS/INTMC mask it', async () => {
+    const count = () => host.client.irqCount(PciIrq.INTX, 0);
+    const waitCount = async (n: number) => {
+      for (let i = 0; i < 2000 && count() < n; i++) await new Promise((r) => setTimeout(r, 2));
+      expect(count()).toBeGreaterThanOrEqual(n);
+    };
+    const unmask = () => host.client.setIrqs({ flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, index: PciIrq.INTX, start: 0, count: 1 });
+    await host.client.disableIrqs(PciIrq.MSIX);
+    await host.client.enableIrqs(PciIrq.INTX, 1);
+    await host.enable();
+    expectOk((await host.identify(1)).cqe);
+    await waitCount(1);
+    await unmask(); // the guest's EOI
+    await host.setReg(0x0c, 1); // INTMS
+    expect(await host.reg(0x0c)).toBe(1);
+    expectOk((await host.identify(1)).cqe);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(count()).toBe(1);
+    await host.setReg(0x10, 1); // INTMC: the held interrupt is delivered
+    await waitCount(2);
+    expect(await host.reg(0x0c)).toBe(0);
   });
 });
 

@@ -3,15 +3,18 @@
  * The guest runs a busybox /init from a per-boot initramfs, loads the requested
  * modules, runs `script`, prints machine-readable lines on the serial console and
  * powers off. See docs/testing-with-qemu.md.
+ *
+ * Tests wrap their guest tests in `guestTest` (./guest-test.js), which skips loudly
+ * (or fails under CI=true) when the kit is missing.
  */
 
 /** How to boot one guest. */
 export interface GuestOptions {
-  /** Each becomes `-device vfio-user-pci,socket.type=unix,socket.path=...` (id optional). */
+  /** Each becomes a `vfio-user-pci` device on that UNIX socket (JSON -device syntax; id default vfu<N>). */
   devices: { socketPath: string; id?: string }[];
   /** busybox sh script run after boot (modules already loaded). */
   script: string;
-  /** Kernel modules to load, e.g. ['nvme'] or ['gpio-pci-idio-16']; dependencies come from modules.dep. */
+  /** Kernel modules to load, e.g. ['nvme'] or ['gpio-pci-idio-16']; dependencies are resolved (each module's depends=, what modules.dep holds). */
   modules?: string[];
   /** Default true: guest RAM is a shared memfd (DMA through mmap). false: plain -m (DMA via DMA_READ/WRITE messages). */
   sharedMemory?: boolean;
@@ -29,7 +32,10 @@ export interface GuestOptions {
 
 /** A running guest. */
 export interface Guest {
-  /** Resolves with the first serial-console line (past or future) matching `pattern`; rejects on timeout or exit (serial log attached). */
+  /**
+   * Resolves with the first complete serial-console line (past or future) matching
+   * `pattern`; rejects on timeout (default: the guest's timeoutMs) or exit, serial log attached.
+   */
   waitForLine(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
   /** Writes to the guest console (QEMU's serial stdin). */
   write(text: string): void;
@@ -43,9 +49,9 @@ export interface Guest {
 export interface GuestResult {
   /** QEMU's exit code (0 after the guest's poweroff), null if killed. */
   code: number | null;
-  /** The whole serial console log (and QEMU's stderr, prefixed `[qemu] `). */
+  /** The whole serial console log, QEMU's stderr (lines prefixed `[qemu] `) and how it ended (`[vfio-user-ts] ...`). */
   serial: string;
-  /** From serial lines `RESULT key=value`. */
+  /** From serial lines `RESULT key=value`; `exit` is the script's exit status. */
   results: Record<string, string>;
 }
 

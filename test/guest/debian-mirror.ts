@@ -73,11 +73,12 @@ const DEBIAN_SUITE = /^(buster|bullseye|bookworm|trixie|forky|sid|stable|testing
 
 /**
  * The main Debian archive URI (not the security archive) among the machine's sources:
- * a source with a Debian suite name and component `main`.
+ * a source with a Debian suite name and component `main`. `VFIO_USER_TS_DEBIAN_MIRROR` in `env` wins.
  */
-export function debianMirror(sources: AptSource[] = systemAptSources()): string {
-  const override = process.env.VFIO_USER_TS_DEBIAN_MIRROR;
+export function debianMirror(sources?: AptSource[], env: NodeJS.ProcessEnv = process.env): string {
+  const override = env.VFIO_USER_TS_DEBIAN_MIRROR;
   if (override) return override.replace(/\/+$/, '');
+  sources ??= systemAptSources();
   const hit = sources.find(
     (s) => s.components.includes('main') && s.suites.some((suite) => DEBIAN_SUITE.test(suite)) && !/security/.test(s.uri),
   );

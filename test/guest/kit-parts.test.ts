@@ -48,10 +48,10 @@ describe('apt sources parsing (mirror discovery)', () => {
       'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg',
     ].join('\n'));
     expect(deb822).toHaveLength(2);
-    expect(debianMirror(deb822)).toBe('http://mirror.example/debian');
+    expect(debianMirror(deb822, {})).toBe('http://mirror.example/debian');
     const oneLine = parseOneLineSources('# x\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\ndeb-src http://m.example/debian bookworm main\n');
     expect(oneLine).toEqual([{ uri: 'http://m.example/debian', suites: ['bookworm'], components: ['main'], signedBy: '/k.gpg' }]);
-    expect(() => debianMirror([{ uri: 'https://repo.example/node', suites: ['nodistro'], components: ['main'] }])).toThrow(/no Debian mirror/);
+    expect(() => debianMirror([{ uri: 'https://repo.example/node', suites: ['nodistro'], components: ['main'] }], {})).toThrow(/no Debian mirror/);
   });
 });
 

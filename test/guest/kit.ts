@@ -109,7 +109,12 @@ export async function ensureKit(log: Logger = createLogger({ pretty: false }).ch
   return withDirLock(`${kitDir()}.lock`, 15 * 60_000, async () => {
     const again = loadKit();
     if (again) return again;
-    return provision(log);
+    try {
+      return await provision(log);
+    } catch (err) {
+      rmSync(`${kitDir()}.partial`, { recursive: true, force: true });
+      throw err;
+    }
   });
 }
 

@@ -45,7 +45,7 @@ describe('a TypeScript PCI device in a real Linux guest', () => {
     dir = undefined;
   });
 
-  guestTest('Linux enumerates the device and reads/writes its BAR0 registers', async () => {
+  for (const sharedMemory of [true, false]) guestTest(`Linux enumerates the device and reads/writes its BAR0 registers (${sharedMemory ? 'memfd guest RAM' : 'plain guest RAM, no fds'})`, async () => {
     dir = mkdtempSync(join(tmpdir(), 'vfio-user-ts-pci-basic-'));
     const socketPath = join(dir, 'demo.sock');
     const log = process.env.LOG_LEVEL ? createLogger({ pretty: false }) : silentLogger;
@@ -68,7 +68,7 @@ describe('a TypeScript PCI device in a real Linux guest', () => {
       log,
     });
     server = await serve(device, { socketPath, log });
-    const result = await runGuest({ devices: [{ socketPath }], script: SCRIPT });
+    const result = await runGuest({ devices: [{ socketPath }], script: SCRIPT, sharedMemory });
     expect(result.results).toMatchObject({
       found: 'yes',
       class: '0xff0000',

@@ -1,7 +1,8 @@
 /**
  * apt-get against a private, throwaway configuration: our own sources list
  * (Debian trixie + trixie-backports from the machine's own mirror), lists,
- * empty dpkg status and archives directory. Nothing on the machine is installed
+ * empty dpkg status, no pinning, amd64 only, and archives directory (the host's
+ * apt.conf.d still applies, e.g. its proxy). Nothing on the machine is installed
  * or changed; signatures are checked with the Debian archive keyring.
  */
 import { execFile } from 'node:child_process';
@@ -33,7 +34,10 @@ export class PrivateApt {
       '-o', `Dir::Cache=${join(d, 'cache')}`,
       '-o', `Dir::Cache::archives=${this.archives}`,
       '-o', 'Debug::NoLocking=1',
+      '-o', `Dir::Etc::preferences=${join(d, 'preferences')}`,
+      '-o', `Dir::Etc::preferencesparts=${join(d, 'preferences.d')}`,
       '-o', 'APT::Architecture=amd64',
+      '-o', 'APT::Architectures=amd64',
       '-o', 'APT::Sandbox::User=root',
       '-o', 'Acquire::Retries=3',
     ];
@@ -58,16 +62,16 @@ export class PrivateApt {
 
   /** Creates the directories and fetches the package lists (falls back to a newer keyring if trixie's keys are missing). */
   async update(): Promise<void> {
-    for (const sub of ['lists/partial', 'archives/partial', 'cache', 'download']) mkdirSync(join(this.dir, sub), { recursive: true });
+    for (const sub of ['lists/partial', 'archives/partial', 'cache', 'download', 'preferences.d']) mkdirSync(join(this.dir, sub), { recursive: true });
     writeFileSync(join(this.dir, 'status'), '');
     this.writeSources();
     try {
-      await this.apt('apt-get', ['update']);
+      await this.apt('apt-get', ['--error-on=any', 'update']);
     } catch (err) {
       if (!/NO_PUBKEY|not signed|EXPKEYSIG|KEYEXPIRED/.test(String(err))) throw err;
       this.keyring = await newerSystemKeyring(this.dir);
       this.writeSources();
-      await this.apt('apt-get', ['update']);
+      await this.apt('apt-get', ['--error-on=any', 'update']);
     }
   }
 
@@ -94,8 +98,14 @@ export class PrivateApt {
 async function newerSystemKeyring(dir: string): Promise<string> {
   const out = join(dir, 'keyring');
   mkdirSync(out, { recursive: true });
-  await run('apt-get', ['update'], { maxBuffer: 64 << 20 }).catch(() => undefined);
-  await run('apt-get', ['-o', 'APT::Sandbox::User=root', 'download', 'debian-archive-keyring'], { cwd: out });
+  const download = (): Promise<unknown> => run('apt-get', ['-o', 'APT::Sandbox::User=root', 'download', 'debian-archive-keyring'], { cwd: out });
+  try {
+    await download();
+  } catch {
+    // The system's lists are missing or stale: refresh them (only now), then retry.
+    await run('apt-get', ['update'], { maxBuffer: 64 << 20 });
+    await download();
+  }
   const deb = readdirSync(out).find((f) => f.endsWith('.deb'));
   if (!deb) throw new Error('guest kit: could not download a newer debian-archive-keyring');
   await run('dpkg', ['-x', join(out, deb), join(out, 'root')]);

@@ -45,10 +45,11 @@ describe('guest kit smoke test (no vfio-user device)', () => {
   });
 
   guestTest('a hung guest is killed at the hard timeout and the serial log is attached', async () => {
-    const err = await runGuest({ devices: [], script: 'echo HANGING; sleep 1000', timeoutMs: 25_000 }).catch((e: unknown) => e);
+    const err = await runGuest({ devices: [], script: 'echo HANGING; sleep 1000', timeoutMs: 12_000 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Error);
-    expect(String(err)).toMatch(/guest timed out after 25000 ms/);
-    expect(String(err)).toMatch(/HANGING/);
+    expect(String(err)).toMatch(/guest timed out after 12000 ms/);
+    // The serial log (whatever the guest got to print) and the reason are attached.
+    expect(String(err)).toMatch(/----- serial console and QEMU stderr -----[^]*\[vfio-user-ts\] guest timed out[^]*----- end -----/);
   });
 
   guestTest('a vfio-user socket nobody listens on fails at once, with QEMU\'s error attached', async () => {

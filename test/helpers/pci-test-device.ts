@@ -84,12 +84,29 @@ export class PciTestDevice extends PciDevice implements DeviceUnderTest {
     const dst = BigInt(r[Reg.DMA_DST_LO >> 2]!) | (BigInt(r[Reg.DMA_DST_HI >> 2]!) << 32n);
     const len = r[Reg.DMA_LEN >> 2]!;
     try {
-      const data = await this.dma.read(src, len);
-      await this.dma.write(dst, data);
+      if (r[Reg.MODE >> 2]! & 1) {
+        const hold = this.dma.hold(src, len);
+        const hold2 = this.dma.hold(dst, len);
+        try {
+          // Views are taken up front: an unmap takes the ranges out of the lookup at once
+          // and waits (for the holds) only before the memory goes away.
+          const from = this.dma.view(src, len, 'read');
+          const to = this.dma.view(dst, len);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          to.set(from);
+        } finally {
+          hold.release();
+          hold2.release();
+        }
+      } else {
+        const data = await this.dma.read(src, len);
+        await this.dma.write(dst, data);
+      }
       r[Reg.STATUS >> 2] = 1;
       r[Reg.JOBS >> 2] = r[Reg.JOBS >> 2]! + 1;
     } catch (err) {
       const errno = err instanceof VfioUserError ? err.errno : Errno.EIO;
+      if (process.env.DEBUG_PCI_TEST_DEVICE) console.error('job failed', err);
       r[Reg.STATUS >> 2] = (0x80000000 | errno) >>> 0;
     }
     this.signal(0);

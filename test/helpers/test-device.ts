@@ -16,6 +16,8 @@
  *   0x28        STATUS: 0 idle/busy, 1 done, 0x80000000|errno on failure
  *   0x2c        IRQ: writing n signals vector n of the active index
  *   0x30        count of completed DMA jobs
+ *   0x34        MODE (PciTestDevice only): bit 0 makes the next jobs hold their
+ *               fd-backed ranges across a 50 ms wait (DMA_UNMAP must wait for them)
  */
 import { native, type NativeMapping } from '../../native/index.js';
 import {
@@ -49,6 +51,8 @@ export const Reg = {
   STATUS: 0x28,
   IRQ: 0x2c,
   JOBS: 0x30,
+  /** PciTestDevice only: bit 0 = "slow held job": hold() the ranges, copy through view(), wait 50 ms, then release. */
+  MODE: 0x34,
 } as const;
 
 interface DmaRange {

@@ -146,6 +146,15 @@ describe('INTx', () => {
     expect((await cfgRead(dev, 0x06, 2)) & 0x8).toBe(0);
   });
 
+  it('an explicit MASK without an interrupt does not assert Status.INTERRUPT', async () => {
+    const e = eventfdPair();
+    dev.setIrqs({ flags: TRIGGER_FD, index: PciIrq.INTX, start: 0, count: 1 }, [e.theirs]);
+    dev.setIrqs({ flags: MASK, index: PciIrq.INTX, start: 0, count: 1 }, []);
+    expect((await cfgRead(dev, 0x06, 2)) & 0x8).toBe(0);
+    expect(dev.irq.trigger()).toBe(false);
+    expect((await cfgRead(dev, 0x06, 2)) & 0x8).toBe(0x8);
+  });
+
   it('COMMAND.INTX_DISABLE holds the interrupt until cleared', async () => {
     const e = eventfdPair();
     dev.setIrqs({ flags: TRIGGER_FD, index: PciIrq.INTX, start: 0, count: 1 }, [e.theirs]);
@@ -171,6 +180,16 @@ describe('INTx', () => {
     // Disabling INTx drops the resample fd too.
     dev.setIrqs({ flags: DISABLE, index: PciIrq.INTX, start: 0, count: 0 }, []);
     expect(listOpenFds()).not.toContain(resample.theirs);
+  });
+});
+
+describe('hostile fds', () => {
+  it('drops a resample fd that polls readable without being an eventfd (no busy loop)', async () => {
+    const [a, b] = native.socketpair();
+    native.closeFd(b); // a now reads EOF forever: always readable
+    dev.setIrqs({ flags: UNMASK_FD, index: PciIrq.INTX, start: 0, count: 1 }, [a]);
+    while (listOpenFds().includes(a)) await new Promise((r) => setTimeout(r, 1));
+    expect(listOpenFds()).not.toContain(a);
   });
 });
 

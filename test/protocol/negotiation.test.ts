@@ -113,10 +113,11 @@ describe('VERSION', () => {
     await expectClosed(c);
   });
 
-  it('a second VERSION after negotiation is refused (EINVAL)', async () => {
+  it('a second VERSION after negotiation is refused (EINVAL, as an unknown command), alive', async () => {
     const c = await run.connect();
     const reply = await rawRequest(c, { command: Command.VERSION }, versionPayload(0, 0, c.versionJson));
     expectErrorReply(reply, Errno.EINVAL);
+    await expectAlive(c);
   });
 
   it('VfioUserClient.connect rejects a server that is not listening', async () => {

@@ -68,6 +68,7 @@ describe('VERSION', () => {
     ['a first message that is not VERSION', P.encodeDeviceInfoRequest(1)],
     ['major 1', P.encodeVersionRequest(1, { major: 1, minor: 0, json: '{}' })],
     ['bad JSON', P.encodeVersionRequest(1, { major: 0, minor: 0, json: '{"capabilities":' })],
+    ['a reply first', P.encodeVersionReply(1, { major: 0, minor: 0, json: '{}' })],
   ])('%s: EINVAL and close', async (_name, msg) => {
     const { ep, peer, conn } = setup();
     expectError(await peer.request(msg), Errno.EINVAL);

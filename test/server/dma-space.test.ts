@@ -98,4 +98,25 @@ describe('DmaSpace', () => {
     await q;
     expect(dma.regions.length).toBe(1);
   });
+
+  it('message-only ranges unmap without waiting; a transfer across an unmapped range fails with EFAULT', async () => {
+    const dma = space();
+    let release!: () => void;
+    const port: ClientPort = {
+      log: silentLogger,
+      maxDataXferSize: 1 << 20,
+      dmaRead: (_a, n) => new Promise((resolve) => (release = () => resolve(new Uint8Array(n)))),
+      dmaWrite: async () => {},
+    };
+    dma.attach(port);
+    await dma.map({ flags: 3, offset: 0n, addr: 0x1000n, size: 0x1000n });
+    await dma.map({ flags: 3, offset: 0n, addr: 0x2000n, size: 0x1000n });
+    const hold = dma.hold(0x1000n, 1);
+    const read = dma.read(0x1ff0n, 0x20); // waits on the first message
+    await dma.unmap(0x1000n, 0x1000n); // does not wait for the hold or the read
+    await dma.unmap(0x2000n, 0x1000n);
+    release();
+    await expect(read).rejects.toMatchObject({ errno: Errno.EFAULT });
+    hold.release();
+  });
 });

@@ -12,10 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { describe, expect } from 'vitest';
+import { beforeAll, describe, expect } from 'vitest';
 import { PciDevice } from '../../server/pci/index.js';
 import { serve } from '../../server/server.js';
 import { guestTest, requireKit } from '../guest/guest-test.js';
+import { isCI } from '../guest/global-setup.js';
+import { ensureKit } from '../guest/kit.js';
 
 interface LogLine { level: number; msg: string; cmd?: string; result?: unknown }
 
@@ -29,6 +31,12 @@ function recordingLogger(lines: LogLine[], onLine: () => void): pino.Logger {
   });
   return pino({ level: 'debug' }, stream);
 }
+
+// This file runs in the unit project (no kit globalSetup): under CI=true make
+// sure the kit exists (cached after the first time) instead of failing on a fresh machine.
+beforeAll(async () => {
+  if (isCI()) await ensureKit();
+});
 
 describe.each([['plain RAM', false], ['shared memfd RAM', true]] as const)('QEMU realizes a device (%s)', (_name, shared) => {
   guestTest('every request of realize and reset succeeds; the device is detached when QEMU goes', async () => {
