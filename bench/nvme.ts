@@ -39,6 +39,8 @@ export interface NvmeBenchOptions {
   smp?: number;
   /** Default true: guest RAM is a shared memfd (our device DMAs through mmap). */
   sharedMemory?: boolean;
+  /** Back ours with memory instead of the file (isolates transport and interrupt costs from file I/O). */
+  memoryNamespace?: boolean;
   /** Runs of each row per device, alternating; the best (minimum) time counts. Default 3 (a shared, busy machine is noisy). */
   repeat?: number;
 }
@@ -96,7 +98,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
   makeImage(qemuImage, sizeMiB);
   makeImage(oursImage, sizeMiB);
   const log = createLogger({ level: (process.env.LOG_LEVEL as 'info' | undefined) ?? 'warn', pretty: false });
-  const nvme = new NvmeController({ name: 'nvme-bench', namespaces: [{ path: oursImage, lbaSize: 512 }], serial: 'BENCH0001', queues: 4, log });
+  const nvme = new NvmeController({ name: 'nvme-bench', namespaces: [options.memoryNamespace ? { size: sizeMiB << 20, lbaSize: 512 } : { path: oursImage, lbaSize: 512 }], serial: 'BENCH0001', queues: 4, log });
   const server = await serve(nvme.device, { socketPath: sock, log, writeMultiple: process.env.BENCH_WRITE_MULTIPLE === "1" });
   try {
     const cpu0 = process.cpuUsage();
@@ -128,6 +130,8 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
       const cpu = process.cpuUsage(cpu0);
       const t = nvme.timing();
       console.log(`server process CPU: ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s (${((cpu.user + cpu.system) / t.commands).toFixed(1)} us per command)`);
+      const ra = nvme.namespaces[0]!.readAhead;
+      if (ra) console.log(`read-ahead: ${ra.hits} hits, ${ra.waits} waits for a fill, ${ra.misses} misses`);
       console.log('queues used by ours:', JSON.stringify(nvme.queueStats()), 'time inside the controller:', JSON.stringify(nvme.timing()));
     }
     return rows;
@@ -139,7 +143,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  benchNvme().catch((err: unknown) => {
+  benchNvme({ memoryNamespace: process.env.NVME_BENCH_MEMORY === '1' }).catch((err: unknown) => {
     console.error(err);
     process.exitCode = 1;
   });

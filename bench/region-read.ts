@@ -5,10 +5,13 @@
  *   - a raw UNIX-socket echo server sending replies of the same sizes,
  * with both processes pinned to CPU 0 (`taskset -c 0`) and unpinned.
  * Target: pinned p50 of ours <= 1.3x raw.
- * An extra row measures our TypeScript client (client/) against our server,
- * which is what a device author's test sees.
+ * Extra rows: a bare Node echo on the native channel (no protocol code: the
+ * floor any Node server pays for the event loop and the JS callback), and our
+ * TypeScript client (client/) against our server, which is what a device
+ * author's test sees.
  *
  * Child modes: `tsx bench/region-read.ts --serve <socket>` is the server;
+ * `--floor <socket>` is the bare native echo;
  * `--ts-client <socket> <iters> <warmup>` is the TypeScript client.
  */
 import { join } from 'node:path';
@@ -31,6 +34,14 @@ export interface BenchRow {
 export interface RegionReadOptions {
   iterations?: number;
   warmup?: number;
+  /** Runs per measurement; the run with the median p50 is reported (default 3: the machine is shared and noisy). */
+  repeat?: number;
+}
+
+/** Run `fn` `n` times and keep the run with the median p50. */
+function medianOf(n: number, fn: () => LatencyStats): LatencyStats {
+  const runs = Array.from({ length: Math.max(1, n) }, fn).sort((a, b) => a.p50_ns - b.p50_ns);
+  return runs[runs.length >> 1]!;
 }
 
 const self = fileURLToPath(import.meta.url);
@@ -54,15 +65,16 @@ function measureTsClient(socketPath: string, pin: boolean, iters: number, warmup
   return JSON.parse(out.trim().split('\n').pop()!) as LatencyStats;
 }
 
-/** Our server in a child process (node + tsx loader), optionally pinned. */
-function startOurs(socketPath: string, pin: boolean) {
-  const [cmd, args] = pinned(pin, [process.execPath, '--import', 'tsx', self, '--serve', socketPath]);
+/** Our server (mode '--serve') or the bare native echo ('--floor') in a child process (node + tsx loader), optionally pinned. */
+function startOurs(socketPath: string, pin: boolean, mode: '--serve' | '--floor' = '--serve') {
+  const [cmd, args] = pinned(pin, [process.execPath, '--import', 'tsx', self, mode, socketPath]);
   return spawnReady(cmd, args, { ...process.env, LOG_LEVEL: 'silent' });
 }
 
 export async function regionReadBench(o: RegionReadOptions = {}): Promise<BenchRow[]> {
   const iters = o.iterations ?? 50_000;
   const warmup = o.warmup ?? 5_000;
+  const repeat = o.repeat ?? 3;
   const pp = compilePingpong();
   const dir = mkdtempSync(join(tmpdir(), 'vfu-bench-sock-'));
   const rows: BenchRow[] = [];
@@ -73,21 +85,34 @@ export async function regionReadBench(o: RegionReadOptions = {}): Promise<BenchR
       const echo = await startEcho(pp, rawSock, pin);
       let raw: LatencyStats;
       try {
-        raw = measure(pp, rawSock, pin, iters, warmup);
+        raw = medianOf(repeat, () => measure(pp, rawSock, pin, iters, warmup));
       } finally {
         await stop(echo);
+      }
+      const floorSock = join(dir, `floor-${tag[0]}.sock`);
+      const floor = await startOurs(floorSock, pin, '--floor');
+      let floorStats: LatencyStats;
+      try {
+        floorStats = medianOf(repeat, () => measure(pp, floorSock, pin, iters, warmup));
+      } finally {
+        await stop(floor);
       }
       const oursSock = join(dir, `ours-${tag[0]}.sock`);
       const ours = await startOurs(oursSock, pin);
       let mine: LatencyStats;
       let viaTs: LatencyStats;
       try {
-        mine = measure(pp, oursSock, pin, iters, warmup);
+        mine = medianOf(repeat, () => measure(pp, oursSock, pin, iters, warmup));
         viaTs = measureTsClient(oursSock, pin, Math.min(iters, 20_000), Math.min(warmup, 2_000));
       } finally {
         await stop(ours);
       }
-      rows.push(row(`raw socket, ${tag}`, raw), row(`vfio-user-ts, ${tag}`, mine, raw), row(`vfio-user-ts + TS client, ${tag}`, viaTs, raw));
+      rows.push(
+        row(`raw socket (C echo), ${tag}`, raw),
+        row(`Node native echo (floor), ${tag}`, floorStats, raw),
+        row(`vfio-user-ts, ${tag}`, mine, raw),
+        row(`vfio-user-ts + TS client, ${tag}`, viaTs, raw),
+      );
     }
   } finally {
     pp.remove();
@@ -113,6 +138,43 @@ async function serveChild(socketPath: string): Promise<void> {
   });
 }
 
+/**
+ * Child mode: the floor. A Node process answering on the native channel with
+ * replies of the right size and nothing else (no decoding, no device).
+ */
+async function floorChild(socketPath: string): Promise<void> {
+  const { native } = await import('../native/index.js');
+  const lfd = native.listenUnix(socketPath, 4);
+  const reply = new Uint8Array(36);
+  const dv = new DataView(reply.buffer);
+  native.watchListener(
+    lfd,
+    (fd) => {
+      const ch = native.openChannel(
+        fd,
+        { maxMessageSize: 1 << 20, maxFds: 16 },
+        (msg) => {
+          if (msg.readUInt16LE(2) === 1) {
+            const echo = new Uint8Array(msg); // VERSION: the request echoed as the reply
+            new DataView(echo.buffer).setUint32(8, 1, true);
+            ch.send(echo);
+            return;
+          }
+          reply.set(msg.subarray(0, 32));
+          dv.setUint32(4, 36, true);
+          dv.setUint32(8, 1, true);
+          dv.setUint32(28, 4, true);
+          ch.send(reply);
+        },
+        () => ch.close(),
+      );
+    },
+    () => undefined,
+  );
+  process.stdout.write('ready\n');
+  process.once('SIGTERM', () => process.exit(0));
+}
+
 /** Child mode: the TypeScript client doing the same sequential 4-byte config reads. */
 async function tsClientChild(socketPath: string, iters: number, warmup: number): Promise<void> {
   const { VfioUserClient } = await import('../client/index.js');
@@ -134,6 +196,8 @@ async function tsClientChild(socketPath: string, iters: number, warmup: number):
 
 if (process.argv[1] === self && process.argv[2] === '--serve') {
   await serveChild(process.argv[3]!);
+} else if (process.argv[1] === self && process.argv[2] === '--floor') {
+  await floorChild(process.argv[3]!);
 } else if (process.argv[1] === self && process.argv[2] === '--ts-client') {
   await tsClientChild(process.argv[3]!, Number(process.argv[4]), Number(process.argv[5]));
 }

@@ -155,8 +155,8 @@ export class VfioUserClient {
   /** Our max_data_xfer_size (the largest DMA_READ/WRITE we serve). */
   readonly maxDataXferSize: number;
 
-  private constructor(fd: number, private readonly options: ClientOptions) {
-    this.log = options.log ?? silentLogger;
+  private constructor(fd: number, socketPath: string, private readonly options: ClientOptions) {
+    this.log = (options.log ?? silentLogger).child({ client: socketPath });
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const caps = typeof options.capabilities === 'string' ? QEMU_CAPABILITIES : { ...QEMU_CAPABILITIES, ...options.capabilities };
     this.maxDataXferSize = caps.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
@@ -172,7 +172,7 @@ export class VfioUserClient {
   /** Connect to a server's socket and negotiate VERSION (unless `skipNegotiation`). */
   static async connect(socketPath: string, options: ClientOptions = {}): Promise<VfioUserClient> {
     const fd = native.connectUnix(socketPath);
-    const client = new VfioUserClient(fd, options);
+    const client = new VfioUserClient(fd, socketPath, options);
     if (options.skipNegotiation) return client;
     try {
       await client.negotiate();

@@ -52,7 +52,8 @@ export interface ChannelOptions {
  * the fds of one recvmsg go to the message holding that recvmsg's *last* byte
  * (the same message as its first byte unless the read started in the tail of
  * an earlier message). Senders must start each message that carries fds with
- * its own sendmsg (QEMU and NativeChannel.send do).
+ * its own sendmsg and put no other message's bytes in it (QEMU and
+ * NativeChannel.send do).
  * A header whose size field is < 16 is delivered as those 16 bytes and reading
  * stops (the stream cannot be re-framed; the caller replies and closes).
  */

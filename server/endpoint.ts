@@ -92,7 +92,7 @@ export interface ClientPort {
   dmaRead(addr: bigint, length: number): Promise<Uint8Array>;
   /** Server-to-client DMA_WRITE. */
   dmaWrite(addr: bigint, data: Uint8Array): Promise<void>;
-  /** The client's max_data_xfer_size. */
+  /** Chunk size of dmaRead/dmaWrite: min(the client's max_data_xfer_size, ours). */
   readonly maxDataXferSize: number;
   /** The connection's logger. */
   readonly log: Logger;

@@ -1,14 +1,15 @@
 /**
  * DeviceServer: hosts one Endpoint on one UNIX socket path, one client at a time.
  *
- * A client that connects while another is attached waits: its socket is
- * accepted but not read until the current client is gone and detached (like
- * libvfio-user, which leaves it in the listen backlog). This matters because a
- * client that disconnects and reconnects at once is often accepted before its
- * old connection's EOF is seen. At most `maxWaiting` (default 4) clients wait;
- * more are accepted and closed at once with a warning ('rejected' event).
- * QEMU never connects twice to one device; a second QEMU pointed at a busy
- * socket waits for its VERSION reply until its x-msg-timeout.
+ * A second client that connects while one is attached is turned away: after a
+ * short grace period (`busyGraceMs`, default 100 ms) its socket is closed with
+ * a warning ('rejected' event), so a second QEMU pointed at a busy device fails
+ * its realize at once instead of waiting for a VERSION reply until its
+ * x-msg-timeout. The grace period covers a client that disconnects and
+ * reconnects at once: its new connection is often accepted before the old
+ * one's EOF is seen. A client that arrives while the previous one is being
+ * detached waits (at most `maxWaiting`, default 4) and is served as soon as the
+ * detach completes.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -26,8 +27,10 @@ export interface ServeOptions extends ConnectionOptions {
   native?: NativeBinding;
   /** listen(2) backlog (default 16). */
   backlog?: number;
-  /** Clients kept waiting while one is attached (default 4); more are closed at once. */
+  /** Clients kept waiting for the previous one's detach (default 4); more are closed at once. */
   maxWaiting?: number;
+  /** How long a client arriving while another is attached waits for that one to go before it is closed (default 100 ms). */
+  busyGraceMs?: number;
 }
 
 /**
@@ -41,8 +44,8 @@ export class DeviceServer extends EventEmitter {
   #native: NativeBinding | undefined;
   #listener: Listener | undefined;
   #connection: Connection | undefined;
-  /** Accepted clients waiting for the current one to go (fds, oldest first). */
-  #waiting: number[] = [];
+  /** Accepted clients waiting for the current one to go (oldest first); `timer` while it is still attached. */
+  #waiting: { fd: number; timer?: NodeJS.Timeout }[] = [];
   #closing = false;
 
   constructor(endpoint: Endpoint, options: ServeOptions) {
@@ -87,17 +90,52 @@ export class DeviceServer extends EventEmitter {
       return;
     }
     if (this.#waiting.length >= (this.options.maxWaiting ?? 4)) {
-      this.log.warn({ waiting: this.#waiting.length }, 'a client is attached and too many wait: closing the new connection');
-      native.closeFd(fd);
-      this.emit('rejected');
+      this.#reject(fd, 'too many clients waiting');
       return;
     }
-    this.log.info({ waiting: this.#waiting.length + 1 }, 'a client is attached: the new connection waits its turn');
-    this.#waiting.push(fd);
+    const entry: { fd: number; timer?: NodeJS.Timeout } = { fd };
+    if (this.#active()) {
+      // Give an attached client's pending EOF a moment to show up.
+      // (Decided in setImmediate: after this loop iteration's poll phase, so an
+      // EOF already in the kernel is seen even if the loop was busy for longer.)
+      entry.timer = setTimeout(() => setImmediate(() => {
+        entry.timer = undefined;
+        if (!this.#active()) return; // it is going: keep waiting for its detach
+        const i = this.#waiting.indexOf(entry);
+        if (i < 0) return;
+        this.#waiting.splice(i, 1);
+        this.#reject(fd, 'a client is already attached');
+      }), this.options.busyGraceMs ?? 100);
+    }
+    this.#waiting.push(entry);
+  }
+
+  /** A client is attached and not on its way out. */
+  #active(): boolean {
+    const state = this.#connection?.state;
+    return state === 'version' || state === 'ready';
+  }
+
+  #reject(fd: number, why: string): void {
+    this.log.warn({ why }, 'closing a new connection');
+    this.#native!.closeFd(fd);
+    this.emit('rejected');
   }
 
   #start(fd: number): void {
-    const conn = new Connection(this.#native!, fd, this.endpoint, this.log, this.options, (c, reason) => this.#onClosed(c, reason));
+    let conn: Connection;
+    try {
+      conn = new Connection(this.#native!, fd, this.endpoint, this.log, this.options, (c, reason) => this.#onClosed(c, reason));
+    } catch (err) {
+      this.log.error({ err }, 'cannot serve the new connection');
+      try {
+        this.#native!.closeFd(fd);
+      } catch {
+        // The channel took it already.
+      }
+      this.#startNextWaiting();
+      return;
+    }
     this.#connection = conn;
     this.emit('connect', conn);
   }
@@ -105,11 +143,15 @@ export class DeviceServer extends EventEmitter {
   #onClosed(conn: Connection, reason: string): void {
     if (this.#connection === conn) this.#connection = undefined;
     this.emit('disconnect', conn, reason);
+    this.#startNextWaiting();
+  }
+
+  #startNextWaiting(): void {
     const next = this.#waiting.shift();
-    if (next !== undefined) {
-      if (this.#closing) this.#native!.closeFd(next);
-      else this.#start(next);
-    }
+    if (next === undefined) return;
+    clearTimeout(next.timer);
+    if (this.#closing) this.#native!.closeFd(next.fd);
+    else this.#start(next.fd);
   }
 
   /** Stop listening, drop the client (its endpoint is detached), remove the socket file. */
@@ -117,7 +159,10 @@ export class DeviceServer extends EventEmitter {
     this.#closing = true;
     this.#listener?.close();
     this.#listener = undefined;
-    for (const fd of this.#waiting.splice(0)) this.#native!.closeFd(fd);
+    for (const w of this.#waiting.splice(0)) {
+      clearTimeout(w.timer);
+      this.#native!.closeFd(w.fd);
+    }
     const conn = this.#connection;
     if (conn) await conn.close('server closing');
   }

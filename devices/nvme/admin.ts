@@ -82,6 +82,12 @@ async function identify(core: ControllerCore, cmd: Command): Promise<CommandResu
       break;
     case Cns.NS_ID_DESCRIPTORS: data = namespaceDescriptors(ns()); break;
     case Cns.NS_CS_INDEPENDENT: ns(); data = identifyNamespaceIndependent(); break;
+    case Cns.NS_CS_SPECIFIC:
+    case Cns.CONTROLLER_CS_SPECIFIC:
+      if (cmd.cdw11 >>> 24 !== 0) fail(Status.INVALID_FIELD, `command set ${cmd.cdw11 >>> 24}`);
+      if (cns === Cns.NS_CS_SPECIFIC) ns();
+      data = new Uint8Array(PAGE_SIZE);
+      break;
     default: return fail(Status.INVALID_FIELD, `Identify CNS ${cns}`);
   }
   await sendData(core, cmd, data, PAGE_SIZE);
@@ -91,7 +97,6 @@ async function identify(core: ControllerCore, cmd: Command): Promise<CommandResu
 function getFeatures(core: ControllerCore, cmd: Command): CommandResult {
   const fid = cmd.cdw10 & 0xff;
   const sel = (cmd.cdw10 >>> 8) & 7;
-  const f = core.features;
   if (sel === 3) {
     // Supported capabilities: everything we support is changeable (bit 2), nothing saveable.
     if (featureValue(core, fid, cmd) === undefined) fail(Status.INVALID_FIELD, `feature 0x${fid.toString(16)}`);
@@ -100,7 +105,6 @@ function getFeatures(core: ControllerCore, cmd: Command): CommandResult {
   if (sel > 3) fail(Status.INVALID_FIELD, `Get Features SEL ${sel}`);
   const value = sel === 0 ? featureValue(core, fid, cmd) : defaultFeatureValue(fid, cmd);
   if (value === undefined) fail(Status.INVALID_FIELD, `feature 0x${fid.toString(16)}`);
-  void f;
   return { status: Status.SUCCESS, result: value };
 }
 
@@ -220,6 +224,15 @@ async function getLogPage(core: ControllerCore, cmd: Command): Promise<CommandRe
   return OK;
 }
 
+/** A queue must lie in guest memory the client mapped (fd-backed or not). */
+function checkQueueMemory(core: ControllerCore, base: bigint, bytes: number, what: string): void {
+  try {
+    core.host.dma.view(base, bytes);
+  } catch {
+    fail(Status.INVALID_FIELD, `${what} at 0x${base.toString(16)} is not in mapped guest memory`);
+  }
+}
+
 function createCq(core: ControllerCore, cmd: Command): CommandResult {
   const qid = cmd.cdw10 & 0xffff;
   const size = (cmd.cdw10 >>> 16) + 1;
@@ -231,6 +244,7 @@ function createCq(core: ControllerCore, cmd: Command): CommandResult {
   if (!pc) fail(Status.INVALID_FIELD, 'CQs must be physically contiguous');
   if (iv >= core.vectors) fail(Status.INVALID_INTERRUPT_VECTOR, `vector ${iv}`);
   if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n) fail(Status.INVALID_FIELD, 'CQ base not page aligned');
+  checkQueueMemory(core, cmd.prp1, size * 16, `CQ ${qid}`);
   core.newCq(qid, cmd.prp1, size, iv, ien);
   core.log.debug({ qid, size, iv, ien }, 'nvme: I/O CQ created');
   return OK;
@@ -247,6 +261,7 @@ function createSq(core: ControllerCore, cmd: Command): CommandResult {
   const cq = cqid === 0 ? undefined : core.cqs[cqid];
   if (!cq) fail(Status.CQ_INVALID, `CQ ${cqid}`);
   if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n) fail(Status.INVALID_FIELD, 'SQ base not page aligned');
+  checkQueueMemory(core, cmd.prp1, size * 64, `SQ ${qid}`);
   core.newSq(qid, cmd.prp1, size, cq);
   core.log.debug({ qid, size, cqid }, 'nvme: I/O SQ created');
   return OK;

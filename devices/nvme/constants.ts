@@ -78,6 +78,10 @@ export const Cns = {
   CONTROLLER: 0x01,
   ACTIVE_NS_LIST: 0x02,
   NS_ID_DESCRIPTORS: 0x03,
+  /** I/O command set specific Identify Namespace (NVM: nothing beyond CNS 0). */
+  NS_CS_SPECIFIC: 0x05,
+  /** I/O command set specific Identify Controller (NVM: all limits 0 = none). */
+  CONTROLLER_CS_SPECIFIC: 0x06,
   /** I/O command set independent Identify Namespace. */
   NS_CS_INDEPENDENT: 0x08,
 } as const;

@@ -7,6 +7,7 @@
  */
 import { closeSync, fdatasync, fstatSync, ftruncateSync, openSync, read, readv, write, writev, constants as fsc } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { ReadAhead } from './readahead.js';
 
 /** How to build a namespace. */
 export interface NamespaceOptions {
@@ -65,6 +66,8 @@ export class Namespace {
   /** Writes since the last fdatasync (a flush with nothing dirty is free). */
   private dirty = false;
   private closed = false;
+  /** Sequential small reads of the file are served ahead of time (file namespaces only). */
+  readonly readAhead: ReadAhead | undefined;
 
   constructor(nsid: number, options: NamespaceOptions, serial: string) {
     this.nsid = nsid;
@@ -98,6 +101,7 @@ export class Namespace {
       this.fd = fd;
     }
     this.blocks = Math.floor(size / this.lbaSize);
+    if (this.fd !== undefined) this.readAhead = new ReadAhead((position, dst) => this.readFile(position, dst, dst.length), this.size);
   }
 
   /** Size in bytes (whole blocks). */
@@ -116,6 +120,12 @@ export class Namespace {
       dst.set(this.memory.subarray(position, position + length));
       return;
     }
+    const cached = this.readAhead?.tryRead(position, [dst.subarray(0, length)], length);
+    if (cached === true || (cached && (await cached))) return;
+    await this.readFile(position, dst, length);
+  }
+
+  private async readFile(position: number, dst: Uint8Array, length: number): Promise<void> {
     let done = 0;
     while (done < length) {
       const n = await readAt(this.fd!, dst, done, length - done, position + done);
@@ -134,9 +144,14 @@ export class Namespace {
       this.memory.set(src, position);
       return;
     }
-    let done = 0;
-    while (done < src.length) {
-      done += await writeAt(this.fd!, src, done, src.length - done, position + done);
+    this.readAhead?.invalidate(position, src.length);
+    try {
+      let done = 0;
+      while (done < src.length) {
+        done += await writeAt(this.fd!, src, done, src.length - done, position + done);
+      }
+    } finally {
+      this.readAhead?.invalidate(position, src.length);
     }
     // Marked after the data reached the page cache: a flush that started earlier does not cover it.
     this.dirty = true;
@@ -153,6 +168,9 @@ export class Namespace {
       }
       return;
     }
+    const length = views.reduce((n, v) => n + v.length, 0);
+    const cached = this.readAhead?.tryRead(position, views, length);
+    if (cached === true || (cached && (await cached))) return;
     await vectored(readv as Vectored, this.fd!, views, position, true);
   }
 
@@ -167,7 +185,13 @@ export class Namespace {
       }
       return;
     }
-    await vectored(writev as Vectored, this.fd!, views, position, false);
+    const length = views.reduce((n, v) => n + v.length, 0);
+    this.readAhead?.invalidate(position, length);
+    try {
+      await vectored(writev as Vectored, this.fd!, views, position, false);
+    } finally {
+      this.readAhead?.invalidate(position, length);
+    }
     this.dirty = true;
   }
 
@@ -195,6 +219,7 @@ export class Namespace {
   /** Flush and close the file. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
+    await this.readAhead?.close();
     await this.flush();
     this.closed = true;
     if (this.fd !== undefined) closeSync(this.fd);

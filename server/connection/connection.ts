@@ -46,6 +46,13 @@ interface Queued {
   fds: ReceivedFds;
 }
 
+/** An async handler running longer than this is logged (QEMU's default x-msg-timeout is 5 s). */
+const SLOW_HANDLER_MS = 2000;
+
+/** Requests (or their bytes) waiting behind a slow handler after which the client is dropped. */
+const MAX_QUEUED_REQUESTS = 65536;
+const MAX_QUEUED_BYTES = 256 << 20;
+
 /** Unsent reply bytes after which a client that does not read is dropped. */
 const MAX_PENDING_BYTES = 64 << 20;
 
@@ -69,7 +76,10 @@ export class Connection {
   #client: Capabilities | undefined;
   #writeMultiple = false;
   #attached = false;
+  /** Requests not processed yet: #queue[#head..]. */
   #queue: Queued[] = [];
+  #head = 0;
+  #queuedBytes = 0;
   #running = false;
   #idleWaiters: (() => void)[] = [];
   #resolveClosed!: () => void;
@@ -163,20 +173,36 @@ export class Connection {
       return;
     }
     this.#queue.push({ header, message, fds });
+    this.#queuedBytes += message.byteLength;
+    if (this.#queue.length - this.#head > MAX_QUEUED_REQUESTS || this.#queuedBytes > MAX_QUEUED_BYTES) {
+      this.log.warn({ queued: this.#queue.length - this.#head, bytes: this.#queuedBytes }, 'too many requests waiting: dropping the client');
+      void this.#teardown('request queue overflow');
+      return;
+    }
     if (!this.#running) this.#pump();
   }
 
   /** Process queued requests in order; synchronous handlers complete without a microtask hop. */
   #pump(): void {
     this.#running = true;
-    while (this.#queue.length > 0) {
+    while (this.#head < this.#queue.length) {
       if (this.#state === 'closing' || this.#state === 'closed') break;
-      const item = this.#queue.shift()!;
+      const item = this.#queue[this.#head]!;
+      this.#queue[this.#head++] = undefined as unknown as Queued;
+      this.#queuedBytes -= item.message.byteLength;
+      if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
+        this.#queue = this.#queue.slice(this.#head);
+        this.#head = 0;
+      }
       const pending = this.#process(item);
       if (pending) {
         void pending.then(() => this.#pump());
         return;
       }
+    }
+    if (this.#head === this.#queue.length) {
+      this.#queue = [];
+      this.#head = 0;
     }
     this.#running = false;
     const waiters = this.#idleWaiters;
@@ -199,9 +225,13 @@ export class Connection {
       return undefined;
     }
     if (result instanceof Promise) {
+      // QEMU gives up on a reply after x-msg-timeout (5 s by default): say so early.
+      const slow = setTimeout(() => {
+        this.log.warn({ cmd: commandName(header.command), id: header.id, ms: SLOW_HANDLER_MS }, 'request still running (the client may time out)');
+      }, SLOW_HANDLER_MS);
       return result.then(
-        (r) => this.#finish(header, fds, r, undefined),
-        (err: unknown) => this.#finish(header, fds, undefined, err),
+        (r) => { clearTimeout(slow); this.#finish(header, fds, r, undefined); },
+        (err: unknown) => { clearTimeout(slow); this.#finish(header, fds, undefined, err); },
       );
     }
     this.#finish(header, fds, result, undefined);
@@ -324,8 +354,10 @@ export class Connection {
     for (let i = 0; i < 10 && this.#channel.pendingBytes > 0; i++) await new Promise((r) => setTimeout(r, 10));
     this.#channel.close();
     this.#port?.close(reason);
-    for (const q of this.#queue) q.fds.release('connection closing');
+    for (let i = this.#head; i < this.#queue.length; i++) this.#queue[i]!.fds.release('connection closing');
     this.#queue = [];
+    this.#head = 0;
+    this.#queuedBytes = 0;
     if (!(await this.#whenIdle(this.#options.drainTimeoutMs ?? 10_000))) {
       this.log.warn('a request handler is still running: detaching anyway');
     }

@@ -112,8 +112,8 @@ export class DmaSpace {
 
   /**
    * DMA_MAP. Takes ownership of `req.fd` (closed after mmap, on error, and for
-   * an identical re-map). EINVAL: size 0, overlap, too many maps; mmap errors
-   * are EFAULT... with the native error's message.
+   * an identical re-map). EINVAL: size 0, overlap, too many maps; an mmap
+   * failure carries mmap's errno (EFAULT when unknown).
    */
   async map(req: DmaMapRequest): Promise<void> {
     let fd = req.fd;
@@ -138,7 +138,7 @@ export class DmaSpace {
       if (next && next.addr < addr + size) {
         if (next.addr === addr && next.size === size && next.offset === req.offset && next.flags === req.flags
           && (next.mapping !== undefined) === (req.fd !== undefined)) {
-          this.log.debug({ addr, size }, 'DMA: identical re-map accepted');
+          this.log.debug({ addr: `0x${addr.toString(16)}`, size: `0x${size.toString(16)}` }, 'DMA: identical re-map accepted');
           return;
         }
         throw new DmaError(Errno.EINVAL, `${what}: overlaps [0x${next.addr.toString(16)}, +0x${next.size.toString(16)})`);

@@ -145,9 +145,9 @@ export class PciDevice implements Endpoint {
     }
     if (ints.msi) std.push({ key: 'msi', cap: msiCapability(ints.msi) });
     if (this.msixLayout) std.push({ key: 'msix', cap: msixCapability(this.msixLayout) });
-    if (express) std.push({ key: 'express', cap: expressCapability(express, () => void this.startReset('flr')) });
+    if (express) std.push({ key: 'express', cap: expressCapability(express, () => void this.startReset('flr').catch(() => undefined)) });
     for (const c of this.options.capabilities ?? []) {
-      if (c.kind === 'vendor') std.push({ key: 'vendor', cap: vendorCapability(c.data, c.writable) });
+      if (c.kind === 'vendor') std.push({ key: 'vendor', cap: vendorCapability(c.data, c.writable, c.onWrite) });
       else if (c.kind === 'dsn') ext.push({ key: 'dsn', cap: serialNumberCapability(c.serial) });
       else if (c.kind === 'vendor-ext') ext.push({ key: 'vendorExt', cap: vendorExtendedCapability(c.id, c.revision ?? 0, c.data) });
     }
@@ -233,12 +233,12 @@ export class PciDevice implements Endpoint {
       this.checkRange(index, offset, count, this.config.size);
       this.refreshMsiPending();
       const bytes = this.config.read(offset, count);
-      if (count <= 8 && this.log.isLevelEnabled('debug')) this.log.debug({ offset, data: Buffer.from(bytes).toString('hex') }, 'config read');
+      if (this.log.isLevelEnabled('trace')) this.log.trace({ offset, data: Buffer.from(bytes.subarray(0, 64)).toString('hex') }, 'config read');
       return bytes;
     }
     if (index === PciRegion.ROM) {
       this.checkRange(index, offset, count, this.rom?.length ?? 0);
-      return this.rom!.slice(offset, offset + count);
+      return this.rom ? this.rom.slice(offset, offset + count) : new Uint8Array(0);
     }
     const bar = index >= 0 && index <= 5 ? this.bars[index] : undefined;
     if (!bar) {
@@ -252,7 +252,7 @@ export class PciDevice implements Endpoint {
   private doWrite(index: number, offset: number, data: Uint8Array): void | Promise<void> {
     if (index === PciRegion.CONFIG) {
       this.checkRange(index, offset, data.length, this.config.size);
-      if (this.log.isLevelEnabled('debug')) this.log.debug({ offset, data: Buffer.from(data).toString('hex') }, 'config write');
+      if (this.log.isLevelEnabled('trace')) this.log.trace({ offset, data: Buffer.from(data.subarray(0, 64)).toString('hex') }, 'config write');
       return this.config.write(offset, data);
     }
     if (index === PciRegion.ROM) throw new VfioUserError(Errno.EINVAL, 'the expansion ROM is read-only');
@@ -293,16 +293,25 @@ export class PciDevice implements Endpoint {
     return this.startReset(reason);
   }
 
-  /** Serialize resets; accesses that arrive meanwhile wait for the last one. */
+  /**
+   * Serialize resets; accesses that arrive meanwhile wait for the last one.
+   * `this.resetting` never rejects (a failed reset is logged and does not
+   * block later accesses or resets); the returned promise does.
+   */
   private startReset(reason: ResetReason): Promise<void> {
     const previous = this.resetting ?? Promise.resolve();
     const run = previous.then(() => this.runReset(reason));
-    const tracked = run.finally(() => {
-      if (this.resetting === tracked) this.resetting = undefined;
-    });
-    this.resetting = tracked;
-    tracked.catch((err: unknown) => this.log.error({ err, reason }, 'device reset failed'));
-    return tracked;
+    const settled: Promise<void> = run.then(
+      () => {
+        if (this.resetting === settled) this.resetting = undefined;
+      },
+      (err: unknown) => {
+        if (this.resetting === settled) this.resetting = undefined;
+        this.log.error({ err, reason }, 'device reset failed');
+      },
+    );
+    this.resetting = settled;
+    return run;
   }
 
   private async runReset(reason: ResetReason): Promise<void> {
@@ -333,11 +342,12 @@ export class PciDevice implements Endpoint {
     }
   }
 
-  /** Release memfds, mappings and eventfds (after the server stopped). Idempotent. */
+  /** Release memfds, BAR and DMA mappings, and eventfds (after the server stopped). Idempotent. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.irq.closeAll();
+    void this.dma.detach().catch((err: unknown) => this.log.warn({ err }, 'DMA cleanup on close failed'));
     for (const bar of this.bars) bar?.close();
   }
 }

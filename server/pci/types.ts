@@ -126,7 +126,14 @@ export type CapabilityOptions =
   /** Power management: D0 and D3hot, No_Soft_Reset (device state survives D3hot -> D0). */
   | { kind: 'pm' }
   /** Vendor-specific capability: `data` follows the 3-byte header (id, next, length). */
-  | { kind: 'vendor'; data: Uint8Array; /** Per-byte writable masks for `data` (default all read-only). */ writable?: Uint8Array }
+  | {
+      kind: 'vendor';
+      data: Uint8Array;
+      /** Per-byte writable masks for `data` (default all read-only). */
+      writable?: Uint8Array;
+      /** Called after a write touched the data; `bytes` is the capability's current data. */
+      onWrite?: (bytes: Uint8Array) => void | Promise<void>;
+    }
   /** Extended: Device Serial Number (needs `express`). */
   | { kind: 'dsn'; serial: bigint }
   /** Extended: vendor-specific (needs `express`). `data` follows the 8-byte header. */

@@ -105,6 +105,8 @@ describe('NVMe controller (registers and admin)', () => {
     expect((await host.identify(0, 7)).cqe.status).toBe(0); // inactive nsid: zeroes
     expect((await host.identify(3, 7)).cqe.status).toBe(st(0, 0x0b));
     expect((await host.identify(0x42)).cqe.status).toBe(st(0, 0x02));
+    expectOk((await host.identify(6)).cqe);
+    expectOk((await host.identify(5, 1)).cqe);
   });
 
   it('handles Get/Set Features and Get Log Page', async () => {
@@ -142,6 +144,7 @@ describe('NVMe controller (registers and admin)', () => {
     expect((await cq((63 << 16) | 1, 0)).status).toBe(st(0, 0x02)); // not contiguous
     expect((await cq((63 << 16) | 1, (9 << 16) | 1)).status).toBe(st(1, 0x08)); // vector 9 of 3
     expect((await cq((63 << 16) | 1, 1, gpa(Layout.IO_CQ + 8))).status).toBe(st(0, 0x02)); // misaligned
+    expect((await cq((63 << 16) | 1, 1, 0x7000_0000n)).status).toBe(st(0, 0x02)); // not in guest memory
     expect((await host.admin({ opcode: 0x01, prp1: gpa(Layout.IO_SQ), cdw10: (63 << 16) | 1, cdw11: (1 << 16) | 1 })).status).toBe(st(1, 0x00));
     await host.createIoQueues();
     expect((await cq((63 << 16) | 1, 3)).status).toBe(st(1, 0x01)); // exists
@@ -286,6 +289,33 @@ describe('NVMe controller (I/O)', () => {
         expect(await host.reg(0x1c) & 3).toBe(1);
       });
 
+      it('serves sequential small reads ahead, and a write is never hidden by read-ahead', async () => {
+        const old = randomBytes(64 * 1024);
+        for (let i = 0; i < 16; i++) {
+          host.mem.set(old.subarray(i * 4096, (i + 1) * 4096), Layout.DATA);
+          expectOk(await host.io(host.rw(1, 1, 2048 + i * 8, 8, gpa(Layout.DATA))));
+        }
+        const ra = host.nvme.namespaces[0]!.readAhead!;
+        const readBlock = async (i: number) => {
+          expectOk(await host.io(host.rw(2, 1, 2048 + i * 8, 8, gpa(Layout.DATA2))));
+          return Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 4096));
+        };
+        for (let i = 0; i < 4; i++) expect((await readBlock(i)).equals(old.subarray(i * 4096, (i + 1) * 4096))).toBe(true);
+        await new Promise((r) => setTimeout(r, 50)); // let the window fill
+        const hitsBefore = ra.hits;
+        expect((await readBlock(4)).equals(old.subarray(4 * 4096, 5 * 4096))).toBe(true);
+        expect(ra.hits).toBeGreaterThan(hitsBefore);
+        // Overwrite block 6 (inside the fetched window), then read it: the new data.
+        const fresh = randomBytes(4096);
+        host.mem.set(fresh, Layout.DATA);
+        expectOk(await host.io(host.rw(1, 1, 2048 + 6 * 8, 8, gpa(Layout.DATA))));
+        expect((await readBlock(5)).equals(old.subarray(5 * 4096, 6 * 4096))).toBe(true);
+        expect((await readBlock(6)).equals(fresh)).toBe(true);
+        // Write Zeroes is a write too.
+        expectOk(await host.io({ opcode: 0x08, nsid: 1, cdw10: 2048 + 7 * 8, cdw12: 7 }));
+        expect((await readBlock(7)).every((b) => b === 0)).toBe(true);
+      });
+
       it('keeps many commands in flight and completes every one', async () => {
         const n = 48;
         const cids: number[] = [];
@@ -350,14 +380,13 @@ describe('NVMe controller (interrupts)', () => {
 
   it('signals the MSI-X vector of each CQ', async () => {
     await host.enable();
-    await host.createIoQueues(); // CQ 1 on vector 1
-    const v0 = host.client.irqCount(PciIrq.MSIX, 0);
-    const v1 = host.client.irqCount(PciIrq.MSIX, 1);
-    const fired = host.client.waitForIrq(PciIrq.MSIX, 1);
+    await host.createIoQueues(); // CQ 1 on vector 1, admin CQ on vector 0
+    const v1 = host.client.waitForIrq(PciIrq.MSIX, 1);
     expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
-    await fired;
-    expect(host.client.irqCount(PciIrq.MSIX, 1)).toBeGreaterThan(v1);
-    expect(host.client.irqCount(PciIrq.MSIX, 0)).toBe(v0);
+    await v1;
+    const v0 = host.client.waitForIrq(PciIrq.MSIX, 0);
+    expectOk((await host.identify(1)).cqe);
+    await v0;
   });
 
   it('falls back to INTx when MSI-X is off, and INTMS/INTMC mask it', async () => {
@@ -389,6 +418,24 @@ describe('NVMe controller (durability)', () => {
     dir = tempDir('nvme-');
   });
   afterEach(() => dir.remove());
+
+  it('resets on FLR (PCIe Initiate Function Level Reset) and keeps acknowledged data', async () => {
+    host = await startHost(true);
+    await host.enable();
+    await host.createIoQueues();
+    const data = randomBytes(4096);
+    host.mem.set(data, Layout.DATA);
+    expectOk(await host.io(host.rw(1, 1, 80, 8, gpa(Layout.DATA))));
+    const express = host.nvme.device.capabilities.express!;
+    await host.client.cfgWrite16(express + 8, (await host.client.cfg16(express + 8)) | (1 << 15));
+    await host.waitReg(0x1c, 1, 0);
+    expect(await host.reg(0x14)).toBe(0);
+    await host.enable();
+    await host.createIoQueues();
+    expectOk(await host.io(host.rw(2, 1, 80, 8, gpa(Layout.DATA2))));
+    expect(Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 4096)).equals(data)).toBe(true);
+    await host.stop();
+  });
 
   it('keeps acknowledged writes across reset, disconnect and restart', async () => {
     host = await startHost(true);

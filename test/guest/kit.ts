@@ -135,6 +135,7 @@ async function provision(log: Logger): Promise<Kit> {
 
   // QEMU and everything it links, for an empty system.
   const qemuDebs = await apt.downloadWithDependencies(['qemu-system-x86'], 'trixie-backports');
+  log.info({ debs: qemuDebs.length, bytes: dirBytes(qemuDebs) }, 'QEMU and its libraries downloaded; unpacking');
   const qemuRoot = join(work, 'qemu');
   mkdirSync(qemuRoot);
   for (const deb of qemuDebs) await run('dpkg', ['-x', deb, qemuRoot]);
@@ -145,6 +146,7 @@ async function provision(log: Logger): Promise<Kit> {
   const kernelPackage = /Depends:\s*(linux-image-6\.12\.[0-9A-Za-z.+~-]+-amd64)\b/.exec(depends)?.[1];
   if (!kernelPackage) throw new Error(`guest kit: no linux-image-6.12.*-amd64 in trixie:\n${depends}`);
   const guestDebs = await apt.download([kernelPackage, 'busybox-static/trixie']);
+  log.info({ kernelPackage, bytes: dirBytes(guestDebs) }, 'kernel and busybox downloaded; unpacking');
   const extracted = join(work, 'apt', 'extracted');
   for (const deb of guestDebs) await run('dpkg', ['-x', deb, extracted]);
   copyFileSync(join(extracted, 'usr/bin/busybox'), join(work, 'guest/busybox'));

@@ -34,8 +34,9 @@ export interface RunningDevice<E extends Endpoint = DeviceUnderTest> {
   readonly server: DeviceServer;
   /**
    * Connect a client (negotiated unless options say otherwise); closed by stop().
-   * Waits first until the server has let go of the previous client (the server
-   * turns a second concurrent client away), unless `busy` is set.
+   * Waits first until the server has let go of the previous client (a client
+   * that connects meanwhile is queued, or turned away when too many wait), so
+   * tests see one client at a time; `busy` skips the wait.
    */
   connect(options?: ClientOptions & { busy?: boolean }): Promise<VfioUserClient>;
   /** Resolve once no client is attached (the previous one is closing or gone). */

@@ -106,7 +106,7 @@ export class PciTestDevice extends PciDevice implements DeviceUnderTest {
       r[Reg.JOBS >> 2] = r[Reg.JOBS >> 2]! + 1;
     } catch (err) {
       const errno = err instanceof VfioUserError ? err.errno : Errno.EIO;
-      if (process.env.DEBUG_PCI_TEST_DEVICE) console.error('job failed', err);
+      this.log.debug({ err }, 'DMA job failed');
       r[Reg.STATUS >> 2] = (0x80000000 | errno) >>> 0;
     }
     this.signal(0);

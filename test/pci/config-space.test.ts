@@ -175,6 +175,19 @@ describe('capabilities', () => {
     expect(dev.regionInfo(2).size).toBe(4096n);
   });
 
+  it('vendor capability: writable bytes and a write callback', async () => {
+    const seen: number[][] = [];
+    const dev = make({
+      name: 'vnd',
+      id,
+      capabilities: [{ kind: 'vendor', data: new Uint8Array([0xaa, 0, 0]), writable: new Uint8Array([0, 0xff, 0x0f]), onWrite: (b) => void seen.push([...b]) }],
+    });
+    const at = dev.capabilities.vendor[0]!;
+    await cfgWrite(dev, at + 3, 4, 0xffffffff);
+    expect(seen).toEqual([[0xaa, 0xff, 0x0f]]);
+    expect(await cfgRead(dev, at + 2, 4)).toBe(0x0fffaa06);
+  });
+
   it('PM ignores D1/D2 and accepts D3hot/D0', async () => {
     const dev = make({ name: 'pm', id, capabilities: [{ kind: 'pm' }] });
     const pm = dev.capabilities.pm!;
@@ -212,6 +225,28 @@ describe('reset', () => {
     expect(events).toEqual(['quiesce', 'reset:flr']);
     expect(await cfgRead(dev, 0x10, 4)).toBe(0);
     expect((await cfgRead(dev, px + ExpressReg.DEVCTL, 2)) & 0x8000).toBe(0);
+  });
+
+  it('a failing quiesce fails that reset only; accesses and later resets go on', async () => {
+    let fail = true;
+    const reasons: ResetReason[] = [];
+    const dev = make({
+      name: 'fail',
+      id,
+      express: true,
+      quiesce: () => {
+        if (fail) throw new Error('stuck');
+      },
+      onReset: (r) => void reasons.push(r),
+    });
+    // FLR with a failing quiesce: the write succeeds (as on hardware), the reset is logged as failed.
+    await cfgWrite(dev, dev.capabilities.express! + ExpressReg.DEVCTL, 2, 0x8000);
+    expect(await cfgRead(dev, 0x00, 2)).toBe(0x1b36);
+    await expect(dev.reset('client')).rejects.toThrow('stuck');
+    expect(await cfgRead(dev, 0x00, 2)).toBe(0x1b36);
+    fail = false;
+    await dev.reset('client');
+    expect(reasons).toEqual(['client']);
   });
 
   it('DEVICE_RESET resets config; lost connection keeps it', async () => {

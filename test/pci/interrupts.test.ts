@@ -183,6 +183,20 @@ describe('INTx', () => {
   });
 });
 
+describe('reset', () => {
+  it('DEVICE_RESET keeps eventfds (libvfio-user parity) and forgets pending state', async () => {
+    dev.setIrqs({ flags: TRIGGER_FD, index: PciIrq.MSIX, start: 0, count: 1 }, []);
+    dev.irq.trigger(1);
+    expect(dev.irq.isPending(PciIrq.MSIX, 1)).toBe(true);
+    const v0 = eventfdPair();
+    dev.setIrqs({ flags: TRIGGER_FD, index: PciIrq.MSIX, start: 0, count: 1 }, [v0.theirs]);
+    await dev.reset('client');
+    expect(dev.irq.isPending(PciIrq.MSIX, 1)).toBe(false);
+    expect(dev.irq.trigger(0)).toBe(true);
+    expect(native.eventfdRead(v0.ours)).toBe(1);
+  });
+});
+
 describe('hostile fds', () => {
   it('drops a resample fd that polls readable without being an eventfd (no busy loop)', async () => {
     const [a, b] = native.socketpair();

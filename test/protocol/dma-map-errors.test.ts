@@ -57,6 +57,15 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
       await expectAlive(c);
     });
 
+    it('an identical re-map succeeds (libvfio-user); the same range with other flags is EINVAL', async () => {
+      await c.dmaMap({ addr: 0x30000n, size: 0x1000n });
+      const again = await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0x30000n, 0x1000n));
+      expect(again.header.flags & 0x20).toBe(0);
+      expectErrorReply(await rawRequest(c, { command: Command.DMA_MAP }, map(32, DmaMapFlag.READ, 0n, 0x30000n, 0x1000n)), Errno.EINVAL);
+      expect(run.device.dmaRanges().length).toBe(1);
+      await expectAlive(c);
+    });
+
     it('an fd that cannot be mapped (a socket) is refused and closed', async () => {
       const [a, b] = native.socketpair();
       const r = await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0x40000n, 0x1000n), [a]);

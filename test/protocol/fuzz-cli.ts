@@ -44,6 +44,7 @@ try {
   const vendor = await c.cfg16(0);
   c.close();
   if (vendor !== TEST_VENDOR) throw new Error(`config space read ${vendor.toString(16)} after the fuzz`);
+  if (stats.noReplyAnswered > 0) throw new Error(`${stats.noReplyAnswered} replies to NO_REPLY messages`);
   console.log(`fuzz: ok in ${((Date.now() - started) / 1000).toFixed(1)} s`, stats);
 } catch (err) {
   failed = true;

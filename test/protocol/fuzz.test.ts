@@ -32,6 +32,7 @@ describe('fuzz', () => {
     expect(stats.messages).toBe(MESSAGES);
     expect(stats.connections).toBeGreaterThan(20);
     expect(stats.syncs).toBeGreaterThan(100);
+    expect(stats.noReplyAnswered).toBe(0);
 
     const c = await run.connect();
     expect(await c.cfg16(0)).toBe(TEST_VENDOR);

@@ -208,7 +208,7 @@ export interface FuzzOptions {
   /** Hostile messages between two sync requests (default 24). */
   batch?: number;
   log?: Logger;
-  /** Resolves when the server has let go of the previous client (it turns concurrent clients away). */
+  /** Resolves when the server has let go of the previous client (later clients queue or are turned away). */
   idle?: () => Promise<void>;
   /** Called every ~1000 messages. */
   onProgress?: (stats: FuzzStats) => void;
@@ -223,6 +223,8 @@ export interface FuzzStats {
   errorReplies: number;
   okReplies: number;
   syncs: number;
+  /** Replies to messages that carried NO_REPLY (must stay 0). */
+  noReplyAnswered: number;
 }
 
 function makeFd(kind: 'eventfd' | 'memfd'): number {
@@ -248,7 +250,7 @@ async function connectRetrying(socketPath: string, options: ClientOptions): Prom
 export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
   const rng = new Rng(o.seed);
   const batch = o.batch ?? 24;
-  const stats: FuzzStats = { messages: 0, connections: 0, dropped: 0, errorReplies: 0, okReplies: 0, syncs: 0 };
+  const stats: FuzzStats = { messages: 0, connections: 0, dropped: 0, errorReplies: 0, okReplies: 0, syncs: 0, noReplyAnswered: 0 };
   let nextProgress = 1000;
   while (stats.messages < o.messages) {
     const preVersion = rng.chance(0.05);
@@ -259,12 +261,19 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
     stats.connections++;
     try {
       const perConn = 1 + rng.int(batch * 8);
+      const noReply = new Set<number>();
       let sent = 0;
       let alive = true;
       while (alive && sent < perConn && stats.messages < o.messages) {
         let terminal = false;
         for (let i = 0; i < batch && sent < perConn && stats.messages < o.messages; i++) {
           const m = fuzzMessage(rng, preVersion && rng.chance(0.8) ? Command.VERSION : undefined);
+          if (m.bytes.byteLength >= HEADER_SIZE) {
+            // unique per connection (>= 0x8000: never the client's own ids), so replies can be told apart
+            const id = 0x8000 | (sent & 0x7fff);
+            new DataView(m.bytes.buffer, m.bytes.byteOffset).setUint16(0, id, true);
+            if (!m.terminal && new DataView(m.bytes.buffer, m.bytes.byteOffset).getUint32(8, true) & HeaderFlag.NO_REPLY) noReply.add(id);
+          }
           const fds = m.fds.map(makeFd);
           try {
             await client.sendRaw(m.bytes, fds, { expectId: null });
@@ -301,6 +310,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
         }
       }
       for (const h of client.strays) {
+        if (noReply.has(h.id)) stats.noReplyAnswered++;
         if (h.flags & HeaderFlag.ERROR) stats.errorReplies++;
         else stats.okReplies++;
       }

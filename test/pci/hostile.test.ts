@@ -1,0 +1,77 @@
+/**
+ * Random config-space writes and region accesses, as a hostile or buggy
+ * client might send them: the model never throws anything but VfioUserError,
+ * never changes read-only identity or the capability chain, never leaks fds.
+ */
+import { describe, expect, it } from 'vitest';
+import { VfioUserError } from '../../server/endpoint.js';
+import { PciDevice, walkCapabilities } from '../../server/pci/index.js';
+import { IrqSetFlag, PciRegion } from '../../server/protocol/constants.js';
+import { listOpenFds } from '../helpers/fds.js';
+
+/** Deterministic PRNG (mulberry32) so a failure is reproducible. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('hostile accesses', () => {
+  it('survive 20 000 random config writes and region accesses', async () => {
+    const before = listOpenFds();
+    const dev = new PciDevice({
+      name: 'fuzz',
+      id: { vendor: 0x1b36, device: 0x0042, classCode: 0x010802 },
+      bars: [
+        { index: 0, size: 0x4000, type: 'mem64', read: (o) => o, write: () => undefined },
+        { index: 2, size: 0x4000, memory: [{ offset: 0, size: 0x1000 }] },
+        { index: 3, size: 16, type: 'io' },
+      ],
+      interrupts: { intx: true, msi: { vectors: 8 }, msix: { vectors: 16, bar: 4 } },
+      capabilities: [{ kind: 'pm' }, { kind: 'vendor', data: new Uint8Array(8) }, { kind: 'dsn', serial: 1n }],
+      express: true,
+      rom: new Uint8Array(100),
+    });
+    const chain = walkCapabilities((o) => dev.config.u8(o)).map((c) => c.id);
+    const random = rng(0x5eed);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
+    let rejected = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const index = pick([0, 1, 2, 3, 4, 5, 6, 7, 7, 7, 7, 8]);
+      const size = pick([0, 1, 2, 4, 8, 3, 16, 300]);
+      const offset = Math.floor(random() * (index === 7 ? 4200 : 0x4100));
+      const data = new Uint8Array(size).map(() => Math.floor(random() * 256));
+      try {
+        if (random() < 0.5) await dev.regionWrite(index, BigInt(offset), data);
+        else {
+          const out = await dev.regionRead(index, BigInt(offset), size);
+          expect(out.length).toBe(size);
+        }
+      } catch (err) {
+        expect(err).toBeInstanceOf(VfioUserError);
+        rejected++;
+      }
+      if (i % 1000 === 0) {
+        try {
+          dev.setIrqs({ flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, index: Math.floor(random() * 6), start: 0, count: Math.floor(random() * 3) }, []);
+        } catch (err) {
+          expect(err).toBeInstanceOf(VfioUserError);
+        }
+      }
+    }
+    // FLRs may have been triggered along the way; let them finish.
+    await dev.regionRead(PciRegion.CONFIG, 0n, 4);
+    expect(rejected).toBeGreaterThan(0);
+    expect(dev.config.u16(0x00)).toBe(0x1b36);
+    expect(dev.config.u16(0x02)).toBe(0x0042);
+    expect(dev.config.u32(0x08) >>> 8).toBe(0x010802);
+    expect(walkCapabilities((o) => dev.config.u8(o)).map((c) => c.id)).toEqual(chain);
+    dev.close();
+    expect(listOpenFds()).toEqual(before);
+  });
+});
