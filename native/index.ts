@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { withReceiveWindow } from './receive-window.js';
 
 /** A connected vfio-user stream, polled on this thread's libuv loop. */
 export interface NativeChannel {
@@ -167,4 +168,5 @@ function load(): NativeBinding {
   return createRequire(import.meta.url)(file) as NativeBinding;
 }
 
-export const native: NativeBinding = load();
+/** The addon, with openChannel delivering small messages through a receive window (native/receive-window.ts). */
+export const native: NativeBinding = withReceiveWindow(load());

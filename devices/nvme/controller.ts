@@ -70,23 +70,28 @@ function dmaAdapter(dma: DmaSpace): NvmeDma {
     write: (addr, data) => dma.write(addr, data),
     pin(ranges) {
       const views: Uint8Array[] = [];
-      const holds: { release(): void }[] = [];
+      const held: DmaRegion[] = [];
       let region: DmaRegion | undefined;
-      try {
-        for (const r of ranges) {
-          const end = r.addr + BigInt(r.length);
-          if (!region || r.addr < region.addr || end > region.end) {
-            region = dma.find(r.addr);
-            if (!region?.mapping || end > region.end) throw new Error('not directly mapped');
-            holds.push(dma.hold(r.addr, r.length)); // holds the whole region
-          }
-          views.push(dma.view(r.addr, r.length));
+      for (const r of ranges) {
+        const end = r.addr + BigInt(r.length);
+        if (!region || r.addr < region.addr || end > region.end) {
+          region = dma.find(r.addr);
+          if (!region?.mapping || end > region.end || !region.readable || !region.writable) break;
+          region.acquire(); // DMA_UNMAP of this region now waits for release()
+          held.push(region);
         }
-      } catch {
-        for (const h of holds) h.release();
+        const v = region.view(r.addr, r.length);
+        if (!v) break; // crosses a 4 GiB window
+        views.push(v);
+      }
+      const release = (): void => {
+        for (const h of held) h.release();
+      };
+      if (views.length !== ranges.length) {
+        release();
         return undefined;
       }
-      return { views, release: () => { for (const h of holds) h.release(); } };
+      return { views, release };
     },
   };
 }

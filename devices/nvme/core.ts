@@ -11,7 +11,7 @@
  */
 import type { Logger } from 'pino';
 import {
-  CC, CQE_SIZE, CSTS, MAX_QUEUE_ENTRIES, NVME_VERSION, PAGE_SIZE, Reg, SQE_SIZE, Status,
+  CC, CQE_SIZE, CSTS, MAX_QUEUE_ENTRIES, NVME_VERSION, Reg, SQE_SIZE, Status,
 } from './constants.js';
 import { NvmeStatusError, type NvmeHost } from './host.js';
 import type { ControllerIdentity, HealthCounters } from './identify.js';
@@ -21,6 +21,7 @@ import {
 } from './queues.js';
 import { executeAdmin } from './admin.js';
 import { executeIo } from './io.js';
+import { cqSlot, ShadowDoorbells, sqSlot } from './shadow-doorbells.js';
 
 export interface CoreOptions {
   identity: Omit<ControllerIdentity, 'namespaces'>;
@@ -75,6 +76,12 @@ interface PendingAer {
   cid: number;
 }
 
+/**
+ * Commands in flight per controller. A guest could queue 64 x 1023 commands
+ * of 1 MiB; past this, fetching pauses until some complete (bounds memory).
+ */
+export const MAX_INFLIGHT = 256;
+
 /** CAP: MQES 1023, CQR, TO 7.5 s, DSTRD 0, CSS NVM, MPSMIN/MPSMAX 4 KiB. */
 const CAP = BigInt(MAX_QUEUE_ENTRIES - 1) | (1n << 16n) | (15n << 24n) | (1n << 37n);
 
@@ -112,8 +119,11 @@ export class ControllerCore {
   /** INTx/MSI interrupt pending while INTMS masked it. */
   private maskedPending = false;
   /** Shadow doorbell and EventIdx buffers (Doorbell Buffer Config). */
-  private dbbuf: { dbs: bigint; eis: bigint } | undefined;
+  /** Shadow doorbells (Doorbell Buffer Config), while usable. */
+  private shadowDb: ShadowDoorbells | undefined;
   private irqScheduled = false;
+  /** SQs whose fetch paused at MAX_INFLIGHT. */
+  private readonly stalled = new Set<SubmissionQueue>();
   private readonly irqQueue: CompletionQueue[] = [];
 
   constructor(readonly host: NvmeHost, options: CoreOptions) {
@@ -185,9 +195,9 @@ export class ControllerCore {
       case Reg.AQA:
         if (!this.enabled) this.aqa = dword & 0x0fff0fff;
         break;
-      case Reg.ASQ: if (!this.enabled) this.asq = (this.asq & ~0xffffffffn) | BigInt(dword & ~0xfff); break;
+      case Reg.ASQ: if (!this.enabled) this.asq = (this.asq & ~0xffffffffn) | BigInt((dword & ~0xfff) >>> 0); break;
       case Reg.ASQ + 4: if (!this.enabled) this.asq = (this.asq & 0xffffffffn) | (BigInt(dword) << 32n); break;
-      case Reg.ACQ: if (!this.enabled) this.acq = (this.acq & ~0xffffffffn) | BigInt(dword & ~0xfff); break;
+      case Reg.ACQ: if (!this.enabled) this.acq = (this.acq & ~0xffffffffn) | BigInt((dword & ~0xfff) >>> 0); break;
       case Reg.ACQ + 4: if (!this.enabled) this.acq = (this.acq & 0xffffffffn) | (BigInt(dword) << 32n); break;
       default:
         break; // read-only or reserved: ignored
@@ -269,9 +279,10 @@ export class ControllerCore {
     for (const cq of this.cqs) if (cq) cq.deleted = true;
     this.sqs.length = 0;
     this.cqs.length = 0;
+    this.stalled.clear();
     this.aers = [];
     this.events = [];
-    this.dbbuf = undefined;
+    this.shadowDb = undefined;
     this.maskedPending = false;
     await this.quiesceIo();
     await this.flushAll();
@@ -309,10 +320,10 @@ export class ControllerCore {
 
   newCq(id: number, base: bigint, size: number, iv: number, ien: boolean): CompletionQueue {
     const cq: CompletionQueue = {
-      id, base, size, tail: 0, head: 0, phase: 1, ien, iv, sqCount: 0, pending: [], unsignalled: 0, deleted: false, completed: 0,
+      id, base, size, tail: 0, head: 0, phase: 1, ien, iv, sqCount: 0, pending: [], unsignalled: 0, irqQueued: false, deleted: false, completed: 0,
     };
     this.cqs[id] = cq;
-    if (this.dbbuf && id !== 0) this.writeEventIdx(2 * id + 1, 0xffff);
+    if (id !== 0) this.shadow()?.setEventIdx(cqSlot(id), 0xffff);
     return cq;
   }
 
@@ -320,7 +331,7 @@ export class ControllerCore {
     const sq: SubmissionQueue = { id, base, size, cq, head: 0, tail: 0, fetching: false, inflight: 0, deleted: false, fetched: 0 };
     cq.sqCount++;
     this.sqs[id] = sq;
-    if (this.dbbuf && id !== 0) this.writeEventIdx(2 * id, 0);
+    if (id !== 0) this.shadow()?.setEventIdx(sqSlot(id), 0);
     return sq;
   }
 
@@ -372,6 +383,25 @@ export class ControllerCore {
     }
   }
 
+  /**
+   * A view of the whole queue when it lies in fd-backed memory (cached; a
+   * cached view whose mapping went away throws on access and is replaced).
+   * Undefined: use DMA messages.
+   */
+  private queueView(q: SubmissionQueue | CompletionQueue, entrySize: number): DataView | undefined {
+    if (q.dv) {
+      try {
+        q.dv.getUint8(0);
+        return q.dv;
+      } catch {
+        q.dv = undefined;
+      }
+    }
+    const view = this.host.dma.view(q.base, q.size * entrySize);
+    if (view) q.dv = new DataView(view.buffer, view.byteOffset, view.byteLength);
+    return q.dv;
+  }
+
   /** Fetch and start every entry between head and tail, then (with shadow doorbells) re-arm EventIdx. */
   private async fetch(sq: SubmissionQueue): Promise<void> {
     sq.fetching = true;
@@ -380,25 +410,33 @@ export class ControllerCore {
       for (;;) {
         while (sq.head !== sq.tail && !sq.deleted && gen === this.generation) {
           const count = (sq.tail > sq.head ? sq.tail : sq.size) - sq.head;
-          const addr = sq.base + BigInt(sq.head * SQE_SIZE);
-          const length = count * SQE_SIZE;
-          let bytes = this.host.dma.view(addr, length);
-          if (!bytes) bytes = await this.host.dma.read(addr, length);
-          if (sq.deleted || gen !== this.generation) return;
-          const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+          let v = this.queueView(sq, SQE_SIZE);
+          let first = sq.head * SQE_SIZE;
+          if (!v) {
+            const addr = sq.base + BigInt(sq.head * SQE_SIZE);
+            const bytes = await this.host.dma.read(addr, count * SQE_SIZE);
+            if (sq.deleted || gen !== this.generation) return;
+            v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+            first = 0;
+          }
           for (let i = 0; i < count; i++) {
-            const cmd = parseCommand(v, i * SQE_SIZE);
+            if (this.inflight >= MAX_INFLIGHT) {
+              this.stalled.add(sq); // resumed when commands complete
+              return;
+            }
+            const cmd = parseCommand(v, first + i * SQE_SIZE);
             sq.head = sq.head + 1 === sq.size ? 0 : sq.head + 1;
             sq.fetched++;
             this.fetchedPerQueue[sq.id] = (this.fetchedPerQueue[sq.id] ?? 0) + 1;
             this.start(sq, cmd);
           }
         }
-        if (!this.dbbuf || sq.id === 0 || sq.deleted || gen !== this.generation) return;
+        const db = sq.id === 0 ? undefined : this.shadow();
+        if (!db || sq.deleted || gen !== this.generation) return;
         // Shadow doorbells: ask for a doorbell write past what we consumed, then
         // look again (the host may have moved the tail before it saw EventIdx).
-        this.writeEventIdx(2 * sq.id, sq.tail);
-        const shadow = this.readShadow(2 * sq.id);
+        db.setEventIdx(sqSlot(sq.id), sq.tail);
+        const shadow = db.read(sqSlot(sq.id));
         if (shadow === undefined || shadow === sq.tail || shadow >= sq.size) return;
         sq.tail = shadow;
       }
@@ -423,33 +461,48 @@ export class ControllerCore {
     } catch (err) {
       work = Promise.reject(err);
     }
-    work.then(
-      (res) => {
-        if (res) this.complete(gen, sq, cmd.cid, res.status, res.result ?? 0);
-      },
-      (err: unknown) => {
-        let st: number = Status.INTERNAL_ERROR;
-        if (err instanceof NvmeStatusError) {
-          st = err.status;
-          this.log.debug({ sqid: sq.id, cid: cmd.cid, opcode: cmd.opcode, status: st, reason: err.message }, 'nvme: command failed');
-        } else {
-          this.log.error({ err, sqid: sq.id, opcode: cmd.opcode }, 'nvme: command failed with an internal error');
-        }
-        this.complete(gen, sq, cmd.cid, st, 0);
-      },
-    ).finally(() => {
+    const finish = (): void => {
       this.timing.commands++;
       this.timing.nanoseconds += process.hrtime.bigint() - t0;
       if (--sq.inflight === 0 && sq.onIdle) {
         sq.onIdle();
         sq.onIdle = undefined;
       }
-      if (--this.inflight === 0) {
+      --this.inflight;
+      if (this.stalled.size > 0 && this.inflight < MAX_INFLIGHT / 2) {
+        const resume = [...this.stalled];
+        this.stalled.clear();
+        for (const q of resume) if (!q.fetching && !q.deleted && gen === this.generation) void this.fetch(q);
+      }
+      if (this.inflight === 0) {
         const waiters = this.idleWaiters;
         this.idleWaiters = [];
         for (const w of waiters) w();
       }
-    });
+    };
+    work.then(
+      (res) => {
+        try {
+          if (res) this.complete(gen, sq, cmd.cid, res.status, res.result ?? 0);
+        } finally {
+          finish();
+        }
+      },
+      (err: unknown) => {
+        try {
+          let st: number = Status.INTERNAL_ERROR;
+          if (err instanceof NvmeStatusError) {
+            st = err.status;
+            this.log.debug({ sqid: sq.id, cid: cmd.cid, opcode: cmd.opcode, status: st, reason: err.message }, 'nvme: command failed');
+          } else {
+            this.log.error({ err, sqid: sq.id, opcode: cmd.opcode }, 'nvme: command failed with an internal error');
+          }
+          this.complete(gen, sq, cmd.cid, st, 0);
+        } finally {
+          finish();
+        }
+      },
+    ).catch((err: unknown) => this.fatal('completing a command failed', err));
   }
 
   /** Post a completion for a command of `sq` (dropped if the controller was reset since it started). */
@@ -459,7 +512,7 @@ export class ControllerCore {
     const entry: Completion = { result, sqhd: sq.head, sqid: sq.id, cid, status };
     if (cq.pending.length > 0 || this.cqFull(cq)) {
       cq.pending.push(entry);
-      if (this.dbbuf && cq.id !== 0) this.writeEventIdx(2 * cq.id + 1, cq.head);
+      if (cq.id !== 0) this.shadow()?.setEventIdx(cqSlot(cq.id), cq.head);
       return;
     }
     this.writeCqe(cq, entry);
@@ -468,8 +521,8 @@ export class ControllerCore {
   private cqFull(cq: CompletionQueue): boolean {
     const next = cq.tail + 1 === cq.size ? 0 : cq.tail + 1;
     if (next !== cq.head) return false;
-    if (this.dbbuf && cq.id !== 0) {
-      const head = this.readShadow(2 * cq.id + 1);
+    if (cq.id !== 0) {
+      const head = this.shadow()?.read(cqSlot(cq.id));
       if (head !== undefined && head < cq.size) cq.head = head;
     }
     return next === cq.head;
@@ -477,7 +530,7 @@ export class ControllerCore {
 
   private drainPending(cq: CompletionQueue): void {
     while (cq.pending.length > 0 && !this.cqFull(cq)) this.writeCqe(cq, cq.pending.shift()!);
-    if (cq.pending.length === 0 && this.dbbuf && cq.id !== 0) this.writeEventIdx(2 * cq.id + 1, (cq.head - 1) & 0xffff);
+    if (cq.pending.length === 0 && cq.id !== 0) this.shadow()?.setEventIdx(cqSlot(cq.id), (cq.head - 1) & 0xffff);
   }
 
   private writeCqe(cq: CompletionQueue, e: Completion): void {
@@ -487,27 +540,27 @@ export class ControllerCore {
     cq.tail = cq.tail + 1 === cq.size ? 0 : cq.tail + 1;
     if (cq.tail === 0) cq.phase ^= 1;
     cq.completed++;
-    let view: Uint8Array | undefined;
+    let v: DataView | undefined;
     try {
-      view = this.host.dma.view(addr, CQE_SIZE);
+      v = this.queueView(cq, CQE_SIZE);
     } catch (err) {
-      this.fatal(`CQ ${cq.id} entry at 0x${addr.toString(16)} is not in guest memory`, err);
+      this.fatal(`CQ ${cq.id} at 0x${cq.base.toString(16)} is not in guest memory`, err);
       return;
     }
-    if (view) {
-      const v = new DataView(view.buffer, view.byteOffset, CQE_SIZE);
-      v.setUint32(0, e.result >>> 0, true);
-      v.setUint32(4, 0, true);
-      v.setUint32(8, dw2, true);
-      v.setUint32(12, dw3, true); // the phase tag goes last
+    if (v) {
+      const o = Number(addr - cq.base);
+      v.setUint32(o, e.result >>> 0, true);
+      v.setUint32(o + 4, 0, true);
+      v.setUint32(o + 8, dw2, true);
+      v.setUint32(o + 12, dw3, true); // the phase tag goes last
       this.signal(cq);
       return;
     }
     const bytes = new Uint8Array(CQE_SIZE);
-    const v = new DataView(bytes.buffer);
-    v.setUint32(0, e.result >>> 0, true);
-    v.setUint32(8, dw2, true);
-    v.setUint32(12, dw3, true);
+    const m = new DataView(bytes.buffer);
+    m.setUint32(0, e.result >>> 0, true);
+    m.setUint32(8, dw2, true);
+    m.setUint32(12, dw3, true);
     // By message: interrupt only once the entry is in guest memory.
     this.host.dma.write(addr, bytes).then(
       () => this.signal(cq),
@@ -530,7 +583,9 @@ export class ControllerCore {
       }
     }
     // Coalesce everything posted in this turn of the event loop into one interrupt per CQ.
-    if (cq.unsignalled === 1) this.irqQueue.push(cq);
+    if (cq.irqQueued) return;
+    cq.irqQueued = true;
+    this.irqQueue.push(cq);
     if (!this.irqScheduled) {
       this.irqScheduled = true;
       queueMicrotask(() => {
@@ -542,18 +597,23 @@ export class ControllerCore {
   }
 
   private fire(cq: CompletionQueue): void {
+    cq.irqQueued = false;
     if (cq.coalesceTimer) {
       clearTimeout(cq.coalesceTimer);
       cq.coalesceTimer = undefined;
     }
     if (cq.unsignalled === 0 || cq.deleted) return;
     cq.unsignalled = 0;
-    if (this.host.msixEnabled()) {
-      this.host.interrupt(cq.iv);
-    } else if (this.intms & 1) {
-      this.maskedPending = true;
-    } else {
-      this.host.interrupt(0);
+    try {
+      if (this.host.msixEnabled()) {
+        this.host.interrupt(cq.iv);
+      } else if (this.intms & 1) {
+        this.maskedPending = true;
+      } else {
+        this.host.interrupt(0);
+      }
+    } catch (err) {
+      this.log.error({ err, cq: cq.id }, 'nvme: raising an interrupt failed');
     }
   }
 
@@ -586,57 +646,32 @@ export class ControllerCore {
 
   /** Doorbell Buffer Config: both pages must be in fd-backed guest memory (message-only memory would cost more than it saves). */
   configureDoorbellBuffer(dbs: bigint, eis: bigint): boolean {
-    const mask = BigInt(PAGE_SIZE - 1);
-    if ((dbs & mask) !== 0n || (eis & mask) !== 0n || dbs === 0n || eis === 0n) return false;
-    try {
-      if (!this.host.dma.view(dbs, PAGE_SIZE) || !this.host.dma.view(eis, PAGE_SIZE)) return false;
-    } catch {
-      return false;
-    }
-    this.dbbuf = { dbs, eis };
+    const db = ShadowDoorbells.open(this.host.dma, dbs, eis);
+    if (!db) return false;
+    this.shadowDb = db;
     // Start from the doorbell values we know, and ask for a write on the next submission.
     for (const sq of this.sqs) {
       if (!sq || sq.id === 0) continue;
-      this.writeShadow(2 * sq.id, sq.tail);
-      this.writeEventIdx(2 * sq.id, sq.tail);
+      db.write(sqSlot(sq.id), sq.tail);
+      db.setEventIdx(sqSlot(sq.id), sq.tail);
     }
     for (const cq of this.cqs) {
       if (!cq || cq.id === 0) continue;
-      this.writeShadow(2 * cq.id + 1, cq.head);
-      this.writeEventIdx(2 * cq.id + 1, (cq.head - 1) & 0xffff);
+      db.write(cqSlot(cq.id), cq.head);
+      db.setEventIdx(cqSlot(cq.id), (cq.head - 1) & 0xffff);
     }
     return true;
   }
 
-  private slot(base: bigint, index: number): Int32Array | undefined {
-    let view: Uint8Array | undefined;
-    try {
-      view = this.host.dma.view(base + BigInt(index * 4), 4);
-    } catch {
-      view = undefined;
-    }
-    if (!view) {
+  /** The shadow doorbells while their pages are still mapped. */
+  private shadow(): ShadowDoorbells | undefined {
+    const db = this.shadowDb;
+    if (db && !db.usable) {
       this.log.warn('nvme: shadow doorbell page vanished; shadow doorbells off');
-      this.dbbuf = undefined;
+      this.shadowDb = undefined;
       return undefined;
     }
-    return new Int32Array(view.buffer, view.byteOffset, 1);
-  }
-
-  private readShadow(index: number): number | undefined {
-    const s = this.dbbuf && this.slot(this.dbbuf.dbs, index);
-    return s ? Atomics.load(s, 0) >>> 0 : undefined;
-  }
-
-  private writeShadow(index: number, value: number): void {
-    const s = this.dbbuf && this.slot(this.dbbuf.dbs, index);
-    if (s) Atomics.store(s, 0, value | 0);
-  }
-
-  /** A sequentially consistent store: orders it before our next shadow-doorbell load (the host does the mirror image). */
-  private writeEventIdx(index: number, value: number): void {
-    const s = this.dbbuf && this.slot(this.dbbuf.eis, index);
-    if (s) Atomics.store(s, 0, value | 0);
+    return db;
   }
 
   // ---------------------------------------------------------------- errors

@@ -30,8 +30,8 @@ function lbaRange(ns: Namespace, cmd: Command): { position: number; length: numb
   return { position: slba * ns.lbaSize, length: blocks * ns.lbaSize, blocks };
 }
 
-/** Run one I/O command. */
-export async function executeIo(core: ControllerCore, cmd: Command): Promise<CommandResult> {
+/** Run one I/O command (may throw NvmeStatusError synchronously for bad fields). */
+export function executeIo(core: ControllerCore, cmd: Command): Promise<CommandResult> {
   if (cmd.fuse !== 0) fail(Status.INVALID_FIELD, 'fused commands are not supported');
   switch (cmd.opcode) {
     case IoOp.READ: return readCmd(core, cmd);

@@ -37,9 +37,18 @@ async function readList(dma: NvmeDma, addr: bigint, count: number): Promise<Data
 
 /**
  * The segments PRP1/PRP2 describe for a transfer of `length` bytes
- * (contiguous pages merged). Resolves synchronously-fast when no list is needed.
+ * (contiguous pages merged). Resolves without reading guest memory when no
+ * PRP list is needed.
  */
-export async function prpSegments(dma: NvmeDma, prp1: bigint, prp2: bigint, length: number): Promise<Segment[]> {
+export function prpSegments(dma: NvmeDma, prp1: bigint, prp2: bigint, length: number): Promise<Segment[]> {
+  // Fast path: the data fits in PRP1's page.
+  if (length > 0 && (prp1 & 3n) === 0n && length <= PAGE_SIZE - Number(prp1 & PAGE_MASK)) {
+    return Promise.resolve([{ addr: prp1, length }]);
+  }
+  return prpSegmentsSlow(dma, prp1, prp2, length);
+}
+
+async function prpSegmentsSlow(dma: NvmeDma, prp1: bigint, prp2: bigint, length: number): Promise<Segment[]> {
   const out: Segment[] = [];
   if (length === 0) return out;
   if ((prp1 & 3n) !== 0n) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, 'PRP1 not dword aligned');

@@ -77,6 +77,10 @@ export interface CompletionQueue {
   pending: Completion[];
   /** Completions posted since the last interrupt (coalescing). */
   unsignalled: number;
+  /** An interrupt is queued for the end of this event-loop turn. */
+  irqQueued: boolean;
+  /** Cached view of the whole queue (fd-backed memory); dropped when its mapping goes (access throws). */
+  dv?: DataView;
   coalesceTimer?: NodeJS.Timeout;
   deleted: boolean;
   /** Commands completed on this CQ (statistics). */
@@ -101,4 +105,6 @@ export interface SubmissionQueue {
   fetched: number;
   /** Called once when `inflight` drops to 0 (Delete SQ waits on it). */
   onIdle?: () => void;
+  /** Cached view of the whole queue (fd-backed memory); dropped when its mapping goes (access throws). */
+  dv?: DataView;
 }

@@ -56,6 +56,10 @@ Napi::Value Channel::Open(const Napi::CallbackInfo& info) {
   Napi::Object options = info[1].As<Napi::Object>();
   uint64_t max_message_size = ToUint(env, options.Get("maxMessageSize"), "options.maxMessageSize", kHeaderSize, kMaxMessageSizeLimit);
   uint64_t max_fds = ToUint(env, options.Get("maxFds"), "options.maxFds", 0, kMaxFdsLimit);
+  Napi::Value window = options.Get("receiveWindow");
+  if (!window.IsUndefined() && (!window.IsArrayBuffer() || window.As<Napi::ArrayBuffer>().ByteLength() < kHeaderSize)) {
+    throw Napi::TypeError::New(env, "options.receiveWindow must be an ArrayBuffer of at least 16 bytes");
+  }
   Napi::Function on_message = ArgFunction(info, 2, "onMessage");
   Napi::Function on_close = ArgFunction(info, 3, "onClose");
 
@@ -87,6 +91,12 @@ Napi::Value Channel::Open(const Napi::CallbackInfo& info) {
   self->fd_ = fd;
   self->addon_ = addon;
   addon->busy_fds.insert(fd);
+  if (!window.IsUndefined()) {
+    Napi::ArrayBuffer ab = window.As<Napi::ArrayBuffer>();
+    self->window_ref_ = Napi::Persistent(ab);
+    self->window_ = static_cast<uint8_t*>(ab.Data());
+    self->window_len_ = ab.ByteLength();
+  }
   self->on_message_ = Napi::Persistent(on_message);
   self->on_close_ = Napi::Persistent(on_close);
   self->context_ = std::make_unique<Napi::AsyncContext>(env, "VfioUserChannel", obj);
@@ -185,6 +195,9 @@ void Channel::Shutdown() {
   }
   on_message_.Reset();
   on_close_.Reset();
+  window_ref_.Reset();
+  window_ = nullptr;
+  window_len_ = 0;
   if (referenced_) {
     referenced_ = false;
     Unref();
@@ -333,6 +346,7 @@ void Channel::ReadAvailable() {
     // The kernel ends a recvmsg right after the data that carried fds, so
     // they belong to the message holding the last byte received here.
     if (!fds.empty()) fd_groups_.push_back(FdGroup{received_, std::move(fds)});
+    uint64_t delivered_before = delivered_;
     dispatching_ = true;
     bool open = DeliverBuffered();
     dispatching_ = false;
@@ -345,7 +359,11 @@ void Channel::ReadAvailable() {
       Fail(Reason(EFAULT, "peer sent more than " + std::to_string(max_fds_) + " fds for one message"));
       return;
     }
+#ifdef VFU_REREAD
+    if (static_cast<size_t>(n) < room && delivered_ == delivered_before) return;
+#else
     if (static_cast<size_t>(n) < room) return;  // drained; the level-triggered poll reports more
+#endif
   }
 }
 
@@ -406,20 +424,33 @@ bool Channel::DeliverBuffered() {
 bool Channel::Deliver(const uint8_t* data, size_t length, uint64_t msg_end) {
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
-  Napi::Buffer<uint8_t> message = Napi::Buffer<uint8_t>::Copy(env, data, length);
+  delivered_++;
+  Napi::Value message;
+  if (window_ != nullptr && length <= window_len_) {
+    memcpy(window_, data, length);
+    message = Napi::Number::New(env, static_cast<double>(length));
+  } else {
+    message = Napi::Buffer<uint8_t>::Copy(env, data, length);
+  }
   size_t count = 0;
   for (const FdGroup& g : fd_groups_) {
     if (g.end > msg_end) break;
     count += g.fds.size();
   }
-  Napi::Array fds = Napi::Array::New(env, count);
-  uint32_t k = 0;
-  while (!fd_groups_.empty() && fd_groups_.front().end <= msg_end) {
-    for (int fd : fd_groups_.front().fds) fds.Set(k++, Napi::Number::New(env, fd));
-    fd_groups_.pop_front();
+  Napi::Value fds_value;
+  if (count == 0 && window_ != nullptr) {
+    fds_value = env.Undefined();  // the JS wrapper supplies a fresh []
+  } else {
+    Napi::Array fds = Napi::Array::New(env, count);
+    uint32_t k = 0;
+    while (!fd_groups_.empty() && fd_groups_.front().end <= msg_end) {
+      for (int fd : fd_groups_.front().fds) fds.Set(k++, Napi::Number::New(env, fd));
+      fd_groups_.pop_front();
+    }
+    fds_value = fds;
   }
   try {
-    on_message_.MakeCallback(recv_, {message, fds}, *context_);
+    on_message_.MakeCallback(recv_, {message, fds_value}, *context_);
   } catch (const Napi::Error& e) {
     ReportCallbackError(env, e);
   }

@@ -3,6 +3,13 @@
 // header, u32 size at byte 4) and delivers each message plus its fds to JS via
 // MakeCallback; sends with sendmsg(SCM_RIGHTS), queueing what the socket does
 // not take.
+//
+// Delivery: by default each message is a fresh Buffer. With the optional
+// `receiveWindow` ArrayBuffer (used by native/index.ts's openChannel wrapper),
+// a message that fits is copied into the window instead and onMessage gets its
+// length (a number); the JS side copies it out before anything else runs. That
+// saves the native Buffer creation (ArrayBuffer + SetPrototype) per message,
+// the costliest part of a small round trip. fds are then `undefined` if none.
 #pragma once
 #include <napi.h>
 
@@ -79,6 +86,7 @@ class Channel : public Napi::ObjectWrap<Channel> {
   size_t end_ = 0;
   uint64_t pos_ = 0;
   uint64_t received_ = 0;       // stream offset just past the last received byte
+  uint64_t delivered_ = 0;      // messages delivered so far
   uint64_t discard_left_ = 0;   // body bytes of an oversize message still to drop
   uint64_t discard_end_ = 0;    // stream offset where that message ends
   std::deque<FdGroup> fd_groups_;
@@ -89,6 +97,11 @@ class Channel : public Napi::ObjectWrap<Channel> {
   Napi::FunctionReference on_message_;
   Napi::FunctionReference on_close_;
   std::unique_ptr<Napi::AsyncContext> context_;
+  // Optional receive window (see the top of this file): a JS ArrayBuffer kept
+  // alive by window_ref_; its backing store never moves.
+  Napi::Reference<Napi::ArrayBuffer> window_ref_;
+  uint8_t* window_ = nullptr;
+  size_t window_len_ = 0;
   Napi::Object recv_;  // valid during OnPoll only
 };
 

@@ -10,8 +10,8 @@ import { PciIrq } from '../../server/protocol/constants.js';
 import { serve, type DeviceServer } from '../../server/server.js';
 import { tempSocketPath } from '../helpers/temp.js';
 
-/** Guest-physical base of the test's memory (not 0, to catch offset mix-ups). */
-export const GPA = 0x1000_0000n;
+/** Guest-physical base of the test's memory: above 4 GiB with bit 31 set, to catch offset and sign mix-ups. */
+export const GPA = 0x1_8000_0000n;
 export const MEM_SIZE = 8 << 20;
 
 /** Fixed layout (offsets into guest memory). */
@@ -85,6 +85,8 @@ export class NvmeTestHost {
     /** The guest memory bytes (the device sees them at GPA). */
     readonly mem: Uint8Array,
     private readonly cleanup: () => void,
+    /** The memfd behind `mem` when shared. */
+    readonly guestMemory?: GuestMemory,
   ) {}
 
   /** Serve a controller and connect a client with 8 MiB of guest memory (shared memfd unless `shared` is false). */
@@ -94,8 +96,9 @@ export class NvmeTestHost {
     const server = await serve(nvme.device, { socketPath: sock.path, log: options.log });
     const client = await VfioUserClient.connect(sock.path);
     let mem: Uint8Array;
+    let g: GuestMemory | undefined;
     if (shared) {
-      const g: GuestMemory = client.createGuestMemory(MEM_SIZE);
+      g = client.createGuestMemory(MEM_SIZE);
       await client.dmaMap({ addr: GPA, backing: g });
       mem = g.bytes;
     } else {
@@ -103,7 +106,7 @@ export class NvmeTestHost {
       await client.dmaMap({ addr: GPA, backing: mem });
     }
     await client.enableIrqs(PciIrq.MSIX, 2);
-    return new NvmeTestHost(nvme, server, client, mem, () => sock.remove());
+    return new NvmeTestHost(nvme, server, client, mem, () => sock.remove(), g);
   }
 
   async stop(): Promise<void> {
@@ -141,10 +144,12 @@ export class NvmeTestHost {
     this.mem.fill(0, 0, Layout.DATA); // fresh queues, as a driver zeroes its rings
     this.shadow = false;
     await this.setReg(0x24, ((QSIZE - 1) << 16) | (QSIZE - 1));
-    await this.setReg(0x28, Number(GPA) + Layout.ADMIN_SQ);
-    await this.setReg(0x2c, 0);
-    await this.setReg(0x30, Number(GPA) + Layout.ADMIN_CQ);
-    await this.setReg(0x34, 0);
+    const asq = GPA + BigInt(Layout.ADMIN_SQ);
+    const acq = GPA + BigInt(Layout.ADMIN_CQ);
+    await this.setReg(0x28, Number(asq & 0xffffffffn));
+    await this.setReg(0x2c, Number(asq >> 32n));
+    await this.setReg(0x30, Number(acq & 0xffffffffn));
+    await this.setReg(0x34, Number(acq >> 32n));
     await this.setReg(0x14, (6 << 16) | (4 << 20) | 1);
     await this.waitReg(0x1c, 1, 1);
     this.queues.set(0, { qid: 0, sq: Layout.ADMIN_SQ, cq: Layout.ADMIN_CQ, tail: 0, head: 0, phase: 1 });

@@ -334,6 +334,32 @@ describe('NVMe controller (I/O)', () => {
   }
 });
 
+describe('NVMe controller (guest memory remapped)', () => {
+  beforeEach(async () => {
+    dir = tempDir('nvme-');
+    host = await startHost(true);
+  });
+  afterEach(async () => {
+    await host.stop();
+    dir.remove();
+  });
+
+  it('keeps working after the client unmaps and maps its memory again', async () => {
+    await host.enable();
+    await host.createIoQueues();
+    expectOk(await host.enableShadowDoorbells());
+    expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+    await host.client.dmaUnmap(GPA, BigInt(host.mem.length));
+    await host.client.dmaMap({ addr: GPA, backing: host.guestMemory! });
+    const data = randomBytes(4096);
+    host.mem.set(data, Layout.DATA);
+    expectOk(await host.io(host.rw(1, 1, 8, 8, gpa(Layout.DATA))));
+    expectOk(await host.io(host.rw(2, 1, 8, 8, gpa(Layout.DATA2))));
+    expect(Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 4096)).equals(data)).toBe(true);
+    expectOk((await host.identify(1)).cqe);
+  });
+});
+
 describe('NVMe controller (shadow doorbells)', () => {
   beforeEach(async () => {
     dir = tempDir('nvme-');
@@ -387,6 +413,23 @@ describe('NVMe controller (interrupts)', () => {
     const v0 = host.client.waitForIrq(PciIrq.MSIX, 0);
     expectOk((await host.identify(1)).cqe);
     await v0;
+  });
+
+  it('coalesces I/O completions into one interrupt per threshold + 1 (feature 08h)', async () => {
+    await host.enable();
+    await host.createIoQueues();
+    expectOk(await host.admin({ opcode: 0x09, cdw10: 0x08, cdw11: 3 })); // 4 completions, no time limit
+    const before = host.client.irqCount(PciIrq.MSIX, 1);
+    for (let i = 0; i < 3; i++) expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+    const fired = host.client.waitForIrq(PciIrq.MSIX, 1);
+    expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+    await fired;
+    expect(host.client.irqCount(PciIrq.MSIX, 1) - before).toBe(1);
+    // Vector 1 with coalescing disabled: every completion interrupts again.
+    expectOk(await host.admin({ opcode: 0x09, cdw10: 0x09, cdw11: (1 << 16) | 1 }));
+    const again = host.client.waitForIrq(PciIrq.MSIX, 1);
+    expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+    await again;
   });
 
   it('falls back to INTx when MSI-X is off, and INTMS/INTMC mask it', async () => {

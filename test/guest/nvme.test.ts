@@ -46,6 +46,7 @@ function writeScript(cpus: number): string {
     lines.push(`cmp /pattern.bin /tmp/back${cpu} && echo "RESULT readback${cpu}=ok"`);
   }
   lines.push('grep nvme0q /proc/interrupts');
+  lines.push('if dmesg | grep -q "unable to set dbbuf"; then echo "RESULT dbbuf=off"; else echo "RESULT dbbuf=on"; fi');
   return lines.join('\n');
 }
 
@@ -117,6 +118,7 @@ describe('NVMe controller under the Linux nvme driver', () => {
       timeoutMs: 150_000,
     });
     expectOk(r, ['readback0', 'readback1']);
+    expect(r.results.dbbuf, 'Linux uses shadow doorbells on shared guest RAM').toBe('on');
     expect(md5(fileBytes(image, OFFSET, PATTERN.length))).toBe(md5(PATTERN));
     // One I/O queue per vCPU, each used.
     const stats = ctrl.queueStats();
@@ -157,6 +159,7 @@ describe('NVMe controller under the Linux nvme driver', () => {
       timeoutMs: 150_000,
     });
     expectOk(r, ['readback0', 'readback1']);
+    expect(r.results.dbbuf, 'shadow doorbells are refused without fd-backed RAM').toBe('off');
     expect(md5(readFileSync(image).subarray(OFFSET, OFFSET + PATTERN.length))).toBe(md5(PATTERN));
     expect(ctrl.queueStats().filter((s) => s.sqid > 0 && s.fetched > 0).length).toBeGreaterThanOrEqual(2);
     await stop();

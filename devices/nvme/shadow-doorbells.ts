@@ -1,0 +1,71 @@
+/**
+ * Shadow doorbells with EventIdx (Doorbell Buffer Config, NVMe 1.3): the
+ * driver writes new SQ tails / CQ heads into a page of guest memory and only
+ * rings the MMIO doorbell when the value passes the EventIdx we publish in a
+ * second page. Slots follow the doorbell layout: SQ y at 2y, CQ y at 2y+1.
+ *
+ * Only fd-backed pages are accepted (reading them by DMA message would cost
+ * more than the doorbell writes it saves). Stores are sequentially consistent
+ * (Atomics), so an EventIdx store is ordered before our next shadow load; the
+ * driver does the mirror image with mb().
+ */
+import { PAGE_SIZE } from './constants.js';
+import type { NvmeDma } from './host.js';
+
+export const sqSlot = (qid: number): number => 2 * qid;
+export const cqSlot = (qid: number): number => 2 * qid + 1;
+
+export class ShadowDoorbells {
+  private pages: { dbs?: Int32Array; eis?: Int32Array } = {};
+  private lost = false;
+
+  private constructor(private readonly dma: NvmeDma, private readonly dbs: bigint, private readonly eis: bigint) {}
+
+  /** Both pages page-aligned and in fd-backed guest memory, or undefined. */
+  static open(dma: NvmeDma, dbs: bigint, eis: bigint): ShadowDoorbells | undefined {
+    const mask = BigInt(PAGE_SIZE - 1);
+    if ((dbs & mask) !== 0n || (eis & mask) !== 0n || dbs === 0n || eis === 0n) return undefined;
+    const s = new ShadowDoorbells(dma, dbs, eis);
+    return s.page('dbs') && s.page('eis') ? s : undefined;
+  }
+
+  /** False once a page went away (guest memory unmapped): the controller falls back to MMIO doorbells. */
+  get usable(): boolean {
+    return !this.lost;
+  }
+
+  /** The page as dwords (cached; re-resolved when its mapping went away: a detached view has length 0). */
+  private page(which: 'dbs' | 'eis'): Int32Array | undefined {
+    if (this.lost) return undefined;
+    const cached = this.pages[which];
+    if (cached && cached.length !== 0) return cached;
+    let view: Uint8Array | undefined;
+    try {
+      view = this.dma.view(which === 'dbs' ? this.dbs : this.eis, PAGE_SIZE);
+    } catch {
+      view = undefined;
+    }
+    if (!view) {
+      this.lost = true;
+      return undefined;
+    }
+    return (this.pages[which] = new Int32Array(view.buffer, view.byteOffset, PAGE_SIZE / 4));
+  }
+
+  /** The shadow doorbell value in `slot`. */
+  read(slot: number): number | undefined {
+    const p = this.page('dbs');
+    return p ? Atomics.load(p, slot) >>> 0 : undefined;
+  }
+
+  write(slot: number, value: number): void {
+    const p = this.page('dbs');
+    if (p) Atomics.store(p, slot, value | 0);
+  }
+
+  /** Publish EventIdx for `slot` (sequentially consistent). */
+  setEventIdx(slot: number, value: number): void {
+    const p = this.page('eis');
+    if (p) Atomics.store(p, slot, value | 0);
+  }
+}
