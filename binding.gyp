@@ -13,6 +13,7 @@
         "native/src/poll_handle.cc",
         "native/src/send_queue.cc",
         "native/src/sockets.cc",
+        "native/src/sync_io.cc",
         "native/src/watcher.cc"
       ],
       "include_dirs": [ "<!(node -p \"require('node-addon-api').include_dir\")" ],

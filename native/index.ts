@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { withReceiveWindow } from './receive-window.js';
+import { withChannelWindows } from './channel-windows.js';
 
 /** A connected vfio-user stream, polled on this thread's libuv loop. */
 export interface NativeChannel {
@@ -19,8 +19,9 @@ export interface NativeChannel {
    * close them after this returns) ride as SCM_RIGHTS on the message's first
    * byte. Never blocks: what the socket does not take now is sent when it is
    * writable. Throws an Error with `.code` (e.g. 'EPIPE') if the channel is closed.
+   * Returns the bytes still queued after this call (pendingBytes: 0 when the kernel took everything).
    */
-  send(message: Uint8Array, fds?: readonly number[]): void;
+  send(message: Uint8Array, fds?: readonly number[]): number;
   /** Stop polling and close the socket; fds received but not yet delivered are closed. Idempotent; onClose is not called. */
   close(): void;
   /** True once close() was called or onClose was delivered (the socket is then closed). */
@@ -143,6 +144,23 @@ export interface NativeBinding {
   closeFd(fd: number): void;
   /** dup(2) with CLOEXEC. */
   dupFd(fd: number): number;
+
+  /**
+   * One preadv2(fd, views, position, RWF_NOWAIT) on the calling thread: reads
+   * only what is already in the page cache and never blocks. Returns the bytes
+   * read (possibly short: continue from there; 0 at EOF), NOWAIT_WOULD_BLOCK (-1)
+   * when nothing was cached (EAGAIN: use an async read), or NOWAIT_UNSUPPORTED
+   * (-2) when the fd or kernel cannot do RWF_NOWAIT (EOPNOTSUPP/EINVAL: stop
+   * trying on this fd). Views are written synchronously, so any ArrayBufferView
+   * (including views of a NativeMapping) is safe; at most IOV_MAX (1024) views.
+   * Throws a TypeError/RangeError for bad arguments, an errno Error (EBADF, EFAULT...) otherwise.
+   */
+  preadvNowait(fd: number, views: readonly ArrayBufferView[], position: number): number;
+  /**
+   * pwritev2(fd, views, position, RWF_NOWAIT): like preadvNowait for writes. Buffered writes
+   * on many file systems (ext4) do not support it: expect NOWAIT_UNSUPPORTED there.
+   */
+  pwritevNowait(fd: number, views: readonly ArrayBufferView[], position: number): number;
 }
 
 function findPackageRoot(start: string): string {
@@ -168,5 +186,10 @@ function load(): NativeBinding {
   return createRequire(import.meta.url)(file) as NativeBinding;
 }
 
-/** The addon, with openChannel delivering small messages through a receive window (native/receive-window.ts). */
-export const native: NativeBinding = withReceiveWindow(load());
+/** preadvNowait/pwritevNowait: the data is not in the page cache (EAGAIN). */
+export const NOWAIT_WOULD_BLOCK = -1;
+/** preadvNowait/pwritevNowait: this fd (file system, kernel) does not support RWF_NOWAIT. */
+export const NOWAIT_UNSUPPORTED = -2;
+
+/** The addon, its channels passing small messages through per-channel windows (native/channel-windows.ts). */
+export const native: NativeBinding = withChannelWindows(load());

@@ -450,59 +450,75 @@ export class ControllerCore {
   /** Commands completed and the time they spent inside the controller (fetch to completion), for benchmarks. */
   readonly timing = { commands: 0, nanoseconds: 0n };
 
+  /**
+   * Run one fetched command. A command that finishes synchronously (a read
+   * the page cache serves) completes before this returns: no promise, no
+   * microtask hop; the others complete when their promise settles.
+   */
   private start(sq: SubmissionQueue, cmd: Command): void {
     sq.inflight++;
     this.inflight++;
     const gen = this.generation;
     const t0 = process.hrtime.bigint();
-    let work: Promise<CommandResult | undefined>;
+    let outcome: CommandResult | undefined | Promise<CommandResult | undefined>;
     try {
-      work = sq.id === 0 ? executeAdmin(this, sq, cmd) : executeIo(this, cmd);
+      outcome = sq.id === 0 ? executeAdmin(this, sq, cmd) : executeIo(this, cmd);
     } catch (err) {
-      work = Promise.reject(err);
+      this.settleFailed(gen, sq, cmd, t0, err);
+      return;
     }
-    const finish = (): void => {
-      this.timing.commands++;
-      this.timing.nanoseconds += process.hrtime.bigint() - t0;
-      if (--sq.inflight === 0 && sq.onIdle) {
-        sq.onIdle();
-        sq.onIdle = undefined;
-      }
-      --this.inflight;
-      if (this.stalled.size > 0 && this.inflight < MAX_INFLIGHT / 2) {
-        const resume = [...this.stalled];
-        this.stalled.clear();
-        for (const q of resume) if (!q.fetching && !q.deleted && gen === this.generation) void this.fetch(q);
-      }
-      if (this.inflight === 0) {
-        const waiters = this.idleWaiters;
-        this.idleWaiters = [];
-        for (const w of waiters) w();
-      }
-    };
-    work.then(
-      (res) => {
-        try {
-          if (res) this.complete(gen, sq, cmd.cid, res.status, res.result ?? 0);
-        } finally {
-          finish();
-        }
-      },
-      (err: unknown) => {
-        try {
-          let st: number = Status.INTERNAL_ERROR;
-          if (err instanceof NvmeStatusError) {
-            st = err.status;
-            this.log.debug({ sqid: sq.id, cid: cmd.cid, opcode: cmd.opcode, status: st, reason: err.message }, 'nvme: command failed');
-          } else {
-            this.log.error({ err, sqid: sq.id, opcode: cmd.opcode }, 'nvme: command failed with an internal error');
-          }
-          this.complete(gen, sq, cmd.cid, st, 0);
-        } finally {
-          finish();
-        }
-      },
-    ).catch((err: unknown) => this.fatal('completing a command failed', err));
+    if (!(outcome instanceof Promise)) {
+      this.settle(gen, sq, cmd, t0, outcome);
+      return;
+    }
+    outcome.then(
+      (res) => this.settle(gen, sq, cmd, t0, res),
+      (err: unknown) => this.settleFailed(gen, sq, cmd, t0, err),
+    );
+  }
+
+  /** A command finished: post its completion (unless it answers later itself, like an AER) and account for it. */
+  private settle(gen: number, sq: SubmissionQueue, cmd: Command, t0: bigint, res: CommandResult | undefined): void {
+    try {
+      if (res) this.complete(gen, sq, cmd.cid, res.status, res.result ?? 0);
+    } catch (err) {
+      this.fatal('completing a command failed', err);
+    } finally {
+      this.finish(gen, sq, t0);
+    }
+  }
+
+  /** A command failed: complete it with its NVMe status (Internal Error for anything else). */
+  private settleFailed(gen: number, sq: SubmissionQueue, cmd: Command, t0: bigint, err: unknown): void {
+    let st: number = Status.INTERNAL_ERROR;
+    if (err instanceof NvmeStatusError) {
+      st = err.status;
+      this.log.debug({ sqid: sq.id, cid: cmd.cid, opcode: cmd.opcode, status: st, reason: err.message }, 'nvme: command failed');
+    } else {
+      this.log.error({ err, sqid: sq.id, opcode: cmd.opcode }, 'nvme: command failed with an internal error');
+    }
+    this.settle(gen, sq, cmd, t0, { status: st, result: 0 });
+  }
+
+  /** Bookkeeping after a command: counters, Delete SQ and quiesce waiters, fetches paused at MAX_INFLIGHT. */
+  private finish(gen: number, sq: SubmissionQueue, t0: bigint): void {
+    this.timing.commands++;
+    this.timing.nanoseconds += process.hrtime.bigint() - t0;
+    if (--sq.inflight === 0 && sq.onIdle) {
+      sq.onIdle();
+      sq.onIdle = undefined;
+    }
+    --this.inflight;
+    if (this.stalled.size > 0 && this.inflight < MAX_INFLIGHT / 2) {
+      const resume = [...this.stalled];
+      this.stalled.clear();
+      for (const q of resume) if (!q.fetching && !q.deleted && gen === this.generation) void this.fetch(q);
+    }
+    if (this.inflight === 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
   }
 
   /** Post a completion for a command of `sq` (dropped if the controller was reset since it started). */

@@ -8,7 +8,7 @@ import { IoOp, MAX_TRANSFER, Status } from './constants.js';
 import type { ControllerCore } from './core.js';
 import { NvmeStatusError } from './host.js';
 import type { Namespace } from './namespace.js';
-import { copyFromGuest, copyToGuest, prpSegments } from './prp.js';
+import { copyFromGuest, copyToGuest, prpSegments, prpSegmentsSync } from './prp.js';
 import type { Command, CommandResult } from './queues.js';
 
 const OK: CommandResult = { status: Status.SUCCESS };
@@ -30,11 +30,15 @@ function lbaRange(ns: Namespace, cmd: Command): { position: number; length: numb
   return { position: slba * ns.lbaSize, length: blocks * ns.lbaSize, blocks };
 }
 
-/** Run one I/O command (may throw NvmeStatusError synchronously for bad fields). */
-export function executeIo(core: ControllerCore, cmd: Command): Promise<CommandResult> {
+/**
+ * Run one I/O command: a result when it finished synchronously (a read the
+ * page cache could serve), else a promise. May throw NvmeStatusError
+ * synchronously for bad fields.
+ */
+export function executeIo(core: ControllerCore, cmd: Command): CommandResult | Promise<CommandResult> {
   if (cmd.fuse !== 0) fail(Status.INVALID_FIELD, 'fused commands are not supported');
   switch (cmd.opcode) {
-    case IoOp.READ: return readCmd(core, cmd);
+    case IoOp.READ: return readNow(core, cmd) ?? readCmd(core, cmd);
     case IoOp.WRITE: return writeCmd(core, cmd);
     case IoOp.FLUSH: return flushCmd(core, cmd);
     case IoOp.WRITE_ZEROES: return writeZeroes(core, cmd);
@@ -47,6 +51,33 @@ export function executeIo(core: ControllerCore, cmd: Command): Promise<CommandRe
 function checkTransfer(cmd: Command, length: number): void {
   if (cmd.psdt !== 0) fail(Status.INVALID_FIELD, 'SGLs are not supported');
   if (length > MAX_TRANSFER) fail(Status.INVALID_FIELD, `transfer of ${length} bytes exceeds MDTS`);
+}
+
+/**
+ * The fast path of Read: fd-backed guest memory, PRP lists readable in place
+ * and data in the page cache (or a memory namespace): done before returning,
+ * no promise, no thread pool. Undefined when any of that fails (readCmd then
+ * does the whole command; a partial cache read here is simply redone).
+ */
+function readNow(core: ControllerCore, cmd: Command): CommandResult | undefined {
+  const ns = namespaceOf(core, cmd);
+  const { position, length, blocks } = lbaRange(ns, cmd);
+  checkTransfer(cmd, length);
+  const dma = core.host.dma;
+  const segments = prpSegmentsSync(dma, cmd.prp1, cmd.prp2, length);
+  if (!segments) return undefined;
+  const pinned = dma.pin?.(segments);
+  if (!pinned) return undefined;
+  let done: boolean;
+  try {
+    done = ns.readvNow(position, pinned.views);
+  } finally {
+    pinned.release();
+  }
+  if (!done) return undefined;
+  core.health.readCommands++;
+  core.health.blocksRead += BigInt(blocks << (ns.lbaShift - 9));
+  return OK;
 }
 
 async function readCmd(core: ControllerCore, cmd: Command): Promise<CommandResult> {

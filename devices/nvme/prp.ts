@@ -25,30 +25,23 @@ function pushSegment(out: Segment[], addr: bigint, length: number): void {
   else out.push({ addr, length });
 }
 
-async function readList(dma: NvmeDma, addr: bigint, count: number): Promise<DataView> {
-  try {
-    const view = dma.view(addr, count * 8);
-    const bytes = view ? view.slice() : await dma.read(addr, count * 8);
-    return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  } catch (err) {
-    throw new NvmeStatusError(Status.DATA_TRANSFER_ERROR, `PRP list at 0x${addr.toString(16)} unreadable: ${(err as Error).message}`);
-  }
+/** A PRP list read the walker needs: `count` 8-byte entries at `addr`. */
+interface ListRequest {
+  addr: bigint;
+  count: number;
+}
+
+function listError(addr: bigint, err: unknown): NvmeStatusError {
+  return new NvmeStatusError(Status.DATA_TRANSFER_ERROR, `PRP list at 0x${addr.toString(16)} unreadable: ${(err as Error).message}`);
 }
 
 /**
- * The segments PRP1/PRP2 describe for a transfer of `length` bytes
- * (contiguous pages merged). Resolves without reading guest memory when no
- * PRP list is needed.
+ * The PRP walk itself, independent of how list pages are read: it yields
+ * each list read it needs and is resumed with the entries (every entry is
+ * read exactly once, so a guest changing the list meanwhile cannot make two
+ * reads disagree). Returns the segments, contiguous pages merged.
  */
-export function prpSegments(dma: NvmeDma, prp1: bigint, prp2: bigint, length: number): Promise<Segment[]> {
-  // Fast path: the data fits in PRP1's page.
-  if (length > 0 && (prp1 & 3n) === 0n && length <= PAGE_SIZE - Number(prp1 & PAGE_MASK)) {
-    return Promise.resolve([{ addr: prp1, length }]);
-  }
-  return prpSegmentsSlow(dma, prp1, prp2, length);
-}
-
-async function prpSegmentsSlow(dma: NvmeDma, prp1: bigint, prp2: bigint, length: number): Promise<Segment[]> {
+function* walkPrps(prp1: bigint, prp2: bigint, length: number): Generator<ListRequest, Segment[], DataView> {
   const out: Segment[] = [];
   if (length === 0) return out;
   if ((prp1 & 3n) !== 0n) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, 'PRP1 not dword aligned');
@@ -69,7 +62,7 @@ async function prpSegmentsSlow(dma: NvmeDma, prp1: bigint, prp2: bigint, length:
     const inPage = ENTRIES_PER_PAGE - Number((list & PAGE_MASK) / 8n);
     const needed = Math.ceil(left / PAGE_SIZE);
     const count = needed <= inPage ? needed : inPage;
-    const entries = await readList(dma, list, count);
+    const entries = yield { addr: list, count };
     const dataEntries = needed <= inPage ? count : count - 1;
     for (let i = 0; i < dataEntries; i++) {
       const addr = entries.getBigUint64(i * 8, true);
@@ -86,6 +79,62 @@ async function prpSegmentsSlow(dma: NvmeDma, prp1: bigint, prp2: bigint, length:
     }
   }
   return out;
+}
+
+/** The data fits in PRP1's page (the common 4 KiB case): no walk, no list. */
+function singlePage(prp1: bigint, length: number): boolean {
+  return length > 0 && (prp1 & 3n) === 0n && length <= PAGE_SIZE - Number(prp1 & PAGE_MASK);
+}
+
+/**
+ * The segments PRP1/PRP2 describe for a transfer of `length` bytes
+ * (contiguous pages merged). Resolves without reading guest memory when no
+ * PRP list is needed.
+ */
+export function prpSegments(dma: NvmeDma, prp1: bigint, prp2: bigint, length: number): Promise<Segment[]> {
+  if (singlePage(prp1, length)) return Promise.resolve([{ addr: prp1, length }]);
+  return prpSegmentsAsync(dma, prp1, prp2, length);
+}
+
+async function prpSegmentsAsync(dma: NvmeDma, prp1: bigint, prp2: bigint, length: number): Promise<Segment[]> {
+  const walk = walkPrps(prp1, prp2, length);
+  let step = walk.next();
+  while (!step.done) {
+    const { addr, count } = step.value;
+    let entries: DataView;
+    try {
+      const view = dma.view(addr, count * 8);
+      const bytes = view ?? (await dma.read(addr, count * 8));
+      entries = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch (err) {
+      throw listError(addr, err);
+    }
+    step = walk.next(entries);
+  }
+  return step.value;
+}
+
+/**
+ * prpSegments without waiting: the segments when every PRP list page lies in
+ * fd-backed guest memory (read in place), undefined when a list must be read
+ * by message (then use prpSegments). Throws NvmeStatusError like prpSegments.
+ */
+export function prpSegmentsSync(dma: NvmeDma, prp1: bigint, prp2: bigint, length: number): Segment[] | undefined {
+  if (singlePage(prp1, length)) return [{ addr: prp1, length }];
+  const walk = walkPrps(prp1, prp2, length);
+  let step = walk.next();
+  while (!step.done) {
+    const { addr, count } = step.value;
+    let view: Uint8Array | undefined;
+    try {
+      view = dma.view(addr, count * 8);
+    } catch (err) {
+      throw listError(addr, err);
+    }
+    if (!view) return undefined;
+    step = walk.next(new DataView(view.buffer, view.byteOffset, view.byteLength));
+  }
+  return step.value;
 }
 
 function transferError(seg: Segment, err: unknown): NvmeStatusError {

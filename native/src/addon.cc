@@ -10,6 +10,7 @@
 #include "fd_ops.h"
 #include "mapping.h"
 #include "sockets.h"
+#include "sync_io.h"
 #include "watcher.h"
 
 namespace vfio_native {
@@ -45,6 +46,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("PROT_WRITE", Napi::Number::New(env, PROT_WRITE));
   InitSockets(env, exports);
   InitFdOps(env, exports);
+  InitSyncIo(env, exports);
   exports.Set("watchListener", Napi::Function::New(env, Watcher::WatchListener, "watchListener"));
   exports.Set("watchReadable", Napi::Function::New(env, Watcher::WatchReadable, "watchReadable"));
   exports.Set("openChannel", Napi::Function::New(env, Channel::Open, "openChannel"));

@@ -34,10 +34,12 @@ Napi::Function Channel::Define(Napi::Env env) {
   return DefineClass(env, "Channel",
                      {
                          InstanceMethod<&Channel::Send>("send"),
+                         InstanceMethod<&Channel::SendFromWindow>("sendFromWindow"),
                          InstanceMethod<&Channel::Close>("close"),
                          InstanceAccessor<&Channel::PendingBytes>("pendingBytes"),
                          InstanceAccessor<&Channel::Fd>("fd"),
                          InstanceAccessor<&Channel::Closed>("closed"),
+
                      });
 }
 
@@ -59,6 +61,10 @@ Napi::Value Channel::Open(const Napi::CallbackInfo& info) {
   Napi::Value window = options.Get("receiveWindow");
   if (!window.IsUndefined() && (!window.IsArrayBuffer() || window.As<Napi::ArrayBuffer>().ByteLength() < kHeaderSize)) {
     throw Napi::TypeError::New(env, "options.receiveWindow must be an ArrayBuffer of at least 16 bytes");
+  }
+  Napi::Value send_window = options.Get("sendWindow");
+  if (!send_window.IsUndefined() && (!send_window.IsArrayBuffer() || send_window.As<Napi::ArrayBuffer>().ByteLength() == 0)) {
+    throw Napi::TypeError::New(env, "options.sendWindow must be a non-empty ArrayBuffer");
   }
   Napi::Function on_message = ArgFunction(info, 2, "onMessage");
   Napi::Function on_close = ArgFunction(info, 3, "onClose");
@@ -97,6 +103,12 @@ Napi::Value Channel::Open(const Napi::CallbackInfo& info) {
     self->window_ = static_cast<uint8_t*>(ab.Data());
     self->window_len_ = ab.ByteLength();
   }
+  if (!send_window.IsUndefined()) {
+    Napi::ArrayBuffer ab = send_window.As<Napi::ArrayBuffer>();
+    self->send_window_ref_ = Napi::Persistent(ab);
+    self->send_window_ = static_cast<uint8_t*>(ab.Data());
+    self->send_window_len_ = ab.ByteLength();
+  }
   self->on_message_ = Napi::Persistent(on_message);
   self->on_close_ = Napi::Persistent(on_close);
   self->context_ = std::make_unique<Napi::AsyncContext>(env, "VfioUserChannel", obj);
@@ -110,20 +122,31 @@ Napi::Value Channel::Open(const Napi::CallbackInfo& info) {
 // ---- JS members -------------------------------------------------------------
 
 Napi::Value Channel::Send(const Napi::CallbackInfo& info) {
+  return SendBytes(info, ArgBytes(info, 0, "message"));
+}
+
+Napi::Value Channel::SendFromWindow(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Bytes bytes = ArgBytes(info, 0, "message");
+  if (closed_) ThrowErrno(env, EPIPE, "send", "channel is closed");
+  if (send_window_ == nullptr) throw Napi::TypeError::New(env, "this channel has no send window");
+  size_t length = static_cast<size_t>(ToUint(env, info[0], "length", 0, send_window_len_));
+  return SendBytes(info, Bytes{send_window_, length});
+}
+
+Napi::Value Channel::SendBytes(const Napi::CallbackInfo& info, Bytes bytes) {
+  Napi::Env env = info.Env();
   std::vector<int> fds = ArgFdArray(info, 1, "fds", kMaxFdsLimit);
   if (closed_) ThrowErrno(env, EPIPE, "send", "channel is closed");
   if (bytes.length == 0) {
     if (!fds.empty()) ThrowErrno(env, EINVAL, "send", "fds need at least one byte to ride on");
-    return env.Undefined();
+    return Napi::Number::New(env, static_cast<double>(queue_.pending_bytes()));
   }
   size_t sent = 0;
   if (queue_.empty()) {
     struct iovec iov = {const_cast<uint8_t*>(bytes.data), bytes.length};
     ssize_t n = SendWithFds(fd_, &iov, 1, fds.data(), fds.size());
     if (n < 0 && n != -EAGAIN && n != -EWOULDBLOCK) ThrowErrno(env, static_cast<int>(-n), "sendmsg");
-    if (n == static_cast<ssize_t>(bytes.length)) return env.Undefined();
+    if (n == static_cast<ssize_t>(bytes.length)) return Napi::Number::New(env, 0);
     if (n > 0) {
       sent = static_cast<size_t>(n);
       fds.clear();  // they went with the first chunk
@@ -143,7 +166,7 @@ Napi::Value Channel::Send(const Napi::CallbackInfo& info) {
   }
   queue_.Push(bytes.data + sent, bytes.length - sent, std::move(owned));
   UpdatePoll();
-  return env.Undefined();
+  return Napi::Number::New(env, static_cast<double>(queue_.pending_bytes()));
 }
 
 Napi::Value Channel::Close(const Napi::CallbackInfo& info) {
@@ -198,6 +221,9 @@ void Channel::Shutdown() {
   window_ref_.Reset();
   window_ = nullptr;
   window_len_ = 0;
+  send_window_ref_.Reset();
+  send_window_ = nullptr;
+  send_window_len_ = 0;
   if (referenced_) {
     referenced_ = false;
     Unref();
@@ -359,11 +385,13 @@ void Channel::ReadAvailable() {
       Fail(Reason(EFAULT, "peer sent more than " + std::to_string(max_fds_) + " fds for one message"));
       return;
     }
-#ifdef VFU_REREAD
+    // A short read drained the socket; the level-triggered poll reports more.
+    // Except: if it completed a message, its handler has most likely answered,
+    // and a peer on the same CPU (woken by that reply) has often sent its next
+    // request already. Reading again picks that up without a trip through the
+    // event loop (epoll_wait and a loop turn); if nothing is there it costs one
+    // recvmsg (EAGAIN). kMaxReadsPerWake still bounds the loop.
     if (static_cast<size_t>(n) < room && delivered_ == delivered_before) return;
-#else
-    if (static_cast<size_t>(n) < room) return;  // drained; the level-triggered poll reports more
-#endif
   }
 }
 

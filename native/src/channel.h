@@ -10,6 +10,11 @@
 // length (a number); the JS side copies it out before anything else runs. That
 // saves the native Buffer creation (ArrayBuffer + SetPrototype) per message,
 // the costliest part of a small round trip. fds are then `undefined` if none.
+// Likewise the optional `sendWindow`: sendFromWindow(length, fds) sends the
+// window's first `length` bytes (the JS side copied the message there), which
+// spares V8 materializing the ArrayBuffer of a small on-heap Uint8Array (and
+// the typed-array checks). send() and sendFromWindow() return the bytes still
+// queued (0 when the kernel took everything).
 #pragma once
 #include <napi.h>
 
@@ -19,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "args.h"
 #include "poll_handle.h"
 #include "send_queue.h"
 
@@ -43,6 +49,10 @@ class Channel : public Napi::ObjectWrap<Channel> {
 
   // JS-facing members.
   Napi::Value Send(const Napi::CallbackInfo& info);
+  /** sendFromWindow(length, fds?): send the first `length` bytes of the send window. */
+  Napi::Value SendFromWindow(const Napi::CallbackInfo& info);
+  /** send() after its message argument: fds are info[1]; returns the bytes still queued. */
+  Napi::Value SendBytes(const Napi::CallbackInfo& info, Bytes bytes);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value PendingBytes(const Napi::CallbackInfo& info);
   Napi::Value Fd(const Napi::CallbackInfo& info);
@@ -102,6 +112,10 @@ class Channel : public Napi::ObjectWrap<Channel> {
   Napi::Reference<Napi::ArrayBuffer> window_ref_;
   uint8_t* window_ = nullptr;
   size_t window_len_ = 0;
+  // Optional send window, likewise.
+  Napi::Reference<Napi::ArrayBuffer> send_window_ref_;
+  uint8_t* send_window_ = nullptr;
+  size_t send_window_len_ = 0;
   Napi::Object recv_;  // valid during OnPoll only
 };
 

@@ -172,6 +172,12 @@ export class Connection {
       }
       return;
     }
+    if (!this.#running && this.#head === this.#queue.length) {
+      // Idle: handle it right away (the common case; no queue, and no microtask
+      // hop unless the handler goes async).
+      this.#runFirst({ header, message, fds });
+      return;
+    }
     this.#queue.push({ header, message, fds });
     this.#queuedBytes += message.byteLength;
     if (this.#queue.length - this.#head > MAX_QUEUED_REQUESTS || this.#queuedBytes > MAX_QUEUED_BYTES) {
@@ -180,6 +186,28 @@ export class Connection {
       return;
     }
     if (!this.#running) this.#pump();
+  }
+
+  /** Handle `item` while idle with an empty queue; what arrives meanwhile queues behind it. */
+  #runFirst(item: Queued): void {
+    this.#running = true;
+    const pending = this.#process(item);
+    if (pending) {
+      void pending.then(() => this.#pump());
+      return;
+    }
+    if (this.#head < this.#queue.length) {
+      this.#pump(); // a handler's side effect queued more (not on the socket path)
+      return;
+    }
+    this.#running = false;
+    if (this.#idleWaiters.length > 0) this.#notifyIdle();
+  }
+
+  #notifyIdle(): void {
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const w of waiters) w();
   }
 
   /** Process queued requests in order; synchronous handlers complete without a microtask hop. */
@@ -200,14 +228,12 @@ export class Connection {
         return;
       }
     }
-    if (this.#head === this.#queue.length) {
+    if (this.#head === this.#queue.length && this.#head > 0) {
       this.#queue = [];
       this.#head = 0;
     }
     this.#running = false;
-    const waiters = this.#idleWaiters;
-    this.#idleWaiters = [];
-    for (const w of waiters) w();
+    if (this.#idleWaiters.length > 0) this.#notifyIdle();
   }
 
   /** Handle one request. Never throws; returns a promise only when a handler went async. */
@@ -323,13 +349,12 @@ export class Connection {
 
   #send(message: Uint8Array, fds?: readonly number[]): boolean {
     if (this.log.isLevelEnabled('trace')) this.log.trace({ hex: hexDump(message), fds: fds?.length }, 'send');
-    const ok = this.#channel.send(message, fds);
-    const backlog = this.#channel.pendingBytes;
+    const backlog = this.#channel.send(message, fds);
     if (backlog > (this.#options.maxPendingBytes ?? MAX_PENDING_BYTES) && this.#state !== 'closing' && this.#state !== 'closed') {
       this.log.warn({ pendingBytes: backlog }, 'the client does not read its replies: dropping it');
       void this.#teardown('client does not read its replies');
     }
-    return ok;
+    return backlog >= 0;
   }
 
   #replyError(header: MessageHeader, errno: number): void {

@@ -4,9 +4,9 @@
  * request addr u64 @0, count u64 @8 [, data @16 for WRITE];
  * READ reply: addr, count, data @16; WRITE reply: addr, count (32-byte message).
  */
-import { Command } from './constants.js';
+import { Command, commandName } from './constants.js';
 import { ProtocolError } from './errors.js';
-import { newReply, newRequest, requirePayload } from './header.js';
+import { newReply, newRequest, requirePayload, type NewMessage } from './header.js';
 
 export const DMA_ACCESS_SIZE = 16;
 
@@ -33,38 +33,42 @@ export function decodeDmaReadRequest(msg: Uint8Array): DmaAccess {
   return { addr: dv.getBigUint64(16, true), count: dv.getBigUint64(24, true) };
 }
 
-export function encodeDmaReadReply(id: number, addr: bigint, data: Uint8Array): Uint8Array {
-  const m = newReply(id, Command.DMA_READ, DMA_ACCESS_SIZE + data.byteLength);
+/** Fill a message made for `data`: addr, count = data.length, then the data. */
+function withData(m: NewMessage, addr: bigint, data: Uint8Array): Uint8Array {
   m.view.setBigUint64(16, addr, true);
   m.view.setBigUint64(24, BigInt(data.byteLength), true);
   m.bytes.set(data, 32);
   return m.bytes;
+}
+
+/** addr, count and the data after them; EINVAL if shorter than 16 bytes or the data length is not count. */
+function decodeWithData(msg: Uint8Array, what: number | string): DmaAccessWithData {
+  const dv = requirePayload(msg, DMA_ACCESS_SIZE, what);
+  const count = dv.getBigUint64(24, true);
+  const data = msg.subarray(32);
+  if (BigInt(data.byteLength) !== count) {
+    const name = typeof what === 'number' ? commandName(what) : what;
+    throw ProtocolError.invalid(`${name}: count ${count} but ${data.byteLength} bytes`);
+  }
+  return { addr: dv.getBigUint64(16, true), count, data };
+}
+
+export function encodeDmaReadReply(id: number, addr: bigint, data: Uint8Array): Uint8Array {
+  return withData(newReply(id, Command.DMA_READ, DMA_ACCESS_SIZE + data.byteLength), addr, data);
 }
 
 /** EINVAL if shorter than 16 bytes or the data length is not count. */
 export function decodeDmaReadReply(msg: Uint8Array): DmaAccessWithData {
-  const dv = requirePayload(msg, DMA_ACCESS_SIZE, 'DMA_READ reply');
-  const count = dv.getBigUint64(24, true);
-  const data = msg.subarray(32);
-  if (BigInt(data.byteLength) !== count) throw ProtocolError.invalid(`DMA_READ reply: count ${count} but ${data.byteLength} bytes`);
-  return { addr: dv.getBigUint64(16, true), count, data };
+  return decodeWithData(msg, 'DMA_READ reply');
 }
 
 export function encodeDmaWriteRequest(id: number, addr: bigint, data: Uint8Array): Uint8Array {
-  const m = newRequest(id, Command.DMA_WRITE, DMA_ACCESS_SIZE + data.byteLength);
-  m.view.setBigUint64(16, addr, true);
-  m.view.setBigUint64(24, BigInt(data.byteLength), true);
-  m.bytes.set(data, 32);
-  return m.bytes;
+  return withData(newRequest(id, Command.DMA_WRITE, DMA_ACCESS_SIZE + data.byteLength), addr, data);
 }
 
 /** EINVAL if shorter than 16 bytes or the data length is not count. */
 export function decodeDmaWriteRequest(msg: Uint8Array): DmaAccessWithData {
-  const dv = requirePayload(msg, DMA_ACCESS_SIZE, Command.DMA_WRITE);
-  const count = dv.getBigUint64(24, true);
-  const data = msg.subarray(32);
-  if (BigInt(data.byteLength) !== count) throw ProtocolError.invalid(`DMA_WRITE: count ${count} but ${data.byteLength} bytes`);
-  return { addr: dv.getBigUint64(16, true), count, data };
+  return decodeWithData(msg, Command.DMA_WRITE);
 }
 
 export function encodeDmaWriteReply(id: number, addr: bigint, count: number): Uint8Array {

@@ -6,13 +6,10 @@
  * DMA_UNMAP request: argsz u32 @0, flags u32 @4, addr u64 @8, size u64 @16 [+ bitmap {pgsize u64, size u64, data}
  * when GET_DIRTY_BITMAP]; reply: the same struct echoed.
  */
-import { Command, DmaUnmapFlag } from './constants.js';
-import { newReply, newRequest, requirePayload } from './header.js';
+import { Command, DmaUnmapFlag, HEADER_SIZE } from './constants.js';
+import { dataView, newReply, newRequest } from './header.js';
 import { ProtocolError } from './errors.js';
-
-export const DMA_MAP_SIZE = 32;
-export const DMA_UNMAP_SIZE = 24;
-export const DMA_BITMAP_SIZE = 16;
+import { defineStruct } from './struct.js';
 
 export interface DmaMapMessage {
   argsz: number;
@@ -42,41 +39,36 @@ export interface DmaUnmapMessage {
   bitmap?: DmaBitmap;
 }
 
+const DMA_MAP = defineStruct<DmaMapMessage>({ argsz: 'u32', flags: 'u32', offset: 'u64', addr: 'u64', size: 'u64' });
+/** DMA_UNMAP without the optional bitmap. */
+const DMA_UNMAP = defineStruct<Omit<DmaUnmapMessage, 'bitmap'>>({ argsz: 'u32', flags: 'u32', addr: 'u64', size: 'u64' });
+/** The bitmap struct's fixed part (its bytes follow it). */
+const DMA_BITMAP = defineStruct<Omit<DmaBitmap, 'data'>>({ pgsize: 'u64', size: 'u64' });
+
+export const DMA_MAP_SIZE = DMA_MAP.size;
+export const DMA_UNMAP_SIZE = DMA_UNMAP.size;
+export const DMA_BITMAP_SIZE = DMA_BITMAP.size;
+
 export function encodeDmaMapRequest(id: number, m: Omit<DmaMapMessage, 'argsz'> & { argsz?: number }): Uint8Array {
-  const { bytes, view } = newRequest(id, Command.DMA_MAP, DMA_MAP_SIZE);
-  view.setUint32(16, m.argsz ?? DMA_MAP_SIZE, true);
-  view.setUint32(20, m.flags, true);
-  view.setBigUint64(24, m.offset, true);
-  view.setBigUint64(32, m.addr, true);
-  view.setBigUint64(40, m.size, true);
-  return bytes;
+  return DMA_MAP.encodeInto(newRequest(id, Command.DMA_MAP, DMA_MAP_SIZE), { ...m, argsz: m.argsz ?? DMA_MAP_SIZE });
 }
 
 /** EINVAL if the payload is shorter than 32 bytes. argsz and flags are checked by the caller. */
 export function decodeDmaMapRequest(msg: Uint8Array): DmaMapMessage {
-  const dv = requirePayload(msg, DMA_MAP_SIZE, Command.DMA_MAP);
-  return {
-    argsz: dv.getUint32(16, true),
-    flags: dv.getUint32(20, true),
-    offset: dv.getBigUint64(24, true),
-    addr: dv.getBigUint64(32, true),
-    size: dv.getBigUint64(40, true),
-  };
+  return DMA_MAP.decode(msg, Command.DMA_MAP);
 }
 
 function unmapPayloadSize(m: DmaUnmapMessage): number {
   return DMA_UNMAP_SIZE + (m.bitmap ? DMA_BITMAP_SIZE + (m.bitmap.data?.byteLength ?? 0) : 0);
 }
 
+const BITMAP_AT = HEADER_SIZE + DMA_UNMAP_SIZE;
+
 function writeUnmap(view: DataView, bytes: Uint8Array, m: DmaUnmapMessage): void {
-  view.setUint32(16, m.argsz, true);
-  view.setUint32(20, m.flags, true);
-  view.setBigUint64(24, m.addr, true);
-  view.setBigUint64(32, m.size, true);
+  DMA_UNMAP.write(view, HEADER_SIZE, m);
   if (m.bitmap) {
-    view.setBigUint64(40, m.bitmap.pgsize, true);
-    view.setBigUint64(48, m.bitmap.size, true);
-    if (m.bitmap.data) bytes.set(m.bitmap.data, 56);
+    DMA_BITMAP.write(view, BITMAP_AT, m.bitmap);
+    if (m.bitmap.data) bytes.set(m.bitmap.data, BITMAP_AT + DMA_BITMAP_SIZE);
   }
 }
 
@@ -95,19 +87,13 @@ export function encodeDmaUnmapReply(id: number, m: DmaUnmapMessage): Uint8Array 
 }
 
 function decodeUnmap(msg: Uint8Array): DmaUnmapMessage {
-  const dv = requirePayload(msg, DMA_UNMAP_SIZE, Command.DMA_UNMAP);
-  const m: DmaUnmapMessage = {
-    argsz: dv.getUint32(16, true),
-    flags: dv.getUint32(20, true),
-    addr: dv.getBigUint64(24, true),
-    size: dv.getBigUint64(32, true),
-  };
+  const m: DmaUnmapMessage = DMA_UNMAP.decode(msg, Command.DMA_UNMAP);
   if (m.flags & DmaUnmapFlag.GET_DIRTY_BITMAP) {
-    if (msg.byteLength < 16 + DMA_UNMAP_SIZE + DMA_BITMAP_SIZE) {
+    if (msg.byteLength < BITMAP_AT + DMA_BITMAP_SIZE) {
       throw ProtocolError.invalid('DMA_UNMAP: GET_DIRTY_BITMAP without a bitmap struct');
     }
-    const data = msg.subarray(16 + DMA_UNMAP_SIZE + DMA_BITMAP_SIZE);
-    m.bitmap = { pgsize: dv.getBigUint64(40, true), size: dv.getBigUint64(48, true), data };
+    const data = msg.subarray(BITMAP_AT + DMA_BITMAP_SIZE);
+    m.bitmap = { ...DMA_BITMAP.read(dataView(msg), BITMAP_AT), data };
   }
   return m;
 }

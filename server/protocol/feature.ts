@@ -8,7 +8,7 @@
  */
 import { Command } from './constants.js';
 import { ProtocolError } from './errors.js';
-import { newReply, newRequest, requirePayload } from './header.js';
+import { newReply, newRequest, requirePayload, type NewMessage } from './header.js';
 
 export const DEVICE_FEATURE_SIZE = 8;
 export const MIG_DATA_SIZE = 8;
@@ -36,7 +36,7 @@ export interface DeviceFeatureMessage {
   data: Uint8Array;
 }
 
-function encodeFeature(m: ReturnType<typeof newReply>, f: Omit<DeviceFeatureMessage, 'argsz'> & { argsz?: number }): Uint8Array {
+function encodeFeature(m: NewMessage, f: Omit<DeviceFeatureMessage, 'argsz'> & { argsz?: number }): Uint8Array {
   m.view.setUint32(16, (f.argsz ?? DEVICE_FEATURE_SIZE + f.data.byteLength) >>> 0, true);
   m.view.setUint32(20, f.flags >>> 0, true);
   m.bytes.set(f.data, 24);
@@ -78,13 +78,17 @@ export function decodeMigDataReadRequest(msg: Uint8Array): { argsz: number; size
   return { argsz: dv.getUint32(16, true), size: dv.getUint32(20, true) };
 }
 
-/** Reply: argsz = 8 + data.length, size = data.length (short = end of stream). */
-export function encodeMigDataReadReply(id: number, data: Uint8Array): Uint8Array {
-  const m = newReply(id, Command.MIG_DATA_READ, MIG_DATA_SIZE + data.byteLength);
+/** Fill a MIG_DATA message made for `data`: argsz = 8 + data.length, size = data.length, then the data. */
+function withMigData(m: NewMessage, data: Uint8Array): Uint8Array {
   m.view.setUint32(16, MIG_DATA_SIZE + data.byteLength, true);
   m.view.setUint32(20, data.byteLength, true);
   m.bytes.set(data, 24);
   return m.bytes;
+}
+
+/** Reply: argsz = 8 + data.length, size = data.length (short = end of stream). */
+export function encodeMigDataReadReply(id: number, data: Uint8Array): Uint8Array {
+  return withMigData(newReply(id, Command.MIG_DATA_READ, MIG_DATA_SIZE + data.byteLength), data);
 }
 
 function decodeMigWithData(msg: Uint8Array, what: number | string): MigDataMessage {
@@ -101,11 +105,7 @@ export function decodeMigDataReadReply(msg: Uint8Array): MigDataMessage {
 }
 
 export function encodeMigDataWriteRequest(id: number, data: Uint8Array): Uint8Array {
-  const m = newRequest(id, Command.MIG_DATA_WRITE, MIG_DATA_SIZE + data.byteLength);
-  m.view.setUint32(16, MIG_DATA_SIZE + data.byteLength, true);
-  m.view.setUint32(20, data.byteLength, true);
-  m.bytes.set(data, 24);
-  return m.bytes;
+  return withMigData(newRequest(id, Command.MIG_DATA_WRITE, MIG_DATA_SIZE + data.byteLength), data);
 }
 
 /** EINVAL if shorter than 8 bytes or size differs from the data length. */

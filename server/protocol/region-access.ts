@@ -6,9 +6,9 @@
  * WRITE_MULTI request: wr_cnt u64 @0, then wr_cnt × {offset u64, region u32, count u32, data[8]};
  * reply: wr_cnt u64 (QEMU always sets NO_REPLY).
  */
-import { Command } from './constants.js';
+import { Command, HEADER_SIZE, HeaderFlag, commandName } from './constants.js';
 import { ProtocolError } from './errors.js';
-import { newReply, newRequest, requirePayload } from './header.js';
+import { newMessageBytes, newReply, newRequest, readU32, readU64, requirePayload, writeU32, writeU64 } from './header.js';
 
 export const REGION_ACCESS_SIZE = 16;
 export const WRITE_MULTI_ENTRY_SIZE = 24;
@@ -29,70 +29,98 @@ export interface RegionWrite extends RegionAccess {
 }
 
 export function encodeRegionReadRequest(id: number, a: RegionAccess, noReply = false): Uint8Array {
-  const m = newRequest(id, Command.REGION_READ, REGION_ACCESS_SIZE, noReply);
-  m.view.setBigUint64(16, a.offset, true);
-  m.view.setUint32(24, a.region >>> 0, true);
-  m.view.setUint32(28, a.count >>> 0, true);
-  return m.bytes;
+  const bytes = newMessageBytes(id, Command.REGION_READ, commandFlags(noReply), REGION_ACCESS_SIZE);
+  writeAccess(bytes, a.offset, a.region, a.count);
+  return bytes;
+}
+
+// The request decoders and reply encoders of REGION_READ/REGION_WRITE run once
+// per guest MMIO access: they read and write bytes directly (no DataView, see
+// header.ts's dataView).
+
+/** EINVAL unless `msg` has a payload of at least 16 bytes (the hot-path twin of requirePayload). */
+function requireAccess(msg: Uint8Array, what: number | string): void {
+  const len = msg.byteLength - HEADER_SIZE;
+  if (len < REGION_ACCESS_SIZE) {
+    const name = typeof what === 'number' ? commandName(what) : what;
+    throw ProtocolError.invalid(`${name}: payload of ${len < 0 ? 0 : len} bytes, need at least ${REGION_ACCESS_SIZE}`);
+  }
+}
+
+function commandFlags(noReply: boolean): number {
+  return HeaderFlag.TYPE_COMMAND | (noReply ? HeaderFlag.NO_REPLY : 0);
+}
+
+/** `data` into `bytes` at 32 (a loop for MMIO-sized data: faster than set() there). */
+function copyData(bytes: Uint8Array, data: Uint8Array): void {
+  const n = data.byteLength;
+  if (n <= 8) {
+    for (let i = 0; i < n; i++) bytes[32 + i] = data[i]!;
+  } else {
+    bytes.set(data, 32);
+  }
 }
 
 /** EINVAL if the payload is shorter than 16 bytes. */
 export function decodeRegionReadRequest(msg: Uint8Array): RegionAccess {
-  const dv = requirePayload(msg, REGION_ACCESS_SIZE, Command.REGION_READ);
-  return { offset: dv.getBigUint64(16, true), region: dv.getUint32(24, true), count: dv.getUint32(28, true) };
+  requireAccess(msg, Command.REGION_READ);
+  return { offset: readU64(msg, 16), region: readU32(msg, 24), count: readU32(msg, 28) };
+}
+
+/** The 16-byte access (offset, region, count) at byte 16 of `b`. */
+function writeAccess(b: Uint8Array, offset: bigint, region: number, count: number): void {
+  writeU64(b, 16, offset);
+  writeU32(b, 24, region >>> 0);
+  writeU32(b, 28, count >>> 0);
 }
 
 /** Reply: the access echoed with count = data.length, then the data. */
 export function encodeRegionReadReply(id: number, offset: bigint, region: number, data: Uint8Array): Uint8Array {
-  const m = newReply(id, Command.REGION_READ, REGION_ACCESS_SIZE + data.byteLength);
-  m.view.setBigUint64(16, offset, true);
-  m.view.setUint32(24, region >>> 0, true);
-  m.view.setUint32(28, data.byteLength, true);
-  m.bytes.set(data, 32);
-  return m.bytes;
+  const n = data.byteLength;
+  const bytes = newMessageBytes(id, Command.REGION_READ, HeaderFlag.TYPE_REPLY, REGION_ACCESS_SIZE + n);
+  writeAccess(bytes, offset, region, n);
+  copyData(bytes, data);
+  return bytes;
 }
 
 /** EINVAL if shorter than 16 bytes or the data length differs from count. `data` is a view into `msg`. */
 export function decodeRegionReadReply(msg: Uint8Array): RegionWrite {
-  const dv = requirePayload(msg, REGION_ACCESS_SIZE, 'REGION_READ reply');
-  const count = dv.getUint32(28, true);
+  requireAccess(msg, 'REGION_READ reply');
+  const count = readU32(msg, 28);
   const data = msg.subarray(32);
   if (data.byteLength !== count) throw ProtocolError.invalid(`REGION_READ reply: count ${count} but ${data.byteLength} data bytes`);
-  return { offset: dv.getBigUint64(16, true), region: dv.getUint32(24, true), count, data };
+  return { offset: readU64(msg, 16), region: readU32(msg, 24), count, data };
 }
 
 export function encodeRegionWriteRequest(id: number, offset: bigint, region: number, data: Uint8Array, noReply = false): Uint8Array {
-  const m = newRequest(id, Command.REGION_WRITE, REGION_ACCESS_SIZE + data.byteLength, noReply);
-  m.view.setBigUint64(16, offset, true);
-  m.view.setUint32(24, region >>> 0, true);
-  m.view.setUint32(28, data.byteLength, true);
-  m.bytes.set(data, 32);
-  return m.bytes;
+  const n = data.byteLength;
+  const bytes = newMessageBytes(id, Command.REGION_WRITE, commandFlags(noReply), REGION_ACCESS_SIZE + n);
+  writeAccess(bytes, offset, region, n);
+  copyData(bytes, data);
+  return bytes;
 }
 
 /** EINVAL if shorter than 16 bytes. `data` is a view into `msg`; the caller checks data.length === count. */
 export function decodeRegionWriteRequest(msg: Uint8Array): RegionWrite {
-  const dv = requirePayload(msg, REGION_ACCESS_SIZE, Command.REGION_WRITE);
+  requireAccess(msg, Command.REGION_WRITE);
   return {
-    offset: dv.getBigUint64(16, true),
-    region: dv.getUint32(24, true),
-    count: dv.getUint32(28, true),
+    offset: readU64(msg, 16),
+    region: readU32(msg, 24),
+    count: readU32(msg, 28),
     data: msg.subarray(32),
   };
 }
 
 export function encodeRegionWriteReply(id: number, a: RegionAccess): Uint8Array {
-  const m = newReply(id, Command.REGION_WRITE, REGION_ACCESS_SIZE);
-  m.view.setBigUint64(16, a.offset, true);
-  m.view.setUint32(24, a.region >>> 0, true);
-  m.view.setUint32(28, a.count >>> 0, true);
-  return m.bytes;
+  const bytes = newMessageBytes(id, Command.REGION_WRITE, HeaderFlag.TYPE_REPLY, REGION_ACCESS_SIZE);
+  writeAccess(bytes, a.offset, a.region, a.count);
+  return bytes;
 }
 
 /** EINVAL if shorter than 16 bytes. */
 export function decodeRegionWriteReply(msg: Uint8Array): RegionAccess {
-  const dv = requirePayload(msg, REGION_ACCESS_SIZE, 'REGION_WRITE reply');
-  return { offset: dv.getBigUint64(16, true), region: dv.getUint32(24, true), count: dv.getUint32(28, true) };
+  requireAccess(msg, 'REGION_WRITE reply');
+  return { offset: readU64(msg, 16), region: readU32(msg, 24), count: readU32(msg, 28) };
 }
 
 export function encodeRegionWriteMultiRequest(id: number, writes: readonly RegionWrite[], noReply = true): Uint8Array {

@@ -11,14 +11,13 @@
  * GET_REGION_IO_FDS: argsz u32, flags u32, index u32, count u32, then (reply)
  * `count` sub-regions of 40 bytes (spec layout).
  */
-import { Command, RegionCap, RegionFlag } from './constants.js';
+import { Command, HEADER_SIZE, RegionCap, RegionFlag } from './constants.js';
 import { ProtocolError } from './errors.js';
-import { dataView, newReply, newRequest, requirePayload } from './header.js';
+import { dataView, newReply, newRequest } from './header.js';
+import { defineStruct } from './struct.js';
 
-export const REGION_INFO_SIZE = 32;
 export const CAP_HEADER_SIZE = 8;
 export const SPARSE_AREA_SIZE = 16;
-export const REGION_IO_FDS_SIZE = 16;
 export const SUB_REGION_SIZE = 40;
 /** Most caps a decoder walks before calling the chain a loop. */
 const MAX_CAPS = 64;
@@ -43,24 +42,20 @@ export interface RegionInfoReply extends RegionInfoMessage {
   caps: RegionCapability[];
 }
 
+/** The fixed part of GET_REGION_INFO (request, and reply before its caps). */
+const REGION_INFO = defineStruct<RegionInfoMessage>({
+  argsz: 'u32', flags: 'u32', index: 'u32', capOffset: 'u32', size: 'u64', offset: 'u64',
+});
+export const REGION_INFO_SIZE = REGION_INFO.size;
+
 export function encodeRegionInfoRequest(id: number, index: number, argsz = REGION_INFO_SIZE): Uint8Array {
-  const m = newRequest(id, Command.DEVICE_GET_REGION_INFO, REGION_INFO_SIZE);
-  m.view.setUint32(16, argsz >>> 0, true);
-  m.view.setUint32(24, index >>> 0, true);
-  return m.bytes;
+  const fixed = { argsz, flags: 0, index, capOffset: 0, size: 0n, offset: 0n };
+  return REGION_INFO.encodeInto(newRequest(id, Command.DEVICE_GET_REGION_INFO, REGION_INFO_SIZE), fixed);
 }
 
 /** Request and reply share the fixed part. EINVAL if the payload is shorter than 32 bytes. */
 export function decodeRegionInfoRequest(msg: Uint8Array): RegionInfoMessage {
-  const dv = requirePayload(msg, REGION_INFO_SIZE, Command.DEVICE_GET_REGION_INFO);
-  return {
-    argsz: dv.getUint32(16, true),
-    flags: dv.getUint32(20, true),
-    index: dv.getUint32(24, true),
-    capOffset: dv.getUint32(28, true),
-    size: dv.getBigUint64(32, true),
-    offset: dv.getBigUint64(40, true),
-  };
+  return REGION_INFO.decode(msg, Command.DEVICE_GET_REGION_INFO);
 }
 
 /** Bytes one capability takes on the wire (its 8-byte header included). */
@@ -103,14 +98,16 @@ export function encodeRegionInfoReply(
   const payload = caps.length === 0 ? REGION_INFO_SIZE : Math.max(REGION_INFO_SIZE, Math.min(full, requestArgsz));
   const m = newReply(id, Command.DEVICE_GET_REGION_INFO, payload);
   const v = m.view;
-  const flags = (info.flags & ~RegionFlag.CAPS) | (caps.length > 0 && complete ? RegionFlag.CAPS : 0);
-  v.setUint32(16, full, true);
-  v.setUint32(20, flags >>> 0, true);
-  v.setUint32(24, info.index >>> 0, true);
-  v.setUint32(28, caps.length > 0 && complete ? REGION_INFO_SIZE : 0, true);
-  v.setBigUint64(32, info.size, true);
-  v.setBigUint64(40, info.offset, true);
-  if (caps.length > 0 && complete) {
+  const withCaps = caps.length > 0 && complete;
+  REGION_INFO.write(v, HEADER_SIZE, {
+    argsz: full,
+    flags: (info.flags & ~RegionFlag.CAPS) | (withCaps ? RegionFlag.CAPS : 0),
+    index: info.index,
+    capOffset: withCaps ? REGION_INFO_SIZE : 0,
+    size: info.size,
+    offset: info.offset,
+  });
+  if (withCaps) {
     let at = REGION_INFO_SIZE; // offset from the start of the struct (payload)
     caps.forEach((cap, i) => {
       const size = capabilitySize(cap);
@@ -201,22 +198,16 @@ export interface RegionIoFdsReply extends RegionIoFdsMessage {
   subRegions: SubRegion[];
 }
 
+const REGION_IO_FDS = defineStruct<RegionIoFdsMessage>({ argsz: 'u32', flags: 'u32', index: 'u32', count: 'u32' });
+export const REGION_IO_FDS_SIZE = REGION_IO_FDS.size;
+
 export function encodeRegionIoFdsRequest(id: number, index: number, argsz = REGION_IO_FDS_SIZE): Uint8Array {
-  const m = newRequest(id, Command.DEVICE_GET_REGION_IO_FDS, REGION_IO_FDS_SIZE);
-  m.view.setUint32(16, argsz >>> 0, true);
-  m.view.setUint32(24, index >>> 0, true);
-  return m.bytes;
+  return REGION_IO_FDS.encodeInto(newRequest(id, Command.DEVICE_GET_REGION_IO_FDS, REGION_IO_FDS_SIZE), { argsz, flags: 0, index, count: 0 });
 }
 
 /** EINVAL if the payload is shorter than 16 bytes. */
 export function decodeRegionIoFdsRequest(msg: Uint8Array): RegionIoFdsMessage {
-  const dv = requirePayload(msg, REGION_IO_FDS_SIZE, Command.DEVICE_GET_REGION_IO_FDS);
-  return {
-    argsz: dv.getUint32(16, true),
-    flags: dv.getUint32(20, true),
-    index: dv.getUint32(24, true),
-    count: dv.getUint32(28, true),
-  };
+  return REGION_IO_FDS.decode(msg, Command.DEVICE_GET_REGION_IO_FDS);
 }
 
 /**
@@ -228,9 +219,7 @@ export function encodeRegionIoFdsReply(id: number, index: number, subRegions: re
   const complete = requestArgsz >= full;
   const m = newReply(id, Command.DEVICE_GET_REGION_IO_FDS, complete ? full : REGION_IO_FDS_SIZE);
   const v = m.view;
-  v.setUint32(16, full, true);
-  v.setUint32(24, index >>> 0, true);
-  v.setUint32(28, subRegions.length, true);
+  REGION_IO_FDS.write(v, HEADER_SIZE, { argsz: full, flags: 0, index, count: subRegions.length });
   if (complete) {
     subRegions.forEach((s, i) => {
       const o = 32 + i * SUB_REGION_SIZE;

@@ -71,7 +71,7 @@ export class Channel {
       fd,
       options,
       (message, fds) => {
-        for (const f of fds) this.#held.add(f);
+        for (let i = 0; i < fds.length; i++) this.#held.add(fds[i]!);
         const received = new ReceivedFds(this, fds);
         if (this.#closed) {
           received.release('channel closed');
@@ -96,15 +96,18 @@ export class Channel {
     return this.#channel?.pendingBytes ?? 0;
   }
 
-  /** Send a whole message (fds borrowed). Returns false (and logs) when the channel is closed or the send fails. */
-  send(message: Uint8Array, fds?: readonly number[]): boolean {
-    if (this.#closed || !this.#channel) return false;
+  /**
+   * Send a whole message (fds borrowed). Returns the bytes still queued after
+   * it (pendingBytes: 0 when the kernel took everything), or -1 (and logs)
+   * when the channel is closed or the send fails.
+   */
+  send(message: Uint8Array, fds?: readonly number[]): number {
+    if (this.#closed || !this.#channel) return -1;
     try {
-      this.#channel.send(message, fds);
-      return true;
+      return this.#channel.send(message, fds);
     } catch (err) {
       this.#log.warn({ err }, 'send failed');
-      return false;
+      return -1;
     }
   }
 

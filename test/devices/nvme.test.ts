@@ -296,6 +296,7 @@ describe('NVMe controller (I/O)', () => {
           expectOk(await host.io(host.rw(1, 1, 2048 + i * 8, 8, gpa(Layout.DATA))));
         }
         const ra = host.nvme.namespaces[0]!.readAhead!;
+        host.nvme.namespaces[0]!.pageCacheReads = false; // the page cache would answer first
         const readBlock = async (i: number) => {
           expectOk(await host.io(host.rw(2, 1, 2048 + i * 8, 8, gpa(Layout.DATA2))));
           return Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 4096));
@@ -314,6 +315,31 @@ describe('NVMe controller (I/O)', () => {
         // Write Zeroes is a write too.
         expectOk(await host.io({ opcode: 0x08, nsid: 1, cdw10: 2048 + 7 * 8, cdw12: 7 }));
         expect((await readBlock(7)).every((b) => b === 0)).toBe(true);
+      });
+
+      it('serves cached reads from the page cache at once, and sees every write', async () => {
+        const ns = host.nvme.namespaces[0]!;
+        const data = randomBytes(8192);
+        host.mem.set(data, Layout.DATA);
+        expectOk(await host.io(host.rw(1, 1, 4096, 16, gpa(Layout.DATA), gpa(Layout.DATA + 4096))));
+        const before = { ...ns.cacheStats };
+        host.mem.fill(0, Layout.DATA2, Layout.DATA2 + 8192);
+        expectOk(await host.io(host.rw(2, 1, 4096, 16, gpa(Layout.DATA2), gpa(Layout.DATA2 + 4096))));
+        expect(Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 8192)).equals(data)).toBe(true);
+        expect(ns.cacheStats.hits).toBeGreaterThan(before.hits);
+        // Overwrite the second block, read both again: the new bytes.
+        const fresh = randomBytes(4096);
+        host.mem.set(fresh, Layout.DATA);
+        expectOk(await host.io(host.rw(1, 1, 4096 + 8, 8, gpa(Layout.DATA))));
+        expectOk(await host.io(host.rw(2, 1, 4096, 16, gpa(Layout.DATA2), gpa(Layout.DATA2 + 4096))));
+        expect(Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 4096)).equals(data.subarray(0, 4096))).toBe(true);
+        expect(Buffer.from(host.mem.subarray(Layout.DATA2 + 4096, Layout.DATA2 + 8192)).equals(fresh)).toBe(true);
+        // A PRP list (3 pages): still one synchronous read, same bytes as the file.
+        const v = host.view;
+        v.setBigUint64(Layout.PRP_LISTS, gpa(Layout.DATA2 + 4096), true);
+        v.setBigUint64(Layout.PRP_LISTS + 8, gpa(Layout.DATA2 + 8192), true);
+        expectOk(await host.io(host.rw(2, 1, 0, 24, gpa(Layout.DATA2), gpa(Layout.PRP_LISTS))));
+        expect(Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 12288)).equals(fileBytes(dir.file('ns1.img'), 0, 12288))).toBe(true);
       });
 
       it('keeps many commands in flight and completes every one', async () => {

@@ -1,16 +1,10 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { fstatSync, writeSync } from 'node:fs';
 import { native } from '../../native/index.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
+import { noFdLeakEachTest } from '../helpers/no-fd-leak.js';
 import { Recorder, message, turn } from './channel-helpers.js';
 
-let baseline: FdBaseline;
-beforeEach(() => {
-  baseline = fdBaseline();
-});
-afterEach(async () => {
-  await baseline.settle();
-});
+noFdLeakEachTest();
 
 function inode(fd: number): number {
   return fstatSync(fd).ino;

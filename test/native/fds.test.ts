@@ -1,18 +1,12 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import { fstatSync } from 'node:fs';
 import { native } from '../../native/index.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
+import { noFdLeakEachTest } from '../helpers/no-fd-leak.js';
 import { tempSocketPath } from '../helpers/temp.js';
 import { Recorder, message } from './channel-helpers.js';
 
-let baseline: FdBaseline;
-beforeEach(() => {
-  baseline = fdBaseline();
-});
-afterEach(async () => {
-  await baseline.settle();
-});
+noFdLeakEachTest();
 
 describe('native fds', () => {
   it('eventfd: write, read, watchReadable', async () => {

@@ -1,32 +1,15 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { writeSync } from 'node:fs';
 import { native } from '../../native/index.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
+import { noFdLeakEachTest } from '../helpers/no-fd-leak.js';
 import { Recorder, message, turn } from './channel-helpers.js';
+import { seededRandom } from '../helpers/random.js';
 
-let baseline: FdBaseline;
-beforeEach(() => {
-  baseline = fdBaseline();
-});
-afterEach(async () => {
-  await baseline.settle();
-});
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+noFdLeakEachTest();
 
 describe('native channel framing', () => {
   it('frames a random stream cut at random points, oversize messages included', async () => {
-    const random = rng(1234);
+    const random = seededRandom(1234);
     const max = 4096;
     const sent: Buffer[] = [];
     for (let i = 0; i < 300; i++) {

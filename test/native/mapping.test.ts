@@ -1,15 +1,9 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { readSync, writeSync } from 'node:fs';
 import { native } from '../../native/index.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
+import { noFdLeakEachTest } from '../helpers/no-fd-leak.js';
 
-let baseline: FdBaseline;
-beforeEach(() => {
-  baseline = fdBaseline();
-});
-afterEach(async () => {
-  await baseline.settle();
-});
+noFdLeakEachTest();
 
 const RW = native.PROT_READ | native.PROT_WRITE;
 

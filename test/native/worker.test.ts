@@ -1,16 +1,10 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { native } from '../../native/index.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
+import { noFdLeakEachTest } from '../helpers/no-fd-leak.js';
 
-let baseline: FdBaseline;
-beforeEach(() => {
-  baseline = fdBaseline();
-});
-afterEach(async () => {
-  await baseline.settle();
-});
+noFdLeakEachTest();
 
 const addon = join(process.cwd(), 'build', 'Release', 'vfio_user_native.node');
 

@@ -7,11 +7,10 @@
  * must flow both ways through the shared memory.
  * Needs the guest kit: skips loudly locally without it, fails with CI=true.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect } from 'vitest';
-import { createLogger, PciDevice, serve, silentLogger, type DeviceServer } from '../../server/index.js';
+import { describe, expect } from 'vitest';
+import { PciDevice } from '../../server/index.js';
+import { findPciDevice } from '../helpers/guest-script.js';
+import { servedEachTest } from '../helpers/served-each-test.js';
 import { runGuest } from '../guest/boot.js';
 import { guestTest } from '../guest/guest-test.js';
 
@@ -40,11 +39,7 @@ function optionRom(): Uint8Array {
 }
 
 const SCRIPT = `
-for d in /sys/bus/pci/devices/*; do
-  [ "$(cat $d/vendor)" = "0x1234" ] && [ "$(cat $d/device)" = "0xd3a1" ] && dev=$d
-done
-[ -n "$dev" ] || { echo "RESULT found=no"; exit 1; }
-echo "RESULT found=yes"
+${findPciDevice(VENDOR, DEVICE)}
 line() { sed -n "$(( $1 + 1 ))p" $dev/resource; }
 size() { set -- $(line $1); echo $(( $2 - $1 + 1 )); }
 flags() { set -- $(line $1); echo $3; }
@@ -70,24 +65,11 @@ echo "DONE-LAYOUT"
 `;
 
 describe('region layouts QEMU and Linux accept', () => {
-  let server: DeviceServer | undefined;
-  let device: PciDevice | undefined;
-  let dir: string | undefined;
-  afterEach(async () => {
-    await server?.close();
-    device?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-    server = undefined;
-    device = undefined;
-    dir = undefined;
-  });
+  const host = servedEachTest('vfio-user-ts-layout-');
 
   guestTest('I/O, 64-bit prefetchable sparse-mmap, MSI-X + memory BARs, ROM and DSN', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'vfio-user-ts-layout-'));
-    const socketPath = join(dir, 'layout.sock');
-    const log = process.env.LOG_LEVEL ? createLogger({ pretty: false }) : silentLogger;
     const ioWrites: string[] = [];
-    device = new PciDevice({
+    const device = new PciDevice({
       name: 'layout',
       id: { vendor: VENDOR, device: DEVICE, classCode: 0xff0000 },
       bars: [
@@ -99,7 +81,7 @@ describe('region layouts QEMU and Linux accept', () => {
       express: true,
       capabilities: [{ kind: 'pm' }, { kind: 'dsn', serial: 0x0123456789abcdefn }],
       rom: optionRom(),
-      log,
+      log: host.log,
     });
     new DataView(device.barMemory(2).buffer).setUint32(0x100, 0xcafef00d, true);
     // Record trapped BAR writes: the memory areas must be reached through QEMU's mmap, not by message.
@@ -109,7 +91,7 @@ describe('region layouts QEMU and Linux accept', () => {
       if (index === 2 || index === 4) trapped.push(`${index}@0x${offset.toString(16)}`);
       return regionWrite(index, offset, data);
     };
-    server = await serve(device, { socketPath, log });
+    const socketPath = await host.serve(device);
     const result = await runGuest({ devices: [{ socketPath }], script: SCRIPT });
     const r = result.results;
     expect(r, result.serial.slice(-4000)).toMatchObject({

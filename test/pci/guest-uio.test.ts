@@ -6,22 +6,16 @@
  * RAM (shared memfd and message-based), and FLR through sysfs.
  * Needs the guest kit: skips loudly locally without it, fails with CI=true.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect } from 'vitest';
+import { describe, expect } from 'vitest';
 import { createDmaDevice } from '../../examples/dma-device.js';
-import { createLogger, serve, silentLogger, type DeviceServer, type PciDevice } from '../../server/index.js';
+import { findPciDevice } from '../helpers/guest-script.js';
+import { servedEachTest } from '../helpers/served-each-test.js';
 import { runGuest } from '../guest/boot.js';
 import { guestTest } from '../guest/guest-test.js';
 
 /** Registers as in examples/dma-device.ts; buffer at guest-physical 0 (reserved low memory Linux never uses). */
 const SCRIPT = `
-for d in /sys/bus/pci/devices/*; do
-  [ "$(cat $d/vendor)" = "0x1234" ] && [ "$(cat $d/device)" = "0xd3a0" ] && dev=$d
-done
-[ -n "$dev" ] || { echo "RESULT found=no"; exit 1; }
-echo "RESULT found=yes"
+${findPciDevice(0x1234, 0xd3a0)}
 echo "1234 d3a0" > /sys/bus/pci/drivers/uio_pci_generic/new_id
 [ -e /dev/uio0 ] || { echo "RESULT uio=no"; exit 1; }
 echo "RESULT uio=yes"
@@ -55,25 +49,11 @@ echo "RESULT sum_after_reset=$(devmem $(( bar + 0x18 )) 32)"
 `;
 
 describe('the DMA example device in a Linux guest (uio_pci_generic)', () => {
-  let server: DeviceServer | undefined;
-  let device: PciDevice | undefined;
-  let dir: string | undefined;
-  afterEach(async () => {
-    await server?.close();
-    device?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-    server = undefined;
-    device = undefined;
-    dir = undefined;
-  });
+  const host = servedEachTest('vfio-user-ts-uio-');
 
   for (const sharedMemory of [true, false]) {
     guestTest(`INTx, DMA and FLR work with ${sharedMemory ? 'shared (memfd) guest RAM' : 'message-based DMA'}`, async () => {
-      dir = mkdtempSync(join(tmpdir(), 'vfio-user-ts-uio-'));
-      const socketPath = join(dir, 'dma.sock');
-      const log = process.env.LOG_LEVEL ? createLogger({ pretty: false }) : silentLogger;
-      device = createDmaDevice(log);
-      server = await serve(device, { socketPath, log });
+      const socketPath = await host.serve(createDmaDevice(host.log));
       const result = await runGuest({ devices: [{ socketPath }], script: SCRIPT, modules: ['uio_pci_generic'], sharedMemory, timeoutMs: 150_000 });
       const sum = Array.from({ length: 64 }, (_, i) => 0x40 + i).reduce((a, b) => a + b, 0);
       expect(result.results, result.serial.slice(-3000)).toMatchObject({

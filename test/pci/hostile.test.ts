@@ -8,18 +8,7 @@ import { VfioUserError } from '../../server/endpoint.js';
 import { PciDevice, walkCapabilities } from '../../server/pci/index.js';
 import { IrqSetFlag, PciRegion } from '../../server/protocol/constants.js';
 import { listOpenFds } from '../helpers/fds.js';
-
-/** Deterministic PRNG (mulberry32) so a failure is reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../helpers/random.js';
 
 describe('hostile accesses', () => {
   it('survive 20 000 random config writes and region accesses', async () => {
@@ -38,7 +27,7 @@ describe('hostile accesses', () => {
       rom: new Uint8Array(100),
     });
     const chain = walkCapabilities((o) => dev.config.u8(o)).map((c) => c.id);
-    const random = rng(0x5eed);
+    const random = seededRandom(0x5eed);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
     let rejected = 0;
     for (let i = 0; i < 20_000; i++) {

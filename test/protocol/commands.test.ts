@@ -1,16 +1,14 @@
 /** Happy path of every client command over a real socket, against a real device. */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { Command, DeviceFlag, IrqInfoFlag, IrqSetFlag, PciIrq, PciRegion, RegionCap, RegionFlag, Errno } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, expectErrno, DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
+import { connectedEachTest } from '../helpers/per-test.js';
+import { expectErrno, DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
 import { BAR0_SIZE, BAR2_SIZE, CONFIG_SIZE, MSIX_VECTORS, Reg, TEST_DEVICE, TEST_VENDOR } from '../helpers/test-device.js';
 import type { VfioUserClient } from '../../client/index.js';
 
-let fds: FdBaseline;
 let run: RunningDevice;
 let client: VfioUserClient;
-
 
 function u32(v: number): Uint8Array {
   const b = new Uint8Array(4);
@@ -19,16 +17,10 @@ function u32(v: number): Uint8Array {
 }
 
 describe.each(DEVICE_KINDS)('every command, happy path (%s)', (_kind, make) => {
-  beforeEach(async () => {
-    fds = fdBaseline();
-    run = await startDevice(make());
-    client = await run.connect();
-  });
-
-  afterEach(async () => {
-    await run.stop();
-    await fds.settle();
-  });
+  connectedEachTest((connected, started) => {
+    client = connected;
+    run = started;
+  }, make);
 
   it('VERSION: negotiated capabilities', () => {
     const caps = client.server.capabilities;

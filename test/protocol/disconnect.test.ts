@@ -3,16 +3,15 @@
  * closed, reset 'lost-connection'), every fd is released, and a new client can
  * connect, also when the client vanishes mid-request or mid-DMA.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { Command, PciIrq, PciRegion } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, expectAlive, rawMessage, fields, DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
+import { fdBaseline } from '../helpers/fds.js';
+import { deviceEachTest } from '../helpers/per-test.js';
+import { expectAlive, rawMessage, fields, DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
 import { Reg } from '../helpers/test-device.js';
 
-let fds: FdBaseline;
 let run: RunningDevice;
-
 
 async function until(cond: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 500; i++) {
@@ -23,15 +22,9 @@ async function until(cond: () => boolean, what: string): Promise<void> {
 }
 
 describe.each(DEVICE_KINDS)('disconnect (%s)', (_kind, make) => {
-  beforeEach(async () => {
-    fds = fdBaseline();
-    run = await startDevice(make());
-  });
-
-  afterEach(async () => {
-    await run.stop();
-    await fds.settle();
-  });
+  deviceEachTest((started) => {
+    run = started;
+  }, make);
 
   it('releases DMA maps, eventfds and fds; the next client connects', async () => {
     const during = fdBaseline();

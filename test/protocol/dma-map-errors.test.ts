@@ -1,15 +1,13 @@
 /** DMA_MAP / DMA_UNMAP validation (libvfio-user's handle_dma_map / is_valid_unmap). */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { Command, DmaMapFlag, DmaUnmapFlag, Errno } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, expectErrno, type RunningDevice } from '../helpers/harness.js';
+import { connectedEachTest } from '../helpers/per-test.js';
+import { DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, expectErrno, type RunningDevice } from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';
 
-let fds: FdBaseline;
 let run: RunningDevice;
 let c: VfioUserClient;
-
 
 const RW = DmaMapFlag.READ | DmaMapFlag.WRITE;
 const map = (argsz: number, flags: number, offset: bigint, addr: bigint, size: bigint) =>
@@ -17,16 +15,10 @@ const map = (argsz: number, flags: number, offset: bigint, addr: bigint, size: b
 const unmap = (argsz: number, flags: number, addr: bigint, size: bigint) => fields(['u32', argsz], ['u32', flags], ['u64', addr], ['u64', size]);
 
 describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
-  beforeEach(async () => {
-    fds = fdBaseline();
-    run = await startDevice(make());
-    c = await run.connect();
-  });
-
-  afterEach(async () => {
-    await run.stop();
-    await fds.settle();
-  });
+  connectedEachTest((client, started) => {
+    c = client;
+    run = started;
+  }, make);
 
   describe('DMA_MAP: bad input', () => {
     const cases: Array<[string, Uint8Array, number]> = [

@@ -4,25 +4,18 @@
  * fd-backed range wait for the device's hold; the device's copy completes
  * first, and afterwards the memory is gone from the device.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PciIrq, PciRegion } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, fields, type RunningDevice } from '../helpers/harness.js';
+import { deviceEachTest } from '../helpers/per-test.js';
+import { fields, type RunningDevice } from '../helpers/harness.js';
 import { PciTestDevice } from '../helpers/pci-test-device.js';
 import { Reg } from '../helpers/test-device.js';
 
-let fds: FdBaseline;
 let run: RunningDevice<PciTestDevice>;
 
-beforeEach(async () => {
-  fds = fdBaseline();
-  run = await startDevice(new PciTestDevice());
-});
-
-afterEach(async () => {
-  await run.stop();
-  await fds.settle();
-});
+deviceEachTest((started) => {
+  run = started;
+}, () => new PciTestDevice());
 
 describe('DMA_UNMAP during device DMA', () => {
   it('waits for the held job, which completes; later jobs on the range fail with EFAULT', async () => {

@@ -3,16 +3,14 @@
  * and fd-less maps (the server sends DMA_READ/DMA_WRITE, the client answers
  * from its own bytes), including transfers larger than max_data_xfer_size.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DmaMapFlag, Errno, PciIrq, PciRegion } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
+import { deviceEachTest } from '../helpers/per-test.js';
+import { DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
 import { Reg } from '../helpers/test-device.js';
 import type { VfioUserClient } from '../../client/index.js';
 
-let fds: FdBaseline;
 let run: RunningDevice;
-
 
 async function w32(c: VfioUserClient, reg: number, v: number): Promise<void> {
   const b = new Uint8Array(4);
@@ -44,15 +42,9 @@ function pattern(n: number, seed: number): Uint8Array {
 }
 
 describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
-  beforeEach(async () => {
-    fds = fdBaseline();
-    run = await startDevice(make());
-  });
-
-  afterEach(async () => {
-    await run.stop();
-    await fds.settle();
-  });
+  deviceEachTest((started) => {
+    run = started;
+  }, make);
 
   describe('device DMA', () => {
     it('memfd-backed: the device reads and writes the shared memory directly', async () => {

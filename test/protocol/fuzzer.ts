@@ -11,18 +11,14 @@ import { native } from '../../native/index.js';
 import { Command, DmaMapFlag, HEADER_SIZE, HeaderFlag, IrqSetFlag, PciRegion } from '../../server/protocol/constants.js';
 import { VfioUserClient, type ClientOptions } from '../../client/index.js';
 import type { Logger } from '../../server/log.js';
+import { mulberry32 } from '../helpers/random.js';
 
-/** mulberry32: small, fast, good enough for fuzzing, reproducible from a seed. */
+/** Seeded randomness for the fuzzer (mulberry32: small, fast, good enough for fuzzing, reproducible from a seed). */
 export class Rng {
-  private s: number;
+  /** The next unsigned 32-bit value. */
+  readonly u32: () => number;
   constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  u32(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
+    this.u32 = mulberry32(seed);
   }
   /** Integer in [0, n). */
   int(n: number): number {

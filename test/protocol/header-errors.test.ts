@@ -3,25 +3,18 @@
  * "Header" and "Dispatch"): libvfio-user's EINVAL, and the stream stays usable
  * wherever it can be re-framed.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Command, Errno, HEADER_SIZE, HeaderFlag, Limits } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, expectAlive, expectClosed, expectErrorReply, rawMessage, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
+import { connectedEachTest } from '../helpers/per-test.js';
+import { expectAlive, expectClosed, expectErrorReply, rawMessage, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';
 
-let fds: FdBaseline;
 let run: RunningDevice;
 let c: VfioUserClient;
 
-beforeEach(async () => {
-  fds = fdBaseline();
-  run = await startDevice();
-  c = await run.connect();
-});
-
-afterEach(async () => {
-  await run.stop();
-  await fds.settle();
+connectedEachTest((client, started) => {
+  c = client;
+  run = started;
 });
 
 const getInfoPayload = () => fields(['u32', 16], ['u32', 0], ['u32', 0], ['u32', 0]);

@@ -1,23 +1,14 @@
 /** GET_INFO, GET_REGION_INFO, GET_IRQ_INFO, GET_REGION_IO_FDS: bad argsz, short payloads, bad indexes -> EINVAL, alive. */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Command, Errno, PciRegion } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, expectAlive, expectErrorReply, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
+import { connectedEachTest } from '../helpers/per-test.js';
+import { expectAlive, expectErrorReply, rawRequest, fields } from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';
 
-let fds: FdBaseline;
-let run: RunningDevice;
 let c: VfioUserClient;
 
-beforeEach(async () => {
-  fds = fdBaseline();
-  run = await startDevice();
-  c = await run.connect();
-});
-
-afterEach(async () => {
-  await run.stop();
-  await fds.settle();
+connectedEachTest((client) => {
+  c = client;
 });
 
 type Case = [string, number, Uint8Array];

@@ -2,25 +2,18 @@
  * VERSION: what QEMU sends works, the reply fits in the request, and every
  * malformed VERSION gets libvfio-user's EINVAL followed by a hang-up.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { Command, Errno, HEADER_SIZE } from '../../server/protocol/constants.js';
 import { encodeVersionRequest, decodeVersion } from '../../server/protocol/version.js';
 import { VfioUserClient } from '../../client/index.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, expectErrorReply, expectClosed, expectAlive, rawRequest, rawMessage, type RunningDevice } from '../helpers/harness.js';
+import { deviceEachTest } from '../helpers/per-test.js';
+import { expectErrorReply, expectClosed, expectAlive, rawRequest, rawMessage, type RunningDevice } from '../helpers/harness.js';
 
-let fds: FdBaseline;
 let run: RunningDevice;
 
-beforeEach(async () => {
-  fds = fdBaseline();
-  run = await startDevice();
-});
-
-afterEach(async () => {
-  await run.stop();
-  await fds.settle();
+deviceEachTest((started) => {
+  run = started;
 });
 
 const raw = () => run.connect({ skipNegotiation: true });

@@ -1,24 +1,17 @@
 /** NO_REPLY: never answered, not even with an error; the next request's reply is the next message. */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Command, HeaderFlag, PciRegion } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, expectAlive, rawMessage, fields, type RunningDevice } from '../helpers/harness.js';
+import { connectedEachTest } from '../helpers/per-test.js';
+import { expectAlive, rawMessage, fields, type RunningDevice } from '../helpers/harness.js';
 import { Reg } from '../helpers/test-device.js';
 import type { VfioUserClient } from '../../client/index.js';
 
-let fds: FdBaseline;
 let run: RunningDevice;
 let c: VfioUserClient;
 
-beforeEach(async () => {
-  fds = fdBaseline();
-  run = await startDevice();
-  c = await run.connect();
-});
-
-afterEach(async () => {
-  await run.stop();
-  await fds.settle();
+connectedEachTest((client, started) => {
+  c = client;
+  run = started;
 });
 
 const posted = (command: number, payload: Uint8Array, id = c.freshId()) =>

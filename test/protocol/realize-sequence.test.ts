@@ -3,15 +3,14 @@
  * 3.8), replayed with the client: every step must succeed, in order, on the
  * real device model and on the minimal one.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { DeviceFlag, DmaMapFlag, IrqInfoFlag, IrqSetFlag as F, PciIrq, PciRegion, RegionFlag } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
+import { deviceEachTest } from '../helpers/per-test.js';
+import { DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
 import { MSIX_VECTORS } from '../helpers/test-device.js';
 import type { VfioUserClient } from '../../client/index.js';
 
-let fds: FdBaseline;
 let run: RunningDevice;
 
 const u32 = (v: number) => {
@@ -103,15 +102,9 @@ async function machineReset(c: VfioUserClient): Promise<void> {
 }
 
 describe.each(DEVICE_KINDS)('QEMU realize and reset sequence (%s)', (_kind, make) => {
-  beforeEach(async () => {
-    fds = fdBaseline();
-    run = await startDevice(make());
-  });
-
-  afterEach(async () => {
-    await run.stop();
-    await fds.settle();
-  });
+  deviceEachTest((started) => {
+    run = started;
+  }, make);
 
   it('realize, machine reset, MSI-X bring-up with per-vector fds, guest reboot, disconnect', async () => {
     const c = await run.connect();

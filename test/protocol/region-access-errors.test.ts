@@ -1,24 +1,15 @@
 /** REGION_READ / REGION_WRITE validation (libvfio-user's is_valid_region_access): EINVAL, alive. */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Command, Errno, PciRegion } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, expectAlive, expectErrorReply, rawRequest, fields, expectErrno, type RunningDevice } from '../helpers/harness.js';
+import { connectedEachTest } from '../helpers/per-test.js';
+import { expectAlive, expectErrorReply, rawRequest, fields, expectErrno } from '../helpers/harness.js';
 import { BAR0_SIZE, CONFIG_SIZE } from '../helpers/test-device.js';
 import type { VfioUserClient } from '../../client/index.js';
 
-let fds: FdBaseline;
-let run: RunningDevice;
 let c: VfioUserClient;
 
-beforeEach(async () => {
-  fds = fdBaseline();
-  run = await startDevice();
-  c = await run.connect();
-});
-
-afterEach(async () => {
-  await run.stop();
-  await fds.settle();
+connectedEachTest((client) => {
+  c = client;
 });
 
 const access = (offset: bigint | number, region: number, count: number, data = new Uint8Array(0)) => {

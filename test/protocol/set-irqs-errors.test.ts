@@ -1,16 +1,14 @@
 /** DEVICE_SET_IRQS validation (libvfio-user's device_set_irqs_validate): EINVAL, fds closed, alive. */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { Command, Errno, IrqSetFlag as F, PciIrq } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
+import { connectedEachTest } from '../helpers/per-test.js';
+import { DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
 import { MSIX_VECTORS } from '../helpers/test-device.js';
 import type { VfioUserClient } from '../../client/index.js';
 
-let fds: FdBaseline;
 let run: RunningDevice;
 let c: VfioUserClient;
-
 
 interface SetIrqs {
   argsz?: number;
@@ -63,16 +61,10 @@ const fdCases: Array<[string, SetIrqs]> = [
 ];
 
 describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
-  beforeEach(async () => {
-    fds = fdBaseline();
-    run = await startDevice(make());
-    c = await run.connect();
-  });
-
-  afterEach(async () => {
-    await run.stop();
-    await fds.settle();
-  });
+  connectedEachTest((client, started) => {
+    c = client;
+    run = started;
+  }, make);
 
   describe('SET_IRQS: bad input', () => {
     for (const [what, s] of cases) {

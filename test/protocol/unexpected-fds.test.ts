@@ -4,26 +4,17 @@
  * show in /proc/self/fd; a socketpair end also proves it: when every copy of
  * one end is closed, the other end sees EOF.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { Command, PciRegion } from '../../server/protocol/constants.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, expectAlive, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
+import { connectedEachTest } from '../helpers/per-test.js';
+import { expectAlive, rawRequest, fields } from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';
 
-let fds: FdBaseline;
-let run: RunningDevice;
 let c: VfioUserClient;
 
-beforeEach(async () => {
-  fds = fdBaseline();
-  run = await startDevice();
-  c = await run.connect();
-});
-
-afterEach(async () => {
-  await run.stop();
-  await fds.settle();
+connectedEachTest((client) => {
+  c = client;
 });
 
 /** Send one end of a socketpair with a command; resolve when the server has closed its copy. */

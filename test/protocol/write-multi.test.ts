@@ -3,24 +3,17 @@
  * advertised by the server (QEMU sends it with NO_REPLY); malformed batches
  * are EINVAL; when the server did not advertise it, it is an unknown command (EINVAL).
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Command, Errno, HeaderFlag, PciRegion } from '../../server/protocol/constants.js';
 import { encodeRegionWriteMultiRequest } from '../../server/protocol/region-access.js';
-import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
-import { startDevice, expectAlive, expectErrorReply, rawRequest, rawMessage, fields, type RunningDevice } from '../helpers/harness.js';
+import { deviceEachTest } from '../helpers/per-test.js';
+import { expectAlive, expectErrorReply, rawRequest, rawMessage, fields, type RunningDevice } from '../helpers/harness.js';
 import { Reg } from '../helpers/test-device.js';
 
-let fds: FdBaseline;
 let run: RunningDevice;
 
-beforeEach(async () => {
-  fds = fdBaseline();
-  run = await startDevice();
-});
-
-afterEach(async () => {
-  await run.stop();
-  await fds.settle();
+deviceEachTest((started) => {
+  run = started;
 });
 
 const u32 = (v: number) => fields(['u32', v]);

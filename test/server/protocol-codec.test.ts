@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as P from '../../server/protocol/index.js';
+import { defineStruct } from '../../server/protocol/struct.js';
 
 const { Command, HeaderFlag, RegionCap, RegionFlag } = P;
 
@@ -175,5 +176,39 @@ describe('decoders are total', () => {
         }
       }
     }
+  });
+});
+
+describe('fixed-layout structs', () => {
+  it('defineStruct packs u32/u64 fields in order, little-endian, and wraps like DataView', () => {
+    const S = defineStruct<{ a: number; b: bigint; c: number }>({ a: 'u32', b: 'u64', c: 'u32' });
+    expect(S.size).toBe(16);
+    const bytes = new Uint8Array(20);
+    const view = new DataView(bytes.buffer);
+    S.write(view, 2, { a: -1, b: -2n, c: 0x1_0000_0005 });
+    expect([...bytes.subarray(2, 18)]).toEqual([0xff, 0xff, 0xff, 0xff, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 5, 0, 0, 0]);
+    expect(S.read(view, 2)).toEqual({ a: 0xffffffff, b: 0xfffffffffffffffen, c: 5 });
+    expect(() => S.decode(new Uint8Array(16 + 15), 'S')).toThrow(P.ProtocolError);
+  });
+
+  it('messages put every field at its spec offset', () => {
+    const u32 = (m: Uint8Array, o: number) => new DataView(m.buffer, m.byteOffset).getUint32(o, true);
+    const u64 = (m: Uint8Array, o: number) => new DataView(m.buffer, m.byteOffset).getBigUint64(o, true);
+    const info = P.encodeDeviceInfoReply(1, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 });
+    expect([16, 20, 24, 28].map((o) => u32(info, o))).toEqual([16, 3, 9, 5]);
+    const irq = P.encodeIrqInfoReply(1, { argsz: 16, flags: 1, index: 2, count: 4 });
+    expect([16, 20, 24, 28].map((o) => u32(irq, o))).toEqual([16, 1, 2, 4]);
+    const set = P.encodeSetIrqsRequest(1, { flags: 0x22, index: 2, start: 1, count: 2, data: new Uint8Array([1, 0]) });
+    expect([16, 20, 24, 28, 32].map((o) => u32(set, o))).toEqual([22, 0x22, 2, 1, 2]);
+    expect([...set.subarray(36)]).toEqual([1, 0]);
+    const map = P.encodeDmaMapRequest(1, { flags: 3, offset: 0x1000n, addr: 0xfee00000n, size: 0x200000n });
+    expect([u32(map, 16), u32(map, 20), u64(map, 24), u64(map, 32), u64(map, 40)]).toEqual([32, 3, 0x1000n, 0xfee00000n, 0x200000n]);
+    const unmap = P.encodeDmaUnmapReply(1, { argsz: 48, flags: 2, addr: 0x2000n, size: 0x1000n, bitmap: { pgsize: 4096n, size: 8n, data: new Uint8Array(8).fill(0xaa) } });
+    expect([u32(unmap, 16), u32(unmap, 20), u64(unmap, 24), u64(unmap, 32), u64(unmap, 40), u64(unmap, 48)]).toEqual([48, 2, 0x2000n, 0x1000n, 4096n, 8n]);
+    expect(unmap[56]).toBe(0xaa);
+    const region = P.encodeRegionInfoReply(1, { flags: RegionFlag.READ, index: 2, size: 0x4000n, offset: 0x10000n }, [], 32).bytes;
+    expect([u32(region, 16), u32(region, 20), u32(region, 24), u32(region, 28), u64(region, 32), u64(region, 40)]).toEqual([32, RegionFlag.READ, 2, 0, 0x4000n, 0x10000n]);
+    const fds = P.encodeRegionIoFdsRequest(1, 3, 100);
+    expect([16, 20, 24, 28].map((o) => u32(fds, o))).toEqual([100, 0, 3, 0]);
   });
 });

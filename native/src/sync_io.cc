@@ -1,0 +1,106 @@
+#include "sync_io.h"
+
+#include <limits.h>
+#include <sys/uio.h>
+
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "errors.h"
+
+namespace vfio_native {
+
+namespace {
+
+/** Returned when the data is not in the page cache (EAGAIN): use the async path. */
+constexpr double kWouldBlock = -1;
+/** Returned when the file (system) does not support RWF_NOWAIT: stop trying on this fd. */
+constexpr double kUnsupported = -2;
+
+/** The bytes of one ArrayBufferView (TypedArray or DataView); a detached one is empty. */
+iovec ViewIovec(Napi::Env env, napi_value v, uint32_t index) {
+  bool is = false;
+  void* data = nullptr;
+  size_t length = 0;
+  napi_value ab;
+  size_t offset = 0;
+  if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
+    napi_typedarray_type type;
+    size_t count = 0;
+    NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, v, &type, &count, &data, &ab, &offset), iovec{});
+    size_t elem = 1;
+    switch (type) {
+      case napi_int16_array: case napi_uint16_array: elem = 2; break;
+      case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
+      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
+      default: elem = 1;
+    }
+    length = count * elem;
+  } else if (napi_is_dataview(env, v, &is) == napi_ok && is) {
+    NAPI_THROW_IF_FAILED(env, napi_get_dataview_info(env, v, &length, &data, &ab, &offset), iovec{});
+  } else {
+    Napi::TypeError e = Napi::TypeError::New(env, "views[" + std::to_string(index) + "] must be a Uint8Array (or another ArrayBufferView)");
+    e.Set("code", Napi::String::New(env, "ERR_INVALID_ARG_TYPE"));
+    throw e;
+  }
+  return iovec{data, data == nullptr ? 0 : length};
+}
+
+/** (fd, views[], position) -> one preadv2/pwritev2(RWF_NOWAIT); bytes, or kWouldBlock / kUnsupported. */
+Napi::Value NowaitIo(const Napi::CallbackInfo& info, bool write) {
+  Napi::Env env = info.Env();
+  const char* syscall = write ? "pwritev2" : "preadv2";
+  int fd = ArgFd(info, 0, "fd");
+  if (!info[1].IsArray()) {
+    Napi::TypeError e = Napi::TypeError::New(env, "views must be an array of ArrayBufferViews");
+    e.Set("code", Napi::String::New(env, "ERR_INVALID_ARG_TYPE"));
+    throw e;
+  }
+  Napi::Array views = info[1].As<Napi::Array>();
+  uint64_t position = ArgUint(info, 2, "position", 0, INT64_MAX);
+  uint32_t count = views.Length();
+  if (count > IOV_MAX) {
+    Napi::RangeError e = Napi::RangeError::New(env, std::string(syscall) + ": at most " + std::to_string(IOV_MAX) + " views");
+    e.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
+    throw e;
+  }
+  // Small transfers (the common case) need no heap allocation.
+  iovec small[16];
+  std::vector<iovec> large;
+  iovec* iov = small;
+  if (count > 16) {
+    large.resize(count);
+    iov = large.data();
+  }
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    iov[i] = ViewIovec(env, views.Get(i), i);
+    total += iov[i].iov_len;
+  }
+  if (total > static_cast<uint64_t>(INT64_MAX) - position) ThrowErrno(env, EOVERFLOW, syscall, "position + length overflows");
+  if (count == 0 || total == 0) return Napi::Number::New(env, 0);
+  ssize_t n;
+  do {
+    n = write ? pwritev2(fd, iov, static_cast<int>(count), static_cast<off_t>(position), RWF_NOWAIT)
+              : preadv2(fd, iov, static_cast<int>(count), static_cast<off_t>(position), RWF_NOWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n >= 0) return Napi::Number::New(env, static_cast<double>(n));
+  if (errno == EAGAIN) return Napi::Number::New(env, kWouldBlock);
+  // Kernels or file systems without RWF_NOWAIT for this fd (pipes, some fs, buffered writes on ext4).
+  if (errno == EOPNOTSUPP || errno == EINVAL) return Napi::Number::New(env, kUnsupported);
+  ThrowErrno(env, errno, syscall, "fd " + std::to_string(fd));
+}
+
+Napi::Value PreadvNowait(const Napi::CallbackInfo& info) { return NowaitIo(info, false); }
+Napi::Value PwritevNowait(const Napi::CallbackInfo& info) { return NowaitIo(info, true); }
+
+}  // namespace
+
+void InitSyncIo(Napi::Env env, Napi::Object exports) {
+  exports.Set("preadvNowait", Napi::Function::New(env, PreadvNowait, "preadvNowait"));
+  exports.Set("pwritevNowait", Napi::Function::New(env, PwritevNowait, "pwritevNowait"));
+}
+
+}  // namespace vfio_native
