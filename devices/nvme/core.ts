@@ -7,7 +7,8 @@
  * Threading: everything runs on the event loop. Doorbell writes only record
  * the new value and start (or nudge) a fetch loop; commands run
  * asynchronously and post their completion when done, so a posted doorbell
- * write never waits for I/O.
+ * write never waits for I/O. A read the page cache serves completes
+ * synchronously, inside the doorbell write that fetched it.
  */
 import type { Logger } from 'pino';
 import {

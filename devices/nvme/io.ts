@@ -1,8 +1,10 @@
 /**
  * NVM command set: Read, Write, Flush, Write Zeroes, Dataset Management,
- * Compare. Data moves through a host buffer: file I/O runs on the thread
- * pool into/out of that buffer, guest memory is copied synchronously (or by
- * DMA message), so no guest view is ever handed to an async API.
+ * Compare. With fd-backed guest memory, file I/O goes straight into or out
+ * of guest memory: a Read the page cache holds is done synchronously
+ * (preadv2 RWF_NOWAIT), anything else on the thread pool with the guest
+ * pages pinned (DMA_UNMAP waits). With fd-less memory, data moves through a
+ * host buffer and DMA messages.
  */
 import { IoOp, MAX_TRANSFER, Status } from './constants.js';
 import type { ControllerCore } from './core.js';

@@ -13,9 +13,10 @@ for (const group of [deviceHandlers, dmaHandlers, irqHandlers, miscHandlers, reg
 
 /**
  * The handler for `command`, or undefined (EINVAL: unknown commands, VERSION
- * after negotiation, DIRTY_PAGES, and REGION_WRITE_MULTI when not negotiated).
+ * after negotiation, DIRTY_PAGES). REGION_WRITE_MULTI is served whether or not
+ * write_multiple was advertised: QEMU with `x-send-queued=on` sends it anyway,
+ * with NO_REPLY, so refusing it would silently drop guest writes.
  */
-export function handlerFor(command: number, writeMultiple: boolean): Handler | undefined {
-  if (command === 15 && !writeMultiple) return undefined;
+export function handlerFor(command: number): Handler | undefined {
   return table.get(command);
 }

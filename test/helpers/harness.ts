@@ -3,7 +3,7 @@
  * plus small assertions for the protocol tests.
  */
 import { expect } from 'vitest';
-import { serve, type DeviceServer } from '../../server/server.js';
+import { serve, type DeviceServer, type ServeOptions } from '../../server/server.js';
 import type { Endpoint } from '../../server/endpoint.js';
 import { createLogger, type Logger } from '../../server/log.js';
 import { HEADER_SIZE, HeaderFlag } from '../../server/protocol/constants.js';
@@ -49,11 +49,14 @@ export interface RunningDevice<E extends Endpoint = DeviceUnderTest> {
  * Serve `device` (default: a fresh PciTestDevice) on a temp socket. stop()
  * closes the device if it has a close() method.
  */
-export async function startDevice<E extends Endpoint = DeviceUnderTest>(device?: E): Promise<RunningDevice<E>> {
+export async function startDevice<E extends Endpoint = DeviceUnderTest>(
+  device?: E,
+  options: Omit<ServeOptions, 'socketPath' | 'log'> = {},
+): Promise<RunningDevice<E>> {
   const dev = (device ?? new PciTestDevice()) as E;
   const sock = tempSocketPath();
   const log = testLogger();
-  const server = await serve(dev, { socketPath: sock.path, log });
+  const server = await serve(dev, { ...options, socketPath: sock.path, log });
   const clients: VfioUserClient[] = [];
   const idle = async () => {
     for (let i = 0; i < 500; i++) {

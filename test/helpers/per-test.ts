@@ -7,24 +7,26 @@
 import { afterEach, beforeEach } from 'vitest';
 import type { VfioUserClient } from '../../client/index.js';
 import type { Endpoint } from '../../server/endpoint.js';
+import type { ServeOptions } from '../../server/server.js';
 import type { DeviceUnderTest } from './device-under-test.js';
 import { fdBaseline, type FdBaseline } from './fds.js';
 import { startDevice, type RunningDevice } from './harness.js';
 
 /**
  * Each test gets a device (from `make`; default: a fresh PciTestDevice) served
- * on its own temp socket, handed to `onStarted` before the test runs. After the
+ * on its own temp socket (with `options` for serve()), handed to `onStarted` before the test runs. After the
  * test the server is stopped (its clients closed) and no fd may be left open.
  */
 export function deviceEachTest<E extends Endpoint = DeviceUnderTest>(
   onStarted: (run: RunningDevice<E>) => void | Promise<void>,
   make?: () => E,
+  options?: Omit<ServeOptions, 'socketPath' | 'log'>,
 ): void {
   let fds: FdBaseline;
   let run: RunningDevice<E>;
   beforeEach(async () => {
     fds = fdBaseline();
-    run = await startDevice(make?.());
+    run = await startDevice(make?.(), options);
     await onStarted(run);
   });
   afterEach(async () => {

@@ -50,7 +50,7 @@ describe('VERSION', () => {
     expect(r.msg.byteLength).toBeLessThanOrEqual(req.byteLength);
     expect(r.fds).toEqual([]);
     const v = P.decodeVersion(r.msg);
-    expect(v).toMatchObject({ major: 0, minor: 0, capabilities: { maxMsgFds: 16, maxDataXferSize: 1 << 20, pgsizes: 4096, maxDmaMaps: 65535, writeMultiple: true } });
+    expect(v).toMatchObject({ major: 0, minor: 0, capabilities: { maxMsgFds: 16, maxDataXferSize: 1 << 20, pgsizes: 4096, maxDmaMaps: 65535, writeMultiple: false } });
     expect(ep.attaches).toBe(1);
     expect(conn.state).toBe('ready');
     expect(conn.clientCapabilities?.maxMsgFds).toBe(16);
