@@ -2,7 +2,7 @@
  * The smallest useful device: a BAR of registers and an interrupt.
  *
  *   npx tsx examples/minimal-device.ts /tmp/minimal.sock
- *   qemu-system-x86_64 ... -device vfio-user-pci,socket.type=unix,socket.path=/tmp/minimal.sock
+ *   qemu-system-x86_64 ... -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/tmp/minimal.sock"}}'
  *
  * BAR0 (4 KiB, little-endian u32): 0x00 MAGIC (read-only), 0x04 SCRATCH,
  * 0x08 DOORBELL (write n: signal vector n), 0x0c RINGS (doorbells so far).

@@ -33,3 +33,5 @@ export {
   RegionFlag,
 } from './protocol/constants.js';
 export { createLogger, silentLogger, type Logger, type LoggerOptions } from './log.js';
+/** For device modules loaded by `vfio-user-ts serve --device ./my-device.js` (docs/cli.md). */
+export type { DeviceContext, HostedDevice, DeviceFactory, OptionsValidator } from './daemon/device-module.js';

@@ -551,7 +551,7 @@ export class ControllerCore {
   }
 
   private writeCqe(cq: CompletionQueue, e: Completion): void {
-    const addr = cq.base + BigInt(cq.tail * CQE_SIZE);
+    const o = cq.tail * CQE_SIZE;
     const dw2 = (e.sqhd | (e.sqid << 16)) >>> 0;
     const dw3 = ((e.cid & 0xffff) | ((cq.phase | (e.status << 1)) << 16)) >>> 0;
     cq.tail = cq.tail + 1 === cq.size ? 0 : cq.tail + 1;
@@ -565,7 +565,6 @@ export class ControllerCore {
       return;
     }
     if (v) {
-      const o = Number(addr - cq.base);
       v.setUint32(o, e.result >>> 0, true);
       v.setUint32(o + 4, 0, true);
       v.setUint32(o + 8, dw2, true);
@@ -579,7 +578,7 @@ export class ControllerCore {
     m.setUint32(8, dw2, true);
     m.setUint32(12, dw3, true);
     // By message: interrupt only once the entry is in guest memory.
-    this.host.dma.write(addr, bytes).then(
+    this.host.dma.write(cq.base + BigInt(o), bytes).then(
       () => this.signal(cq),
       (err: unknown) => this.fatal(`writing CQ ${cq.id} entry failed`, err),
     );
