@@ -29,7 +29,7 @@ import { PciDevice } from '../../server/pci/index.js';
 import type { DmaRegion, DmaSpace } from '../../server/dma/index.js';
 import { BAR0_SIZE } from './constants.js';
 import { ControllerCore } from './core.js';
-import type { NvmeDma, NvmeHost } from './host.js';
+import type { NvmeDma, NvmeHost, PinnedViews } from './host.js';
 import { Namespace, type NamespaceOptions } from './namespace.js';
 
 export type { NamespaceOptions } from './namespace.js';
@@ -54,6 +54,18 @@ export interface NvmeControllerOptions {
 }
 
 /** NvmeDma over the PciDevice's DmaSpace: views where fd-backed, messages elsewhere. */
+/** Views pinned by NvmeDma.pin (a class, not a closure: no allocation of a function per command). */
+class Pinned implements PinnedViews {
+  constructor(
+    readonly views: Uint8Array[],
+    private readonly held: DmaRegion[],
+  ) {}
+
+  release(): void {
+    for (const h of this.held) h.release();
+  }
+}
+
 function dmaAdapter(dma: DmaSpace): NvmeDma {
   return {
     view(addr, length) {
@@ -84,14 +96,12 @@ function dmaAdapter(dma: DmaSpace): NvmeDma {
         if (!v) break; // crosses a 4 GiB window
         views.push(v);
       }
-      const release = (): void => {
-        for (const h of held) h.release();
-      };
+      const pinned = new Pinned(views, held);
       if (views.length !== ranges.length) {
-        release();
+        pinned.release();
         return undefined;
       }
-      return { views, release };
+      return pinned;
     },
   };
 }

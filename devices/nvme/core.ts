@@ -125,7 +125,9 @@ export class ControllerCore {
   private irqScheduled = false;
   /** SQs whose fetch paused at MAX_INFLIGHT. */
   private readonly stalled = new Set<SubmissionQueue>();
-  private readonly irqQueue: CompletionQueue[] = [];
+  private irqQueue: CompletionQueue[] = [];
+  /** The other half of the irqQueue double buffer (no array allocated per interrupt). */
+  private irqQueueSpare: CompletionQueue[] = [];
 
   constructor(readonly host: NvmeHost, options: CoreOptions) {
     this.log = options.log;
@@ -606,8 +608,11 @@ export class ControllerCore {
       this.irqScheduled = true;
       queueMicrotask(() => {
         this.irqScheduled = false;
-        const queues = this.irqQueue.splice(0);
-        for (const q of queues) this.fire(q);
+        const queues = this.irqQueue;
+        this.irqQueue = this.irqQueueSpare;
+        for (let i = 0; i < queues.length; i++) this.fire(queues[i]!);
+        queues.length = 0;
+        this.irqQueueSpare = queues;
       });
     }
   }

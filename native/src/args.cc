@@ -56,18 +56,16 @@ Napi::Function ArgFunction(const Napi::CallbackInfo& info, size_t i, const char*
   return info[i].As<Napi::Function>();
 }
 
-Bytes ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  napi_env env = info.Env();
-  napi_value v = info[i];
+bool ViewBytes(napi_env env, napi_value v, Bytes* out) {
   bool is = false;
   void* data = nullptr;
   size_t length = 0;
+  napi_value ab;
+  size_t offset = 0;
   if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
     napi_typedarray_type type;
     size_t count = 0;
-    napi_value ab;
-    size_t offset = 0;
-    NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, v, &type, &count, &data, &ab, &offset), Bytes{});
+    NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, v, &type, &count, &data, &ab, &offset), false);
     size_t elem = 1;
     switch (type) {
       case napi_int16_array: case napi_uint16_array: elem = 2; break;
@@ -77,13 +75,20 @@ Bytes ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* what) {
     }
     length = count * elem;
   } else if (napi_is_dataview(env, v, &is) == napi_ok && is) {
-    napi_value ab;
-    size_t offset = 0;
-    NAPI_THROW_IF_FAILED(env, napi_get_dataview_info(env, v, &length, &data, &ab, &offset), Bytes{});
+    NAPI_THROW_IF_FAILED(env, napi_get_dataview_info(env, v, &length, &data, &ab, &offset), false);
   } else {
+    return false;
+  }
+  *out = Bytes{static_cast<const uint8_t*>(data), data == nullptr ? 0 : length};
+  return true;
+}
+
+Bytes ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Bytes bytes{nullptr, 0};
+  if (!ViewBytes(info.Env(), info[i], &bytes)) {
     ThrowType(info.Env(), std::string(what) + " must be a Uint8Array (or another ArrayBufferView)");
   }
-  return Bytes{static_cast<const uint8_t*>(data), data == nullptr ? 0 : length};
+  return bytes;
 }
 
 std::vector<int> ArgFdArray(const Napi::CallbackInfo& info, size_t i, const char* what, size_t max_count) {

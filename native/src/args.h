@@ -30,6 +30,8 @@ struct Bytes {
   size_t length;
 };
 Bytes ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* what);
+/** The bytes of `v` if it is an ArrayBufferView (a detached one is empty); false if it is not one. */
+bool ViewBytes(napi_env env, napi_value v, Bytes* out);
 
 /** Optional array of fds (undefined/null means none); at most max_count entries. */
 std::vector<int> ArgFdArray(const Napi::CallbackInfo& info, size_t i, const char* what, size_t max_count);

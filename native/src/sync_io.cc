@@ -21,31 +21,13 @@ constexpr double kUnsupported = -2;
 
 /** The bytes of one ArrayBufferView (TypedArray or DataView); a detached one is empty. */
 iovec ViewIovec(Napi::Env env, napi_value v, uint32_t index) {
-  bool is = false;
-  void* data = nullptr;
-  size_t length = 0;
-  napi_value ab;
-  size_t offset = 0;
-  if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
-    napi_typedarray_type type;
-    size_t count = 0;
-    NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, v, &type, &count, &data, &ab, &offset), iovec{});
-    size_t elem = 1;
-    switch (type) {
-      case napi_int16_array: case napi_uint16_array: elem = 2; break;
-      case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
-      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
-      default: elem = 1;
-    }
-    length = count * elem;
-  } else if (napi_is_dataview(env, v, &is) == napi_ok && is) {
-    NAPI_THROW_IF_FAILED(env, napi_get_dataview_info(env, v, &length, &data, &ab, &offset), iovec{});
-  } else {
+  Bytes bytes{nullptr, 0};
+  if (!ViewBytes(env, v, &bytes)) {
     Napi::TypeError e = Napi::TypeError::New(env, "views[" + std::to_string(index) + "] must be a Uint8Array (or another ArrayBufferView)");
     e.Set("code", Napi::String::New(env, "ERR_INVALID_ARG_TYPE"));
     throw e;
   }
-  return iovec{data, data == nullptr ? 0 : length};
+  return iovec{const_cast<uint8_t*>(bytes.data), bytes.length};
 }
 
 /** (fd, views[], position) -> one preadv2/pwritev2(RWF_NOWAIT); bytes, or kWouldBlock / kUnsupported. */
