@@ -141,18 +141,22 @@ function transferError(seg: Segment, err: unknown): NvmeStatusError {
   return new NvmeStatusError(Status.DATA_TRANSFER_ERROR, `DMA to 0x${seg.addr.toString(16)}+${seg.length} failed: ${(err as Error).message}`);
 }
 
+/** The segment's bytes in mapped guest memory, undefined for message-only memory; Data Transfer Error when unmapped. */
+function directView(dma: NvmeDma, seg: Segment): Uint8Array | undefined {
+  try {
+    return dma.view(seg.addr, seg.length);
+  } catch (err) {
+    throw transferError(seg, err);
+  }
+}
+
 /** Copy `src` into the segments (in order). Data Transfer Error when guest memory is not there. */
 export async function copyToGuest(dma: NvmeDma, segments: readonly Segment[], src: Uint8Array): Promise<void> {
   let pos = 0;
   for (const seg of segments) {
     const chunk = src.subarray(pos, pos + seg.length);
     pos += seg.length;
-    let view: Uint8Array | undefined;
-    try {
-      view = dma.view(seg.addr, seg.length);
-    } catch (err) {
-      throw transferError(seg, err);
-    }
+    const view = directView(dma, seg);
     if (view) {
       view.set(chunk);
       continue;
@@ -169,12 +173,7 @@ export async function copyToGuest(dma: NvmeDma, segments: readonly Segment[], sr
 export async function copyFromGuest(dma: NvmeDma, segments: readonly Segment[], dst: Uint8Array): Promise<void> {
   let pos = 0;
   for (const seg of segments) {
-    let view: Uint8Array | undefined;
-    try {
-      view = dma.view(seg.addr, seg.length);
-    } catch (err) {
-      throw transferError(seg, err);
-    }
+    const view = directView(dma, seg);
     if (view) {
       dst.set(view, pos);
     } else {

@@ -19,8 +19,8 @@ import { tempDir, type TempDir } from '../helpers/temp.js';
 import { runDaemon, type DaemonProcess } from './daemon-process.js';
 
 const blocker = loadKit() ? undefined : provisioningBlocker();
-const skip = blocker !== undefined && !isCI();
-if (skip) process.stderr.write(`\n!! SKIPPING the daemon's QEMU test: ${blocker}\n\n`);
+const skipOutsideCI = blocker !== undefined && !isCI();
+if (skipOutsideCI) process.stderr.write(`\n!! SKIPPING the daemon's QEMU test: ${blocker}\n\n`);
 
 const SCRIPT = `
 i=0
@@ -34,7 +34,7 @@ done
 echo "RESULT nvme_sectors=$(cat /sys/block/nvme0n1/size 2>/dev/null)"
 `;
 
-describe.skipIf(skip)(`vfio-user-ts serve with QEMU${skip ? ` [SKIPPED: ${blocker}]` : ''}`, () => {
+describe.skipIf(skipOutsideCI)(`vfio-user-ts serve with QEMU${skipOutsideCI ? ` [SKIPPED: ${blocker}]` : ''}`, () => {
   let dir: TempDir;
   let daemon: DaemonProcess;
   beforeAll(async () => {

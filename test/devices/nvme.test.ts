@@ -41,15 +41,21 @@ async function startHost(shared = true): Promise<NvmeTestHost> {
 
 const gpa = (off: number): bigint => GPA + BigInt(off);
 
-describe('NVMe controller (registers and admin)', () => {
+/** Each test of the enclosing describe gets a fresh temp dir and a controller host (memory shared by fd or not), stopped afterwards. */
+function hostEachTest(shared = true, ready?: (h: NvmeTestHost) => Promise<void>): void {
   beforeEach(async () => {
     dir = tempDir('nvme-');
-    host = await startHost();
+    host = await startHost(shared);
+    await ready?.(host);
   });
   afterEach(async () => {
     await host.stop();
     dir.remove();
   });
+}
+
+describe('NVMe controller (registers and admin)', () => {
+  hostEachTest();
 
   it('reports CAP/VS, becomes ready on CC.EN and creates a sparse backing file', async () => {
     const capLo = await host.reg(0x00);
@@ -201,15 +207,9 @@ describe('NVMe controller (registers and admin)', () => {
 describe('NVMe controller (I/O)', () => {
   for (const shared of [true, false]) {
     describe(shared ? 'guest memory shared by fd' : 'fd-less guest memory (DMA messages)', () => {
-      beforeEach(async () => {
-        dir = tempDir('nvme-');
-        host = await startHost(shared);
-        await host.enable();
-        await host.createIoQueues();
-      });
-      afterEach(async () => {
-        await host.stop();
-        dir.remove();
+      hostEachTest(shared, async (h) => {
+        await h.enable();
+        await h.createIoQueues();
       });
 
       it('writes through a scattered PRP list and reads back; the file holds the data', async () => {
@@ -361,14 +361,7 @@ describe('NVMe controller (I/O)', () => {
 });
 
 describe('NVMe controller (guest memory remapped)', () => {
-  beforeEach(async () => {
-    dir = tempDir('nvme-');
-    host = await startHost(true);
-  });
-  afterEach(async () => {
-    await host.stop();
-    dir.remove();
-  });
+  hostEachTest();
 
   it('keeps working after the client unmaps and maps its memory again', async () => {
     await host.enable();
@@ -421,14 +414,7 @@ describe('NVMe controller (shadow doorbells)', () => {
 });
 
 describe('NVMe controller (interrupts)', () => {
-  beforeEach(async () => {
-    dir = tempDir('nvme-');
-    host = await startHost(true);
-  });
-  afterEach(async () => {
-    await host.stop();
-    dir.remove();
-  });
+  hostEachTest();
 
   it('signals the MSI-X vector of each CQ', async () => {
     await host.enable();
