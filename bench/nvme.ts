@@ -28,6 +28,17 @@ export interface NvmeBenchRow {
   oursSeconds: number;
   /** qemuSeconds / oursSeconds: >= 1 means we are at least as fast. */
   ratio: number;
+  /** Every run's seconds, in order (QEMU's and ours alternate in the guest). */
+  qemuRuns: number[];
+  oursRuns: number[];
+  /** median(qemuRuns) / median(oursRuns). */
+  medianRatio: number;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 export interface NvmeBenchOptions {
@@ -43,8 +54,12 @@ export interface NvmeBenchOptions {
   memoryNamespace?: boolean;
   /** Serve cached reads synchronously with preadv2(RWF_NOWAIT) (default true; false measures the read-ahead / thread-pool path). */
   pageCacheReads?: boolean;
+  /** Our controller's shadow-doorbell polling window (NvmeControllerOptions.pollMicros; default its default). */
+  pollMicros?: number;
   /** Runs of each row per device, alternating; the best (minimum) time counts. Default 3 (a shared, busy machine is noisy). */
   repeat?: number;
+  /** Indexes into the row list (default: all three). */
+  rows?: number[];
 }
 
 const ROWS: { name: string; cmd: (dev: string) => string }[] = [
@@ -54,7 +69,7 @@ const ROWS: { name: string; cmd: (dev: string) => string }[] = [
 ];
 
 /** A guest script that finds both controllers by model and times each row on each, `repeat` times, alternating. */
-function script(repeat: number): string {
+function script(repeat: number, rows: number[]): string {
   const lines = [
     'for i in $(seq 1 100); do [ -b /dev/nvme0n1 ] && [ -b /dev/nvme1n1 ] && break; sleep 0.1; done',
     'for c in /sys/class/nvme/nvme*; do',
@@ -67,7 +82,8 @@ function script(repeat: number): string {
     // run NAME CMD...: time CMD, print RESULT NAME=seconds.
     'run() { name=$1; shift; t0=$(now); "$@" >/dev/null 2>&1 || echo "RESULT error=$name"; t1=$(now); echo "RESULT $name=$(awk -v a=$t0 -v b=$t1 \'BEGIN { printf "%.2f", b - a }\')"; }',
   ];
-  ROWS.forEach((row, i) => {
+  rows.forEach((i) => {
+    const row = ROWS[i]!;
     for (let k = 0; k < repeat; k++) {
       lines.push(`run qemu${i}_${k} ${row.cmd('$QEMU')}`);
       lines.push(`run ours${i}_${k} ${row.cmd('$OURS')}`);
@@ -93,6 +109,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
   const sizeMiB = options.sizeMiB ?? 512;
   const print = options.print ?? true;
   const repeat = options.repeat ?? 3;
+  const selected = options.rows ?? ROWS.map((_, i) => i);
   const dir = mkdtempSync(join(tmpdir(), 'nvme-bench-'));
   const qemuImage = join(dir, 'qemu.img');
   const oursImage = join(dir, 'ours.img');
@@ -100,7 +117,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
   makeImage(qemuImage, sizeMiB);
   makeImage(oursImage, sizeMiB);
   const log = createLogger({ level: (process.env.LOG_LEVEL as 'info' | undefined) ?? 'warn', pretty: false });
-  const nvme = new NvmeController({ name: 'nvme-bench', namespaces: [options.memoryNamespace ? { size: sizeMiB << 20, lbaSize: 512 } : { path: oursImage, lbaSize: 512, pageCacheReads: options.pageCacheReads ?? true }], serial: 'BENCH0001', queues: 4, log });
+  const nvme = new NvmeController({ name: 'nvme-bench', namespaces: [options.memoryNamespace ? { size: sizeMiB << 20, lbaSize: 512 } : { path: oursImage, lbaSize: 512, pageCacheReads: options.pageCacheReads ?? true }], serial: 'BENCH0001', queues: 4, log, ...(options.pollMicros !== undefined && { pollMicros: options.pollMicros }) });
   const server = await serve(nvme.device, { socketPath: sock, log, writeMultiple: process.env.BENCH_WRITE_MULTIPLE === "1" });
   try {
     const cpu0 = process.cpuUsage();
@@ -114,24 +131,34 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
         '-drive', `file=${qemuImage},if=none,id=qnvme,format=raw`,
         '-device', 'nvme,drive=qnvme,serial=QEMU0001',
       ],
-      script: script(repeat),
+      script: script(repeat, selected),
       timeoutMs: 600_000,
     });
     if (r.results.error || r.code !== 0) throw new Error(`bench guest failed (${r.results.error ?? `exit ${r.code}`}):\n${r.serial}`);
-    const best = (key: string): number => Math.min(...Array.from({ length: repeat }, (_, k) => Number(r.results[`${key}_${k}`])));
-    const rows = ROWS.map((row, i) => {
-      const qemuSeconds = best(`qemu${i}`);
-      const oursSeconds = best(`ours${i}`);
-      return { name: row.name, qemuSeconds, oursSeconds, ratio: oursSeconds > 0 ? qemuSeconds / oursSeconds : Infinity };
+    const runs = (key: string): number[] => Array.from({ length: repeat }, (_, k) => Number(r.results[`${key}_${k}`]));
+    const rows = selected.map((i) => {
+      const row = ROWS[i]!;
+      const qemuRuns = runs(`qemu${i}`);
+      const oursRuns = runs(`ours${i}`);
+      const qemuSeconds = Math.min(...qemuRuns);
+      const oursSeconds = Math.min(...oursRuns);
+      return {
+        name: row.name, qemuSeconds, oursSeconds, ratio: oursSeconds > 0 ? qemuSeconds / oursSeconds : Infinity,
+        qemuRuns, oursRuns, medianRatio: median(qemuRuns) / median(oursRuns),
+      };
     });
     if (print) {
-      console.log('row'.padEnd(44), 'qemu s'.padStart(8), 'ours s'.padStart(8), 'ratio'.padStart(7));
+      console.log(`best of ${repeat} runs per device (ratio = QEMU time / ours; >= 1: ours as fast), and the ratio of the medians`);
+      console.log('row'.padEnd(44), 'qemu s'.padStart(8), 'ours s'.padStart(8), 'ratio'.padStart(7), 'median'.padStart(7));
       for (const row of rows) {
-        console.log(row.name.padEnd(44), row.qemuSeconds.toFixed(2).padStart(8), row.oursSeconds.toFixed(2).padStart(8), row.ratio.toFixed(2).padStart(7));
+        console.log(row.name.padEnd(44), row.qemuSeconds.toFixed(2).padStart(8), row.oursSeconds.toFixed(2).padStart(8), row.ratio.toFixed(2).padStart(7), row.medianRatio.toFixed(2).padStart(7));
       }
+      for (const row of rows) console.log(`  ${row.name}: qemu ${row.qemuRuns.join(' ')} | ours ${row.oursRuns.join(' ')}`);
       const cpu = process.cpuUsage(cpu0);
       const t = nvme.timing();
       console.log(`server process CPU: ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s (${((cpu.user + cpu.system) / t.commands).toFixed(1)} us per command)`);
+      const db = nvme.doorbellStats();
+      console.log(`submissions: ${db.polled} found by polling shadow doorbells, ${db.mmio} doorbell messages, ${db.rearmed} times polling went idle`);
       const ns = nvme.namespaces[0]!;
       const pc = ns.cacheStats;
       console.log(`page cache (preadv2 RWF_NOWAIT): ${pc.hits} reads served in the same turn, ${pc.partial} partly, ${pc.misses} went async`);
@@ -148,7 +175,14 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  benchNvme({ memoryNamespace: process.env.NVME_BENCH_MEMORY === '1', pageCacheReads: process.env.NVME_BENCH_PAGE_CACHE !== '0' }).catch((err: unknown) => {
+  const list = (v: string | undefined): number[] | undefined => (v ? v.split(',').map(Number) : undefined);
+  benchNvme({
+    memoryNamespace: process.env.NVME_BENCH_MEMORY === '1',
+    pageCacheReads: process.env.NVME_BENCH_PAGE_CACHE !== '0',
+    rows: list(process.env.NVME_BENCH_ROWS),
+    repeat: process.env.NVME_BENCH_REPEAT ? Number(process.env.NVME_BENCH_REPEAT) : undefined,
+    pollMicros: process.env.NVME_BENCH_POLL_US ? Number(process.env.NVME_BENCH_POLL_US) : undefined,
+  }).catch((err: unknown) => {
     console.error(err);
     process.exitCode = 1;
   });

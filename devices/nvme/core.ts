@@ -23,6 +23,7 @@ import {
 import { executeAdmin } from './admin.js';
 import { executeIo } from './io.js';
 import { cqSlot, ShadowDoorbells, sqSlot } from './shadow-doorbells.js';
+import { DEFAULT_SQ_POLL, SqPoller, type SqPollOptions } from './sq-poller.js';
 
 export interface CoreOptions {
   identity: Omit<ControllerIdentity, 'namespaces'>;
@@ -32,6 +33,8 @@ export interface CoreOptions {
   /** MSI-X vectors the device has (a CQ's IV must be below this). */
   vectors: number;
   log: Logger;
+  /** Adaptive polling of shadow SQ tails (sq-poller.ts); default DEFAULT_SQ_POLL. */
+  poll?: SqPollOptions;
 }
 
 /** Settable features (Get/Set Features), reset to defaults by a controller reset. */
@@ -120,7 +123,6 @@ export class ControllerCore {
   /** INTx/MSI interrupt pending while INTMS masked it. */
   private maskedPending = false;
   /** Shadow doorbell and EventIdx buffers (Doorbell Buffer Config). */
-  /** Shadow doorbells (Doorbell Buffer Config), while usable. */
   private shadowDb: ShadowDoorbells | undefined;
   private irqScheduled = false;
   /** SQs whose fetch paused at MAX_INFLIGHT. */
@@ -128,6 +130,8 @@ export class ControllerCore {
   private irqQueue: CompletionQueue[] = [];
   /** The other half of the irqQueue double buffer (no array allocated per interrupt). */
   private irqQueueSpare: CompletionQueue[] = [];
+  /** Watches shadow SQ tails while I/O flows (sq-poller.ts). */
+  readonly poller: SqPoller;
 
   constructor(readonly host: NvmeHost, options: CoreOptions) {
     this.log = options.log;
@@ -135,6 +139,14 @@ export class ControllerCore {
     this.identity = { ...options.identity, namespaces: options.namespaces.length };
     this.maxIoQueues = options.maxIoQueues;
     this.vectors = options.vectors;
+    this.poller = new SqPoller({
+      shadow: () => this.shadow(),
+      inflight: () => this.inflight,
+      moved: (sq, tail) => {
+        sq.tail = tail;
+        if (!sq.fetching) void this.fetch(sq);
+      },
+    }, options.poll ?? DEFAULT_SQ_POLL);
   }
 
   // ---------------------------------------------------------------- registers
@@ -283,6 +295,7 @@ export class ControllerCore {
     this.sqs.length = 0;
     this.cqs.length = 0;
     this.stalled.clear();
+    this.poller.clear();
     this.aers = [];
     this.events = [];
     this.shadowDb = undefined;
@@ -364,7 +377,11 @@ export class ControllerCore {
     return out;
   }
 
+  /** Doorbell register writes received (each one a trap in the guest and a message to us). */
+  mmioDoorbells = 0;
+
   private doorbell(index: number, value: number): void {
+    this.mmioDoorbells++;
     if (!this.enabled) return;
     const qid = index >> 1;
     if ((index & 1) === 0) {
@@ -373,7 +390,12 @@ export class ControllerCore {
         this.log.warn({ qid, value }, 'nvme: invalid SQ tail doorbell write ignored');
         return;
       }
-      sq.tail = value;
+      // With shadow doorbells the shadow slot is the newest tail the host wrote
+      // (it writes it before ringing); a posted MMIO value can be older than
+      // what polling already consumed, and must never move the tail back.
+      const db = qid === 0 ? undefined : this.shadow();
+      const shadowTail = db?.read(sqSlot(qid));
+      sq.tail = shadowTail !== undefined && shadowTail < sq.size ? shadowTail : value;
       if (!sq.fetching) void this.fetch(sq);
     } else {
       const cq = this.cqs[qid];
@@ -436,6 +458,13 @@ export class ControllerCore {
         }
         const db = sq.id === 0 ? undefined : this.shadow();
         if (!db || sq.deleted || gen !== this.generation) return;
+        if (this.poller.enabled && this.inflight === 0) {
+          // Idle: watch the shadow tail for a while instead of asking for doorbell writes.
+          const moved = this.poller.watch(db, sq);
+          if (moved === undefined) return;
+          sq.tail = moved;
+          continue;
+        }
         // Shadow doorbells: ask for a doorbell write past what we consumed, then
         // look again (the host may have moved the tail before it saw EventIdx).
         db.setEventIdx(sqSlot(sq.id), sq.tail);
@@ -518,9 +547,25 @@ export class ControllerCore {
       for (const q of resume) if (!q.fetching && !q.deleted && gen === this.generation) void this.fetch(q);
     }
     if (this.inflight === 0) {
+      if (gen === this.generation) this.watchIdleQueues();
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const w of waiters) w();
+    }
+  }
+
+  /** Nothing in flight any more: poll the I/O SQs' shadow tails (sq-poller.ts) until the guest submits again. */
+  private watchIdleQueues(): void {
+    if (!this.poller.enabled || !this.enabled) return;
+    const db = this.shadow();
+    if (!db) return;
+    for (const sq of this.sqs) {
+      if (!sq || sq.id === 0 || sq.deleted || sq.fetching) continue;
+      const moved = this.poller.watch(db, sq);
+      if (moved !== undefined) {
+        sq.tail = moved;
+        void this.fetch(sq);
+      }
     }
   }
 
@@ -684,15 +729,9 @@ export class ControllerCore {
     return true;
   }
 
-  /** The shadow doorbells while their pages are still mapped. */
+  /** The shadow doorbells, once configured (their pages may be unmapped for a while: reads are then undefined). */
   private shadow(): ShadowDoorbells | undefined {
-    const db = this.shadowDb;
-    if (db && !db.usable) {
-      this.log.warn('nvme: shadow doorbell page vanished; shadow doorbells off');
-      this.shadowDb = undefined;
-      return undefined;
-    }
-    return db;
+    return this.shadowDb;
   }
 
   // ---------------------------------------------------------------- errors

@@ -25,6 +25,11 @@ function pushSegment(out: Segment[], addr: bigint, length: number): void {
   else out.push({ addr, length });
 }
 
+/** A PRP entry (two dwords) in hex, for messages. */
+function hexEntry(hi: number, lo: number): string {
+  return ((BigInt(hi) << 32n) | BigInt(lo)).toString(16);
+}
+
 /** A PRP list read the walker needs: `count` 8-byte entries at `addr`. */
 interface ListRequest {
   addr: bigint;
@@ -64,13 +69,28 @@ function* walkPrps(prp1: bigint, prp2: bigint, length: number): Generator<ListRe
     const count = needed <= inPage ? needed : inPage;
     const entries = yield { addr: list, count };
     const dataEntries = needed <= inPage ? count : count - 1;
+    // Entries are read as two dwords and merged in Number space (a BigInt per
+    // entry is the slow part of a 1 MiB command's walk); only a new segment
+    // start becomes a BigInt.
+    let runStart = -1;
+    let runLength = 0;
     for (let i = 0; i < dataEntries; i++) {
-      const addr = entries.getBigUint64(i * 8, true);
-      if ((addr & PAGE_MASK) !== 0n) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, `PRP entry ${addr.toString(16)} at ${list.toString(16)}+${i} not page aligned`);
-      const len = Math.min(left, PAGE_SIZE);
-      pushSegment(out, addr, len);
+      const lo = entries.getUint32(i * 8, true);
+      const hi = entries.getUint32(i * 8 + 4, true);
+      if ((lo & (PAGE_SIZE - 1)) !== 0) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, `PRP entry ${hexEntry(hi, lo)} at ${list.toString(16)}+${i} not page aligned`);
+      if (hi >= 0x20_0000) throw new NvmeStatusError(Status.DATA_TRANSFER_ERROR, `PRP entry ${hexEntry(hi, lo)} is beyond any guest memory`);
+      const addr = hi * 0x1_0000_0000 + lo;
+      const len = left < PAGE_SIZE ? left : PAGE_SIZE;
+      if (runStart >= 0 && runStart + runLength === addr) {
+        runLength += len;
+      } else {
+        if (runStart >= 0) pushSegment(out, BigInt(runStart), runLength);
+        runStart = addr;
+        runLength = len;
+      }
       left -= len;
     }
+    if (runStart >= 0) pushSegment(out, BigInt(runStart), runLength);
     if (left > 0) {
       list = entries.getBigUint64((count - 1) * 8, true);
       if ((list & 7n) !== 0n) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, 'chained PRP list not qword aligned');

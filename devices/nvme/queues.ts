@@ -107,4 +107,6 @@ export interface SubmissionQueue {
   onIdle?: () => void;
   /** Cached view of the whole queue (fd-backed memory); dropped when its mapping goes (access throws). */
   dv?: DataView;
+  /** The SQ poller watches its shadow tail (EventIdx says "do not ring"). */
+  polled?: boolean;
 }

@@ -5,7 +5,10 @@
  * second page. Slots follow the doorbell layout: SQ y at 2y, CQ y at 2y+1.
  *
  * Only fd-backed pages are accepted (reading them by DMA message would cost
- * more than the doorbell writes it saves). Stores are sequentially consistent
+ * more than the doorbell writes it saves). The client may unmap and map the
+ * memory again at any time (QEMU does when its memory map changes): a page
+ * that is not mapped right now reads as undefined and takes no stores, and
+ * is found again once it is mapped back. Stores are sequentially consistent
  * (Atomics), so an EventIdx store is ordered before our next shadow load; the
  * driver does the mirror image with mb().
  */
@@ -17,7 +20,6 @@ export const cqSlot = (qid: number): number => 2 * qid + 1;
 
 export class ShadowDoorbells {
   private pages: { dbs?: Int32Array; eis?: Int32Array } = {};
-  private lost = false;
 
   private constructor(private readonly dma: NvmeDma, private readonly dbs: bigint, private readonly eis: bigint) {}
 
@@ -29,14 +31,8 @@ export class ShadowDoorbells {
     return s.page('dbs') && s.page('eis') ? s : undefined;
   }
 
-  /** False once a page went away (guest memory unmapped): the controller falls back to MMIO doorbells. */
-  get usable(): boolean {
-    return !this.lost;
-  }
-
-  /** The page as dwords (cached; re-resolved when its mapping went away: a detached view has length 0). */
+  /** The page as dwords (cached; re-resolved when its mapping went away: a detached view has length 0); undefined while unmapped. */
   private page(which: 'dbs' | 'eis'): Int32Array | undefined {
-    if (this.lost) return undefined;
     const cached = this.pages[which];
     if (cached && cached.length !== 0) return cached;
     let view: Uint8Array | undefined;
@@ -45,10 +41,7 @@ export class ShadowDoorbells {
     } catch {
       view = undefined;
     }
-    if (!view) {
-      this.lost = true;
-      return undefined;
-    }
+    if (!view) return undefined;
     return (this.pages[which] = new Int32Array(view.buffer, view.byteOffset, PAGE_SIZE / 4));
   }
 
@@ -63,9 +56,11 @@ export class ShadowDoorbells {
     if (p) Atomics.store(p, slot, value | 0);
   }
 
-  /** Publish EventIdx for `slot` (sequentially consistent). */
-  setEventIdx(slot: number, value: number): void {
+  /** Publish EventIdx for `slot` (sequentially consistent). False while the page is not mapped. */
+  setEventIdx(slot: number, value: number): boolean {
     const p = this.page('eis');
-    if (p) Atomics.store(p, slot, value | 0);
+    if (!p) return false;
+    Atomics.store(p, slot, value | 0);
+    return true;
   }
 }

@@ -38,6 +38,7 @@ async function createNvme(spec: NvmeSpec, ctx: DeviceContext): Promise<HostedDev
     ...(spec.model !== undefined && { model: spec.model }),
     ...(spec.firmware !== undefined && { firmware: spec.firmware }),
     ...(spec.queues !== undefined && { queues: spec.queues }),
+    ...(spec.pollMicros !== undefined && { pollMicros: spec.pollMicros }),
     log: ctx.log,
   });
   // close(): waits for in-flight commands, flushes (fdatasync) and closes the backing files.

@@ -45,6 +45,8 @@ export interface NvmeSpec extends DeviceBase {
   firmware?: string;
   /** Most I/O queue pairs the controller offers. */
   queues?: number;
+  /** Shadow-doorbell polling window in microseconds (0: off). */
+  pollMicros?: number;
 }
 
 export interface GpioSpec extends DeviceBase {
@@ -71,7 +73,7 @@ export interface DaemonConfig {
 }
 
 const DEVICE_FIELDS = new Set(['type', 'name', 'socket', 'options']);
-const NVME_OPTIONS = new Set(['disk', 'size', 'lbaSize', 'namespaces', 'serial', 'model', 'firmware', 'queues']);
+const NVME_OPTIONS = new Set(['disk', 'size', 'lbaSize', 'namespaces', 'serial', 'model', 'firmware', 'queues', 'pollMicros']);
 const NAMESPACE_FIELDS = new Set(['disk', 'size', 'lbaSize']);
 const GPIO_OPTIONS = new Set(['control']);
 const MODULE_EXTENSIONS = new Set(['.js', '.mjs', '.cjs', '.ts', '.mts']);
@@ -239,6 +241,11 @@ function validateNvme(o: Record<string, unknown>, at: string, sink: ErrorSink, b
   if (o.queues !== undefined) {
     if (typeof o.queues === 'number' && Number.isInteger(o.queues) && o.queues >= 1 && o.queues <= 64) spec.queues = o.queues;
     else sink.add(`${at}.queues`, `must be a whole number from 1 to 64, got ${describe(o.queues)}`);
+  }
+  if (o.pollMicros !== undefined) {
+    const v = o.pollMicros;
+    if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 1_000_000) spec.pollMicros = v;
+    else sink.add(`${at}.pollMicros`, `must be a whole number of microseconds from 0 (off) to 1000000, got ${describe(v)}`);
   }
   return spec;
 }

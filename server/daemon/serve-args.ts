@@ -33,9 +33,10 @@ const DEVICE_FLAGS: Record<string, string> = {
   size: 'options.size',
   'lba-size': 'options.lbaSize',
   queues: 'options.queues',
+  'poll-us': 'options.pollMicros',
   control: 'options.control',
 };
-const NUMERIC_FLAGS = new Set(['lba-size', 'queues']);
+const NUMERIC_FLAGS = new Set(['lba-size', 'queues', 'poll-us']);
 
 const SPEC = {
   help: { type: 'boolean', short: 'h' },
@@ -48,6 +49,7 @@ const SPEC = {
   size: { type: 'string', multiple: true },
   'lba-size': { type: 'string', multiple: true },
   queues: { type: 'string', multiple: true },
+  'poll-us': { type: 'string', multiple: true },
   control: { type: 'string', multiple: true },
   'log-level': { type: 'string' },
   'log-format': { type: 'string' },

@@ -10,6 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { IrqSetFlag, PciIrq } from '../../server/protocol/constants.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
 import { expectOk, GPA, Layout, NvmeTestHost, st } from './nvme-driver.js';
+import type { NvmeControllerOptions } from '../../devices/nvme/index.js';
 
 const NS1_SIZE = 16 << 20; // file, 512-byte LBAs
 const NS2_SIZE = 8 << 20; // memory, 4 KiB LBAs
@@ -28,7 +29,7 @@ function fileBytes(path: string, offset: number, length: number): Buffer {
   }
 }
 
-async function startHost(shared = true): Promise<NvmeTestHost> {
+async function startHost(shared = true, extra: Partial<NvmeControllerOptions> = {}): Promise<NvmeTestHost> {
   return NvmeTestHost.start({
     name: 'nvme-unit',
     namespaces: [{ path: dir.file('ns1.img'), size: NS1_SIZE, lbaSize: 512 }, { size: NS2_SIZE, lbaSize: 4096 }],
@@ -36,6 +37,7 @@ async function startHost(shared = true): Promise<NvmeTestHost> {
     model: 'unit model',
     firmware: 'fw1',
     queues: 2,
+    ...extra,
   }, shared);
 }
 
@@ -389,7 +391,7 @@ describe('NVMe controller (shadow doorbells)', () => {
   });
 
   it('accepts Doorbell Buffer Config and follows EventIdx', async () => {
-    host = await startHost(true);
+    host = await startHost(true, { pollMicros: 0 }); // no polling: EventIdx always asks for the next doorbell
     await host.enable();
     await host.createIoQueues();
     expect((await host.admin({ opcode: 0x7c, prp1: gpa(Layout.SHADOW_DB + 8), prp2: gpa(Layout.EVENT_IDX) })).status).toBe(st(0, 0x02));
