@@ -23,6 +23,7 @@ import {
 import { executeAdmin } from './admin.js';
 import { executeIo } from './io.js';
 import { cqSlot, ShadowDoorbells, sqSlot } from './shadow-doorbells.js';
+import { CqInterrupts } from './cq-interrupts.js';
 import { DEFAULT_SQ_POLL, SqPoller, type SqPollOptions } from './sq-poller.js';
 
 export interface CoreOptions {
@@ -106,7 +107,6 @@ export class ControllerCore {
   private aqa = 0;
   private asq = 0n;
   private acq = 0n;
-  private intms = 0;
 
   readonly sqs: (SubmissionQueue | undefined)[] = [];
   readonly cqs: (CompletionQueue | undefined)[] = [];
@@ -120,16 +120,12 @@ export class ControllerCore {
   private aers: PendingAer[] = [];
   /** Events (Dword 0 of an AER completion) waiting for an AER. */
   private events: number[] = [];
-  /** INTx/MSI interrupt pending while INTMS masked it. */
-  private maskedPending = false;
   /** Shadow doorbell and EventIdx buffers (Doorbell Buffer Config). */
   private shadowDb: ShadowDoorbells | undefined;
-  private irqScheduled = false;
   /** SQs whose fetch paused at MAX_INFLIGHT. */
   private readonly stalled = new Set<SubmissionQueue>();
-  private irqQueue: CompletionQueue[] = [];
-  /** The other half of the irqQueue double buffer (no array allocated per interrupt). */
-  private irqQueueSpare: CompletionQueue[] = [];
+  /** CQ interrupts: per-turn batching, coalescing, INTMS/INTMC (cq-interrupts.ts). */
+  private readonly irq: CqInterrupts;
   /** Watches shadow SQ tails while I/O flows (sq-poller.ts). */
   readonly poller: SqPoller;
 
@@ -139,6 +135,7 @@ export class ControllerCore {
     this.identity = { ...options.identity, namespaces: options.namespaces.length };
     this.maxIoQueues = options.maxIoQueues;
     this.vectors = options.vectors;
+    this.irq = new CqInterrupts(host, () => this.features, this.log);
     this.poller = new SqPoller({
       shadow: () => this.shadow(),
       inflight: () => this.inflight,
@@ -166,7 +163,7 @@ export class ControllerCore {
       case Reg.CAP + 4: return Number(CAP >> 32n);
       case Reg.VS: return NVME_VERSION;
       case Reg.INTMS:
-      case Reg.INTMC: return this.intms;
+      case Reg.INTMC: return this.irq.mask;
       case Reg.CC: return this.cc;
       case Reg.CSTS: return this.csts;
       case Reg.AQA: return this.aqa;
@@ -195,14 +192,10 @@ export class ControllerCore {
     }
     switch (offset) {
       case Reg.INTMS:
-        this.intms = (this.intms | dword) >>> 0;
+        this.irq.setMask(dword);
         break;
       case Reg.INTMC:
-        this.intms = (this.intms & ~dword) >>> 0;
-        if ((this.intms & 1) === 0 && this.maskedPending) {
-          this.maskedPending = false;
-          this.host.interrupt(0);
-        }
+        this.irq.clearMask(dword);
         break;
       case Reg.CC:
         this.writeCc(dword);
@@ -299,7 +292,7 @@ export class ControllerCore {
     this.aers = [];
     this.events = [];
     this.shadowDb = undefined;
-    this.maskedPending = false;
+    this.irq.reset(full);
     await this.quiesceIo();
     await this.flushAll();
     this.features = defaultFeatures();
@@ -309,7 +302,6 @@ export class ControllerCore {
       this.aqa = 0;
       this.asq = 0n;
       this.acq = 0n;
-      this.intms = 0;
     } else if ((this.cc & CC.EN) !== 0) {
       // Re-enabled while we were resetting.
       this.enable();
@@ -616,7 +608,7 @@ export class ControllerCore {
       v.setUint32(o + 4, 0, true);
       v.setUint32(o + 8, dw2, true);
       v.setUint32(o + 12, dw3, true); // the phase tag goes last
-      this.signal(cq);
+      this.irq.signal(cq);
       return;
     }
     const bytes = new Uint8Array(CQE_SIZE);
@@ -626,61 +618,9 @@ export class ControllerCore {
     m.setUint32(12, dw3, true);
     // By message: interrupt only once the entry is in guest memory.
     this.host.dma.write(cq.base + BigInt(o), bytes).then(
-      () => this.signal(cq),
+      () => this.irq.signal(cq),
       (err: unknown) => this.fatal(`writing CQ ${cq.id} entry failed`, err),
     );
-  }
-
-  // ---------------------------------------------------------------- interrupts
-
-  private signal(cq: CompletionQueue): void {
-    if (!cq.ien || cq.deleted) return;
-    cq.unsignalled++;
-    const f = this.features;
-    if (cq.id !== 0 && (f.coalesceThreshold > 0 || f.coalesceTime > 0) && !f.coalesceDisabled.has(cq.iv)) {
-      if (cq.unsignalled <= f.coalesceThreshold) {
-        if (!cq.coalesceTimer && f.coalesceTime > 0) {
-          cq.coalesceTimer = setTimeout(() => this.fire(cq), Math.max(1, Math.round(f.coalesceTime / 10)));
-        }
-        return;
-      }
-    }
-    // Coalesce everything posted in this turn of the event loop into one interrupt per CQ.
-    if (cq.irqQueued) return;
-    cq.irqQueued = true;
-    this.irqQueue.push(cq);
-    if (!this.irqScheduled) {
-      this.irqScheduled = true;
-      queueMicrotask(() => {
-        this.irqScheduled = false;
-        const queues = this.irqQueue;
-        this.irqQueue = this.irqQueueSpare;
-        for (let i = 0; i < queues.length; i++) this.fire(queues[i]!);
-        queues.length = 0;
-        this.irqQueueSpare = queues;
-      });
-    }
-  }
-
-  private fire(cq: CompletionQueue): void {
-    cq.irqQueued = false;
-    if (cq.coalesceTimer) {
-      clearTimeout(cq.coalesceTimer);
-      cq.coalesceTimer = undefined;
-    }
-    if (cq.unsignalled === 0 || cq.deleted) return;
-    cq.unsignalled = 0;
-    try {
-      if (this.host.msixEnabled()) {
-        this.host.interrupt(cq.iv);
-      } else if (this.intms & 1) {
-        this.maskedPending = true;
-      } else {
-        this.host.interrupt(0);
-      }
-    } catch (err) {
-      this.log.error({ err, cq: cq.id }, 'nvme: raising an interrupt failed');
-    }
   }
 
   // ---------------------------------------------------------------- async events
