@@ -7,6 +7,7 @@
         "native/src/args.cc",
         "native/src/channel.cc",
         "native/src/errors.cc",
+        "native/src/fallocate.cc",
         "native/src/fd_ops.cc",
         "native/src/mapping.cc",
         "native/src/mapping_io.cc",

@@ -161,6 +161,26 @@ export interface NativeBinding {
    * on many file systems (ext4) do not support it: expect NOWAIT_UNSUPPORTED there.
    */
   pwritevNowait(fd: number, views: readonly ArrayBufferView[], position: number): number;
+
+  /** FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (same value as the FALLOC_PUNCH_HOLE export). */
+  readonly FALLOC_PUNCH_HOLE: number;
+  /** FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE (same value as the FALLOC_ZERO_RANGE export). */
+  readonly FALLOC_ZERO_RANGE: number;
+  /**
+   * fallocate(2) on a worker thread (retried on EINTR). `mode` may only combine
+   * FALLOC_FL_KEEP_SIZE (1), PUNCH_HOLE (2) and ZERO_RANGE (0x10): use
+   * FALLOC_PUNCH_HOLE or FALLOC_ZERO_RANGE. offset and length are non-negative
+   * safe integers, length > 0. Rejects with a TypeError/RangeError for bad
+   * arguments, else an errno Error with `.code`/`.syscall` (EBADF, EOPNOTSUPP when the
+   * file system cannot do that mode, ENODEV for a pipe...). A punched or zeroed
+   * range reads as zeros afterwards; KEEP_SIZE leaves the file size unchanged.
+   */
+  fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  /**
+   * fallocate(2) on the calling thread (it blocks: for probes and setup, not
+   * the I/O path). Same arguments as fallocate; throws what it would reject with.
+   */
+  fallocateSync(fd: number, mode: number, offset: number, length: number): void;
 }
 
 function findPackageRoot(start: string): string {
@@ -190,6 +210,11 @@ function load(): NativeBinding {
 export const NOWAIT_WOULD_BLOCK = -1;
 /** preadvNowait/pwritevNowait: this fd (file system, kernel) does not support RWF_NOWAIT. */
 export const NOWAIT_UNSUPPORTED = -2;
+
+/** fallocate mode: free the range's blocks (reads return zeros), file size unchanged. */
+export const FALLOC_PUNCH_HOLE = 0x02 | 0x01;
+/** fallocate mode: make the range read as zeros (blocks stay allocated, or become unwritten extents), size unchanged. */
+export const FALLOC_ZERO_RANGE = 0x10 | 0x01;
 
 /** The addon, its channels passing small messages through per-channel windows (native/channel-windows.ts). */
 export const native: NativeBinding = withChannelWindows(load());

@@ -77,6 +77,10 @@ export function identifyNamespace(ns: Namespace): Uint8Array {
   v.setBigUint64(16, blocks, true); // NUSE
   b[25] = 0; // NLBAF: one format
   b[26] = 0; // FLBAS: format 0
+  // DLFEAT: deallocated blocks read as zeroes (001b) and Write Zeroes honours DEAC (bit 3), when true for this
+  // namespace (memory; files that punch holes). NSFEAT stays 0: no thin provisioning (NUSE = NSZE) and no
+  // deallocated-block errors (DAE).
+  b[33] = ns.deallocateReadsZeroes ? 0x09 : 0;
   b.set(ns.nguid, 104); // NGUID
   v.setUint32(128, ns.lbaShift << 16, true); // LBAF0: no metadata, LBADS
   return b;

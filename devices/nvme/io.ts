@@ -149,11 +149,18 @@ async function flushCmd(core: ControllerCore, cmd: Command): Promise<CommandResu
   return OK;
 }
 
+/**
+ * Write Zeroes: fallocate ZERO_RANGE (or written zeros). With DEAC (CDW12
+ * bit 25) on a namespace whose deallocated blocks read as zeros (DLFEAT
+ * 0x09), the range is deallocated instead (a hole punched).
+ */
 async function writeZeroes(core: ControllerCore, cmd: Command): Promise<CommandResult> {
   const ns = namespaceOf(core, cmd);
   const { position, length } = lbaRange(ns, cmd);
+  const deac = ((cmd.cdw12 >>> 25) & 1) === 1;
   try {
-    await ns.zero(position, length);
+    if (deac && ns.deallocateReadsZeroes) await ns.deallocate(position, length);
+    else await ns.zero(position, length);
     if (!core.features.volatileWriteCache || (cmd.cdw12 >>> 30) & 1) await ns.flush();
   } catch (err) {
     core.log.error({ err }, 'nvme: write zeroes failed');
@@ -162,10 +169,15 @@ async function writeZeroes(core: ControllerCore, cmd: Command): Promise<CommandR
   return OK;
 }
 
+/** DSM attribute Deallocate (CDW11 bit 2); IDR (bit 0) and IDW (bit 1) are access hints we ignore. */
+const DSM_ATTR_DEALLOCATE = 1 << 2;
+
 /**
- * Dataset Management. Deallocate is a hint we accept without effect: Node
- * has no fallocate(PUNCH_HOLE), and DLFEAT does not promise zeroes after it,
- * so the old data may stay (the spec allows it). Ranges are still validated.
+ * Dataset Management: up to 256 ranges (NR, CDW10 7:0, zero-based) of 16
+ * bytes each (context attributes, NLB, SLBA). Every range is checked before
+ * anything happens (one bad range: LBA Out of Range and no effect). With
+ * AD set each range is deallocated (file: hole punched; memory: zeroed) and
+ * reads as zeros afterwards where Identify reported DLFEAT 0x09.
  */
 async function datasetManagement(core: ControllerCore, cmd: Command): Promise<CommandResult> {
   const ns = namespaceOf(core, cmd);
@@ -175,10 +187,20 @@ async function datasetManagement(core: ControllerCore, cmd: Command): Promise<Co
   const buf = new Uint8Array(ranges * 16);
   await copyFromGuest(core.host.dma, segments, buf);
   const v = new DataView(buf.buffer);
+  const extents: { position: number; length: number }[] = [];
   for (let i = 0; i < ranges; i++) {
     const nlb = v.getUint32(i * 16 + 4, true);
     const slba = Number(v.getBigUint64(i * 16 + 8, true));
-    if (!Number.isSafeInteger(slba) || slba + nlb > ns.blocks) fail(Status.LBA_OUT_OF_RANGE, 'DSM range past the end');
+    if (!Number.isSafeInteger(slba) || slba + nlb > ns.blocks) fail(Status.LBA_OUT_OF_RANGE, `DSM range ${i}: LBA ${slba}+${nlb} past ${ns.blocks}`);
+    if (nlb > 0) extents.push({ position: slba * ns.lbaSize, length: nlb * ns.lbaSize });
+  }
+  if ((cmd.cdw11 & DSM_ATTR_DEALLOCATE) === 0) return OK;
+  try {
+    for (const { position, length } of extents) await ns.deallocate(position, length);
+    if (!core.features.volatileWriteCache) await ns.flush();
+  } catch (err) {
+    core.log.error({ err, nsid: ns.nsid }, 'nvme: deallocate failed');
+    fail(Status.INTERNAL_ERROR, 'backing deallocate failed');
   }
   return OK;
 }

@@ -5,10 +5,14 @@
  * nothing ever blocks. Whatever is not cached, and every write and fdatasync,
  * goes through libuv's thread pool; guest views handed to it are pinned by
  * the caller (DmaSpace.hold), so an unmap waits for them.
+ *
+ * Deallocate (DSM) punches a hole in the file (fallocate PUNCH_HOLE, native
+ * addon) so the space is returned and the blocks read as zeros; Write Zeroes
+ * uses fallocate ZERO_RANGE where the file system has it.
  */
 import { closeSync, fdatasync, fstatSync, ftruncateSync, openSync, read, readv, write, writev, constants as fsc } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { native, NOWAIT_UNSUPPORTED } from '../../native/index.js';
+import { FALLOC_PUNCH_HOLE, FALLOC_ZERO_RANGE, native, NOWAIT_UNSUPPORTED } from '../../native/index.js';
 import { ReadAhead } from './readahead.js';
 
 /** How to build a namespace. */
@@ -33,6 +37,25 @@ function writeAt(fd: number, buf: Uint8Array, offset: number, length: number, po
   return new Promise((resolve, reject) => {
     write(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n)));
   });
+}
+
+/** True for the errno a file system gives for a fallocate mode it does not implement. */
+function isUnsupported(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === 'EOPNOTSUPP';
+}
+
+/**
+ * Whether the file system under `fd` punches holes: punches one past both the
+ * end of the file and the namespace (KEEP_SIZE: a no-op for the data, but it
+ * still fails with EOPNOTSUPP where punching is not implemented).
+ */
+function canPunchHoles(fd: number, namespaceSize: number): boolean {
+  try {
+    native.fallocateSync(fd, FALLOC_PUNCH_HOLE, Math.max(fstatSync(fd).size, namespaceSize), 4096);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 type Vectored = (fd: number, buffers: readonly NodeJS.ArrayBufferView[], position: number, cb: (err: NodeJS.ErrnoException | null, bytes: number) => void) => void;
@@ -101,6 +124,16 @@ export class Namespace {
   pageCacheReads: boolean;
   /** Reads served synchronously from the page cache (whole / partly) and reads that had to go async. */
   readonly cacheStats = { hits: 0, partial: 0, misses: 0 };
+  /** The file punches holes (fallocate PUNCH_HOLE): probed when opened, false after any EOPNOTSUPP. */
+  private punchHole = false;
+  /**
+   * Identify promises that deallocated blocks read as zeros (DLFEAT): the
+   * probe's answer, kept for the namespace's life (should punching fail
+   * later, deallocate writes zeros instead, so the promise holds).
+   */
+  private readonly deallocatedZeros: boolean;
+  /** The file can zero ranges (fallocate ZERO_RANGE): false after the first EOPNOTSUPP (then zeros are written). */
+  private zeroRange = true;
 
   constructor(nsid: number, options: NamespaceOptions, serial: string) {
     this.nsid = nsid;
@@ -135,7 +168,19 @@ export class Namespace {
       this.fd = fd;
     }
     this.blocks = Math.floor(size / this.lbaSize);
-    if (this.fd !== undefined) this.readAhead = new ReadAhead((position, dst) => this.readFile(position, dst, dst.length), this.size);
+    if (this.fd !== undefined) {
+      this.readAhead = new ReadAhead((position, dst) => this.readFile(position, dst, dst.length), this.size);
+      this.punchHole = canPunchHoles(this.fd, this.size);
+    }
+    this.deallocatedZeros = this.memory !== undefined || this.punchHole;
+  }
+
+  /**
+   * Deallocated blocks read as zeros (Identify Namespace DLFEAT 0x09): memory
+   * namespaces, and files whose file system punches holes.
+   */
+  get deallocateReadsZeroes(): boolean {
+    return this.deallocatedZeros;
   }
 
   /** Size in bytes (whole blocks). */
@@ -285,13 +330,70 @@ export class Namespace {
     this.dirty = true;
   }
 
-  /** Zero `length` bytes at `position` (Write Zeroes), in chunks of at most 1 MiB. */
+  /**
+   * Zero `length` bytes at `position` (Write Zeroes): fallocate ZERO_RANGE
+   * (no data written; the blocks stay allocated), or where the file system
+   * lacks it (remembered) writes of zeros in chunks of at most 1 MiB.
+   */
   async zero(position: number, length: number): Promise<void> {
     this.checkOpen();
     if (this.memory) {
       this.memory.fill(0, position, position + length);
       return;
     }
+    if (length === 0) return;
+    if (this.zeroRange) {
+      try {
+        await this.fallocateRange(FALLOC_ZERO_RANGE, position, length);
+        return;
+      } catch (err) {
+        if (!isUnsupported(err)) throw err;
+        this.zeroRange = false;
+      }
+    }
+    await this.writeZeros(position, length);
+  }
+
+  /**
+   * Deallocate `length` bytes at `position` (DSM Deallocate, Write Zeroes
+   * with DEAC): memory is zeroed; a file gets a hole punched (its blocks are
+   * freed and read as zeros). A file system without hole punching: nothing
+   * happens (Identify reports DLFEAT 0 there, so the host expects no zeros).
+   * Should punching fail with EOPNOTSUPP after the probe found it working,
+   * the range is zeroed instead (Identify promised zeros).
+   */
+  async deallocate(position: number, length: number): Promise<void> {
+    this.checkOpen();
+    if (this.memory) {
+      this.memory.fill(0, position, position + length);
+      return;
+    }
+    if (length === 0) return;
+    if (this.punchHole) {
+      try {
+        await this.fallocateRange(FALLOC_PUNCH_HOLE, position, length);
+        return;
+      } catch (err) {
+        if (!isUnsupported(err)) throw err;
+        this.punchHole = false;
+      }
+    }
+    if (this.deallocatedZeros) await this.zero(position, length);
+  }
+
+  /** fallocate on the file with read-ahead invalidated around it; marks the namespace dirty (a Flush must fdatasync). */
+  private async fallocateRange(mode: number, position: number, length: number): Promise<void> {
+    this.readAhead?.invalidate(position, length);
+    try {
+      await native.fallocate(this.fd!, mode, position, length);
+    } finally {
+      this.readAhead?.invalidate(position, length);
+    }
+    this.dirty = true;
+  }
+
+  /** Write zeros over [position, position+length) in chunks of at most 1 MiB. */
+  private async writeZeros(position: number, length: number): Promise<void> {
     const chunk = new Uint8Array(Math.min(length, 1 << 20));
     for (let done = 0; done < length; done += chunk.length) {
       await this.write(position + done, chunk.subarray(0, Math.min(chunk.length, length - done)));

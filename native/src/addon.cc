@@ -7,6 +7,7 @@
 
 #include "addon_data.h"
 #include "channel.h"
+#include "fallocate.h"
 #include "fd_ops.h"
 #include "mapping.h"
 #include "sockets.h"
@@ -47,6 +48,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSockets(env, exports);
   InitFdOps(env, exports);
   InitSyncIo(env, exports);
+  InitFallocate(env, exports);
   exports.Set("watchListener", Napi::Function::New(env, Watcher::WatchListener, "watchListener"));
   exports.Set("watchReadable", Napi::Function::New(env, Watcher::WatchReadable, "watchReadable"));
   exports.Set("openChannel", Napi::Function::New(env, Channel::Open, "openChannel"));
