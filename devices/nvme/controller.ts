@@ -49,12 +49,15 @@ export interface NvmeControllerOptions {
   /** Most I/O queue pairs (1-64). Default 8. The guest asks for one per CPU. */
   queues?: number;
   /**
-   * Poll shadow SQ tails for this many microseconds after the last
-   * submission instead of taking a doorbell message per command (see
-   * sq-poller.ts): lower latency, one busy event loop while I/O flows.
-   * Default 500; 0 turns polling off.
+   * Poll shadow SQ tails for up to this many microseconds after the
+   * controller falls idle instead of taking a doorbell message per command
+   * (see sq-poller.ts; the window adapts to the guest's pace): lower
+   * latency, for a busy event loop while I/O flows. Default 2000; 0 turns
+   * polling off.
    */
   pollMicros?: number;
+  /** Fit the polling window to the guest's pace (default true); false always watches the whole pollMicros (tests, benchmarks). */
+  pollAdaptive?: boolean;
   /** PCI vendor/device ids. Default Nutanix's 0x4e58:0x0001, as SPDK's vfio-user NVMe target. */
   vendor?: number;
   device?: number;
@@ -183,7 +186,7 @@ export class NvmeController {
       maxIoQueues: queues,
       vectors,
       log: this.log,
-      poll: { ...DEFAULT_SQ_POLL, idleMicros: pollMicros },
+      poll: { ...DEFAULT_SQ_POLL, idleMicros: pollMicros, adaptive: options.pollAdaptive ?? true },
     });
     this.core = core;
   }
@@ -203,8 +206,9 @@ export class NvmeController {
    * messages) and shadow tails found by polling; `rearmed` counts the times
    * polling went idle and asked for doorbell writes again.
    */
-  doorbellStats(): { mmio: number; polled: number; rearmed: number } {
-    return { mmio: this.core.mmioDoorbells, polled: this.core.poller.stats.found, rearmed: this.core.poller.stats.rearmed };
+  doorbellStats(): { mmio: number; polled: number; rearmed: number; spinMicros: number; windowMicros: number } {
+    const p = this.core.poller.stats;
+    return { mmio: this.core.mmioDoorbells, polled: p.found, rearmed: p.rearmed, spinMicros: Math.round(p.spinMicros), windowMicros: p.windowMicros };
   }
 
   /** Commands completed and their mean time inside the controller (fetch to completion), in microseconds. */

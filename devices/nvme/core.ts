@@ -386,6 +386,7 @@ export class ControllerCore {
       // (it writes it before ringing); a posted MMIO value can be older than
       // what polling already consumed, and must never move the tail back.
       const db = qid === 0 ? undefined : this.shadow();
+      if (db) this.poller.doorbell();
       const shadowTail = db?.read(sqSlot(qid));
       sq.tail = shadowTail !== undefined && shadowTail < sq.size ? shadowTail : value;
       if (!sq.fetching) void this.fetch(sq);

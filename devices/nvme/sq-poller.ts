@@ -1,42 +1,52 @@
 /**
  * Adaptive polling of shadow SQ tail doorbells (what SPDK's vfio-user NVMe
- * target does all the time, here only while I/O flows).
+ * target does all the time, here only in the gaps while I/O flows).
  *
  * With shadow doorbells the driver writes each new SQ tail into a page of
  * guest memory and rings the MMIO doorbell only when the tail passes the
  * EventIdx we publish. Every MMIO doorbell costs a trap in the guest and a
- * vfio-user message to us (a socket wake-up on each side). After serving a
- * submission we therefore publish a "never ring" EventIdx (tail - 1: the
- * driver's need-event test is then false for any new tail) and watch the
- * shadow tail from the event loop instead, for `idleMicros` after the last
- * submission; then we re-arm EventIdx = tail (the next submission rings
+ * vfio-user message to us (a socket wake-up on each side). When the
+ * controller falls idle (nothing in flight) we therefore publish a "never
+ * ring" EventIdx (tail - 1: the driver's need-event test is then false for
+ * any new tail) and watch the shadow tails from the event loop instead. When
+ * the watch window ends we re-arm EventIdx = tail (the next submission rings
  * again) and look once more, so no submission is ever missed.
  *
- * Polling only covers the gaps where the controller is idle, waiting for
- * the guest (no command in flight): that is where a submission's latency
- * is the doorbell's. While commands run on the thread pool every SQ is armed
- * (the guest rings) and the event loop sleeps until their completion, which
- * starts a new watch.
+ * The window adapts to the guest: it is twice the recent typical gap
+ * between the controller falling idle and the next submission (whether
+ * polling found it or a doorbell brought it), at least MIN_WINDOW_MICROS
+ * and at most `idleMicros`. A guest that keeps the controller waiting longer
+ * than `idleMicros` is not polled at all (its doorbells keep the estimate
+ * current, so polling comes back when the gaps shrink).
  *
- * The watch runs in slices of `sliceMicros` on the event loop, with a loop
- * turn (setImmediate) between slices, so sockets, timers and thread-pool
+ * While commands run on the thread pool every SQ is armed (the guest rings)
+ * and the event loop sleeps until their completion, which starts a new
+ * watch. The watch runs in slices of `sliceMicros`, with a loop turn
+ * (setImmediate) between slices, so sockets, timers and thread-pool
  * completions still run: other devices in the process wait at most one
- * slice. The price is CPU: during a stream of I/O the event loop spins in
- * the gaps; when I/O stops it is idle again after `idleMicros`.
- * `idleMicros: 0` turns polling off (every submission rings).
+ * slice. The price is CPU: the event loop spins in the gaps (see
+ * `stats.spinMicros`). `idleMicros: 0` turns polling off.
  */
 import type { SubmissionQueue } from './queues.js';
 import { sqSlot, type ShadowDoorbells } from './shadow-doorbells.js';
 
 export interface SqPollOptions {
-  /** Keep watching this long after the last submission, in microseconds (0: never poll). */
+  /** The longest watch after the controller falls idle, in microseconds (0: never poll). */
   idleMicros: number;
   /** Longest stretch spent watching before the event loop gets a turn, in microseconds. */
   sliceMicros: number;
+  /** Fit the window to the guest's pace (default); false: always watch the whole idleMicros. */
+  adaptive?: boolean;
 }
 
-/** Watch 500 us after the last submission, in slices of 200 us. */
-export const DEFAULT_SQ_POLL: SqPollOptions = { idleMicros: 500, sliceMicros: 200 };
+/** Watch up to 2 ms after the controller falls idle, in slices of 200 us. */
+export const DEFAULT_SQ_POLL: SqPollOptions = { idleMicros: 2000, sliceMicros: 200 };
+
+/** The shortest watch window (also the first one, before any gap was seen). */
+const MIN_WINDOW_MICROS = 100;
+
+/** Weight of a new gap in the running estimate (exponentially weighted mean). */
+const GAP_WEIGHT = 1 / 8;
 
 /** What the poller needs from the controller. */
 export interface SqPollerHost {
@@ -50,10 +60,16 @@ export interface SqPollerHost {
 
 export class SqPoller {
   private readonly queues: SubmissionQueue[] = [];
-  private last = 0;
+  /** When the controller last fell idle (performance.now(), ms); -1: not waiting for a submission. */
+  private idleSince = -1;
+  /** Running estimate of the gap between falling idle and the next submission, in ms. */
+  private gapEstimate = 0;
   private running = false;
-  /** Submissions found by polling, and re-arms (back to MMIO doorbells after idleMicros). */
-  readonly stats = { found: 0, rearmed: 0 };
+  /**
+   * Submissions found by polling; re-arms (back to doorbells); time spent
+   * spinning, in microseconds; the current window, in microseconds.
+   */
+  readonly stats = { found: 0, rearmed: 0, spinMicros: 0, windowMicros: MIN_WINDOW_MICROS };
 
   constructor(private readonly host: SqPollerHost, private readonly options: SqPollOptions) {}
 
@@ -61,22 +77,53 @@ export class SqPoller {
     return this.options.idleMicros > 0;
   }
 
+  /** The watch window now, in ms (0: the guest is too slow to be worth polling). */
+  private window(): number {
+    const max = this.options.idleMicros / 1000;
+    if (this.options.adaptive === false) return max;
+    const w = 2 * this.gapEstimate;
+    if (w > 2 * max) return 0;
+    return Math.min(max, Math.max(MIN_WINDOW_MICROS / 1000, w));
+  }
+
+  private observeGap(now: number): void {
+    if (this.idleSince < 0) return;
+    const gap = now - this.idleSince;
+    this.idleSince = -1;
+    this.gapEstimate += (gap - this.gapEstimate) * GAP_WEIGHT;
+    this.stats.windowMicros = Math.round(this.window() * 1000);
+  }
+
   /**
-   * A fetch round on `sq` consumed everything up to `sq.tail`: stop MMIO
-   * doorbells for it and watch its shadow tail. Returns the shadow tail when
-   * it already moved (the caller fetches on), else undefined.
+   * A doorbell message brought a submission. When the controller was idle,
+   * the time since it fell idle is a gap sample (the guest was slower than
+   * the window, or polling was off for it).
+   */
+  doorbell(): void {
+    if (this.host.inflight() === 0) this.observeGap(performance.now());
+  }
+
+  /**
+   * The controller is idle and `sq` consumed everything up to `sq.tail`:
+   * stop MMIO doorbells for it and watch its shadow tail. Returns the shadow
+   * tail when it already moved (the caller fetches on), else undefined.
    */
   watch(db: ShadowDoorbells, sq: SubmissionQueue): number | undefined {
     const slot = sqSlot(sq.id);
-    db.setEventIdx(slot, (sq.tail - 1) & 0xffff);
-    this.last = performance.now();
-    if (!sq.polled) {
-      sq.polled = true;
-      this.queues.push(sq);
-    }
-    if (!this.running) {
-      this.running = true;
-      setImmediate(this.tick);
+    this.idleSince = performance.now();
+    if (this.window() === 0) {
+      // Re-arming is the caller's default: leave EventIdx = tail.
+      db.setEventIdx(slot, sq.tail);
+    } else {
+      db.setEventIdx(slot, (sq.tail - 1) & 0xffff);
+      if (!sq.polled) {
+        sq.polled = true;
+        this.queues.push(sq);
+      }
+      if (!this.running) {
+        this.running = true;
+        setImmediate(this.tick);
+      }
     }
     const tail = db.read(slot);
     return tail !== undefined && tail !== sq.tail && tail < sq.size ? tail : undefined;
@@ -114,6 +161,7 @@ export class SqPoller {
         if (sq.fetching) continue;
         const tail = db!.read(sqSlot(sq.id));
         if (tail !== undefined && tail !== sq.tail && tail < sq.size) {
+          if (!found) this.observeGap(performance.now());
           found = true;
           this.stats.found++;
           this.host.moved(sq, tail);
@@ -122,7 +170,8 @@ export class SqPoller {
       now = performance.now();
       // Found work: end the slice so the completion's interrupt (a microtask) goes out now.
     } while (!found && now - start < slice);
-    if (!found && now - this.last > this.options.idleMicros / 1000) this.rearm(db!);
+    this.stats.spinMicros += (now - start) * 1000;
+    if (!found && this.idleSince >= 0 && now - this.idleSince > this.window()) this.rearm(db!);
     if (queues.length === 0) this.running = false;
     else if (this.unmapped(db!)) setTimeout(this.tick, 1); // memory being remapped: look again soon, without spinning
     else setImmediate(this.tick);
@@ -133,19 +182,19 @@ export class SqPoller {
     return db.read(sqSlot(this.queues[0]!.id)) === undefined;
   }
 
-  /** Idle long enough (or busy): ask for MMIO doorbells again, then look once more (a tail written before the guest saw EventIdx). */
+  /** Window over (or commands in flight): ask for MMIO doorbells again, then look once more (a tail written before the guest saw EventIdx). */
   private rearm(db: ShadowDoorbells): void {
     const queues = this.queues.splice(0);
     for (const sq of queues) {
       sq.polled = false;
       if (sq.deleted) continue;
-      this.stats.rearmed++;
       if (!db.setEventIdx(sqSlot(sq.id), sq.tail)) {
         // The page is not mapped right now: the guest will not ring, so keep watching.
         sq.polled = true;
         this.queues.push(sq);
         continue;
       }
+      this.stats.rearmed++;
       const tail = db.read(sqSlot(sq.id));
       if (tail !== undefined && tail !== sq.tail && tail < sq.size && !sq.fetching) this.host.moved(sq, tail);
     }

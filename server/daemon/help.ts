@@ -27,7 +27,7 @@ Devices (--device starts one; the flags after it belong to it; repeat for more):
       --size SIZE        namespace size: 1G, 512M, 4096 ... (required for a new image)
       --lba-size N       512 (default) or 4096
       --queues N         most I/O queue pairs (1-64)
-      --poll-us N        poll shadow doorbells N us after the last I/O (default 500, 0 = off)
+      --poll-us N        poll shadow doorbells N us after the last I/O (default 2000, 0 = off)
   gpio:
       --control PATH     JSON-lines control socket (default: SOCKET.control;
                          'none' for no control socket)

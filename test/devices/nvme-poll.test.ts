@@ -51,7 +51,7 @@ afterEach(async () => {
 
 describe('NVMe shadow doorbell polling', () => {
   it('takes submissions from the shadow tail without doorbell messages while I/O flows', async () => {
-    await startPolling(1_000_000); // a 1 s window: the whole test stays inside it
+    await startPolling(1_000_000, { pollAdaptive: false }); // a fixed 1 s window: the whole test stays inside it
     expectOk(await host.io({ opcode: 0x00, nsid: 1 })); // first one after Doorbell Buffer Config rings
     const before = host.nvme.doorbellStats();
     // While polling, EventIdx is tail - 1: the driver's need-event test says "do not ring".
@@ -68,7 +68,7 @@ describe('NVMe shadow doorbell polling', () => {
   });
 
   it('goes back to doorbells after the idle window and still sees every submission', async () => {
-    await startPolling(2000);
+    await startPolling(2000, { pollAdaptive: false });
     expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
     // Idle: EventIdx = tail again (the next submission must ring).
     await until(() => host.view.getUint32(SQ1_EVENT_IDX, true) === host.view.getUint32(SQ1_SHADOW, true), 'EventIdx re-armed');
@@ -82,8 +82,29 @@ describe('NVMe shadow doorbell polling', () => {
     expect(Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 4096)).equals(data)).toBe(true);
   });
 
+  it('fits the window to the guest: a guest slower than the window is not polled, a quick one is', async () => {
+    await startPolling(2000);
+    // A slow guest: 25 ms between completion and the next submission.
+    for (let i = 0; i < 5; i++) {
+      expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(host.nvme.doorbellStats().windowMicros).toBe(0);
+    const spun = host.nvme.doorbellStats().spinMicros;
+    for (let i = 0; i < 3; i++) {
+      expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+      // Right after the completion EventIdx already asks for the next doorbell: no watch.
+      expect(host.view.getUint32(SQ1_EVENT_IDX, true)).toBe(host.view.getUint32(SQ1_SHADOW, true));
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(host.nvme.doorbellStats().spinMicros).toBe(spun);
+    // A quick guest again: the doorbells keep the estimate current and polling comes back.
+    for (let i = 0; i < 60 && host.nvme.doorbellStats().windowMicros === 0; i++) expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+    expect(host.nvme.doorbellStats().windowMicros).toBeGreaterThan(0);
+  });
+
   it('ignores a late MMIO doorbell that is older than what polling consumed', async () => {
-    await startPolling(1_000_000);
+    await startPolling(1_000_000, { pollAdaptive: false });
     for (let i = 0; i < 5; i++) expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
     const fetched = host.nvme.queueStats().find((q) => q.sqid === 1)!.fetched;
     // A doorbell message carrying tail 1 arrives after the controller consumed up to 5.
@@ -94,7 +115,7 @@ describe('NVMe shadow doorbell polling', () => {
   });
 
   it('mixes thread-pool commands and polling, and survives a controller reset while polling', async () => {
-    await startPolling(1_000_000);
+    await startPolling(1_000_000, { pollAdaptive: false });
     // Flush and 64 KiB writes go to the thread pool (polling pauses while they run).
     const data = randomBytes(64 << 10);
     host.mem.set(data, Layout.DATA);
