@@ -8,6 +8,7 @@
         "native/src/channel.cc",
         "native/src/errors.cc",
         "native/src/fallocate.cc",
+        "native/src/errno_work.cc",
         "native/src/fd_ops.cc",
         "native/src/mapping.cc",
         "native/src/mapping_io.cc",

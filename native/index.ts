@@ -181,6 +181,13 @@ export interface NativeBinding {
    * the I/O path). Same arguments as fallocate; throws what it would reject with.
    */
   fallocateSync(fd: number, mode: number, offset: number, length: number): void;
+  /**
+   * sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE) on a worker
+   * thread: start writing the range's dirty pages back without waiting for
+   * them (so a later fdatasync has less to do; it is still what makes data
+   * durable). Length 0: to the end of the file. Rejects with an errno error.
+   */
+  startWriteback(fd: number, offset: number, length: number): Promise<void>;
 }
 
 function findPackageRoot(start: string): string {

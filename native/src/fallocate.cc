@@ -8,6 +8,7 @@
 #include <string>
 
 #include "args.h"
+#include "errno_work.h"
 #include "errors.h"
 
 namespace vfio_native {
@@ -19,47 +20,6 @@ constexpr uint64_t kMaxSafe = 9007199254740991ULL;
 
 /** Mode bits callers may combine; anything else (collapse, insert, unshare...) is refused before the syscall. */
 constexpr uint64_t kAllowedModes = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
-
-/** One fallocate call on a worker thread, settling a promise. */
-class FallocateWorker : public Napi::AsyncWorker {
- public:
-  FallocateWorker(Napi::Env env, Napi::Promise::Deferred deferred, int fd, int mode, uint64_t offset,
-                  uint64_t length)
-      : Napi::AsyncWorker(env, "VfioUserFallocate"),
-        deferred_(deferred),
-        fd_(fd),
-        mode_(mode),
-        offset_(offset),
-        length_(length) {}
-
- protected:
-  void Execute() override {
-    int rc;
-    do {
-      rc = fallocate(fd_, mode_, static_cast<off_t>(offset_), static_cast<off_t>(length_));
-    } while (rc < 0 && errno == EINTR);
-    if (rc < 0) error_ = errno;
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (error_ != 0) {
-      deferred_.Reject(ErrnoError(env, error_, "fallocate", "fd " + std::to_string(fd_)).Value());
-    } else {
-      deferred_.Resolve(env.Undefined());
-    }
-  }
-
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  int fd_;
-  int mode_;
-  uint64_t offset_;
-  uint64_t length_;
-  int error_ = 0;
-};
 
 /** Validated (fd, mode, offset, length); throws TypeError/RangeError. */
 struct FallocateArgs {
@@ -89,15 +49,17 @@ FallocateArgs ParseArgs(const Napi::CallbackInfo& info) {
 /** fallocate(fd, mode, offset, length) -> Promise<void>; bad arguments reject with TypeError/RangeError. */
 Napi::Value Fallocate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+  FallocateArgs a;
   try {
-    FallocateArgs a = ParseArgs(info);
-    auto* worker = new FallocateWorker(env, deferred, a.fd, a.mode, a.offset, a.length);
-    worker->Queue();
+    a = ParseArgs(info);
   } catch (const Napi::Error& e) {
+    Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
     deferred.Reject(e.Value());
+    return deferred.Promise();
   }
-  return deferred.Promise();
+  return QueueErrnoWork(env, "fallocate", "fd " + std::to_string(a.fd), [a]() {
+    return fallocate(a.fd, a.mode, static_cast<off_t>(a.offset), static_cast<off_t>(a.length));
+  });
 }
 
 /** fallocateSync(fd, mode, offset, length): the same on the calling thread; throws. */
@@ -112,6 +74,31 @@ Napi::Value FallocateSync(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+/**
+ * startWriteback(fd, offset, length) -> Promise<void>: sync_file_range(2)
+ * SYNC_FILE_RANGE_WRITE on a worker thread: starts writing the range's dirty
+ * pages to disk without waiting for them (durability still needs fdatasync).
+ * Length 0 means "to the end of the file".
+ */
+Napi::Value StartWriteback(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint64_t offset;
+  uint64_t length;
+  try {
+    fd = ArgFd(info, 0, "fd");
+    offset = ArgUint(info, 1, "offset", 0, kMaxSafe);
+    length = ArgUint(info, 2, "length", 0, kMaxSafe);
+  } catch (const Napi::Error& e) {
+    Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+    deferred.Reject(e.Value());
+    return deferred.Promise();
+  }
+  return QueueErrnoWork(env, "sync_file_range", "fd " + std::to_string(fd), [fd, offset, length]() {
+    return sync_file_range(fd, static_cast<off_t>(offset), static_cast<off_t>(length), SYNC_FILE_RANGE_WRITE);
+  });
+}
+
 }  // namespace
 
 void InitFallocate(Napi::Env env, Napi::Object exports) {
@@ -119,6 +106,7 @@ void InitFallocate(Napi::Env env, Napi::Object exports) {
   exports.Set("FALLOC_ZERO_RANGE", Napi::Number::New(env, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE));
   exports.Set("fallocate", Napi::Function::New(env, Fallocate, "fallocate"));
   exports.Set("fallocateSync", Napi::Function::New(env, FallocateSync, "fallocateSync"));
+  exports.Set("startWriteback", Napi::Function::New(env, StartWriteback, "startWriteback"));
 }
 
 }  // namespace vfio_native
