@@ -21,6 +21,12 @@ export class DmaRegion {
   readonly delta: number;
   /** Window size of the mapping's ArrayBuffers. */
   readonly windowSize: number;
+  /**
+   * The mapping's ArrayBuffer windows, read once (the native getter costs a
+   * call per view). After an unmap they are detached: byteLength 0, so view()
+   * answers undefined and nothing reads freed memory.
+   */
+  readonly #buffers: readonly ArrayBuffer[];
   #users = 0;
   #drained: (() => void)[] = [];
   /** Set once the region was removed from the space: no new users. */
@@ -35,6 +41,7 @@ export class DmaRegion {
     this.mapping = mapping;
     this.delta = delta;
     this.windowSize = windowSize;
+    this.#buffers = mapping ? mapping.buffers : [];
   }
 
   get readable(): boolean {
@@ -77,7 +84,7 @@ export class DmaRegion {
     const w = Math.floor(pos / this.windowSize);
     const at = pos - w * this.windowSize;
     if (at + length > this.windowSize) return undefined;
-    const buf = this.mapping.buffers[w];
+    const buf = this.#buffers[w];
     if (!buf || at + length > buf.byteLength) return undefined;
     return new Uint8Array(buf, at, length);
   }
@@ -93,12 +100,12 @@ export class DmaRegion {
   }
 
   #walk(gpa: bigint, length: number, fn: (piece: Uint8Array, done: number) => void): void {
-    const mapping = this.mapping!;
+    const buffers = this.#buffers;
     let pos = Number(gpa - this.addr) + this.delta;
     for (let done = 0; done < length;) {
       const w = Math.floor(pos / this.windowSize);
       const at = pos - w * this.windowSize;
-      const buf = mapping.buffers[w]!;
+      const buf = buffers[w]!;
       const n = Math.min(length - done, buf.byteLength - at);
       fn(new Uint8Array(buf, at, n), done);
       done += n;
