@@ -6,8 +6,14 @@
  *   - sequential write, 1 MiB x 256 + fsync
  *   - 4 KiB reads at queue depth 1, x 20,000
  * Each row runs on QEMU's device, then on ours, back to back, `repeat`
- * times; the best time of each counts. Times come from the guest's
+ * times (default 5); the table gives the ratio of the best times and the
+ * ratio of the medians, then every run. Times come from the guest's
  * /proc/uptime (10 ms resolution).
+ *
+ * Environment for a standalone run: NVME_BENCH_ROWS=0,2 (row indexes),
+ * NVME_BENCH_REPEAT=N, NVME_BENCH_POLL_US=N (our polling window; 0 = off),
+ * NVME_BENCH_FIXED=1 (fixed window), NVME_BENCH_PAGE_CACHE=0 (no
+ * synchronous page-cache reads), NVME_BENCH_MEMORY=1 (memory namespace).
  *
  * `benchNvme()` is what bench/run.ts calls; `npx tsx bench/nvme.ts` runs it alone.
  */
@@ -56,7 +62,7 @@ export interface NvmeBenchOptions {
   pageCacheReads?: boolean;
   /** Our controller's shadow-doorbell polling window (NvmeControllerOptions.pollMicros; default its default). */
   pollMicros?: number;
-  /** Runs of each row per device, alternating; the best (minimum) time counts. Default 3 (a shared, busy machine is noisy). */
+  /** Runs of each row per device, alternating; the best (minimum) time counts. Default 5 (a shared, busy machine is noisy). */
   repeat?: number;
   /** Indexes into the row list (default: all three). */
   rows?: number[];
@@ -108,7 +114,7 @@ function makeImage(path: string, sizeMiB: number): void {
 export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBenchRow[]> {
   const sizeMiB = options.sizeMiB ?? 512;
   const print = options.print ?? true;
-  const repeat = options.repeat ?? 3;
+  const repeat = options.repeat ?? 5;
   const selected = options.rows ?? ROWS.map((_, i) => i);
   const dir = mkdtempSync(join(tmpdir(), 'nvme-bench-'));
   const qemuImage = join(dir, 'qemu.img');
