@@ -27,7 +27,8 @@ export class GuestMemory implements GuestBacking {
     if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`bad guest memory size ${size}`);
     if (size > native.WINDOW_SIZE) throw new RangeError(`guest memory larger than ${native.WINDOW_SIZE} bytes`);
     this.size = Math.ceil(size / Limits.PGSIZE) * Limits.PGSIZE;
-    this.fd = native.memfdCreate(name, this.size);
+    // Sealed like QEMU's memory-backend-memfd: its size can no longer change.
+    this.fd = native.memfdCreate(name, this.size, native.F_SEAL_SHRINK | native.F_SEAL_GROW);
     try {
       this.mapping = native.mmapFd(this.fd, 0, this.size, native.PROT_READ | native.PROT_WRITE);
     } catch (err) {

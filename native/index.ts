@@ -138,8 +138,18 @@ export interface NativeBinding {
    * e.g. eventfdRead). Polls a private dup of `fd`, so closing `fd` before the watcher is harmless.
    */
   watchReadable(fd: number, onReadable: () => void): Watcher;
-  /** memfd_create(name, MFD_CLOEXEC) + ftruncate(size). */
-  memfdCreate(name: string, size: number): number;
+  /**
+   * memfd_create(name, MFD_CLOEXEC) + ftruncate(size); with `seals` (F_SEAL_*
+   * bits), MFD_ALLOW_SEALING and F_ADD_SEALS after sizing (as QEMU seals its
+   * memory-backend-memfd: SHRINK | GROW | SEAL).
+   */
+  memfdCreate(name: string, size: number, seals?: number): number;
+  /** fcntl(F_GET_SEALS): the seals of a memfd, or -1 for a file that cannot be sealed (EINVAL). */
+  fdSeals(fd: number): number;
+  readonly F_SEAL_SEAL: number;
+  readonly F_SEAL_SHRINK: number;
+  readonly F_SEAL_GROW: number;
+  readonly F_SEAL_WRITE: number;
   /** close(2); throws on EBADF, and EBUSY for the fd of an open channel (close the channel instead). */
   closeFd(fd: number): void;
   /** dup(2) with CLOEXEC. */

@@ -257,7 +257,18 @@ void Channel::OnPoll(void* self, int status, int events) {
   Napi::HandleScope scope(c->Env());
   c->recv_ = c->Value();  // keeps the wrapper alive even if a callback closes us
   if (status < 0) {
-    c->Fail(Reason(-status, "poll failed"));
+    // libuv reports a socket error (POLLERR) as EBADF: deliver what can still
+    // be read, then name the real cause (ECONNRESET, EPIPE...) from SO_ERROR.
+    if (status == UV_EBADF && !c->closed_ && c->reading_) c->ReadAvailable();
+    if (!c->closed_) {
+      int err = -status;
+      int so_error = 0;
+      socklen_t len = sizeof so_error;
+      if (status == UV_EBADF && getsockopt(c->fd_, SOL_SOCKET, SO_ERROR, &so_error, &len) == 0 && so_error != 0) {
+        err = so_error;
+      }
+      c->Fail(Reason(err, err == -status ? "poll failed" : "socket error"));
+    }
   } else {
     // Read first: messages the peer sent before hanging up are delivered
     // before a send error could close the channel.

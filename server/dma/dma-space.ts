@@ -18,6 +18,7 @@
  * with an existing range is EINVAL (libvfio-user), an identical re-map is
  * accepted, unmap of anything but an exact existing range is ENOENT.
  */
+import { fstatSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { NativeBinding } from '../../native/index.js';
 import type { ClientPort, DmaMapRequest } from '../endpoint.js';
@@ -44,6 +45,14 @@ export interface DmaSpaceOptions {
   native?: NativeBinding;
   /** Most ranges at once (default 65535, what we advertise). */
   maxMaps?: number;
+  /**
+   * Refuse (EPERM) fds not sealed against shrinking (F_SEAL_SHRINK). A client
+   * that truncates an unsealed file after DMA_MAP makes our next access to it
+   * crash the process (SIGBUS). QEMU's memory-backend-memfd seals by default;
+   * memory-backend-file cannot be sealed. Default false: accepted, with a
+   * warning once per device.
+   */
+  requireSealedFds?: boolean;
 }
 
 const PAGE = BigInt(Limits.PGSIZE);
@@ -60,11 +69,41 @@ export class DmaSpace {
   /** Sorted by addr, non-overlapping. */
   #regions: DmaRegion[] = [];
   #port: ClientPort | undefined;
+  readonly #requireSealed: boolean;
+  #warnedUnsealed = false;
 
   constructor(log: Logger, options: DmaSpaceOptions = {}) {
     this.log = log;
     this.#native = options.native;
     this.#maxMaps = options.maxMaps ?? Limits.MAX_DMA_MAPS;
+    this.#requireSealed = options.requireSealedFds ?? false;
+  }
+
+  /**
+   * The fd may be mapped: a regular file (or memfd) must hold the whole
+   * mapped extent (else touching the rest is SIGBUS: EINVAL), and should be
+   * sealed against shrinking (see requireSealedFds).
+   */
+  #checkFd(native: NativeBinding, fd: number, end: number, what: string): void {
+    let st;
+    try {
+      st = fstatSync(fd);
+    } catch (err) {
+      throw new DmaError(Errno.EBADF, `${what}: fstat failed: ${(err as Error).message}`);
+    }
+    if (!st.isFile()) return; // devices and the like: mmap decides
+    if (st.size < end) {
+      throw new DmaError(Errno.EINVAL, `${what}: the fd holds ${st.size} bytes, the map needs ${end} (the rest would fault)`);
+    }
+    const seals = native.fdSeals(fd);
+    if (seals >= 0 && (seals & native.F_SEAL_SHRINK) !== 0) return;
+    if (this.#requireSealed) {
+      throw new DmaError(Errno.EPERM, `${what}: the fd is not sealed against shrinking (F_SEAL_SHRINK) and requireSealedFds is set`);
+    }
+    if (!this.#warnedUnsealed) {
+      this.#warnedUnsealed = true;
+      this.log.warn(`${what}: the client's memory fd is not sealed against shrinking: a client that truncates it can crash this process (SIGBUS); QEMU's memory-backend-memfd seals by default (seal=on)`);
+    }
   }
 
   /** The ranges currently mapped, in address order. */
@@ -153,6 +192,7 @@ export class DmaSpace {
         if (req.flags & DmaMapFlag.READ) prot |= native.PROT_READ;
         if (req.flags & DmaMapFlag.WRITE) prot |= native.PROT_WRITE;
         if (prot === 0) prot = native.PROT_READ;
+        this.#checkFd(native, fd, Number(base) + length, what);
         let mapping;
         try {
           mapping = native.mmapFd(fd, Number(base), length, prot);

@@ -159,4 +159,11 @@ export interface PciDeviceOptions {
   onReset?: (reason: ResetReason) => void | Promise<void>;
   /** Parent logger; the device logs through a child `{ device: name }`. Default: silent. */
   log?: Logger;
+  /**
+   * Refuse DMA_MAP fds that are not sealed against shrinking (EPERM): a
+   * client truncating such a file after mapping could crash the process
+   * (SIGBUS). Default false (QEMU's memory-backend-file fds cannot be
+   * sealed); unsealed fds are then accepted with a warning.
+   */
+  requireSealedDmaFds?: boolean;
 }

@@ -119,4 +119,22 @@ describe('DmaSpace', () => {
     await expect(read).rejects.toMatchObject({ errno: Errno.EFAULT });
     hold.release();
   });
+
+  it('refuses an fd smaller than the mapped extent, and unsealed fds when asked to', async () => {
+    const dma = space();
+    const small = native.memfdCreate('small', 0x1000);
+    await expect(dma.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x2000n, fd: small })).rejects.toMatchObject({ errno: Errno.EINVAL });
+    // Unsealed: accepted by default (QEMU's memory-backend-file cannot seal)...
+    await dma.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x1000n, fd: native.memfdCreate('plain', 0x1000) });
+    // ...refused with requireSealedFds; a memfd sealed against shrinking is accepted.
+    const strict = new DmaSpace(silentLogger, { native, requireSealedFds: true });
+    await expect(strict.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x1000n, fd: native.memfdCreate('plain', 0x1000) }))
+      .rejects.toMatchObject({ errno: Errno.EPERM });
+    const sealedFd = native.memfdCreate('sealed', 0x1000, native.F_SEAL_SHRINK | native.F_SEAL_GROW);
+    expect(native.fdSeals(sealedFd) & native.F_SEAL_SHRINK).toBe(native.F_SEAL_SHRINK);
+    await strict.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x1000n, fd: sealedFd });
+    expect(strict.view(0x10000n, 4).byteLength).toBe(4);
+    await dma.detach();
+    await strict.detach();
+  });
 });
