@@ -349,13 +349,8 @@ export class Namespace {
     }
     if (length === 0) return;
     if (this.zeroRange) {
-      try {
-        await this.fallocateRange(FALLOC_ZERO_RANGE, position, length);
-        return;
-      } catch (err) {
-        if (!isUnsupported(err)) throw err;
-        this.zeroRange = false;
-      }
+      if (await this.fallocateIfSupported(FALLOC_ZERO_RANGE, position, length)) return;
+      this.zeroRange = false;
     }
     await this.writeZeros(position, length);
   }
@@ -376,15 +371,21 @@ export class Namespace {
     }
     if (length === 0) return;
     if (this.punchHole) {
-      try {
-        await this.fallocateRange(FALLOC_PUNCH_HOLE, position, length);
-        return;
-      } catch (err) {
-        if (!isUnsupported(err)) throw err;
-        this.punchHole = false;
-      }
+      if (await this.fallocateIfSupported(FALLOC_PUNCH_HOLE, position, length)) return;
+      this.punchHole = false;
     }
     if (this.deallocatedZeros) await this.zero(position, length);
+  }
+
+  /** fallocateRange, false (nothing done) where the file system does not implement `mode` (EOPNOTSUPP). */
+  private async fallocateIfSupported(mode: number, position: number, length: number): Promise<boolean> {
+    try {
+      await this.fallocateRange(mode, position, length);
+      return true;
+    } catch (err) {
+      if (!isUnsupported(err)) throw err;
+      return false;
+    }
   }
 
   /** fallocate on the file with read-ahead invalidated around it; marks the namespace dirty (a Flush must fdatasync). */

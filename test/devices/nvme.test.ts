@@ -5,29 +5,19 @@
  * memory, reset and shutdown, and what lands in the backing file.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { IrqSetFlag, PciIrq } from '../../server/protocol/constants.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
 import { expectOk, GPA, Layout, NvmeTestHost, st } from './nvme-driver.js';
 import type { NvmeControllerOptions } from '../../devices/nvme/index.js';
+import { fileBytes } from '../helpers/file-bytes.js';
 
 const NS1_SIZE = 16 << 20; // file, 512-byte LBAs
 const NS2_SIZE = 8 << 20; // memory, 4 KiB LBAs
 
 let dir: TempDir;
 let host: NvmeTestHost;
-
-function fileBytes(path: string, offset: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    readSync(fd, b, 0, length, offset);
-    return b;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 async function startHost(shared = true, extra: Partial<NvmeControllerOptions> = {}): Promise<NvmeTestHost> {
   return NvmeTestHost.start({

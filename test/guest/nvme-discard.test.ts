@@ -6,7 +6,7 @@
  * those blocks back (st_blocks) and holds zeros in the hole.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
@@ -15,6 +15,7 @@ import { createLogger } from '../../server/log.js';
 import { serve, type DeviceServer } from '../../server/server.js';
 import { runGuest } from './boot.js';
 import { guestTest } from './guest-test.js';
+import { fileBytes } from '../helpers/file-bytes.js';
 
 const SIZE = 64 << 20;
 const MiB = 1 << 20;
@@ -39,17 +40,6 @@ const SCRIPT = [
   'echo "RESULT hole=$(dd if=/tmp/back bs=64k skip=8 count=16 2>/dev/null | md5sum | cut -d" " -f1)"',
   'echo "RESULT after=$(dd if=/tmp/back bs=64k skip=24 count=8 2>/dev/null | md5sum | cut -d" " -f1)"',
 ].join('\n');
-
-function fileBytes(path: string, offset: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    readSync(fd, b, 0, length, offset);
-    return b;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 describe('NVMe discard under the Linux nvme driver', () => {
   let dir: string;

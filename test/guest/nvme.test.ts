@@ -6,7 +6,7 @@
  * works with fd-less guest RAM (DMA_READ/DMA_WRITE messages).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, openSync, readSync, closeSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, openSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
@@ -15,6 +15,7 @@ import { createLogger } from '../../server/log.js';
 import { serve, type DeviceServer } from '../../server/server.js';
 import { runGuest, type GuestResult } from './boot.js';
 import { guestTest } from './guest-test.js';
+import { fileBytes } from '../helpers/file-bytes.js';
 
 const SIZE = 64 << 20;
 /** Where the guest writes the pattern (bytes into the namespace). */
@@ -55,17 +56,6 @@ const READ_SCRIPT = [
   `dd if=/dev/nvme0n1 of=/tmp/back bs=64k skip=${OFFSET / 65536} count=16 iflag=direct 2>/dev/null`,
   'echo "RESULT md5=$(md5sum /tmp/back | cut -d" " -f1)"',
 ].join('\n');
-
-function fileBytes(path: string, offset: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    readSync(fd, b, 0, length, offset);
-    return b;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 describe('NVMe controller under the Linux nvme driver', () => {
   let dir: string;
