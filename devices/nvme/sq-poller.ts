@@ -21,13 +21,15 @@
  *
  * While commands run on the thread pool every SQ is armed (the guest rings)
  * and the event loop sleeps until their completion, which starts a new
- * watch. The watch runs in slices of `sliceMicros`, with a loop turn
+ * watch. The watch runs in slices of `sliceMicros`, shared by every
+ * controller of the process (poll-group.ts), with a loop turn
  * (setImmediate) between slices, so sockets, timers and thread-pool
  * completions still run: other devices in the process wait at most one
  * slice. The price is CPU: the event loop spins in the gaps (see
  * `stats.spinMicros`). `idleMicros: 0` turns polling off.
  */
 import type { SubmissionQueue } from './queues.js';
+import { pollGroup, type PollGroupMember } from './poll-group.js';
 import { sqSlot, type ShadowDoorbells } from './shadow-doorbells.js';
 
 export interface SqPollOptions {
@@ -58,13 +60,12 @@ export interface SqPollerHost {
   moved(sq: SubmissionQueue, tail: number): void;
 }
 
-export class SqPoller {
+export class SqPoller implements PollGroupMember {
   private readonly queues: SubmissionQueue[] = [];
   /** When the controller last fell idle (performance.now(), ms); -1: not waiting for a submission. */
   private idleSince = -1;
   /** Running estimate of the gap between falling idle and the next submission, in ms. */
   private gapEstimate = 0;
-  private running = false;
   /**
    * Submissions found by polling; re-arms (back to doorbells); time spent
    * spinning, in microseconds; the current window, in microseconds.
@@ -120,10 +121,7 @@ export class SqPoller {
         sq.polled = true;
         this.queues.push(sq);
       }
-      if (!this.running) {
-        this.running = true;
-        setImmediate(this.tick);
-      }
+      pollGroup.join(this);
     }
     const tail = db.read(slot);
     return tail !== undefined && tail !== sq.tail && tail < sq.size ? tail : undefined;
@@ -134,52 +132,55 @@ export class SqPoller {
     for (const sq of this.queues.splice(0)) sq.polled = false;
   }
 
-  private readonly tick = (): void => {
+  // ---- PollGroupMember: the process's poll group drives the watch (poll-group.ts)
+
+  get sliceMicros(): number {
+    return this.options.sliceMicros;
+  }
+
+  begin(): boolean {
     const db = this.host.shadow();
     const queues = this.queues;
     if (!db) this.clear();
     for (let i = queues.length - 1; i >= 0; i--) {
       if (queues[i]!.deleted) queues.splice(i, 1)[0]!.polled = false;
     }
-    if (queues.length === 0) {
-      this.running = false;
-      return;
-    }
-    if (this.host.inflight() > 0) {
+    if (queues.length > 0 && this.host.inflight() > 0) {
       // Commands went to the thread pool: ring mode until they complete.
       this.rearm(db!);
-      this.running = false;
-      return;
     }
-    const start = performance.now();
-    const slice = this.options.sliceMicros / 1000;
-    let now = start;
-    let found = false;
-    do {
-      for (let i = 0; i < queues.length; i++) {
-        const sq = queues[i]!;
-        if (sq.fetching) continue;
-        const tail = db!.read(sqSlot(sq.id));
-        if (tail !== undefined && tail !== sq.tail && tail < sq.size) {
-          if (!found) this.observeGap(performance.now());
-          found = true;
-          this.stats.found++;
-          this.host.moved(sq, tail);
-        }
-      }
-      now = performance.now();
-      // Found work: end the slice so the completion's interrupt (a microtask) goes out now.
-    } while (!found && now - start < slice);
-    this.stats.spinMicros += (now - start) * 1000;
-    if (!found && this.idleSince >= 0 && now - this.idleSince > this.window()) this.rearm(db!);
-    if (queues.length === 0) this.running = false;
-    else if (this.unmapped(db!)) setTimeout(this.tick, 1); // memory being remapped: look again soon, without spinning
-    else setImmediate(this.tick);
-  };
+    return queues.length > 0 && this.host.inflight() === 0;
+  }
 
-  /** The shadow page is not mapped right now. */
-  private unmapped(db: ShadowDoorbells): boolean {
-    return db.read(sqSlot(this.queues[0]!.id)) === undefined;
+  poll(): boolean {
+    const db = this.host.shadow();
+    if (!db) return false;
+    const queues = this.queues;
+    let found = false;
+    for (let i = 0; i < queues.length; i++) {
+      const sq = queues[i]!;
+      if (sq.fetching) continue;
+      const tail = db.read(sqSlot(sq.id));
+      if (tail !== undefined && tail !== sq.tail && tail < sq.size) {
+        if (!found) this.observeGap(performance.now());
+        found = true;
+        this.stats.found++;
+        this.host.moved(sq, tail);
+      }
+    }
+    return found;
+  }
+
+  end(now: number, spentMs: number): boolean {
+    this.stats.spinMicros += spentMs * 1000;
+    const db = this.host.shadow();
+    if (db && this.idleSince >= 0 && now - this.idleSince > this.window()) this.rearm(db);
+    return this.queues.length > 0;
+  }
+
+  unmapped(): boolean {
+    const db = this.host.shadow();
+    return !db || this.queues.length === 0 || db.read(sqSlot(this.queues[0]!.id)) === undefined;
   }
 
   /** Window over (or commands in flight): ask for MMIO doorbells again, then look once more (a tail written before the guest saw EventIdx). */

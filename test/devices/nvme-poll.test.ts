@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { NvmeControllerOptions } from '../../devices/nvme/index.js';
+import { pollGroup } from '../../devices/nvme/poll-group.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
 import { expectOk, GPA, Layout, NvmeTestHost } from './nvme-driver.js';
 
@@ -147,6 +148,37 @@ describe('NVMe shadow doorbell polling', () => {
     const after = host.nvme.doorbellStats();
     expect(after.mmio - before.mmio).toBeGreaterThanOrEqual(10);
     expect(after.polled).toBe(0);
+  });
+
+  it('polls two controllers of one process in one loop, neither waiting on the other', async () => {
+    await startPolling(1_000_000, { pollAdaptive: false });
+    const first = host;
+    const dir2 = tempDir('nvme-poll2-');
+    const second = await NvmeTestHost.start({
+      name: 'nvme-poll-2', namespaces: [{ path: dir2.file('ns1.img'), size: 4 << 20 }], serial: 'POLL0002', queues: 1, pollMicros: 1_000_000, pollAdaptive: false,
+    });
+    try {
+      await second.enable();
+      await second.createIoQueues();
+      expectOk(await second.enableShadowDoorbells());
+      expectOk(await first.io({ opcode: 0x00, nsid: 1 }));
+      expectOk(await second.io({ opcode: 0x00, nsid: 1 }));
+      expect(pollGroup.size).toBe(2);
+      const before = [first.nvme.doorbellStats(), second.nvme.doorbellStats()];
+      for (let i = 0; i < 50; i++) {
+        const [a, b] = await Promise.all([first.io({ opcode: 0x00, nsid: 1 }), second.io({ opcode: 0x00, nsid: 1 })]);
+        expectOk(a);
+        expectOk(b);
+      }
+      const after = [first.nvme.doorbellStats(), second.nvme.doorbellStats()];
+      for (const k of [0, 1]) {
+        expect(after[k]!.mmio).toBe(before[k]!.mmio);
+        expect(after[k]!.polled - before[k]!.polled).toBe(50);
+      }
+    } finally {
+      await second.stop();
+      dir2.remove();
+    }
   });
 
   it('rejects a bad pollMicros', async () => {
