@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import { silentLogger } from '../../server/log.js';
 import { PciDevice } from '../../server/pci/device.js';
+import type { UnsealedFdPolicy } from '../../server/dma/dma-space.js';
 import type { AccessSize, BarType } from '../../server/pci/types.js';
 import { Idio16 } from './idio16.js';
 import { IDIO16_BAR_INDEX, IDIO16_BAR_SIZE, IDIO16_IO_BAR_SIZE, IDIO16_DEVICE_ID, IDIO16_VENDOR_ID } from './registers.js';
@@ -21,6 +22,8 @@ export interface GpioDeviceOptions {
   /** The inputs' level at power-on (bit n = IINn). Default 0. */
   initialInputs?: number;
   log?: Logger;
+  /** DMA_MAP fds not sealed against shrinking (PciDeviceOptions.unsealedDmaFds; the card never DMAs). */
+  unsealedDmaFds?: UnsealedFdPolicy;
 }
 
 /** A PCI-IDIO-16: `device` to serve, `gpio` for the host side (inputs, outputs, events). */
@@ -78,6 +81,7 @@ export function createGpioDevice(options: GpioDeviceOptions = {}): GpioDevice {
     interrupts: { intx: 'A' },
     onReset: () => gpio.reset(),
     ...(options.log ? { log: options.log } : {}),
+    ...(options.unsealedDmaFds ? { unsealedDmaFds: options.unsealedDmaFds } : {}),
   });
   return { device, gpio };
 }

@@ -26,7 +26,7 @@
 import type { Logger } from 'pino';
 import { silentLogger } from '../../server/log.js';
 import { PciDevice } from '../../server/pci/index.js';
-import type { DmaRegion, DmaSpace } from '../../server/dma/index.js';
+import type { DmaRegion, DmaSpace, UnsealedFdPolicy } from '../../server/dma/index.js';
 import { BAR0_SIZE } from './constants.js';
 import { ControllerCore } from './core.js';
 import type { NvmeDma, NvmeHost, PinnedViews } from './host.js';
@@ -56,6 +56,8 @@ export interface NvmeControllerOptions {
    * polling off.
    */
   pollMicros?: number;
+  /** DMA_MAP fds not sealed against shrinking: 'map' (default), 'messages' or 'refuse' (PciDeviceOptions.unsealedDmaFds). */
+  unsealedDmaFds?: UnsealedFdPolicy;
   /** Fit the polling window to the guest's pace (default true); false always watches the whole pollMicros (tests, benchmarks). */
   pollAdaptive?: boolean;
   /** PCI vendor/device ids. Default Nutanix's 0x4e58:0x0001, as SPDK's vfio-user NVMe target. */
@@ -164,6 +166,7 @@ export class NvmeController {
         return core!.reset();
       },
       log: options.log,
+      ...(options.unsealedDmaFds && { unsealedDmaFds: options.unsealedDmaFds }),
     });
     const device = this.device;
     const host: NvmeHost = {

@@ -15,7 +15,7 @@ export function builtinFactory(spec: Exclude<DeviceSpec, { type: 'module' }>): D
 }
 
 function createGpio(spec: GpioSpec, ctx: DeviceContext): HostedDevice {
-  const { device, gpio } = createGpioDevice({ name: spec.name, log: ctx.log });
+  const { device, gpio } = createGpioDevice({ name: spec.name, log: ctx.log, ...(spec.unsealedDmaFds && { unsealedDmaFds: spec.unsealedDmaFds }) });
   let control: GpioControlServer | undefined;
   return {
     endpoint: device,
@@ -39,6 +39,7 @@ async function createNvme(spec: NvmeSpec, ctx: DeviceContext): Promise<HostedDev
     ...(spec.firmware !== undefined && { firmware: spec.firmware }),
     ...(spec.queues !== undefined && { queues: spec.queues }),
     ...(spec.pollMicros !== undefined && { pollMicros: spec.pollMicros }),
+    ...(spec.unsealedDmaFds && { unsealedDmaFds: spec.unsealedDmaFds }),
     log: ctx.log,
   });
   // close(): waits for in-flight commands, flushes (fdatasync) and closes the backing files.

@@ -12,6 +12,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, extname, isAbsolute, resolve } from 'node:path';
 import { defaultControlPath } from '../../devices/gpio/control.js';
+import type { UnsealedFdPolicy } from '../dma/dma-space.js';
 import { ErrorSink } from './config-error.js';
 import { describe, parseSize } from './size.js';
 
@@ -28,6 +29,12 @@ interface DeviceBase {
   socket: string;
 }
 
+/** Options both built-in devices take. */
+interface BuiltinOptions {
+  /** DMA_MAP fds not sealed against shrinking: 'map' (default), 'messages' or 'refuse'. */
+  unsealedDmaFds?: UnsealedFdPolicy;
+}
+
 /** One NVMe namespace: a raw image file (created sparse if missing) or RAM. */
 export interface NamespaceSpec {
   /** Absolute path of the backing file; absent: memory-backed. */
@@ -37,7 +44,7 @@ export interface NamespaceSpec {
   lbaSize: 512 | 4096;
 }
 
-export interface NvmeSpec extends DeviceBase {
+export interface NvmeSpec extends DeviceBase, BuiltinOptions {
   type: 'nvme';
   namespaces: NamespaceSpec[];
   serial?: string;
@@ -49,7 +56,7 @@ export interface NvmeSpec extends DeviceBase {
   pollMicros?: number;
 }
 
-export interface GpioSpec extends DeviceBase {
+export interface GpioSpec extends DeviceBase, BuiltinOptions {
   type: 'gpio';
   /** Absolute path of the JSON-lines control socket, or null for none. */
   control: string | null;
@@ -73,9 +80,19 @@ export interface DaemonConfig {
 }
 
 const DEVICE_FIELDS = new Set(['type', 'name', 'socket', 'options']);
-const NVME_OPTIONS = new Set(['disk', 'size', 'lbaSize', 'namespaces', 'serial', 'model', 'firmware', 'queues', 'pollMicros']);
+const NVME_OPTIONS = new Set(['disk', 'size', 'lbaSize', 'namespaces', 'serial', 'model', 'firmware', 'queues', 'pollMicros', 'unsealedDmaFds']);
 const NAMESPACE_FIELDS = new Set(['disk', 'size', 'lbaSize']);
-const GPIO_OPTIONS = new Set(['control']);
+const GPIO_OPTIONS = new Set(['control', 'unsealedDmaFds']);
+const UNSEALED_POLICIES: readonly UnsealedFdPolicy[] = ['map', 'messages', 'refuse'];
+
+/** The options every built-in device takes. */
+function validateBuiltinOptions(o: Record<string, unknown>, at: string, sink: ErrorSink): BuiltinOptions {
+  const v = o.unsealedDmaFds;
+  if (v === undefined) return {};
+  if (typeof v === 'string' && (UNSEALED_POLICIES as readonly string[]).includes(v)) return { unsealedDmaFds: v as UnsealedFdPolicy };
+  sink.add(`${at}.unsealedDmaFds`, `must be one of ${UNSEALED_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${describe(v)}`);
+  return {};
+}
 const MODULE_EXTENSIONS = new Set(['.js', '.mjs', '.cjs', '.ts', '.mts']);
 
 /** True when a device `type` names a module file rather than a built-in device. */
@@ -206,7 +223,7 @@ function checkKnown(options: Record<string, unknown>, known: Set<string>, at: st
 
 function validateNvme(o: Record<string, unknown>, at: string, sink: ErrorSink, baseDir: string, base: { name: string; socket: string }): NvmeSpec | undefined {
   checkKnown(o, NVME_OPTIONS, at, sink);
-  const spec: NvmeSpec = { type: 'nvme', ...base, namespaces: [] };
+  const spec: NvmeSpec = { type: 'nvme', ...base, ...validateBuiltinOptions(o, at, sink), namespaces: [] };
   if (o.namespaces !== undefined) {
     for (const key of ['disk', 'size', 'lbaSize']) {
       if (o[key] !== undefined) sink.add(`${at}.${key}`, 'cannot be used together with "namespaces" (put it in each namespace)');
@@ -293,7 +310,7 @@ function validateGpio(o: Record<string, unknown>, at: string, sink: ErrorSink, b
   else if (o.control !== undefined) {
     control = validateSocket(o.control, `${at}.control`, sink, baseDir) ?? null;
   }
-  return { type: 'gpio', ...base, control };
+  return { type: 'gpio', ...base, ...validateBuiltinOptions(o, at, sink), control };
 }
 
 function checkUnique(devices: { spec: DeviceSpec; at: string }[], sink: ErrorSink): void {

@@ -45,15 +45,21 @@ export interface DmaSpaceOptions {
   native?: NativeBinding;
   /** Most ranges at once (default 65535, what we advertise). */
   maxMaps?: number;
-  /**
-   * Refuse (EPERM) fds not sealed against shrinking (F_SEAL_SHRINK). A client
-   * that truncates an unsealed file after DMA_MAP makes our next access to it
-   * crash the process (SIGBUS). QEMU's memory-backend-memfd seals by default;
-   * memory-backend-file cannot be sealed. Default false: accepted, with a
-   * warning once per device.
-   */
-  requireSealedFds?: boolean;
+  /** What to do with DMA_MAP fds not sealed against shrinking (default 'map'); see UnsealedFdPolicy. */
+  unsealedFds?: UnsealedFdPolicy;
 }
+
+/**
+ * DMA_MAP fds not sealed against shrinking (F_SEAL_SHRINK): a client that
+ * truncates such a file after mapping makes our next access to it crash the
+ * whole process (SIGBUS). QEMU's memory-backend-memfd seals by default
+ * (seal=on); memory-backend-file cannot be sealed.
+ * - 'map': map it anyway (fast; one warning per device);
+ * - 'messages': do not map it; serve the range with DMA_READ/DMA_WRITE
+ *   messages (safe against any client, slower);
+ * - 'refuse': answer EPERM.
+ */
+export type UnsealedFdPolicy = 'map' | 'messages' | 'refuse';
 
 const PAGE = BigInt(Limits.PGSIZE);
 
@@ -69,41 +75,53 @@ export class DmaSpace {
   /** Sorted by addr, non-overlapping. */
   #regions: DmaRegion[] = [];
   #port: ClientPort | undefined;
-  readonly #requireSealed: boolean;
+  readonly #unsealed: UnsealedFdPolicy;
   #warnedUnsealed = false;
 
   constructor(log: Logger, options: DmaSpaceOptions = {}) {
     this.log = log;
     this.#native = options.native;
     this.#maxMaps = options.maxMaps ?? Limits.MAX_DMA_MAPS;
-    this.#requireSealed = options.requireSealedFds ?? false;
+    this.#unsealed = options.unsealedFds ?? 'map';
   }
 
   /**
-   * The fd may be mapped: a regular file (or memfd) must hold the whole
-   * mapped extent (else touching the rest is SIGBUS: EINVAL), and should be
-   * sealed against shrinking (see requireSealedFds).
+   * Whether the fd may be mapped: a regular file (or memfd) must hold the
+   * whole mapped extent (else touching the rest is SIGBUS: EINVAL); one not
+   * sealed against shrinking goes by the UnsealedFdPolicy. False: serve the
+   * range by messages instead.
    */
-  #checkFd(native: NativeBinding, fd: number, end: number, what: string): void {
+  #mayMap(native: NativeBinding, fd: number, end: number, what: string): boolean {
     let st;
     try {
       st = fstatSync(fd);
     } catch (err) {
       throw new DmaError(Errno.EBADF, `${what}: fstat failed: ${(err as Error).message}`);
     }
-    if (!st.isFile()) return; // devices and the like: mmap decides
+    if (!st.isFile()) return true; // devices and the like: mmap decides
     if (st.size < end) {
       throw new DmaError(Errno.EINVAL, `${what}: the fd holds ${st.size} bytes, the map needs ${end} (the rest would fault)`);
     }
     const seals = native.fdSeals(fd);
-    if (seals >= 0 && (seals & native.F_SEAL_SHRINK) !== 0) return;
-    if (this.#requireSealed) {
-      throw new DmaError(Errno.EPERM, `${what}: the fd is not sealed against shrinking (F_SEAL_SHRINK) and requireSealedFds is set`);
+    if (seals >= 0 && (seals & native.F_SEAL_SHRINK) !== 0) return true;
+    if (this.#unsealed === 'refuse') {
+      throw new DmaError(Errno.EPERM, `${what}: the fd is not sealed against shrinking (F_SEAL_SHRINK); unsealed DMA fds are refused`);
     }
     if (!this.#warnedUnsealed) {
       this.#warnedUnsealed = true;
-      this.log.warn(`${what}: the client's memory fd is not sealed against shrinking: a client that truncates it can crash this process (SIGBUS); QEMU's memory-backend-memfd seals by default (seal=on)`);
+      if (this.#unsealed === 'messages') {
+        this.log.info(`${what}: the client's memory fd is not sealed against shrinking: served by DMA messages, not mapped (slower, safe)`);
+      } else {
+        this.log.warn(`${what}: the client's memory fd is not sealed against shrinking: a client that truncates it can crash this process (SIGBUS); QEMU's memory-backend-memfd seals by default (seal=on), or set unsealedDmaFds to 'messages'`);
+      }
     }
+    return this.#unsealed === 'map';
+  }
+
+  /** #mayMap for a DMA_MAP request (the mmap covers whole pages from the page holding `offset`). */
+  #mayMapRange(native: NativeBinding, fd: number, req: DmaMapRequest, what: string): boolean {
+    const end = ((req.offset + req.size + PAGE - 1n) / PAGE) * PAGE;
+    return this.#mayMap(native, fd, Number(end), what);
   }
 
   /** The ranges currently mapped, in address order. */
@@ -184,7 +202,7 @@ export class DmaSpace {
       }
       if (this.#regions.length >= this.#maxMaps) throw new DmaError(Errno.EINVAL, `${what}: more than ${this.#maxMaps} maps`);
       let region: DmaRegion;
-      if (fd !== undefined && native) {
+      if (fd !== undefined && native && this.#mayMapRange(native, fd, req, what)) {
         const base = req.offset - (req.offset % PAGE);
         const delta = Number(req.offset - base);
         const length = Number(((BigInt(delta) + size + PAGE - 1n) / PAGE) * PAGE);
@@ -192,7 +210,6 @@ export class DmaSpace {
         if (req.flags & DmaMapFlag.READ) prot |= native.PROT_READ;
         if (req.flags & DmaMapFlag.WRITE) prot |= native.PROT_WRITE;
         if (prot === 0) prot = native.PROT_READ;
-        this.#checkFd(native, fd, Number(base) + length, what);
         let mapping;
         try {
           mapping = native.mmapFd(fd, Number(base), length, prot);

@@ -103,7 +103,7 @@ export class PciDevice implements Endpoint {
       },
       this.log,
     );
-    this.dma = new DmaSpace(this.log, { requireSealedFds: options.requireSealedDmaFds ?? false });
+    this.dma = new DmaSpace(this.log, { unsealedFds: options.unsealedDmaFds ?? 'map' });
 
     const layout = layoutBars(options.bars ?? [], ints.msix);
     this.msixLayout = layout.msix;

@@ -3,6 +3,7 @@
  * Everything is optional except the name, the ids and (usually) the BARs.
  */
 import type { Logger } from 'pino';
+import type { UnsealedFdPolicy } from '../dma/dma-space.js';
 import type { ResetReason } from '../endpoint.js';
 
 /** Bytes in one register access handed to a BAR handler. */
@@ -160,10 +161,10 @@ export interface PciDeviceOptions {
   /** Parent logger; the device logs through a child `{ device: name }`. Default: silent. */
   log?: Logger;
   /**
-   * Refuse DMA_MAP fds that are not sealed against shrinking (EPERM): a
-   * client truncating such a file after mapping could crash the process
-   * (SIGBUS). Default false (QEMU's memory-backend-file fds cannot be
-   * sealed); unsealed fds are then accepted with a warning.
+   * DMA_MAP fds not sealed against shrinking, which a client could truncate
+   * to crash the process (SIGBUS): 'map' them anyway (default, with a
+   * warning; QEMU's memory-backend-file cannot be sealed), serve them by
+   * 'messages' (safe, slower) or 'refuse' them (EPERM). See UnsealedFdPolicy.
    */
-  requireSealedDmaFds?: boolean;
+  unsealedDmaFds?: UnsealedFdPolicy;
 }

@@ -57,6 +57,13 @@ describe('config file validation', () => {
     expect(config.devices[2]).toMatchObject({ type: 'gpio', control: '/tmp/g.sock.control' });
     expect(config.devices[3]).toMatchObject({ control: null });
     expect(validateConfig([{ type: 'gpio', socket: 'g.sock' }], 'f.json', '/x').errors).toEqual([]);
+    const tuned = validateConfig([
+      { type: 'nvme', socket: 'n.sock', options: { size: '1M', pollMicros: 0, unsealedDmaFds: 'messages' } },
+      { type: 'gpio', socket: 'g.sock', options: { unsealedDmaFds: 'refuse' } },
+    ], 'f.json', '/x');
+    expect(tuned.errors).toEqual([]);
+    expect(tuned.config.devices[0]).toMatchObject({ pollMicros: 0, unsealedDmaFds: 'messages' });
+    expect(tuned.config.devices[1]).toMatchObject({ unsealedDmaFds: 'refuse' });
   });
 
   it('reports every problem with its field', () => {
@@ -73,6 +80,7 @@ describe('config file validation', () => {
           { type: 'nvme', socket: `${'/very-long'.repeat(12)}/x.sock`, options: { size: '1G' } },
           { type: 'gpio', socket: 'd.sock', options: { disk: 'x' } },
           { type: './missing-device.js', socket: 'e.sock' },
+          { type: 'nvme', socket: 'f.sock', options: { size: '1M', pollMicros: -1, unsealedDmaFds: 'yes' } },
         ],
       },
       'devices.json',
@@ -90,8 +98,10 @@ describe('config file validation', () => {
       /^devices\.json: devices\[4\]\.extra: unknown field/,
       /^devices\.json: devices\[5\]: must be an object/,
       /^devices\.json: devices\[6\]\.socket: .* bytes long; UNIX socket paths must be at most 107/,
-      /^devices\.json: devices\[7\]\.options\.disk: unknown option \(expected one of control\)/,
+      /^devices\.json: devices\[7\]\.options\.disk: unknown option \(expected one of control, unsealedDmaFds\)/,
       /^devices\.json: devices\[8\]\.type: device module .*missing-device\.js does not exist/,
+      /^devices\.json: devices\[9\]\.options\.pollMicros: must be a whole number of microseconds from 0 \(off\) to 1000000/,
+      /^devices\.json: devices\[9\]\.options\.unsealedDmaFds: must be one of "map", "messages", "refuse", got/,
     ];
     for (const pattern of expected) expect(messages.some((m) => pattern.test(m)), `${pattern}\n${messages.join('\n')}`).toBe(true);
     // devices[4] reuses a.sock, but it is reported only once devices[4] is otherwise valid.

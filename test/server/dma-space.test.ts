@@ -126,8 +126,8 @@ describe('DmaSpace', () => {
     await expect(dma.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x2000n, fd: small })).rejects.toMatchObject({ errno: Errno.EINVAL });
     // Unsealed: accepted by default (QEMU's memory-backend-file cannot seal)...
     await dma.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x1000n, fd: native.memfdCreate('plain', 0x1000) });
-    // ...refused with requireSealedFds; a memfd sealed against shrinking is accepted.
-    const strict = new DmaSpace(silentLogger, { native, requireSealedFds: true });
+    // ...refused with unsealedFds 'refuse'; a memfd sealed against shrinking is accepted.
+    const strict = new DmaSpace(silentLogger, { native, unsealedFds: 'refuse' });
     await expect(strict.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x1000n, fd: native.memfdCreate('plain', 0x1000) }))
       .rejects.toMatchObject({ errno: Errno.EPERM });
     const sealedFd = native.memfdCreate('sealed', 0x1000, native.F_SEAL_SHRINK | native.F_SEAL_GROW);
@@ -136,5 +136,19 @@ describe('DmaSpace', () => {
     expect(strict.view(0x10000n, 4).byteLength).toBe(4);
     await dma.detach();
     await strict.detach();
+  });
+
+  it("serves an unsealed fd's range by messages with unsealedFds 'messages'", async () => {
+    const dma = new DmaSpace(silentLogger, { native, unsealedFds: 'messages' });
+    const port = new MemoryPort(0x20000n, new Uint8Array(0x1000));
+    dma.attach(port);
+    await dma.map({ flags: 3, offset: 0n, addr: 0x20000n, size: 0x1000n, fd: native.memfdCreate('plain', 0x1000) });
+    expect(dma.regions[0]!.mapping).toBeUndefined();
+    await dma.write(0x20010n, new Uint8Array([1, 2, 3]));
+    expect([...port.mem.subarray(0x10, 0x13)]).toEqual([1, 2, 3]);
+    // A sealed one is still mapped.
+    await dma.map({ flags: 3, offset: 0n, addr: 0x30000n, size: 0x1000n, fd: native.memfdCreate('sealed', 0x1000, native.F_SEAL_SHRINK) });
+    expect(dma.regions[1]!.mapping).toBeDefined();
+    await dma.detach();
   });
 });
