@@ -16,8 +16,12 @@ export interface GuestOptions {
   script: string;
   /** Kernel modules to load, e.g. ['nvme'] or ['gpio-pci-idio-16']; dependencies are resolved (each module's depends=, what modules.dep holds). */
   modules?: string[];
-  /** Default true: guest RAM is a shared memfd (DMA through mmap). false: plain -m (DMA via DMA_READ/WRITE messages). */
-  sharedMemory?: boolean;
+  /**
+   * Default true: guest RAM is a shared memfd, sealed as QEMU does by default
+   * (DMA through mmap). 'unsealed': the same memfd with seal=off. false: plain
+   * -m (DMA via DMA_READ/WRITE messages).
+   */
+  sharedMemory?: boolean | 'unsealed';
   /** Guest RAM, default 512. */
   memoryMiB?: number;
   /** vCPUs, default 1. */

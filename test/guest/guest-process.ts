@@ -34,7 +34,7 @@ export class GuestError extends Error {
 /** QEMU's arguments (after the kit's loader prefix) for `options`, booting `initrd`. */
 export function qemuArguments(kit: Kit, options: GuestOptions, initrd: string, interactive = false): string[] {
   const mem = options.memoryMiB ?? 512;
-  const shared = options.sharedMemory ?? true;
+  const shared = (options.sharedMemory ?? true) !== false;
   const smp = options.smp ?? 1;
   if (!Number.isInteger(mem) || mem < 64 || mem > 65536) throw new RangeError(`guest: memoryMiB must be an integer 64..65536, not ${mem}`);
   if (!Number.isInteger(smp) || smp < 1 || smp > 64) throw new RangeError(`guest: smp must be an integer 1..64, not ${smp}`);
@@ -46,7 +46,7 @@ export function qemuArguments(kit: Kit, options: GuestOptions, initrd: string, i
     '-nodefaults', '-no-user-config', '-no-reboot', '-net', 'none',
     '-kernel', kit.kernel, '-initrd', initrd, '-append', KERNEL_CMDLINE,
   ];
-  if (shared) args.push('-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`);
+  if (shared) args.push('-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on${options.sharedMemory === 'unsealed' ? ',seal=off' : ''}`);
   // Interactive: the terminal is QEMU's (raw mode, Ctrl-A x quits); tests: plain pipes.
   args.push(...(interactive ? ['-nographic', '-serial', 'mon:stdio'] : ['-display', 'none', '-serial', 'stdio']));
   // JSON syntax: `socket` is a SocketAddress struct (and paths may contain commas).

@@ -99,7 +99,8 @@ describe('NVMe controller under the Linux nvme driver', () => {
 
   guestTest('binds, writes with O_DIRECT from 2 vCPUs on 2 I/O queues, reads back; the file holds the data', async () => {
     // A fixed 50 ms polling window: every gap between the guest's commands is inside it.
-    const ctrl = await start({ pollMicros: 50_000, pollAdaptive: false });
+    // 'refuse': QEMU's memory-backend-memfd is sealed by default, so its RAM is still mapped.
+    const ctrl = await start({ pollMicros: 50_000, pollAdaptive: false, unsealedDmaFds: 'refuse' });
     const r = await runGuest({
       devices: [{ socketPath: sock }],
       modules: ['nvme'],
@@ -155,6 +156,38 @@ describe('NVMe controller under the Linux nvme driver', () => {
     expect(r.results.dbbuf, 'shadow doorbells are refused without fd-backed RAM').toBe('off');
     expect(md5(readFileSync(image).subarray(OFFSET, OFFSET + PATTERN.length))).toBe(md5(PATTERN));
     expect(ctrl.queueStats().filter((s) => s.sqid > 0 && s.fetched > 0).length).toBeGreaterThanOrEqual(2);
+    await stop();
+  });
+
+  guestTest('serves unsealed shared RAM by messages with unsealedDmaFds "messages" (a client cannot SIGBUS us)', async () => {
+    rmSync(image, { force: true });
+    const ctrl = await start({ unsealedDmaFds: 'messages' });
+    // Watch the DMA space while the guest runs (QEMU unmaps everything when it goes).
+    let maps = 0;
+    let fdMaps = 0;
+    const watch = setInterval(() => {
+      const regions = ctrl.device.dma.regions;
+      maps = Math.max(maps, regions.length);
+      fdMaps = Math.max(fdMaps, regions.filter((g) => g.mapping !== undefined).length);
+    }, 10);
+    let r: GuestResult;
+    try {
+      r = await runGuest({
+        devices: [{ socketPath: sock }],
+        modules: ['nvme'],
+        sharedMemory: 'unsealed',
+        files: { 'pattern.bin': PATTERN },
+        script: writeScript(1),
+        timeoutMs: 150_000,
+      });
+    } finally {
+      clearInterval(watch);
+    }
+    expectOk(r, ['readback0']);
+    expect(maps, 'QEMU mapped its RAM').toBeGreaterThan(0);
+    expect(fdMaps, 'nothing of the unsealed memfd is mapped').toBe(0);
+    expect(r.results.dbbuf, 'no fd-backed pages, so no shadow doorbells').toBe('off');
+    expect(md5(readFileSync(image).subarray(OFFSET, OFFSET + PATTERN.length))).toBe(md5(PATTERN));
     await stop();
   });
 });
