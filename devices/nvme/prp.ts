@@ -113,7 +113,14 @@ function singlePage(prp1: bigint, length: number): boolean {
  */
 export function prpSegments(dma: NvmeDma, prp1: bigint, prp2: bigint, length: number): Promise<Segment[]> {
   if (singlePage(prp1, length)) return Promise.resolve([{ addr: prp1, length }]);
-  return prpSegmentsAsync(dma, prp1, prp2, length);
+  let inPlace: Segment[] | undefined;
+  try {
+    inPlace = prpSegmentsSync(dma, prp1, prp2, length);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  // Lists in fd-backed memory were read in place; otherwise read them by message.
+  return inPlace ? Promise.resolve(inPlace) : prpSegmentsAsync(dma, prp1, prp2, length);
 }
 
 async function prpSegmentsAsync(dma: NvmeDma, prp1: bigint, prp2: bigint, length: number): Promise<Segment[]> {
