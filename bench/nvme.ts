@@ -24,7 +24,7 @@ import { pathToFileURL } from 'node:url';
 import { NvmeController } from '../devices/nvme/index.js';
 import { createLogger } from '../server/log.js';
 import { serve } from '../server/server.js';
-import { runGuest } from '../test/guest/boot.js';
+import { runGuest } from '../guest-kit/boot.js';
 
 export interface NvmeBenchRow {
   name: string;

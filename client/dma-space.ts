@@ -3,9 +3,9 @@
  * and the bytes behind them, so it can answer the server's DMA_READ/DMA_WRITE
  * (for fd-less maps, and for fd-backed ones too, as QEMU does).
  */
-import { Errno } from '../server/protocol/constants.js';
+import { Errno } from '../protocol/constants.js';
 import { VfioUserClientError } from './errors.js';
-import { Command } from '../server/protocol/constants.js';
+import { Command } from '../protocol/constants.js';
 
 /** One DMA_MAP the client made. */
 export interface DmaRange {

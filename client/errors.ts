@@ -1,5 +1,5 @@
 /** Errors the client rejects with. */
-import { Errno, commandName } from '../server/protocol/constants.js';
+import { Errno, commandName } from '../protocol/constants.js';
 
 const errnoNames = new Map<number, string>(Object.entries(Errno).map(([name, value]) => [value, name]));
 

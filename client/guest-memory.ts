@@ -4,7 +4,7 @@
  * or plain bytes that the client serves by message (DMA_READ/DMA_WRITE).
  */
 import { native, type NativeMapping } from '../native/index.js';
-import { Limits } from '../server/protocol/constants.js';
+import { Limits } from '../protocol/constants.js';
 
 /** Bytes a client can DMA_MAP: `bytes` is what the device sees at the mapped addresses. */
 export interface GuestBacking {

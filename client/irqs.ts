@@ -3,7 +3,7 @@
  * watched on the event loop, so a test can await a vector's next signal.
  */
 import { native, type Watcher } from '../native/index.js';
-import { Errno, Command } from '../server/protocol/constants.js';
+import { Errno, Command } from '../protocol/constants.js';
 import { VfioUserClientError } from './errors.js';
 
 interface Waiter {

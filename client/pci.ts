@@ -4,7 +4,7 @@
  * with anything that can read and write regions (the client implements it).
  */
 import { native } from '../native/index.js';
-import { PciRegion } from '../server/protocol/constants.js';
+import { PciRegion } from '../protocol/constants.js';
 
 /** What the helpers need from a client. */
 export interface RegionAccessor {

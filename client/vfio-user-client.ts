@@ -14,11 +14,11 @@
  * VfioUserClientError carrying the server's `.errno`.
  */
 import { native, type NativeChannel } from '../native/index.js';
-import { silentLogger, type Logger } from '../server/log.js';
-import { Command, Errno, HEADER_SIZE, HeaderFlag, IrqSetFlag, DmaMapFlag, DmaUnmapFlag, Limits, commandName } from '../server/protocol/constants.js';
-import { decodeHeader, encodeErrorReply, isError, isReply, newMessage, wantsReply, hexDump, type MessageHeader } from '../server/protocol/header.js';
-import { formatCapabilities, type Capabilities } from '../server/protocol/capabilities.js';
-import { decodeVersion, encodeVersionRequest, type DecodedVersion } from '../server/protocol/version.js';
+import { pino, type Logger } from 'pino';
+import { Command, Errno, HEADER_SIZE, HeaderFlag, IrqSetFlag, DmaMapFlag, DmaUnmapFlag, Limits, commandName } from '../protocol/constants.js';
+import { decodeHeader, encodeErrorReply, isError, isReply, newMessage, wantsReply, hexDump, type MessageHeader } from '../protocol/header.js';
+import { formatCapabilities, type Capabilities } from '../protocol/capabilities.js';
+import { decodeVersion, encodeVersionRequest, type DecodedVersion } from '../protocol/version.js';
 import {
   decodeDeviceInfo,
   decodeIrqInfo,
@@ -27,7 +27,7 @@ import {
   encodeSetIrqsRequest,
   type DeviceInfoMessage,
   type IrqInfoMessage,
-} from '../server/protocol/device-info.js';
+} from '../protocol/device-info.js';
 import {
   REGION_INFO_SIZE,
   decodeRegionInfoReply,
@@ -36,10 +36,10 @@ import {
   encodeRegionIoFdsRequest,
   type RegionInfoReply,
   type RegionIoFdsReply,
-} from '../server/protocol/region-info.js';
-import { decodeRegionReadReply, encodeRegionReadRequest, encodeRegionWriteRequest } from '../server/protocol/region-access.js';
-import { decodeDmaUnmapReply, encodeDmaMapRequest, encodeDmaUnmapRequest, type DmaUnmapMessage } from '../server/protocol/dma-map.js';
-import { decodeDmaReadRequest, decodeDmaWriteRequest, encodeDmaReadReply, encodeDmaWriteReply } from '../server/protocol/dma-access.js';
+} from '../protocol/region-info.js';
+import { decodeRegionReadReply, encodeRegionReadRequest, encodeRegionWriteRequest } from '../protocol/region-access.js';
+import { decodeDmaUnmapReply, encodeDmaMapRequest, encodeDmaUnmapRequest, type DmaUnmapMessage } from '../protocol/dma-map.js';
+import { decodeDmaReadRequest, decodeDmaWriteRequest, encodeDmaReadReply, encodeDmaWriteReply } from '../protocol/dma-access.js';
 import { VfioUserClientError } from './errors.js';
 import { DmaSpace, type DmaRange } from './dma-space.js';
 import { GuestMemory, type GuestBacking } from './guest-memory.js';
@@ -156,7 +156,7 @@ export class VfioUserClient {
   readonly maxDataXferSize: number;
 
   private constructor(fd: number, socketPath: string, private readonly options: ClientOptions) {
-    this.log = (options.log ?? silentLogger).child({ client: socketPath });
+    this.log = (options.log ?? pino({ level: 'silent' })).child({ client: socketPath });
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const caps = typeof options.capabilities === 'string' ? QEMU_CAPABILITIES : { ...QEMU_CAPABILITIES, ...options.capabilities };
     this.maxDataXferSize = caps.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;

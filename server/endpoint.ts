@@ -13,18 +13,6 @@
  * VfioUserError carrying the errno to answer.
  */
 import type { Logger } from 'pino';
-import { Errno } from './protocol/constants.js';
-
-/** An error that becomes an error reply with this errno. Any other thrown error becomes EIO (and is logged). */
-export class VfioUserError extends Error {
-  constructor(public readonly errno: number, message: string) {
-    super(message);
-    this.name = 'VfioUserError';
-  }
-  static invalid(message: string): VfioUserError {
-    return new VfioUserError(Errno.EINVAL, message);
-  }
-}
 
 export interface SparseArea {
   offset: bigint;

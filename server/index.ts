@@ -6,8 +6,8 @@ export * from './pci/index.js';
 export * from './irq/index.js';
 export { serve, DeviceServer } from './server.js';
 export { DmaSpace } from './dma/index.js';
+export { VfioUserError } from '../protocol/errors.js';
 export {
-  VfioUserError,
   type ClientPort,
   type DmaMapRequest,
   type Endpoint,
@@ -31,7 +31,7 @@ export {
   PciRegion,
   RegionCap,
   RegionFlag,
-} from './protocol/constants.js';
+} from '../protocol/constants.js';
 export { createLogger, silentLogger, type Logger, type LoggerOptions } from './log.js';
 /** For device modules loaded by `vfio-user-ts serve --device ./my-device.js` (docs/cli.md). */
-export type { DeviceContext, HostedDevice, DeviceFactory, OptionsValidator } from './daemon/device-module.js';
+export type { DeviceContext, HostedDevice, DeviceFactory, OptionsValidator } from '../cli/device-module.js';

@@ -8,11 +8,11 @@
  */
 import type { Logger } from 'pino';
 import type { ClientPort } from '../endpoint.js';
-import { VfioUserError } from '../endpoint.js';
+import { VfioUserError } from '../../protocol/errors.js';
 import {
   Command, Errno, HeaderFlag, commandName, decodeDmaReadReply, decodeDmaWriteReply,
   encodeDmaReadRequest, encodeDmaWriteRequest, type MessageHeader,
-} from '../protocol/index.js';
+} from '../../protocol/index.js';
 
 interface Pending {
   command: number;

@@ -12,11 +12,12 @@
  */
 import type { Logger } from 'pino';
 import type { NativeBinding } from '../../native/index.js';
-import { VfioUserError, type Endpoint } from '../endpoint.js';
+import { VfioUserError } from '../../protocol/errors.js';
+import type { Endpoint } from '../endpoint.js';
 import {
   Command, Errno, HEADER_SIZE, HeaderFlag, Limits, commandName, decodeHeader, encodeErrorReply, hexDump,
   isReply, messageType, wantsReply, type Capabilities, type MessageHeader,
-} from '../protocol/index.js';
+} from '../../protocol/index.js';
 import { Channel, type ReceivedFds } from '../transport/index.js';
 import { ConnectionClientPort } from './client-port.js';
 import type { HandlerResult, RequestContext } from './context.js';

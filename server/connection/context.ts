@@ -1,7 +1,7 @@
 /** What a command handler gets and returns. */
 import type { Logger } from 'pino';
 import type { Endpoint } from '../endpoint.js';
-import type { MessageHeader } from '../protocol/index.js';
+import type { MessageHeader } from '../../protocol/index.js';
 import type { ReceivedFds } from '../transport/index.js';
 
 export interface RequestContext {

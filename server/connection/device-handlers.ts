@@ -2,13 +2,14 @@
  * DEVICE_GET_INFO, DEVICE_GET_REGION_INFO, DEVICE_GET_REGION_IO_FDS,
  * DEVICE_GET_IRQ_INFO, DEVICE_RESET: validated with libvfio-user's errno.
  */
-import { VfioUserError, type RegionInfo } from '../endpoint.js';
+import { VfioUserError } from '../../protocol/errors.js';
+import type { RegionInfo } from '../endpoint.js';
 import {
   Command, DEVICE_INFO_SIZE, DeviceFlag, IRQ_INFO_SIZE, Limits, REGION_INFO_SIZE, REGION_IO_FDS_SIZE,
   RegionCap, RegionFlag, decodeDeviceInfo, decodeIrqInfo, decodeRegionInfoRequest, decodeRegionIoFdsRequest,
   encodeDeviceInfoReply, encodeDeviceResetReply, encodeIrqInfoReply, encodeRegionInfoReply, encodeRegionIoFdsReply,
   type RegionCapability,
-} from '../protocol/index.js';
+} from '../../protocol/index.js';
 import type { HandlerResult, RequestContext } from './context.js';
 
 export function handleDeviceGetInfo(ctx: RequestContext): HandlerResult {

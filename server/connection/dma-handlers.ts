@@ -2,11 +2,11 @@
  * DMA_MAP and DMA_UNMAP: wire-level validation (libvfio-user's errno); the
  * endpoint (its DmaSpace) checks overlaps (EINVAL) and unknown ranges (ENOENT).
  */
-import { VfioUserError } from '../endpoint.js';
+import { VfioUserError } from '../../protocol/errors.js';
 import {
   Command, DMA_MAP_SIZE, DMA_UNMAP_SIZE, DmaMapFlag, DmaUnmapFlag, Errno, Limits,
   decodeDmaMapRequest, decodeDmaUnmapRequest, encodeDmaMapReply, encodeDmaUnmapReply,
-} from '../protocol/index.js';
+} from '../../protocol/index.js';
 import type { HandlerResult, RequestContext } from './context.js';
 
 const MAP_FLAGS = DmaMapFlag.READ | DmaMapFlag.WRITE | DmaMapFlag.MMAP | DmaMapFlag.FILE_IO;

@@ -4,8 +4,9 @@
  * One leniency: NONE|TRIGGER start 0 count 0 ("disable") is accepted on an
  * index with zero vectors (a no-op; libvfio-user refuses it).
  */
-import { VfioUserError, type SetIrqsRequest } from '../endpoint.js';
-import { Command, IrqSetFlag, PciIrq, SET_IRQS_SIZE, decodeSetIrqsRequest, encodeSetIrqsReply } from '../protocol/index.js';
+import { VfioUserError } from '../../protocol/errors.js';
+import type { SetIrqsRequest } from '../endpoint.js';
+import { Command, IrqSetFlag, PciIrq, SET_IRQS_SIZE, decodeSetIrqsRequest, encodeSetIrqsReply } from '../../protocol/index.js';
 import type { HandlerResult, RequestContext } from './context.js';
 
 const KNOWN = IrqSetFlag.DATA_TYPE_MASK | IrqSetFlag.ACTION_TYPE_MASK;

@@ -3,8 +3,8 @@
  * so every well-formed request is EINVAL (libvfio-user without migration does
  * the same); malformed ones are EINVAL from the decoder.
  */
-import { VfioUserError } from '../endpoint.js';
-import { Command, decodeDeviceFeature, decodeMigDataReadRequest, decodeMigDataWriteRequest } from '../protocol/index.js';
+import { VfioUserError } from '../../protocol/errors.js';
+import { Command, decodeDeviceFeature, decodeMigDataReadRequest, decodeMigDataWriteRequest } from '../../protocol/index.js';
 import type { HandlerResult, RequestContext } from './context.js';
 
 export function handleDeviceFeature(ctx: RequestContext): HandlerResult {

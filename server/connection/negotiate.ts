@@ -7,7 +7,7 @@
 import {
   Errno, ProtocolError, decodeVersion, encodeVersionReply, formatCapabilities,
   type Capabilities,
-} from '../protocol/index.js';
+} from '../../protocol/index.js';
 
 export interface Negotiated {
   /** What the client announced (spec defaults for missing keys). */

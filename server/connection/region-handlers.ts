@@ -1,9 +1,10 @@
 /** REGION_READ, REGION_WRITE, REGION_WRITE_MULTI: validated as libvfio-user does (all EINVAL). */
-import { VfioUserError, type Endpoint } from '../endpoint.js';
+import { VfioUserError } from '../../protocol/errors.js';
+import type { Endpoint } from '../endpoint.js';
 import {
   Command, HEADER_SIZE, RegionFlag, decodeRegionReadRequest, decodeRegionWriteMultiRequest, decodeRegionWriteRequest,
   encodeRegionReadReply, encodeRegionWriteMultiReply, encodeRegionWriteReply, readU32, readU64, wantsReply,
-} from '../protocol/index.js';
+} from '../../protocol/index.js';
 import type { HandlerResult, RequestContext } from './context.js';
 
 const EMPTY = new Uint8Array(0);

@@ -22,7 +22,7 @@ import { fstatSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { NativeBinding } from '../../native/index.js';
 import type { ClientPort, DmaMapRequest } from '../endpoint.js';
-import { DmaMapFlag, Errno, Limits } from '../protocol/constants.js';
+import { DmaMapFlag, Errno, Limits } from '../../protocol/constants.js';
 import { DmaError } from './errors.js';
 import { DmaRegion } from './region.js';
 

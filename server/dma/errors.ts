@@ -1,6 +1,6 @@
 /** DmaError: a device-side DMA access the address space cannot serve. */
-import { VfioUserError } from '../endpoint.js';
-import { Errno } from '../protocol/constants.js';
+import { VfioUserError } from '../../protocol/errors.js';
+import { Errno } from '../../protocol/constants.js';
 
 /**
  * Carries an errno so that, thrown out of a request handler, it becomes an

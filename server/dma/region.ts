@@ -4,7 +4,7 @@
  * refcount of in-flight users that DMA_UNMAP waits for.
  */
 import type { NativeMapping } from '../../native/index.js';
-import { DmaMapFlag } from '../protocol/constants.js';
+import { DmaMapFlag } from '../../protocol/constants.js';
 
 export class DmaRegion {
   readonly addr: bigint;

@@ -18,8 +18,9 @@
  */
 import type { Logger } from 'pino';
 import { native, type Watcher } from '../../native/index.js';
-import { VfioUserError, type IrqInfo, type SetIrqsRequest } from '../endpoint.js';
-import { IrqInfoFlag, IrqSetFlag, PciIrq } from '../protocol/constants.js';
+import { VfioUserError } from '../../protocol/errors.js';
+import type { IrqInfo, SetIrqsRequest } from '../endpoint.js';
+import { IrqInfoFlag, IrqSetFlag, PciIrq } from '../../protocol/constants.js';
 import { closeQuietly, VectorTable } from './vector-table.js';
 
 /** Which index `trigger()` signals: the first enabled of MSI-X, MSI, INTx. */

@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import { native, type NativeMapping } from '../../native/index.js';
 import type { RegionInfo } from '../endpoint.js';
-import { RegionFlag } from '../protocol/constants.js';
+import { RegionFlag } from '../../protocol/constants.js';
 import type { BarLayout } from './bar-layout.js';
 import type { MsixTable } from './msix-table.js';
 import type { AccessSize } from './types.js';

@@ -18,8 +18,8 @@
  */
 import type { Logger } from 'pino';
 import { DmaSpace } from '../dma/index.js';
+import { VfioUserError } from '../../protocol/errors.js';
 import {
-  VfioUserError,
   type ClientPort,
   type DmaMapRequest,
   type Endpoint,
@@ -30,7 +30,7 @@ import {
 } from '../endpoint.js';
 import { Interrupts } from '../irq/interrupts.js';
 import { silentLogger } from '../log.js';
-import { Errno, Limits, PciIrq, PciRegion, RegionFlag } from '../protocol/constants.js';
+import { Errno, Limits, PciIrq, PciRegion, RegionFlag } from '../../protocol/constants.js';
 import { layoutBars, nextPowerOfTwo, type MsixLayout } from './bar-layout.js';
 import { BarRegion } from './bar-region.js';
 import type { Capability, ExtendedCapability } from './capabilities/capability.js';

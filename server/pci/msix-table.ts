@@ -10,7 +10,7 @@
  * PBA writes are ignored, as the spec requires.
  */
 import type { Interrupts } from '../irq/interrupts.js';
-import { PciIrq } from '../protocol/constants.js';
+import { PciIrq } from '../../protocol/constants.js';
 import { msixPbaBytes, msixTableBytes, type MsixLayout } from './bar-layout.js';
 
 export class MsixTable {

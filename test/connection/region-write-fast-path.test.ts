@@ -4,7 +4,7 @@
  * any reply; malformed writes are still EINVAL and the connection lives.
  */
 import { describe, expect, it } from 'vitest';
-import { Command, Errno, HeaderFlag, PciRegion } from '../../server/protocol/constants.js';
+import { Command, Errno, HeaderFlag, PciRegion } from '../../protocol/constants.js';
 import type { VfioUserClient } from '../../client/index.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectAlive, expectErrorReply, fields, rawMessage, rawRequest } from '../helpers/harness.js';

@@ -2,7 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createGpioDevice, type GpioDevice } from '../../devices/gpio/index.js';
 import { IDIO16_BAR_SIZE, IDIO16_IO_BAR_SIZE, IrqStatus, Reg } from '../../devices/gpio/registers.js';
-import { IrqSetFlag, PciIrq, PciRegion } from '../../server/protocol/constants.js';
+import { IrqSetFlag, PciIrq, PciRegion } from '../../protocol/constants.js';
 import type { VfioUserClient } from '../../client/index.js';
 import { startDevice, testLogger, type RunningDevice } from '../helpers/harness.js';
 

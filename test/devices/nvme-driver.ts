@@ -6,7 +6,7 @@
  */
 import { GuestMemory, VfioUserClient } from '../../client/index.js';
 import { NvmeController, type NvmeControllerOptions } from '../../devices/nvme/index.js';
-import { PciIrq } from '../../server/protocol/constants.js';
+import { PciIrq } from '../../protocol/constants.js';
 import { serve, type DeviceServer } from '../../server/server.js';
 import { tempSocketPath } from '../helpers/temp.js';
 

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { IrqSetFlag, PciIrq } from '../../server/protocol/constants.js';
+import { IrqSetFlag, PciIrq } from '../../protocol/constants.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
 import { expectOk, GPA, Layout, NvmeTestHost, st } from './nvme-driver.js';
 import type { NvmeControllerOptions } from '../../devices/nvme/index.js';

@@ -6,7 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import type { TestProject } from 'vitest/node';
-import { ensureKit } from './kit.js';
+import { ensureKit } from '../../guest-kit/kit.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

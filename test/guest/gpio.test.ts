@@ -18,7 +18,7 @@ import {
 } from '../../devices/gpio/index.js';
 import { serve } from '../../server/server.js';
 import { createLogger } from '../../server/log.js';
-import { startGuest, type Guest, type GuestResult } from './boot.js';
+import { startGuest, type Guest, type GuestResult } from '../../guest-kit/boot.js';
 import { GPIO_GUEST_SCRIPT, INPUT_PATTERN, OUTPUT_PATTERN } from './gpio-guest-script.js';
 import { tempSocketPath } from '../helpers/temp.js';
 

@@ -5,7 +5,7 @@
  */
 import { inject, it } from 'vitest';
 import { isCI } from './global-setup.js';
-import { loadKit, type Kit } from './kit.js';
+import { loadKit, type Kit } from '../../guest-kit/kit.js';
 
 /** Why guest tests cannot run here, or undefined when they can. */
 export function kitSkipReason(): string | undefined {

@@ -1,9 +1,9 @@
 /** The guest kit's pieces that need no VM: the cpio writer (checked with busybox cpio), apt source parsing, module deps. */
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { writeCpio } from './cpio.js';
-import { parseDeb822Sources, parseOneLineSources, debianMirror } from './debian-mirror.js';
-import { moduleDepends, moduleName } from './kernel-modules.js';
+import { writeCpio } from '../../guest-kit/cpio.js';
+import { parseDeb822Sources, parseOneLineSources, debianMirror } from '../../guest-kit/debian-mirror.js';
+import { moduleDepends, moduleName } from '../../guest-kit/kernel-modules.js';
 import { guestTest, requireKit } from './guest-test.js';
 
 describe('cpio (newc) writer', () => {

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { NvmeController } from '../../devices/nvme/index.js';
 import { createLogger } from '../../server/log.js';
 import { serve, type DeviceServer } from '../../server/server.js';
-import { runGuest } from './boot.js';
+import { runGuest } from '../../guest-kit/boot.js';
 import { guestTest } from './guest-test.js';
 import { fileBytes } from '../helpers/file-bytes.js';
 

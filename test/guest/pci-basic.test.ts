@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect } from 'vitest';
 import { PciDevice, serve, createLogger, silentLogger, type DeviceServer } from '../../server/index.js';
-import { runGuest } from './boot.js';
+import { runGuest } from '../../guest-kit/boot.js';
 import { guestTest } from './guest-test.js';
 
 const VENDOR = 0x1234;

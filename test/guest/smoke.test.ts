@@ -1,5 +1,5 @@
 import { describe, expect } from 'vitest';
-import { runGuest, startGuest } from './boot.js';
+import { runGuest, startGuest } from '../../guest-kit/boot.js';
 import { guestTest } from './guest-test.js';
 
 describe('guest kit smoke test (no vfio-user device)', () => {

@@ -6,7 +6,7 @@ import { expect } from 'vitest';
 import { serve, type DeviceServer, type ServeOptions } from '../../server/server.js';
 import type { Endpoint } from '../../server/endpoint.js';
 import { createLogger, type Logger } from '../../server/log.js';
-import { HEADER_SIZE, HeaderFlag } from '../../server/protocol/constants.js';
+import { HEADER_SIZE, HeaderFlag } from '../../protocol/constants.js';
 import { VfioUserClient, type ClientOptions, type RawMessage } from '../../client/index.js';
 import { TestDevice } from './test-device.js';
 import { PciTestDevice } from './pci-test-device.js';

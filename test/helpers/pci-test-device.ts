@@ -6,8 +6,9 @@
  * picks the mmap or the DMA_READ/DMA_WRITE path.
  */
 import { PciDevice } from '../../server/pci/index.js';
-import { VfioUserError, type ClientPort, type ResetReason } from '../../server/endpoint.js';
-import { Errno } from '../../server/protocol/constants.js';
+import { VfioUserError } from '../../protocol/errors.js';
+import type { ClientPort, ResetReason } from '../../server/endpoint.js';
+import { Errno } from '../../protocol/constants.js';
 import type { DeviceUnderTest } from './device-under-test.js';
 import { BAR0_SIZE, BAR2_SIZE, MSIX_VECTORS, Reg, TEST_DEVICE, TEST_VENDOR } from './test-device.js';
 

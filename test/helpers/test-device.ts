@@ -20,8 +20,8 @@
  *               fd-backed ranges across a 50 ms wait (DMA_UNMAP must wait for them)
  */
 import { native, type NativeMapping } from '../../native/index.js';
+import { VfioUserError } from '../../protocol/errors.js';
 import {
-  VfioUserError,
   type ClientPort,
   type DmaMapRequest,
   type IrqInfo,
@@ -30,7 +30,7 @@ import {
   type SetIrqsRequest,
 } from '../../server/endpoint.js';
 import type { DeviceUnderTest } from './device-under-test.js';
-import { Errno, IrqInfoFlag, IrqSetFlag, PciIrq, PciRegion, RegionFlag } from '../../server/protocol/constants.js';
+import { Errno, IrqInfoFlag, IrqSetFlag, PciIrq, PciRegion, RegionFlag } from '../../protocol/constants.js';
 
 export const TEST_VENDOR = 0x1b36;
 export const TEST_DEVICE = 0x0099;

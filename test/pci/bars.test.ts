@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { PciDevice } from '../../server/pci/index.js';
-import { IrqSetFlag, PciIrq, RegionFlag } from '../../server/protocol/constants.js';
+import { IrqSetFlag, PciIrq, RegionFlag } from '../../protocol/constants.js';
 import { listOpenFds } from '../helpers/fds.js';
 import { leBytes, leValue } from './helpers.js';
 

@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { PciDevice, walkCapabilities, walkExtendedCapabilities, CapId, ExtCapId, ExpressReg } from '../../server/pci/index.js';
 import type { ResetReason } from '../../server/endpoint.js';
-import { PciRegion, RegionFlag } from '../../server/protocol/constants.js';
+import { PciRegion, RegionFlag } from '../../protocol/constants.js';
 import { cfgRead, cfgWrite } from './helpers.js';
 
 const devices: PciDevice[] = [];

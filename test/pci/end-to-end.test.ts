@@ -10,7 +10,7 @@ import { createMinimalDevice, MAGIC, Reg } from '../../examples/minimal-device.j
 import { createDmaDevice, DmaReg } from '../../examples/dma-device.js';
 import { CapId, ExtCapId, type PciDevice } from '../../server/pci/index.js';
 import { serve, type DeviceServer } from '../../server/server.js';
-import { DeviceFlag, IrqSetFlag, PciIrq, PciRegion, RegionCap, RegionFlag } from '../../server/protocol/constants.js';
+import { DeviceFlag, IrqSetFlag, PciIrq, PciRegion, RegionCap, RegionFlag } from '../../protocol/constants.js';
 import { listOpenFds, describeFds } from '../helpers/fds.js';
 import { tempSocketPath } from '../helpers/temp.js';
 import { leBytes, leValue } from './helpers.js';

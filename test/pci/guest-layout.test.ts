@@ -11,7 +11,7 @@ import { describe, expect } from 'vitest';
 import { PciDevice } from '../../server/index.js';
 import { findPciDevice } from '../helpers/guest-script.js';
 import { servedEachTest } from '../helpers/served-each-test.js';
-import { runGuest } from '../guest/boot.js';
+import { runGuest } from '../../guest-kit/boot.js';
 import { guestTest } from '../guest/guest-test.js';
 
 const VENDOR = 0x1234;

@@ -10,7 +10,7 @@ import { describe, expect } from 'vitest';
 import { createDmaDevice } from '../../examples/dma-device.js';
 import { findPciDevice } from '../helpers/guest-script.js';
 import { servedEachTest } from '../helpers/served-each-test.js';
-import { runGuest } from '../guest/boot.js';
+import { runGuest } from '../../guest-kit/boot.js';
 import { guestTest } from '../guest/guest-test.js';
 
 /** Registers as in examples/dma-device.ts; buffer at guest-physical 0 (reserved low memory Linux never uses). */

@@ -4,9 +4,9 @@
  * never changes read-only identity or the capability chain, never leaks fds.
  */
 import { describe, expect, it } from 'vitest';
-import { VfioUserError } from '../../server/endpoint.js';
+import { VfioUserError } from '../../protocol/errors.js';
 import { PciDevice, walkCapabilities } from '../../server/pci/index.js';
-import { IrqSetFlag, PciRegion } from '../../server/protocol/constants.js';
+import { IrqSetFlag, PciRegion } from '../../protocol/constants.js';
 import { listOpenFds } from '../helpers/fds.js';
 import { seededRandom } from '../helpers/random.js';
 

@@ -6,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { PciDevice } from '../../server/pci/index.js';
-import { IrqInfoFlag, IrqSetFlag, PciIrq } from '../../server/protocol/constants.js';
+import { IrqInfoFlag, IrqSetFlag, PciIrq } from '../../protocol/constants.js';
 import { listOpenFds } from '../helpers/fds.js';
 import { cfgRead, cfgWrite } from './helpers.js';
 

@@ -4,7 +4,7 @@ import { native } from '../../native/index.js';
 import { DmaSpace } from '../../server/dma/index.js';
 import { silentLogger } from '../../server/log.js';
 import { ScatterGather } from '../../server/pci/index.js';
-import { DmaMapFlag } from '../../server/protocol/constants.js';
+import { DmaMapFlag } from '../../protocol/constants.js';
 import { listOpenFds } from '../helpers/fds.js';
 
 describe('ScatterGather', () => {

@@ -6,11 +6,11 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { native, type NativeChannel, type Watcher } from '../../native/index.js';
-import { Command, Errno, HeaderFlag } from '../../server/protocol/constants.js';
-import { decodeHeader, encodeErrorReply, newMessage } from '../../server/protocol/header.js';
-import { encodeVersionReply } from '../../server/protocol/version.js';
-import { encodeDeviceInfoReply } from '../../server/protocol/device-info.js';
-import { encodeDmaReadRequest, encodeDmaWriteRequest } from '../../server/protocol/dma-access.js';
+import { Command, Errno, HeaderFlag } from '../../protocol/constants.js';
+import { decodeHeader, encodeErrorReply, newMessage } from '../../protocol/header.js';
+import { encodeVersionReply } from '../../protocol/version.js';
+import { encodeDeviceInfoReply } from '../../protocol/device-info.js';
+import { encodeDmaReadRequest, encodeDmaWriteRequest } from '../../protocol/dma-access.js';
 import { VfioUserClient, type RawMessage } from '../../client/index.js';
 import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
 import { tempSocketPath } from '../helpers/temp.js';

@@ -1,7 +1,7 @@
 /** Happy path of every client command over a real socket, against a real device. */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, DeviceFlag, IrqInfoFlag, IrqSetFlag, PciIrq, PciRegion, RegionCap, RegionFlag, Errno } from '../../server/protocol/constants.js';
+import { Command, DeviceFlag, IrqInfoFlag, IrqSetFlag, PciIrq, PciRegion, RegionCap, RegionFlag, Errno } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectErrno, DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
 import { BAR0_SIZE, BAR2_SIZE, CONFIG_SIZE, MSIX_VECTORS, Reg, TEST_DEVICE, TEST_VENDOR } from '../helpers/test-device.js';

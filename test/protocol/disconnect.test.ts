@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, PciIrq, PciRegion } from '../../server/protocol/constants.js';
+import { Command, PciIrq, PciRegion } from '../../protocol/constants.js';
 import { fdBaseline } from '../helpers/fds.js';
 import { deviceEachTest } from '../helpers/per-test.js';
 import { expectAlive, rawMessage, fields, DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';

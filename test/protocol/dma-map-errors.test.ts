@@ -1,7 +1,7 @@
 /** DMA_MAP / DMA_UNMAP validation (libvfio-user's handle_dma_map / is_valid_unmap). */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, DmaMapFlag, DmaUnmapFlag, Errno } from '../../server/protocol/constants.js';
+import { Command, DmaMapFlag, DmaUnmapFlag, Errno } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, expectErrno, type RunningDevice } from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';

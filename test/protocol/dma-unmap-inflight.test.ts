@@ -5,7 +5,7 @@
  * first, and afterwards the memory is gone from the device.
  */
 import { describe, expect, it } from 'vitest';
-import { PciIrq, PciRegion } from '../../server/protocol/constants.js';
+import { PciIrq, PciRegion } from '../../protocol/constants.js';
 import { deviceEachTest } from '../helpers/per-test.js';
 import { fields, type RunningDevice } from '../helpers/harness.js';
 import { PciTestDevice } from '../helpers/pci-test-device.js';

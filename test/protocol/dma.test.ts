@@ -4,7 +4,7 @@
  * from its own bytes), including transfers larger than max_data_xfer_size.
  */
 import { describe, expect, it } from 'vitest';
-import { DmaMapFlag, Errno, PciIrq, PciRegion } from '../../server/protocol/constants.js';
+import { DmaMapFlag, Errno, PciIrq, PciRegion } from '../../protocol/constants.js';
 import { deviceEachTest } from '../helpers/per-test.js';
 import { DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
 import { Reg } from '../helpers/test-device.js';

@@ -4,7 +4,7 @@
  * device is detached, and no fd leaked.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PciRegion } from '../../server/protocol/constants.js';
+import { PciRegion } from '../../protocol/constants.js';
 import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
 import { startDevice, type RunningDevice } from '../helpers/harness.js';
 import { TEST_VENDOR } from '../helpers/test-device.js';

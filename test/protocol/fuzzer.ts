@@ -8,7 +8,7 @@
  * cannot be re-framed (a lying size, random bytes) end their connection.
  */
 import { native } from '../../native/index.js';
-import { Command, DmaMapFlag, HEADER_SIZE, HeaderFlag, IrqSetFlag, PciRegion } from '../../server/protocol/constants.js';
+import { Command, DmaMapFlag, HEADER_SIZE, HeaderFlag, IrqSetFlag, PciRegion } from '../../protocol/constants.js';
 import { VfioUserClient, type ClientOptions } from '../../client/index.js';
 import type { Logger } from '../../server/log.js';
 import { mulberry32 } from '../helpers/random.js';

@@ -4,7 +4,7 @@
  * wherever it can be re-framed.
  */
 import { describe, expect, it } from 'vitest';
-import { Command, Errno, HEADER_SIZE, HeaderFlag, Limits } from '../../server/protocol/constants.js';
+import { Command, Errno, HEADER_SIZE, HeaderFlag, Limits } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectAlive, expectClosed, expectErrorReply, rawMessage, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';

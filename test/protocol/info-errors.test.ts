@@ -1,6 +1,6 @@
 /** GET_INFO, GET_REGION_INFO, GET_IRQ_INFO, GET_REGION_IO_FDS: bad argsz, short payloads, bad indexes -> EINVAL, alive. */
 import { describe, expect, it } from 'vitest';
-import { Command, Errno, PciRegion } from '../../server/protocol/constants.js';
+import { Command, Errno, PciRegion } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectAlive, expectErrorReply, rawRequest, fields } from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';

@@ -2,8 +2,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { createConnection } from 'node:net';
-import { Command, Limits, PciIrq, PciRegion } from '../../server/protocol/constants.js';
-import { encodeVersionRequest } from '../../server/protocol/version.js';
+import { Command, Limits, PciIrq, PciRegion } from '../../protocol/constants.js';
+import { encodeVersionRequest } from '../../protocol/version.js';
 import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
 import { startDevice, expectAlive, rawMessage, fields, type RunningDevice } from '../helpers/harness.js';
 import { Reg } from '../helpers/test-device.js';

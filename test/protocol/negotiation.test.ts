@@ -4,8 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, Errno, HEADER_SIZE } from '../../server/protocol/constants.js';
-import { encodeVersionRequest, decodeVersion } from '../../server/protocol/version.js';
+import { Command, Errno, HEADER_SIZE } from '../../protocol/constants.js';
+import { encodeVersionRequest, decodeVersion } from '../../protocol/version.js';
 import { VfioUserClient } from '../../client/index.js';
 import { deviceEachTest } from '../helpers/per-test.js';
 import { expectErrorReply, expectClosed, expectAlive, rawRequest, rawMessage, type RunningDevice } from '../helpers/harness.js';

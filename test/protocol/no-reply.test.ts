@@ -1,6 +1,6 @@
 /** NO_REPLY: never answered, not even with an error; the next request's reply is the next message. */
 import { describe, expect, it } from 'vitest';
-import { Command, HeaderFlag, PciRegion } from '../../server/protocol/constants.js';
+import { Command, HeaderFlag, PciRegion } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectAlive, rawMessage, fields, type RunningDevice } from '../helpers/harness.js';
 import { Reg } from '../helpers/test-device.js';

@@ -1,6 +1,6 @@
 /** REGION_READ / REGION_WRITE validation (libvfio-user's is_valid_region_access): EINVAL, alive. */
 import { describe, expect, it } from 'vitest';
-import { Command, Errno, PciRegion } from '../../server/protocol/constants.js';
+import { Command, Errno, PciRegion } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectAlive, expectErrorReply, rawRequest, fields, expectErrno } from '../helpers/harness.js';
 import { BAR0_SIZE, CONFIG_SIZE } from '../helpers/test-device.js';

@@ -1,7 +1,7 @@
 /** DEVICE_SET_IRQS validation (libvfio-user's device_set_irqs_validate): EINVAL, fds closed, alive. */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, Errno, IrqSetFlag as F, PciIrq } from '../../server/protocol/constants.js';
+import { Command, Errno, IrqSetFlag as F, PciIrq } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
 import { MSIX_VECTORS } from '../helpers/test-device.js';

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, PciRegion } from '../../server/protocol/constants.js';
+import { Command, PciRegion } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectAlive, rawRequest, fields } from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';

@@ -5,8 +5,8 @@
  * either way: QEMU with x-send-queued=on sends it without the capability.
  */
 import { describe, expect, it } from 'vitest';
-import { Command, Errno, HeaderFlag, PciRegion } from '../../server/protocol/constants.js';
-import { encodeRegionWriteMultiRequest } from '../../server/protocol/region-access.js';
+import { Command, Errno, HeaderFlag, PciRegion } from '../../protocol/constants.js';
+import { encodeRegionWriteMultiRequest } from '../../protocol/region-access.js';
 import { deviceEachTest } from '../helpers/per-test.js';
 import { expectAlive, expectErrorReply, rawRequest, rawMessage, fields, type RunningDevice } from '../helpers/harness.js';
 import { Reg } from '../helpers/test-device.js';

@@ -2,7 +2,7 @@ import { writeSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { Connection } from '../../server/connection/index.js';
-import * as P from '../../server/protocol/index.js';
+import * as P from '../../protocol/index.js';
 import { silentLogger } from '../../server/log.js';
 import { RawPeer } from './raw-peer.js';
 import { TestEndpoint } from './test-endpoint.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import { DeviceServer, serve } from '../../server/server.js';
-import * as P from '../../server/protocol/index.js';
+import * as P from '../../protocol/index.js';
 import { RawPeer } from './raw-peer.js';
 import { TestEndpoint } from './test-endpoint.js';
 

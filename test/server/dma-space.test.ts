@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import type { ClientPort } from '../../server/endpoint.js';
 import { DmaError, DmaSpace } from '../../server/dma/index.js';
-import { Errno } from '../../server/protocol/index.js';
+import { Errno } from '../../protocol/index.js';
 import { silentLogger } from '../../server/log.js';
 
 /** A client port backed by an in-memory array (what a vfio-user client would serve by DMA_READ/WRITE). */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import * as P from '../../server/protocol/index.js';
-import { defineStruct } from '../../server/protocol/struct.js';
+import * as P from '../../protocol/index.js';
+import { defineStruct } from '../../protocol/struct.js';
 
 const { Command, HeaderFlag, RegionCap, RegionFlag } = P;
 

@@ -11,10 +11,10 @@ import { beforeAll, describe, expect } from 'vitest';
 import { PciDevice } from '../../server/pci/index.js';
 import { serve } from '../../server/server.js';
 import { createLogger } from '../../server/log.js';
-import { runGuest } from '../guest/boot.js';
+import { runGuest } from '../../guest-kit/boot.js';
 import { guestTest } from '../guest/guest-test.js';
 import { isCI } from '../guest/global-setup.js';
-import { ensureKit } from '../guest/kit.js';
+import { ensureKit } from '../../guest-kit/kit.js';
 import { tempSocketPath } from '../helpers/temp.js';
 
 const WRITE_AT = 0x80000n;

@@ -17,7 +17,7 @@ import { PciDevice } from '../../server/pci/index.js';
 import { serve } from '../../server/server.js';
 import { guestTest, requireKit } from '../guest/guest-test.js';
 import { isCI } from '../guest/global-setup.js';
-import { ensureKit } from '../guest/kit.js';
+import { ensureKit } from '../../guest-kit/kit.js';
 
 interface LogLine { level: number; msg: string; cmd?: string; result?: unknown }
 

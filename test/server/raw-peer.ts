@@ -3,7 +3,7 @@
  * a socket, a queue of what arrives, and helpers to send requests and wait.
  */
 import { native } from '../../native/index.js';
-import { decodeHeader, type MessageHeader } from '../../server/protocol/index.js';
+import { decodeHeader, type MessageHeader } from '../../protocol/index.js';
 
 export interface Received {
   header: MessageHeader;

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { ClientPort, DmaMapRequest, Endpoint, IrqInfo, RegionInfo, ResetReason, SetIrqsRequest } from '../../server/endpoint.js';
 import { native } from '../../native/index.js';
 import { DmaSpace } from '../../server/dma/index.js';
-import { IrqInfoFlag, RegionFlag } from '../../server/protocol/index.js';
+import { IrqInfoFlag, RegionFlag } from '../../protocol/index.js';
 import { silentLogger } from '../../server/log.js';
 
 export class TestEndpoint implements Endpoint {

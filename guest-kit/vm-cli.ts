@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import type { GuestOptions } from './boot.js';
 import { prepareInitrd, qemuArguments } from './guest-process.js';
 import { DEFAULT_MODULES, ensureKit } from './kit.js';
-import { createLogger } from '../../server/log.js';
+import { createLogger } from '../server/log.js';
 
 const USAGE = `usage: npm run vm -- [--socket PATH]... [--no-share] [--smp N] [--memory MiB] [--module NAME]... [-- QEMU ARGS]
   --socket PATH   attach the vfio-user device listening on PATH (repeatable; default: every *.sock under ./run/)

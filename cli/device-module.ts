@@ -7,7 +7,7 @@
  *
  * ```ts
  * import { PciDevice } from 'vfio-user-ts';
- * import type { DeviceContext } from 'vfio-user-ts/dist/server/daemon/device-module.js';
+ * import type { DeviceContext } from 'vfio-user-ts';
  * export function validateOptions(options: Record<string, unknown>): string[] {
  *   return typeof options.greeting === 'string' ? [] : ['greeting: must be a string'];
  * }
@@ -18,7 +18,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import type { Logger } from 'pino';
-import type { Endpoint } from '../endpoint.js';
+import type { Endpoint } from '../server/endpoint.js';
 
 /** What a factory receives. */
 export interface DeviceContext {

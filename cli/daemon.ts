@@ -13,7 +13,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { serve, type DeviceServer } from '../server.js';
+import { serve, type DeviceServer } from '../server/server.js';
 import { builtinFactory } from './builtin-devices.js';
 import type { DaemonConfig, DeviceSpec } from './config.js';
 import { ConfigError, ConfigErrors } from './config-error.js';

@@ -11,10 +11,10 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VfioUserClient } from '../../client/index.js';
-import { PciRegion } from '../../server/protocol/constants.js';
-import { runGuest } from '../guest/boot.js';
+import { PciRegion } from '../../protocol/constants.js';
+import { runGuest } from '../../guest-kit/boot.js';
 import { isCI } from '../guest/global-setup.js';
-import { loadKit, provisioningBlocker } from '../guest/kit.js';
+import { loadKit, provisioningBlocker } from '../../guest-kit/kit.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
 import { runDaemon, type DaemonProcess } from './daemon-process.js';
 

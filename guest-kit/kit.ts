@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, s
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { createLogger, type Logger } from '../../server/log.js';
+import { createLogger, type Logger } from '../server/log.js';
 import { withDirLock } from './kit-lock.js';
 import { KernelModules } from './kernel-modules.js';
 import { PrivateApt } from './private-apt.js';

@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { defaultControlPath, GPIO_USAGE, runGpioCli } from '../../devices/gpio/control.js';
+import { defaultControlPath, GPIO_USAGE, runGpioCli } from '../devices/gpio/control.js';
 import { DEFAULT_CONFIG } from './default-config.js';
 
 /** The default card's control socket, relative to the working folder. */

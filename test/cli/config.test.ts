@@ -5,11 +5,11 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { validateConfig } from '../../server/daemon/config.js';
-import { ConfigErrors } from '../../server/daemon/config-error.js';
-import { parseServeArgs } from '../../server/daemon/serve-args.js';
-import { parseSize } from '../../server/daemon/size.js';
-import { qemuDeviceOption } from '../../server/daemon/qemu-hint.js';
+import { validateConfig } from '../../cli/config.js';
+import { ConfigErrors } from '../../cli/config-error.js';
+import { parseServeArgs } from '../../cli/serve-args.js';
+import { parseSize } from '../../cli/size.js';
+import { qemuDeviceOption } from '../../cli/qemu-hint.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
 import { ROOT, runToExit } from './daemon-process.js';
 
@@ -200,7 +200,7 @@ describe('serve arguments', () => {
 describe('the CLI with a bad configuration', { timeout: 60_000 }, () => {
   it('exits 2 naming file and field, before creating any socket', async () => {
     const file = dir.file('devices.json');
-    const broken = join(ROOT, 'test', 'daemon', 'fixtures', 'broken-device.ts');
+    const broken = join(ROOT, 'test', 'cli', 'fixtures', 'broken-device.ts');
     mkdirSync(join(dir.path, 'run'));
     writeFileSync(file, JSON.stringify({
       devices: [
@@ -217,7 +217,7 @@ describe('the CLI with a bad configuration', { timeout: 60_000 }, () => {
     expect(existsSync(join(dir.path, 'n.img'))).toBe(false);
 
     // Structurally valid now: the module is loaded and found wanting, still before anything starts.
-    const demo = join(ROOT, 'test', 'daemon', 'fixtures', 'demo-device.ts');
+    const demo = join(ROOT, 'test', 'cli', 'fixtures', 'demo-device.ts');
     writeFileSync(file, JSON.stringify([
       { type: 'gpio', socket: 'run/ok.sock' },
       { type: broken, socket: 'run/m.sock' },

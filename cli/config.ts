@@ -11,8 +11,8 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { basename, extname, isAbsolute, resolve } from 'node:path';
-import { defaultControlPath } from '../../devices/gpio/control.js';
-import type { UnsealedFdPolicy } from '../dma/dma-space.js';
+import { defaultControlPath } from '../devices/gpio/control.js';
+import type { UnsealedFdPolicy } from '../server/dma/dma-space.js';
 import { ErrorSink } from './config-error.js';
 import { describe, parseSize } from './size.js';
 

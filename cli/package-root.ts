@@ -1,4 +1,4 @@
-/** The vfio-user-ts package folder (works from server/daemon under tsx and from dist/server/daemon). */
+/** The vfio-user-ts package folder (works from cli/ under tsx and from dist/cli). */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -3,7 +3,7 @@
  * connect QEMU, and run until SIGTERM/SIGINT; then stop within 5 s.
  */
 import type { Logger } from 'pino';
-import { createLogger } from '../log.js';
+import { createLogger } from '../server/log.js';
 import { ConfigErrors } from './config-error.js';
 import type { DeviceSpec } from './config.js';
 import { Daemon } from './daemon.js';

@@ -4,8 +4,8 @@
  * side parts (the GPIO control socket, NVMe flush on close) to the daemon's
  * lifecycle.
  */
-import { createGpioDevice, startGpioControl, type GpioControlServer } from '../../devices/gpio/index.js';
-import { NvmeController } from '../../devices/nvme/index.js';
+import { createGpioDevice, startGpioControl, type GpioControlServer } from '../devices/gpio/index.js';
+import { NvmeController } from '../devices/nvme/index.js';
 import type { DeviceSpec, GpioSpec, NvmeSpec } from './config.js';
 import type { DeviceContext, DeviceFactory, HostedDevice } from './device-module.js';
 

@@ -9,13 +9,13 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VfioUserClient } from '../../client/index.js';
 import { gpioControlRequest } from '../../devices/gpio/control.js';
-import { qemuDeviceOption } from '../../server/daemon/qemu-hint.js';
-import { DmaMapFlag, PciIrq, PciRegion } from '../../server/protocol/constants.js';
+import { qemuDeviceOption } from '../../cli/qemu-hint.js';
+import { DmaMapFlag, PciIrq, PciRegion } from '../../protocol/constants.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
 import { ROOT, runDaemon, runToExit, type DaemonProcess } from './daemon-process.js';
 
-const DEMO = join(ROOT, 'test', 'daemon', 'fixtures', 'demo-device.ts');
-const STUCK = join(ROOT, 'test', 'daemon', 'fixtures', 'stuck-device.ts');
+const DEMO = join(ROOT, 'test', 'cli', 'fixtures', 'demo-device.ts');
+const STUCK = join(ROOT, 'test', 'cli', 'fixtures', 'stuck-device.ts');
 const READY = /Or boot a throwaway Linux guest[^\n]*\n.*npm run vm/;
 
 let dir: TempDir;
