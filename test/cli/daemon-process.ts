@@ -30,7 +30,10 @@ export interface DaemonProcess {
 export function runDaemon(args: string[], options: { cwd?: string; env?: Record<string, string> } = {}): DaemonProcess {
   const child = spawn(process.execPath, ['--import', TSX_LOADER, MAIN, ...args], {
     cwd: options.cwd ?? ROOT,
-    env: { ...process.env, LOG_LEVEL: 'info', ...options.env },
+    // tsx reads tsconfig.json from the cwd: name ours, whose "paths" map 'vfio-user-ts'
+    // (as the built-in devices import it) to the sources. Without it a daemon started
+    // elsewhere would load the devices' server code from dist/, a second (stale) copy.
+    env: { ...process.env, LOG_LEVEL: 'info', TSX_TSCONFIG_PATH: join(ROOT, 'tsconfig.json'), ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
