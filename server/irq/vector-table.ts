@@ -27,9 +27,6 @@ export class VectorTable {
     if (old !== undefined && old !== fd) closeQuietly(old);
     this.fds[vector] = fd;
   }
-  hasAnyFd(): boolean {
-    return this.fds.some((fd) => fd !== undefined);
-  }
 
   isMasked(vector: number): boolean {
     return this.masked[vector]!;
@@ -42,9 +39,6 @@ export class VectorTable {
   }
   setPending(vector: number, pending: boolean): void {
     this.pending[vector] = pending;
-  }
-  anyPending(): boolean {
-    return this.pending.includes(true);
   }
 
   /** Write 1 to the vector's eventfd. False if it has none (or the write failed). */

@@ -5,9 +5,11 @@
  * Every rule QEMU or the PCI spec imposes is checked here, at construction,
  * so a bad device fails in the author's terminal and not inside QEMU.
  */
+import { Limits } from '../../protocol/constants.js';
 import type { BarOptions, MemoryArea, MsixOptions } from './types.js';
 
-export const PAGE_SIZE = 4096;
+/** Memory areas are mmapped by the client: whole pages of the size we advertise. */
+const PAGE_SIZE = Limits.PGSIZE;
 
 /** One BAR slot as the device model uses it. */
 export interface BarLayout {
@@ -32,7 +34,7 @@ export interface MsixLayout {
 export const msixTableBytes = (vectors: number): number => vectors * 16;
 export const msixPbaBytes = (vectors: number): number => Math.ceil(vectors / 64) * 8;
 
-export const isPowerOfTwo = (n: number): boolean => Number.isSafeInteger(n) && n > 0 && 2 ** Math.round(Math.log2(n)) === n;
+const isPowerOfTwo = (n: number): boolean => Number.isSafeInteger(n) && n > 0 && 2 ** Math.round(Math.log2(n)) === n;
 
 export function nextPowerOfTwo(n: number): number {
   let p = 1;

@@ -122,14 +122,6 @@ export class ConfigSpace {
   }
 }
 
-/** Little-endian value of the bytes a write put at [at, at+size), or undefined if the write did not cover them all. */
-export function writtenValue(write: ConfigWrite, at: number, size: number): number | undefined {
-  if (at < write.offset || at + size > write.offset + write.data.length) return undefined;
-  let v = 0;
-  for (let i = size - 1; i >= 0; i--) v = v * 256 + write.data[at - write.offset + i]!;
-  return v;
-}
-
 /** Whether the write covered byte `at` and wrote bit `bit` (0-7 within that byte) as 1. */
 export function wroteBit(write: ConfigWrite, at: number, bit: number): boolean {
   if (at < write.offset || at >= write.offset + write.data.length) return false;

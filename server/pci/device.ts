@@ -42,7 +42,7 @@ import { powerManagementCapability } from './capabilities/power-management.js';
 import { serialNumberCapability } from './capabilities/serial-number.js';
 import { vendorCapability, vendorExtendedCapability } from './capabilities/vendor.js';
 import { ConfigSpace } from './config-space.js';
-import { buildHeader, Cfg, Command, Status } from './header.js';
+import { buildHeader, Cfg, PciCommand, PciStatus } from './header.js';
 import { MsixTable } from './msix-table.js';
 import type { ExpressOptions, IntxPin, PciDeviceOptions } from './types.js';
 
@@ -119,11 +119,11 @@ export class PciDevice implements Endpoint {
     buildHeader(this.config, { id: options.id, bars: layout.bars, romSize: this.rom?.length ?? 0, intxPin, express: express !== undefined });
     this.buildCapabilities(express);
     this.config.onWrite(Cfg.COMMAND, 2, () => {
-      this.irq.setIntxDisabled((this.config.u16(Cfg.COMMAND) & Command.INTX_DISABLE) !== 0);
+      this.irq.setIntxDisabled((this.config.u16(Cfg.COMMAND) & PciCommand.INTX_DISABLE) !== 0);
     });
     this.irq.onIntxState = (asserted) => {
       const status = this.config.u16(Cfg.STATUS);
-      this.config.setU16(Cfg.STATUS, asserted ? status | Status.INTERRUPT : status & ~Status.INTERRUPT);
+      this.config.setU16(Cfg.STATUS, asserted ? status | PciStatus.INTERRUPT : status & ~PciStatus.INTERRUPT);
     };
     this.config.seal();
 
@@ -181,7 +181,7 @@ export class PciDevice implements Endpoint {
 
   /** COMMAND.MASTER: the guest allowed the device to do DMA. */
   get busMasterEnabled(): boolean {
-    return (this.config.u16(Cfg.COMMAND) & Command.MASTER) !== 0;
+    return (this.config.u16(Cfg.COMMAND) & PciCommand.MASTER) !== 0;
   }
 
   /** COMMAND.MEMORY / COMMAND.IO decoding as the guest set it. */

@@ -30,7 +30,8 @@ export const Cfg = {
   INTERRUPT_PIN: 0x3d,
 } as const;
 
-export const Command = {
+/** Bits of the command register (Cfg.COMMAND). */
+export const PciCommand = {
   IO: 1 << 0,
   MEMORY: 1 << 1,
   MASTER: 1 << 2,
@@ -39,7 +40,8 @@ export const Command = {
   INTX_DISABLE: 1 << 10,
 } as const;
 
-export const Status = {
+/** Bits of the status register (Cfg.STATUS). */
+export const PciStatus = {
   INTERRUPT: 1 << 3,
   CAP_LIST: 1 << 4,
   /** Master data parity error, signaled/received target abort, received master abort, signaled system error, detected parity error. */
@@ -47,10 +49,10 @@ export const Status = {
 } as const;
 
 export const BarBits = { IO: 0x1, MEM64: 0x4, PREFETCH: 0x8 } as const;
-export const ROM_ENABLE = 0x1;
+const ROM_ENABLE = 0x1;
 const ROM_ADDRESS_MASK = 0xfffff800;
 
-export interface HeaderSpec {
+interface HeaderSpec {
   id: PciId;
   bars: readonly (BarLayout | undefined)[];
   romSize: number;
@@ -72,9 +74,9 @@ export function buildHeader(cs: ConfigSpace, spec: HeaderSpec): void {
 
   const hasIo = spec.bars.some((b) => b?.type === 'io');
   const hasMem = spec.bars.some((b) => b !== undefined && b.type !== 'io') || spec.romSize > 0;
-  const command = (hasIo ? Command.IO : 0) | (hasMem ? Command.MEMORY : 0) | Command.MASTER | Command.PARITY | Command.SERR | Command.INTX_DISABLE;
+  const command = (hasIo ? PciCommand.IO : 0) | (hasMem ? PciCommand.MEMORY : 0) | PciCommand.MASTER | PciCommand.PARITY | PciCommand.SERR | PciCommand.INTX_DISABLE;
   cs.setMask(Cfg.COMMAND, 2, command);
-  cs.setMask(Cfg.STATUS, 2, 0, Status.RW1C);
+  cs.setMask(Cfg.STATUS, 2, 0, PciStatus.RW1C);
   cs.setMask(Cfg.CACHE_LINE, 1, 0xff);
   // Latency timer: read-only zero on PCI Express.
   if (!spec.express) cs.setMask(Cfg.LATENCY, 1, 0xff);

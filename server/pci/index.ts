@@ -19,7 +19,7 @@ export type {
   PciId,
 } from './types.js';
 export { ConfigSpace, type ConfigWrite, type ConfigWriteHook } from './config-space.js';
-export { Cfg, Command as PciCommand, Status as PciStatus, BarBits } from './header.js';
+export { Cfg, PciCommand, PciStatus, BarBits } from './header.js';
 export { CapId, ExtCapId } from './capabilities/capability.js';
 export { walkCapabilities, walkExtendedCapabilities } from './capabilities/chain.js';
 export { ExpressReg } from './capabilities/express.js';

@@ -1,10 +1,11 @@
 /**
  * Lays capabilities out in config space and links them: standard ones from
- * 0x40 (dword-aligned, pointer at 0x34, Status.CAP_LIST set), extended ones
+ * 0x40 (dword-aligned, pointer at 0x34, PciStatus.CAP_LIST set), extended ones
  * from 0x100 (header: id | version << 16 | next << 20). Read-only, like the
  * whole chain on hardware; QEMU emulates the next pointers anyway.
  */
 import type { ConfigSpace } from '../config-space.js';
+import { Cfg, PciStatus } from '../header.js';
 import type { Capability, ExtendedCapability } from './capability.js';
 
 const STD_START = 0x40;
@@ -28,8 +29,8 @@ export function placeCapabilities(cs: ConfigSpace, caps: readonly Capability[]):
     cap.install(cs, off);
   });
   if (caps.length > 0) {
-    cs.setU8(0x34, offsets[0]!);
-    cs.setU16(0x06, cs.u16(0x06) | 0x0010);
+    cs.setU8(Cfg.CAP_PTR, offsets[0]!);
+    cs.setU16(Cfg.STATUS, cs.u16(Cfg.STATUS) | PciStatus.CAP_LIST);
   }
   return offsets;
 }
@@ -57,7 +58,7 @@ export function placeExtendedCapabilities(cs: ConfigSpace, caps: readonly Extend
 export function walkCapabilities(read8: (offset: number) => number): { id: number; offset: number }[] {
   const out: { id: number; offset: number }[] = [];
   const seen = new Set<number>();
-  let at = read8(0x34) & 0xfc;
+  let at = read8(Cfg.CAP_PTR) & 0xfc;
   while (at >= STD_START && at < STD_END && !seen.has(at)) {
     seen.add(at);
     out.push({ id: read8(at), offset: at });

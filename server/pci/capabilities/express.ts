@@ -25,8 +25,9 @@ export const ExpressReg = {
   LNKSTA2: 0x32,
 } as const;
 
-export const DEVCAP_FLR = 1 << 28;
-export const DEVCTL_INITIATE_FLR = 1 << 15;
+const DEVCAP_FLR = 1 << 28;
+/** Device control bit 15, Initiate Function Level Reset (bit 7 of the register's upper byte). */
+const DEVCTL_INITIATE_FLR_BIT = 15;
 const DEVCAP_ROLE_BASED_ERRORS = 1 << 15;
 /** Error enables, relaxed ordering, max payload, extended tags, aux power, no snoop, max read request. */
 const DEVCTL_WRITABLE = 0x000f | 0x0010 | 0x00e0 | 0x0100 | 0x0400 | 0x0800 | 0x7000;
@@ -61,8 +62,9 @@ export function expressCapability(options: ExpressOptions, onFlr: () => void): C
         cs.setMask(at + ExpressReg.LNKCTL2, 2, 0x000f);
       }
       if (flr) {
-        cs.onWrite(at + ExpressReg.DEVCTL + 1, 1, (write) => {
-          if (wroteBit(write, at + ExpressReg.DEVCTL + 1, 7)) onFlr();
+        const flrByte = at + ExpressReg.DEVCTL + (DEVCTL_INITIATE_FLR_BIT >> 3);
+        cs.onWrite(flrByte, 1, (write) => {
+          if (wroteBit(write, flrByte, DEVCTL_INITIATE_FLR_BIT & 7)) onFlr();
         });
       }
     },

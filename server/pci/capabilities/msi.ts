@@ -8,7 +8,7 @@ import type { ConfigSpace } from '../config-space.js';
 import type { MsiOptions } from '../types.js';
 import { CapId, type Capability } from './capability.js';
 
-export const MsiControl = { ENABLE: 1 << 0, ADDR64: 1 << 7, PER_VECTOR_MASK: 1 << 8 } as const;
+const MsiControl = { ENABLE: 1 << 0, ADDR64: 1 << 7, PER_VECTOR_MASK: 1 << 8 } as const;
 
 /** Register offsets inside an MSI capability with these options. */
 export function msiRegisters(options: MsiOptions): { control: number; address: number; data: number; mask?: number; pending?: number; length: number } {

@@ -7,7 +7,7 @@ import type { ConfigSpace } from '../config-space.js';
 import type { MsixLayout } from '../bar-layout.js';
 import { CapId, type Capability } from './capability.js';
 
-export const MsixControl = { FUNCTION_MASK: 1 << 14, ENABLE: 1 << 15 } as const;
+const MsixControl = { FUNCTION_MASK: 1 << 14, ENABLE: 1 << 15 } as const;
 
 export function msixCapability(layout: MsixLayout): Capability {
   return {

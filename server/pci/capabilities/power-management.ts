@@ -26,8 +26,3 @@ export function powerManagementCapability(): Capability {
     },
   };
 }
-
-/** Current power state (0 = D0, 3 = D3hot) of a PM capability at `at`. */
-export function powerState(cs: ConfigSpace, at: number): number {
-  return cs.u8(at + PMCSR) & STATE_MASK;
-}
