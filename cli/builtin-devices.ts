@@ -7,7 +7,7 @@
 import { createGpioDevice, startGpioControl, type GpioControlServer } from '../devices/gpio/index.js';
 import { NvmeController } from '../devices/nvme/index.js';
 import type { DeviceSpec, GpioSpec, NvmeSpec } from './config.js';
-import type { DeviceContext, DeviceFactory, HostedDevice } from './device-module.js';
+import type { DeviceContext, DeviceFactory, HostedDevice } from '../server/device-module.js';
 
 /** The factory for a built-in spec (the spec itself carries the validated options). */
 export function builtinFactory(spec: Exclude<DeviceSpec, { type: 'module' }>): DeviceFactory {

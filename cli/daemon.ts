@@ -17,7 +17,8 @@ import { serve, type DeviceServer } from '../server/server.js';
 import { builtinFactory } from './builtin-devices.js';
 import type { DaemonConfig, DeviceSpec } from './config.js';
 import { ConfigError, ConfigErrors } from './config-error.js';
-import { asHostedDevice, loadDeviceModule, type DeviceFactory, type HostedDevice } from './device-module.js';
+import type { DeviceFactory, HostedDevice } from '../server/device-module.js';
+import { asHostedDevice, loadDeviceModule } from './device-module.js';
 import { qemuDeviceJson } from './qemu-hint.js';
 
 /** A device entry with its factory resolved. */

@@ -1,52 +1,13 @@
 /**
- * Devices the daemon hosts: a factory turns a validated device entry into an
- * Endpoint (usually a PciDevice) plus what to release at shutdown.
- *
- * A user's device module (config `"type": "./my-device.js"`) exports its
- * factory as `default` or `createDevice`, and optionally `validateOptions`:
- *
- * ```ts
- * import { PciDevice } from 'vfio-user-ts';
- * import type { DeviceContext } from 'vfio-user-ts';
- * export function validateOptions(options: Record<string, unknown>): string[] {
- *   return typeof options.greeting === 'string' ? [] : ['greeting: must be a string'];
- * }
- * export default function createDevice(ctx: DeviceContext) {
- *   return new PciDevice({ name: ctx.name, log: ctx.log, ... });
- * }
- * ```
+ * Loading device modules: the daemon imports a user's module (config
+ * `"type": "./my-device.js"`), finds its factory (`default` or
+ * `createDevice`) and optional `validateOptions`, and normalises what the
+ * factory returns. The contract itself (DeviceContext, HostedDevice,
+ * DeviceFactory, OptionsValidator) is public API: server/device-module.ts.
  */
 import { pathToFileURL } from 'node:url';
-import type { Logger } from 'pino';
+import type { DeviceFactory, HostedDevice, OptionsValidator } from '../server/device-module.js';
 import type { Endpoint } from '../server/endpoint.js';
-
-/** What a factory receives. */
-export interface DeviceContext {
-  /** The device's name (config `name`, or a default such as `my-device0`). */
-  name: string;
-  /** Absolute path of the socket the daemon serves the device on. */
-  socketPath: string;
-  /** The entry's `options`, as written in the config file. */
-  options: Record<string, unknown>;
-  /** The daemon's logger: pass it to `new PciDevice({ log })`, which adds `{ device: name }` itself. */
-  log: Logger;
-}
-
-/** A device ready to serve, with its cleanup. */
-export interface HostedDevice {
-  endpoint: Endpoint;
-  /** Called once the device's socket listens (e.g. to open a side channel); a failure stops the device. */
-  start?(): void | Promise<void>;
-  /** Called at shutdown after its socket is closed and the client detached: flush and close files. */
-  close?(): void | Promise<void>;
-  /** Extra lines printed at start under the QEMU hint (e.g. a control socket's path). */
-  notes?: string[];
-}
-
-export type DeviceFactory = (ctx: DeviceContext) => Endpoint | HostedDevice | Promise<Endpoint | HostedDevice>;
-
-/** What `validateOptions` may return: problems as "field: what is wrong" strings. */
-export type OptionsValidator = (options: Record<string, unknown>) => string[] | undefined | void;
 
 export interface LoadedModule {
   factory: DeviceFactory;

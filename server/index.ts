@@ -1,11 +1,37 @@
 /**
  * vfio-user-ts: write PCI devices in TypeScript and serve them to QEMU's
  * vfio-user-pci. See docs/writing-a-device.md.
+ *
+ * This is the package's main entry point ('vfio-user-ts'); the built-in
+ * devices ('vfio-user-ts/nvme', 'vfio-user-ts/gpio') are written against it
+ * and nothing else, like any device.
  */
 export * from './pci/index.js';
 export * from './irq/index.js';
 export { serve, DeviceServer } from './server.js';
-export { DmaSpace } from './dma/index.js';
+export {
+  DmaSpace,
+  DmaError,
+  DmaPin,
+  ScatterGather,
+  type DmaAccess,
+  type DmaHold,
+  type DmaMapListener,
+  type DmaRange,
+  type DmaRegion,
+  type DmaSpaceOptions,
+  type GuestMemoryAccess,
+  type UnsealedFdPolicy,
+} from './dma/index.js';
+export {
+  readNowait,
+  fallocate,
+  fallocateSync,
+  startWriteback,
+  NOWAIT_UNSUPPORTED,
+  NOWAIT_WOULD_BLOCK,
+  type FallocateMode,
+} from './file-io/index.js';
 export { VfioUserError } from '../protocol/errors.js';
 export {
   type ClientPort,
@@ -34,4 +60,4 @@ export {
 } from '../protocol/constants.js';
 export { createLogger, silentLogger, type Logger, type LoggerOptions } from './log.js';
 /** For device modules loaded by `vfio-user-ts serve --device ./my-device.js` (docs/cli.md). */
-export type { DeviceContext, HostedDevice, DeviceFactory, OptionsValidator } from '../cli/device-module.js';
+export type { DeviceContext, HostedDevice, DeviceFactory, OptionsValidator } from './device-module.js';

@@ -8,8 +8,10 @@
  *   await dma.map(req);                     // Endpoint.dmaMap(req)   (takes the fd)
  *   await dma.unmap(addr, size, all);       // Endpoint.dmaUnmap(...) (waits for in-flight users)
  *   await dma.detach();                     // Endpoint.detach()      (unmaps all)
- *   await dma.read(gpa, n); await dma.write(gpa, bytes); dma.view(gpa, n); dma.sgl(gpa, n);
+ *   await dma.read(gpa, n); await dma.write(gpa, bytes); dma.view(gpa, n);
+ *   const p = dma.pin(ranges); try { ...p.views... } finally { p?.release(); }
  *   const h = dma.hold(gpa, n); try { ... } finally { h.release(); }
+ *   dma.onMap((region) => ...); dma.onUnmap((region) => ...);
  *   await dma.quiesce();                    // before a reset: no DMA in flight (maps stay)
  *
  * fd-backed ranges are mmapped (native.mmapFd, MAP_SHARED, with the map's
@@ -24,21 +26,38 @@ import type { NativeBinding } from '../../native/index.js';
 import type { ClientPort, DmaMapRequest } from '../endpoint.js';
 import { DmaMapFlag, Errno, Limits } from '../../protocol/constants.js';
 import { DmaError } from './errors.js';
+import { DmaPin } from './pin.js';
 import { DmaRegion } from './region.js';
+import type { DmaRange } from './scatter-gather.js';
 
-/** One piece of a scatter-gather list: a part of [gpa, gpa+len) inside one region. */
-export interface DmaSegment {
+/** A part of [gpa, gpa+length) inside one region. */
+interface Piece {
   gpa: bigint;
   length: number;
   region: DmaRegion;
-  /** True when the piece is mmapped (view() works on it, unless it crosses a 4 GiB window). */
-  mapped: boolean;
 }
 
 /** A hold on a range: DMA_UNMAP of the regions it touches waits until release(). */
 export interface DmaHold {
   release(): void;
 }
+
+/**
+ * What a device may do with guest memory it reaches directly: 'read' it, or
+ * 'readwrite' (the client mapped it readable and writable). A view of memory
+ * the client mapped read-only must never be written: the page is mapped
+ * read-only here too, and the write kills the process.
+ */
+export type DmaAccess = 'read' | 'readwrite';
+
+/**
+ * Told that the client mapped (DMA_MAP) or is unmapping (DMA_UNMAP, or its
+ * disconnect) one range: the role of libvfio-user's dma_register /
+ * dma_unregister callbacks. `region.addr`, `.size`, `.readable`, `.writable`
+ * describe it; `region.mapping` is defined when it is fd-backed (view() and
+ * pin() work on it), undefined when it is served by DMA messages.
+ */
+export type DmaMapListener = (region: DmaRegion) => void;
 
 export interface DmaSpaceOptions {
   /** The native addon (default: loaded from native/index.js on first fd-backed map). */
@@ -63,6 +82,19 @@ export type UnsealedFdPolicy = 'map' | 'messages' | 'refuse';
 
 const PAGE = BigInt(Limits.PGSIZE);
 
+/** Whether `region` allows `access` (both need it readable; 'readwrite' also writable). */
+function allows(region: DmaRegion, access: DmaAccess): boolean {
+  return region.readable && (access === 'read' || region.writable);
+}
+
+function listen(listeners: DmaMapListener[], listener: DmaMapListener): () => void {
+  listeners.push(listener);
+  return () => {
+    const i = listeners.indexOf(listener);
+    if (i >= 0) listeners.splice(i, 1);
+  };
+}
+
 function checkArgs(gpa: bigint, length: number): void {
   if (typeof gpa !== 'bigint' || gpa < 0n) throw new DmaError(Errno.EINVAL, `DMA: bad address ${String(gpa)}`);
   if (!Number.isSafeInteger(length) || length < 0) throw new DmaError(Errno.EINVAL, `DMA: bad length ${length}`);
@@ -77,6 +109,10 @@ export class DmaSpace {
   #port: ClientPort | undefined;
   readonly #unsealed: UnsealedFdPolicy;
   #warnedUnsealed = false;
+  readonly #mapListeners: DmaMapListener[] = [];
+  readonly #unmapListeners: DmaMapListener[] = [];
+  /** Listener failures so far (the first is logged as an error, the rest at debug: the client decides how often they run). */
+  #listenerFailures = 0;
 
   constructor(log: Logger, options: DmaSpaceOptions = {}) {
     this.log = log;
@@ -224,6 +260,7 @@ export class DmaSpace {
       }
       this.#regions.splice(i, 0, region);
       this.log.debug({ addr: `0x${addr.toString(16)}`, size: `0x${size.toString(16)}`, flags: req.flags, fd: region.mapping !== undefined }, 'DMA: mapped');
+      this.#tell(this.#mapListeners, region, 'map');
     } finally {
       await closeFd();
     }
@@ -231,9 +268,10 @@ export class DmaSpace {
 
   /**
    * DMA_UNMAP. `all`: every range (addr and size ignored). Otherwise the exact
-   * range of one earlier map, else ENOENT. The ranges leave the lookup at once;
-   * resolves once no hold() remains on the removed fd-backed ranges and their
-   * mappings are gone (views detached). Message-only ranges do not wait.
+   * range of one earlier map, else ENOENT. The ranges leave the lookup at once
+   * and the onUnmap listeners run; resolves once no hold() or pin() remains on
+   * the removed fd-backed ranges and their mappings are gone (views
+   * detached). Message-only ranges do not wait.
    */
   async unmap(addr: bigint, size: bigint, all = false): Promise<void> {
     let victims: DmaRegion[];
@@ -250,6 +288,7 @@ export class DmaSpace {
       victims = [r];
     }
     for (const r of victims) r.removed = true;
+    for (const r of victims) this.#tell(this.#unmapListeners, r, 'unmap');
     // Only mmapped memory needs its users gone first; a message-only range has
     // nothing to protect (and waiting could deadlock on the client).
     await Promise.all(victims.map(async (r) => {
@@ -269,12 +308,42 @@ export class DmaSpace {
   }
 
   /**
-   * Split [gpa, gpa+length) into per-region pieces. DmaError EFAULT when any
-   * byte is unmapped.
+   * Call `listener` after each DMA_MAP added a range (not for an identical
+   * re-map). Returns a function that removes the listener. A listener that
+   * throws is logged; the map stands.
    */
-  sgl(gpa: bigint, length: number): DmaSegment[] {
+  onMap(listener: DmaMapListener): () => void {
+    return listen(this.#mapListeners, listener);
+  }
+
+  /**
+   * Call `listener` for each range a DMA_UNMAP (or the client's disconnect)
+   * removes, right after it left the lookup (pin(), hold(), view() no longer
+   * find it) and before the unmap waits for the pins and holds on it: release
+   * them here, or finish the I/O that uses them (the unmap, and the client's
+   * reply, wait until they are released). Returns a function that removes
+   * the listener.
+   */
+  onUnmap(listener: DmaMapListener): () => void {
+    return listen(this.#unmapListeners, listener);
+  }
+
+  #tell(listeners: readonly DmaMapListener[], region: DmaRegion, what: 'map' | 'unmap'): void {
+    if (listeners.length === 0) return;
+    for (const listener of listeners.slice()) {
+      try {
+        listener(region);
+      } catch (err) {
+        const first = ++this.#listenerFailures === 1;
+        this.log[first ? 'error' : 'debug']({ err, addr: `0x${region.addr.toString(16)}`, failures: this.#listenerFailures }, `DMA: an on${what === 'map' ? 'Map' : 'Unmap'} listener threw`);
+      }
+    }
+  }
+
+  /** Split [gpa, gpa+length) into per-region pieces. DmaError EFAULT when any byte is unmapped. */
+  #pieces(gpa: bigint, length: number): Piece[] {
     checkArgs(gpa, length);
-    const out: DmaSegment[] = [];
+    const out: Piece[] = [];
     if (length === 0) return out;
     const end = gpa + BigInt(length);
     let at = gpa;
@@ -283,7 +352,7 @@ export class DmaSpace {
       const r = this.#regions[i++];
       if (!r || r.addr > at) throw DmaError.unmapped(gpa, length);
       const stop = r.end < end ? r.end : end;
-      out.push({ gpa: at, length: Number(stop - at), region: r, mapped: r.mapping !== undefined });
+      out.push({ gpa: at, length: Number(stop - at), region: r });
       at = stop;
     }
     return out;
@@ -292,13 +361,11 @@ export class DmaSpace {
   /**
    * Hold every region under [gpa, gpa+length) so that DMA_UNMAP of an
    * fd-backed one waits for release() (use it around work on view()s that
-   * spans an await). DmaError EFAULT when unmapped.
+   * spans an await; pin() gives the views and the hold in one). DmaError
+   * EFAULT when unmapped.
    */
   hold(gpa: bigint, length: number): DmaHold {
-    return this.#holdSegments(this.sgl(gpa, length));
-  }
-
-  #holdSegments(segs: DmaSegment[]): DmaHold {
+    const segs = this.#pieces(gpa, length);
     for (const s of segs) s.region.acquire();
     let released = false;
     return {
@@ -311,6 +378,61 @@ export class DmaSpace {
   }
 
   /**
+   * Pin guest memory for direct, zero-copy access (the role of libvfio-user's
+   * vfu_addr_to_sgl + vfu_sgl_get / vfu_sgl_put): one view per range, in
+   * order, mapped until `release()`. A DMA_UNMAP of any region under them
+   * waits until then, so the views may be handed to I/O that completes later
+   * (a file read on the thread pool). Every range must lie inside one
+   * fd-backed region that allows `access`.
+   *
+   * Undefined when some range cannot be reached directly: memory served by
+   * messages (no fd), a range spanning two maps or a 4 GiB window, memory
+   * that does not allow `access` (a read-only map pinned 'readwrite') or is
+   * not mapped at all. Then copy with read()/write() (or ScatterGather):
+   * the copy works where only the path was the problem, and rejects with
+   * the DmaError (EFAULT, EPERM) where the memory is. Throws DmaError EINVAL
+   * for a malformed range. Nothing stays pinned after undefined or a throw.
+   *
+   * Made for hot paths: no closure, no exception; it allocates the pin and
+   * one view per range (a run of ranges inside one region holds it once),
+   * and gives up at the first range it cannot pin.
+   *
+   * ```ts
+   * const pin = dev.dma.pin(sg.entries, 'readwrite');
+   * if (pin) {
+   *   try { await readFileInto(pin.views); } finally { pin.release(); }
+   * } else {
+   *   await sg.write(dev.dma, await readFileToBuffer(sg.length));
+   * }
+   * ```
+   */
+  pin(ranges: readonly DmaRange[], access: DmaAccess = 'readwrite'): DmaPin | undefined {
+    const views: Uint8Array[] = [];
+    const held: DmaRegion[] = [];
+    let region: DmaRegion | undefined;
+    for (let i = 0; i < ranges.length; i++) {
+      const { addr, length } = ranges[i]!;
+      if (typeof addr !== 'bigint' || addr < 0n || !Number.isSafeInteger(length) || length < 0) {
+        for (const r of held) r.release();
+        checkArgs(addr, length); // throws EINVAL
+      }
+      const end = addr + BigInt(length);
+      if (region === undefined || addr < region.addr || end > region.end) {
+        region = this.find(addr);
+        if (region === undefined || region.mapping === undefined || end > region.end || !allows(region, access)) break;
+        region.acquire(); // a DMA_UNMAP of this region now waits for release()
+        held.push(region);
+      }
+      const view = region.view(addr, length);
+      if (view === undefined) break; // crosses a 4 GiB window
+      views.push(view);
+    }
+    if (views.length === ranges.length) return new DmaPin(views, held);
+    for (const r of held) r.release();
+    return undefined;
+  }
+
+  /**
    * Zero-copy view of guest memory. Throws DmaError when the range is not
    * wholly inside one fd-backed region (EFAULT), crosses a 4 GiB window
    * (EFAULT), or the region lacks the needed protection (EPERM; `access`
@@ -318,13 +440,12 @@ export class DmaSpace {
    * is mapped read-only and a write kills the process). The view goes
    * zero-length when the range is unmapped: hold() the range while using it.
    */
-  view(gpa: bigint, length: number, access: 'read' | 'readwrite' = 'readwrite'): Uint8Array {
+  view(gpa: bigint, length: number, access: DmaAccess = 'readwrite'): Uint8Array {
     checkArgs(gpa, length);
     const r = this.find(gpa);
     if (!r || gpa + BigInt(length) > r.end) throw DmaError.unmapped(gpa, length);
     if (!r.mapping) throw new DmaError(Errno.EFAULT, `DMA: [0x${gpa.toString(16)}, +0x${length.toString(16)}) is message-only (no fd): use read()/write()`);
-    if (!r.readable && access === 'read') throw new DmaError(Errno.EPERM, `DMA: 0x${gpa.toString(16)} is not readable`);
-    if (access === 'readwrite' && !(r.writable && r.readable)) throw new DmaError(Errno.EPERM, `DMA: 0x${gpa.toString(16)} is not read-write`);
+    if (!allows(r, access)) throw new DmaError(Errno.EPERM, `DMA: 0x${gpa.toString(16)} is not ${access === 'read' ? 'readable' : 'read-write'}`);
     const v = r.view(gpa, length);
     if (!v) throw new DmaError(Errno.EFAULT, `DMA: [0x${gpa.toString(16)}, +0x${length.toString(16)}) crosses a 4 GiB window: use read()/write()`);
     return v;
@@ -338,7 +459,7 @@ export class DmaSpace {
    * could deadlock against a client that waits for the unmap's reply).
    */
   async read(gpa: bigint, length: number): Promise<Uint8Array> {
-    const segs = this.sgl(gpa, length);
+    const segs = this.#pieces(gpa, length);
     for (const s of segs) if (!s.region.readable) throw new DmaError(Errno.EPERM, `DMA read: 0x${s.gpa.toString(16)} is not readable`);
     const out = new Uint8Array(length);
     let done = 0;
@@ -354,7 +475,7 @@ export class DmaSpace {
 
   /** Copy into guest memory. EFAULT unmapped, EPERM not writable (checked before any byte is written). No hold (see read()). */
   async write(gpa: bigint, data: Uint8Array): Promise<void> {
-    const segs = this.sgl(gpa, data.byteLength);
+    const segs = this.#pieces(gpa, data.byteLength);
     for (const s of segs) if (!s.region.writable) throw new DmaError(Errno.EPERM, `DMA write: 0x${s.gpa.toString(16)} is read-only`);
     let done = 0;
     for (const s of segs) {

@@ -50,15 +50,16 @@ export class DmaRegion {
   get writable(): boolean {
     return (this.flags & DmaMapFlag.WRITE) !== 0;
   }
-  /** In-flight users. */
-  get users(): number {
-    return this.#users;
-  }
 
+  /**
+   * One more user: a DMA_UNMAP of this region waits until it is released.
+   * Devices use DmaSpace.pin() or hold(), which pair it with release().
+   */
   acquire(): void {
     this.#users++;
   }
 
+  /** One user fewer (never below zero); the last one lets a waiting unmap proceed. */
   release(): void {
     if (this.#users === 0) return;
     if (--this.#users === 0) {

@@ -23,5 +23,4 @@ export { Cfg, PciCommand, PciStatus, BarBits } from './header.js';
 export { CapId, ExtCapId } from './capabilities/capability.js';
 export { walkCapabilities, walkExtendedCapabilities } from './capabilities/chain.js';
 export { ExpressReg } from './capabilities/express.js';
-export { ScatterGather, type SgEntry, type GuestMemoryAccess } from './scatter-gather.js';
 export type { MsixLayout } from './bar-layout.js';

@@ -39,7 +39,11 @@ describe('DmaSpace', () => {
     expect([...v]).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     v[0] = 42;
     expect((await dma.read(0x10ff8n, 1))[0]).toBe(42);
-    expect(dma.sgl(0x10ff8n, 16).map((s) => [s.gpa, s.length, s.mapped])).toEqual([[0x10ff8n, 8, true], [0x11000n, 8, false]]);
+    // Across the two regions: no pin (copy instead), and nothing stays held.
+    expect(dma.pin([{ addr: 0x10ff8n, length: 16 }])).toBeUndefined();
+    const pin = dma.pin([{ addr: 0x10ff8n, length: 8 }])!;
+    expect([...pin.views[0]!]).toEqual([42, 2, 3, 4, 5, 6, 7, 8]);
+    pin.release();
     expect(() => dma.view(0x10ff8n, 16)).toThrow(DmaError);
     expect(() => dma.view(0x11000n, 4)).toThrow(DmaError);
     await expect(dma.read(0x12000n, 1)).rejects.toMatchObject({ errno: Errno.EFAULT });
@@ -149,6 +153,126 @@ describe('DmaSpace', () => {
     // A sealed one is still mapped.
     await dma.map({ flags: 3, offset: 0n, addr: 0x30000n, size: 0x1000n, fd: native.memfdCreate('sealed', 0x1000, native.F_SEAL_SHRINK) });
     expect(dma.regions[1]!.mapping).toBeDefined();
+    await dma.detach();
+  });
+});
+
+describe('DmaSpace.pin', () => {
+  /** A space with an fd-backed read-write range at 0x10000 (3 pages), a read-only one at 0x20000 and a message-only one at 0x30000. */
+  async function spaceWithMaps(): Promise<{ dma: DmaSpace; port: MemoryPort }> {
+    const dma = space();
+    const port = new MemoryPort(0x30000n, new Uint8Array(0x1000));
+    dma.attach(port);
+    await dma.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x3000n, fd: native.memfdCreate('rw', 0x3000) });
+    await dma.map({ flags: 1, offset: 0n, addr: 0x20000n, size: 0x1000n, fd: native.memfdCreate('ro', 0x1000) });
+    await dma.map({ flags: 3, offset: 0n, addr: 0x30000n, size: 0x1000n });
+    return { dma, port };
+  }
+
+  /** Whether unmap(addr, size) finishes within a few event-loop turns (false: it waits for a pin or hold). */
+  async function unmapsAtOnce(dma: DmaSpace, addr: bigint, size: bigint): Promise<{ done: boolean; unmapped: Promise<void> }> {
+    let done = false;
+    const unmapped = dma.unmap(addr, size).then(() => {
+      done = true;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    return { done, unmapped };
+  }
+
+  it('gives views of guest memory, one per range in order, that an unmap waits for until release', async () => {
+    const { dma } = await spaceWithMaps();
+    await dma.write(0x10000n, new Uint8Array(0x3000).map((_, i) => i & 0xff));
+    const pin = dma.pin([{ addr: 0x12010n, length: 4 }, { addr: 0x10000n, length: 3 }, { addr: 0x11ffen, length: 4 }])!;
+    expect(pin.views.map((v) => [...v])).toEqual([[0x10, 0x11, 0x12, 0x13], [0, 1, 2], [0xfe, 0xff, 0, 1]]);
+    pin.views[1]!.set([7, 8, 9]); // zero-copy: lands in guest memory
+    expect([...(await dma.read(0x10000n, 3))]).toEqual([7, 8, 9]);
+    const { done, unmapped } = await unmapsAtOnce(dma, 0x10000n, 0x3000n);
+    expect(done).toBe(false); // held by the pin
+    expect(pin.views[0]!.byteLength).toBe(4); // still mapped meanwhile
+    pin.release();
+    pin.release(); // idempotent
+    await unmapped;
+    expect(pin.views[0]!.byteLength).toBe(0); // detached once unmapped
+    await dma.detach();
+  });
+
+  it('answers undefined where only copying works (message-only memory, a range across two maps), holding nothing', async () => {
+    const { dma } = await spaceWithMaps();
+    await dma.map({ flags: 3, offset: 0n, addr: 0x13000n, size: 0x1000n, fd: native.memfdCreate('next', 0x1000) });
+    expect(dma.pin([{ addr: 0x10000n, length: 8 }, { addr: 0x30000n, length: 8 }])).toBeUndefined();
+    expect(dma.pin([{ addr: 0x12ff0n, length: 0x20 }])).toBeUndefined();
+    expect((await unmapsAtOnce(dma, 0x10000n, 0x3000n)).done).toBe(true);
+    await dma.detach();
+  });
+
+  it('answers undefined for unmapped memory and a read-only map pinned read-write (the copy then says why), holding nothing', async () => {
+    const { dma } = await spaceWithMaps();
+    const ok = { addr: 0x10000n, length: 8 };
+    expect(dma.pin([ok, { addr: 0x50000n, length: 8 }])).toBeUndefined();
+    await expect(dma.read(0x50000n, 8)).rejects.toMatchObject({ errno: Errno.EFAULT });
+    expect(dma.pin([ok, { addr: 0x20000n, length: 8 }])).toBeUndefined();
+    await expect(dma.write(0x20000n, new Uint8Array(8))).rejects.toMatchObject({ errno: Errno.EPERM });
+    const ro = dma.pin([{ addr: 0x20000n, length: 8 }], 'read')!;
+    expect(ro.views[0]!.byteLength).toBe(8);
+    ro.release();
+    expect(dma.pin([])!.views).toEqual([]);
+    expect((await unmapsAtOnce(dma, 0x10000n, 0x3000n)).done).toBe(true);
+    await dma.detach();
+  });
+
+  it('throws EINVAL for a malformed range, holding nothing', async () => {
+    const { dma } = await spaceWithMaps();
+    const ok = { addr: 0x10000n, length: 8 };
+    expect(() => dma.pin([ok, { addr: 0x10000n, length: -1 }])).toThrow(expect.objectContaining({ errno: Errno.EINVAL }));
+    expect(() => dma.pin([ok, { addr: -1n, length: 1 }])).toThrow(DmaError);
+    expect(() => dma.pin([ok, { addr: 0x10000n, length: 0.5 }])).toThrow(expect.objectContaining({ errno: Errno.EINVAL }));
+    expect((await unmapsAtOnce(dma, 0x10000n, 0x3000n)).done).toBe(true);
+    await dma.detach();
+  });
+});
+
+describe('DmaSpace map and unmap listeners', () => {
+  it('tell a device about every map and unmap (not an identical re-map), before the unmap waits for its pins', async () => {
+    const dma = space();
+    const events: string[] = [];
+    let pin: ReturnType<DmaSpace['pin']>;
+    const offMap = dma.onMap((r) => events.push(`map 0x${r.addr.toString(16)}+0x${r.size.toString(16)} ${r.mapping ? 'fd' : 'messages'} ${r.writable ? 'rw' : 'ro'}`));
+    dma.onUnmap((r) => {
+      events.push(`unmap 0x${r.addr.toString(16)} found=${dma.find(r.addr) !== undefined}`);
+      pin?.release(); // a device drops its references here; the unmap then completes
+    });
+    await dma.map({ flags: 3, offset: 0n, addr: 0x1000n, size: 0x1000n, fd: native.memfdCreate('a', 0x1000) });
+    await dma.map({ flags: 1, offset: 0n, addr: 0x4000n, size: 0x2000n });
+    await dma.map({ flags: 1, offset: 0n, addr: 0x4000n, size: 0x2000n }); // identical: no news
+    await expect(dma.map({ flags: 1, offset: 0n, addr: 0x4800n, size: 0x1000n })).rejects.toMatchObject({ errno: Errno.EINVAL });
+    pin = dma.pin([{ addr: 0x1000n, length: 16 }]);
+    expect(pin).toBeDefined();
+    await dma.unmap(0x1000n, 0x1000n); // would wait forever if the listener ran after the drain
+    offMap();
+    await dma.map({ flags: 3, offset: 0n, addr: 0x8000n, size: 0x1000n });
+    await dma.detach();
+    expect(events).toEqual([
+      'map 0x1000+0x1000 fd rw',
+      'map 0x4000+0x2000 messages ro',
+      'unmap 0x1000 found=false',
+      'unmap 0x4000 found=false',
+      'unmap 0x8000 found=false',
+    ]);
+  });
+
+  it('keep the map when a listener throws, and stop calling a removed listener', async () => {
+    const dma = space();
+    let calls = 0;
+    const off = dma.onMap(() => {
+      calls++;
+      throw new Error('device bug');
+    });
+    await dma.map({ flags: 3, offset: 0n, addr: 0x1000n, size: 0x1000n });
+    expect(dma.find(0x1000n)).toBeDefined();
+    off();
+    off(); // idempotent
+    await dma.map({ flags: 3, offset: 0n, addr: 0x2000n, size: 0x1000n });
+    expect(calls).toBe(1);
     await dma.detach();
   });
 });

@@ -1,9 +1,8 @@
 /** ScatterGather over a real DmaSpace whose range is a memfd mapped by both sides. */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { DmaSpace } from '../../server/dma/index.js';
+import { DmaSpace, ScatterGather } from '../../server/dma/index.js';
 import { silentLogger } from '../../server/log.js';
-import { ScatterGather } from '../../server/pci/index.js';
 import { DmaMapFlag } from '../../protocol/constants.js';
 import { listOpenFds } from '../helpers/fds.js';
 

@@ -1,7 +1,10 @@
 /**
  * Scatter-gather lists over guest memory: a device (NVMe PRPs, virtqueue
- * descriptors) describes a buffer as several guest-physical segments and
- * reads or writes it as one byte array.
+ * descriptors) describes one buffer as several guest-physical ranges and
+ * reads or writes it as one byte array, the role of libvfio-user's
+ * vfu_sgl_read / vfu_sgl_write. To work on the ranges in place instead
+ * (zero-copy file I/O), pin them: `dev.dma.pin(sg.entries)` (vfu_sgl_get /
+ * vfu_sgl_put).
  *
  * ```ts
  * const sg = new ScatterGather([{ addr: 0x10000n, length: 512 }, { addr: 0x20000n, length: 3584 }]);
@@ -10,8 +13,8 @@
  * ```
  */
 
-/** One contiguous guest-physical segment. */
-export interface SgEntry {
+/** One contiguous run of guest-physical (IO virtual) bytes: [addr, addr + length). */
+export interface DmaRange {
   addr: bigint;
   length: number;
 }
@@ -23,11 +26,13 @@ export interface GuestMemoryAccess {
 }
 
 export class ScatterGather {
-  readonly entries: readonly SgEntry[];
+  /** The non-empty ranges, in order (copies of what the constructor got). */
+  readonly entries: readonly DmaRange[];
   /** Total bytes. */
   readonly length: number;
 
-  constructor(entries: readonly SgEntry[]) {
+  /** RangeError for a negative or unsafe length, or a range outside the 64-bit address space. */
+  constructor(entries: readonly DmaRange[]) {
     let total = 0;
     for (const e of entries) {
       if (!Number.isSafeInteger(e.length) || e.length < 0) throw new RangeError(`scatter-gather: bad segment length ${e.length}`);
@@ -41,7 +46,7 @@ export class ScatterGather {
   /** The sub-list covering bytes [offset, offset + length). */
   slice(offset: number, length = this.length - offset): ScatterGather {
     if (offset < 0 || length < 0 || offset + length > this.length) throw new RangeError('scatter-gather: slice out of range');
-    const out: SgEntry[] = [];
+    const out: DmaRange[] = [];
     let skip = offset;
     let want = length;
     for (const e of this.entries) {
@@ -58,7 +63,7 @@ export class ScatterGather {
     return new ScatterGather(out);
   }
 
-  /** Gather every segment into one array (segments read in order). */
+  /** Gather every range into one array (ranges read in order). Rejects like `memory.read` (DmaError EFAULT/EPERM from a DmaSpace). */
   async read(memory: GuestMemoryAccess): Promise<Uint8Array> {
     const out = new Uint8Array(this.length);
     let at = 0;
@@ -69,7 +74,7 @@ export class ScatterGather {
     return out;
   }
 
-  /** Scatter `data` over the segments from the start (data may be shorter than the list). */
+  /** Scatter `data` over the ranges from the start (data may be shorter than the list; RangeError when longer). */
   async write(memory: GuestMemoryAccess, data: Uint8Array): Promise<void> {
     if (data.length > this.length) throw new RangeError(`scatter-gather: ${data.length} bytes do not fit ${this.length}`);
     let at = 0;
