@@ -13,7 +13,7 @@
  *   0x18 SUM                     byte sum of the buffer (after doorbell 2)
  */
 import { pathToFileURL } from 'node:url';
-import { PciDevice, ScatterGather, serve, createLogger, VfioUserError, Errno, type Logger } from '../server/index.js';
+import { PciDevice, ScatterGather, serve, createLogger, VfioUserError, Errno, type Logger } from 'vfio-user-ts';
 
 export const DmaReg = { ADDR_LO: 0x00, ADDR_HI: 0x04, LEN: 0x08, SEED: 0x0c, DOORBELL: 0x10, STATUS: 0x14, SUM: 0x18 } as const;
 const MAX_LEN = 1 << 20;

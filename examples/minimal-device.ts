@@ -8,10 +8,10 @@
  * 0x08 DOORBELL (write n: signal vector n), 0x0c RINGS (doorbells so far).
  */
 import { pathToFileURL } from 'node:url';
-import { PciDevice, serve, createLogger, type Logger } from '../server/index.js';
+import { PciDevice, serve, createLogger, type Logger } from 'vfio-user-ts';
 
 export const MAGIC = 0x5ca1ab1e;
-export const Reg = { MAGIC: 0x00, SCRATCH: 0x04, DOORBELL: 0x08, RINGS: 0x0c } as const;
+export const MinimalReg = { MAGIC: 0x00, SCRATCH: 0x04, DOORBELL: 0x08, RINGS: 0x0c } as const;
 
 export function createMinimalDevice(log?: Logger): PciDevice {
   let scratch = 0;
@@ -24,15 +24,15 @@ export function createMinimalDevice(log?: Logger): PciDevice {
       size: 0x1000,
       read: (offset) => {
         switch (offset & ~3) {
-          case Reg.MAGIC: return MAGIC;
-          case Reg.SCRATCH: return scratch;
-          case Reg.RINGS: return rings;
+          case MinimalReg.MAGIC: return MAGIC;
+          case MinimalReg.SCRATCH: return scratch;
+          case MinimalReg.RINGS: return rings;
           default: return 0;
         }
       },
       write: (offset, _size, value) => {
-        if (offset === Reg.SCRATCH) scratch = value;
-        if (offset === Reg.DOORBELL) {
+        if (offset === MinimalReg.SCRATCH) scratch = value;
+        if (offset === MinimalReg.DOORBELL) {
           rings++;
           dev.irq.trigger(value % 2);
         }

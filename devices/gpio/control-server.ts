@@ -4,8 +4,7 @@
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { chmod, lstat, unlink } from 'node:fs/promises';
-import type { Logger } from 'pino';
-import { silentLogger } from '../../server/log.js';
+import { silentLogger, type Logger } from 'vfio-user-ts';
 import { checkLine, type Idio16 } from './idio16.js';
 import { describeError, MAX_CLIENTS, MAX_LINE, MAX_UNREAD, type GpioControlMessage } from './control-protocol.js';
 

@@ -3,11 +3,7 @@
  * its interrupt line on INTx pin A. Linux's gpio-pci-idio-16 binds to it and
  * registers a 32-line gpiochip (OUT0-15, IIN0-15).
  */
-import type { Logger } from 'pino';
-import { silentLogger } from '../../server/log.js';
-import { PciDevice } from '../../server/pci/device.js';
-import type { UnsealedFdPolicy } from '../../server/dma/dma-space.js';
-import type { AccessSize, BarType } from '../../server/pci/types.js';
+import { PciDevice, silentLogger, type AccessSize, type BarType, type Logger, type UnsealedFdPolicy } from 'vfio-user-ts';
 import { Idio16 } from './idio16.js';
 import { IDIO16_BAR_INDEX, IDIO16_BAR_SIZE, IDIO16_IO_BAR_SIZE, IDIO16_DEVICE_ID, IDIO16_VENDOR_ID } from './registers.js';
 

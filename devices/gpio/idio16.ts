@@ -8,7 +8,7 @@
  * 'outputs' event.
  */
 import { EventEmitter } from 'node:events';
-import { IDIO16_LINES, IrqStatus, Reg } from './registers.js';
+import { IDIO16_LINES, IrqStatus, Idio16Reg } from './registers.js';
 
 /** Events of an Idio16. */
 export interface Idio16Events {
@@ -122,21 +122,21 @@ export class Idio16 extends EventEmitter<Idio16Events> {
   /** A guest byte read at `offset`, with the register's read side effects. */
   readRegister(offset: number): number {
     switch (offset) {
-      case Reg.OUT0_7:
+      case Idio16Reg.OUT0_7:
         return this.out & 0xff;
-      case Reg.OUT8_15:
+      case Idio16Reg.OUT8_15:
         return this.out >>> 8;
-      case Reg.IN0_7:
+      case Idio16Reg.IN0_7:
         return this.in & 0xff;
-      case Reg.IN8_15:
+      case Idio16Reg.IN8_15:
         return this.in >>> 8;
-      case Reg.IRQ_CTL:
+      case Idio16Reg.IRQ_CTL:
         this.setIrqEnabled(true);
         return 0;
-      case Reg.FILTER_CTL:
+      case Idio16Reg.FILTER_CTL:
         this.filtersActive = true;
         return 0;
-      case Reg.IRQ_STATUS:
+      case Idio16Reg.IRQ_STATUS:
         return this.irqStatus();
       default:
         return 0;
@@ -147,19 +147,19 @@ export class Idio16 extends EventEmitter<Idio16Events> {
   writeRegister(offset: number, value: number): void {
     value &= 0xff;
     switch (offset) {
-      case Reg.OUT0_7:
+      case Idio16Reg.OUT0_7:
         this.setOutputs((this.out & 0xff00) | value);
         break;
-      case Reg.OUT8_15:
+      case Idio16Reg.OUT8_15:
         this.setOutputs((this.out & 0x00ff) | (value << 8));
         break;
-      case Reg.IN0_7:
+      case Idio16Reg.IN0_7:
         this.clearInterrupt();
         break;
-      case Reg.IRQ_CTL:
+      case Idio16Reg.IRQ_CTL:
         this.setIrqEnabled(false);
         break;
-      case Reg.FILTER_CTL:
+      case Idio16Reg.FILTER_CTL:
         this.filtersActive = false;
         break;
       default:

@@ -26,13 +26,11 @@ export const IDIO16_BAR_INDEX = 2;
 export const IDIO16_IO_BAR_SIZE = 8;
 /** Size of BAR2 in memory space (barType 'mem32'). The registers use the first 8 bytes; the rest reads 0. */
 export const IDIO16_BAR_SIZE = 0x100;
-/** Lines of the guest's gpiochip: 16 outputs (OUT0-15) then 16 inputs (IIN0-15). */
-export const IDIO16_NGPIO = 32;
 /** Output lines and input lines each. */
 export const IDIO16_LINES = 16;
 
 /** Byte offsets in BAR2. */
-export const Reg = {
+export const Idio16Reg = {
   OUT0_7: 0x0,
   IN0_7: 0x1,
   /** Read: enable IRQ; write: disable IRQ. */

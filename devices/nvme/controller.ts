@@ -23,13 +23,10 @@
  * (stride 4); BAR4 holds the MSI-X table and PBA (one vector per queue:
  * `queues + 1`); INTx pin A as fallback; PM and PCIe (FLR) capabilities.
  */
-import type { Logger } from 'pino';
-import { silentLogger } from '../../server/log.js';
-import { PciDevice } from '../../server/pci/index.js';
-import type { DmaRegion, DmaSpace, UnsealedFdPolicy } from '../../server/dma/index.js';
+import { PciDevice, silentLogger, type DmaSpace, type Logger, type UnsealedFdPolicy } from 'vfio-user-ts';
 import { BAR0_SIZE } from './constants.js';
 import { ControllerCore } from './core.js';
-import type { NvmeDma, NvmeHost, PinnedViews } from './host.js';
+import type { NvmeDma, NvmeHost } from './host.js';
 import { Namespace, type NamespaceOptions } from './namespace.js';
 import { DEFAULT_SQ_POLL } from './sq-poller.js';
 
@@ -67,18 +64,6 @@ export interface NvmeControllerOptions {
 }
 
 /** NvmeDma over the PciDevice's DmaSpace: views where fd-backed, messages elsewhere. */
-/** Views pinned by NvmeDma.pin (a class, not a closure: no allocation of a function per command). */
-class Pinned implements PinnedViews {
-  constructor(
-    readonly views: Uint8Array[],
-    private readonly held: DmaRegion[],
-  ) {}
-
-  release(): void {
-    for (const h of this.held) h.release();
-  }
-}
-
 function dmaAdapter(dma: DmaSpace): NvmeDma {
   return {
     view(addr, length) {
@@ -93,29 +78,11 @@ function dmaAdapter(dma: DmaSpace): NvmeDma {
     },
     read: (addr, length) => dma.read(addr, length),
     write: (addr, data) => dma.write(addr, data),
-    pin(ranges) {
-      const views: Uint8Array[] = [];
-      const held: DmaRegion[] = [];
-      let region: DmaRegion | undefined;
-      for (const r of ranges) {
-        const end = r.addr + BigInt(r.length);
-        if (!region || r.addr < region.addr || end > region.end) {
-          region = dma.find(r.addr);
-          if (!region?.mapping || end > region.end || !region.readable || !region.writable) break;
-          region.acquire(); // DMA_UNMAP of this region now waits for release()
-          held.push(region);
-        }
-        const v = region.view(r.addr, r.length);
-        if (!v) break; // crosses a 4 GiB window
-        views.push(v);
-      }
-      const pinned = new Pinned(views, held);
-      if (views.length !== ranges.length) {
-        pinned.release();
-        return undefined;
-      }
-      return pinned;
-    },
+    // A DmaPin is the PinnedViews the commands release, pinned read-write
+    // whatever the command's direction. Undefined means "copy instead":
+    // unmapped or read-only memory then fails (or not) on the copy path,
+    // which gives the command its status.
+    pin: (ranges) => dma.pin(ranges, 'readwrite'),
   };
 }
 

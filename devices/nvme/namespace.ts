@@ -1,18 +1,18 @@
 /**
  * One NVMe namespace: a raw file (created sparse at `size` if missing) or RAM.
- * Reads first try a synchronous preadv2(RWF_NOWAIT) (native.preadvNowait):
+ * Reads first try a synchronous preadv2(RWF_NOWAIT) (readNowait):
  * data already in the page cache is copied in the same event-loop turn and
  * nothing ever blocks. Whatever is not cached, and every write and fdatasync,
  * goes through libuv's thread pool; guest views handed to it are pinned by
- * the caller (DmaSpace.hold), so an unmap waits for them.
+ * the caller (DmaSpace.pin), so an unmap waits for them.
  *
- * Deallocate (DSM) punches a hole in the file (fallocate PUNCH_HOLE, native
- * addon) so the space is returned and the blocks read as zeros; Write Zeroes
- * uses fallocate ZERO_RANGE where the file system has it.
+ * Deallocate (DSM) punches a hole in the file (fallocate 'punch-hole') so
+ * the space is returned and the blocks read as zeros; Write Zeroes uses
+ * fallocate 'zero-range' where the file system has it.
  */
 import { closeSync, fdatasync, fstatSync, ftruncateSync, openSync, read, readv, write, writev, constants as fsc } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { FALLOC_PUNCH_HOLE, FALLOC_ZERO_RANGE, native, NOWAIT_UNSUPPORTED } from '../../native/index.js';
+import { fallocate, fallocateSync, NOWAIT_UNSUPPORTED, readNowait, type FallocateMode } from 'vfio-user-ts';
 import { ReadAhead } from './readahead.js';
 import { WriteBehind } from './write-behind.js';
 
@@ -52,7 +52,7 @@ function isUnsupported(err: unknown): boolean {
  */
 function canPunchHoles(fd: number, namespaceSize: number): boolean {
   try {
-    native.fallocateSync(fd, FALLOC_PUNCH_HOLE, Math.max(fstatSync(fd).size, namespaceSize), 4096);
+    fallocateSync(fd, 'punch-hole', Math.max(fstatSync(fd).size, namespaceSize), 4096);
     return true;
   } catch {
     return false;
@@ -225,7 +225,7 @@ export class Namespace {
     if (!this.pageCacheReads || length === 0 || views.length > 1024) return 0;
     let n: number;
     try {
-      n = native.preadvNowait(this.fd!, views, position);
+      n = readNowait(this.fd!, views, position);
     } catch {
       n = 0;
     }
@@ -349,7 +349,7 @@ export class Namespace {
     }
     if (length === 0) return;
     if (this.zeroRange) {
-      if (await this.fallocateIfSupported(FALLOC_ZERO_RANGE, position, length)) return;
+      if (await this.fallocateIfSupported('zero-range', position, length)) return;
       this.zeroRange = false;
     }
     await this.writeZeros(position, length);
@@ -371,14 +371,14 @@ export class Namespace {
     }
     if (length === 0) return;
     if (this.punchHole) {
-      if (await this.fallocateIfSupported(FALLOC_PUNCH_HOLE, position, length)) return;
+      if (await this.fallocateIfSupported('punch-hole', position, length)) return;
       this.punchHole = false;
     }
     if (this.deallocatedZeros) await this.zero(position, length);
   }
 
   /** fallocateRange, false (nothing done) where the file system does not implement `mode` (EOPNOTSUPP). */
-  private async fallocateIfSupported(mode: number, position: number, length: number): Promise<boolean> {
+  private async fallocateIfSupported(mode: FallocateMode, position: number, length: number): Promise<boolean> {
     try {
       await this.fallocateRange(mode, position, length);
       return true;
@@ -389,10 +389,10 @@ export class Namespace {
   }
 
   /** fallocate on the file with read-ahead invalidated around it; marks the namespace dirty (a Flush must fdatasync). */
-  private async fallocateRange(mode: number, position: number, length: number): Promise<void> {
+  private async fallocateRange(mode: FallocateMode, position: number, length: number): Promise<void> {
     this.readAhead?.invalidate(position, length);
     try {
-      await native.fallocate(this.fd!, mode, position, length);
+      await fallocate(this.fd!, mode, position, length);
     } finally {
       this.readAhead?.invalidate(position, length);
     }

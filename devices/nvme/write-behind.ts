@@ -10,7 +10,7 @@
  * At most one kick is in flight; ranges written meanwhile merge into the
  * next one. A file (system) that refuses sync_file_range turns it off.
  */
-import { native } from '../../native/index.js';
+import { startWriteback } from 'vfio-user-ts';
 
 /** Bytes written between kicks. */
 export const WRITE_BEHIND_BYTES = 1 << 20;
@@ -39,7 +39,7 @@ export class WriteBehind {
     this.high = 0;
     this.bytes = 0;
     this.stats.kicks++;
-    this.running = native.startWriteback(this.fd, offset, span).then(
+    this.running = startWriteback(this.fd, offset, span).then(
       () => {
         this.running = undefined;
       },

@@ -3,7 +3,7 @@ import { createConnection, createServer } from 'node:net';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Idio16 } from '../../devices/gpio/idio16.js';
-import { Reg } from '../../devices/gpio/registers.js';
+import { Idio16Reg } from '../../devices/gpio/registers.js';
 import {
   GpioControlClient,
   MAX_LINE,
@@ -75,7 +75,7 @@ describe('gpio control socket', () => {
   });
 
   it('get, set a line and set all inputs', async () => {
-    gpio.writeRegister(Reg.OUT0_7, 0x81);
+    gpio.writeRegister(Idio16Reg.OUT0_7, 0x81);
     expect(await gpioControlRequest(path, { op: 'get' })).toMatchObject({ outputs: 0x81, inputs: 0 });
     expect(await gpioControlRequest(path, { op: 'set', line: 3, value: 1 })).toMatchObject({ inputs: 0x8 });
     expect(await gpioControlRequest(path, { op: 'set', inputs: 0xf0f0 })).toMatchObject({ inputs: 0xf0f0 });
@@ -113,8 +113,8 @@ describe('gpio control socket', () => {
     const events: unknown[] = [];
     client.onEvent = (e) => events.push(e);
     await client.request({ op: 'watch' });
-    gpio.readRegister(Reg.IRQ_CTL);
-    gpio.writeRegister(Reg.OUT8_15, 0x12);
+    gpio.readRegister(Idio16Reg.IRQ_CTL);
+    gpio.writeRegister(Idio16Reg.OUT8_15, 0x12);
     gpio.setInput(0, 1);
     await client.request({ op: 'get' }); // replies come after the events sent before them
     client.close();
@@ -135,7 +135,7 @@ describe('gpio control socket', () => {
     while (gpio.listenerCount('outputs') === 0) await new Promise((r) => setTimeout(r, 5));
     socket.pause();
     for (let i = 0; i < 100_000 && gpio.listenerCount('outputs') > 0; i++) {
-      gpio.writeRegister(Reg.OUT0_7, i & 0xff);
+      gpio.writeRegister(Idio16Reg.OUT0_7, i & 0xff);
       if (i % 1000 === 0) await new Promise((r) => setImmediate(r));
     }
     expect(gpio.listenerCount('outputs')).toBe(0);
@@ -177,8 +177,8 @@ describe('gpio control socket', () => {
     const watching = cli(['watch', '--control', path, '--count', '2']);
     // The watch request is answered before events flow: wait for the subscription.
     while (gpio.listenerCount('outputs') === 0) await new Promise((r) => setTimeout(r, 5));
-    gpio.writeRegister(Reg.OUT0_7, 1);
-    gpio.writeRegister(Reg.OUT0_7, 3);
+    gpio.writeRegister(Idio16Reg.OUT0_7, 1);
+    gpio.writeRegister(Idio16Reg.OUT0_7, 3);
     const watched = await watching;
     expect(watched.code).toBe(0);
     expect(watched.out.split('\n').slice(1, 3)).toEqual(['outputs=0x0001 previous=0x0000', 'outputs=0x0003 previous=0x0001']);

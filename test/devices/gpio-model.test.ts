@@ -1,7 +1,7 @@
 /** The PCI-IDIO-16 register model on its own: what the Linux driver reads and writes. */
 import { describe, expect, it } from 'vitest';
 import { Idio16 } from '../../devices/gpio/idio16.js';
-import { IrqStatus, Reg } from '../../devices/gpio/registers.js';
+import { IrqStatus, Idio16Reg } from '../../devices/gpio/registers.js';
 
 function model(): { gpio: Idio16; line: boolean[] } {
   const line: boolean[] = [];
@@ -14,11 +14,11 @@ describe('Idio16 register model', () => {
     const { gpio } = model();
     const events: [number, number][] = [];
     gpio.on('outputs', (state, previous) => events.push([state, previous]));
-    gpio.writeRegister(Reg.OUT0_7, 0xa5);
-    gpio.writeRegister(Reg.OUT8_15, 0x3c);
-    gpio.writeRegister(Reg.OUT8_15, 0x3c); // no change, no event
-    expect(gpio.readRegister(Reg.OUT0_7)).toBe(0xa5);
-    expect(gpio.readRegister(Reg.OUT8_15)).toBe(0x3c);
+    gpio.writeRegister(Idio16Reg.OUT0_7, 0xa5);
+    gpio.writeRegister(Idio16Reg.OUT8_15, 0x3c);
+    gpio.writeRegister(Idio16Reg.OUT8_15, 0x3c); // no change, no event
+    expect(gpio.readRegister(Idio16Reg.OUT0_7)).toBe(0xa5);
+    expect(gpio.readRegister(Idio16Reg.OUT8_15)).toBe(0x3c);
     expect(gpio.getOutputs()).toBe(0x3ca5);
     expect(events).toEqual([
       [0x00a5, 0],
@@ -32,10 +32,10 @@ describe('Idio16 register model', () => {
     gpio.setInput(4, true);
     gpio.setInput(15, 0);
     expect(gpio.getInputs()).toBe(0x0011);
-    gpio.writeRegister(Reg.IN0_7, 0xff);
-    gpio.writeRegister(Reg.IN8_15, 0xff);
-    expect(gpio.readRegister(Reg.IN0_7)).toBe(0x11);
-    expect(gpio.readRegister(Reg.IN8_15)).toBe(0x00);
+    gpio.writeRegister(Idio16Reg.IN0_7, 0xff);
+    gpio.writeRegister(Idio16Reg.IN8_15, 0xff);
+    expect(gpio.readRegister(Idio16Reg.IN0_7)).toBe(0x11);
+    expect(gpio.readRegister(Idio16Reg.IN8_15)).toBe(0x00);
   });
 
   it('rejects bad lines and masks', () => {
@@ -50,29 +50,29 @@ describe('Idio16 register model', () => {
   it('raises a change-of-state interrupt only while enabled; a write to 0x1 clears it', () => {
     const { gpio, line } = model();
     gpio.setInput(0, 1); // IRQ disabled: nothing latched
-    expect(gpio.readRegister(Reg.IRQ_STATUS)).toBe(0);
+    expect(gpio.readRegister(Idio16Reg.IRQ_STATUS)).toBe(0);
     expect(line).toEqual([]);
 
-    expect(gpio.readRegister(Reg.IRQ_CTL)).toBe(0); // read = enable
+    expect(gpio.readRegister(Idio16Reg.IRQ_CTL)).toBe(0); // read = enable
     gpio.setInput(1, 1);
     expect(line).toEqual([true]);
     // Both Linux handlers' checks: bit 2, and bit 0 or 1.
-    const status = gpio.readRegister(Reg.IRQ_STATUS);
+    const status = gpio.readRegister(Idio16Reg.IRQ_STATUS);
     expect(status).toBe(IrqStatus.PENDING | IrqStatus.GROUP0_7);
     gpio.setInput(9, 1); // still pending: no second edge, group latched
     expect(line).toEqual([true]);
-    expect(gpio.readRegister(Reg.IRQ_STATUS)).toBe(IrqStatus.PENDING | IrqStatus.GROUP0_7 | IrqStatus.GROUP8_15);
+    expect(gpio.readRegister(Idio16Reg.IRQ_STATUS)).toBe(IrqStatus.PENDING | IrqStatus.GROUP0_7 | IrqStatus.GROUP8_15);
 
-    gpio.writeRegister(Reg.IN0_7, 0); // clear
+    gpio.writeRegister(Idio16Reg.IN0_7, 0); // clear
     expect(line).toEqual([true, false]);
-    expect(gpio.readRegister(Reg.IRQ_STATUS)).toBe(0);
+    expect(gpio.readRegister(Idio16Reg.IRQ_STATUS)).toBe(0);
     gpio.setInputs(gpio.getInputs()); // same level: no change of state
     expect(line).toEqual([true, false]);
     gpio.setInput(9, 0);
     expect(line).toEqual([true, false, true]);
     expect(gpio.state().interrupts).toBe(2);
 
-    gpio.writeRegister(Reg.IRQ_CTL, 0); // write = disable: the line falls
+    gpio.writeRegister(Idio16Reg.IRQ_CTL, 0); // write = disable: the line falls
     expect(line).toEqual([true, false, true, false]);
     gpio.setInput(2, 1);
     expect(line.length).toBe(4);
@@ -80,9 +80,9 @@ describe('Idio16 register model', () => {
 
   it('tracks the input filter control (read activates, write deactivates)', () => {
     const { gpio } = model();
-    gpio.writeRegister(Reg.FILTER_CTL, 0);
+    gpio.writeRegister(Idio16Reg.FILTER_CTL, 0);
     expect(gpio.state().filtersActive).toBe(false);
-    gpio.readRegister(Reg.FILTER_CTL);
+    gpio.readRegister(Idio16Reg.FILTER_CTL);
     expect(gpio.state().filtersActive).toBe(true);
   });
 
@@ -99,9 +99,9 @@ describe('Idio16 register model', () => {
     const { gpio, line } = model();
     const outputs: number[] = [];
     gpio.on('outputs', (s) => outputs.push(s));
-    gpio.writeRegister(Reg.OUT0_7, 0xff);
-    gpio.writeRegister(Reg.FILTER_CTL, 0);
-    gpio.readRegister(Reg.IRQ_CTL);
+    gpio.writeRegister(Idio16Reg.OUT0_7, 0xff);
+    gpio.writeRegister(Idio16Reg.FILTER_CTL, 0);
+    gpio.readRegister(Idio16Reg.IRQ_CTL);
     gpio.setInputs(0x1234);
     gpio.reset();
     expect(line).toEqual([true, false]);

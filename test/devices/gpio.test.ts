@@ -1,7 +1,7 @@
 /** The PCI-IDIO-16 served on a real vfio-user socket, driven by the TypeScript client. */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createGpioDevice, type GpioDevice } from '../../devices/gpio/index.js';
-import { IDIO16_BAR_SIZE, IDIO16_IO_BAR_SIZE, IrqStatus, Reg } from '../../devices/gpio/registers.js';
+import { IDIO16_BAR_SIZE, IDIO16_IO_BAR_SIZE, IrqStatus, Idio16Reg } from '../../devices/gpio/registers.js';
 import { IrqSetFlag, PciIrq, PciRegion } from '../../protocol/constants.js';
 import type { VfioUserClient } from '../../client/index.js';
 import { startDevice, testLogger, type RunningDevice } from '../helpers/harness.js';
@@ -53,7 +53,7 @@ describe('PCI-IDIO-16 over vfio-user', () => {
       const bar = await c.probeBar(2);
       expect(bar.type).toBe('mem32');
       expect(bar.size).toBe(BigInt(IDIO16_BAR_SIZE));
-      await c.regionWrite(BAR2, Reg.OUT8_15, Uint8Array.of(0x42));
+      await c.regionWrite(BAR2, Idio16Reg.OUT8_15, Uint8Array.of(0x42));
       expect(mem.gpio.getOutputs()).toBe(0x4200);
       expect([...(await c.regionRead(BAR2, 0xf0, 4))]).toEqual([0, 0, 0, 0]);
     } finally {
@@ -65,20 +65,20 @@ describe('PCI-IDIO-16 over vfio-user', () => {
   it('outputs: the host sees what the guest writes, and it reads back', async () => {
     const seen: number[] = [];
     dev.gpio.on('outputs', (s) => seen.push(s));
-    await writeByte(client, Reg.OUT0_7, 0x3c);
-    await writeByte(client, Reg.OUT8_15, 0xa5);
+    await writeByte(client, Idio16Reg.OUT0_7, 0x3c);
+    await writeByte(client, Idio16Reg.OUT8_15, 0xa5);
     expect(dev.gpio.getOutputs()).toBe(0xa53c);
     expect(seen).toEqual([0x003c, 0xa53c]);
-    expect(await readByte(client, Reg.OUT0_7)).toBe(0x3c);
-    expect(await readByte(client, Reg.OUT8_15)).toBe(0xa5);
+    expect(await readByte(client, Idio16Reg.OUT0_7)).toBe(0x3c);
+    expect(await readByte(client, Idio16Reg.OUT8_15)).toBe(0xa5);
   });
 
   it('inputs: the guest reads what the host sets', async () => {
     dev.gpio.setInputs(0x5ac3);
-    expect(await readByte(client, Reg.IN0_7)).toBe(0xc3);
-    expect(await readByte(client, Reg.IN8_15)).toBe(0x5a);
+    expect(await readByte(client, Idio16Reg.IN0_7)).toBe(0xc3);
+    expect(await readByte(client, Idio16Reg.IN8_15)).toBe(0x5a);
     dev.gpio.setInput(0, 0);
-    expect(await readByte(client, Reg.IN0_7)).toBe(0xc2);
+    expect(await readByte(client, Idio16Reg.IN0_7)).toBe(0xc2);
   });
 
   it('a wide access is split into byte registers, low byte first', async () => {
@@ -91,27 +91,27 @@ describe('PCI-IDIO-16 over vfio-user', () => {
 
   it('change of state raises INTx; the driver sequence (status, clear, EOI) re-arms it', async () => {
     await client.enableIrqs(PciIrq.INTX, 1);
-    await writeByte(client, Reg.IN0_7, 0); // clear
-    await readByte(client, Reg.IRQ_CTL); // enable
+    await writeByte(client, Idio16Reg.IN0_7, 0); // clear
+    await readByte(client, Idio16Reg.IRQ_CTL); // enable
 
     dev.gpio.setInput(3, 1);
     await client.waitForIrq(PciIrq.INTX, 0);
-    expect(await readByte(client, Reg.IRQ_STATUS)).toBe(IrqStatus.PENDING | IrqStatus.GROUP0_7);
+    expect(await readByte(client, Idio16Reg.IRQ_STATUS)).toBe(IrqStatus.PENDING | IrqStatus.GROUP0_7);
     await unmaskIntx(client); // QEMU's EOI on the first BAR access
-    await writeByte(client, Reg.IN0_7, 0); // the handler clears
-    expect(await readByte(client, Reg.IRQ_STATUS)).toBe(0);
+    await writeByte(client, Idio16Reg.IN0_7, 0); // the handler clears
+    expect(await readByte(client, Idio16Reg.IRQ_STATUS)).toBe(0);
 
     dev.gpio.setInput(12, 1);
     await client.waitForIrq(PciIrq.INTX, 0);
     expect(client.irqCount(PciIrq.INTX, 0)).toBe(2);
-    expect(await readByte(client, Reg.IRQ_STATUS)).toBe(IrqStatus.PENDING | IrqStatus.GROUP8_15);
+    expect(await readByte(client, Idio16Reg.IRQ_STATUS)).toBe(IrqStatus.PENDING | IrqStatus.GROUP8_15);
 
     // Disabled: changes raise nothing.
-    await writeByte(client, Reg.IN0_7, 0);
+    await writeByte(client, Idio16Reg.IN0_7, 0);
     await unmaskIntx(client);
-    await writeByte(client, Reg.IRQ_CTL, 0);
+    await writeByte(client, Idio16Reg.IRQ_CTL, 0);
     dev.gpio.setInputs(0);
-    expect(await readByte(client, Reg.IRQ_STATUS)).toBe(0);
+    expect(await readByte(client, Idio16Reg.IRQ_STATUS)).toBe(0);
     expect(client.irqCount(PciIrq.INTX, 0)).toBe(2);
   });
 
@@ -119,13 +119,13 @@ describe('PCI-IDIO-16 over vfio-user', () => {
     const seen: number[] = [];
     dev.gpio.on('outputs', (s) => seen.push(s));
     dev.gpio.setInputs(0x0f0f);
-    await writeByte(client, Reg.OUT0_7, 0xff);
-    await readByte(client, Reg.IRQ_CTL);
+    await writeByte(client, Idio16Reg.OUT0_7, 0xff);
+    await readByte(client, Idio16Reg.IRQ_CTL);
     await client.reset();
     expect(dev.gpio.state()).toMatchObject({ outputs: 0, inputs: 0x0f0f, irqEnabled: false, irqPending: false });
     expect(seen).toEqual([0xff, 0]);
 
-    await writeByte(client, Reg.OUT8_15, 0x80);
+    await writeByte(client, Idio16Reg.OUT8_15, 0x80);
     const reset = new Promise<void>((resolve) => dev.gpio.once('reset', resolve));
     client.close();
     await reset;

@@ -6,7 +6,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VfioUserClient } from '../../client/index.js';
-import { createMinimalDevice, MAGIC, Reg } from '../../examples/minimal-device.js';
+import { createMinimalDevice, MAGIC, MinimalReg } from '../../examples/minimal-device.js';
 import { createDmaDevice, DmaReg } from '../../examples/dma-device.js';
 import { CapId, ExtCapId, type PciDevice } from '../../server/pci/index.js';
 import { serve, type DeviceServer } from '../../server/server.js';
@@ -83,38 +83,38 @@ describe('minimal device over a socket', () => {
 
   it('register reads/writes reach the handlers; MSI-X as QEMU enables it delivers through a real eventfd', async () => {
     const c = await start(createMinimalDevice());
-    expect(leValue(await c.regionRead(0, Reg.MAGIC, 4))).toBe(MAGIC);
-    await c.regionWrite(0, Reg.SCRATCH, u32(0x1234));
-    expect(leValue(await c.regionRead(0, Reg.SCRATCH, 4))).toBe(0x1234);
+    expect(leValue(await c.regionRead(0, MinimalReg.MAGIC, 4))).toBe(MAGIC);
+    await c.regionWrite(0, MinimalReg.SCRATCH, u32(0x1234));
+    expect(leValue(await c.regionRead(0, MinimalReg.SCRATCH, 4))).toBe(0x1234);
     // 8-byte access: two 4-byte handler calls, low first.
-    expect(leValue(await c.regionRead(0, Reg.MAGIC, 8))).toBe(MAGIC + 0x1234 * 2 ** 32);
+    expect(leValue(await c.regionRead(0, MinimalReg.MAGIC, 8))).toBe(MAGIC + 0x1234 * 2 ** 32);
 
     // "Enable MSI-X with no vectors", then vector 1's eventfd.
     await c.setIrqs({ flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index: PciIrq.MSIX, start: 0, count: 1 });
-    await c.regionWrite(0, Reg.DOORBELL, u32(1)); // pends: no eventfd for vector 1 yet
+    await c.regionWrite(0, MinimalReg.DOORBELL, u32(1)); // pends: no eventfd for vector 1 yet
     const pba = leValue(await c.regionRead(1, device!.msixLayout!.pbaOffset, 8));
     expect(pba).toBe(2);
     await c.enableIrqs(PciIrq.MSIX, 1, 1); // the pending vector fires on install
     expect(await c.waitForIrq(PciIrq.MSIX, 1)).toBeGreaterThanOrEqual(1);
     expect(leValue(await c.regionRead(1, device!.msixLayout!.pbaOffset, 8))).toBe(0);
     const again = c.waitForIrq(PciIrq.MSIX, 1);
-    await c.regionWrite(0, Reg.DOORBELL, u32(1), { posted: true });
+    await c.regionWrite(0, MinimalReg.DOORBELL, u32(1), { posted: true });
     expect(await again).toBeGreaterThanOrEqual(1);
-    expect(leValue(await c.regionRead(0, Reg.RINGS, 4))).toBe(2);
+    expect(leValue(await c.regionRead(0, MinimalReg.RINGS, 4))).toBe(2);
 
     // DEVICE_RESET returns the registers to power-on state.
     await c.reset();
-    expect(leValue(await c.regionRead(0, Reg.RINGS, 4))).toBe(0);
+    expect(leValue(await c.regionRead(0, MinimalReg.RINGS, 4))).toBe(0);
   });
 
   it('falls back to INTx with automask and UNMASK', async () => {
     const c = await start(createMinimalDevice());
     await c.enableIrqs(PciIrq.INTX, 1);
     const first = c.waitForIrq(PciIrq.INTX, 0);
-    await c.regionWrite(0, Reg.DOORBELL, u32(0));
+    await c.regionWrite(0, MinimalReg.DOORBELL, u32(0));
     expect(await first).toBe(1);
     expect((await c.cfg16(0x06)) & 0x8).toBe(0x8);
-    await c.regionWrite(0, Reg.DOORBELL, u32(1)); // masked: pends
+    await c.regionWrite(0, MinimalReg.DOORBELL, u32(1)); // masked: pends
     const second = c.waitForIrq(PciIrq.INTX, 0);
     await c.setIrqs({ flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, index: PciIrq.INTX, start: 0, count: 1 });
     expect(await second).toBeGreaterThanOrEqual(1);
