@@ -95,9 +95,7 @@ export class ControllerCore implements AdminContext {
       beginReset: (full) => this.beginReset(full),
       quiesce: () => this.quiesceIo(),
       flush: () => this.flushAll(),
-      endReset: () => {
-        this.features = defaultFeatures();
-      },
+      endReset: () => this.endReset(),
     }, this.irq, this.log);
     this.queues = new QueueTable(shadow);
     this.completions = new CqWriter(this.dma, this.irq, shadow, fatal);
@@ -136,8 +134,8 @@ export class ControllerCore implements AdminContext {
 
   /**
    * A controller reset begins (registers.ts): everything the guest set up
-   * goes at once. The registers wait for the commands still in flight and
-   * flush, then endReset restores the default features.
+   * goes at once. The registers then wait for the commands still in flight
+   * and flush the namespaces before endReset.
    */
   private beginReset(full: boolean): void {
     this.engine.reset();
@@ -145,6 +143,11 @@ export class ControllerCore implements AdminContext {
     this.asyncEvents.clear();
     this.shadowDb = undefined;
     this.irq.reset(full);
+  }
+
+  /** The reset is done: features back to their defaults (registers.ts then clears CSTS). */
+  private endReset(): void {
+    this.features = defaultFeatures();
   }
 
   /** Resolves when no command is in flight. */
