@@ -123,7 +123,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
   makeImage(qemuImage, sizeMiB);
   makeImage(oursImage, sizeMiB);
   const log = createLogger({ level: (process.env.LOG_LEVEL as 'info' | undefined) ?? 'warn', pretty: false });
-  const nvme = new NvmeController({ name: 'nvme-bench', namespaces: [options.memoryNamespace ? { size: sizeMiB << 20, lbaSize: 512 } : { path: oursImage, lbaSize: 512, pageCacheReads: options.pageCacheReads ?? true }], serial: 'BENCH0001', queues: 4, log, ...(process.env.NVME_BENCH_FIXED === '1' && { pollAdaptive: false }), ...(options.pollMicros !== undefined && { pollMicros: options.pollMicros }) });
+  const nvme = new NvmeController({ name: 'nvme-bench', namespaces: [options.memoryNamespace ? { size: sizeMiB << 20, lbaSize: 512 } : { path: oursImage, lbaSize: 512, pageCacheReads: options.pageCacheReads ?? true }], serial: 'BENCH0001', queues: 4, log, timing: true, ...(process.env.NVME_BENCH_FIXED === '1' && { pollAdaptive: false }), ...(options.pollMicros !== undefined && { pollMicros: options.pollMicros }) });
   const server = await serve(nvme.device, { socketPath: sock, log, writeMultiple: process.env.BENCH_WRITE_MULTIPLE === "1" });
   try {
     const cpu0 = process.cpuUsage();
@@ -161,7 +161,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
       }
       for (const row of rows) console.log(`  ${row.name}: qemu ${row.qemuRuns.join(' ')} | ours ${row.oursRuns.join(' ')}`);
       const cpu = process.cpuUsage(cpu0);
-      const t = nvme.timing();
+      const t = nvme.timing()!; // on: `timing: true` above
       console.log(`server process CPU: ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s (${((cpu.user + cpu.system) / t.commands).toFixed(1)} us per command)`);
       const db = nvme.doorbellStats();
       console.log(`submissions: ${db.polled} found by polling shadow doorbells, ${db.mmio} doorbell messages; polling spun ${(db.spinMicros / 1e6).toFixed(2)} s, window now ${db.windowMicros} us`);

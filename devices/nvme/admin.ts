@@ -4,9 +4,9 @@
  * Anything else is Invalid Opcode; bad fields are Invalid Field in Command.
  */
 import {
-  AdminOp, Cns, FeatureId, LogPage, MAX_AERS, MAX_QUEUE_ENTRIES, PAGE_SIZE, Status,
+  AdminOp, Cns, FeatureId, LogPage, MAX_QUEUE_ENTRIES, PAGE_SIZE, Status,
 } from './constants.js';
-import type { ControllerCore } from './core.js';
+import type { AdminContext } from './context.js';
 import { NvmeStatusError } from './host.js';
 import {
   activeNamespaceList, firmwareSlotLog, identifyController, identifyNamespace, identifyNamespaceIndependent,
@@ -23,62 +23,61 @@ function fail(status: number, why: string): never {
 }
 
 /** Copy `data` (zero-padded or cut to `length`) to the command's PRPs. */
-async function sendData(core: ControllerCore, cmd: Command, data: Uint8Array, length = data.length): Promise<void> {
+async function sendData(ctx: AdminContext, cmd: Command, data: Uint8Array, length = data.length): Promise<void> {
   if (cmd.psdt !== 0) fail(Status.INVALID_FIELD, 'SGLs are not supported');
   let out = data;
   if (length !== data.length) {
     out = new Uint8Array(length);
     out.set(data.subarray(0, length));
   }
-  const segments = await prpSegments(core.host.dma, cmd.prp1, cmd.prp2, length);
-  await copyToGuest(core.host.dma, segments, out);
+  const segments = await prpSegments(ctx.dma, cmd.prp1, cmd.prp2, length);
+  await copyToGuest(ctx.dma, segments, out);
 }
 
 /** Run one admin command; undefined: completed later (Async Event Request). */
-export async function executeAdmin(core: ControllerCore, sq: SubmissionQueue, cmd: Command): Promise<CommandResult | undefined> {
+export async function executeAdmin(ctx: AdminContext, sq: SubmissionQueue, cmd: Command): Promise<CommandResult | undefined> {
   if (cmd.fuse !== 0) fail(Status.INVALID_FIELD, 'fused admin commands are not supported');
   switch (cmd.opcode) {
-    case AdminOp.IDENTIFY: return identify(core, cmd);
-    case AdminOp.GET_FEATURES: return getFeatures(core, cmd);
-    case AdminOp.SET_FEATURES: return setFeatures(core, cmd);
-    case AdminOp.GET_LOG_PAGE: return getLogPage(core, cmd);
-    case AdminOp.CREATE_CQ: return createCq(core, cmd);
-    case AdminOp.CREATE_SQ: return createSq(core, cmd);
-    case AdminOp.DELETE_SQ: return deleteSq(core, cmd);
-    case AdminOp.DELETE_CQ: return deleteCq(core, cmd);
+    case AdminOp.IDENTIFY: return identify(ctx, cmd);
+    case AdminOp.GET_FEATURES: return getFeatures(ctx, cmd);
+    case AdminOp.SET_FEATURES: return setFeatures(ctx, cmd);
+    case AdminOp.GET_LOG_PAGE: return getLogPage(ctx, cmd);
+    case AdminOp.CREATE_CQ: return createCq(ctx, cmd);
+    case AdminOp.CREATE_SQ: return createSq(ctx, cmd);
+    case AdminOp.DELETE_SQ: return deleteSq(ctx, cmd);
+    case AdminOp.DELETE_CQ: return deleteCq(ctx, cmd);
     case AdminOp.ABORT:
       // Commands run to completion quickly; report "not aborted" (Dword 0 bit 0).
       return { status: Status.SUCCESS, result: 1 };
     case AdminOp.ASYNC_EVENT_REQUEST:
-      if (core.aerCount >= MAX_AERS) fail(Status.AER_LIMIT_EXCEEDED, 'too many Async Event Requests');
-      core.addAer(sq, cmd.cid);
+      if (!ctx.asyncEvents.request(sq, cmd.cid)) fail(Status.AER_LIMIT_EXCEEDED, 'too many Async Event Requests');
       return undefined;
     case AdminOp.KEEP_ALIVE:
       return OK;
     case AdminOp.DOORBELL_BUFFER_CONFIG:
-      if (!core.configureDoorbellBuffer(cmd.prp1, cmd.prp2)) fail(Status.INVALID_FIELD, 'doorbell buffers must be page-aligned fd-backed guest memory');
-      core.log.debug('nvme: shadow doorbells on');
+      if (!ctx.configureDoorbellBuffer(cmd.prp1, cmd.prp2)) fail(Status.INVALID_FIELD, 'doorbell buffers must be page-aligned fd-backed guest memory');
+      ctx.log.debug('nvme: shadow doorbells on');
       return OK;
     default:
       return fail(Status.INVALID_OPCODE, `admin opcode 0x${cmd.opcode.toString(16)}`);
   }
 }
 
-async function identify(core: ControllerCore, cmd: Command): Promise<CommandResult> {
+async function identify(ctx: AdminContext, cmd: Command): Promise<CommandResult> {
   const cns = cmd.cdw10 & 0xff;
-  const ns = () => core.namespaces.get(cmd.nsid) ?? fail(Status.INVALID_NAMESPACE, `no namespace ${cmd.nsid}`);
+  const ns = () => ctx.namespaces.get(cmd.nsid) ?? fail(Status.INVALID_NAMESPACE, `no namespace ${cmd.nsid}`);
   let data: Uint8Array;
   switch (cns) {
-    case Cns.CONTROLLER: data = identifyController(core.identity); break;
+    case Cns.CONTROLLER: data = identifyController(ctx.identity); break;
     case Cns.NAMESPACE:
       // An inactive but valid nsid gets zeroes; the broadcast nsid gets the common format.
-      if (cmd.nsid === ALL_NAMESPACES) data = identifyNamespace(core.namespaces.values().next().value!).fill(0, 0, 24);
+      if (cmd.nsid === ALL_NAMESPACES) data = identifyNamespace(ctx.namespaces.values().next().value!).fill(0, 0, 24);
       else if (cmd.nsid === 0) fail(Status.INVALID_NAMESPACE, 'nsid 0');
-      else data = core.namespaces.has(cmd.nsid) ? identifyNamespace(ns()) : new Uint8Array(PAGE_SIZE);
+      else data = ctx.namespaces.has(cmd.nsid) ? identifyNamespace(ns()) : new Uint8Array(PAGE_SIZE);
       break;
     case Cns.ACTIVE_NS_LIST:
       if (cmd.nsid >= 0xfffffffe) fail(Status.INVALID_NAMESPACE, 'bad starting nsid');
-      data = activeNamespaceList([...core.namespaces.keys()], cmd.nsid);
+      data = activeNamespaceList([...ctx.namespaces.keys()], cmd.nsid);
       break;
     case Cns.NS_ID_DESCRIPTORS: data = namespaceDescriptors(ns()); break;
     case Cns.NS_CS_INDEPENDENT: ns(); data = identifyNamespaceIndependent(); break;
@@ -90,20 +89,20 @@ async function identify(core: ControllerCore, cmd: Command): Promise<CommandResu
       break;
     default: return fail(Status.INVALID_FIELD, `Identify CNS ${cns}`);
   }
-  await sendData(core, cmd, data, PAGE_SIZE);
+  await sendData(ctx, cmd, data, PAGE_SIZE);
   return OK;
 }
 
-function getFeatures(core: ControllerCore, cmd: Command): CommandResult {
+function getFeatures(ctx: AdminContext, cmd: Command): CommandResult {
   const fid = cmd.cdw10 & 0xff;
   const sel = (cmd.cdw10 >>> 8) & 7;
   if (sel === 3) {
     // Supported capabilities: everything we support is changeable (bit 2), nothing saveable.
-    if (featureValue(core, fid, cmd) === undefined) fail(Status.INVALID_FIELD, `feature 0x${fid.toString(16)}`);
+    if (featureValue(ctx, fid, cmd) === undefined) fail(Status.INVALID_FIELD, `feature 0x${fid.toString(16)}`);
     return { status: Status.SUCCESS, result: 1 << 2 };
   }
   if (sel > 3) fail(Status.INVALID_FIELD, `Get Features SEL ${sel}`);
-  const value = sel === 0 ? featureValue(core, fid, cmd) : defaultFeatureValue(fid, cmd);
+  const value = sel === 0 ? featureValue(ctx, fid, cmd) : defaultFeatureValue(fid, cmd);
   if (value === undefined) fail(Status.INVALID_FIELD, `feature 0x${fid.toString(16)}`);
   return { status: Status.SUCCESS, result: value };
 }
@@ -112,8 +111,8 @@ function queuesValue(n: number): number {
   return (((n - 1) & 0xffff) | (((n - 1) & 0xffff) << 16)) >>> 0;
 }
 
-function featureValue(core: ControllerCore, fid: number, cmd: Command): number | undefined {
-  const f = core.features;
+function featureValue(ctx: AdminContext, fid: number, cmd: Command): number | undefined {
+  const f = ctx.features;
   switch (fid) {
     case FeatureId.ARBITRATION: return f.arbitration;
     case FeatureId.POWER_MANAGEMENT: return f.powerState;
@@ -125,11 +124,11 @@ function featureValue(core: ControllerCore, fid: number, cmd: Command): number |
     }
     case FeatureId.ERROR_RECOVERY: return f.errorRecovery;
     case FeatureId.VOLATILE_WRITE_CACHE: return f.volatileWriteCache ? 1 : 0;
-    case FeatureId.NUMBER_OF_QUEUES: return queuesValue(f.grantedQueues || core.maxIoQueues);
+    case FeatureId.NUMBER_OF_QUEUES: return queuesValue(f.grantedQueues || ctx.maxIoQueues);
     case FeatureId.INTERRUPT_COALESCING: return f.coalesceThreshold | (f.coalesceTime << 8);
     case FeatureId.INTERRUPT_VECTOR_CONFIG: {
       const iv = cmd.cdw11 & 0xffff;
-      if (iv >= core.vectors) return undefined;
+      if (iv >= ctx.vectors) return undefined;
       return iv | (f.coalesceDisabled.has(iv) ? 1 << 16 : 0);
     }
     case FeatureId.WRITE_ATOMICITY: return f.writeAtomicity;
@@ -150,10 +149,10 @@ function defaultFeatureValue(fid: number, cmd: Command): number | undefined {
   }
 }
 
-async function setFeatures(core: ControllerCore, cmd: Command): Promise<CommandResult> {
+async function setFeatures(ctx: AdminContext, cmd: Command): Promise<CommandResult> {
   const fid = cmd.cdw10 & 0xff;
   if (cmd.cdw10 >>> 31) fail(Status.FEATURE_NOT_SAVEABLE, 'no saveable features');
-  const f = core.features;
+  const f = ctx.features;
   const v = cmd.cdw11;
   switch (fid) {
     case FeatureId.ARBITRATION: f.arbitration = v; return OK;
@@ -172,7 +171,7 @@ async function setFeatures(core: ControllerCore, cmd: Command): Promise<CommandR
     case FeatureId.ERROR_RECOVERY: f.errorRecovery = v & 0x1ffff; return OK;
     case FeatureId.VOLATILE_WRITE_CACHE: {
       const enable = (v & 1) === 1;
-      if (f.volatileWriteCache && !enable) await core.flushAll(); // what was cached becomes durable now
+      if (f.volatileWriteCache && !enable) await ctx.flushAll(); // what was cached becomes durable now
       f.volatileWriteCache = enable;
       return OK;
     }
@@ -180,7 +179,7 @@ async function setFeatures(core: ControllerCore, cmd: Command): Promise<CommandR
       const nsq = (v & 0xffff) + 1;
       const ncq = (v >>> 16) + 1;
       if (nsq === 0x10000 || ncq === 0x10000) fail(Status.INVALID_FIELD, 'number of queues 65536');
-      if (f.grantedQueues === 0) f.grantedQueues = Math.min(Math.max(nsq, ncq), core.maxIoQueues);
+      if (f.grantedQueues === 0) f.grantedQueues = Math.min(Math.max(nsq, ncq), ctx.maxIoQueues);
       return { status: Status.SUCCESS, result: queuesValue(f.grantedQueues) };
     }
     case FeatureId.INTERRUPT_COALESCING:
@@ -189,7 +188,7 @@ async function setFeatures(core: ControllerCore, cmd: Command): Promise<CommandR
       return OK;
     case FeatureId.INTERRUPT_VECTOR_CONFIG: {
       const iv = v & 0xffff;
-      if (iv >= core.vectors) fail(Status.INVALID_FIELD, `vector ${iv}`);
+      if (iv >= ctx.vectors) fail(Status.INVALID_FIELD, `vector ${iv}`);
       if (iv === 0 && (v & (1 << 16)) === 0) fail(Status.INVALID_FIELD, 'the admin vector cannot coalesce');
       if (v & (1 << 16)) f.coalesceDisabled.add(iv);
       else f.coalesceDisabled.delete(iv);
@@ -201,7 +200,7 @@ async function setFeatures(core: ControllerCore, cmd: Command): Promise<CommandR
   }
 }
 
-async function getLogPage(core: ControllerCore, cmd: Command): Promise<CommandResult> {
+async function getLogPage(ctx: AdminContext, cmd: Command): Promise<CommandResult> {
   const lid = cmd.cdw10 & 0xff;
   const numd = ((cmd.cdw10 >>> 16) | ((cmd.cdw11 & 0xffff) << 16)) >>> 0;
   const length = (numd + 1) * 4;
@@ -213,73 +212,73 @@ async function getLogPage(core: ControllerCore, cmd: Command): Promise<CommandRe
     case LogPage.ERROR: page = new Uint8Array(64 * 64); break;
     case LogPage.SMART:
       if (cmd.nsid !== 0 && cmd.nsid !== ALL_NAMESPACES) fail(Status.INVALID_FIELD, 'SMART log is controller-wide');
-      page = smartLog(core.health);
+      page = smartLog(ctx.health);
       break;
-    case LogPage.FIRMWARE_SLOT: page = firmwareSlotLog(core.identity.firmware); break;
+    case LogPage.FIRMWARE_SLOT: page = firmwareSlotLog(ctx.identity.firmware); break;
     case LogPage.CHANGED_NS_LIST: page = new Uint8Array(PAGE_SIZE); break;
     default: return fail(Status.INVALID_LOG_PAGE, `log page 0x${lid.toString(16)}`);
   }
   if (offset > page.length) fail(Status.INVALID_FIELD, 'log page offset past the end');
-  await sendData(core, cmd, page.subarray(offset), length);
+  await sendData(ctx, cmd, page.subarray(offset), length);
   return OK;
 }
 
 /** A queue must lie in guest memory the client mapped (fd-backed or not). */
-function checkQueueMemory(core: ControllerCore, base: bigint, bytes: number, what: string): void {
+function checkQueueMemory(ctx: AdminContext, base: bigint, bytes: number, what: string): void {
   try {
-    core.host.dma.view(base, bytes);
+    ctx.dma.view(base, bytes);
   } catch {
     fail(Status.INVALID_FIELD, `${what} at 0x${base.toString(16)} is not in mapped guest memory`);
   }
 }
 
-function createCq(core: ControllerCore, cmd: Command): CommandResult {
+function createCq(ctx: AdminContext, cmd: Command): CommandResult {
   const qid = cmd.cdw10 & 0xffff;
   const size = (cmd.cdw10 >>> 16) + 1;
   const pc = (cmd.cdw11 & 1) === 1;
   const ien = (cmd.cdw11 & 2) === 2;
   const iv = cmd.cdw11 >>> 16;
-  if (qid === 0 || qid > (core.features.grantedQueues || core.maxIoQueues) || core.cqs[qid]) fail(Status.INVALID_QUEUE_ID, `CQ ${qid}`);
+  if (qid === 0 || qid > (ctx.features.grantedQueues || ctx.maxIoQueues) || ctx.queues.cq(qid)) fail(Status.INVALID_QUEUE_ID, `CQ ${qid}`);
   if (size < 2 || size > MAX_QUEUE_ENTRIES) fail(Status.INVALID_QUEUE_SIZE, `CQ size ${size}`);
   if (!pc) fail(Status.INVALID_FIELD, 'CQs must be physically contiguous');
-  if (iv >= core.vectors) fail(Status.INVALID_INTERRUPT_VECTOR, `vector ${iv}`);
+  if (iv >= ctx.vectors) fail(Status.INVALID_INTERRUPT_VECTOR, `vector ${iv}`);
   if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n) fail(Status.INVALID_FIELD, 'CQ base not page aligned');
-  checkQueueMemory(core, cmd.prp1, size * 16, `CQ ${qid}`);
-  core.newCq(qid, cmd.prp1, size, iv, ien);
-  core.log.debug({ qid, size, iv, ien }, 'nvme: I/O CQ created');
+  checkQueueMemory(ctx, cmd.prp1, size * 16, `CQ ${qid}`);
+  ctx.queues.createCq(qid, cmd.prp1, size, iv, ien);
+  ctx.log.debug({ qid, size, iv, ien }, 'nvme: I/O CQ created');
   return OK;
 }
 
-function createSq(core: ControllerCore, cmd: Command): CommandResult {
+function createSq(ctx: AdminContext, cmd: Command): CommandResult {
   const qid = cmd.cdw10 & 0xffff;
   const size = (cmd.cdw10 >>> 16) + 1;
   const pc = (cmd.cdw11 & 1) === 1;
   const cqid = cmd.cdw11 >>> 16;
-  if (qid === 0 || qid > (core.features.grantedQueues || core.maxIoQueues) || core.sqs[qid]) fail(Status.INVALID_QUEUE_ID, `SQ ${qid}`);
+  if (qid === 0 || qid > (ctx.features.grantedQueues || ctx.maxIoQueues) || ctx.queues.sq(qid)) fail(Status.INVALID_QUEUE_ID, `SQ ${qid}`);
   if (size < 2 || size > MAX_QUEUE_ENTRIES) fail(Status.INVALID_QUEUE_SIZE, `SQ size ${size}`);
   if (!pc) fail(Status.INVALID_FIELD, 'SQs must be physically contiguous');
-  const cq = cqid === 0 ? undefined : core.cqs[cqid];
+  const cq = cqid === 0 ? undefined : ctx.queues.cq(cqid);
   if (!cq) fail(Status.CQ_INVALID, `CQ ${cqid}`);
   if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n) fail(Status.INVALID_FIELD, 'SQ base not page aligned');
-  checkQueueMemory(core, cmd.prp1, size * 64, `SQ ${qid}`);
-  core.newSq(qid, cmd.prp1, size, cq);
-  core.log.debug({ qid, size, cqid }, 'nvme: I/O SQ created');
+  checkQueueMemory(ctx, cmd.prp1, size * 64, `SQ ${qid}`);
+  ctx.queues.createSq(qid, cmd.prp1, size, cq);
+  ctx.log.debug({ qid, size, cqid }, 'nvme: I/O SQ created');
   return OK;
 }
 
-async function deleteSq(core: ControllerCore, cmd: Command): Promise<CommandResult> {
+async function deleteSq(ctx: AdminContext, cmd: Command): Promise<CommandResult> {
   const qid = cmd.cdw10 & 0xffff;
-  const sq = qid === 0 ? undefined : core.sqs[qid];
+  const sq = qid === 0 ? undefined : ctx.queues.sq(qid);
   if (!sq) fail(Status.INVALID_QUEUE_ID, `SQ ${qid}`);
-  await core.deleteSq(sq);
+  await ctx.queues.deleteSq(sq);
   return OK;
 }
 
-function deleteCq(core: ControllerCore, cmd: Command): CommandResult {
+function deleteCq(ctx: AdminContext, cmd: Command): CommandResult {
   const qid = cmd.cdw10 & 0xffff;
-  const cq = qid === 0 ? undefined : core.cqs[qid];
+  const cq = qid === 0 ? undefined : ctx.queues.cq(qid);
   if (!cq) fail(Status.INVALID_QUEUE_ID, `CQ ${qid}`);
   if (cq.sqCount > 0) fail(Status.INVALID_QUEUE_DELETION, `CQ ${qid} still has SQs`);
-  core.deleteCq(cq);
+  ctx.queues.deleteCq(cq);
   return OK;
 }

@@ -57,6 +57,11 @@ export interface NvmeControllerOptions {
   unsealedDmaFds?: UnsealedFdPolicy;
   /** Fit the polling window to the guest's pace (default true); false always watches the whole pollMicros (tests, benchmarks). */
   pollAdaptive?: boolean;
+  /**
+   * Measure each command's time inside the controller (fetch to completion)
+   * for timing() (benchmarks). Default false: no clock is read per command.
+   */
+  timing?: boolean;
   /** PCI vendor/device ids. Default Nutanix's 0x4e58:0x0001, as SPDK's vfio-user NVMe target. */
   vendor?: number;
   device?: number;
@@ -157,6 +162,7 @@ export class NvmeController {
       vectors,
       log: this.log,
       poll: { ...DEFAULT_SQ_POLL, idleMicros: pollMicros, adaptive: options.pollAdaptive ?? true },
+      timing: options.timing ?? false,
     });
     this.core = core;
   }
@@ -177,14 +183,16 @@ export class NvmeController {
    * polling went idle and asked for doorbell writes again.
    */
   doorbellStats(): { mmio: number; polled: number; rearmed: number; spinMicros: number; windowMicros: number } {
-    const p = this.core.poller.stats;
-    return { mmio: this.core.mmioDoorbells, polled: p.found, rearmed: p.rearmed, spinMicros: Math.round(p.spinMicros), windowMicros: p.windowMicros };
+    return this.core.doorbellStats();
   }
 
-  /** Commands completed and their mean time inside the controller (fetch to completion), in microseconds. */
-  timing(): { commands: number; meanMicros: number } {
-    const t = this.core.timing;
-    return { commands: t.commands, meanMicros: t.commands ? Number(t.nanoseconds / BigInt(t.commands)) / 1000 : 0 };
+  /**
+   * Commands completed and their mean time inside the controller (fetch to
+   * completion), in microseconds; undefined unless the controller was made
+   * with `timing: true`.
+   */
+  timing(): { commands: number; meanMicros: number } | undefined {
+    return this.core.timing?.summary();
   }
 
   /** Make every completed write durable. */

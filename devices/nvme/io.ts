@@ -7,7 +7,7 @@
  * host buffer and DMA messages.
  */
 import { IoOp, MAX_TRANSFER, Status } from './constants.js';
-import type { ControllerCore } from './core.js';
+import type { IoContext } from './context.js';
 import { NvmeStatusError } from './host.js';
 import type { Namespace } from './namespace.js';
 import { copyFromGuest, copyToGuest, prpSegments, prpSegmentsSync } from './prp.js';
@@ -20,8 +20,8 @@ function fail(status: number, why: string): never {
   throw new NvmeStatusError(status, why);
 }
 
-function namespaceOf(core: ControllerCore, cmd: Command): Namespace {
-  return core.namespaces.get(cmd.nsid) ?? fail(Status.INVALID_NAMESPACE, `no namespace ${cmd.nsid}`);
+function namespaceOf(ctx: IoContext, cmd: Command): Namespace {
+  return ctx.namespaces.get(cmd.nsid) ?? fail(Status.INVALID_NAMESPACE, `no namespace ${cmd.nsid}`);
 }
 
 /** Starting LBA, block count and their byte position/length, range-checked. */
@@ -37,15 +37,15 @@ function lbaRange(ns: Namespace, cmd: Command): { position: number; length: numb
  * page cache could serve), else a promise. May throw NvmeStatusError
  * synchronously for bad fields.
  */
-export function executeIo(core: ControllerCore, cmd: Command): CommandResult | Promise<CommandResult> {
+export function executeIo(ctx: IoContext, cmd: Command): CommandResult | Promise<CommandResult> {
   if (cmd.fuse !== 0) fail(Status.INVALID_FIELD, 'fused commands are not supported');
   switch (cmd.opcode) {
-    case IoOp.READ: return readNow(core, cmd) ?? readCmd(core, cmd);
-    case IoOp.WRITE: return writeCmd(core, cmd);
-    case IoOp.FLUSH: return flushCmd(core, cmd);
-    case IoOp.WRITE_ZEROES: return writeZeroes(core, cmd);
-    case IoOp.DATASET_MANAGEMENT: return datasetManagement(core, cmd);
-    case IoOp.COMPARE: return compare(core, cmd);
+    case IoOp.READ: return readNow(ctx, cmd) ?? readCmd(ctx, cmd);
+    case IoOp.WRITE: return writeCmd(ctx, cmd);
+    case IoOp.FLUSH: return flushCmd(ctx, cmd);
+    case IoOp.WRITE_ZEROES: return writeZeroes(ctx, cmd);
+    case IoOp.DATASET_MANAGEMENT: return datasetManagement(ctx, cmd);
+    case IoOp.COMPARE: return compare(ctx, cmd);
     default: return fail(Status.INVALID_OPCODE, `I/O opcode 0x${cmd.opcode.toString(16)}`);
   }
 }
@@ -61,11 +61,11 @@ function checkTransfer(cmd: Command, length: number): void {
  * no promise, no thread pool. Undefined when any of that fails (readCmd then
  * does the whole command; a partial cache read here is simply redone).
  */
-function readNow(core: ControllerCore, cmd: Command): CommandResult | undefined {
-  const ns = namespaceOf(core, cmd);
+function readNow(ctx: IoContext, cmd: Command): CommandResult | undefined {
+  const ns = namespaceOf(ctx, cmd);
   const { position, length, blocks } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
-  const dma = core.host.dma;
+  const dma = ctx.dma;
   const segments = prpSegmentsSync(dma, cmd.prp1, cmd.prp2, length);
   if (!segments) return undefined;
   const pinned = dma.pin?.(segments);
@@ -77,73 +77,73 @@ function readNow(core: ControllerCore, cmd: Command): CommandResult | undefined 
     pinned.release();
   }
   if (!done) return undefined;
-  core.health.readCommands++;
-  core.health.blocksRead += BigInt(blocks << (ns.lbaShift - 9));
+  ctx.health.readCommands++;
+  ctx.health.blocksRead += BigInt(blocks << (ns.lbaShift - 9));
   return OK;
 }
 
-async function readCmd(core: ControllerCore, cmd: Command): Promise<CommandResult> {
-  const ns = namespaceOf(core, cmd);
+async function readCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
+  const ns = namespaceOf(ctx, cmd);
   const { position, length, blocks } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
-  const segments = await prpSegments(core.host.dma, cmd.prp1, cmd.prp2, length);
+  const segments = await prpSegments(ctx.dma, cmd.prp1, cmd.prp2, length);
   // fd-backed guest memory: preadv straight into it (held mapped meanwhile); else through a buffer.
-  const pinned = core.host.dma.pin?.(segments);
+  const pinned = ctx.dma.pin?.(segments);
   try {
     if (pinned) {
       await ns.readv(position, pinned.views);
     } else {
       const buf = Buffer.allocUnsafe(length);
       await ns.read(position, buf);
-      await copyToGuest(core.host.dma, segments, buf);
+      await copyToGuest(ctx.dma, segments, buf);
     }
   } catch (err) {
     if (err instanceof NvmeStatusError) throw err;
-    core.log.error({ err, nsid: ns.nsid, position, length }, 'nvme: read failed');
+    ctx.log.error({ err, nsid: ns.nsid, position, length }, 'nvme: read failed');
     fail(Status.INTERNAL_ERROR, 'backing read failed');
   } finally {
     pinned?.release();
   }
-  core.health.readCommands++;
-  core.health.blocksRead += BigInt(blocks << (ns.lbaShift - 9));
+  ctx.health.readCommands++;
+  ctx.health.blocksRead += BigInt(blocks << (ns.lbaShift - 9));
   return OK;
 }
 
-async function writeCmd(core: ControllerCore, cmd: Command): Promise<CommandResult> {
-  const ns = namespaceOf(core, cmd);
+async function writeCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
+  const ns = namespaceOf(ctx, cmd);
   const { position, length, blocks } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
-  const segments = await prpSegments(core.host.dma, cmd.prp1, cmd.prp2, length);
+  const segments = await prpSegments(ctx.dma, cmd.prp1, cmd.prp2, length);
   const fua = (cmd.cdw12 >>> 30) & 1;
-  const pinned = core.host.dma.pin?.(segments);
+  const pinned = ctx.dma.pin?.(segments);
   let buf: Uint8Array | undefined;
   if (!pinned) {
     buf = Buffer.allocUnsafe(length);
-    await copyFromGuest(core.host.dma, segments, buf);
+    await copyFromGuest(ctx.dma, segments, buf);
   }
   try {
     if (pinned) await ns.writev(position, pinned.views);
     else await ns.write(position, buf!);
     // Without a volatile write cache (or with Force Unit Access), acknowledged means on disk.
-    if (!core.features.volatileWriteCache || fua) await ns.flush();
+    if (!ctx.features.volatileWriteCache || fua) await ns.flush();
   } catch (err) {
-    core.log.error({ err, nsid: ns.nsid, position, length }, 'nvme: write failed');
+    ctx.log.error({ err, nsid: ns.nsid, position, length }, 'nvme: write failed');
     fail(Status.INTERNAL_ERROR, 'backing write failed');
   } finally {
     pinned?.release();
   }
-  core.health.writeCommands++;
-  core.health.blocksWritten += BigInt(blocks << (ns.lbaShift - 9));
+  ctx.health.writeCommands++;
+  ctx.health.blocksWritten += BigInt(blocks << (ns.lbaShift - 9));
   return OK;
 }
 
-async function flushCmd(core: ControllerCore, cmd: Command): Promise<CommandResult> {
+async function flushCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
   try {
-    if (cmd.nsid === ALL_NAMESPACES) await core.flushAll();
-    else await namespaceOf(core, cmd).flush();
+    if (cmd.nsid === ALL_NAMESPACES) await ctx.flushAll();
+    else await namespaceOf(ctx, cmd).flush();
   } catch (err) {
     if (err instanceof NvmeStatusError) throw err;
-    core.log.error({ err }, 'nvme: flush failed');
+    ctx.log.error({ err }, 'nvme: flush failed');
     fail(Status.INTERNAL_ERROR, 'fdatasync failed');
   }
   return OK;
@@ -154,16 +154,16 @@ async function flushCmd(core: ControllerCore, cmd: Command): Promise<CommandResu
  * bit 25) on a namespace whose deallocated blocks read as zeros (DLFEAT
  * 0x09), the range is deallocated instead (a hole punched).
  */
-async function writeZeroes(core: ControllerCore, cmd: Command): Promise<CommandResult> {
-  const ns = namespaceOf(core, cmd);
+async function writeZeroes(ctx: IoContext, cmd: Command): Promise<CommandResult> {
+  const ns = namespaceOf(ctx, cmd);
   const { position, length } = lbaRange(ns, cmd);
   const deac = ((cmd.cdw12 >>> 25) & 1) === 1;
   try {
     if (deac && ns.deallocateReadsZeroes) await ns.deallocate(position, length);
     else await ns.zero(position, length);
-    if (!core.features.volatileWriteCache || (cmd.cdw12 >>> 30) & 1) await ns.flush();
+    if (!ctx.features.volatileWriteCache || (cmd.cdw12 >>> 30) & 1) await ns.flush();
   } catch (err) {
-    core.log.error({ err }, 'nvme: write zeroes failed');
+    ctx.log.error({ err }, 'nvme: write zeroes failed');
     fail(Status.INTERNAL_ERROR, 'backing write failed');
   }
   return OK;
@@ -179,13 +179,13 @@ const DSM_ATTR_DEALLOCATE = 1 << 2;
  * AD set each range is deallocated (file: hole punched; memory: zeroed) and
  * reads as zeros afterwards where Identify reported DLFEAT 0x09.
  */
-async function datasetManagement(core: ControllerCore, cmd: Command): Promise<CommandResult> {
-  const ns = namespaceOf(core, cmd);
+async function datasetManagement(ctx: IoContext, cmd: Command): Promise<CommandResult> {
+  const ns = namespaceOf(ctx, cmd);
   const ranges = (cmd.cdw10 & 0xff) + 1;
   if (cmd.psdt !== 0) fail(Status.INVALID_FIELD, 'SGLs are not supported');
-  const segments = await prpSegments(core.host.dma, cmd.prp1, cmd.prp2, ranges * 16);
+  const segments = await prpSegments(ctx.dma, cmd.prp1, cmd.prp2, ranges * 16);
   const buf = new Uint8Array(ranges * 16);
-  await copyFromGuest(core.host.dma, segments, buf);
+  await copyFromGuest(ctx.dma, segments, buf);
   const v = new DataView(buf.buffer);
   const extents: { position: number; length: number }[] = [];
   for (let i = 0; i < ranges; i++) {
@@ -197,21 +197,21 @@ async function datasetManagement(core: ControllerCore, cmd: Command): Promise<Co
   if ((cmd.cdw11 & DSM_ATTR_DEALLOCATE) === 0) return OK;
   try {
     for (const { position, length } of extents) await ns.deallocate(position, length);
-    if (!core.features.volatileWriteCache) await ns.flush();
+    if (!ctx.features.volatileWriteCache) await ns.flush();
   } catch (err) {
-    core.log.error({ err, nsid: ns.nsid }, 'nvme: deallocate failed');
+    ctx.log.error({ err, nsid: ns.nsid }, 'nvme: deallocate failed');
     fail(Status.INTERNAL_ERROR, 'backing deallocate failed');
   }
   return OK;
 }
 
-async function compare(core: ControllerCore, cmd: Command): Promise<CommandResult> {
-  const ns = namespaceOf(core, cmd);
+async function compare(ctx: IoContext, cmd: Command): Promise<CommandResult> {
+  const ns = namespaceOf(ctx, cmd);
   const { position, length } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
-  const segments = await prpSegments(core.host.dma, cmd.prp1, cmd.prp2, length);
+  const segments = await prpSegments(ctx.dma, cmd.prp1, cmd.prp2, length);
   const guest = new Uint8Array(length);
-  await copyFromGuest(core.host.dma, segments, guest);
+  await copyFromGuest(ctx.dma, segments, guest);
   const disk = new Uint8Array(length);
   await ns.read(position, disk);
   return Buffer.from(guest.buffer).equals(Buffer.from(disk.buffer)) ? OK : { status: Status.COMPARE_FAILURE };

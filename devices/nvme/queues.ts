@@ -2,6 +2,7 @@
  * Submission/completion queue state and the 64-byte command layout.
  * Queues live in guest memory (physically contiguous: CAP.CQR = 1).
  */
+import type { NvmeDma } from './host.js';
 
 /** A parsed submission queue entry (copied out of guest memory). */
 export interface Command {
@@ -109,4 +110,23 @@ export interface SubmissionQueue {
   dv?: DataView;
   /** The SQ poller watches its shadow tail (EventIdx says "do not ring"). */
   polled?: boolean;
+}
+
+/**
+ * A view of the whole queue when it lies in fd-backed memory (cached; a
+ * cached view whose mapping went away throws on access and is replaced).
+ * Undefined: use DMA messages.
+ */
+export function queueView(dma: NvmeDma, q: SubmissionQueue | CompletionQueue, entrySize: number): DataView | undefined {
+  if (q.dv) {
+    try {
+      q.dv.getUint8(0);
+      return q.dv;
+    } catch {
+      q.dv = undefined;
+    }
+  }
+  const view = dma.view(q.base, q.size * entrySize);
+  if (view) q.dv = new DataView(view.buffer, view.byteOffset, view.byteLength);
+  return q.dv;
 }

@@ -14,6 +14,7 @@
  */
 import { PAGE_SIZE } from './constants.js';
 import type { NvmeDma } from './host.js';
+import type { CompletionQueue, SubmissionQueue } from './queues.js';
 
 export const sqSlot = (qid: number): number => 2 * qid;
 export const cqSlot = (qid: number): number => 2 * qid + 1;
@@ -62,5 +63,19 @@ export class ShadowDoorbells {
     if (!p) return false;
     Atomics.store(p, slot, value | 0);
     return true;
+  }
+
+  /** Newly configured: start from the doorbell values we know, and ask for a write on the next submission. */
+  seed(sqs: readonly (SubmissionQueue | undefined)[], cqs: readonly (CompletionQueue | undefined)[]): void {
+    for (const sq of sqs) {
+      if (!sq || sq.id === 0) continue;
+      this.write(sqSlot(sq.id), sq.tail);
+      this.setEventIdx(sqSlot(sq.id), sq.tail);
+    }
+    for (const cq of cqs) {
+      if (!cq || cq.id === 0) continue;
+      this.write(cqSlot(cq.id), cq.head);
+      this.setEventIdx(cqSlot(cq.id), (cq.head - 1) & 0xffff);
+    }
   }
 }

@@ -515,3 +515,26 @@ describe('NVMe controller (durability)', () => {
     await host.stop();
   });
 });
+
+describe('NVMe controller (per-command timing)', () => {
+  beforeEach(() => {
+    dir = tempDir('nvme-');
+  });
+  afterEach(() => dir.remove());
+
+  it('is off unless asked for; on, it counts every command and its time inside the controller', async () => {
+    host = await startHost(true);
+    await host.enable();
+    expectOk((await host.identify(1)).cqe);
+    expect(host.nvme.timing()).toBeUndefined();
+    await host.stop();
+    host = await startHost(true, { timing: true });
+    await host.enable();
+    await host.createIoQueues(); // three admin commands
+    for (let i = 0; i < 5; i++) expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+    const t = host.nvme.timing()!;
+    expect(t.commands).toBe(8);
+    expect(t.meanMicros).toBeGreaterThan(0);
+    await host.stop();
+  });
+});

@@ -1,0 +1,213 @@
+/**
+ * BAR0's controller registers (CAP, VS, INTMS/INTMC, CC, CSTS, AQA, ASQ,
+ * ACQ; the doorbells from 0x1000 belong to the command engine) and the
+ * CC/CSTS state machine: CC.EN 0 -> 1 enables the controller, CC.EN 1 -> 0
+ * resets it, CC.SHN shuts it down, and a PCI-level reset also clears the
+ * registers. State changes run one after another: a reset requested while
+ * a shutdown or another reset is in progress starts when that one is done.
+ * What enabling and resetting do to the rest of the controller (queues,
+ * commands, events, features) is ControllerLifecycle's part (core.ts).
+ */
+import type { Logger } from 'pino';
+import { CC, CSTS, MAX_QUEUE_ENTRIES, NVME_VERSION, Reg } from './constants.js';
+import type { CqInterrupts } from './cq-interrupts.js';
+
+/** CAP: MQES 1023, CQR, TO 7.5 s, DSTRD 0, CSS NVM, MPSMIN/MPSMAX 4 KiB. */
+const CAP = BigInt(MAX_QUEUE_ENTRIES - 1) | (1n << 16n) | (15n << 24n) | (1n << 37n);
+
+/** What the register state machine asks of the rest of the controller. */
+export interface ControllerLifecycle {
+  /** CC.EN 0 -> 1 with valid settings: create the admin queues. */
+  createAdminQueues(asq: bigint, asqs: number, acq: bigint, acqs: number): void;
+  /**
+   * A reset begins: every queue, event and setting the guest made goes at
+   * once (completions of commands still in flight are dropped); `full` (a
+   * PCI-level reset) also clears INTMS.
+   */
+  beginReset(full: boolean): void;
+  /** Resolves when no command is in flight. */
+  quiesce(): Promise<void>;
+  /** Make every namespace's completed writes durable. */
+  flush(): Promise<void>;
+  /** The reset is done (commands finished, namespaces flushed): features back to defaults. */
+  endReset(): void;
+}
+
+export class ControllerRegisters {
+  cc = 0;
+  csts = 0;
+  aqa = 0;
+  asq = 0n;
+  acq = 0n;
+  /** Admin queues exist and doorbells count: from a valid CC.EN 0 -> 1 until a reset begins. */
+  private running = false;
+  /** A reset or shutdown in progress (further resets chain after it). */
+  private busy: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly lifecycle: ControllerLifecycle,
+    /** INTMS/INTMC live with the interrupts they mask. */
+    private readonly irq: CqInterrupts,
+    private readonly log: Logger,
+  ) {}
+
+  /** The controller is enabled (CSTS.RDY set by CC.EN, until a reset begins). */
+  get enabled(): boolean {
+    return this.running;
+  }
+
+  /** A 4-byte (or smaller) register read at `offset` in BAR0. */
+  read(offset: number, size: 1 | 2 | 4): number {
+    const aligned = offset & ~3;
+    const dword = this.readDword(aligned);
+    const shift = (offset & 3) * 8;
+    const mask = size === 4 ? 0xffffffff : (1 << (size * 8)) - 1;
+    return ((dword >>> shift) & mask) >>> 0;
+  }
+
+  private readDword(offset: number): number {
+    switch (offset) {
+      case Reg.CAP: return Number(CAP & 0xffffffffn);
+      case Reg.CAP + 4: return Number(CAP >> 32n);
+      case Reg.VS: return NVME_VERSION;
+      case Reg.INTMS:
+      case Reg.INTMC: return this.irq.mask;
+      case Reg.CC: return this.cc;
+      case Reg.CSTS: return this.csts;
+      case Reg.AQA: return this.aqa;
+      case Reg.ASQ: return Number(this.asq & 0xffffffffn);
+      case Reg.ASQ + 4: return Number(this.asq >> 32n);
+      case Reg.ACQ: return Number(this.acq & 0xffffffffn);
+      case Reg.ACQ + 4: return Number(this.acq >> 32n);
+      default: return 0; // reserved, CMB, doorbells (write-only: read as 0)
+    }
+  }
+
+  /** A register write at `offset` in BAR0, below the doorbells. */
+  write(offset: number, size: 1 | 2 | 4, value: number): void {
+    let dword = value >>> 0;
+    if (size !== 4) {
+      const aligned = offset & ~3;
+      const shift = (offset & 3) * 8;
+      const mask = (((1 << (size * 8)) - 1) << shift) >>> 0;
+      dword = ((this.readDword(aligned) & ~mask) | ((value << shift) & mask)) >>> 0;
+      offset = aligned;
+    }
+    switch (offset) {
+      case Reg.INTMS:
+        this.irq.setMask(dword);
+        break;
+      case Reg.INTMC:
+        this.irq.clearMask(dword);
+        break;
+      case Reg.CC:
+        this.writeCc(dword);
+        break;
+      case Reg.AQA:
+        if (!this.running) this.aqa = dword & 0x0fff0fff;
+        break;
+      case Reg.ASQ: if (!this.running) this.asq = (this.asq & ~0xffffffffn) | BigInt((dword & ~0xfff) >>> 0); break;
+      case Reg.ASQ + 4: if (!this.running) this.asq = (this.asq & 0xffffffffn) | (BigInt(dword) << 32n); break;
+      case Reg.ACQ: if (!this.running) this.acq = (this.acq & ~0xffffffffn) | BigInt((dword & ~0xfff) >>> 0); break;
+      case Reg.ACQ + 4: if (!this.running) this.acq = (this.acq & 0xffffffffn) | (BigInt(dword) << 32n); break;
+      default:
+        break; // read-only or reserved: ignored
+    }
+  }
+
+  private writeCc(value: number): void {
+    const old = this.cc;
+    this.cc = value;
+    const wasEn = (old & CC.EN) !== 0;
+    const en = (value & CC.EN) !== 0;
+    const shn = (value >>> CC.SHN_SHIFT) & 3;
+    const oldShn = (old >>> CC.SHN_SHIFT) & 3;
+    if (wasEn && !en) {
+      this.log.debug('nvme: CC.EN 1 -> 0: controller reset');
+      void this.chain(() => this.controllerReset(false));
+    } else if (!wasEn && en) {
+      void this.chain(async () => this.enable());
+    }
+    if (shn !== 0 && oldShn === 0) {
+      this.log.debug({ shn }, 'nvme: shutdown requested');
+      this.csts = (this.csts & ~(3 << CSTS.SHST_SHIFT)) | (CSTS.SHST_PROCESSING << CSTS.SHST_SHIFT);
+      void this.chain(async () => {
+        await this.lifecycle.quiesce();
+        await this.lifecycle.flush();
+        this.csts = (this.csts & ~(3 << CSTS.SHST_SHIFT)) | (CSTS.SHST_COMPLETE << CSTS.SHST_SHIFT);
+        this.log.debug('nvme: shutdown complete');
+      });
+    } else if (shn === 0 && oldShn !== 0) {
+      this.csts &= ~(3 << CSTS.SHST_SHIFT);
+    }
+  }
+
+  /** Run `step` after any reset/shutdown in progress. */
+  private chain(step: () => Promise<void>): Promise<void> {
+    this.busy = this.busy.then(step).catch((err: unknown) => {
+      this.log.error({ err }, 'nvme: controller state change failed');
+      this.csts |= CSTS.CFS;
+    });
+    return this.busy;
+  }
+
+  private enable(): void {
+    if ((this.cc & CC.EN) === 0 || this.running) return; // disabled again meanwhile
+    const mps = (this.cc >>> CC.MPS_SHIFT) & 0xf;
+    const css = (this.cc >>> CC.CSS_SHIFT) & 7;
+    const iosqes = (this.cc >>> CC.IOSQES_SHIFT) & 0xf;
+    const iocqes = (this.cc >>> CC.IOCQES_SHIFT) & 0xf;
+    const asqs = (this.aqa & 0xfff) + 1;
+    const acqs = ((this.aqa >>> 16) & 0xfff) + 1;
+    const problems: string[] = [];
+    if (mps !== 0) problems.push(`CC.MPS ${mps} (only 4 KiB pages)`);
+    if (css !== 0) problems.push(`CC.CSS ${css}`);
+    if (iosqes !== 6 || iocqes !== 4) problems.push(`CC.IOSQES/IOCQES ${iosqes}/${iocqes}`);
+    if (asqs < 2 || acqs < 2) problems.push(`AQA ${this.aqa.toString(16)}`);
+    if (this.asq === 0n || this.acq === 0n) problems.push('ASQ/ACQ unset');
+    if (problems.length > 0) {
+      this.log.warn({ problems }, 'nvme: cannot enable: controller fatal status');
+      this.csts |= CSTS.CFS;
+      return;
+    }
+    this.lifecycle.createAdminQueues(this.asq, asqs, this.acq, acqs);
+    this.running = true;
+    this.csts = (this.csts & ~CSTS.CFS) | CSTS.RDY;
+    this.log.debug({ asqs, acqs }, 'nvme: controller enabled');
+  }
+
+  /**
+   * Controller reset (CC.EN 1 -> 0, or a PCI-level reset when `full`): drop
+   * every queue, wait for in-flight commands, flush the namespaces, and
+   * clear RDY. `full` also resets the registers.
+   */
+  private async controllerReset(full: boolean): Promise<void> {
+    this.running = false;
+    this.lifecycle.beginReset(full);
+    await this.lifecycle.quiesce();
+    await this.lifecycle.flush();
+    this.lifecycle.endReset();
+    this.csts = 0;
+    if (full) {
+      this.cc = 0;
+      this.aqa = 0;
+      this.asq = 0n;
+      this.acq = 0n;
+    } else if ((this.cc & CC.EN) !== 0) {
+      // Re-enabled while we were resetting.
+      this.enable();
+    }
+  }
+
+  /** PCI-level reset (DEVICE_RESET, FLR, lost connection): a full controller reset. */
+  reset(): Promise<void> {
+    this.cc = 0;
+    return this.chain(() => this.controllerReset(true));
+  }
+
+  /** Something the guest set up cannot work (e.g. a queue outside its memory): Controller Fatal Status. */
+  fatal(what: string, err: unknown): void {
+    this.log.error({ err }, `nvme: ${what}: controller fatal status`);
+    this.csts |= CSTS.CFS;
+  }
+}
