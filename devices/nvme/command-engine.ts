@@ -12,7 +12,7 @@
  * write never waits for I/O. A read the page cache serves completes
  * synchronously, inside the doorbell write that fetched it.
  */
-import type { Logger } from 'pino';
+import type { Logger } from 'vfio-user-ts';
 import { SQE_SIZE, Status } from './constants.js';
 import type { CommandTiming } from './command-timing.js';
 import type { AdminContext } from './context.js';

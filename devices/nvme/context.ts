@@ -5,7 +5,7 @@
  * loop, completion posting and the queue arrays stay out of a handler's
  * reach, so a command can change controller state only through these.
  */
-import type { Logger } from 'pino';
+import type { Logger } from 'vfio-user-ts';
 import type { FeatureState } from './features.js';
 import type { NvmeDma } from './host.js';
 import type { ControllerIdentity, HealthCounters } from './identify.js';

@@ -19,7 +19,7 @@
  * endReset): the controller's whole state is the fields of this class and
  * of the parts.
  */
-import type { Logger } from 'pino';
+import type { Logger } from 'vfio-user-ts';
 import { Reg } from './constants.js';
 import { AsyncEvents } from './async-events.js';
 import { CommandEngine } from './command-engine.js';

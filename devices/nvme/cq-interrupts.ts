@@ -5,7 +5,7 @@
  * masking through INTMS/INTMC (a masked interrupt is remembered and raised
  * on unmask). MSI-X vectors are masked by QEMU, not here.
  */
-import type { Logger } from 'pino';
+import type { Logger } from 'vfio-user-ts';
 import type { NvmeHost } from './host.js';
 import type { CompletionQueue } from './queues.js';
 

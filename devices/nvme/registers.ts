@@ -8,7 +8,7 @@
  * What enabling and resetting do to the rest of the controller (queues,
  * commands, events, features) is ControllerLifecycle's part (core.ts).
  */
-import type { Logger } from 'pino';
+import type { Logger } from 'vfio-user-ts';
 import { CC, CSTS, MAX_QUEUE_ENTRIES, NVME_VERSION, Reg } from './constants.js';
 import type { CqInterrupts } from './cq-interrupts.js';
 
