@@ -6,6 +6,6 @@
 #include <napi.h>
 
 namespace vfio_native {
-/** Registers preadvNowait and pwritevNowait (see native/index.ts). */
+/** Registers preadvNowait and pwritevNowait (see native/types.ts). */
 void InitSyncIo(Napi::Env env, Napi::Object exports);
 }  // namespace vfio_native

@@ -14,7 +14,7 @@ describe('native addon in worker threads', () => {
       const { parentPort } = require('node:worker_threads');
       const n = require(${JSON.stringify(addon)});
       const [a, b] = n.socketpair();
-      n.openChannel(a, { maxMessageSize: 64, maxFds: 1 }, () => {}, () => {});
+      n.openChannel(a, { maxMessageSize: 64, maxFds: 1, receiveStaging: new ArrayBuffer(64), sendStaging: new ArrayBuffer(64) }, () => {}, () => {});
       const e = n.eventfd();
       n.watchReadable(e, () => {});
       const l = n.listenUnix('\\0vfu-worker-' + process.pid + '-' + Math.random(), 1);
