@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { openStagedChannel } from './staged-channel.js';
 import type { AddonBinding, NativeBinding } from './types.js';
 
-export type { ChannelOptions, CloseCallback, MessageCallback, NativeBinding, NativeChannel, NativeMapping, Watcher } from './types.js';
+export type { NativeBinding, NativeChannel, NativeMapping, Watcher } from './types.js';
 
 function findPackageRoot(start: string): string {
   let dir = start;
@@ -37,9 +37,9 @@ function load(): AddonBinding {
   return createRequire(import.meta.url)(file) as AddonBinding;
 }
 
-/** preadvNowait/pwritevNowait: the data is not in the page cache (EAGAIN). */
+/** preadvNowait: the data is not in the page cache (EAGAIN). */
 export const NOWAIT_WOULD_BLOCK = -1;
-/** preadvNowait/pwritevNowait: this fd (file system, kernel) does not support RWF_NOWAIT. */
+/** preadvNowait: this fd (file system, kernel) does not support RWF_NOWAIT reads. */
 export const NOWAIT_UNSUPPORTED = -2;
 
 /** fallocate mode: free the range's blocks (reads return zeros), file size unchanged. */

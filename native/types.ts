@@ -68,22 +68,14 @@ export interface NativeMapping {
   /** Windows of at most WINDOW_SIZE bytes covering [0, length) in order. */
   readonly buffers: ArrayBuffer[];
   readonly mapped: boolean;
-  /** Native I/O operations (pread/pwrite) still running on this mapping. */
-  readonly inflight: number;
   /**
    * Detach every ArrayBuffer (their views become zero-length; DataView access
-   * throws) and replace the range with a PROT_NONE placeholder (after in-flight
-   * native I/O has finished). The finalizer munmaps the placeholder. Idempotent.
+   * throws) and replace the range with a PROT_NONE placeholder. The finalizer
+   * munmaps the placeholder. Idempotent. Views handed to asynchronous I/O
+   * (fs.readv...) keep raw pointers that detaching cannot revoke: the caller
+   * must wait for such I/O first (server/dma's holds do).
    */
   unmap(): void;
-  /**
-   * pread(fd, guest[offset..offset+length), position) on a worker thread (repeated until done or EOF). Resolves with the
-   * byte count. Rejects with a RangeError outside [0, length), an Error with code EFAULT once unmapped, EACCES if the
-   * mapping is not writable, or the syscall's errno.
-   */
-  pread(fd: number, position: number, offset: number, length: number): Promise<number>;
-  /** pwrite(fd, guest[offset..offset+length), position) on a worker thread; rejects like pread (EACCES if not readable). */
-  pwrite(fd: number, position: number, offset: number, length: number): Promise<number>;
 }
 
 export interface Watcher {
@@ -141,10 +133,8 @@ export interface NativeBinding {
   memfdCreate(name: string, size: number, seals?: number): number;
   /** fcntl(F_GET_SEALS): the seals of a memfd, or -1 for a file that cannot be sealed (EINVAL). */
   fdSeals(fd: number): number;
-  readonly F_SEAL_SEAL: number;
   readonly F_SEAL_SHRINK: number;
   readonly F_SEAL_GROW: number;
-  readonly F_SEAL_WRITE: number;
   /** close(2); throws on EBADF, and EBUSY for the fd of an open channel (close the channel instead). */
   closeFd(fd: number): void;
   /** dup(2) with CLOEXEC. */
@@ -161,12 +151,6 @@ export interface NativeBinding {
    * Throws a TypeError/RangeError for bad arguments, an errno Error (EBADF, EFAULT...) otherwise.
    */
   preadvNowait(fd: number, views: readonly ArrayBufferView[], position: number): number;
-  /**
-   * pwritev2(fd, views, position, RWF_NOWAIT): like preadvNowait for writes. Buffered writes
-   * on many file systems (ext4) do not support it: expect NOWAIT_UNSUPPORTED there.
-   */
-  pwritevNowait(fd: number, views: readonly ArrayBufferView[], position: number): number;
-
   /** FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (same value as the FALLOC_PUNCH_HOLE export). */
   readonly FALLOC_PUNCH_HOLE: number;
   /** FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE (same value as the FALLOC_ZERO_RANGE export). */

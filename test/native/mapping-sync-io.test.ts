@@ -1,10 +1,10 @@
 /**
- * native.preadvNowait / pwritevNowait: synchronous preadv2/pwritev2 with
- * RWF_NOWAIT on real files, into plain buffers and into views of a real
- * mmap'd memfd (guest memory), plus hostile arguments.
+ * native.preadvNowait: synchronous preadv2 with RWF_NOWAIT on real files,
+ * into plain buffers and into views of a real mmap'd memfd (guest memory),
+ * plus hostile arguments.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { closeSync, constants as fsc, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsc, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { native, NOWAIT_UNSUPPORTED, NOWAIT_WOULD_BLOCK } from '../../native/index.js';
 import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
@@ -142,17 +142,5 @@ describe('native.preadvNowait', () => {
       native.closeFd(s1);
       native.closeFd(s2);
     }
-  });
-});
-
-describe('native.pwritevNowait', () => {
-  it('writes the views in order, or says the file system cannot do it without blocking', () => {
-    const a = Buffer.from('hello ');
-    const b = new Uint8Array(Buffer.from('world'));
-    const n = native.pwritevNowait(fd, [a, b], 1000);
-    expect([11, NOWAIT_UNSUPPORTED, NOWAIT_WOULD_BLOCK]).toContain(n);
-    if (n === 11) expect(readFileSync(dir.file('disk.img')).subarray(1000, 1011).toString()).toBe('hello world');
-    else expect(readFileSync(dir.file('disk.img')).equals(data)).toBe(true);
-    expect(() => native.pwritevNowait(fd, [a], -5)).toThrow(RangeError);
   });
 });

@@ -21,7 +21,8 @@ describe('native addon in worker threads', () => {
       n.watchListener(l, () => {}, () => {});
       const m = n.memfdCreate('worker', 4096);
       const map = n.mmapFd(m, 0, 4096, n.PROT_READ | n.PROT_WRITE);
-      map.pread(m, 0, 0, 4096).then(() => parentPort.postMessage([b, e, l, m]));
+      new Uint8Array(map.buffers[0])[0] = 1;
+      parentPort.postMessage([b, e, l, m]);
     `;
     for (let i = 0; i < 2; i++) {
       const worker = new Worker(code, { eval: true });
