@@ -11,7 +11,6 @@
         "native/src/errno_work.cc",
         "native/src/fd_ops.cc",
         "native/src/mapping.cc",
-        "native/src/mapping_io.cc",
         "native/src/poll_handle.cc",
         "native/src/send_queue.cc",
         "native/src/sockets.cc",

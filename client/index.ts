@@ -1,7 +1,11 @@
 /** The vfio-user client: drive a vfio-user device server from TypeScript (tests, device authors). */
-export { VfioUserClient, QEMU_CAPABILITIES } from './vfio-user-client.js';
-export type { ClientOptions, RawMessage, RequestOptions, RegionInfo, SetIrqsOptions, DmaMapOptions } from './vfio-user-client.js';
+export { VfioUserClient, type ClientOptions } from './vfio-user-client.js';
+export { QEMU_CAPABILITIES } from './negotiation.js';
+export type { RawMessage, RequestOptions } from './request-channel.js';
+export type { RegionInfoWithFd } from './region-access.js';
+export type { SetIrqsOptions } from './irqs.js';
+export type { DmaMapOptions } from './dma.js';
 export { VfioUserClientError, errnoName } from './errors.js';
 export { GuestMemory, type GuestBacking } from './guest-memory.js';
-export { DmaSpace, type DmaRange } from './dma-space.js';
+export { DmaMapTable, type DmaRange } from './dma-map-table.js';
 export { cfgRead, cfgWrite, probeBar, walkCapabilities, type BarProbe, type PciCapability, type RegionAccessor } from './pci.js';

@@ -1,122 +1,60 @@
 /**
- * Client-side interrupt sinks: eventfds handed to the server with SET_IRQS,
- * watched on the event loop, so a test can await a vector's next signal.
+ * Interrupts: DEVICE_GET_IRQ_INFO and DEVICE_SET_IRQS, as given or with the
+ * client's own eventfds (IrqSinks) installed in chunks of max_msg_fds.
  */
-import { native, type Watcher } from '../native/index.js';
-import { Errno, Command } from '../protocol/constants.js';
-import { VfioUserClientError } from './errors.js';
+import { Command, IrqSetFlag } from '../protocol/constants.js';
+import { decodeIrqInfo, encodeIrqInfoRequest, encodeSetIrqsRequest, type IrqInfoMessage } from '../protocol/device-info.js';
+import type { IrqSinks } from './irq-sinks.js';
+import { closeFds, type RequestChannel } from './request-channel.js';
 
-interface Waiter {
-  resolve(count: number): void;
-  reject(err: Error): void;
-  timer: NodeJS.Timeout;
+export interface SetIrqsOptions {
+  /** IrqSetFlag bits: one DATA_* and one ACTION_*. */
+  flags: number;
+  index: number;
+  start?: number;
+  count: number;
+  /** DATA_BOOL bytes. */
+  data?: Uint8Array;
+  /** DATA_EVENTFD fds (borrowed). */
+  fds?: readonly number[];
+  /** Override the argsz field. */
+  argsz?: number;
 }
 
-/** One vector's eventfd, its watcher and the signals not yet consumed by waitForIrq. */
-class IrqVector {
-  readonly fd: number;
-  private readonly watcher: Watcher;
-  /** Signals counted but not yet handed to a waiter. */
-  pending = 0;
-  /** All signals ever counted. */
-  total = 0;
-  private waiters: Waiter[] = [];
+/** VfioUserClient.getIrqInfo. */
+export async function getIrqInfo(ch: RequestChannel, index: number, argsz?: number): Promise<IrqInfoMessage> {
+  const r = await ch.typed(Command.DEVICE_GET_IRQ_INFO, (id) => encodeIrqInfoRequest(id, index, argsz));
+  return decodeIrqInfo(r.message);
+}
 
-  constructor() {
-    this.fd = native.eventfd(0);
-    this.watcher = native.watchReadable(this.fd, () => this.onReadable());
-  }
+/** VfioUserClient.setIrqs: one SET_IRQS as given. */
+export async function setIrqs(ch: RequestChannel, o: SetIrqsOptions): Promise<void> {
+  const bytes = (id: number) =>
+    encodeSetIrqsRequest(id, { flags: o.flags, index: o.index, start: o.start ?? 0, count: o.count, data: o.data, argsz: o.argsz });
+  const r = await ch.typed(Command.DEVICE_SET_IRQS, bytes, o.fds);
+  closeFds(r.fds);
+}
 
-  private onReadable(): void {
-    const n = native.eventfdRead(this.fd);
-    if (n === 0) return;
-    this.total += n;
-    this.pending += n;
-    const w = this.waiters.shift();
-    if (w) {
-      clearTimeout(w.timer);
-      const got = this.pending;
-      this.pending = 0;
-      w.resolve(got);
+/** VfioUserClient.enableIrqs: fresh eventfds for [start, start+count) of `index`, sent `maxMsgFds` at a time; removed again on failure. */
+export async function enableIrqs(ch: RequestChannel, sinks: IrqSinks, maxMsgFds: number, index: number, count: number, start: number): Promise<void> {
+  const fds = sinks.create(index, start, count);
+  const chunk = Math.max(1, maxMsgFds);
+  try {
+    for (let i = 0; i < fds.length; i += chunk) {
+      const part = fds.slice(i, i + chunk);
+      await setIrqs(ch, { flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index, start: start + i, count: part.length, fds: part });
     }
-  }
-
-  wait(timeoutMs: number, describe: string): Promise<number> {
-    if (this.pending > 0) {
-      const got = this.pending;
-      this.pending = 0;
-      return Promise.resolve(got);
-    }
-    return new Promise<number>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          this.waiters = this.waiters.filter((x) => x !== waiter);
-          reject(new VfioUserClientError(Errno.ETIMEDOUT, Command.DEVICE_SET_IRQS, `no interrupt on ${describe} within ${timeoutMs} ms`));
-        }, timeoutMs),
-      };
-      this.waiters.push(waiter);
-    });
-  }
-
-  close(reason: Error): void {
-    this.watcher.close();
-    native.closeFd(this.fd);
-    for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer);
-      w.reject(reason);
-    }
+  } catch (err) {
+    sinks.remove(index, start, count);
+    throw err;
   }
 }
 
-/** Every eventfd the client created, by IRQ index and vector. */
-export class IrqSinks {
-  private readonly byIndex = new Map<number, Map<number, IrqVector>>();
-
-  /** Create eventfds for [start, start+count) of `index` (replacing existing ones); returns their fds in order. */
-  create(index: number, start: number, count: number): number[] {
-    let vectors = this.byIndex.get(index);
-    if (!vectors) this.byIndex.set(index, (vectors = new Map()));
-    const fds: number[] = [];
-    for (let v = start; v < start + count; v++) {
-      vectors.get(v)?.close(new VfioUserClientError(Errno.ECONNRESET, Command.DEVICE_SET_IRQS, 'eventfd replaced'));
-      const vec = new IrqVector();
-      vectors.set(v, vec);
-      fds.push(vec.fd);
-    }
-    return fds;
-  }
-
-  /** Close the eventfds of `index` (all vectors, or [start, start+count)). */
-  remove(index: number, start = 0, count = Infinity): void {
-    const vectors = this.byIndex.get(index);
-    if (!vectors) return;
-    for (const [v, vec] of vectors) {
-      if (v < start || v >= start + count) continue;
-      vec.close(new VfioUserClientError(Errno.ECONNRESET, Command.DEVICE_SET_IRQS, 'interrupt disabled'));
-      vectors.delete(v);
-    }
-  }
-
-  private vector(index: number, vector: number): IrqVector {
-    const vec = this.byIndex.get(index)?.get(vector);
-    if (!vec) throw new VfioUserClientError(Errno.ENOENT, Command.DEVICE_SET_IRQS, `no eventfd for IRQ ${index} vector ${vector}`);
-    return vec;
-  }
-
-  /** Resolve with the number of signals once `vector` of `index` has been signalled (consumes them). */
-  wait(index: number, vector: number, timeoutMs: number): Promise<number> {
-    return this.vector(index, vector).wait(timeoutMs, `IRQ ${index} vector ${vector}`);
-  }
-
-  /** Signals seen so far on a vector (0 if it has no eventfd). */
-  count(index: number, vector: number): number {
-    return this.byIndex.get(index)?.get(vector)?.total ?? 0;
-  }
-
-  closeAll(reason: Error): void {
-    for (const vectors of this.byIndex.values()) for (const vec of vectors.values()) vec.close(reason);
-    this.byIndex.clear();
+/** VfioUserClient.disableIrqs: SET_IRQS(NONE|TRIGGER, count 0), then the index's eventfds are closed (even if it fails). */
+export async function disableIrqs(ch: RequestChannel, sinks: IrqSinks, index: number): Promise<void> {
+  try {
+    await setIrqs(ch, { flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, index, start: 0, count: 0 });
+  } finally {
+    sinks.remove(index);
   }
 }

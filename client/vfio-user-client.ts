@@ -12,49 +12,32 @@
  * Built on the native addon (connectUnix + openChannel: real SCM_RIGHTS).
  * Every request resolves with its decoded reply or rejects with a
  * VfioUserClientError carrying the server's `.errno`.
+ *
+ * This class is the API; the work is done by one file per concern:
+ * request-channel.ts (ids, reply matching, timeouts), negotiation.ts
+ * (VERSION), device.ts, region-access.ts, irqs.ts (+ irq-sinks.ts), dma.ts
+ * (+ dma-map-table.ts) and pci.ts.
  */
-import { native, type NativeChannel } from '../native/index.js';
 import { pino, type Logger } from 'pino';
-import { Command, Errno, HEADER_SIZE, HeaderFlag, IrqSetFlag, DmaMapFlag, DmaUnmapFlag, Limits, commandName } from '../protocol/constants.js';
-import { decodeHeader, encodeErrorReply, isError, isReply, newMessage, wantsReply, hexDump, type MessageHeader } from '../protocol/header.js';
-import { formatCapabilities, type Capabilities } from '../protocol/capabilities.js';
-import { decodeVersion, encodeVersionRequest, type DecodedVersion } from '../protocol/version.js';
-import {
-  decodeDeviceInfo,
-  decodeIrqInfo,
-  encodeDeviceInfoRequest,
-  encodeIrqInfoRequest,
-  encodeSetIrqsRequest,
-  type DeviceInfoMessage,
-  type IrqInfoMessage,
-} from '../protocol/device-info.js';
-import {
-  REGION_INFO_SIZE,
-  decodeRegionInfoReply,
-  decodeRegionIoFdsReply,
-  encodeRegionInfoRequest,
-  encodeRegionIoFdsRequest,
-  type RegionInfoReply,
-  type RegionIoFdsReply,
-} from '../protocol/region-info.js';
-import { decodeRegionReadReply, encodeRegionReadRequest, encodeRegionWriteRequest } from '../protocol/region-access.js';
-import { decodeDmaUnmapReply, encodeDmaMapRequest, encodeDmaUnmapRequest, type DmaUnmapMessage } from '../protocol/dma-map.js';
-import { decodeDmaReadRequest, decodeDmaWriteRequest, encodeDmaReadReply, encodeDmaWriteReply } from '../protocol/dma-access.js';
+import { native } from '../native/index.js';
+import { Command, DmaUnmapFlag, Errno, Limits } from '../protocol/constants.js';
+import type { MessageHeader } from '../protocol/header.js';
+import type { Capabilities } from '../protocol/capabilities.js';
+import type { DecodedVersion } from '../protocol/version.js';
+import type { DeviceInfoMessage, IrqInfoMessage } from '../protocol/device-info.js';
+import type { RegionIoFdsReply } from '../protocol/region-info.js';
+import type { DmaUnmapMessage } from '../protocol/dma-map.js';
 import { VfioUserClientError } from './errors.js';
-import { DmaSpace, type DmaRange } from './dma-space.js';
-import { GuestMemory, type GuestBacking } from './guest-memory.js';
-import { IrqSinks } from './irqs.js';
+import { RequestChannel, type RawMessage, type RequestOptions } from './request-channel.js';
+import { negotiate, offeredCapabilities, versionJson } from './negotiation.js';
+import * as device from './device.js';
+import * as regions from './region-access.js';
+import * as irqs from './irqs.js';
+import * as dmaCommands from './dma.js';
+import { DmaMapTable, type DmaRange } from './dma-map-table.js';
+import { GuestMemory } from './guest-memory.js';
+import { IrqSinks } from './irq-sinks.js';
 import * as pci from './pci.js';
-
-/** QEMU 11.1's VERSION capabilities: what the client offers by default. */
-export const QEMU_CAPABILITIES: Readonly<Capabilities> = Object.freeze({
-  maxMsgFds: 16,
-  maxDataXferSize: 1 << 20,
-  pgsizes: 4096,
-  maxDmaMaps: 65535,
-  writeMultiple: true,
-  migration: { pgsize: 4096, maxBitmapSize: 268435456 },
-});
 
 export interface ClientOptions {
   /** Capabilities to offer in VERSION (default QEMU_CAPABILITIES), or the raw JSON text to send. */
@@ -71,102 +54,40 @@ export interface ClientOptions {
   skipNegotiation?: boolean;
 }
 
-/** A reply (or a raw message) as it arrived. */
-export interface RawMessage {
-  header: MessageHeader;
-  /** The whole message, header included. */
-  message: Buffer;
-  /** fds that came with it, owned by the receiver (close them). */
-  fds: number[];
-}
-
-export interface RequestOptions {
-  /** Header flags to add (e.g. HeaderFlag.NO_REPLY). */
-  flags?: number;
-  /** fds to send (borrowed: the caller keeps and closes its copies). */
-  fds?: readonly number[];
-  timeoutMs?: number;
-}
-
-/** GET_REGION_INFO result, with the fd the server sent (owned by the caller: close it). */
-export interface RegionInfo extends RegionInfoReply {
-  fd?: number;
-}
-
-export interface SetIrqsOptions {
-  /** IrqSetFlag bits: one DATA_* and one ACTION_*. */
-  flags: number;
-  index: number;
-  start?: number;
-  count: number;
-  /** DATA_BOOL bytes. */
-  data?: Uint8Array;
-  /** DATA_EVENTFD fds (borrowed). */
-  fds?: readonly number[];
-  /** Override the argsz field. */
-  argsz?: number;
-}
-
-export interface DmaMapOptions {
-  /** Guest address of the range. */
-  addr: bigint;
-  /** Bytes (default: the whole backing from `offset`). */
-  size?: bigint;
-  /** The memory behind the range: GuestMemory (memfd), or any bytes. Default: fresh zeroed bytes of `size`. */
-  backing?: GuestBacking | Uint8Array;
-  /** Offset into the backing (and into its fd). */
-  offset?: number;
-  /** DmaMapFlag bits (default READ|WRITE). */
-  flags?: number;
-  /** Send the backing's fd (default: when it has one). false makes the server use DMA_READ/DMA_WRITE. */
-  shareFd?: boolean;
-}
-
-interface Pending {
-  command: number;
-  resolve(m: RawMessage): void;
-  reject(e: Error): void;
-  timer?: NodeJS.Timeout;
-}
-
 const DEFAULT_TIMEOUT_MS = 10_000;
 
 export class VfioUserClient {
   /** The server's VERSION reply (capabilities with defaults filled in). */
   server!: DecodedVersion;
-  /** Messages that matched no pending request (replies to unknown ids, odd types); their fds were closed. */
-  readonly strays: MessageHeader[] = [];
   /** Server->client requests served (DMA_READ/DMA_WRITE), by command. */
-  readonly served = { dmaRead: 0, dmaWrite: 0, refused: 0 };
+  readonly served: dmaCommands.ServedRequests = { dmaRead: 0, dmaWrite: 0, refused: 0 };
   /** Ranges this client mapped (their bytes answer DMA_READ/DMA_WRITE). */
-  readonly dma = new DmaSpace();
+  readonly dma = new DmaMapTable();
   /** Resolves with the reason ('EOF', an errno name, or 'closed') when the connection ends. */
   readonly closed: Promise<string>;
-
-  private readonly channel: NativeChannel;
-  private readonly pending = new Map<number, Pending>();
-  private readonly irqs = new IrqSinks();
-  private readonly ownedMemory: GuestMemory[] = [];
-  private nextId = 1;
-  private closeReason: string | undefined;
-  private resolveClosed!: (reason: string) => void;
-  private readonly log: Logger;
-  private readonly timeoutMs: number;
   /** Our max_data_xfer_size (the largest DMA_READ/WRITE we serve). */
   readonly maxDataXferSize: number;
 
-  private constructor(fd: number, socketPath: string, private readonly options: ClientOptions) {
-    this.log = (options.log ?? pino({ level: 'silent' })).child({ client: socketPath });
-    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const caps = typeof options.capabilities === 'string' ? QEMU_CAPABILITIES : { ...QEMU_CAPABILITIES, ...options.capabilities };
-    this.maxDataXferSize = caps.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
-    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
-    this.channel = native.openChannel(
-      fd,
-      { maxMessageSize: options.maxMessageSize ?? Math.max(Limits.MAX_MESSAGE_SIZE, this.maxDataXferSize) + 4096, maxFds: 16 },
-      (message, fds) => this.onMessage(message, fds),
-      (reason) => this.onClosed(reason),
-    );
+  readonly #channel: RequestChannel;
+  readonly #irqs = new IrqSinks();
+  readonly #ownedMemory: GuestMemory[] = [];
+  readonly #options: ClientOptions;
+  readonly #log: Logger;
+
+  private constructor(fd: number, socketPath: string, options: ClientOptions) {
+    this.#options = options;
+    this.#log = (options.log ?? pino({ level: 'silent' })).child({ client: socketPath });
+    this.maxDataXferSize = offeredCapabilities(options.capabilities).maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
+    const dmaRequests: dmaCommands.DmaRequestContext = { table: this.dma, served: this.served, maxDataXferSize: this.maxDataXferSize, log: this.#log };
+    this.#channel = new RequestChannel(fd, {
+      maxMessageSize: options.maxMessageSize ?? Math.max(Limits.MAX_MESSAGE_SIZE, this.maxDataXferSize) + 4096,
+      timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      log: this.#log,
+      onRequest: (header, message, fds) => dmaCommands.serveDmaRequest(this.#channel, dmaRequests, header, message, fds),
+      onShutdown: (reason) =>
+        this.#irqs.closeAll(new VfioUserClientError(Errno.ECONNRESET, Command.DEVICE_SET_IRQS, `connection closed (${reason})`)),
+    });
+    this.closed = this.#channel.closed;
   }
 
   /** Connect to a server's socket and negotiate VERSION (unless `skipNegotiation`). */
@@ -185,25 +106,14 @@ export class VfioUserClient {
 
   /** The JSON text this client sends in VERSION. */
   get versionJson(): string {
-    const c = this.options.capabilities;
-    return typeof c === 'string' ? c : formatCapabilities({ ...QEMU_CAPABILITIES, ...c });
+    return versionJson(this.#options.capabilities);
   }
 
   /** Send VERSION and check the reply (major 0, fits in our request, NUL-terminated JSON object). */
   async negotiate(): Promise<DecodedVersion> {
-    const v = this.options.version ?? { major: 0, minor: 0 };
-    const id = this.allocId();
-    const request = encodeVersionRequest(id, { major: v.major, minor: v.minor, json: this.versionJson });
-    const reply = this.checked(await this.sendAndWait(id, Command.VERSION, request, [], this.timeoutMs));
-    this.closeFds(reply.fds);
-    if (reply.fds.length > 0) throw this.protocolError(Command.VERSION, 'VERSION reply carried fds');
-    if (reply.message.byteLength > request.byteLength) {
-      throw this.protocolError(Command.VERSION, `VERSION reply of ${reply.message.byteLength} bytes is larger than the request (${request.byteLength})`);
-    }
-    const decoded = decodeVersion(reply.message);
-    if (decoded.major !== 0) throw this.protocolError(Command.VERSION, `server speaks major version ${decoded.major}`);
+    const decoded = await negotiate(this.#channel, this.#options.version ?? { major: 0, minor: 0 }, this.versionJson);
     this.server = decoded;
-    this.log.info({ caps: decoded.capabilities }, 'negotiated');
+    this.#log.info({ caps: decoded.capabilities }, 'negotiated');
     return decoded;
   }
 
@@ -212,71 +122,14 @@ export class VfioUserClient {
     return this.server?.capabilities.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
   }
 
+  /** Messages that matched no pending request (replies to unknown ids, odd types); their fds were closed. */
+  get strays(): MessageHeader[] {
+    return this.#channel.strays;
+  }
+
   /** Whether the connection has ended. */
   get isClosed(): boolean {
-    return this.closeReason !== undefined;
-  }
-
-  // ---------------------------------------------------------------- raw layer
-
-  private allocId(): number {
-    for (let i = 0; i < 0x10000; i++) {
-      const id = this.nextId;
-      this.nextId = (this.nextId + 1) & 0xffff;
-      if (!this.pending.has(id)) return id;
-    }
-    throw new VfioUserClientError(Errno.EAGAIN, 0, 'no free message id');
-  }
-
-  private protocolError(command: number, message: string): VfioUserClientError {
-    return new VfioUserClientError(Errno.EPROTO, command, message);
-  }
-
-  private closeFds(fds: readonly number[]): void {
-    for (const fd of fds) {
-      try {
-        native.closeFd(fd);
-      } catch {
-        // not ours any more
-      }
-    }
-  }
-
-  private sendAndWait(id: number, command: number, bytes: Uint8Array, fds: readonly number[], timeoutMs: number): Promise<RawMessage> {
-    if (this.closeReason !== undefined) {
-      return Promise.reject(new VfioUserClientError(Errno.ECONNRESET, command, `connection closed (${this.closeReason})`));
-    }
-    return new Promise<RawMessage>((resolve, reject) => {
-      const p: Pending = { command, resolve, reject };
-      if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
-        p.timer = setTimeout(() => {
-          this.pending.delete(id);
-          reject(new VfioUserClientError(Errno.ETIMEDOUT, command, `${commandName(command)} id ${id}: no reply within ${timeoutMs} ms`));
-        }, timeoutMs);
-      }
-      this.pending.set(id, p);
-      try {
-        this.send(bytes, fds);
-      } catch (err) {
-        this.pending.delete(id);
-        clearTimeout(p.timer);
-        reject(err);
-      }
-    });
-  }
-
-  private send(bytes: Uint8Array, fds: readonly number[] = []): void {
-    if (this.log.isLevelEnabled('debug')) {
-      const h = decodeHeader(bytes.byteLength >= HEADER_SIZE ? bytes : new Uint8Array(HEADER_SIZE));
-      this.log.debug({ id: h.id, cmd: commandName(h.command), size: bytes.byteLength, fds: fds.length }, 'client send');
-      if (this.log.isLevelEnabled('trace')) this.log.trace(hexDump(bytes));
-    }
-    try {
-      this.channel.send(bytes, fds);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      throw new VfioUserClientError(code === 'EPIPE' ? Errno.ECONNRESET : Errno.EIO, 0, `send failed: ${(err as Error).message}`);
-    }
+    return this.#channel.closeReason !== undefined;
   }
 
   /**
@@ -286,7 +139,7 @@ export class VfioUserClient {
    * reply rejects. Call as `request(cmd, payload, { fds, flags, timeoutMs })`
    * or `request(cmd, payload, fds, flags)`.
    */
-  async request(
+  request(
     command: number,
     payload: Uint8Array = new Uint8Array(0),
     fdsOrOptions: readonly number[] | RequestOptions = {},
@@ -295,15 +148,7 @@ export class VfioUserClient {
     const options: RequestOptions = Array.isArray(fdsOrOptions)
       ? { fds: fdsOrOptions as readonly number[], flags: flagsArg }
       : (fdsOrOptions as RequestOptions);
-    const flags = options.flags ?? 0;
-    const id = this.allocId();
-    const m = newMessage(id, command, flags, payload.byteLength);
-    m.bytes.set(payload, HEADER_SIZE);
-    if (flags & HeaderFlag.NO_REPLY) {
-      this.send(m.bytes, options.fds);
-      return undefined;
-    }
-    return this.checked(await this.sendAndWait(id, command, m.bytes, options.fds ?? [], options.timeoutMs ?? this.timeoutMs));
+    return this.#channel.request(command, payload, options);
   }
 
   /**
@@ -312,104 +157,13 @@ export class VfioUserClient {
    * an error reply resolves (look at header.flags/error): tests assert errnos.
    * With `expectId: null` nothing is awaited (resolves undefined).
    */
-  async sendRaw(bytes: Uint8Array, fds: readonly number[] = [], opts: { expectId?: number | null; timeoutMs?: number } = {}): Promise<RawMessage | undefined> {
-    if (opts.expectId === null) {
-      this.send(bytes, fds);
-      return undefined;
-    }
-    const id = opts.expectId ?? (bytes.byteLength >= 2 ? bytes[0]! | (bytes[1]! << 8) : 0);
-    if (this.pending.has(id)) throw new Error(`id ${id} is already pending`);
-    const command = bytes.byteLength >= 4 ? bytes[2]! | (bytes[3]! << 8) : 0;
-    return this.sendAndWait(id, command, bytes, fds, opts.timeoutMs ?? this.timeoutMs);
+  sendRaw(bytes: Uint8Array, fds: readonly number[] = [], opts: { expectId?: number | null; timeoutMs?: number } = {}): Promise<RawMessage | undefined> {
+    return this.#channel.sendRaw(bytes, fds, opts);
   }
 
   /** A fresh id that no pending request uses (for sendRaw). */
   freshId(): number {
-    return this.allocId();
-  }
-
-  private checked(reply: RawMessage): RawMessage {
-    if (isError(reply.header)) {
-      this.closeFds(reply.fds);
-      throw new VfioUserClientError(reply.header.error, reply.header.command);
-    }
-    return reply;
-  }
-
-  private onMessage(message: Buffer, fds: number[]): void {
-    const header = decodeHeader(message);
-    this.log.debug({ id: header.id, cmd: commandName(header.command), size: header.size, flags: header.flags, error: header.error, fds: fds.length }, 'client recv');
-    if (isReply(header)) {
-      const p = this.pending.get(header.id);
-      if (!p) {
-        this.strays.push(header);
-        this.closeFds(fds);
-        this.log.warn({ id: header.id, cmd: commandName(header.command) }, 'reply to no pending request');
-        return;
-      }
-      this.pending.delete(header.id);
-      clearTimeout(p.timer);
-      p.resolve({ header, message, fds });
-      return;
-    }
-    if ((header.flags & HeaderFlag.TYPE_MASK) !== HeaderFlag.TYPE_COMMAND) {
-      this.strays.push(header);
-      this.closeFds(fds);
-      return;
-    }
-    this.serveRequest(header, message, fds);
-  }
-
-  /** Answer a server->client request (DMA_READ/DMA_WRITE) from this client's DMA ranges. */
-  private serveRequest(header: MessageHeader, message: Buffer, fds: number[]): void {
-    let reply: Uint8Array;
-    try {
-      if (fds.length > 0) throw new VfioUserClientError(Errno.EINVAL, header.command, 'fds on a server request');
-      if (header.command === Command.DMA_READ) {
-        const req = decodeDmaReadRequest(message);
-        if (req.count > BigInt(this.maxDataXferSize)) throw new VfioUserClientError(Errno.E2BIG, header.command, 'DMA_READ larger than max_data_xfer_size');
-        const data = this.dma.read(req.addr, Number(req.count));
-        reply = encodeDmaReadReply(header.id, req.addr, data);
-        this.served.dmaRead++;
-      } else if (header.command === Command.DMA_WRITE) {
-        const req = decodeDmaWriteRequest(message);
-        if (req.count > BigInt(this.maxDataXferSize)) throw new VfioUserClientError(Errno.E2BIG, header.command, 'DMA_WRITE larger than max_data_xfer_size');
-        this.dma.write(req.addr, req.data);
-        reply = encodeDmaWriteReply(header.id, req.addr, Number(req.count));
-        this.served.dmaWrite++;
-      } else {
-        throw new VfioUserClientError(Errno.ENOSYS, header.command, `server sent ${commandName(header.command)}`);
-      }
-    } catch (err) {
-      this.closeFds(fds);
-      this.served.refused++;
-      const errno = (err as { errno?: number }).errno ?? Errno.EINVAL;
-      this.log.debug({ id: header.id, cmd: commandName(header.command), errno }, 'refused server request');
-      reply = encodeErrorReply(header.id, header.command, errno);
-    }
-    if (!wantsReply(header)) return;
-    try {
-      this.send(reply);
-    } catch {
-      // connection gone: onClosed cleans up
-    }
-  }
-
-  private onClosed(reason: string): void {
-    this.log.info({ reason }, 'connection closed');
-    this.shutdown(reason);
-  }
-
-  private shutdown(reason: string): void {
-    if (this.closeReason !== undefined) return;
-    this.closeReason = reason;
-    for (const [id, p] of this.pending) {
-      clearTimeout(p.timer);
-      p.reject(new VfioUserClientError(Errno.ECONNRESET, p.command, `connection closed (${reason}) before the reply to id ${id}`));
-    }
-    this.pending.clear();
-    this.irqs.closeAll(new VfioUserClientError(Errno.ECONNRESET, Command.DEVICE_SET_IRQS, `connection closed (${reason})`));
-    this.resolveClosed(reason);
+    return this.#channel.allocId();
   }
 
   /**
@@ -417,71 +171,67 @@ export class VfioUserClient {
    * created with createGuestMemory(). Pending requests reject with ECONNRESET. Idempotent.
    */
   close(): void {
-    if (this.closeReason === undefined) this.channel.close();
-    this.shutdown(this.closeReason ?? 'closed');
+    this.#channel.close();
     this.dma.clear();
-    for (const m of this.ownedMemory.splice(0)) m.close();
+    for (const m of this.#ownedMemory.splice(0)) m.close();
   }
 
-  // ------------------------------------------------------------- typed commands
+  // ------------------------------------------------------------- device
 
   /** DEVICE_GET_INFO. */
-  async getDeviceInfo(argsz?: number): Promise<DeviceInfoMessage> {
-    const r = await this.typed(Command.DEVICE_GET_INFO, (id) => encodeDeviceInfoRequest(id, argsz));
-    return decodeDeviceInfo(r.message);
+  getDeviceInfo(argsz?: number): Promise<DeviceInfoMessage> {
+    return device.getDeviceInfo(this.#channel, argsz);
   }
+
+  /** DEVICE_RESET. */
+  reset(): Promise<void> {
+    return device.reset(this.#channel);
+  }
+
+  /** DEVICE_FEATURE: argsz u32, flags u32 (feature | GET/SET/PROBE), data. Resolves with the reply payload. */
+  deviceFeature(flags: number, data: Uint8Array = new Uint8Array(0), argsz = 8 + data.byteLength): Promise<Uint8Array> {
+    return device.deviceFeature(this.#channel, flags, data, argsz);
+  }
+
+  // ------------------------------------------------------------- regions
 
   /**
    * DEVICE_GET_REGION_INFO like QEMU: asks with argsz 32, and again with the
    * reply's argsz if the capability chain did not fit. With `argsz`, asks once.
    * The returned fd (if any) belongs to the caller.
    */
-  async getRegionInfo(index: number, argsz?: number): Promise<RegionInfo> {
-    const ask = async (a: number): Promise<RegionInfo> => {
-      const r = await this.typed(Command.DEVICE_GET_REGION_INFO, (id) => encodeRegionInfoRequest(id, index, a));
-      if (r.fds.length > 1) {
-        this.closeFds(r.fds);
-        throw this.protocolError(Command.DEVICE_GET_REGION_INFO, `${r.fds.length} fds with region info`);
-      }
-      let info: RegionInfoReply;
-      try {
-        info = decodeRegionInfoReply(r.message);
-      } catch (err) {
-        this.closeFds(r.fds);
-        throw err;
-      }
-      return r.fds.length === 1 ? { ...info, fd: r.fds[0] } : info;
-    };
-    if (argsz !== undefined) return ask(argsz);
-    const first = await ask(REGION_INFO_SIZE);
-    if (first.argsz <= REGION_INFO_SIZE) return first;
-    if (first.fd !== undefined) native.closeFd(first.fd);
-    return ask(first.argsz);
+  getRegionInfo(index: number, argsz?: number): Promise<regions.RegionInfoWithFd> {
+    return regions.getRegionInfo(this.#channel, index, argsz);
   }
 
   /** DEVICE_GET_REGION_IO_FDS (QEMU never sends it). The fds belong to the caller. */
-  async getRegionIoFds(index: number, argsz = 4096): Promise<RegionIoFdsReply & { fds: number[] }> {
-    const r = await this.typed(Command.DEVICE_GET_REGION_IO_FDS, (id) => encodeRegionIoFdsRequest(id, index, argsz));
-    try {
-      return { ...decodeRegionIoFdsReply(r.message), fds: r.fds };
-    } catch (err) {
-      this.closeFds(r.fds);
-      throw err;
-    }
+  getRegionIoFds(index: number, argsz = 4096): Promise<RegionIoFdsReply & { fds: number[] }> {
+    return regions.getRegionIoFds(this.#channel, index, argsz);
   }
 
+  /** REGION_READ: `count` bytes at `offset` of region `index`. The reply must echo the access and carry exactly count bytes. */
+  regionRead(index: number, offset: bigint | number, count: number): Promise<Uint8Array> {
+    return regions.regionRead(this.#channel, index, offset, count);
+  }
+
+  /**
+   * REGION_WRITE. With `posted`, the write carries NO_REPLY (like QEMU's posted
+   * BAR writes): it resolves once queued and errors are never reported.
+   */
+  regionWrite(index: number, offset: bigint | number, data: Uint8Array, opts: { posted?: boolean } = {}): Promise<void> {
+    return regions.regionWrite(this.#channel, index, offset, data, opts.posted ?? false);
+  }
+
+  // ------------------------------------------------------------- interrupts
+
   /** DEVICE_GET_IRQ_INFO. */
-  async getIrqInfo(index: number, argsz?: number): Promise<IrqInfoMessage> {
-    const r = await this.typed(Command.DEVICE_GET_IRQ_INFO, (id) => encodeIrqInfoRequest(id, index, argsz));
-    return decodeIrqInfo(r.message);
+  getIrqInfo(index: number, argsz?: number): Promise<IrqInfoMessage> {
+    return irqs.getIrqInfo(this.#channel, index, argsz);
   }
 
   /** DEVICE_SET_IRQS as given (no chunking of fds: see enableIrqs). */
-  async setIrqs(o: SetIrqsOptions): Promise<void> {
-    const bytes = (id: number) =>
-      encodeSetIrqsRequest(id, { flags: o.flags, index: o.index, start: o.start ?? 0, count: o.count, data: o.data, argsz: o.argsz });
-    const r = await this.typed(Command.DEVICE_SET_IRQS, bytes, o.fds);
-    this.closeFds(r.fds);
+  setIrqs(o: irqs.SetIrqsOptions): Promise<void> {
+    return irqs.setIrqs(this.#channel, o);
   }
 
   /**
@@ -489,70 +239,31 @@ export class VfioUserClient {
    * and install them with SET_IRQS(EVENTFD|TRIGGER), in chunks of the server's
    * max_msg_fds. Then `waitForIrq(index, vector)` resolves on a signal.
    */
-  async enableIrqs(index: number, count: number, start = 0): Promise<void> {
-    const fds = this.irqs.create(index, start, count);
-    const chunk = Math.max(1, this.server?.capabilities.maxMsgFds ?? 1);
-    try {
-      for (let i = 0; i < fds.length; i += chunk) {
-        const part = fds.slice(i, i + chunk);
-        await this.setIrqs({ flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index, start: start + i, count: part.length, fds: part });
-      }
-    } catch (err) {
-      this.irqs.remove(index, start, count);
-      throw err;
-    }
+  enableIrqs(index: number, count: number, start = 0): Promise<void> {
+    return irqs.enableIrqs(this.#channel, this.#irqs, this.server?.capabilities.maxMsgFds ?? 1, index, count, start);
   }
 
   /** SET_IRQS(NONE|TRIGGER, count 0): disable the whole index, and close the client's eventfds for it. */
-  async disableIrqs(index: number): Promise<void> {
-    try {
-      await this.setIrqs({ flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, index, start: 0, count: 0 });
-    } finally {
-      this.irqs.remove(index);
-    }
+  disableIrqs(index: number): Promise<void> {
+    return irqs.disableIrqs(this.#channel, this.#irqs, index);
   }
 
   /** Resolve with the number of signals (>= 1) when vector `vector` of `index` fires; ETIMEDOUT after timeoutMs. */
   waitForIrq(index: number, vector: number, timeoutMs = 5000): Promise<number> {
-    return this.irqs.wait(index, vector, timeoutMs);
+    return this.#irqs.wait(index, vector, timeoutMs);
   }
 
   /** Signals seen so far on a vector. */
   irqCount(index: number, vector: number): number {
-    return this.irqs.count(index, vector);
+    return this.#irqs.count(index, vector);
   }
 
-  /** REGION_READ: `count` bytes at `offset` of region `index`. The reply must echo the access and carry exactly count bytes. */
-  async regionRead(index: number, offset: bigint | number, count: number): Promise<Uint8Array> {
-    const off = BigInt(offset);
-    const r = await this.typed(Command.REGION_READ, (id) => encodeRegionReadRequest(id, { offset: off, region: index, count }));
-    this.closeFds(r.fds);
-    const reply = decodeRegionReadReply(r.message);
-    if (reply.offset !== off || reply.region !== index || reply.count !== count) {
-      throw this.protocolError(Command.REGION_READ, `REGION_READ reply (${reply.region}@${reply.offset}+${reply.count}) does not match the request`);
-    }
-    // a plain Uint8Array view (not a Buffer) over the reply's bytes
-    return new Uint8Array(reply.data.buffer, reply.data.byteOffset, reply.data.byteLength);
-  }
-
-  /**
-   * REGION_WRITE. With `posted`, the write carries NO_REPLY (like QEMU's posted
-   * BAR writes): it resolves once queued and errors are never reported.
-   */
-  async regionWrite(index: number, offset: bigint | number, data: Uint8Array, opts: { posted?: boolean } = {}): Promise<void> {
-    const off = BigInt(offset);
-    if (opts.posted) {
-      this.send(encodeRegionWriteRequest(this.allocId(), off, index, data, true));
-      return;
-    }
-    const r = await this.typed(Command.REGION_WRITE, (id) => encodeRegionWriteRequest(id, off, index, data));
-    this.closeFds(r.fds);
-  }
+  // ------------------------------------------------------------- DMA
 
   /** Create memfd-backed guest memory (closed with the client). */
   createGuestMemory(size: number): GuestMemory {
     const m = new GuestMemory(size);
-    this.ownedMemory.push(m);
+    this.#ownedMemory.push(m);
     return m;
   }
 
@@ -561,39 +272,13 @@ export class VfioUserClient {
    * along (unless shareFd is false); otherwise the map is fd-less and the
    * client answers the server's DMA_READ/DMA_WRITE from the bytes.
    */
-  async dmaMap(o: DmaMapOptions): Promise<DmaRange> {
-    const offset = o.offset ?? 0;
-    const raw = o.backing instanceof Uint8Array ? o.backing : o.backing?.bytes;
-    const fd = o.backing instanceof Uint8Array ? undefined : o.backing?.fd;
-    const size = o.size ?? (raw ? BigInt(raw.byteLength - offset) : undefined);
-    if (size === undefined) throw new RangeError('dmaMap: size or backing required');
-    const bytes = raw ? raw.subarray(offset, offset + Number(size)) : new Uint8Array(Number(size));
-    if (BigInt(bytes.byteLength) !== size) throw new RangeError('dmaMap: range exceeds its backing');
-    const flags = o.flags ?? DmaMapFlag.READ | DmaMapFlag.WRITE;
-    const share = (o.shareFd ?? true) && fd !== undefined;
-    const range: DmaRange = { addr: o.addr, size, bytes, flags, shared: share };
-    this.dma.add(range);
-    try {
-      const r = await this.typed(
-        Command.DMA_MAP,
-        (id) => encodeDmaMapRequest(id, { flags, offset: share ? BigInt(offset) : 0n, addr: o.addr, size }),
-        share ? [fd] : [],
-      );
-      this.closeFds(r.fds);
-    } catch (err) {
-      this.dma.remove(o.addr, size);
-      throw err;
-    }
-    return range;
+  dmaMap(o: dmaCommands.DmaMapOptions): Promise<DmaRange> {
+    return dmaCommands.dmaMap(this.#channel, this.dma, o);
   }
 
   /** DMA_UNMAP of exactly one mapped range (or raw addr/size); resolves with the echoed struct. */
-  async dmaUnmap(addr: bigint, size: bigint, flags = 0): Promise<DmaUnmapMessage> {
-    const r = await this.typed(Command.DMA_UNMAP, (id) => encodeDmaUnmapRequest(id, { flags, addr, size }));
-    this.closeFds(r.fds);
-    if (flags & DmaUnmapFlag.ALL) this.dma.clear();
-    else this.dma.remove(addr, size);
-    return decodeDmaUnmapReply(r.message);
+  dmaUnmap(addr: bigint, size: bigint, flags = 0): Promise<DmaUnmapMessage> {
+    return dmaCommands.dmaUnmap(this.#channel, this.dma, addr, size, flags);
   }
 
   /** DMA_UNMAP with flag ALL. */
@@ -601,35 +286,7 @@ export class VfioUserClient {
     return this.dmaUnmap(0n, 0n, DmaUnmapFlag.ALL);
   }
 
-  /** DEVICE_RESET. */
-  async reset(): Promise<void> {
-    const r = await this.typed(Command.DEVICE_RESET, (id) => newMessage(id, Command.DEVICE_RESET, HeaderFlag.TYPE_COMMAND, 0).bytes);
-    this.closeFds(r.fds);
-  }
-
-  /** DEVICE_FEATURE: argsz u32, flags u32 (feature | GET/SET/PROBE), data. Resolves with the reply payload. */
-  async deviceFeature(flags: number, data: Uint8Array = new Uint8Array(0), argsz = 8 + data.byteLength): Promise<Uint8Array> {
-    const payload = new Uint8Array(8 + data.byteLength);
-    const dv = new DataView(payload.buffer);
-    dv.setUint32(0, argsz, true);
-    dv.setUint32(4, flags, true);
-    payload.set(data, 8);
-    const r = (await this.request(Command.DEVICE_FEATURE, payload))!;
-    this.closeFds(r.fds);
-    return r.message.subarray(HEADER_SIZE);
-  }
-
-  private async typed(command: number, build: (id: number) => Uint8Array, fds: readonly number[] = []): Promise<RawMessage> {
-    const id = this.allocId();
-    const reply = await this.sendAndWait(id, command, build(id), fds, this.timeoutMs);
-    if (reply.header.command !== command) {
-      this.closeFds(reply.fds);
-      throw this.protocolError(command, `reply to ${commandName(command)} says command ${commandName(reply.header.command)}`);
-    }
-    return this.checked(reply);
-  }
-
-  // ---------------------------------------------------------------- PCI helpers
+  // ------------------------------------------------------------- PCI helpers
 
   /** Config space read of 1 byte. */
   cfg8(offset: number): Promise<number> {

@@ -1,204 +1,18 @@
 /**
  * Typed front of the native addon (native/src, built by node-gyp on `npm install`).
+ * The one way to reach it: `import { native } from '.../native/index.js'`.
  *
  * Everything here is Linux-only and works on raw file descriptors (numbers).
- * Ownership rule: a function that *returns* an fd gives it to the caller, who
- * must close it with `closeFd`; a function that *takes* an fd borrows it unless
- * its doc says it takes ownership.
+ * The contract (and the fd ownership rule) is in native/types.ts.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { withChannelWindows } from './channel-windows.js';
+import { openStagedChannel } from './staged-channel.js';
+import type { AddonBinding, NativeBinding } from './types.js';
 
-/** A connected vfio-user stream, polled on this thread's libuv loop. */
-export interface NativeChannel {
-  /**
-   * Queue one whole message for sending. The fds (borrowed; the caller may
-   * close them after this returns) ride as SCM_RIGHTS on the message's first
-   * byte. Never blocks: what the socket does not take now is sent when it is
-   * writable. Throws an Error with `.code` (e.g. 'EPIPE') if the channel is closed.
-   * Returns the bytes still queued after this call (pendingBytes: 0 when the kernel took everything).
-   */
-  send(message: Uint8Array, fds?: readonly number[]): number;
-  /** Stop polling and close the socket; fds received but not yet delivered are closed. Idempotent; onClose is not called. */
-  close(): void;
-  /** True once close() was called or onClose was delivered (the socket is then closed). */
-  readonly closed: boolean;
-  /** Bytes accepted by send() that the kernel has not taken yet. */
-  readonly pendingBytes: number;
-  /** The socket fd (still owned by the channel: closeFd on it throws EBUSY while open); -1 once closed. */
-  readonly fd: number;
-}
-
-export interface ChannelOptions {
-  /**
-   * Largest message (header included) delivered whole. A header announcing
-   * more: its body is read and discarded, and onMessage gets only the 16-byte
-   * header (so the caller can answer EINVAL and the stream stays in sync).
-   */
-  maxMessageSize: number;
-  /**
-   * Room for this many fds per recvmsg. More (MSG_CTRUNC) is fatal: onClose('EFAULT ...'). So is a message that
-   * collects more than maxFds fds over several writes.
-   */
-  maxFds: number;
-}
-
-/**
- * Called once per complete message, through MakeCallback (promise and nextTick
- * queues drain between messages). `message` is a fresh Buffer owned by JS.
- * `fds` are the fds that arrived with the message's bytes, now owned by JS.
- * Attribution: Linux ends a recvmsg right after the data that carried fds, so
- * the fds of one recvmsg go to the message holding that recvmsg's *last* byte
- * (the same message as its first byte unless the read started in the tail of
- * an earlier message). Senders must start each message that carries fds with
- * its own sendmsg and put no other message's bytes in it (QEMU and
- * NativeChannel.send do).
- * A header whose size field is < 16 is delivered as those 16 bytes and reading
- * stops (the stream cannot be re-framed; the caller replies and closes).
- */
-export type MessageCallback = (message: Buffer, fds: number[]) => void;
-/**
- * Called once when the peer hangs up or a socket error occurs ('EOF', or an
- * errno name with detail, e.g. 'EFAULT: peer sent more fds...'). The channel is
- * already closed when it runs (socket, queued and undelivered fds released).
- */
-export type CloseCallback = (reason: string) => void;
-
-/** An mmap of an fd exposed to JS as external ArrayBuffers. */
-export interface NativeMapping {
-  readonly length: number;
-  /** Windows of at most WINDOW_SIZE bytes covering [0, length) in order. */
-  readonly buffers: ArrayBuffer[];
-  readonly mapped: boolean;
-  /** Native I/O operations (pread/pwrite) still running on this mapping. */
-  readonly inflight: number;
-  /**
-   * Detach every ArrayBuffer (their views become zero-length; DataView access
-   * throws) and replace the range with a PROT_NONE placeholder (after in-flight
-   * native I/O has finished). The finalizer munmaps the placeholder. Idempotent.
-   */
-  unmap(): void;
-  /**
-   * pread(fd, guest[offset..offset+length), position) on a worker thread (repeated until done or EOF). Resolves with the
-   * byte count. Rejects with a RangeError outside [0, length), an Error with code EFAULT once unmapped, EACCES if the
-   * mapping is not writable, or the syscall's errno.
-   */
-  pread(fd: number, position: number, offset: number, length: number): Promise<number>;
-  /** pwrite(fd, guest[offset..offset+length), position) on a worker thread; rejects like pread (EACCES if not readable). */
-  pwrite(fd: number, position: number, offset: number, length: number): Promise<number>;
-}
-
-export interface Watcher {
-  /** Stop watching (does not close the fd). Idempotent. */
-  close(): void;
-}
-
-export interface NativeBinding {
-  /** Largest ArrayBuffer window (4 GiB on Node 20). */
-  readonly WINDOW_SIZE: number;
-  readonly PROT_READ: number;
-  readonly PROT_WRITE: number;
-
-  /** socket+bind+listen on a UNIX stream path; non-blocking, CLOEXEC. Returns the listening fd. Throws (code EADDRINUSE etc.). */
-  listenUnix(path: string, backlog: number): number;
-  /**
-   * Watch a listening fd: accept4(NONBLOCK|CLOEXEC) every pending client and hand each fd over (owned by the callee).
-   * Polls a private dup of `fd` (closing `fd` first is harmless; the listener stays open until the watcher closes).
-   * Transient accept errors (ECONNABORTED, EINTR) are skipped; any other (EMFILE...) calls onError once and stops the watcher.
-   */
-  watchListener(fd: number, onAccept: (clientFd: number) => void, onError: (reason: string) => void): Watcher;
-  /** Blocking connect to a UNIX stream path; the returned fd is then set non-blocking and CLOEXEC. */
-  connectUnix(path: string): number;
-  /** socketpair(AF_UNIX, SOCK_STREAM|NONBLOCK|CLOEXEC). */
-  socketpair(): [number, number];
-  /**
-   * Take ownership of a connected stream fd and start polling it (throws ENOTSOCK etc.; on a throw the fd stays
-   * the caller's). maxMessageSize must be in [16, 2^30], maxFds in [0, 253].
-   */
-  openChannel(fd: number, options: ChannelOptions, onMessage: MessageCallback, onClose: CloseCallback): NativeChannel;
-
-  /**
-   * mmap(MAP_SHARED) `length` bytes of `fd` at `offset` (both page-aligned). Borrows fd (the mapping stays valid after closeFd).
-   * A regular file (memfd) must be at least offset+length long (EINVAL otherwise: touching pages past EOF is SIGBUS).
-   * Writing through a view of a PROT_READ-only mapping faults the process: check permissions before writing.
-   */
-  mmapFd(fd: number, offset: number, length: number, prot: number): NativeMapping;
-
-  /** eventfd(initval, EFD_NONBLOCK|EFD_CLOEXEC). */
-  eventfd(initval?: number): number;
-  /** Add `value` (default 1) to an eventfd counter (8-byte write). Throws on EBADF. */
-  eventfdWrite(fd: number, value?: number): void;
-  /** Read and reset an eventfd counter; 0 if it was zero (EAGAIN). */
-  eventfdRead(fd: number): number;
-  /**
-   * Call onReadable (through MakeCallback) whenever fd polls readable (level-triggered: the callback must drain it,
-   * e.g. eventfdRead). Polls a private dup of `fd`, so closing `fd` before the watcher is harmless.
-   */
-  watchReadable(fd: number, onReadable: () => void): Watcher;
-  /**
-   * memfd_create(name, MFD_CLOEXEC) + ftruncate(size); with `seals` (F_SEAL_*
-   * bits), MFD_ALLOW_SEALING and F_ADD_SEALS after sizing (as QEMU seals its
-   * memory-backend-memfd: SHRINK | GROW | SEAL).
-   */
-  memfdCreate(name: string, size: number, seals?: number): number;
-  /** fcntl(F_GET_SEALS): the seals of a memfd, or -1 for a file that cannot be sealed (EINVAL). */
-  fdSeals(fd: number): number;
-  readonly F_SEAL_SEAL: number;
-  readonly F_SEAL_SHRINK: number;
-  readonly F_SEAL_GROW: number;
-  readonly F_SEAL_WRITE: number;
-  /** close(2); throws on EBADF, and EBUSY for the fd of an open channel (close the channel instead). */
-  closeFd(fd: number): void;
-  /** dup(2) with CLOEXEC. */
-  dupFd(fd: number): number;
-
-  /**
-   * One preadv2(fd, views, position, RWF_NOWAIT) on the calling thread: reads
-   * only what is already in the page cache and never blocks. Returns the bytes
-   * read (possibly short: continue from there; 0 at EOF), NOWAIT_WOULD_BLOCK (-1)
-   * when nothing was cached (EAGAIN: use an async read), or NOWAIT_UNSUPPORTED
-   * (-2) when the fd or kernel cannot do RWF_NOWAIT (EOPNOTSUPP/EINVAL: stop
-   * trying on this fd). Views are written synchronously, so any ArrayBufferView
-   * (including views of a NativeMapping) is safe; at most IOV_MAX (1024) views.
-   * Throws a TypeError/RangeError for bad arguments, an errno Error (EBADF, EFAULT...) otherwise.
-   */
-  preadvNowait(fd: number, views: readonly ArrayBufferView[], position: number): number;
-  /**
-   * pwritev2(fd, views, position, RWF_NOWAIT): like preadvNowait for writes. Buffered writes
-   * on many file systems (ext4) do not support it: expect NOWAIT_UNSUPPORTED there.
-   */
-  pwritevNowait(fd: number, views: readonly ArrayBufferView[], position: number): number;
-
-  /** FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (same value as the FALLOC_PUNCH_HOLE export). */
-  readonly FALLOC_PUNCH_HOLE: number;
-  /** FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE (same value as the FALLOC_ZERO_RANGE export). */
-  readonly FALLOC_ZERO_RANGE: number;
-  /**
-   * fallocate(2) on a worker thread (retried on EINTR). `mode` may only combine
-   * FALLOC_FL_KEEP_SIZE (1), PUNCH_HOLE (2) and ZERO_RANGE (0x10): use
-   * FALLOC_PUNCH_HOLE or FALLOC_ZERO_RANGE. offset and length are non-negative
-   * safe integers, length > 0. Rejects with a TypeError/RangeError for bad
-   * arguments, else an errno Error with `.code`/`.syscall` (EBADF, EOPNOTSUPP when the
-   * file system cannot do that mode, ENODEV for a pipe...). A punched or zeroed
-   * range reads as zeros afterwards; KEEP_SIZE leaves the file size unchanged.
-   */
-  fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
-  /**
-   * fallocate(2) on the calling thread (it blocks: for probes and setup, not
-   * the I/O path). Same arguments as fallocate; throws what it would reject with.
-   */
-  fallocateSync(fd: number, mode: number, offset: number, length: number): void;
-  /**
-   * sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE) on a worker
-   * thread: start writing the range's dirty pages back without waiting for
-   * them (so a later fdatasync has less to do; it is still what makes data
-   * durable). Length 0: to the end of the file. Rejects with an errno error.
-   */
-  startWriteback(fd: number, offset: number, length: number): Promise<void>;
-}
+export type { NativeBinding, NativeChannel, NativeMapping, Watcher } from './types.js';
 
 function findPackageRoot(start: string): string {
   let dir = start;
@@ -214,18 +28,18 @@ function findPackageRoot(start: string): string {
  * Loads build/Release/vfio_user_native.node, or the file named by
  * VFIO_USER_NATIVE_ADDON (e.g. a sanitizer build for debugging).
  */
-function load(): NativeBinding {
+function load(): AddonBinding {
   const override = process.env.VFIO_USER_NATIVE_ADDON;
   const file = override ? override : join(findPackageRoot(dirname(fileURLToPath(import.meta.url))), 'build', 'Release', 'vfio_user_native.node');
   if (!existsSync(file)) {
     throw new Error(`vfio-user-ts: native addon missing (${file}); run \`npm install\` (it builds it with node-gyp)`);
   }
-  return createRequire(import.meta.url)(file) as NativeBinding;
+  return createRequire(import.meta.url)(file) as AddonBinding;
 }
 
-/** preadvNowait/pwritevNowait: the data is not in the page cache (EAGAIN). */
+/** preadvNowait: the data is not in the page cache (EAGAIN). */
 export const NOWAIT_WOULD_BLOCK = -1;
-/** preadvNowait/pwritevNowait: this fd (file system, kernel) does not support RWF_NOWAIT. */
+/** preadvNowait: this fd (file system, kernel) does not support RWF_NOWAIT reads. */
 export const NOWAIT_UNSUPPORTED = -2;
 
 /** fallocate mode: free the range's blocks (reads return zeros), file size unchanged. */
@@ -233,5 +47,10 @@ export const FALLOC_PUNCH_HOLE = 0x02 | 0x01;
 /** fallocate mode: make the range read as zeros (blocks stay allocated, or become unwritten extents), size unchanged. */
 export const FALLOC_ZERO_RANGE = 0x10 | 0x01;
 
-/** The addon, its channels passing small messages through per-channel windows (native/channel-windows.ts). */
-export const native: NativeBinding = withChannelWindows(load());
+const addon = load();
+
+/** The addon; its channels pass small messages through per-channel staging buffers (native/staged-channel.ts). */
+export const native: NativeBinding = {
+  ...addon,
+  openChannel: (fd, options, onMessage, onClose) => openStagedChannel(addon, fd, options, onMessage, onClose),
+};

@@ -13,7 +13,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { NativeBinding } from '../native/index.js';
+import { native } from '../native/index.js';
 import type { Endpoint } from './endpoint.js';
 import { silentLogger } from './log.js';
 import { Connection, type ConnectionOptions } from './connection/index.js';
@@ -23,8 +23,6 @@ export interface ServeOptions extends ConnectionOptions {
   socketPath: string;
   /** Parent logger (a child { device } is made); default: silent. */
   log?: Logger;
-  /** The native addon (default: native/index.js). */
-  native?: NativeBinding;
   /** listen(2) backlog (default 16). */
   backlog?: number;
   /** Clients kept waiting for the previous one's detach (default 4); more are closed at once. */
@@ -41,7 +39,6 @@ export class DeviceServer extends EventEmitter {
   readonly endpoint: Endpoint;
   readonly options: ServeOptions;
   readonly log: Logger;
-  #native: NativeBinding | undefined;
   #listener: Listener | undefined;
   #connection: Connection | undefined;
   /** Accepted clients waiting for the current one to go (oldest first); `timer` while it is still attached. */
@@ -52,7 +49,6 @@ export class DeviceServer extends EventEmitter {
     super();
     this.endpoint = endpoint;
     this.options = options;
-    this.#native = options.native;
     this.log = (options.log ?? silentLogger).child({ device: endpoint.name });
   }
 
@@ -73,14 +69,12 @@ export class DeviceServer extends EventEmitter {
   async listen(): Promise<void> {
     if (this.#listener) return;
     this.#closing = false;
-    const native = this.#native ?? (this.#native = (await import('../native/index.js')).native);
     this.#listener = await Listener.open(native, this.options.socketPath, (fd) => this.#onAccept(fd), this.log, {
       backlog: this.options.backlog ?? 16,
     });
   }
 
   #onAccept(fd: number): void {
-    const native = this.#native!;
     if (this.#closing) {
       native.closeFd(fd);
       return;
@@ -118,18 +112,18 @@ export class DeviceServer extends EventEmitter {
 
   #reject(fd: number, why: string): void {
     this.log.warn({ why }, 'closing a new connection');
-    this.#native!.closeFd(fd);
+    native.closeFd(fd);
     this.emit('rejected');
   }
 
   #start(fd: number): void {
     let conn: Connection;
     try {
-      conn = new Connection(this.#native!, fd, this.endpoint, this.log, this.options, (c, reason) => this.#onClosed(c, reason));
+      conn = new Connection(native, fd, this.endpoint, this.log, this.options, (c, reason) => this.#onClosed(c, reason));
     } catch (err) {
       this.log.error({ err }, 'cannot serve the new connection');
       try {
-        this.#native!.closeFd(fd);
+        native.closeFd(fd);
       } catch {
         // The channel took it already.
       }
@@ -150,7 +144,7 @@ export class DeviceServer extends EventEmitter {
     const next = this.#waiting.shift();
     if (next === undefined) return;
     clearTimeout(next.timer);
-    if (this.#closing) this.#native!.closeFd(next.fd);
+    if (this.#closing) native.closeFd(next.fd);
     else this.#start(next.fd);
   }
 
@@ -161,7 +155,7 @@ export class DeviceServer extends EventEmitter {
     this.#listener = undefined;
     for (const w of this.#waiting.splice(0)) {
       clearTimeout(w.timer);
-      this.#native!.closeFd(w.fd);
+      native.closeFd(w.fd);
     }
     const conn = this.#connection;
     if (conn) await conn.close('server closing');

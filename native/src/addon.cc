@@ -1,5 +1,5 @@
 // Entry point of the vfio_user_native addon: registers every export listed in
-// native/index.ts (NativeBinding). Per-env state lives in AddonData, so the
+// native/types.ts (NativeBinding). Per-env state lives in AddonData, so the
 // addon also loads in worker threads.
 #include <dlfcn.h>
 #include <napi.h>

@@ -34,7 +34,7 @@ Napi::Function Channel::Define(Napi::Env env) {
   return DefineClass(env, "Channel",
                      {
                          InstanceMethod<&Channel::Send>("send"),
-                         InstanceMethod<&Channel::SendFromWindow>("sendFromWindow"),
+                         InstanceMethod<&Channel::SendStaged>("sendStaged"),
                          InstanceMethod<&Channel::Close>("close"),
                          InstanceAccessor<&Channel::PendingBytes>("pendingBytes"),
                          InstanceAccessor<&Channel::Fd>("fd"),
@@ -58,13 +58,13 @@ Napi::Value Channel::Open(const Napi::CallbackInfo& info) {
   Napi::Object options = info[1].As<Napi::Object>();
   uint64_t max_message_size = ToUint(env, options.Get("maxMessageSize"), "options.maxMessageSize", kHeaderSize, kMaxMessageSizeLimit);
   uint64_t max_fds = ToUint(env, options.Get("maxFds"), "options.maxFds", 0, kMaxFdsLimit);
-  Napi::Value window = options.Get("receiveWindow");
-  if (!window.IsUndefined() && (!window.IsArrayBuffer() || window.As<Napi::ArrayBuffer>().ByteLength() < kHeaderSize)) {
-    throw Napi::TypeError::New(env, "options.receiveWindow must be an ArrayBuffer of at least 16 bytes");
+  Napi::Value rx_staging = options.Get("receiveStaging");
+  if (!rx_staging.IsArrayBuffer() || rx_staging.As<Napi::ArrayBuffer>().ByteLength() < kHeaderSize) {
+    throw Napi::TypeError::New(env, "options.receiveStaging must be an ArrayBuffer of at least 16 bytes");
   }
-  Napi::Value send_window = options.Get("sendWindow");
-  if (!send_window.IsUndefined() && (!send_window.IsArrayBuffer() || send_window.As<Napi::ArrayBuffer>().ByteLength() == 0)) {
-    throw Napi::TypeError::New(env, "options.sendWindow must be a non-empty ArrayBuffer");
+  Napi::Value tx_staging = options.Get("sendStaging");
+  if (!tx_staging.IsArrayBuffer() || tx_staging.As<Napi::ArrayBuffer>().ByteLength() == 0) {
+    throw Napi::TypeError::New(env, "options.sendStaging must be a non-empty ArrayBuffer");
   }
   Napi::Function on_message = ArgFunction(info, 2, "onMessage");
   Napi::Function on_close = ArgFunction(info, 3, "onClose");
@@ -97,18 +97,14 @@ Napi::Value Channel::Open(const Napi::CallbackInfo& info) {
   self->fd_ = fd;
   self->addon_ = addon;
   addon->busy_fds.insert(fd);
-  if (!window.IsUndefined()) {
-    Napi::ArrayBuffer ab = window.As<Napi::ArrayBuffer>();
-    self->window_ref_ = Napi::Persistent(ab);
-    self->window_ = static_cast<uint8_t*>(ab.Data());
-    self->window_len_ = ab.ByteLength();
-  }
-  if (!send_window.IsUndefined()) {
-    Napi::ArrayBuffer ab = send_window.As<Napi::ArrayBuffer>();
-    self->send_window_ref_ = Napi::Persistent(ab);
-    self->send_window_ = static_cast<uint8_t*>(ab.Data());
-    self->send_window_len_ = ab.ByteLength();
-  }
+  Napi::ArrayBuffer rx = rx_staging.As<Napi::ArrayBuffer>();
+  self->rx_staging_ref_ = Napi::Persistent(rx);
+  self->rx_staging_ = static_cast<uint8_t*>(rx.Data());
+  self->rx_staging_len_ = rx.ByteLength();
+  Napi::ArrayBuffer tx = tx_staging.As<Napi::ArrayBuffer>();
+  self->tx_staging_ref_ = Napi::Persistent(tx);
+  self->tx_staging_ = static_cast<uint8_t*>(tx.Data());
+  self->tx_staging_len_ = tx.ByteLength();
   self->on_message_ = Napi::Persistent(on_message);
   self->on_close_ = Napi::Persistent(on_close);
   self->context_ = std::make_unique<Napi::AsyncContext>(env, "VfioUserChannel", obj);
@@ -125,12 +121,11 @@ Napi::Value Channel::Send(const Napi::CallbackInfo& info) {
   return SendBytes(info, ArgBytes(info, 0, "message"));
 }
 
-Napi::Value Channel::SendFromWindow(const Napi::CallbackInfo& info) {
+Napi::Value Channel::SendStaged(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (closed_) ThrowErrno(env, EPIPE, "send", "channel is closed");
-  if (send_window_ == nullptr) throw Napi::TypeError::New(env, "this channel has no send window");
-  size_t length = static_cast<size_t>(ToUint(env, info[0], "length", 0, send_window_len_));
-  return SendBytes(info, Bytes{send_window_, length});
+  if (closed_) ThrowErrno(env, EPIPE, "send", "channel is closed");  // the staging buffer is released by then
+  size_t length = static_cast<size_t>(ToUint(env, info[0], "length", 0, tx_staging_len_));
+  return SendBytes(info, Bytes{tx_staging_, length});
 }
 
 Napi::Value Channel::SendBytes(const Napi::CallbackInfo& info, Bytes bytes) {
@@ -218,12 +213,12 @@ void Channel::Shutdown() {
   }
   on_message_.Reset();
   on_close_.Reset();
-  window_ref_.Reset();
-  window_ = nullptr;
-  window_len_ = 0;
-  send_window_ref_.Reset();
-  send_window_ = nullptr;
-  send_window_len_ = 0;
+  rx_staging_ref_.Reset();
+  rx_staging_ = nullptr;
+  rx_staging_len_ = 0;
+  tx_staging_ref_.Reset();
+  tx_staging_ = nullptr;
+  tx_staging_len_ = 0;
   if (referenced_) {
     referenced_ = false;
     Unref();
@@ -465,8 +460,8 @@ bool Channel::Deliver(const uint8_t* data, size_t length, uint64_t msg_end) {
   Napi::HandleScope scope(env);
   delivered_++;
   Napi::Value message;
-  if (window_ != nullptr && length <= window_len_) {
-    memcpy(window_, data, length);
+  if (length <= rx_staging_len_) {
+    memcpy(rx_staging_, data, length);
     message = Napi::Number::New(env, static_cast<double>(length));
   } else {
     message = Napi::Buffer<uint8_t>::Copy(env, data, length);
@@ -477,8 +472,8 @@ bool Channel::Deliver(const uint8_t* data, size_t length, uint64_t msg_end) {
     count += g.fds.size();
   }
   Napi::Value fds_value;
-  if (count == 0 && window_ != nullptr) {
-    fds_value = env.Undefined();  // the JS wrapper supplies a fresh []
+  if (count == 0) {
+    fds_value = env.Undefined();  // the JS side supplies a fresh []
   } else {
     Napi::Array fds = Napi::Array::New(env, count);
     uint32_t k = 0;

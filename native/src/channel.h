@@ -4,17 +4,16 @@
 // MakeCallback; sends with sendmsg(SCM_RIGHTS), queueing what the socket does
 // not take.
 //
-// Delivery: by default each message is a fresh Buffer. With the optional
-// `receiveWindow` ArrayBuffer (used by native/index.ts's openChannel wrapper),
-// a message that fits is copied into the window instead and onMessage gets its
+// Staging buffers (their JS half is native/staged-channel.ts): a message that
+// fits the `receiveStaging` ArrayBuffer is copied there and onMessage gets its
 // length (a number); the JS side copies it out before anything else runs. That
 // saves the native Buffer creation (ArrayBuffer + SetPrototype) per message,
-// the costliest part of a small round trip. fds are then `undefined` if none.
-// Likewise the optional `sendWindow`: sendFromWindow(length, fds) sends the
-// window's first `length` bytes (the JS side copied the message there), which
-// spares V8 materializing the ArrayBuffer of a small on-heap Uint8Array (and
-// the typed-array checks). send() and sendFromWindow() return the bytes still
-// queued (0 when the kernel took everything).
+// the costliest part of a small round trip. A larger message arrives as a
+// fresh Buffer. fds are `undefined` if none came. Likewise `sendStaging`:
+// sendStaged(length, fds) sends its first `length` bytes (the JS side copied
+// the message there), which spares V8 materializing the ArrayBuffer of a small
+// on-heap Uint8Array (and the typed-array checks). send() and sendStaged()
+// return the bytes still queued (0 when the kernel took everything).
 #pragma once
 #include <napi.h>
 
@@ -35,7 +34,7 @@ struct AddonData;
 class Channel : public Napi::ObjectWrap<Channel> {
  public:
   static Napi::Function Define(Napi::Env env);
-  /** openChannel(fd, {maxMessageSize, maxFds}, onMessage, onClose) */
+  /** openChannel(fd, {maxMessageSize, maxFds, receiveStaging, sendStaging}, onMessage, onClose) */
   static Napi::Value Open(const Napi::CallbackInfo& info);
   explicit Channel(const Napi::CallbackInfo& info);
   ~Channel() override;
@@ -49,8 +48,8 @@ class Channel : public Napi::ObjectWrap<Channel> {
 
   // JS-facing members.
   Napi::Value Send(const Napi::CallbackInfo& info);
-  /** sendFromWindow(length, fds?): send the first `length` bytes of the send window. */
-  Napi::Value SendFromWindow(const Napi::CallbackInfo& info);
+  /** sendStaged(length, fds?): send the first `length` bytes of the send staging buffer. */
+  Napi::Value SendStaged(const Napi::CallbackInfo& info);
   /** send() after its message argument: fds are info[1]; returns the bytes still queued. */
   Napi::Value SendBytes(const Napi::CallbackInfo& info, Bytes bytes);
   Napi::Value Close(const Napi::CallbackInfo& info);
@@ -107,15 +106,15 @@ class Channel : public Napi::ObjectWrap<Channel> {
   Napi::FunctionReference on_message_;
   Napi::FunctionReference on_close_;
   std::unique_ptr<Napi::AsyncContext> context_;
-  // Optional receive window (see the top of this file): a JS ArrayBuffer kept
-  // alive by window_ref_; its backing store never moves.
-  Napi::Reference<Napi::ArrayBuffer> window_ref_;
-  uint8_t* window_ = nullptr;
-  size_t window_len_ = 0;
-  // Optional send window, likewise.
-  Napi::Reference<Napi::ArrayBuffer> send_window_ref_;
-  uint8_t* send_window_ = nullptr;
-  size_t send_window_len_ = 0;
+  // Receive staging buffer (see the top of this file): a JS ArrayBuffer kept
+  // alive by rx_staging_ref_; its backing store never moves.
+  Napi::Reference<Napi::ArrayBuffer> rx_staging_ref_;
+  uint8_t* rx_staging_ = nullptr;
+  size_t rx_staging_len_ = 0;
+  // Send staging buffer, likewise.
+  Napi::Reference<Napi::ArrayBuffer> tx_staging_ref_;
+  uint8_t* tx_staging_ = nullptr;
+  size_t tx_staging_len_ = 0;
   Napi::Object recv_;  // valid during OnPoll only
 };
 

@@ -119,10 +119,8 @@ void InitFdOps(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("fdSeals", Napi::Function::New(env, FdSeals, "fdSeals"));
-  exports.Set("F_SEAL_SEAL", Napi::Number::New(env, F_SEAL_SEAL));
   exports.Set("F_SEAL_SHRINK", Napi::Number::New(env, F_SEAL_SHRINK));
   exports.Set("F_SEAL_GROW", Napi::Number::New(env, F_SEAL_GROW));
-  exports.Set("F_SEAL_WRITE", Napi::Number::New(env, F_SEAL_WRITE));
 }
 
 }  // namespace vfio_native

@@ -10,7 +10,6 @@
 #include "addon_data.h"
 #include "args.h"
 #include "errors.h"
-#include "mapping_io.h"
 
 namespace vfio_native {
 
@@ -31,10 +30,7 @@ Napi::Function Mapping::Define(Napi::Env env) {
                          InstanceAccessor<&Mapping::Length>("length"),
                          InstanceAccessor<&Mapping::Buffers>("buffers"),
                          InstanceAccessor<&Mapping::Mapped>("mapped"),
-                         InstanceAccessor<&Mapping::Inflight>("inflight"),
                          InstanceMethod<&Mapping::Unmap>("unmap"),
-                         InstanceMethod<&Mapping::Pread>("pread"),
-                         InstanceMethod<&Mapping::Pwrite>("pwrite"),
                      });
 }
 
@@ -73,7 +69,6 @@ Napi::Value Mapping::MmapFd(const Napi::CallbackInfo& info) {
   Mapping* self = Unwrap(obj);
   self->range_ = range;  // the Mapping's reference; windows add theirs
   self->mapped_ = true;
-  self->prot_ = prot;
 
   size_t count = static_cast<size_t>((length + kWindowSize - 1) / kWindowSize);
   Napi::Array buffers = Napi::Array::New(env, count);
@@ -106,7 +101,6 @@ void Mapping::Tombstone() {
     // Could not replace it: at least make the shared pages inaccessible.
     mprotect(range_->addr, range_->length, PROT_NONE);
   }
-  tombstone_pending_ = false;
 }
 
 Napi::Value Mapping::Unmap(const Napi::CallbackInfo& info) {
@@ -117,17 +111,8 @@ Napi::Value Mapping::Unmap(const Napi::CallbackInfo& info) {
     Napi::ArrayBuffer ab = w.Value();
     if (!ab.IsEmpty() && !ab.IsDetached()) ab.Detach();
   }
-  if (inflight_ == 0) {
-    Tombstone();
-  } else {
-    tombstone_pending_ = true;
-  }
+  Tombstone();
   return env.Undefined();
-}
-
-void Mapping::IoDone() {
-  if (inflight_ > 0) inflight_--;
-  if (inflight_ == 0 && tombstone_pending_) Tombstone();
 }
 
 Napi::Value Mapping::Length(const Napi::CallbackInfo& info) {
@@ -137,39 +122,5 @@ Napi::Value Mapping::Buffers(const Napi::CallbackInfo& info) {
   return buffers_.IsEmpty() ? Napi::Array::New(info.Env()) : buffers_.Value();
 }
 Napi::Value Mapping::Mapped(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), mapped_); }
-Napi::Value Mapping::Inflight(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), inflight_); }
-
-Napi::Value Mapping::Pread(const Napi::CallbackInfo& info) { return StartIo(info, false); }
-Napi::Value Mapping::Pwrite(const Napi::CallbackInfo& info) { return StartIo(info, true); }
-
-Napi::Value Mapping::StartIo(const Napi::CallbackInfo& info, bool write) {
-  Napi::Env env = info.Env();
-  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
-  const char* syscall = write ? "pwrite" : "pread";
-  try {
-    int fd = ArgFd(info, 0, "fd");
-    uint64_t position = ArgUint(info, 1, "position", 0, INT64_MAX);
-    uint64_t offset = ArgUint(info, 2, "offset", 0, UINT64_MAX);
-    uint64_t length = ArgUint(info, 3, "length", 0, UINT64_MAX);
-    if (!mapped_) ThrowErrno(env, EFAULT, syscall, "the mapping is unmapped");
-    if (offset > range_->length || length > range_->length - offset) {
-      Napi::RangeError e = Napi::RangeError::New(
-          env, std::string(syscall) + ": [" + std::to_string(offset) + ", +" + std::to_string(length) +
-                   ") is outside the mapping (" + std::to_string(range_->length) + " bytes)");
-      e.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
-      throw e;
-    }
-    if (write ? !(prot_ & PROT_READ) : !(prot_ & PROT_WRITE)) {
-      ThrowErrno(env, EACCES, syscall, write ? "the mapping is not readable" : "the mapping is not writable");
-    }
-    auto* worker = new MappingIoWorker(env, deferred, this, Value(), write, fd, position, range_->addr + offset,
-                                       static_cast<size_t>(length));
-    inflight_++;
-    worker->Queue();
-  } catch (const Napi::Error& e) {
-    deferred.Reject(e.Value());
-  }
-  return deferred.Promise();
-}
 
 }  // namespace vfio_native

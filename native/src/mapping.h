@@ -1,9 +1,9 @@
 // Mapping: an mmap(MAP_SHARED) of an fd exposed to JS as external
 // ArrayBuffers (windows of at most kWindowSize bytes). unmap() detaches every
-// window at once and, when no pread/pwrite is running on the memory, replaces
-// the range with a PROT_NONE placeholder ("tombstone") so no stale pointer can
-// reach guest memory or a later mapping. The address range is munmapped only
-// when the Mapping object and every window have been garbage-collected.
+// window at once and replaces the range with a PROT_NONE placeholder
+// ("tombstone") so no stale pointer can reach guest memory or a later mapping.
+// The address range is munmapped only when the Mapping object and every window
+// have been garbage-collected.
 #pragma once
 #include <napi.h>
 
@@ -35,27 +35,15 @@ class Mapping : public Napi::ObjectWrap<Mapping> {
   explicit Mapping(const Napi::CallbackInfo& info);
   ~Mapping() override;
 
-  uint8_t* addr() const { return range_->addr; }
-  bool mapped() const { return mapped_; }
-  /** Called on the JS thread when a pread/pwrite finished touching the memory. */
-  void IoDone();
-
  private:
   Napi::Value Length(const Napi::CallbackInfo& info);
   Napi::Value Buffers(const Napi::CallbackInfo& info);
   Napi::Value Mapped(const Napi::CallbackInfo& info);
-  Napi::Value Inflight(const Napi::CallbackInfo& info);
   Napi::Value Unmap(const Napi::CallbackInfo& info);
-  Napi::Value Pread(const Napi::CallbackInfo& info);
-  Napi::Value Pwrite(const Napi::CallbackInfo& info);
-  Napi::Value StartIo(const Napi::CallbackInfo& info, bool write);
   void Tombstone();
 
   MappedRange* range_ = nullptr;
   bool mapped_ = false;
-  bool tombstone_pending_ = false;
-  int prot_ = 0;
-  uint32_t inflight_ = 0;
   std::vector<Napi::Reference<Napi::ArrayBuffer>> windows_;
   Napi::Reference<Napi::Array> buffers_;
 };

@@ -20,8 +20,6 @@ class PollHandle {
   int Init(napi_env env, int fd, Callback cb, void* owner);
   /** uv_poll_start with `events` (0 stops polling). Returns 0 or a negative libuv error. */
   int Set(int events);
-  int events() const { return events_; }
-  bool active() const { return handle_ != nullptr; }
   /** uv_close; afterwards the fd may be closed. Idempotent. */
   void Close();
 

@@ -30,10 +30,10 @@ iovec ViewIovec(Napi::Env env, napi_value v, uint32_t index) {
   return iovec{const_cast<uint8_t*>(bytes.data), bytes.length};
 }
 
-/** (fd, views[], position) -> one preadv2/pwritev2(RWF_NOWAIT); bytes, or kWouldBlock / kUnsupported. */
-Napi::Value NowaitIo(const Napi::CallbackInfo& info, bool write) {
+/** preadvNowait(fd, views[], position) -> one preadv2(RWF_NOWAIT); bytes, or kWouldBlock / kUnsupported. */
+Napi::Value PreadvNowait(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* syscall = write ? "pwritev2" : "preadv2";
+  const char* syscall = "preadv2";
   int fd = ArgFd(info, 0, "fd");
   if (!info[1].IsArray()) {
     Napi::TypeError e = Napi::TypeError::New(env, "views must be an array of ArrayBufferViews");
@@ -65,24 +65,19 @@ Napi::Value NowaitIo(const Napi::CallbackInfo& info, bool write) {
   if (count == 0 || total == 0) return Napi::Number::New(env, 0);
   ssize_t n;
   do {
-    n = write ? pwritev2(fd, iov, static_cast<int>(count), static_cast<off_t>(position), RWF_NOWAIT)
-              : preadv2(fd, iov, static_cast<int>(count), static_cast<off_t>(position), RWF_NOWAIT);
+    n = preadv2(fd, iov, static_cast<int>(count), static_cast<off_t>(position), RWF_NOWAIT);
   } while (n < 0 && errno == EINTR);
   if (n >= 0) return Napi::Number::New(env, static_cast<double>(n));
   if (errno == EAGAIN) return Napi::Number::New(env, kWouldBlock);
-  // Kernels or file systems without RWF_NOWAIT for this fd (pipes, some fs, buffered writes on ext4).
+  // Kernels or file systems without RWF_NOWAIT reads for this fd (pipes, tmpfs...).
   if (errno == EOPNOTSUPP || errno == EINVAL) return Napi::Number::New(env, kUnsupported);
   ThrowErrno(env, errno, syscall, "fd " + std::to_string(fd));
 }
-
-Napi::Value PreadvNowait(const Napi::CallbackInfo& info) { return NowaitIo(info, false); }
-Napi::Value PwritevNowait(const Napi::CallbackInfo& info) { return NowaitIo(info, true); }
 
 }  // namespace
 
 void InitSyncIo(Napi::Env env, Napi::Object exports) {
   exports.Set("preadvNowait", Napi::Function::New(env, PreadvNowait, "preadvNowait"));
-  exports.Set("pwritevNowait", Napi::Function::New(env, PwritevNowait, "pwritevNowait"));
 }
 
 }  // namespace vfio_native

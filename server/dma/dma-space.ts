@@ -22,7 +22,7 @@
  */
 import { fstatSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { NativeBinding } from '../../native/index.js';
+import { native } from '../../native/index.js';
 import type { ClientPort, DmaMapRequest } from '../endpoint.js';
 import { DmaMapFlag, Errno, Limits } from '../../protocol/constants.js';
 import { DmaError } from './errors.js';
@@ -60,8 +60,6 @@ export type DmaAccess = 'read' | 'readwrite';
 export type DmaMapListener = (region: DmaRegion) => void;
 
 export interface DmaSpaceOptions {
-  /** The native addon (default: loaded from native/index.js on first fd-backed map). */
-  native?: NativeBinding;
   /** Most ranges at once (default 65535, what we advertise). */
   maxMaps?: number;
   /** What to do with DMA_MAP fds not sealed against shrinking (default 'map'); see UnsealedFdPolicy. */
@@ -102,7 +100,6 @@ function checkArgs(gpa: bigint, length: number): void {
 
 export class DmaSpace {
   readonly log: Logger;
-  #native: NativeBinding | undefined;
   readonly #maxMaps: number;
   /** Sorted by addr, non-overlapping. */
   #regions: DmaRegion[] = [];
@@ -116,7 +113,6 @@ export class DmaSpace {
 
   constructor(log: Logger, options: DmaSpaceOptions = {}) {
     this.log = log;
-    this.#native = options.native;
     this.#maxMaps = options.maxMaps ?? Limits.MAX_DMA_MAPS;
     this.#unsealed = options.unsealedFds ?? 'map';
   }
@@ -127,7 +123,7 @@ export class DmaSpace {
    * sealed against shrinking goes by the UnsealedFdPolicy. False: serve the
    * range by messages instead.
    */
-  #mayMap(native: NativeBinding, fd: number, end: number, what: string): boolean {
+  #mayMap(fd: number, end: number, what: string): boolean {
     let st;
     try {
       st = fstatSync(fd);
@@ -155,9 +151,9 @@ export class DmaSpace {
   }
 
   /** #mayMap for a DMA_MAP request (the mmap covers whole pages from the page holding `offset`). */
-  #mayMapRange(native: NativeBinding, fd: number, req: DmaMapRequest, what: string): boolean {
+  #mayMapRange(fd: number, req: DmaMapRequest, what: string): boolean {
     const end = ((req.offset + req.size + PAGE - 1n) / PAGE) * PAGE;
-    return this.#mayMap(native, fd, Number(end), what);
+    return this.#mayMap(fd, Number(end), what);
   }
 
   /** The ranges currently mapped, in address order. */
@@ -178,11 +174,6 @@ export class DmaSpace {
   async detach(): Promise<void> {
     await this.unmap(0n, 0n, true);
     this.#port = undefined;
-  }
-
-  async #loadNative(): Promise<NativeBinding> {
-    if (!this.#native) this.#native = (await import('../../native/index.js')).native;
-    return this.#native;
   }
 
   /** Index of the first region whose end > gpa (binary search). */
@@ -215,14 +206,12 @@ export class DmaSpace {
       const f = fd;
       fd = undefined;
       try {
-        (await this.#loadNative()).closeFd(f);
+        native.closeFd(f);
       } catch (err) {
         this.log.warn({ err, fd: f }, 'DMA: closing a map fd failed');
       }
     };
     try {
-      // Load first: no await between the overlap check and the insert.
-      const native = fd !== undefined ? await this.#loadNative() : undefined;
       const { addr, size } = req;
       const what = `DMA_MAP [0x${addr.toString(16)}, +0x${size.toString(16)})`;
       if (size <= 0n || addr < 0n || addr + size > 1n << 64n) throw new DmaError(Errno.EINVAL, `${what}: bad range`);
@@ -238,7 +227,7 @@ export class DmaSpace {
       }
       if (this.#regions.length >= this.#maxMaps) throw new DmaError(Errno.EINVAL, `${what}: more than ${this.#maxMaps} maps`);
       let region: DmaRegion;
-      if (fd !== undefined && native && this.#mayMapRange(native, fd, req, what)) {
+      if (fd !== undefined && this.#mayMapRange(fd, req, what)) {
         const base = req.offset - (req.offset % PAGE);
         const delta = Number(req.offset - base);
         const length = Number(((BigInt(delta) + size + PAGE - 1n) / PAGE) * PAGE);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { fstatSync, writeSync } from 'node:fs';
+import { fstatSync, readlinkSync, writeSync } from 'node:fs';
 import { native } from '../../native/index.js';
+import { listOpenFds } from '../helpers/fds.js';
 import { noFdLeakEachTest } from '../helpers/no-fd-leak.js';
 import { Recorder, message, turn } from './channel-helpers.js';
 
@@ -8,6 +9,17 @@ noFdLeakEachTest();
 
 function inode(fd: number): number {
   return fstatSync(fd).ino;
+}
+
+/** This process's open fds on a memfd created with `name`. */
+function memfdsNamed(name: string): number[] {
+  return listOpenFds().filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(`/memfd:${name} `);
+    } catch {
+      return false;
+    }
+  });
 }
 
 describe('native channel', () => {
@@ -221,9 +233,11 @@ describe('native channel', () => {
     const left = new Recorder(a);
     left.channel.send(partial, [memfd]);
     native.closeFd(memfd);
-    for (let i = 0; i < 5; i++) await turn();
+    for (let i = 0; i < 20 && memfdsNamed('partial').length === 0; i++) await turn();
+    expect(memfdsNamed('partial')).toHaveLength(1); // only the receiving channel holds it now
     expect(right.messages).toEqual([]);
     right.channel.close();
+    expect(memfdsNamed('partial')).toEqual([]);
     left.dispose();
   });
 

@@ -1,12 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { fstatSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { native } from '../../native/index.js';
 import { noFdLeakEachTest } from '../helpers/no-fd-leak.js';
 import { tempSocketPath } from '../helpers/temp.js';
 import { Recorder, message } from './channel-helpers.js';
 
 noFdLeakEachTest();
+
+const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
+const TSX_LOADER = pathToFileURL(join(process.cwd(), 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
 
 describe('native fds', () => {
   it('eventfd: write, read, watchReadable', async () => {
@@ -29,6 +34,10 @@ describe('native fds', () => {
     expect(values).toEqual([5]);
     watcher.close();
     watcher.close();
+    native.eventfdWrite(fd, 1); // no longer watched: nothing is called
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    expect(values).toEqual([5]);
+    expect(native.eventfdRead(fd)).toBe(1);
     native.closeFd(fd);
     expect(() => native.eventfdWrite(fd)).toThrow(expect.objectContaining({ code: 'EBADF' }));
     const initial = native.eventfd(3);
@@ -36,12 +45,14 @@ describe('native fds', () => {
     native.closeFd(initial);
   });
 
-  it('a watcher survives its fd being closed first', async () => {
-    const fd = native.eventfd();
-    const watcher = native.watchReadable(fd, () => {});
-    native.closeFd(fd);
-    await new Promise((r) => setImmediate(r));
-    watcher.close();
+  it('a watcher polls its own dup: closing the fd first is harmless, and the fd number can be watched again', () => {
+    // In a child process: polling a closed fd can make libuv abort().
+    const child = spawnSync(process.execPath, ['--import', TSX_LOADER, join(FIXTURES, 'watch-closed-fd.ts')], { encoding: 'utf8', timeout: 20_000 });
+    expect({ status: child.status, signal: child.signal, stderr: child.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+    const seen = JSON.parse(child.stdout.trim().split('\n').pop()!) as { fd: number; reused: number; firstSeen: number[]; secondSeen: number[] };
+    expect(seen.reused).toBe(seen.fd); // the case the dup exists for
+    expect(seen.firstSeen).toEqual([2, 3]); // the first watcher still sees its eventfd, and only it
+    expect(seen.secondSeen).toEqual([5]);
   });
 
   it('listens, accepts and connects', async () => {

@@ -72,44 +72,4 @@ describe('native mmap', () => {
     m.unmap();
     expect(m.buffers.every((b) => b.byteLength === 0)).toBe(true);
   });
-
-  it('preads from and pwrites to an fd on the threadpool', async () => {
-    const guestFd = native.memfdCreate('guest', 4096);
-    const m = native.mmapFd(guestFd, 0, 4096, RW);
-    native.closeFd(guestFd);
-    const file = native.memfdCreate('disk', 65536);
-    writeSync(file, Buffer.from('hello, guest'), 0, 12, 512);
-
-    await expect(m.pread(file, 512, 100, 12)).resolves.toBe(12);
-    expect(Buffer.from(m.buffers[0]!, 100, 12).toString()).toBe('hello, guest');
-    await expect(m.pread(file, 65536 - 4, 0, 16)).resolves.toBe(4); // stops at EOF
-
-    Buffer.from(m.buffers[0]!).write('from guest', 2000);
-    await expect(m.pwrite(file, 1024, 2000, 10)).resolves.toBe(10);
-    const out = Buffer.alloc(10);
-    readSync(file, out, 0, 10, 1024);
-    expect(out.toString()).toBe('from guest');
-
-    await expect(m.pread(file, 0, 4000, 200)).rejects.toThrow(RangeError);
-    await expect(m.pread(999_999, 0, 0, 4)).rejects.toMatchObject({ code: 'EBADF' });
-
-    // unmap while I/O is in flight: views detach now, the memory stays until it finishes.
-    const pending = m.pread(file, 0, 0, 4096);
-    expect(m.inflight).toBe(1);
-    m.unmap();
-    expect(m.buffers[0]!.byteLength).toBe(0);
-    await expect(pending).resolves.toBe(4096);
-    expect(m.inflight).toBe(0);
-    await expect(m.pwrite(file, 0, 0, 4)).rejects.toMatchObject({ code: 'EFAULT' });
-    native.closeFd(file);
-  });
-
-  it('rejects pread into a read-only mapping', async () => {
-    const fd = native.memfdCreate('ro', 4096);
-    const m = native.mmapFd(fd, 0, 4096, native.PROT_READ);
-    await expect(m.pread(fd, 0, 0, 4)).rejects.toMatchObject({ code: 'EACCES' });
-    await expect(m.pwrite(fd, 0, 0, 4)).resolves.toBe(4);
-    m.unmap();
-    native.closeFd(fd);
-  });
 });

@@ -14,14 +14,15 @@ describe('native addon in worker threads', () => {
       const { parentPort } = require('node:worker_threads');
       const n = require(${JSON.stringify(addon)});
       const [a, b] = n.socketpair();
-      n.openChannel(a, { maxMessageSize: 64, maxFds: 1 }, () => {}, () => {});
+      n.openChannel(a, { maxMessageSize: 64, maxFds: 1, receiveStaging: new ArrayBuffer(64), sendStaging: new ArrayBuffer(64) }, () => {}, () => {});
       const e = n.eventfd();
       n.watchReadable(e, () => {});
       const l = n.listenUnix('\\0vfu-worker-' + process.pid + '-' + Math.random(), 1);
       n.watchListener(l, () => {}, () => {});
       const m = n.memfdCreate('worker', 4096);
       const map = n.mmapFd(m, 0, 4096, n.PROT_READ | n.PROT_WRITE);
-      map.pread(m, 0, 0, 4096).then(() => parentPort.postMessage([b, e, l, m]));
+      new Uint8Array(map.buffers[0])[0] = 1;
+      parentPort.postMessage([b, e, l, m]);
     `;
     for (let i = 0; i < 2; i++) {
       const worker = new Worker(code, { eval: true });

@@ -20,7 +20,7 @@ class MemoryPort implements ClientPort {
 }
 
 function space(): DmaSpace {
-  return new DmaSpace(silentLogger, { native });
+  return new DmaSpace(silentLogger);
 }
 
 describe('DmaSpace', () => {
@@ -131,7 +131,7 @@ describe('DmaSpace', () => {
     // Unsealed: accepted by default (QEMU's memory-backend-file cannot seal)...
     await dma.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x1000n, fd: native.memfdCreate('plain', 0x1000) });
     // ...refused with unsealedFds 'refuse'; a memfd sealed against shrinking is accepted.
-    const strict = new DmaSpace(silentLogger, { native, unsealedFds: 'refuse' });
+    const strict = new DmaSpace(silentLogger, { unsealedFds: 'refuse' });
     await expect(strict.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x1000n, fd: native.memfdCreate('plain', 0x1000) }))
       .rejects.toMatchObject({ errno: Errno.EPERM });
     const sealedFd = native.memfdCreate('sealed', 0x1000, native.F_SEAL_SHRINK | native.F_SEAL_GROW);
@@ -143,7 +143,7 @@ describe('DmaSpace', () => {
   });
 
   it("serves an unsealed fd's range by messages with unsealedFds 'messages'", async () => {
-    const dma = new DmaSpace(silentLogger, { native, unsealedFds: 'messages' });
+    const dma = new DmaSpace(silentLogger, { unsealedFds: 'messages' });
     const port = new MemoryPort(0x20000n, new Uint8Array(0x1000));
     dma.attach(port);
     await dma.map({ flags: 3, offset: 0n, addr: 0x20000n, size: 0x1000n, fd: native.memfdCreate('plain', 0x1000) });

@@ -30,7 +30,7 @@ export class TestEndpoint implements Endpoint {
   bar1Fd: number | undefined;
 
   constructor(log: Logger = silentLogger) {
-    this.dma = new DmaSpace(log, { native });
+    this.dma = new DmaSpace(log);
   }
 
   regionInfo(index: number): RegionInfo {

@@ -1,11 +1,12 @@
 /**
- * The client's side of DMA: the guest address ranges it mapped for the device,
- * and the bytes behind them, so it can answer the server's DMA_READ/DMA_WRITE
- * (for fd-less maps, and for fd-backed ones too, as QEMU does).
+ * DmaMapTable: the client's table of the guest memory it mapped for the
+ * server with DMA_MAP, and the bytes behind each range, so it can answer the
+ * server's DMA_READ/DMA_WRITE (for fd-less maps, and for fd-backed ones too,
+ * as QEMU does). Not to be confused with the server's DmaSpace (server/dma),
+ * the server's view of the same maps.
  */
-import { Errno } from '../protocol/constants.js';
+import { Command, DmaMapFlag, Errno } from '../protocol/constants.js';
 import { VfioUserClientError } from './errors.js';
-import { Command } from '../protocol/constants.js';
 
 /** One DMA_MAP the client made. */
 export interface DmaRange {
@@ -19,10 +20,8 @@ export interface DmaRange {
   readonly shared: boolean;
 }
 
-const WRITE = 2;
-
 /** A sorted set of non-overlapping ranges. */
-export class DmaSpace {
+export class DmaMapTable {
   private ranges: DmaRange[] = [];
 
   get all(): readonly DmaRange[] {
@@ -65,7 +64,7 @@ export class DmaSpace {
   /** Store `data` at addr. EFAULT when unmapped, EPERM when the map is read-only. */
   write(addr: bigint, data: Uint8Array): void {
     const { range, offset } = this.find(addr, BigInt(data.byteLength), Command.DMA_WRITE);
-    if ((range.flags & WRITE) === 0) throw new VfioUserClientError(Errno.EPERM, Command.DMA_WRITE, 'DMA map is read-only');
+    if ((range.flags & DmaMapFlag.WRITE) === 0) throw new VfioUserClientError(Errno.EPERM, Command.DMA_WRITE, 'DMA map is read-only');
     range.bytes.set(data, offset);
   }
 }

@@ -1,0 +1,46 @@
+/**
+ * VERSION, the client's first message: what it offers (QEMU 11.1's
+ * capabilities by default) and the checks QEMU makes on the server's reply.
+ */
+import { Command } from '../protocol/constants.js';
+import { formatCapabilities, type Capabilities } from '../protocol/capabilities.js';
+import { decodeVersion, encodeVersionRequest, type DecodedVersion } from '../protocol/version.js';
+import { closeFds, protocolError, type RequestChannel } from './request-channel.js';
+
+/** QEMU 11.1's VERSION capabilities: what the client offers by default. */
+export const QEMU_CAPABILITIES: Readonly<Capabilities> = Object.freeze({
+  maxMsgFds: 16,
+  maxDataXferSize: 1 << 20,
+  pgsizes: 4096,
+  maxDmaMaps: 65535,
+  writeMultiple: true,
+  migration: { pgsize: 4096, maxBitmapSize: 268435456 },
+});
+
+/** The capabilities a client offers: `offered` merged over QEMU_CAPABILITIES (a string offers QEMU's). */
+export function offeredCapabilities(offered: Partial<Capabilities> | string | undefined): Capabilities {
+  return typeof offered === 'string' ? QEMU_CAPABILITIES : { ...QEMU_CAPABILITIES, ...offered };
+}
+
+/** The JSON text of VERSION: `offered` as given when it is a string, else offeredCapabilities(offered). */
+export function versionJson(offered: Partial<Capabilities> | string | undefined): string {
+  return typeof offered === 'string' ? offered : formatCapabilities(offeredCapabilities(offered));
+}
+
+/**
+ * Send VERSION and check the reply as QEMU does: no fds, no larger than the
+ * request, major 0, a NUL-terminated JSON object (decodeVersion). EPROTO otherwise.
+ */
+export async function negotiate(ch: RequestChannel, version: { major: number; minor: number }, json: string): Promise<DecodedVersion> {
+  const id = ch.allocId();
+  const request = encodeVersionRequest(id, { major: version.major, minor: version.minor, json });
+  const reply = ch.checked(await ch.sendAndWait(id, Command.VERSION, request, [], ch.timeoutMs));
+  closeFds(reply.fds);
+  if (reply.fds.length > 0) throw protocolError(Command.VERSION, 'VERSION reply carried fds');
+  if (reply.message.byteLength > request.byteLength) {
+    throw protocolError(Command.VERSION, `VERSION reply of ${reply.message.byteLength} bytes is larger than the request (${request.byteLength})`);
+  }
+  const decoded = decodeVersion(reply.message);
+  if (decoded.major !== 0) throw protocolError(Command.VERSION, `server speaks major version ${decoded.major}`);
+  return decoded;
+}
