@@ -5,7 +5,7 @@
  */
 import { Errno } from '../protocol/constants.js';
 import { VfioUserClientError } from './errors.js';
-import { Command } from '../protocol/constants.js';
+import { VfioUserCommand } from '../protocol/constants.js';
 
 /** One DMA_MAP the client made. */
 export interface DmaRange {
@@ -32,7 +32,7 @@ export class DmaSpace {
   add(range: DmaRange): void {
     const end = range.addr + range.size;
     if (this.ranges.some((r) => range.addr < r.addr + r.size && r.addr < end)) {
-      throw new VfioUserClientError(Errno.EEXIST, Command.DMA_MAP, `DMA range 0x${range.addr.toString(16)} overlaps a mapped one`);
+      throw new VfioUserClientError(Errno.EEXIST, VfioUserCommand.DMA_MAP, `DMA range 0x${range.addr.toString(16)} overlaps a mapped one`);
     }
     this.ranges.push(range);
     this.ranges.sort((a, b) => (a.addr < b.addr ? -1 : 1));
@@ -58,14 +58,14 @@ export class DmaSpace {
 
   /** The bytes at [addr, addr+length) (a copy). EFAULT when not inside one mapped range. */
   read(addr: bigint, length: number): Uint8Array {
-    const { range, offset } = this.find(addr, BigInt(length), Command.DMA_READ);
+    const { range, offset } = this.find(addr, BigInt(length), VfioUserCommand.DMA_READ);
     return range.bytes.slice(offset, offset + length);
   }
 
   /** Store `data` at addr. EFAULT when unmapped, EPERM when the map is read-only. */
   write(addr: bigint, data: Uint8Array): void {
-    const { range, offset } = this.find(addr, BigInt(data.byteLength), Command.DMA_WRITE);
-    if ((range.flags & WRITE) === 0) throw new VfioUserClientError(Errno.EPERM, Command.DMA_WRITE, 'DMA map is read-only');
+    const { range, offset } = this.find(addr, BigInt(data.byteLength), VfioUserCommand.DMA_WRITE);
+    if ((range.flags & WRITE) === 0) throw new VfioUserClientError(Errno.EPERM, VfioUserCommand.DMA_WRITE, 'DMA map is read-only');
     range.bytes.set(data, offset);
   }
 }

@@ -15,19 +15,12 @@
  */
 import { native, type NativeChannel } from '../native/index.js';
 import { pino, type Logger } from 'pino';
-import { Command, Errno, HEADER_SIZE, HeaderFlag, IrqSetFlag, DmaMapFlag, DmaUnmapFlag, Limits, commandName } from '../protocol/constants.js';
+import { VfioUserCommand, Errno, HEADER_SIZE, HeaderFlag, IrqSetFlag, DmaMapFlag, DmaUnmapFlag, Limits, commandName } from '../protocol/constants.js';
 import { decodeHeader, encodeErrorReply, isError, isReply, newMessage, wantsReply, hexDump, type MessageHeader } from '../protocol/header.js';
 import { formatCapabilities, type Capabilities } from '../protocol/capabilities.js';
 import { decodeVersion, encodeVersionRequest, type DecodedVersion } from '../protocol/version.js';
-import {
-  decodeDeviceInfo,
-  decodeIrqInfo,
-  encodeDeviceInfoRequest,
-  encodeIrqInfoRequest,
-  encodeSetIrqsRequest,
-  type DeviceInfoMessage,
-  type IrqInfoMessage,
-} from '../protocol/device-info.js';
+import { decodeDeviceInfo, encodeDeviceInfoRequest, type DeviceInfoMessage } from '../protocol/device.js';
+import { decodeIrqInfo, encodeIrqInfoRequest, encodeSetIrqsRequest, type IrqInfoMessage } from '../protocol/irqs.js';
 import {
   REGION_INFO_SIZE,
   decodeRegionInfoReply,
@@ -36,9 +29,9 @@ import {
   encodeRegionIoFdsRequest,
   type RegionInfoReply,
   type RegionIoFdsReply,
-} from '../protocol/region-info.js';
+} from '../protocol/regions.js';
 import { decodeRegionReadReply, encodeRegionReadRequest, encodeRegionWriteRequest } from '../protocol/region-access.js';
-import { decodeDmaUnmapReply, encodeDmaMapRequest, encodeDmaUnmapRequest, type DmaUnmapMessage } from '../protocol/dma-map.js';
+import { decodeDmaUnmapReply, encodeDmaMapRequest, encodeDmaUnmapRequest, type DmaUnmapMessage } from '../protocol/dma.js';
 import { decodeDmaReadRequest, decodeDmaWriteRequest, encodeDmaReadReply, encodeDmaWriteReply } from '../protocol/dma-access.js';
 import { VfioUserClientError } from './errors.js';
 import { DmaSpace, type DmaRange } from './dma-space.js';
@@ -194,14 +187,14 @@ export class VfioUserClient {
     const v = this.options.version ?? { major: 0, minor: 0 };
     const id = this.allocId();
     const request = encodeVersionRequest(id, { major: v.major, minor: v.minor, json: this.versionJson });
-    const reply = this.checked(await this.sendAndWait(id, Command.VERSION, request, [], this.timeoutMs));
+    const reply = this.checked(await this.sendAndWait(id, VfioUserCommand.VERSION, request, [], this.timeoutMs));
     this.closeFds(reply.fds);
-    if (reply.fds.length > 0) throw this.protocolError(Command.VERSION, 'VERSION reply carried fds');
+    if (reply.fds.length > 0) throw this.protocolError(VfioUserCommand.VERSION, 'VERSION reply carried fds');
     if (reply.message.byteLength > request.byteLength) {
-      throw this.protocolError(Command.VERSION, `VERSION reply of ${reply.message.byteLength} bytes is larger than the request (${request.byteLength})`);
+      throw this.protocolError(VfioUserCommand.VERSION, `VERSION reply of ${reply.message.byteLength} bytes is larger than the request (${request.byteLength})`);
     }
     const decoded = decodeVersion(reply.message);
-    if (decoded.major !== 0) throw this.protocolError(Command.VERSION, `server speaks major version ${decoded.major}`);
+    if (decoded.major !== 0) throw this.protocolError(VfioUserCommand.VERSION, `server speaks major version ${decoded.major}`);
     this.server = decoded;
     this.log.info({ caps: decoded.capabilities }, 'negotiated');
     return decoded;
@@ -365,13 +358,13 @@ export class VfioUserClient {
     let reply: Uint8Array;
     try {
       if (fds.length > 0) throw new VfioUserClientError(Errno.EINVAL, header.command, 'fds on a server request');
-      if (header.command === Command.DMA_READ) {
+      if (header.command === VfioUserCommand.DMA_READ) {
         const req = decodeDmaReadRequest(message);
         if (req.count > BigInt(this.maxDataXferSize)) throw new VfioUserClientError(Errno.E2BIG, header.command, 'DMA_READ larger than max_data_xfer_size');
         const data = this.dma.read(req.addr, Number(req.count));
         reply = encodeDmaReadReply(header.id, req.addr, data);
         this.served.dmaRead++;
-      } else if (header.command === Command.DMA_WRITE) {
+      } else if (header.command === VfioUserCommand.DMA_WRITE) {
         const req = decodeDmaWriteRequest(message);
         if (req.count > BigInt(this.maxDataXferSize)) throw new VfioUserClientError(Errno.E2BIG, header.command, 'DMA_WRITE larger than max_data_xfer_size');
         this.dma.write(req.addr, req.data);
@@ -408,7 +401,7 @@ export class VfioUserClient {
       p.reject(new VfioUserClientError(Errno.ECONNRESET, p.command, `connection closed (${reason}) before the reply to id ${id}`));
     }
     this.pending.clear();
-    this.irqs.closeAll(new VfioUserClientError(Errno.ECONNRESET, Command.DEVICE_SET_IRQS, `connection closed (${reason})`));
+    this.irqs.closeAll(new VfioUserClientError(Errno.ECONNRESET, VfioUserCommand.DEVICE_SET_IRQS, `connection closed (${reason})`));
     this.resolveClosed(reason);
   }
 
@@ -427,7 +420,7 @@ export class VfioUserClient {
 
   /** DEVICE_GET_INFO. */
   async getDeviceInfo(argsz?: number): Promise<DeviceInfoMessage> {
-    const r = await this.typed(Command.DEVICE_GET_INFO, (id) => encodeDeviceInfoRequest(id, argsz));
+    const r = await this.typed(VfioUserCommand.DEVICE_GET_INFO, (id) => encodeDeviceInfoRequest(id, argsz));
     return decodeDeviceInfo(r.message);
   }
 
@@ -438,10 +431,10 @@ export class VfioUserClient {
    */
   async getRegionInfo(index: number, argsz?: number): Promise<RegionInfo> {
     const ask = async (a: number): Promise<RegionInfo> => {
-      const r = await this.typed(Command.DEVICE_GET_REGION_INFO, (id) => encodeRegionInfoRequest(id, index, a));
+      const r = await this.typed(VfioUserCommand.DEVICE_GET_REGION_INFO, (id) => encodeRegionInfoRequest(id, index, a));
       if (r.fds.length > 1) {
         this.closeFds(r.fds);
-        throw this.protocolError(Command.DEVICE_GET_REGION_INFO, `${r.fds.length} fds with region info`);
+        throw this.protocolError(VfioUserCommand.DEVICE_GET_REGION_INFO, `${r.fds.length} fds with region info`);
       }
       let info: RegionInfoReply;
       try {
@@ -461,7 +454,7 @@ export class VfioUserClient {
 
   /** DEVICE_GET_REGION_IO_FDS (QEMU never sends it). The fds belong to the caller. */
   async getRegionIoFds(index: number, argsz = 4096): Promise<RegionIoFdsReply & { fds: number[] }> {
-    const r = await this.typed(Command.DEVICE_GET_REGION_IO_FDS, (id) => encodeRegionIoFdsRequest(id, index, argsz));
+    const r = await this.typed(VfioUserCommand.DEVICE_GET_REGION_IO_FDS, (id) => encodeRegionIoFdsRequest(id, index, argsz));
     try {
       return { ...decodeRegionIoFdsReply(r.message), fds: r.fds };
     } catch (err) {
@@ -472,7 +465,7 @@ export class VfioUserClient {
 
   /** DEVICE_GET_IRQ_INFO. */
   async getIrqInfo(index: number, argsz?: number): Promise<IrqInfoMessage> {
-    const r = await this.typed(Command.DEVICE_GET_IRQ_INFO, (id) => encodeIrqInfoRequest(id, index, argsz));
+    const r = await this.typed(VfioUserCommand.DEVICE_GET_IRQ_INFO, (id) => encodeIrqInfoRequest(id, index, argsz));
     return decodeIrqInfo(r.message);
   }
 
@@ -480,7 +473,7 @@ export class VfioUserClient {
   async setIrqs(o: SetIrqsOptions): Promise<void> {
     const bytes = (id: number) =>
       encodeSetIrqsRequest(id, { flags: o.flags, index: o.index, start: o.start ?? 0, count: o.count, data: o.data, argsz: o.argsz });
-    const r = await this.typed(Command.DEVICE_SET_IRQS, bytes, o.fds);
+    const r = await this.typed(VfioUserCommand.DEVICE_SET_IRQS, bytes, o.fds);
     this.closeFds(r.fds);
   }
 
@@ -525,11 +518,11 @@ export class VfioUserClient {
   /** REGION_READ: `count` bytes at `offset` of region `index`. The reply must echo the access and carry exactly count bytes. */
   async regionRead(index: number, offset: bigint | number, count: number): Promise<Uint8Array> {
     const off = BigInt(offset);
-    const r = await this.typed(Command.REGION_READ, (id) => encodeRegionReadRequest(id, { offset: off, region: index, count }));
+    const r = await this.typed(VfioUserCommand.REGION_READ, (id) => encodeRegionReadRequest(id, { offset: off, region: index, count }));
     this.closeFds(r.fds);
     const reply = decodeRegionReadReply(r.message);
     if (reply.offset !== off || reply.region !== index || reply.count !== count) {
-      throw this.protocolError(Command.REGION_READ, `REGION_READ reply (${reply.region}@${reply.offset}+${reply.count}) does not match the request`);
+      throw this.protocolError(VfioUserCommand.REGION_READ, `REGION_READ reply (${reply.region}@${reply.offset}+${reply.count}) does not match the request`);
     }
     // a plain Uint8Array view (not a Buffer) over the reply's bytes
     return new Uint8Array(reply.data.buffer, reply.data.byteOffset, reply.data.byteLength);
@@ -545,7 +538,7 @@ export class VfioUserClient {
       this.send(encodeRegionWriteRequest(this.allocId(), off, index, data, true));
       return;
     }
-    const r = await this.typed(Command.REGION_WRITE, (id) => encodeRegionWriteRequest(id, off, index, data));
+    const r = await this.typed(VfioUserCommand.REGION_WRITE, (id) => encodeRegionWriteRequest(id, off, index, data));
     this.closeFds(r.fds);
   }
 
@@ -575,7 +568,7 @@ export class VfioUserClient {
     this.dma.add(range);
     try {
       const r = await this.typed(
-        Command.DMA_MAP,
+        VfioUserCommand.DMA_MAP,
         (id) => encodeDmaMapRequest(id, { flags, offset: share ? BigInt(offset) : 0n, addr: o.addr, size }),
         share ? [fd] : [],
       );
@@ -589,7 +582,7 @@ export class VfioUserClient {
 
   /** DMA_UNMAP of exactly one mapped range (or raw addr/size); resolves with the echoed struct. */
   async dmaUnmap(addr: bigint, size: bigint, flags = 0): Promise<DmaUnmapMessage> {
-    const r = await this.typed(Command.DMA_UNMAP, (id) => encodeDmaUnmapRequest(id, { flags, addr, size }));
+    const r = await this.typed(VfioUserCommand.DMA_UNMAP, (id) => encodeDmaUnmapRequest(id, { flags, addr, size }));
     this.closeFds(r.fds);
     if (flags & DmaUnmapFlag.ALL) this.dma.clear();
     else this.dma.remove(addr, size);
@@ -603,7 +596,7 @@ export class VfioUserClient {
 
   /** DEVICE_RESET. */
   async reset(): Promise<void> {
-    const r = await this.typed(Command.DEVICE_RESET, (id) => newMessage(id, Command.DEVICE_RESET, HeaderFlag.TYPE_COMMAND, 0).bytes);
+    const r = await this.typed(VfioUserCommand.DEVICE_RESET, (id) => newMessage(id, VfioUserCommand.DEVICE_RESET, HeaderFlag.TYPE_COMMAND, 0).bytes);
     this.closeFds(r.fds);
   }
 
@@ -614,7 +607,7 @@ export class VfioUserClient {
     dv.setUint32(0, argsz, true);
     dv.setUint32(4, flags, true);
     payload.set(data, 8);
-    const r = (await this.request(Command.DEVICE_FEATURE, payload))!;
+    const r = (await this.request(VfioUserCommand.DEVICE_FEATURE, payload))!;
     this.closeFds(r.fds);
     return r.message.subarray(HEADER_SIZE);
   }

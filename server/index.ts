@@ -18,7 +18,6 @@ export {
   type SparseArea,
 } from './endpoint.js';
 export {
-  Command,
   DeviceFlag,
   DmaMapFlag,
   DmaUnmapFlag,
@@ -31,6 +30,7 @@ export {
   PciRegion,
   RegionCap,
   RegionFlag,
+  VfioUserCommand,
 } from '../protocol/constants.js';
 export { createLogger, silentLogger, type Logger, type LoggerOptions } from './log.js';
 /** For device modules loaded by `vfio-user-ts serve --device ./my-device.js` (docs/cli.md). */

@@ -15,7 +15,7 @@ import type { NativeBinding } from '../../native/index.js';
 import { VfioUserError } from '../../protocol/errors.js';
 import type { Endpoint } from '../endpoint.js';
 import {
-  Command, Errno, HEADER_SIZE, HeaderFlag, Limits, commandName, decodeHeader, encodeErrorReply, hexDump,
+  VfioUserCommand, Errno, HEADER_SIZE, HeaderFlag, Limits, commandName, decodeHeader, encodeErrorReply, hexDump,
   isReply, messageType, wantsReply, type Capabilities, type MessageHeader,
 } from '../../protocol/index.js';
 import { Channel, type ReceivedFds } from '../transport/index.js';
@@ -315,7 +315,7 @@ export class Connection {
       this.#replyError(header, Errno.EINVAL);
       void this.#teardown(`version negotiation failed: ${why}`);
     };
-    if (header.command !== Command.VERSION) return fail('first message is not VERSION');
+    if (header.command !== VfioUserCommand.VERSION) return fail('first message is not VERSION');
     if (messageType(header.flags) !== HeaderFlag.TYPE_COMMAND) return fail('VERSION is not a command');
     if (fds.count > 0) return fail('fds attached to VERSION');
     if (message.byteLength < header.size) return fail('VERSION too large');

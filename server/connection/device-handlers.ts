@@ -5,7 +5,7 @@
 import { VfioUserError } from '../../protocol/errors.js';
 import type { RegionInfo } from '../endpoint.js';
 import {
-  Command, DEVICE_INFO_SIZE, DeviceFlag, IRQ_INFO_SIZE, Limits, REGION_INFO_SIZE, REGION_IO_FDS_SIZE,
+  VfioUserCommand, DEVICE_INFO_SIZE, DeviceFlag, IRQ_INFO_SIZE, Limits, REGION_INFO_SIZE, REGION_IO_FDS_SIZE,
   RegionCap, RegionFlag, decodeDeviceInfo, decodeIrqInfo, decodeRegionInfoRequest, decodeRegionIoFdsRequest,
   encodeDeviceInfoReply, encodeDeviceResetReply, encodeIrqInfoReply, encodeRegionInfoReply, encodeRegionIoFdsReply,
   type RegionCapability,
@@ -83,9 +83,9 @@ export async function handleDeviceReset(ctx: RequestContext): Promise<HandlerRes
 }
 
 export const deviceHandlers = {
-  [Command.DEVICE_GET_INFO]: handleDeviceGetInfo,
-  [Command.DEVICE_GET_REGION_INFO]: handleRegionInfo,
-  [Command.DEVICE_GET_REGION_IO_FDS]: handleRegionIoFds,
-  [Command.DEVICE_GET_IRQ_INFO]: handleIrqInfo,
-  [Command.DEVICE_RESET]: handleDeviceReset,
+  [VfioUserCommand.DEVICE_GET_INFO]: handleDeviceGetInfo,
+  [VfioUserCommand.DEVICE_GET_REGION_INFO]: handleRegionInfo,
+  [VfioUserCommand.DEVICE_GET_REGION_IO_FDS]: handleRegionIoFds,
+  [VfioUserCommand.DEVICE_GET_IRQ_INFO]: handleIrqInfo,
+  [VfioUserCommand.DEVICE_RESET]: handleDeviceReset,
 } as const;

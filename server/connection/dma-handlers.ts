@@ -4,7 +4,7 @@
  */
 import { VfioUserError } from '../../protocol/errors.js';
 import {
-  Command, DMA_MAP_SIZE, DMA_UNMAP_SIZE, DmaMapFlag, DmaUnmapFlag, Errno, Limits,
+  VfioUserCommand, DMA_MAP_SIZE, DMA_UNMAP_SIZE, DmaMapFlag, DmaUnmapFlag, Errno, Limits,
   decodeDmaMapRequest, decodeDmaUnmapRequest, encodeDmaMapReply, encodeDmaUnmapReply,
 } from '../../protocol/index.js';
 import type { HandlerResult, RequestContext } from './context.js';
@@ -47,6 +47,6 @@ export async function handleDmaUnmap(ctx: RequestContext): Promise<HandlerResult
 }
 
 export const dmaHandlers = {
-  [Command.DMA_MAP]: handleDmaMap,
-  [Command.DMA_UNMAP]: handleDmaUnmap,
+  [VfioUserCommand.DMA_MAP]: handleDmaMap,
+  [VfioUserCommand.DMA_UNMAP]: handleDmaUnmap,
 } as const;

@@ -6,7 +6,7 @@
  */
 import { VfioUserError } from '../../protocol/errors.js';
 import type { SetIrqsRequest } from '../endpoint.js';
-import { Command, IrqSetFlag, PciIrq, SET_IRQS_SIZE, decodeSetIrqsRequest, encodeSetIrqsReply } from '../../protocol/index.js';
+import { VfioUserCommand, IrqSetFlag, PciIrq, SET_IRQS_SIZE, decodeSetIrqsRequest, encodeSetIrqsReply } from '../../protocol/index.js';
 import type { HandlerResult, RequestContext } from './context.js';
 
 const KNOWN = IrqSetFlag.DATA_TYPE_MASK | IrqSetFlag.ACTION_TYPE_MASK;
@@ -50,4 +50,4 @@ export function handleSetIrqs(ctx: RequestContext): HandlerResult {
   return { reply: encodeSetIrqsReply(ctx.header.id) };
 }
 
-export const irqHandlers = { [Command.DEVICE_SET_IRQS]: handleSetIrqs } as const;
+export const irqHandlers = { [VfioUserCommand.DEVICE_SET_IRQS]: handleSetIrqs } as const;

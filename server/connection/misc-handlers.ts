@@ -4,7 +4,7 @@
  * the same); malformed ones are EINVAL from the decoder.
  */
 import { VfioUserError } from '../../protocol/errors.js';
-import { Command, decodeDeviceFeature, decodeMigDataReadRequest, decodeMigDataWriteRequest } from '../../protocol/index.js';
+import { VfioUserCommand, decodeDeviceFeature, decodeMigDataReadRequest, decodeMigDataWriteRequest } from '../../protocol/index.js';
 import type { HandlerResult, RequestContext } from './context.js';
 
 export function handleDeviceFeature(ctx: RequestContext): HandlerResult {
@@ -23,7 +23,7 @@ export function handleMigDataWrite(ctx: RequestContext): HandlerResult {
 }
 
 export const miscHandlers = {
-  [Command.DEVICE_FEATURE]: handleDeviceFeature,
-  [Command.MIG_DATA_READ]: handleMigDataRead,
-  [Command.MIG_DATA_WRITE]: handleMigDataWrite,
+  [VfioUserCommand.DEVICE_FEATURE]: handleDeviceFeature,
+  [VfioUserCommand.MIG_DATA_READ]: handleMigDataRead,
+  [VfioUserCommand.MIG_DATA_WRITE]: handleMigDataWrite,
 } as const;

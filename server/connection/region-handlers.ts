@@ -2,7 +2,7 @@
 import { VfioUserError } from '../../protocol/errors.js';
 import type { Endpoint } from '../endpoint.js';
 import {
-  Command, HEADER_SIZE, RegionFlag, decodeRegionReadRequest, decodeRegionWriteMultiRequest, decodeRegionWriteRequest,
+  VfioUserCommand, HEADER_SIZE, RegionFlag, decodeRegionReadRequest, decodeRegionWriteMultiRequest, decodeRegionWriteRequest,
   encodeRegionReadReply, encodeRegionWriteMultiReply, encodeRegionWriteReply, readU32, readU64, wantsReply,
 } from '../../protocol/index.js';
 import type { HandlerResult, RequestContext } from './context.js';
@@ -91,7 +91,7 @@ export async function handleRegionWriteMulti(ctx: RequestContext): Promise<Handl
 }
 
 export const regionHandlers = {
-  [Command.REGION_READ]: handleRegionRead,
-  [Command.REGION_WRITE]: handleRegionWrite,
-  [Command.REGION_WRITE_MULTI]: handleRegionWriteMulti,
+  [VfioUserCommand.REGION_READ]: handleRegionRead,
+  [VfioUserCommand.REGION_WRITE]: handleRegionWrite,
+  [VfioUserCommand.REGION_WRITE_MULTI]: handleRegionWriteMulti,
 } as const;

@@ -4,7 +4,7 @@
  * any reply; malformed writes are still EINVAL and the connection lives.
  */
 import { describe, expect, it } from 'vitest';
-import { Command, Errno, HeaderFlag, PciRegion } from '../../protocol/constants.js';
+import { VfioUserCommand, Errno, HeaderFlag, PciRegion } from '../../protocol/constants.js';
 import type { VfioUserClient } from '../../client/index.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectAlive, expectErrorReply, fields, rawMessage, rawRequest } from '../helpers/harness.js';
@@ -37,7 +37,7 @@ describe('REGION_WRITE fast path', () => {
       [0x140, bytes(64, 5)],
     ];
     for (const [offset, data] of writes) {
-      await c.sendRaw(rawMessage({ id: c.freshId(), command: Command.REGION_WRITE, flags: HeaderFlag.NO_REPLY }, writePayload(offset, PciRegion.BAR0, data)), [], { expectId: null });
+      await c.sendRaw(rawMessage({ id: c.freshId(), command: VfioUserCommand.REGION_WRITE, flags: HeaderFlag.NO_REPLY }, writePayload(offset, PciRegion.BAR0, data)), [], { expectId: null });
     }
     // A request after the posted ones is answered after they ran (in order).
     for (const [offset, data] of writes) {
@@ -47,7 +47,7 @@ describe('REGION_WRITE fast path', () => {
 
   it('a replied write is echoed (offset, region, count) and lands', async () => {
     const data = bytes(8, 9);
-    const r = await rawRequest(c, { command: Command.REGION_WRITE }, writePayload(0x180, PciRegion.BAR0, data));
+    const r = await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, writePayload(0x180, PciRegion.BAR0, data));
     expect(r.message.byteLength).toBe(32);
     const v = new DataView(r.message.buffer, r.message.byteOffset, r.message.byteLength);
     expect(v.getBigUint64(16, true)).toBe(0x180n);
@@ -57,19 +57,19 @@ describe('REGION_WRITE fast path', () => {
   });
 
   it('a payload shorter than 16 bytes is EINVAL, alive', async () => {
-    expectErrorReply(await rawRequest(c, { command: Command.REGION_WRITE }, fields(['u64', 0], ['u32', 0])), Errno.EINVAL);
+    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, fields(['u64', 0], ['u32', 0])), Errno.EINVAL);
     await expectAlive(c);
   });
 
   it('count larger or smaller than the data is EINVAL, alive', async () => {
-    expectErrorReply(await rawRequest(c, { command: Command.REGION_WRITE }, writePayload(0x100, PciRegion.BAR0, bytes(4, 1), 8)), Errno.EINVAL);
-    expectErrorReply(await rawRequest(c, { command: Command.REGION_WRITE }, writePayload(0x100, PciRegion.BAR0, bytes(8, 1), 4)), Errno.EINVAL);
+    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, writePayload(0x100, PciRegion.BAR0, bytes(4, 1), 8)), Errno.EINVAL);
+    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, writePayload(0x100, PciRegion.BAR0, bytes(8, 1), 4)), Errno.EINVAL);
     await expectAlive(c);
   });
 
   it('a bad posted write is dropped silently and changes nothing', async () => {
     const before = await c.regionRead(PciRegion.BAR0, 0x1c0, 4);
-    await c.sendRaw(rawMessage({ id: c.freshId(), command: Command.REGION_WRITE, flags: HeaderFlag.NO_REPLY }, writePayload(0x1c0, PciRegion.BAR0, bytes(4, 3), 2)), [], { expectId: null });
+    await c.sendRaw(rawMessage({ id: c.freshId(), command: VfioUserCommand.REGION_WRITE, flags: HeaderFlag.NO_REPLY }, writePayload(0x1c0, PciRegion.BAR0, bytes(4, 3), 2)), [], { expectId: null });
     expect(await c.regionRead(PciRegion.BAR0, 0x1c0, 4)).toEqual(before);
     await expectAlive(c);
   });

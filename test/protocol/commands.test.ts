@@ -1,7 +1,7 @@
 /** Happy path of every client command over a real socket, against a real device. */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, DeviceFlag, IrqInfoFlag, IrqSetFlag, PciIrq, PciRegion, RegionCap, RegionFlag, Errno } from '../../protocol/constants.js';
+import { VfioUserCommand, DeviceFlag, IrqInfoFlag, IrqSetFlag, PciIrq, PciRegion, RegionCap, RegionFlag, Errno } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectErrno, DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
 import { BAR0_SIZE, BAR2_SIZE, CONFIG_SIZE, MSIX_VECTORS, Reg, TEST_DEVICE, TEST_VENDOR } from '../helpers/test-device.js';
@@ -185,8 +185,8 @@ describe.each(DEVICE_KINDS)('every command, happy path (%s)', (_kind, make) => {
   it('raw request(): a command built by hand', async () => {
     const payload = new Uint8Array(16);
     new DataView(payload.buffer).setUint32(0, 16, true);
-    const reply = (await client.request(Command.DEVICE_GET_INFO, payload))!;
+    const reply = (await client.request(VfioUserCommand.DEVICE_GET_INFO, payload))!;
     expect(reply.message.byteLength).toBe(32);
-    expect(reply.header.command).toBe(Command.DEVICE_GET_INFO);
+    expect(reply.header.command).toBe(VfioUserCommand.DEVICE_GET_INFO);
   });
 });

@@ -1,7 +1,7 @@
 /** DMA_MAP / DMA_UNMAP validation (libvfio-user's handle_dma_map / is_valid_unmap). */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, DmaMapFlag, DmaUnmapFlag, Errno } from '../../protocol/constants.js';
+import { VfioUserCommand, DmaMapFlag, DmaUnmapFlag, Errno } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, expectErrno, type RunningDevice } from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';
@@ -31,36 +31,36 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
     ];
     for (const [what, payload, errno] of cases) {
       it(`${what} -> ${errno}, alive`, async () => {
-        expectErrorReply(await rawRequest(c, { command: Command.DMA_MAP }, payload), errno);
+        expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, payload), errno);
         await expectAlive(c);
       });
     }
 
     it('a huge size (> 8 TiB): refused (ENOSPC in libvfio-user; EINVAL accepted), alive', async () => {
-      const r = await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0n, 1n << 50n));
+      const r = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0n, 1n << 50n));
       expect([Errno.ENOSPC, Errno.EINVAL]).toContain(r.header.error);
       await expectAlive(c);
     });
 
     it('overlapping an existing map -> EINVAL (libvfio-user), alive', async () => {
       await c.dmaMap({ addr: 0x10000n, size: 0x2000n });
-      expectErrorReply(await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0x11000n, 0x2000n)), Errno.EINVAL);
-      expectErrorReply(await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0xf000n, 0x2000n)), Errno.EINVAL);
+      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0x11000n, 0x2000n)), Errno.EINVAL);
+      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0xf000n, 0x2000n)), Errno.EINVAL);
       await expectAlive(c);
     });
 
     it('an identical re-map succeeds (libvfio-user); the same range with other flags is EINVAL', async () => {
       await c.dmaMap({ addr: 0x30000n, size: 0x1000n });
-      const again = await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0x30000n, 0x1000n));
+      const again = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0x30000n, 0x1000n));
       expect(again.header.flags & 0x20).toBe(0);
-      expectErrorReply(await rawRequest(c, { command: Command.DMA_MAP }, map(32, DmaMapFlag.READ, 0n, 0x30000n, 0x1000n)), Errno.EINVAL);
+      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, DmaMapFlag.READ, 0n, 0x30000n, 0x1000n)), Errno.EINVAL);
       expect(run.device.dmaRanges().length).toBe(1);
       await expectAlive(c);
     });
 
     it('an fd that cannot be mapped (a socket) is refused and closed', async () => {
       const [a, b] = native.socketpair();
-      const r = await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0x40000n, 0x1000n), [a]);
+      const r = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0x40000n, 0x1000n), [a]);
       native.closeFd(a);
       native.closeFd(b);
       expect(r.header.flags & 0x20).toBe(0x20);
@@ -69,16 +69,16 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
 
     it('a map beyond the memfd size is refused or faults in the device, never crashes the server', async () => {
       const memfd = native.memfdCreate('small', 0x1000);
-      const r = await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0x100000n, 0x50000n, 0x1000n), [memfd]);
+      const r = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0x100000n, 0x50000n, 0x1000n), [memfd]);
       native.closeFd(memfd);
-      expect(r.header.command).toBe(Command.DMA_MAP);
+      expect(r.header.command).toBe(VfioUserCommand.DMA_MAP);
       await expectAlive(c);
     });
 
     it('two fds on one DMA_MAP: EINVAL, both closed', async () => {
       const m1 = native.memfdCreate('m1', 0x1000);
       const m2 = native.memfdCreate('m2', 0x1000);
-      const r = await rawRequest(c, { command: Command.DMA_MAP }, map(32, RW, 0n, 0x60000n, 0x1000n), [m1, m2]);
+      const r = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0x60000n, 0x1000n), [m1, m2]);
       native.closeFd(m1);
       native.closeFd(m2);
       expectErrorReply(r, Errno.EINVAL);
@@ -99,7 +99,7 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
     ];
     for (const [what, payload, errno] of cases) {
       it(`${what} -> ${errno}, alive`, async () => {
-        expectErrorReply(await rawRequest(c, { command: Command.DMA_UNMAP }, payload), errno);
+        expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_UNMAP }, payload), errno);
         await expectAlive(c);
       });
     }
@@ -114,7 +114,7 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
     it('GET_DIRTY_BITMAP without dirty tracking: refused, alive', async () => {
       await c.dmaMap({ addr: 0x10000n, size: 0x1000n });
       const p = fields(['u32', 24 + 16 + 8], ['u32', DmaUnmapFlag.GET_DIRTY_BITMAP], ['u64', 0x10000], ['u64', 0x1000], ['u64', 4096], ['u64', 8]);
-      const r = await rawRequest(c, { command: Command.DMA_UNMAP }, p);
+      const r = await rawRequest(c, { command: VfioUserCommand.DMA_UNMAP }, p);
       expect(r.header.flags & 0x20).toBe(0x20);
       await expectAlive(c);
     });

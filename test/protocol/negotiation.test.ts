@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, Errno, HEADER_SIZE } from '../../protocol/constants.js';
+import { VfioUserCommand, Errno, HEADER_SIZE } from '../../protocol/constants.js';
 import { encodeVersionRequest, decodeVersion } from '../../protocol/version.js';
 import { VfioUserClient } from '../../client/index.js';
 import { deviceEachTest } from '../helpers/per-test.js';
@@ -54,7 +54,7 @@ describe('VERSION', () => {
 
   it('no JSON at all: spec defaults, accepted', async () => {
     const c = await raw();
-    const reply = await rawRequest(c, { command: Command.VERSION }, versionPayload(0, 0));
+    const reply = await rawRequest(c, { command: VfioUserCommand.VERSION }, versionPayload(0, 0));
     expect(reply.header.flags & 0x20).toBe(0);
     await expectAlive(c);
   });
@@ -83,7 +83,7 @@ describe('VERSION', () => {
   for (const [what, payload] of bad) {
     it(`${what}: EINVAL, then the server hangs up`, async () => {
       const c = await raw();
-      expectErrorReply(await rawRequest(c, { command: Command.VERSION }, payload), Errno.EINVAL);
+      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.VERSION }, payload), Errno.EINVAL);
       await expectClosed(c);
     });
   }
@@ -102,13 +102,13 @@ describe('VERSION', () => {
     const c = await raw();
     const p = new Uint8Array(16);
     new DataView(p.buffer).setUint32(0, 16, true);
-    expectErrorReply(await rawRequest(c, { command: Command.DEVICE_GET_INFO }, p), Errno.EINVAL);
+    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DEVICE_GET_INFO }, p), Errno.EINVAL);
     await expectClosed(c);
   });
 
   it('a second VERSION after negotiation is refused (EINVAL, as an unknown command), alive', async () => {
     const c = await run.connect();
-    const reply = await rawRequest(c, { command: Command.VERSION }, versionPayload(0, 0, c.versionJson));
+    const reply = await rawRequest(c, { command: VfioUserCommand.VERSION }, versionPayload(0, 0, c.versionJson));
     expectErrorReply(reply, Errno.EINVAL);
     await expectAlive(c);
   });
@@ -119,7 +119,7 @@ describe('VERSION', () => {
 
   it('the header-only VERSION (16 bytes) is refused', async () => {
     const c = await raw();
-    const reply = (await c.sendRaw(rawMessage({ id: 5, command: Command.VERSION, size: HEADER_SIZE })))!;
+    const reply = (await c.sendRaw(rawMessage({ id: 5, command: VfioUserCommand.VERSION, size: HEADER_SIZE })))!;
     expectErrorReply(reply, Errno.EINVAL);
     await expectClosed(c);
   });

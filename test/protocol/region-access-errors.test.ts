@@ -1,6 +1,6 @@
 /** REGION_READ / REGION_WRITE validation (libvfio-user's is_valid_region_access): EINVAL, alive. */
 import { describe, expect, it } from 'vitest';
-import { Command, Errno, PciRegion } from '../../protocol/constants.js';
+import { VfioUserCommand, Errno, PciRegion } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectAlive, expectErrorReply, rawRequest, fields, expectErrno } from '../helpers/harness.js';
 import { BAR0_SIZE, CONFIG_SIZE } from '../helpers/test-device.js';
@@ -34,7 +34,7 @@ describe('REGION_READ / REGION_WRITE: bad input', () => {
   ];
   for (const [what, payload] of reads) {
     it(`read: ${what} -> EINVAL, alive`, async () => {
-      expectErrorReply(await rawRequest(c, { command: Command.REGION_READ }, payload), Errno.EINVAL);
+      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.REGION_READ }, payload), Errno.EINVAL);
       await expectAlive(c);
     });
   }
@@ -48,7 +48,7 @@ describe('REGION_READ / REGION_WRITE: bad input', () => {
   ];
   for (const [what, payload] of writes) {
     it(`write: ${what} -> EINVAL, alive`, async () => {
-      expectErrorReply(await rawRequest(c, { command: Command.REGION_WRITE }, payload), Errno.EINVAL);
+      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, payload), Errno.EINVAL);
       await expectAlive(c);
     });
   }
@@ -59,9 +59,9 @@ describe('REGION_READ / REGION_WRITE: bad input', () => {
   });
 
   it('read reply: 16-byte echo plus exactly count bytes; write reply: the echo', async () => {
-    const r = await rawRequest(c, { command: Command.REGION_READ }, access(4, PciRegion.CONFIG, 12));
+    const r = await rawRequest(c, { command: VfioUserCommand.REGION_READ }, access(4, PciRegion.CONFIG, 12));
     expect(r.message.byteLength).toBe(16 + 16 + 12);
-    const w = await rawRequest(c, { command: Command.REGION_WRITE }, access(0, PciRegion.BAR0, 4, new Uint8Array(4)));
+    const w = await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, access(0, PciRegion.BAR0, 4, new Uint8Array(4)));
     expect(w.message.byteLength).toBe(32);
     expect(new DataView(w.message.buffer, w.message.byteOffset).getUint32(28, true)).toBe(4);
   });

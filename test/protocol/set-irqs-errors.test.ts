@@ -1,7 +1,7 @@
 /** DEVICE_SET_IRQS validation (libvfio-user's device_set_irqs_validate): EINVAL, fds closed, alive. */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, Errno, IrqSetFlag as F, PciIrq } from '../../protocol/constants.js';
+import { VfioUserCommand, Errno, IrqSetFlag as F, PciIrq } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
 import { MSIX_VECTORS } from '../helpers/test-device.js';
@@ -69,7 +69,7 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
   describe('SET_IRQS: bad input', () => {
     for (const [what, s] of cases) {
       it(`${what} -> EINVAL, alive`, async () => {
-        expectErrorReply(await rawRequest(c, { command: Command.DEVICE_SET_IRQS }, payload(s)), Errno.EINVAL);
+        expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DEVICE_SET_IRQS }, payload(s)), Errno.EINVAL);
         await expectAlive(c);
       });
     }
@@ -77,7 +77,7 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
     for (const [what, s] of fdCases) {
       it(`${what} -> EINVAL, the fds are closed, alive`, async () => {
         const efds = Array.from({ length: s.fds! }, () => native.eventfd(0));
-        const reply = await rawRequest(c, { command: Command.DEVICE_SET_IRQS }, payload(s), efds).catch((e: Error) => e);
+        const reply = await rawRequest(c, { command: VfioUserCommand.DEVICE_SET_IRQS }, payload(s), efds).catch((e: Error) => e);
         for (const fd of efds) native.closeFd(fd);
         if (s.fds! > 16) {
           // more fds than the server's recvmsg has room for: the connection may be dropped (MSG_CTRUNC)
@@ -90,12 +90,12 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
     }
 
     it("QEMU's disable of an index with no vectors installed is accepted (EVENTFD with 0 fds de-assigns)", async () => {
-      await rawRequest(c, { command: Command.DEVICE_SET_IRQS }, payload({ flags: EVT, index: 2, start: 0, count: 2 }));
+      await rawRequest(c, { command: VfioUserCommand.DEVICE_SET_IRQS }, payload({ flags: EVT, index: 2, start: 0, count: 2 }));
       await expectAlive(c);
     });
 
     it('MSI-X "enable with no vectors" then per-vector installs at any start (QEMU)', async () => {
-      const r = await rawRequest(c, { command: Command.DEVICE_SET_IRQS }, payload({ flags: EVT, index: 2, start: 0, count: 1 }));
+      const r = await rawRequest(c, { command: VfioUserCommand.DEVICE_SET_IRQS }, payload({ flags: EVT, index: 2, start: 0, count: 1 }));
       expect(r.header.flags & 0x20).toBe(0);
       await c.enableIrqs(2, 1, 3);
       await c.enableIrqs(2, 1, 1);

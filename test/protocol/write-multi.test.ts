@@ -5,7 +5,7 @@
  * either way: QEMU with x-send-queued=on sends it without the capability.
  */
 import { describe, expect, it } from 'vitest';
-import { Command, Errno, HeaderFlag, PciRegion } from '../../protocol/constants.js';
+import { VfioUserCommand, Errno, HeaderFlag, PciRegion } from '../../protocol/constants.js';
 import { encodeRegionWriteMultiRequest } from '../../protocol/region-access.js';
 import { deviceEachTest } from '../helpers/per-test.js';
 import { expectAlive, expectErrorReply, rawRequest, rawMessage, fields, type RunningDevice } from '../helpers/harness.js';
@@ -33,7 +33,7 @@ describe('REGION_WRITE_MULTI', () => {
 
   it('negotiated, with a reply requested: the reply carries wr_cnt', async () => {
     const c = await run.connect();
-    const reply = (await c.request(Command.REGION_WRITE_MULTI, encodeRegionWriteMultiRequest(0, [entry(0, 4, u32(9))], false).subarray(16)))!;
+    const reply = (await c.request(VfioUserCommand.REGION_WRITE_MULTI, encodeRegionWriteMultiRequest(0, [entry(0, 4, u32(9))], false).subarray(16)))!;
     expect(reply.message.byteLength).toBe(24);
     expect(new DataView(reply.message.buffer, reply.message.byteOffset).getBigUint64(16, true)).toBe(1n);
   });
@@ -51,7 +51,7 @@ describe('REGION_WRITE_MULTI', () => {
   for (const [what, payload] of bad) {
     it(`${what} -> EINVAL, alive`, async () => {
       const c = await run.connect();
-      expectErrorReply(await rawRequest(c, { command: Command.REGION_WRITE_MULTI }, payload), Errno.EINVAL);
+      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.REGION_WRITE_MULTI }, payload), Errno.EINVAL);
       await expectAlive(c);
     });
   }
@@ -68,7 +68,7 @@ describe('REGION_WRITE_MULTI without the capability (the default)', () => {
     const c = await plain.connect();
     expect(c.server.capabilities.writeMultiple).toBe(false);
     const payload = encodeRegionWriteMultiRequest(0, [entry(Reg.SCRATCH0, 4, u32(5))], false).subarray(16);
-    await c.sendRaw(rawMessage({ id: c.freshId(), command: Command.REGION_WRITE_MULTI, flags: HeaderFlag.NO_REPLY }, payload), [], { expectId: null });
+    await c.sendRaw(rawMessage({ id: c.freshId(), command: VfioUserCommand.REGION_WRITE_MULTI, flags: HeaderFlag.NO_REPLY }, payload), [], { expectId: null });
     expect(await c.regionRead(PciRegion.BAR0, Reg.SCRATCH0, 4)).toEqual(u32(5));
     expect(c.strays).toEqual([]);
     await expectAlive(c);
@@ -78,7 +78,7 @@ describe('REGION_WRITE_MULTI without the capability (the default)', () => {
     const c = await plain.connect({ capabilities: '{}' });
     expect(c.server.capabilities.writeMultiple).toBe(false);
     const payload = encodeRegionWriteMultiRequest(0, [entry(Reg.SCRATCH1, 4, u32(7))], false).subarray(16);
-    const reply = await rawRequest(c, { command: Command.REGION_WRITE_MULTI }, payload);
+    const reply = await rawRequest(c, { command: VfioUserCommand.REGION_WRITE_MULTI }, payload);
     expect(reply.message.byteLength).toBe(24);
     expect(await c.regionRead(PciRegion.BAR0, Reg.SCRATCH1, 4)).toEqual(u32(7));
   });
