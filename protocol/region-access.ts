@@ -10,7 +10,7 @@ import { VfioUserCommand, HEADER_SIZE, HeaderFlag, commandName } from './constan
 import { ProtocolError } from './errors.js';
 import { newMessageBytes, newReply, newRequest, readU32, readU64, requirePayload, writeU32, writeU64 } from './header.js';
 
-export const REGION_ACCESS_SIZE = 16;
+const REGION_ACCESS_SIZE = 16;
 const WRITE_MULTI_ENTRY_SIZE = 24;
 /** Data bytes one WRITE_MULTI entry can carry. */
 const WRITE_MULTI_DATA_MAX = 8;
@@ -24,7 +24,7 @@ export interface RegionAccess {
 }
 
 export interface RegionWrite extends RegionAccess {
-  /** A view into the message (count bytes, or what arrived: the caller checks). */
+  /** `count` bytes: a view into the message (decodeRegionWriteRequest copies register-sized data). */
   data: Uint8Array;
 }
 
@@ -100,15 +100,35 @@ export function encodeRegionWriteRequest(id: number, offset: bigint, region: num
   return bytes;
 }
 
-/** EINVAL if shorter than 16 bytes. `data` is a view into `msg`; the caller checks data.length === count. */
-export function decodeRegionWriteRequest(msg: Uint8Array): RegionWrite {
+/** Register-sized REGION_WRITE data is copied into a small heap array: cheaper for its user than any view of a message's off-heap bytes. */
+const SMALL_WRITE = 8;
+const NO_DATA = new Uint8Array(0);
+
+/**
+ * EINVAL if shorter than 16 bytes or the data length is not count. `data`: up
+ * to 8 bytes (a register write) are copied into a fresh array, larger data is
+ * a view into `msg`. This runs once per guest MMIO write (the NVMe doorbell):
+ * with `into`, that object is filled and returned instead of a new one, so the
+ * caller allocates nothing per message but the small data array.
+ */
+export function decodeRegionWriteRequest(msg: Uint8Array, into?: RegionWrite): RegionWrite {
   requireAccess(msg, VfioUserCommand.REGION_WRITE);
-  return {
-    offset: readU64(msg, 16),
-    region: readU32(msg, 24),
-    count: readU32(msg, 28),
-    data: msg.subarray(32),
-  };
+  const count = readU32(msg, 28);
+  const length = msg.byteLength - (HEADER_SIZE + REGION_ACCESS_SIZE);
+  if (length !== count) throw ProtocolError.invalid(`REGION_WRITE: count ${count} but ${length} data bytes`);
+  let data: Uint8Array = NO_DATA;
+  if (count > SMALL_WRITE) {
+    data = msg.subarray(HEADER_SIZE + REGION_ACCESS_SIZE);
+  } else if (count > 0) {
+    data = new Uint8Array(count);
+    for (let i = 0; i < count; i++) data[i] = msg[HEADER_SIZE + REGION_ACCESS_SIZE + i]!;
+  }
+  const out = into ?? { offset: 0n, region: 0, count: 0, data };
+  out.offset = readU64(msg, 16);
+  out.region = readU32(msg, 24);
+  out.count = count;
+  out.data = data;
+  return out;
 }
 
 export function encodeRegionWriteReply(id: number, a: RegionAccess): Uint8Array {

@@ -12,7 +12,7 @@ export {
   type DmaMapRequest,
   type Endpoint,
   type IrqInfo,
-  type RegionInfo,
+  type RegionDescription,
   type ResetReason,
   type SetIrqsRequest,
   type SparseArea,

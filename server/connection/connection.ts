@@ -22,7 +22,7 @@ import { Channel, type ReceivedFds } from '../transport/index.js';
 import { ConnectionClientPort } from './client-port.js';
 import type { HandlerResult, RequestContext } from './context.js';
 import { handlerFor } from './dispatch.js';
-import { negotiateVersion } from './negotiate.js';
+import { negotiateVersion } from './handlers/version.js';
 
 export interface ConnectionOptions {
   /** Our max_data_xfer_size (default 1 MiB; QEMU accepts up to 64 MiB). */

@@ -1,33 +1,14 @@
-/**
- * DEVICE_GET_INFO, DEVICE_GET_REGION_INFO, DEVICE_GET_REGION_IO_FDS,
- * DEVICE_GET_IRQ_INFO, DEVICE_RESET: validated with libvfio-user's errno.
- */
-import { VfioUserError } from '../../protocol/errors.js';
-import type { RegionInfo } from '../endpoint.js';
+/** DEVICE_GET_REGION_INFO and DEVICE_GET_REGION_IO_FDS: validated with libvfio-user's errno. */
+import { VfioUserError } from '../../../protocol/errors.js';
+import type { RegionDescription } from '../../endpoint.js';
 import {
-  VfioUserCommand, DEVICE_INFO_SIZE, DeviceFlag, IRQ_INFO_SIZE, Limits, REGION_INFO_SIZE, REGION_IO_FDS_SIZE,
-  RegionCap, RegionFlag, decodeDeviceInfo, decodeIrqInfo, decodeRegionInfoRequest, decodeRegionIoFdsRequest,
-  encodeDeviceInfoReply, encodeDeviceResetReply, encodeIrqInfoReply, encodeRegionInfoReply, encodeRegionIoFdsReply,
-  type RegionCapability,
-} from '../../protocol/index.js';
-import type { HandlerResult, RequestContext } from './context.js';
-
-export function handleDeviceGetInfo(ctx: RequestContext): HandlerResult {
-  const req = decodeDeviceInfo(ctx.message);
-  if (req.argsz < DEVICE_INFO_SIZE) throw VfioUserError.invalid(`DEVICE_GET_INFO: argsz ${req.argsz} < ${DEVICE_INFO_SIZE}`);
-  const e = ctx.endpoint;
-  return {
-    reply: encodeDeviceInfoReply(ctx.header.id, {
-      argsz: DEVICE_INFO_SIZE,
-      flags: DeviceFlag.PCI | (e.resetSupported ? DeviceFlag.RESET : 0),
-      numRegions: e.numRegions,
-      numIrqs: e.numIrqs,
-    }),
-  };
-}
+  Limits, REGION_INFO_SIZE, REGION_IO_FDS_SIZE, RegionCap, RegionFlag, VfioUserCommand, decodeRegionInfoRequest,
+  decodeRegionIoFdsRequest, encodeRegionInfoReply, encodeRegionIoFdsReply, type RegionCapability,
+} from '../../../protocol/index.js';
+import type { HandlerResult, RequestContext } from '../context.js';
 
 /** The capability chain for a region: SPARSE_MMAP for an mmappable region with an fd (whole region by default), TYPE when set. */
-export function regionCapabilities(info: RegionInfo): RegionCapability[] {
+function regionCapabilities(info: RegionDescription): RegionCapability[] {
   const caps: RegionCapability[] = [];
   if (info.flags & RegionFlag.MMAP && info.fd !== undefined) {
     const areas = info.sparseAreas ?? [{ offset: 0n, size: info.size }];
@@ -37,7 +18,7 @@ export function regionCapabilities(info: RegionInfo): RegionCapability[] {
   return caps;
 }
 
-export function handleRegionInfo(ctx: RequestContext): HandlerResult {
+function handleRegionInfo(ctx: RequestContext): HandlerResult {
   const req = decodeRegionInfoRequest(ctx.message);
   if (req.argsz < REGION_INFO_SIZE) throw VfioUserError.invalid(`DEVICE_GET_REGION_INFO: argsz ${req.argsz} < ${REGION_INFO_SIZE}`);
   if (req.index >= ctx.endpoint.numRegions) {
@@ -53,7 +34,7 @@ export function handleRegionInfo(ctx: RequestContext): HandlerResult {
 }
 
 /** We offer no ioeventfds: a valid request gets count 0. */
-export function handleRegionIoFds(ctx: RequestContext): HandlerResult {
+function handleRegionIoFds(ctx: RequestContext): HandlerResult {
   const req = decodeRegionIoFdsRequest(ctx.message);
   if (req.flags !== 0 || req.count !== 0) throw VfioUserError.invalid('DEVICE_GET_REGION_IO_FDS: flags and count must be 0');
   if (req.argsz < REGION_IO_FDS_SIZE || req.argsz > Limits.MAX_DATA_XFER_SIZE) {
@@ -67,25 +48,7 @@ export function handleRegionIoFds(ctx: RequestContext): HandlerResult {
   return { reply: encodeRegionIoFdsReply(ctx.header.id, req.index, [], req.argsz).bytes };
 }
 
-export function handleIrqInfo(ctx: RequestContext): HandlerResult {
-  const req = decodeIrqInfo(ctx.message);
-  if (req.argsz < IRQ_INFO_SIZE) throw VfioUserError.invalid(`DEVICE_GET_IRQ_INFO: argsz ${req.argsz} < ${IRQ_INFO_SIZE}`);
-  if (req.index >= ctx.endpoint.numIrqs) {
-    throw VfioUserError.invalid(`DEVICE_GET_IRQ_INFO: index ${req.index} >= num_irqs ${ctx.endpoint.numIrqs}`);
-  }
-  const info = ctx.endpoint.irqInfo(req.index);
-  return { reply: encodeIrqInfoReply(ctx.header.id, { argsz: IRQ_INFO_SIZE, flags: info.flags, index: req.index, count: info.count }) };
-}
-
-export async function handleDeviceReset(ctx: RequestContext): Promise<HandlerResult> {
-  await ctx.endpoint.reset('client');
-  return { reply: encodeDeviceResetReply(ctx.header.id) };
-}
-
-export const deviceHandlers = {
-  [VfioUserCommand.DEVICE_GET_INFO]: handleDeviceGetInfo,
+export const regionsHandlers = {
   [VfioUserCommand.DEVICE_GET_REGION_INFO]: handleRegionInfo,
   [VfioUserCommand.DEVICE_GET_REGION_IO_FDS]: handleRegionIoFds,
-  [VfioUserCommand.DEVICE_GET_IRQ_INFO]: handleIrqInfo,
-  [VfioUserCommand.DEVICE_RESET]: handleDeviceReset,
 } as const;
