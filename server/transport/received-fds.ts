@@ -7,16 +7,14 @@
  */
 import type { Logger } from 'pino';
 
-/** Closes an fd (the native addon's closeFd). */
-export type CloseFd = (fd: number) => void;
-
 /** The received fds a channel holds: neither handed over to a handler nor closed yet. */
 export class HeldFds {
   readonly #held = new Set<number>();
-  readonly #closeFd: CloseFd;
+  readonly #closeFd: (fd: number) => void;
   readonly #log: Logger;
 
-  constructor(closeFd: CloseFd, log: Logger) {
+  /** `closeFd`: the native addon's closeFd. */
+  constructor(closeFd: (fd: number) => void, log: Logger) {
     this.#closeFd = closeFd;
     this.#log = log;
   }
