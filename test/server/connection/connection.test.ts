@@ -1,11 +1,11 @@
 import { writeSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { native } from '../../native/index.js';
-import { Connection } from '../../server/connection/index.js';
-import * as P from '../../protocol/index.js';
-import { silentLogger } from '../../server/log.js';
-import { RawPeer } from './raw-peer.js';
-import { TestEndpoint } from './test-endpoint.js';
+import { native } from '../../../native/index.js';
+import { Connection } from '../../../server/connection/index.js';
+import * as P from '../../../protocol/index.js';
+import { silentLogger } from '../../../server/log.js';
+import { RawPeer } from '../raw-peer.js';
+import { TestEndpoint } from '../test-endpoint.js';
 
 const { VfioUserCommand, Errno, HeaderFlag } = P;
 const QEMU_CAPS = '{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true,"migration":{"pgsize":4096,"max_bitmap_size":268435456}}}';
