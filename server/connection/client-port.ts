@@ -42,11 +42,6 @@ export class ConnectionClientPort implements ClientPort {
     this.log = log;
   }
 
-  /** Requests sent and not answered yet. */
-  get pendingCount(): number {
-    return this.#pending.size;
-  }
-
   async dmaRead(addr: bigint, length: number): Promise<Uint8Array> {
     if (!Number.isSafeInteger(length) || length < 0) throw VfioUserError.invalid(`dmaRead: bad length ${length}`);
     const out = new Uint8Array(length);

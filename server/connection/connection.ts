@@ -131,11 +131,6 @@ export class Connection {
     return this.#client;
   }
 
-  /** The port handed to the endpoint (undefined before VERSION). */
-  get port(): ConnectionClientPort | undefined {
-    return this.#port;
-  }
-
   /** Received fds still held by the channel (leak checks). */
   get heldFds(): number {
     return this.#channel.heldFds;

@@ -48,10 +48,6 @@ export class Channel {
     );
   }
 
-  get closed(): boolean {
-    return this.#closed;
-  }
-
   /** Bytes queued and not yet taken by the kernel. */
   get pendingBytes(): number {
     return this.#channel?.pendingBytes ?? 0;
