@@ -5,15 +5,16 @@
  * so a connection can be tested against any Endpoint and a device never sees bytes
  * of the wire.
  *
- * Division of checks (each is made once, by one side): the connection
- * validates everything that is a matter of the protocol (sizes, argsz,
- * index < numRegions/numIrqs, offset+count within the region's size and the
- * region's READ/WRITE flag, DMA_MAP size 0, > 8 TiB and wrap-around, SET_IRQS
- * flag combinations and ranges, fd counts) and answers with libvfio-user's
- * errno. The endpoint validates meaning (DMA map overlaps, the number of maps,
- * unknown unmap ranges, config-space write rules) and throws a VfioUserError
- * carrying the errno to answer. So an endpoint never sees an access outside a
- * region it described, nor an empty or wrapping DMA range.
+ * Division of checks: the connection validates everything that is a matter
+ * of the protocol (sizes, argsz, index < numRegions/numIrqs, offset+count
+ * within the region's size and the region's READ/WRITE flag, DMA_MAP size 0,
+ * > 8 TiB and wrap-around, SET_IRQS flag combinations and ranges, fd counts)
+ * and answers with libvfio-user's errno. The endpoint validates meaning (DMA
+ * map overlaps, the number of maps, unknown unmap ranges, config-space write
+ * rules) and throws a VfioUserError carrying the errno to answer. Region
+ * accesses and DMA ranges are checked by the connection only: an endpoint
+ * never sees an access outside a region it described, nor an empty or
+ * wrapping DMA range.
  */
 import type { Logger } from 'pino';
 

@@ -1,6 +1,8 @@
 /**
- * DMA_MAP and DMA_UNMAP: wire-level validation (libvfio-user's errno); the
- * endpoint (its DmaSpace) checks overlaps (EINVAL) and unknown ranges (ENOENT).
+ * DMA_MAP and DMA_UNMAP: wire-level validation (libvfio-user's errno), the
+ * range itself (size 0, > 8 TiB, wrap-around) included: it is checked here
+ * only. The endpoint (its DmaSpace) checks overlaps (EINVAL) and unknown
+ * ranges (ENOENT).
  */
 import { VfioUserError } from '../../../protocol/errors.js';
 import {

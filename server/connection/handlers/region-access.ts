@@ -58,7 +58,9 @@ const decoded: RegionWrite = { offset: 0n, region: 0, count: 0, data: EMPTY };
 
 /**
  * The hot path of a posted BAR write (an NVMe doorbell): no closure, no
- * decoded object, and no reply encoded when NO_REPLY is set.
+ * decoded object, and no reply encoded when NO_REPLY is set. Data larger than
+ * a register is a view of the message, not a copy: the native layer hands
+ * over a fresh buffer per message and never reuses it.
  */
 function handleRegionWrite(ctx: RequestContext): HandlerResult | Promise<HandlerResult> {
   const { offset, region, count, data } = decodeRegionWriteRequest(ctx.message, decoded);
