@@ -100,35 +100,35 @@ export function encodeRegionWriteRequest(id: number, offset: bigint, region: num
   return bytes;
 }
 
+/** Where a REGION_WRITE request's data starts. */
+const WRITE_DATA_AT = HEADER_SIZE + REGION_ACCESS_SIZE;
 /** Register-sized REGION_WRITE data is copied into a small heap array: cheaper for its user than any view of a message's off-heap bytes. */
 const SMALL_WRITE = 8;
 const NO_DATA = new Uint8Array(0);
 
+/** The `count` data bytes of a REGION_WRITE request: a copy when register-sized, else a view into `msg`. */
+function writeData(msg: Uint8Array, count: number): Uint8Array {
+  if (count > SMALL_WRITE) return msg.subarray(WRITE_DATA_AT);
+  if (count === 0) return NO_DATA;
+  const data = new Uint8Array(count);
+  for (let i = 0; i < count; i++) data[i] = msg[WRITE_DATA_AT + i]!;
+  return data;
+}
+
 /**
  * EINVAL if shorter than 16 bytes or the data length is not count. `data`: up
  * to 8 bytes (a register write) are copied into a fresh array, larger data is
- * a view into `msg`. This runs once per guest MMIO write (the NVMe doorbell):
- * with `into`, that object is filled and returned instead of a new one, so the
- * caller allocates nothing per message but the small data array.
+ * a view into `msg`. This runs once per guest MMIO write (the NVMe doorbell);
+ * the result is a plain literal that V8 keeps out of the heap when the caller
+ * destructures it at once (measured: no more young-generation collections than
+ * reading the fields by hand).
  */
-export function decodeRegionWriteRequest(msg: Uint8Array, into?: RegionWrite): RegionWrite {
+export function decodeRegionWriteRequest(msg: Uint8Array): RegionWrite {
   requireAccess(msg, VfioUserCommand.REGION_WRITE);
   const count = readU32(msg, 28);
-  const length = msg.byteLength - (HEADER_SIZE + REGION_ACCESS_SIZE);
+  const length = msg.byteLength - WRITE_DATA_AT;
   if (length !== count) throw ProtocolError.invalid(`REGION_WRITE: count ${count} but ${length} data bytes`);
-  let data: Uint8Array = NO_DATA;
-  if (count > SMALL_WRITE) {
-    data = msg.subarray(HEADER_SIZE + REGION_ACCESS_SIZE);
-  } else if (count > 0) {
-    data = new Uint8Array(count);
-    for (let i = 0; i < count; i++) data[i] = msg[HEADER_SIZE + REGION_ACCESS_SIZE + i]!;
-  }
-  const out = into ?? { offset: 0n, region: 0, count: 0, data };
-  out.offset = readU64(msg, 16);
-  out.region = readU32(msg, 24);
-  out.count = count;
-  out.data = data;
-  return out;
+  return { offset: readU64(msg, 16), region: readU32(msg, 24), count, data: writeData(msg, count) };
 }
 
 export function encodeRegionWriteReply(id: number, a: RegionAccess): Uint8Array {
