@@ -5,7 +5,7 @@
  * as QEMU does). Not to be confused with the server's DmaSpace (server/dma),
  * the server's view of the same maps.
  */
-import { Command, DmaMapFlag, Errno } from '../protocol/constants.js';
+import { VfioUserCommand, DmaMapFlag, Errno } from '../protocol/constants.js';
 import { VfioUserClientError } from './errors.js';
 
 /** One DMA_MAP the client made. */
@@ -31,7 +31,7 @@ export class DmaMapTable {
   add(range: DmaRange): void {
     const end = range.addr + range.size;
     if (this.ranges.some((r) => range.addr < r.addr + r.size && r.addr < end)) {
-      throw new VfioUserClientError(Errno.EEXIST, Command.DMA_MAP, `DMA range 0x${range.addr.toString(16)} overlaps a mapped one`);
+      throw new VfioUserClientError(Errno.EEXIST, VfioUserCommand.DMA_MAP, `DMA range 0x${range.addr.toString(16)} overlaps a mapped one`);
     }
     this.ranges.push(range);
     this.ranges.sort((a, b) => (a.addr < b.addr ? -1 : 1));
@@ -57,14 +57,14 @@ export class DmaMapTable {
 
   /** The bytes at [addr, addr+length) (a copy). EFAULT when not inside one mapped range. */
   read(addr: bigint, length: number): Uint8Array {
-    const { range, offset } = this.find(addr, BigInt(length), Command.DMA_READ);
+    const { range, offset } = this.find(addr, BigInt(length), VfioUserCommand.DMA_READ);
     return range.bytes.slice(offset, offset + length);
   }
 
   /** Store `data` at addr. EFAULT when unmapped, EPERM when the map is read-only. */
   write(addr: bigint, data: Uint8Array): void {
-    const { range, offset } = this.find(addr, BigInt(data.byteLength), Command.DMA_WRITE);
-    if ((range.flags & DmaMapFlag.WRITE) === 0) throw new VfioUserClientError(Errno.EPERM, Command.DMA_WRITE, 'DMA map is read-only');
+    const { range, offset } = this.find(addr, BigInt(data.byteLength), VfioUserCommand.DMA_WRITE);
+    if ((range.flags & DmaMapFlag.WRITE) === 0) throw new VfioUserClientError(Errno.EPERM, VfioUserCommand.DMA_WRITE, 'DMA map is read-only');
     range.bytes.set(data, offset);
   }
 }

@@ -4,9 +4,9 @@
  * DMA_READ / DMA_WRITE requests from the mapped ranges (DmaMapTable).
  */
 import type { Logger } from 'pino';
-import { Command, DmaMapFlag, DmaUnmapFlag, Errno, commandName } from '../protocol/constants.js';
+import { VfioUserCommand, DmaMapFlag, DmaUnmapFlag, Errno, commandName } from '../protocol/constants.js';
 import { encodeErrorReply, wantsReply, type MessageHeader } from '../protocol/header.js';
-import { decodeDmaUnmapReply, encodeDmaMapRequest, encodeDmaUnmapRequest, type DmaUnmapMessage } from '../protocol/dma-map.js';
+import { decodeDmaUnmapReply, encodeDmaMapRequest, encodeDmaUnmapRequest, type DmaUnmapMessage } from '../protocol/dma.js';
 import { decodeDmaReadRequest, decodeDmaWriteRequest, encodeDmaReadReply, encodeDmaWriteReply } from '../protocol/dma-access.js';
 import { VfioUserClientError } from './errors.js';
 import type { DmaMapTable, DmaRange } from './dma-map-table.js';
@@ -50,7 +50,7 @@ export async function dmaMap(ch: RequestChannel, table: DmaMapTable, o: DmaMapOp
   table.add(range);
   try {
     const r = await ch.typed(
-      Command.DMA_MAP,
+      VfioUserCommand.DMA_MAP,
       (id) => encodeDmaMapRequest(id, { flags, offset: share ? BigInt(offset) : 0n, addr: o.addr, size }),
       share ? [fd] : [],
     );
@@ -64,7 +64,7 @@ export async function dmaMap(ch: RequestChannel, table: DmaMapTable, o: DmaMapOp
 
 /** VfioUserClient.dmaUnmap: resolves with the echoed struct; the range (or, with ALL, every range) leaves `table`. */
 export async function dmaUnmap(ch: RequestChannel, table: DmaMapTable, addr: bigint, size: bigint, flags: number): Promise<DmaUnmapMessage> {
-  const r = await ch.typed(Command.DMA_UNMAP, (id) => encodeDmaUnmapRequest(id, { flags, addr, size }));
+  const r = await ch.typed(VfioUserCommand.DMA_UNMAP, (id) => encodeDmaUnmapRequest(id, { flags, addr, size }));
   closeFds(r.fds);
   if (flags & DmaUnmapFlag.ALL) table.clear();
   else table.remove(addr, size);
@@ -90,13 +90,13 @@ export function serveDmaRequest(ch: RequestChannel, ctx: DmaRequestContext, head
   let reply: Uint8Array;
   try {
     if (fds.length > 0) throw new VfioUserClientError(Errno.EINVAL, header.command, 'fds on a server request');
-    if (header.command === Command.DMA_READ) {
+    if (header.command === VfioUserCommand.DMA_READ) {
       const req = decodeDmaReadRequest(message);
       if (req.count > BigInt(ctx.maxDataXferSize)) throw new VfioUserClientError(Errno.E2BIG, header.command, 'DMA_READ larger than max_data_xfer_size');
       const data = ctx.table.read(req.addr, Number(req.count));
       reply = encodeDmaReadReply(header.id, req.addr, data);
       ctx.served.dmaRead++;
-    } else if (header.command === Command.DMA_WRITE) {
+    } else if (header.command === VfioUserCommand.DMA_WRITE) {
       const req = decodeDmaWriteRequest(message);
       if (req.count > BigInt(ctx.maxDataXferSize)) throw new VfioUserClientError(Errno.E2BIG, header.command, 'DMA_WRITE larger than max_data_xfer_size');
       ctx.table.write(req.addr, req.data);

@@ -3,7 +3,7 @@
  * watched on the event loop, so a test can await a vector's next signal.
  */
 import { native, type Watcher } from '../native/index.js';
-import { Errno, Command } from '../protocol/constants.js';
+import { Errno, VfioUserCommand } from '../protocol/constants.js';
 import { VfioUserClientError } from './errors.js';
 
 interface Waiter {
@@ -53,7 +53,7 @@ class IrqVector {
         reject,
         timer: setTimeout(() => {
           this.waiters = this.waiters.filter((x) => x !== waiter);
-          reject(new VfioUserClientError(Errno.ETIMEDOUT, Command.DEVICE_SET_IRQS, `no interrupt on ${describe} within ${timeoutMs} ms`));
+          reject(new VfioUserClientError(Errno.ETIMEDOUT, VfioUserCommand.DEVICE_SET_IRQS, `no interrupt on ${describe} within ${timeoutMs} ms`));
         }, timeoutMs),
       };
       this.waiters.push(waiter);
@@ -80,7 +80,7 @@ export class IrqSinks {
     if (!vectors) this.byIndex.set(index, (vectors = new Map()));
     const fds: number[] = [];
     for (let v = start; v < start + count; v++) {
-      vectors.get(v)?.close(new VfioUserClientError(Errno.ECONNRESET, Command.DEVICE_SET_IRQS, 'eventfd replaced'));
+      vectors.get(v)?.close(new VfioUserClientError(Errno.ECONNRESET, VfioUserCommand.DEVICE_SET_IRQS, 'eventfd replaced'));
       const vec = new IrqVector();
       vectors.set(v, vec);
       fds.push(vec.fd);
@@ -94,14 +94,14 @@ export class IrqSinks {
     if (!vectors) return;
     for (const [v, vec] of vectors) {
       if (v < start || v >= start + count) continue;
-      vec.close(new VfioUserClientError(Errno.ECONNRESET, Command.DEVICE_SET_IRQS, 'interrupt disabled'));
+      vec.close(new VfioUserClientError(Errno.ECONNRESET, VfioUserCommand.DEVICE_SET_IRQS, 'interrupt disabled'));
       vectors.delete(v);
     }
   }
 
   private vector(index: number, vector: number): IrqVector {
     const vec = this.byIndex.get(index)?.get(vector);
-    if (!vec) throw new VfioUserClientError(Errno.ENOENT, Command.DEVICE_SET_IRQS, `no eventfd for IRQ ${index} vector ${vector}`);
+    if (!vec) throw new VfioUserClientError(Errno.ENOENT, VfioUserCommand.DEVICE_SET_IRQS, `no eventfd for IRQ ${index} vector ${vector}`);
     return vec;
   }
 

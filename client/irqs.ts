@@ -2,8 +2,8 @@
  * Interrupts: DEVICE_GET_IRQ_INFO and DEVICE_SET_IRQS, as given or with the
  * client's own eventfds (IrqSinks) installed in chunks of max_msg_fds.
  */
-import { Command, IrqSetFlag } from '../protocol/constants.js';
-import { decodeIrqInfo, encodeIrqInfoRequest, encodeSetIrqsRequest, type IrqInfoMessage } from '../protocol/device-info.js';
+import { VfioUserCommand, IrqSetFlag } from '../protocol/constants.js';
+import { decodeIrqInfo, encodeIrqInfoRequest, encodeSetIrqsRequest, type IrqInfoMessage } from '../protocol/irqs.js';
 import type { IrqSinks } from './irq-sinks.js';
 import { closeFds, type RequestChannel } from './request-channel.js';
 
@@ -23,7 +23,7 @@ export interface SetIrqsOptions {
 
 /** VfioUserClient.getIrqInfo. */
 export async function getIrqInfo(ch: RequestChannel, index: number, argsz?: number): Promise<IrqInfoMessage> {
-  const r = await ch.typed(Command.DEVICE_GET_IRQ_INFO, (id) => encodeIrqInfoRequest(id, index, argsz));
+  const r = await ch.typed(VfioUserCommand.DEVICE_GET_IRQ_INFO, (id) => encodeIrqInfoRequest(id, index, argsz));
   return decodeIrqInfo(r.message);
 }
 
@@ -31,7 +31,7 @@ export async function getIrqInfo(ch: RequestChannel, index: number, argsz?: numb
 export async function setIrqs(ch: RequestChannel, o: SetIrqsOptions): Promise<void> {
   const bytes = (id: number) =>
     encodeSetIrqsRequest(id, { flags: o.flags, index: o.index, start: o.start ?? 0, count: o.count, data: o.data, argsz: o.argsz });
-  const r = await ch.typed(Command.DEVICE_SET_IRQS, bytes, o.fds);
+  const r = await ch.typed(VfioUserCommand.DEVICE_SET_IRQS, bytes, o.fds);
   closeFds(r.fds);
 }
 

@@ -2,7 +2,7 @@
  * VERSION, the client's first message: what it offers (QEMU 11.1's
  * capabilities by default) and the checks QEMU makes on the server's reply.
  */
-import { Command } from '../protocol/constants.js';
+import { VfioUserCommand } from '../protocol/constants.js';
 import { formatCapabilities, type Capabilities } from '../protocol/capabilities.js';
 import { decodeVersion, encodeVersionRequest, type DecodedVersion } from '../protocol/version.js';
 import { closeFds, protocolError, type RequestChannel } from './request-channel.js';
@@ -34,13 +34,13 @@ export function versionJson(offered: Partial<Capabilities> | string | undefined)
 export async function negotiate(ch: RequestChannel, version: { major: number; minor: number }, json: string): Promise<DecodedVersion> {
   const id = ch.allocId();
   const request = encodeVersionRequest(id, { major: version.major, minor: version.minor, json });
-  const reply = ch.checked(await ch.sendAndWait(id, Command.VERSION, request, [], ch.timeoutMs));
+  const reply = ch.checked(await ch.sendAndWait(id, VfioUserCommand.VERSION, request, [], ch.timeoutMs));
   closeFds(reply.fds);
-  if (reply.fds.length > 0) throw protocolError(Command.VERSION, 'VERSION reply carried fds');
+  if (reply.fds.length > 0) throw protocolError(VfioUserCommand.VERSION, 'VERSION reply carried fds');
   if (reply.message.byteLength > request.byteLength) {
-    throw protocolError(Command.VERSION, `VERSION reply of ${reply.message.byteLength} bytes is larger than the request (${request.byteLength})`);
+    throw protocolError(VfioUserCommand.VERSION, `VERSION reply of ${reply.message.byteLength} bytes is larger than the request (${request.byteLength})`);
   }
   const decoded = decodeVersion(reply.message);
-  if (decoded.major !== 0) throw protocolError(Command.VERSION, `server speaks major version ${decoded.major}`);
+  if (decoded.major !== 0) throw protocolError(VfioUserCommand.VERSION, `server speaks major version ${decoded.major}`);
   return decoded;
 }

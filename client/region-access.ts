@@ -3,7 +3,7 @@
  * and REGION_READ / REGION_WRITE with the checks QEMU makes on their replies.
  */
 import { native } from '../native/index.js';
-import { Command } from '../protocol/constants.js';
+import { VfioUserCommand } from '../protocol/constants.js';
 import {
   REGION_INFO_SIZE,
   decodeRegionInfoReply,
@@ -12,7 +12,7 @@ import {
   encodeRegionIoFdsRequest,
   type RegionInfoReply,
   type RegionIoFdsReply,
-} from '../protocol/region-info.js';
+} from '../protocol/regions.js';
 import { decodeRegionReadReply, encodeRegionReadRequest, encodeRegionWriteRequest } from '../protocol/region-access.js';
 import { closeFds, protocolError, type RequestChannel } from './request-channel.js';
 
@@ -24,10 +24,10 @@ export interface RegionInfoWithFd extends RegionInfoReply {
 /** VfioUserClient.getRegionInfo: with argsz 32, then again with the reply's argsz if the capability chain did not fit. */
 export async function getRegionInfo(ch: RequestChannel, index: number, argsz?: number): Promise<RegionInfoWithFd> {
   const ask = async (a: number): Promise<RegionInfoWithFd> => {
-    const r = await ch.typed(Command.DEVICE_GET_REGION_INFO, (id) => encodeRegionInfoRequest(id, index, a));
+    const r = await ch.typed(VfioUserCommand.DEVICE_GET_REGION_INFO, (id) => encodeRegionInfoRequest(id, index, a));
     if (r.fds.length > 1) {
       closeFds(r.fds);
-      throw protocolError(Command.DEVICE_GET_REGION_INFO, `${r.fds.length} fds with region info`);
+      throw protocolError(VfioUserCommand.DEVICE_GET_REGION_INFO, `${r.fds.length} fds with region info`);
     }
     let info: RegionInfoReply;
     try {
@@ -47,7 +47,7 @@ export async function getRegionInfo(ch: RequestChannel, index: number, argsz?: n
 
 /** VfioUserClient.getRegionIoFds: the fds belong to the caller. */
 export async function getRegionIoFds(ch: RequestChannel, index: number, argsz: number): Promise<RegionIoFdsReply & { fds: number[] }> {
-  const r = await ch.typed(Command.DEVICE_GET_REGION_IO_FDS, (id) => encodeRegionIoFdsRequest(id, index, argsz));
+  const r = await ch.typed(VfioUserCommand.DEVICE_GET_REGION_IO_FDS, (id) => encodeRegionIoFdsRequest(id, index, argsz));
   try {
     return { ...decodeRegionIoFdsReply(r.message), fds: r.fds };
   } catch (err) {
@@ -59,11 +59,11 @@ export async function getRegionIoFds(ch: RequestChannel, index: number, argsz: n
 /** VfioUserClient.regionRead: the reply must echo the access and carry exactly `count` bytes. */
 export async function regionRead(ch: RequestChannel, index: number, offset: bigint | number, count: number): Promise<Uint8Array> {
   const off = BigInt(offset);
-  const r = await ch.typed(Command.REGION_READ, (id) => encodeRegionReadRequest(id, { offset: off, region: index, count }));
+  const r = await ch.typed(VfioUserCommand.REGION_READ, (id) => encodeRegionReadRequest(id, { offset: off, region: index, count }));
   closeFds(r.fds);
   const reply = decodeRegionReadReply(r.message);
   if (reply.offset !== off || reply.region !== index || reply.count !== count) {
-    throw protocolError(Command.REGION_READ, `REGION_READ reply (${reply.region}@${reply.offset}+${reply.count}) does not match the request`);
+    throw protocolError(VfioUserCommand.REGION_READ, `REGION_READ reply (${reply.region}@${reply.offset}+${reply.count}) does not match the request`);
   }
   // a plain Uint8Array view (not a Buffer) over the reply's bytes
   return new Uint8Array(reply.data.buffer, reply.data.byteOffset, reply.data.byteLength);
@@ -76,6 +76,6 @@ export async function regionWrite(ch: RequestChannel, index: number, offset: big
     ch.send(encodeRegionWriteRequest(ch.allocId(), off, index, data, true));
     return;
   }
-  const r = await ch.typed(Command.REGION_WRITE, (id) => encodeRegionWriteRequest(id, off, index, data));
+  const r = await ch.typed(VfioUserCommand.REGION_WRITE, (id) => encodeRegionWriteRequest(id, off, index, data));
   closeFds(r.fds);
 }

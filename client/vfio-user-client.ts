@@ -20,13 +20,14 @@
  */
 import { pino, type Logger } from 'pino';
 import { native } from '../native/index.js';
-import { Command, DmaUnmapFlag, Errno, Limits } from '../protocol/constants.js';
+import { VfioUserCommand, DmaUnmapFlag, Errno, Limits } from '../protocol/constants.js';
 import type { MessageHeader } from '../protocol/header.js';
 import type { Capabilities } from '../protocol/capabilities.js';
 import type { DecodedVersion } from '../protocol/version.js';
-import type { DeviceInfoMessage, IrqInfoMessage } from '../protocol/device-info.js';
-import type { RegionIoFdsReply } from '../protocol/region-info.js';
-import type { DmaUnmapMessage } from '../protocol/dma-map.js';
+import type { DeviceInfoMessage } from '../protocol/device.js';
+import type { IrqInfoMessage } from '../protocol/irqs.js';
+import type { RegionIoFdsReply } from '../protocol/regions.js';
+import type { DmaUnmapMessage } from '../protocol/dma.js';
 import { VfioUserClientError } from './errors.js';
 import { RequestChannel, type RawMessage, type RequestOptions } from './request-channel.js';
 import { negotiate, offeredCapabilities, versionJson } from './negotiation.js';
@@ -85,7 +86,7 @@ export class VfioUserClient {
       log: this.#log,
       onRequest: (header, message, fds) => dmaCommands.serveDmaRequest(this.#channel, dmaRequests, header, message, fds),
       onShutdown: (reason) =>
-        this.#irqs.closeAll(new VfioUserClientError(Errno.ECONNRESET, Command.DEVICE_SET_IRQS, `connection closed (${reason})`)),
+        this.#irqs.closeAll(new VfioUserClientError(Errno.ECONNRESET, VfioUserCommand.DEVICE_SET_IRQS, `connection closed (${reason})`)),
     });
     this.closed = this.#channel.closed;
   }

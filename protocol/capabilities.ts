@@ -35,7 +35,7 @@ export interface Capabilities {
 }
 
 /** The spec's defaults (what a peer that sends no JSON gets). */
-export const DEFAULT_CAPABILITIES: Readonly<Capabilities> = Object.freeze({
+const DEFAULT_CAPABILITIES: Readonly<Capabilities> = Object.freeze({
   maxMsgFds: Limits.DEFAULT_CLIENT_MAX_MSG_FDS,
   maxDataXferSize: Limits.MAX_DATA_XFER_SIZE,
   pgsizes: Limits.PGSIZE,
@@ -44,7 +44,7 @@ export const DEFAULT_CAPABILITIES: Readonly<Capabilities> = Object.freeze({
 });
 
 /** Largest max_msg_fds libvfio-user accepts from a client. */
-export const MAX_PEER_MSG_FDS = 1024;
+const MAX_PEER_MSG_FDS = 1024;
 
 function bad(message: string): never {
   throw new ProtocolError(Errno.EINVAL, `capabilities: ${message}`);

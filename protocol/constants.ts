@@ -5,7 +5,12 @@
 
 export const HEADER_SIZE = 16;
 
-export const Command = {
+/**
+ * Command numbers (the header's `command`; the spec's `enum vfio_user_command`).
+ * Named VfioUserCommand, not Command: the PCI command register and NVMe
+ * commands are other things a device author meets in the same files.
+ */
+export const VfioUserCommand = {
   VERSION: 1,
   DMA_MAP: 2,
   DMA_UNMAP: 3,
@@ -25,10 +30,9 @@ export const Command = {
   MIG_DATA_READ: 17,
   MIG_DATA_WRITE: 18,
 } as const;
-export type CommandNumber = (typeof Command)[keyof typeof Command];
 
 const commandNames: string[] = [];
-for (const [name, value] of Object.entries(Command)) commandNames[value] = name;
+for (const [name, value] of Object.entries(VfioUserCommand)) commandNames[value] = name;
 
 /** The spec name of a command number ('UNKNOWN(n)' for others). */
 export function commandName(cmd: number): string {

@@ -4,11 +4,11 @@
  * request addr u64 @0, count u64 @8 [, data @16 for WRITE];
  * READ reply: addr, count, data @16; WRITE reply: addr, count (32-byte message).
  */
-import { Command, commandName } from './constants.js';
+import { VfioUserCommand, commandName } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { newReply, newRequest, requirePayload, type NewMessage } from './header.js';
 
-export const DMA_ACCESS_SIZE = 16;
+const DMA_ACCESS_SIZE = 16;
 
 export interface DmaAccess {
   addr: bigint;
@@ -21,7 +21,7 @@ export interface DmaAccessWithData extends DmaAccess {
 }
 
 export function encodeDmaReadRequest(id: number, addr: bigint, count: number): Uint8Array {
-  const m = newRequest(id, Command.DMA_READ, DMA_ACCESS_SIZE);
+  const m = newRequest(id, VfioUserCommand.DMA_READ, DMA_ACCESS_SIZE);
   m.view.setBigUint64(16, addr, true);
   m.view.setBigUint64(24, BigInt(count), true);
   return m.bytes;
@@ -29,7 +29,7 @@ export function encodeDmaReadRequest(id: number, addr: bigint, count: number): U
 
 /** EINVAL if the payload is shorter than 16 bytes. */
 export function decodeDmaReadRequest(msg: Uint8Array): DmaAccess {
-  const dv = requirePayload(msg, DMA_ACCESS_SIZE, Command.DMA_READ);
+  const dv = requirePayload(msg, DMA_ACCESS_SIZE, VfioUserCommand.DMA_READ);
   return { addr: dv.getBigUint64(16, true), count: dv.getBigUint64(24, true) };
 }
 
@@ -54,7 +54,7 @@ function decodeWithData(msg: Uint8Array, what: number | string): DmaAccessWithDa
 }
 
 export function encodeDmaReadReply(id: number, addr: bigint, data: Uint8Array): Uint8Array {
-  return withData(newReply(id, Command.DMA_READ, DMA_ACCESS_SIZE + data.byteLength), addr, data);
+  return withData(newReply(id, VfioUserCommand.DMA_READ, DMA_ACCESS_SIZE + data.byteLength), addr, data);
 }
 
 /** EINVAL if shorter than 16 bytes or the data length is not count. */
@@ -63,16 +63,16 @@ export function decodeDmaReadReply(msg: Uint8Array): DmaAccessWithData {
 }
 
 export function encodeDmaWriteRequest(id: number, addr: bigint, data: Uint8Array): Uint8Array {
-  return withData(newRequest(id, Command.DMA_WRITE, DMA_ACCESS_SIZE + data.byteLength), addr, data);
+  return withData(newRequest(id, VfioUserCommand.DMA_WRITE, DMA_ACCESS_SIZE + data.byteLength), addr, data);
 }
 
 /** EINVAL if shorter than 16 bytes or the data length is not count. */
 export function decodeDmaWriteRequest(msg: Uint8Array): DmaAccessWithData {
-  return decodeWithData(msg, Command.DMA_WRITE);
+  return decodeWithData(msg, VfioUserCommand.DMA_WRITE);
 }
 
 export function encodeDmaWriteReply(id: number, addr: bigint, count: number): Uint8Array {
-  const m = newReply(id, Command.DMA_WRITE, DMA_ACCESS_SIZE);
+  const m = newReply(id, VfioUserCommand.DMA_WRITE, DMA_ACCESS_SIZE);
   m.view.setBigUint64(16, addr, true);
   m.view.setBigUint64(24, BigInt(count), true);
   return m.bytes;

@@ -28,7 +28,7 @@ export function dataView(bytes: Uint8Array): DataView {
 }
 
 /** Little-endian u16 at byte `o` of `b` (the caller checked the bounds). */
-export function readU16(b: Uint8Array, o: number): number {
+function readU16(b: Uint8Array, o: number): number {
   return b[o]! | (b[o + 1]! << 8);
 }
 
@@ -45,7 +45,7 @@ export function readU64(b: Uint8Array, o: number): bigint {
 }
 
 /** Store `v` (taken mod 2^16) little-endian at byte `o` of `b`. */
-export function writeU16(b: Uint8Array, o: number, v: number): void {
+function writeU16(b: Uint8Array, o: number, v: number): void {
   b[o] = v;
   b[o + 1] = v >>> 8;
 }
@@ -84,7 +84,7 @@ export function decodeHeader(msg: Uint8Array): MessageHeader {
 }
 
 /** Write the header fields into the first 16 bytes of `b` (no DataView). */
-export function writeHeaderBytes(b: Uint8Array, id: number, command: number, size: number, flags: number, error: number): void {
+function writeHeaderBytes(b: Uint8Array, id: number, command: number, size: number, flags: number, error: number): void {
   writeU16(b, 0, id & 0xffff);
   writeU16(b, 2, command & 0xffff);
   writeU32(b, 4, size >>> 0);
@@ -93,7 +93,7 @@ export function writeHeaderBytes(b: Uint8Array, id: number, command: number, siz
 }
 
 /** Write `h` into the first 16 bytes of `dv`. */
-export function writeHeader(dv: DataView, h: MessageHeader): void {
+function writeHeader(dv: DataView, h: MessageHeader): void {
   dv.setUint16(0, h.id & 0xffff, true);
   dv.setUint16(2, h.command & 0xffff, true);
   dv.setUint32(4, h.size >>> 0, true);
@@ -114,9 +114,6 @@ export function messageType(flags: number): number {
 }
 export function isReply(h: MessageHeader): boolean {
   return messageType(h.flags) === HeaderFlag.TYPE_REPLY;
-}
-export function isCommand(h: MessageHeader): boolean {
-  return messageType(h.flags) === HeaderFlag.TYPE_COMMAND;
 }
 export function wantsReply(h: MessageHeader): boolean {
   return (h.flags & HeaderFlag.NO_REPLY) === 0;
@@ -183,27 +180,12 @@ export function encodeEmptyRequest(id: number, command: number, noReply = false)
   return newMessageBytes(id, command, HeaderFlag.TYPE_COMMAND | (noReply ? HeaderFlag.NO_REPLY : 0), 0);
 }
 
-/** Payload length of a whole message (bytes after the header). */
-export function payloadLength(msg: Uint8Array): number {
-  return msg.byteLength - HEADER_SIZE;
-}
-
 /** Throw EINVAL unless the payload of `msg` has at least `min` bytes. Returns a view of the whole message. */
 export function requirePayload(msg: Uint8Array, min: number, what: number | string): DataView {
   const len = msg.byteLength - HEADER_SIZE;
   if (len < min) {
     const name = typeof what === 'number' ? commandName(what) : what;
     throw ProtocolError.invalid(`${name}: payload of ${len < 0 ? 0 : len} bytes, need at least ${min}`);
-  }
-  return dataView(msg);
-}
-
-/** Throw EINVAL unless the payload of `msg` is exactly `n` bytes. */
-export function requireExactPayload(msg: Uint8Array, n: number, what: number | string): DataView {
-  const len = msg.byteLength - HEADER_SIZE;
-  if (len !== n) {
-    const name = typeof what === 'number' ? commandName(what) : what;
-    throw ProtocolError.invalid(`${name}: payload of ${len < 0 ? 0 : len} bytes, expected ${n}`);
   }
   return dataView(msg);
 }

@@ -2,7 +2,7 @@
  * VERSION (command 1), both directions: major u16 @0, minor u16 @2, then an
  * optional NUL-terminated JSON capabilities text @4.
  */
-import { Command, Errno } from './constants.js';
+import { VfioUserCommand, Errno } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { newReply, newRequest, requirePayload } from './header.js';
 import { parseCapabilities, type Capabilities } from './capabilities.js';
@@ -32,16 +32,11 @@ function encode(msg: VersionMessage, make: (payload: number) => ReturnType<typeo
 }
 
 export function encodeVersionRequest(id: number, msg: VersionMessage): Uint8Array {
-  return encode(msg, (n) => newRequest(id, Command.VERSION, n));
+  return encode(msg, (n) => newRequest(id, VfioUserCommand.VERSION, n));
 }
 
 export function encodeVersionReply(id: number, msg: VersionMessage): Uint8Array {
-  return encode(msg, (n) => newReply(id, Command.VERSION, n));
-}
-
-/** Size of an encoded VERSION message carrying `json`. */
-export function versionMessageSize(json: string): number {
-  return 16 + 4 + (json.length > 0 ? utf8.encode(json).byteLength + 1 : 0);
+  return encode(msg, (n) => newReply(id, VfioUserCommand.VERSION, n));
 }
 
 /**
@@ -50,7 +45,7 @@ export function versionMessageSize(json: string): number {
  * or with wrong types. Major/minor are returned as is (the caller checks them).
  */
 export function decodeVersion(msg: Uint8Array): DecodedVersion {
-  const dv = requirePayload(msg, 4, Command.VERSION);
+  const dv = requirePayload(msg, 4, VfioUserCommand.VERSION);
   const major = dv.getUint16(16, true);
   const minor = dv.getUint16(18, true);
   let json = '';

@@ -5,12 +5,16 @@
  * so a connection can be tested against any Endpoint and a device never sees bytes
  * of the wire.
  *
- * Division of checks: the connection validates everything that is a matter of
- * the protocol (sizes, argsz, index < numRegions/numIrqs, offset+count within
- * the region's size, SET_IRQS flag combinations and ranges, fd counts) and
- * answers with libvfio-user's errno. The endpoint validates meaning (DMA map
- * overlaps, unknown unmap ranges, config-space write rules) and throws a
- * VfioUserError carrying the errno to answer.
+ * Division of checks: the connection validates everything that is a matter
+ * of the protocol (sizes, argsz, index < numRegions/numIrqs, offset+count
+ * within the region's size and the region's READ/WRITE flag, DMA_MAP size 0,
+ * > 8 TiB and wrap-around, SET_IRQS flag combinations and ranges, fd counts)
+ * and answers with libvfio-user's errno. The endpoint validates meaning (DMA
+ * map overlaps, the number of maps, unknown unmap ranges, config-space write
+ * rules) and throws a VfioUserError carrying the errno to answer. Region
+ * accesses and DMA ranges are checked by the connection only: an endpoint
+ * never sees an access outside a region it described, nor an empty or
+ * wrapping DMA range.
  */
 import type { Logger } from 'pino';
 
@@ -19,7 +23,13 @@ export interface SparseArea {
   size: bigint;
 }
 
-export interface RegionInfo {
+/**
+ * What the device says about one of its regions (Endpoint.regionInfo). The
+ * connection turns it into the DEVICE_GET_REGION_INFO reply (the codec's
+ * RegionInfoMessage plus its capability chain) and checks every REGION_READ
+ * and REGION_WRITE against its size and flags.
+ */
+export interface RegionDescription {
   /** RegionFlag bits (READ, WRITE, MMAP); CAPS is set by the codec when a cap chain is sent. */
   flags: number;
   /** 0 for a region the device does not have. */
@@ -96,16 +106,20 @@ export interface Endpoint {
   /** DEVICE_GET_INFO: whether DEVICE_RESET is supported (flag RESET). */
   readonly resetSupported: boolean;
 
-  regionInfo(index: number): RegionInfo;
+  regionInfo(index: number): RegionDescription;
   irqInfo(index: number): IrqInfo;
 
-  /** The range is already checked against regionInfo(index).size. */
+  /**
+   * The connection has checked the access: index < numRegions, count > 0,
+   * offset + count <= regionInfo(index).size, and the region's READ (or WRITE) flag.
+   */
   regionRead(index: number, offset: bigint, count: number): Uint8Array | Promise<Uint8Array>;
   regionWrite(index: number, offset: bigint, data: Uint8Array): void | Promise<void>;
 
   /** fds: ownership passes to the endpoint (it closes replaced and unused ones). */
   setIrqs(request: SetIrqsRequest, fds: number[]): void;
 
+  /** The connection has checked the range: size > 0, at most 8 TiB, addr + size <= 2^64. */
   dmaMap(request: DmaMapRequest): void | Promise<void>;
   /** `all`: DMA_UNMAP with flag ALL (addr and size are 0). Resolves once no device access to the range is in flight. */
   dmaUnmap(addr: bigint, size: bigint, all: boolean): void | Promise<void>;

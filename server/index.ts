@@ -38,13 +38,12 @@ export {
   type DmaMapRequest,
   type Endpoint,
   type IrqInfo,
-  type RegionInfo,
+  type RegionDescription,
   type ResetReason,
   type SetIrqsRequest,
   type SparseArea,
 } from './endpoint.js';
 export {
-  Command,
   DeviceFlag,
   DmaMapFlag,
   DmaUnmapFlag,
@@ -57,6 +56,7 @@ export {
   PciRegion,
   RegionCap,
   RegionFlag,
+  VfioUserCommand,
 } from '../protocol/constants.js';
 export { createLogger, silentLogger, type Logger, type LoggerOptions } from './log.js';
 /** For device modules loaded by `vfio-user-ts serve --device ./my-device.js` (docs/cli.md). */

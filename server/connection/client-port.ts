@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { ClientPort } from '../endpoint.js';
 import { VfioUserError } from '../../protocol/errors.js';
 import {
-  Command, Errno, HeaderFlag, commandName, decodeDmaReadReply, decodeDmaWriteReply,
+  VfioUserCommand, Errno, HeaderFlag, commandName, decodeDmaReadReply, decodeDmaWriteReply,
   encodeDmaReadRequest, encodeDmaWriteRequest, type MessageHeader,
 } from '../../protocol/index.js';
 
@@ -42,18 +42,13 @@ export class ConnectionClientPort implements ClientPort {
     this.log = log;
   }
 
-  /** Requests sent and not answered yet. */
-  get pendingCount(): number {
-    return this.#pending.size;
-  }
-
   async dmaRead(addr: bigint, length: number): Promise<Uint8Array> {
     if (!Number.isSafeInteger(length) || length < 0) throw VfioUserError.invalid(`dmaRead: bad length ${length}`);
     const out = new Uint8Array(length);
     for (let done = 0; done < length;) {
       const n = Math.min(this.maxDataXferSize, length - done);
       const a = addr + BigInt(done);
-      const reply = await this.#request(Command.DMA_READ, a, n, (id) => encodeDmaReadRequest(id, a, n));
+      const reply = await this.#request(VfioUserCommand.DMA_READ, a, n, (id) => encodeDmaReadRequest(id, a, n));
       const r = decodeDmaReadReply(reply);
       if (r.addr !== a || r.count !== BigInt(n)) {
         throw new VfioUserError(Errno.EPROTO, `DMA_READ reply for ${r.addr}+${r.count}, asked ${a}+${n}`);
@@ -69,7 +64,7 @@ export class ConnectionClientPort implements ClientPort {
       const n = Math.min(this.maxDataXferSize, data.byteLength - done);
       const a = addr + BigInt(done);
       const chunk = data.subarray(done, done + n);
-      const reply = await this.#request(Command.DMA_WRITE, a, n, (id) => encodeDmaWriteRequest(id, a, chunk));
+      const reply = await this.#request(VfioUserCommand.DMA_WRITE, a, n, (id) => encodeDmaWriteRequest(id, a, chunk));
       const r = decodeDmaWriteReply(reply);
       if (r.addr !== undefined && (r.addr !== a || r.count !== BigInt(n))) {
         throw new VfioUserError(Errno.EPROTO, `DMA_WRITE reply for ${r.addr}+${r.count}, asked ${a}+${n}`);

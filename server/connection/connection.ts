@@ -15,14 +15,14 @@ import type { NativeBinding } from '../../native/index.js';
 import { VfioUserError } from '../../protocol/errors.js';
 import type { Endpoint } from '../endpoint.js';
 import {
-  Command, Errno, HEADER_SIZE, HeaderFlag, Limits, commandName, decodeHeader, encodeErrorReply, hexDump,
+  VfioUserCommand, Errno, HEADER_SIZE, HeaderFlag, Limits, commandName, decodeHeader, encodeErrorReply, hexDump,
   isReply, messageType, wantsReply, type Capabilities, type MessageHeader,
 } from '../../protocol/index.js';
 import { Channel, type ReceivedFds } from '../transport/index.js';
 import { ConnectionClientPort } from './client-port.js';
 import type { HandlerResult, RequestContext } from './context.js';
 import { handlerFor } from './dispatch.js';
-import { negotiateVersion } from './negotiate.js';
+import { negotiateVersion } from './handlers/version.js';
 
 export interface ConnectionOptions {
   /** Our max_data_xfer_size (default 1 MiB; QEMU accepts up to 64 MiB). */
@@ -129,11 +129,6 @@ export class Connection {
   /** The client's capabilities, once VERSION is done. */
   get clientCapabilities(): Capabilities | undefined {
     return this.#client;
-  }
-
-  /** The port handed to the endpoint (undefined before VERSION). */
-  get port(): ConnectionClientPort | undefined {
-    return this.#port;
   }
 
   /** Received fds still held by the channel (leak checks). */
@@ -315,7 +310,7 @@ export class Connection {
       this.#replyError(header, Errno.EINVAL);
       void this.#teardown(`version negotiation failed: ${why}`);
     };
-    if (header.command !== Command.VERSION) return fail('first message is not VERSION');
+    if (header.command !== VfioUserCommand.VERSION) return fail('first message is not VERSION');
     if (messageType(header.flags) !== HeaderFlag.TYPE_COMMAND) return fail('VERSION is not a command');
     if (fds.count > 0) return fail('fds attached to VERSION');
     if (message.byteLength < header.size) return fail('VERSION too large');

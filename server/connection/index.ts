@@ -1,7 +1,2 @@
 /** Per-client connection: VERSION negotiation, dispatch, server-to-client DMA. */
-export * from './connection.js';
-export * from './client-port.js';
-export * from './context.js';
-export * from './negotiate.js';
-export { handlerFor } from './dispatch.js';
-export { regionCapabilities } from './device-handlers.js';
+export { Connection, type ConnectionOptions, type ConnectionState } from './connection.js';

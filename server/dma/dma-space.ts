@@ -196,8 +196,9 @@ export class DmaSpace {
 
   /**
    * DMA_MAP. Takes ownership of `req.fd` (closed after mmap, on error, and for
-   * an identical re-map). EINVAL: size 0, overlap, too many maps; an mmap
-   * failure carries mmap's errno (EFAULT when unknown).
+   * an identical re-map). EINVAL: overlap, too many maps; an mmap failure
+   * carries mmap's errno (EFAULT when unknown). The range itself (size > 0,
+   * no wrap-around) was checked by the connection (see Endpoint.dmaMap).
    */
   async map(req: DmaMapRequest): Promise<void> {
     let fd = req.fd;
@@ -214,7 +215,6 @@ export class DmaSpace {
     try {
       const { addr, size } = req;
       const what = `DMA_MAP [0x${addr.toString(16)}, +0x${size.toString(16)})`;
-      if (size <= 0n || addr < 0n || addr + size > 1n << 64n) throw new DmaError(Errno.EINVAL, `${what}: bad range`);
       const i = this.#firstEndingAfter(addr);
       const next = this.#regions[i];
       if (next && next.addr < addr + size) {

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { native, type NativeMapping } from '../../native/index.js';
-import type { RegionInfo } from '../endpoint.js';
+import type { RegionDescription } from '../endpoint.js';
 import { RegionFlag } from '../../protocol/constants.js';
 import type { BarLayout } from './bar-layout.js';
 import type { MsixTable } from './msix-table.js';
@@ -51,7 +51,7 @@ export class BarRegion {
     return this.layout.index;
   }
 
-  info(): RegionInfo {
+  info(): RegionDescription {
     const flags = RegionFlag.READ | RegionFlag.WRITE;
     if (this.fd === undefined) return { flags, size: BigInt(this.layout.size), offset: 0n };
     return {

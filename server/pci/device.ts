@@ -24,13 +24,13 @@ import {
   type DmaMapRequest,
   type Endpoint,
   type IrqInfo,
-  type RegionInfo,
+  type RegionDescription,
   type ResetReason,
   type SetIrqsRequest,
 } from '../endpoint.js';
 import { Interrupts } from '../irq/interrupts.js';
 import { silentLogger } from '../log.js';
-import { Errno, Limits, PciIrq, PciRegion, RegionFlag } from '../../protocol/constants.js';
+import { Limits, PciIrq, PciRegion, RegionFlag } from '../../protocol/constants.js';
 import { layoutBars, nextPowerOfTwo, type MsixLayout } from './bar-layout.js';
 import { BarRegion } from './bar-region.js';
 import type { Capability, ExtendedCapability } from './capabilities/capability.js';
@@ -196,7 +196,7 @@ export class PciDevice implements Endpoint {
 
   // ---- Endpoint ----
 
-  regionInfo(index: number): RegionInfo {
+  regionInfo(index: number): RegionDescription {
     if (index >= PciRegion.BAR0 && index <= PciRegion.BAR5) {
       return this.bars[index]?.info() ?? { flags: 0, size: 0n, offset: 0n };
     }
@@ -222,47 +222,27 @@ export class PciDevice implements Endpoint {
     return this.doWrite(index, Number(offset), data);
   }
 
-  private checkRange(index: number, offset: number, count: number, size: number): void {
-    if (!Number.isSafeInteger(offset) || offset < 0 || count < 0 || offset + count > size) {
-      throw VfioUserError.invalid(`region ${index}: ${offset}+${count} beyond its ${size} bytes`);
-    }
-  }
-
+  // The connection has checked every access against regionInfo() (size and
+  // READ/WRITE flag): the device does not check ranges again.
   private doRead(index: number, offset: number, count: number): Uint8Array | Promise<Uint8Array> {
     if (index === PciRegion.CONFIG) {
-      this.checkRange(index, offset, count, this.config.size);
       this.refreshMsiPending();
       const bytes = this.config.read(offset, count);
       if (this.log.isLevelEnabled('trace')) this.log.trace({ offset, data: Buffer.from(bytes.subarray(0, 64)).toString('hex') }, 'config read');
       return bytes;
     }
-    if (index === PciRegion.ROM) {
-      this.checkRange(index, offset, count, this.rom?.length ?? 0);
-      return this.rom ? this.rom.slice(offset, offset + count) : new Uint8Array(0);
-    }
+    if (index === PciRegion.ROM) return this.rom ? this.rom.slice(offset, offset + count) : new Uint8Array(0);
     const bar = index >= 0 && index <= 5 ? this.bars[index] : undefined;
-    if (!bar) {
-      this.checkRange(index, offset, count, 0);
-      return new Uint8Array(0);
-    }
-    this.checkRange(index, offset, count, bar.layout.size);
-    return bar.read(offset, count);
+    return bar ? bar.read(offset, count) : new Uint8Array(0);
   }
 
   private doWrite(index: number, offset: number, data: Uint8Array): void | Promise<void> {
     if (index === PciRegion.CONFIG) {
-      this.checkRange(index, offset, data.length, this.config.size);
       if (this.log.isLevelEnabled('trace')) this.log.trace({ offset, data: Buffer.from(data.subarray(0, 64)).toString('hex') }, 'config write');
       return this.config.write(offset, data);
     }
-    if (index === PciRegion.ROM) throw new VfioUserError(Errno.EINVAL, 'the expansion ROM is read-only');
     const bar = index >= 0 && index <= 5 ? this.bars[index] : undefined;
-    if (!bar) {
-      this.checkRange(index, offset, data.length, 0);
-      return;
-    }
-    this.checkRange(index, offset, data.length, bar.layout.size);
-    return bar.write(offset, data);
+    return bar?.write(offset, data);
   }
 
   /** MSI pending bits in config space mirror dev.irq (read-only register). */

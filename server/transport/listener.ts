@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { NativeBinding, Watcher } from '../../native/index.js';
 
 /** An Error with a `.code` (EADDRINUSE, ENOTSOCK, ...). */
-export class ListenError extends Error {
+class ListenError extends Error {
   constructor(public readonly code: string, message: string) {
     super(message);
     this.name = 'ListenError';
@@ -18,10 +18,10 @@ export class ListenError extends Error {
 }
 
 /** 'live': a server answered; 'stale': a socket file nobody listens on; 'absent'; 'not-socket'. */
-export type SocketPathState = 'live' | 'stale' | 'absent' | 'not-socket';
+type SocketPathState = 'live' | 'stale' | 'absent' | 'not-socket';
 
 /** Probe `path` without blocking: connect with node:net and see what happens. */
-export async function probeSocketPath(path: string): Promise<SocketPathState> {
+async function probeSocketPath(path: string): Promise<SocketPathState> {
   let st;
   try {
     st = lstatSync(path);

@@ -6,10 +6,10 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { native, type NativeChannel, type Watcher } from '../../native/index.js';
-import { Command, Errno, HeaderFlag } from '../../protocol/constants.js';
+import { VfioUserCommand, Errno, HeaderFlag } from '../../protocol/constants.js';
 import { decodeHeader, encodeErrorReply, newMessage } from '../../protocol/header.js';
 import { encodeVersionReply } from '../../protocol/version.js';
-import { encodeDeviceInfoReply } from '../../protocol/device-info.js';
+import { encodeDeviceInfoReply } from '../../protocol/device.js';
 import { encodeDmaReadRequest, encodeDmaWriteRequest } from '../../protocol/dma-access.js';
 import { VfioUserClient, type RawMessage } from '../../client/index.js';
 import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
@@ -70,7 +70,7 @@ function rawServer(script: Script): RawServer {
 function afterVersion(after: Script, json = '{"capabilities":{"max_msg_fds":8}}'): Script {
   return (msg, mfds, send, peer) => {
     const h = decodeHeader(msg);
-    if (h.command === Command.VERSION) send(encodeVersionReply(h.id, { major: 0, minor: 0, json }));
+    if (h.command === VfioUserCommand.VERSION) send(encodeVersionReply(h.id, { major: 0, minor: 0, json }));
     else after(msg, mfds, send, peer);
   };
 }
@@ -103,7 +103,7 @@ describe('client vs a hostile server: VERSION', () => {
   });
 
   it('an error reply: rejects with its errno', async () => {
-    const s = rawServer((msg, _f, send) => send(encodeErrorReply(decodeHeader(msg).id, Command.VERSION, Errno.EPERM)));
+    const s = rawServer((msg, _f, send) => send(encodeErrorReply(decodeHeader(msg).id, VfioUserCommand.VERSION, Errno.EPERM)));
     await expectErrno(VfioUserClient.connect(s.path), Errno.EPERM);
   });
 
@@ -147,7 +147,7 @@ describe('client vs a hostile server: replies', () => {
   it('a REGION_READ reply with fewer bytes than asked: rejected', async () => {
     const s = rawServer(afterVersion((msg, _f, send) => {
       const h = decodeHeader(msg);
-      const m = newMessage(h.id, Command.REGION_READ, HeaderFlag.TYPE_REPLY, 16 + 2);
+      const m = newMessage(h.id, VfioUserCommand.REGION_READ, HeaderFlag.TYPE_REPLY, 16 + 2);
       m.bytes.set(msg.subarray(16, 32), 16);
       send(m.bytes);
     }));
@@ -158,7 +158,7 @@ describe('client vs a hostile server: replies', () => {
   it('a REGION_READ reply for another offset: EPROTO', async () => {
     const s = rawServer(afterVersion((msg, _f, send) => {
       const h = decodeHeader(msg);
-      const m = newMessage(h.id, Command.REGION_READ, HeaderFlag.TYPE_REPLY, 16 + 4);
+      const m = newMessage(h.id, VfioUserCommand.REGION_READ, HeaderFlag.TYPE_REPLY, 16 + 4);
       m.bytes.set(msg.subarray(16, 32), 16);
       m.view.setBigUint64(16, 0x40n, true);
       send(m.bytes);
@@ -170,7 +170,7 @@ describe('client vs a hostile server: replies', () => {
   it('GET_REGION_INFO with two fds: EPROTO, both closed', async () => {
     const s = rawServer(afterVersion((msg, _f, send) => {
       const h = decodeHeader(msg);
-      const m = newMessage(h.id, Command.DEVICE_GET_REGION_INFO, HeaderFlag.TYPE_REPLY, 32);
+      const m = newMessage(h.id, VfioUserCommand.DEVICE_GET_REGION_INFO, HeaderFlag.TYPE_REPLY, 32);
       m.view.setUint32(16, 32, true);
       const a = native.eventfd(0);
       const b = native.eventfd(0);
@@ -219,11 +219,11 @@ describe('client vs a hostile server: DMA requests', () => {
         if (answers.length === requests.filter((r) => (decodeHeader(r.bytes).flags & HeaderFlag.NO_REPLY) === 0).length) done();
         return;
       }
-      if (h.command === Command.DMA_MAP) {
-        send(newMessage(h.id, Command.DMA_MAP, HeaderFlag.TYPE_REPLY, 0).bytes);
+      if (h.command === VfioUserCommand.DMA_MAP) {
+        send(newMessage(h.id, VfioUserCommand.DMA_MAP, HeaderFlag.TYPE_REPLY, 0).bytes);
         return;
       }
-      if (h.command === Command.DEVICE_GET_INFO) {
+      if (h.command === VfioUserCommand.DEVICE_GET_INFO) {
         for (const r of requests) {
           const extra = r.fds?.() ?? [];
           send(r.bytes, extra);
@@ -246,8 +246,8 @@ describe('client vs a hostile server: DMA requests', () => {
       { bytes: encodeDmaReadRequest(3, 0x9000n, 8) },                                 // EFAULT
       { bytes: encodeDmaWriteRequest(4, 0x2000n, new Uint8Array([1])) },               // EPERM (read-only map)
       { bytes: encodeDmaReadRequest(5, 0x1000n, 4), fds: () => [native.eventfd(0)] }, // EINVAL (fds), fd closed
-      { bytes: newMessage(6, Command.DMA_READ, 0, 8).bytes },                          // EINVAL (short)
-      { bytes: newMessage(7, Command.DEVICE_RESET, 0, 0).bytes },                      // ENOSYS
+      { bytes: newMessage(6, VfioUserCommand.DMA_READ, 0, 8).bytes },                          // EINVAL (short)
+      { bytes: newMessage(7, VfioUserCommand.DEVICE_RESET, 0, 0).bytes },                      // ENOSYS
       { bytes: encodeDmaReadRequest(8, 0x1000n, 2 << 20) },                           // E2BIG
       { bytes: withFlags(encodeDmaWriteRequest(9, 0x1000n, new Uint8Array([7])), HeaderFlag.NO_REPLY) }, // applied, no reply
     ]);

@@ -25,7 +25,7 @@ import {
   type ClientPort,
   type DmaMapRequest,
   type IrqInfo,
-  type RegionInfo,
+  type RegionDescription,
   type ResetReason,
   type SetIrqsRequest,
 } from '../../server/endpoint.js';
@@ -144,7 +144,7 @@ export class TestDevice implements DeviceUnderTest {
     c.setUint8(0x52, 0x08);
   }
 
-  regionInfo(index: number): RegionInfo {
+  regionInfo(index: number): RegionDescription {
     switch (index) {
       case PciRegion.BAR0:
         return { flags: RegionFlag.READ | RegionFlag.WRITE, size: BigInt(BAR0_SIZE), offset: 0n };

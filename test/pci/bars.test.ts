@@ -80,7 +80,6 @@ describe('register BARs', () => {
     await dev.regionWrite(1, 0n, new Uint8Array([1, 2, 3, 4]));
     expect([...(await dev.regionRead(1, 0n, 4))]).toEqual([0, 0, 0, 0]);
     expect(dev.regionInfo(1)).toEqual({ flags: RegionFlag.READ | RegionFlag.WRITE, size: 0x20n, offset: 0n });
-    await expect(async () => dev.regionRead(1, 0x1en, 4)).rejects.toThrow(/beyond/);
   });
 
   it('propagates handler errors', async () => {

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, PciIrq, PciRegion } from '../../protocol/constants.js';
+import { VfioUserCommand, PciIrq, PciRegion } from '../../protocol/constants.js';
 import { fdBaseline } from '../helpers/fds.js';
 import { deviceEachTest } from '../helpers/per-test.js';
 import { expectAlive, rawMessage, fields, DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
@@ -65,7 +65,7 @@ describe.each(DEVICE_KINDS)('disconnect (%s)', (_kind, make) => {
   it('hang-up with requests in flight and a partial message', async () => {
     const c = await run.connect();
     for (let i = 0; i < 20; i++) void c.cfg32(0).catch(() => undefined);
-    await c.sendRaw(rawMessage({ id: 1, command: Command.REGION_READ, size: 32 }, fields(['u64', 0])), [], { expectId: null });
+    await c.sendRaw(rawMessage({ id: 1, command: VfioUserCommand.REGION_READ, size: 32 }, fields(['u64', 0])), [], { expectId: null });
     c.close();
     const next = await run.connect();
     await expectAlive(next);

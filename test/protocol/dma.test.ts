@@ -1,118 +1,204 @@
 /**
- * Device DMA through both paths: memfd-backed maps (the server mmaps the fd)
- * and fd-less maps (the server sends DMA_READ/DMA_WRITE, the client answers
- * from its own bytes), including transfers larger than max_data_xfer_size.
+ * DMA_MAP (2) and DMA_UNMAP (3): the codec, the happy path on both device
+ * models, validation with libvfio-user's errno (handle_dma_map /
+ * is_valid_unmap), and DMA_UNMAP while the device is using the range.
  */
 import { describe, expect, it } from 'vitest';
-import { DmaMapFlag, Errno, PciIrq, PciRegion } from '../../protocol/constants.js';
-import { deviceEachTest } from '../helpers/per-test.js';
-import { DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
+import { native } from '../../native/index.js';
+import * as P from '../../protocol/index.js';
+import { VfioUserCommand, DmaMapFlag, DmaUnmapFlag, Errno, PciIrq, PciRegion } from '../../protocol/constants.js';
+import { connectedEachTest, deviceEachTest } from '../helpers/per-test.js';
+import { DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, expectErrno, type RunningDevice } from '../helpers/harness.js';
+import { PciTestDevice } from '../helpers/pci-test-device.js';
 import { Reg } from '../helpers/test-device.js';
 import type { VfioUserClient } from '../../client/index.js';
 
+describe('codec', () => {
+  it('DMA_MAP / DMA_UNMAP round-trip', () => {
+    const map = { flags: 3, offset: 0x1000n, addr: 0xfee00000n, size: 0x200000n };
+    expect(P.decodeDmaMapRequest(P.encodeDmaMapRequest(1, map))).toEqual({ argsz: 32, ...map });
+    const un = { flags: 0, addr: 5n << 32n, size: 4096n };
+    expect(P.decodeDmaUnmapRequest(P.encodeDmaUnmapRequest(2, un))).toEqual({ argsz: 24, ...un });
+    expect(P.decodeDmaUnmapReply(P.encodeDmaUnmapReply(2, { argsz: 24, ...un }))).toEqual({ argsz: 24, ...un });
+    expect(P.encodeDmaMapReply(1).byteLength).toBe(16);
+  });
+
+  it('every field at its spec offset', () => {
+    const u32 = (m: Uint8Array, o: number) => new DataView(m.buffer, m.byteOffset).getUint32(o, true);
+    const u64 = (m: Uint8Array, o: number) => new DataView(m.buffer, m.byteOffset).getBigUint64(o, true);
+    const map = P.encodeDmaMapRequest(1, { flags: 3, offset: 0x1000n, addr: 0xfee00000n, size: 0x200000n });
+    expect([u32(map, 16), u32(map, 20), u64(map, 24), u64(map, 32), u64(map, 40)]).toEqual([32, 3, 0x1000n, 0xfee00000n, 0x200000n]);
+    const unmap = P.encodeDmaUnmapReply(1, { argsz: 48, flags: 2, addr: 0x2000n, size: 0x1000n, bitmap: { pgsize: 4096n, size: 8n, data: new Uint8Array(8).fill(0xaa) } });
+    expect([u32(unmap, 16), u32(unmap, 20), u64(unmap, 24), u64(unmap, 32), u64(unmap, 40), u64(unmap, 48)]).toEqual([48, 2, 0x2000n, 0x1000n, 4096n, 8n]);
+    expect(unmap[56]).toBe(0xaa);
+  });
+});
+
 let run: RunningDevice;
+let c: VfioUserClient;
 
-async function w32(c: VfioUserClient, reg: number, v: number): Promise<void> {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, v >>> 0, true);
-  await c.regionWrite(PciRegion.BAR0, reg, b);
-}
-
-async function r32(c: VfioUserClient, reg: number): Promise<number> {
-  const b = await c.regionRead(PciRegion.BAR0, reg, 4);
-  return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
-}
-
-/** Program the device's copy engine and wait for its completion interrupt; returns STATUS. */
-async function copy(c: VfioUserClient, src: bigint, dst: bigint, len: number): Promise<number> {
-  await w32(c, Reg.DMA_SRC_LO, Number(src & 0xffffffffn));
-  await w32(c, Reg.DMA_SRC_HI, Number(src >> 32n));
-  await w32(c, Reg.DMA_DST_LO, Number(dst & 0xffffffffn));
-  await w32(c, Reg.DMA_DST_HI, Number(dst >> 32n));
-  await w32(c, Reg.DMA_LEN, len);
-  await w32(c, Reg.DOORBELL, 1);
-  await c.waitForIrq(PciIrq.MSIX, 0, 10_000);
-  return r32(c, Reg.STATUS);
-}
-
-function pattern(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed) & 0xff;
-  return b;
-}
+const RW = DmaMapFlag.READ | DmaMapFlag.WRITE;
+const map = (argsz: number, flags: number, offset: bigint, addr: bigint, size: bigint) =>
+  fields(['u32', argsz], ['u32', flags], ['u64', offset], ['u64', addr], ['u64', size]);
+const unmap = (argsz: number, flags: number, addr: bigint, size: bigint) => fields(['u32', argsz], ['u32', flags], ['u64', addr], ['u64', size]);
 
 describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
-  deviceEachTest((started) => {
+  connectedEachTest((client, started) => {
+    c = client;
     run = started;
   }, make);
 
-  describe('device DMA', () => {
-    it('memfd-backed: the device reads and writes the shared memory directly', async () => {
-      const c = await run.connect();
-      await c.enableIrqs(PciIrq.MSIX, 1);
-      const mem = c.createGuestMemory(0x10000);
-      mem.write(0x1000, pattern(0x2000, 1));
-      await c.dmaMap({ addr: 0x100000n, backing: mem });
-      expect(await copy(c, 0x101000n, 0x108000n, 0x2000)).toBe(1);
-      expect(mem.read(0x8000, 0x2000)).toEqual(pattern(0x2000, 1));
-      expect(c.served).toEqual({ dmaRead: 0, dmaWrite: 0, refused: 0 });
+  it('DMA_MAP / DMA_UNMAP with and without an fd, and UNMAP ALL', async () => {
+    const mem = c.createGuestMemory(0x4000);
+    const shared = await c.dmaMap({ addr: 0x10000n, backing: mem });
+    expect(shared.shared).toBe(true);
+    await c.dmaMap({ addr: 0x20000n, size: 0x1000n });
+    expect(run.device.dmaRanges()).toEqual([
+      { addr: 0x10000n, size: 0x4000n, mapped: true },
+      { addr: 0x20000n, size: 0x1000n, mapped: false },
+    ]);
+    const echo = await c.dmaUnmap(0x10000n, 0x4000n);
+    expect(echo).toMatchObject({ addr: 0x10000n, size: 0x4000n, flags: 0 });
+    await c.dmaUnmapAll();
+    expect(run.device.dmaRanges()).toEqual([]);
+  });
+
+  describe('DMA_MAP: bad input', () => {
+    const cases: Array<[string, Uint8Array, number]> = [
+      ['payload 24 bytes', fields(['u32', 32], ['u32', RW], ['u64', 0], ['u64', 0x1000]), Errno.EINVAL],
+      ['argsz 31', map(31, RW, 0n, 0x1000n, 0x1000n), Errno.EINVAL],
+      ['unknown flag bits', map(32, RW | 0x100, 0n, 0x1000n, 0x1000n), Errno.EINVAL],
+      ['MMAP flag without an fd', map(32, RW | DmaMapFlag.MMAP, 0n, 0x1000n, 0x1000n), Errno.EINVAL],
+      ['FILE_IO flag without an fd', map(32, RW | DmaMapFlag.FILE_IO, 0n, 0x1000n, 0x1000n), Errno.EINVAL],
+      ['addr + size overflowing u64', map(32, RW, 0n, 0xfffffffffffff000n, 0x2000n), Errno.EINVAL],
+    ];
+    for (const [what, payload, errno] of cases) {
+      it(`${what} -> ${errno}, alive`, async () => {
+        expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, payload), errno);
+        await expectAlive(c);
+      });
+    }
+
+    it('a huge size (> 8 TiB): refused (ENOSPC in libvfio-user; EINVAL accepted), alive', async () => {
+      const r = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0n, 1n << 50n));
+      expect([Errno.ENOSPC, Errno.EINVAL]).toContain(r.header.error);
+      await expectAlive(c);
     });
 
-    it('fd-less: the device goes through DMA_READ/DMA_WRITE messages', async () => {
-      const c = await run.connect();
-      await c.enableIrqs(PciIrq.MSIX, 1);
-      const src = pattern(0x3000, 7);
-      await c.dmaMap({ addr: 0x200000n, backing: src });
-      const dst = await c.dmaMap({ addr: 0x300000n, size: 0x3000n });
-      expect(await copy(c, 0x200000n, 0x300000n, 0x3000)).toBe(1);
-      expect(dst.bytes).toEqual(src);
-      expect(c.served.dmaRead).toBeGreaterThanOrEqual(1);
-      expect(c.served.dmaWrite).toBeGreaterThanOrEqual(1);
+    it('overlapping an existing map -> EINVAL (libvfio-user), alive', async () => {
+      await c.dmaMap({ addr: 0x10000n, size: 0x2000n });
+      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0x11000n, 0x2000n)), Errno.EINVAL);
+      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0xf000n, 0x2000n)), Errno.EINVAL);
+      await expectAlive(c);
     });
 
-    it('fd-less transfers larger than the client max_data_xfer_size are chunked', async () => {
-      const c = await run.connect({ capabilities: { maxDataXferSize: 4096 } });
-      await c.enableIrqs(PciIrq.MSIX, 1);
-      const src = pattern(0x10000, 3);
-      await c.dmaMap({ addr: 0x400000n, backing: src });
-      const dst = await c.dmaMap({ addr: 0x500000n, size: 0x10000n });
-      expect(await copy(c, 0x400000n, 0x500000n, 0x10000)).toBe(1);
-      expect(dst.bytes).toEqual(src);
-      expect(c.served.dmaRead).toBeGreaterThanOrEqual(16);
-      expect(c.served.dmaWrite).toBeGreaterThanOrEqual(16);
-      expect(c.served.refused).toBe(0);
+    it('an identical re-map succeeds (libvfio-user); the same range with other flags is EINVAL', async () => {
+      await c.dmaMap({ addr: 0x30000n, size: 0x1000n });
+      const again = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0x30000n, 0x1000n));
+      expect(again.header.flags & 0x20).toBe(0);
+      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, DmaMapFlag.READ, 0n, 0x30000n, 0x1000n)), Errno.EINVAL);
+      expect(run.device.dmaRanges().length).toBe(1);
+      await expectAlive(c);
     });
 
-    it('mixed: memfd source, message destination, while client requests keep flowing', async () => {
-      const c = await run.connect();
-      await c.enableIrqs(PciIrq.MSIX, 1);
-      const mem = c.createGuestMemory(0x4000);
-      mem.write(0, pattern(0x4000, 9));
-      await c.dmaMap({ addr: 0x600000n, backing: mem });
-      const dst = await c.dmaMap({ addr: 0x700000n, size: 0x4000n });
-      const job = copy(c, 0x600000n, 0x700000n, 0x4000);
-      const reads = Array.from({ length: 20 }, () => c.cfg16(0));
-      expect(await job).toBe(1);
-      await Promise.all(reads);
-      expect(dst.bytes).toEqual(pattern(0x4000, 9));
+    it('an fd that cannot be mapped (a socket) is refused and closed', async () => {
+      const [a, b] = native.socketpair();
+      const r = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0x40000n, 0x1000n), [a]);
+      native.closeFd(a);
+      native.closeFd(b);
+      expect(r.header.flags & 0x20).toBe(0x20);
+      await expectAlive(c);
     });
 
-    it('a DMA_WRITE into a read-only map is refused by the client (EPERM reaches the device)', async () => {
-      const c = await run.connect();
-      await c.enableIrqs(PciIrq.MSIX, 1);
-      await c.dmaMap({ addr: 0x800000n, backing: pattern(0x1000, 1) });
-      await c.dmaMap({ addr: 0x900000n, size: 0x1000n, flags: DmaMapFlag.READ });
-      const status = await copy(c, 0x800000n, 0x900000n, 0x100);
-      expect(status & 0x80000000).not.toBe(0);
-      expect(status & 0xffff).toBe(Errno.EPERM);
+    it('a map beyond the memfd size is refused or faults in the device, never crashes the server', async () => {
+      const memfd = native.memfdCreate('small', 0x1000);
+      const r = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0x100000n, 0x50000n, 0x1000n), [memfd]);
+      native.closeFd(memfd);
+      expect(r.header.command).toBe(VfioUserCommand.DMA_MAP);
+      await expectAlive(c);
     });
 
-    it('DMA to an unmapped address fails in the device, the connection lives on', async () => {
-      const c = await run.connect();
-      await c.enableIrqs(PciIrq.MSIX, 1);
-      const status = await copy(c, 0xdead0000n, 0xbeef0000n, 0x10);
-      expect(status & 0x80000000).not.toBe(0);
-      expect(await c.cfg16(0)).toBeGreaterThan(0);
+    it('two fds on one DMA_MAP: EINVAL, both closed', async () => {
+      const m1 = native.memfdCreate('m1', 0x1000);
+      const m2 = native.memfdCreate('m2', 0x1000);
+      const r = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0x60000n, 0x1000n), [m1, m2]);
+      native.closeFd(m1);
+      native.closeFd(m2);
+      expectErrorReply(r, Errno.EINVAL);
+      await expectAlive(c);
     });
+  });
+
+  describe('DMA_UNMAP: bad input', () => {
+    const cases: Array<[string, Uint8Array, number]> = [
+      ['payload 16 bytes', fields(['u32', 24], ['u32', 0], ['u64', 0x1000]), Errno.EINVAL],
+      ['argsz 23', unmap(23, 0, 0x10000n, 0x1000n), Errno.EINVAL],
+      ['argsz > 1 MiB', unmap(0x100001, 0, 0x10000n, 0x1000n), Errno.EINVAL],
+      ['unknown flags', unmap(24, 0x8, 0x10000n, 0x1000n), Errno.EINVAL],
+      ['ALL with an address', unmap(24, DmaUnmapFlag.ALL, 0x10000n, 0n), Errno.EINVAL],
+      ['ALL with a size', unmap(24, DmaUnmapFlag.ALL, 0n, 0x1000n), Errno.EINVAL],
+      ['ALL with GET_DIRTY_BITMAP', unmap(24, DmaUnmapFlag.ALL | DmaUnmapFlag.GET_DIRTY_BITMAP, 0n, 0n), Errno.EINVAL],
+      ['an unknown range', unmap(24, 0, 0x70000n, 0x1000n), Errno.ENOENT],
+    ];
+    for (const [what, payload, errno] of cases) {
+      it(`${what} -> ${errno}, alive`, async () => {
+        expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_UNMAP }, payload), errno);
+        await expectAlive(c);
+      });
+    }
+
+    it('part of a mapped range -> ENOENT (exact match required)', async () => {
+      await c.dmaMap({ addr: 0x10000n, size: 0x2000n });
+      await expectErrno(c.dmaUnmap(0x10000n, 0x1000n), Errno.ENOENT);
+      await expectErrno(c.dmaUnmap(0x11000n, 0x1000n), Errno.ENOENT);
+      await c.dmaUnmap(0x10000n, 0x2000n);
+    });
+
+    it('GET_DIRTY_BITMAP without dirty tracking: refused, alive', async () => {
+      await c.dmaMap({ addr: 0x10000n, size: 0x1000n });
+      const p = fields(['u32', 24 + 16 + 8], ['u32', DmaUnmapFlag.GET_DIRTY_BITMAP], ['u64', 0x10000], ['u64', 0x1000], ['u64', 4096], ['u64', 8]);
+      const r = await rawRequest(c, { command: VfioUserCommand.DMA_UNMAP }, p);
+      expect(r.header.flags & 0x20).toBe(0x20);
+      await expectAlive(c);
+    });
+  });
+});
+
+/**
+ * DMA_UNMAP while the device is using the range (checklist 42: drop every
+ * reference before replying). PciDevice's DmaSpace makes the unmap of an
+ * fd-backed range wait for the device's hold; the device's copy completes
+ * first, and afterwards the memory is gone from the device.
+ */
+describe('DMA_UNMAP during device DMA', () => {
+  let pci: RunningDevice<PciTestDevice>;
+  deviceEachTest((started) => {
+    pci = started;
+  }, () => new PciTestDevice());
+
+  it('waits for the held job, which completes; later jobs on the range fail with EFAULT', async () => {
+    const c = await pci.connect();
+    await c.enableIrqs(PciIrq.MSIX, 1);
+    const mem = c.createGuestMemory(0x4000);
+    mem.write(0, new Uint8Array(0x1000).fill(0x5a));
+    await c.dmaMap({ addr: 0x100000n, backing: mem });
+    const w = (reg: number, v: number) => c.regionWrite(PciRegion.BAR0, reg, fields(['u32', v]));
+    await w(Reg.MODE, 1);
+    await w(Reg.DMA_SRC_LO, 0x100000);
+    await w(Reg.DMA_DST_LO, 0x102000);
+    await w(Reg.DMA_LEN, 0x1000);
+    await w(Reg.DOORBELL, 1);
+    // The job now holds both ranges for ~50 ms; the unmap must not complete before it.
+    await c.dmaUnmap(0x100000n, 0x4000n);
+    const status = await c.regionRead(PciRegion.BAR0, Reg.STATUS, 4);
+    expect(new DataView(status.buffer, status.byteOffset).getUint32(0, true)).toBe(1);
+    expect(mem.read(0x2000, 0x1000)).toEqual(new Uint8Array(0x1000).fill(0x5a));
+    await c.waitForIrq(PciIrq.MSIX, 0, 5000);
+
+    await w(Reg.DOORBELL, 1);
+    await c.waitForIrq(PciIrq.MSIX, 0, 5000);
+    const after = await c.regionRead(PciRegion.BAR0, Reg.STATUS, 4);
+    expect(new DataView(after.buffer, after.byteOffset).getUint32(0, true) & 0x80000000).not.toBe(0);
+    expect(pci.device.dmaRanges()).toEqual([]);
   });
 });

@@ -8,7 +8,7 @@
  * cannot be re-framed (a lying size, random bytes) end their connection.
  */
 import { native } from '../../native/index.js';
-import { Command, DmaMapFlag, HEADER_SIZE, HeaderFlag, IrqSetFlag, PciRegion } from '../../protocol/constants.js';
+import { VfioUserCommand, DmaMapFlag, HEADER_SIZE, HeaderFlag, IrqSetFlag, PciRegion } from '../../protocol/constants.js';
 import { VfioUserClient, type ClientOptions } from '../../client/index.js';
 import type { Logger } from '../../server/log.js';
 import { mulberry32 } from '../helpers/random.js';
@@ -65,13 +65,13 @@ function le(parts: Array<[4 | 8, number | bigint]>): Uint8Array {
 function template(rng: Rng, command: number): { payload: Uint8Array; fds: Array<'eventfd' | 'memfd'> } {
   const region = rng.chance(0.8) ? rng.pick([0, 2, PciRegion.CONFIG]) : rng.int(12);
   switch (command) {
-    case Command.VERSION: {
+    case VfioUserCommand.VERSION: {
       const json = new TextEncoder().encode(rng.pick(['{"capabilities":{"max_msg_fds":8}}', '{}', '{"capabilities":{"max_data_xfer_size":4096,"pgsizes":4096}}']) + '\0');
       const p = new Uint8Array(4 + json.byteLength);
       p.set(json, 4);
       return { payload: p, fds: [] };
     }
-    case Command.DMA_MAP: {
+    case VfioUserCommand.DMA_MAP: {
       const withFd = rng.chance(0.3);
       const addr = BigInt(rng.int(64)) * 0x1000n;
       return {
@@ -79,17 +79,17 @@ function template(rng: Rng, command: number): { payload: Uint8Array; fds: Array<
         fds: withFd ? ['memfd'] : [],
       };
     }
-    case Command.DMA_UNMAP:
+    case VfioUserCommand.DMA_UNMAP:
       return { payload: le([[4, 24], [4, rng.chance(0.1) ? 2 : 0], [8, BigInt(rng.int(64)) * 0x1000n], [8, 0x1000]]), fds: [] };
-    case Command.DEVICE_GET_INFO:
+    case VfioUserCommand.DEVICE_GET_INFO:
       return { payload: le([[4, 16], [4, 0], [4, 0], [4, 0]]), fds: [] };
-    case Command.DEVICE_GET_REGION_INFO:
+    case VfioUserCommand.DEVICE_GET_REGION_INFO:
       return { payload: le([[4, rng.pick([32, 64, 256])], [4, 0], [4, region], [4, 0], [8, 0], [8, 0]]), fds: [] };
-    case Command.DEVICE_GET_REGION_IO_FDS:
+    case VfioUserCommand.DEVICE_GET_REGION_IO_FDS:
       return { payload: le([[4, 4096], [4, 0], [4, region], [4, 0]]), fds: [] };
-    case Command.DEVICE_GET_IRQ_INFO:
+    case VfioUserCommand.DEVICE_GET_IRQ_INFO:
       return { payload: le([[4, 16], [4, 0], [4, rng.int(6)], [4, 0]]), fds: [] };
-    case Command.DEVICE_SET_IRQS: {
+    case VfioUserCommand.DEVICE_SET_IRQS: {
       const evt = rng.chance(0.4);
       const count = rng.int(4);
       const flags = evt ? IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER : rng.pick([0x21, 0x09, 0x11, 0x22, 0x24, 0x14]);
@@ -100,9 +100,9 @@ function template(rng: Rng, command: number): { payload: Uint8Array; fds: Array<
       p.set(bools, head.byteLength);
       return { payload: p, fds: evt ? Array.from({ length: count }, () => 'eventfd' as const) : [] };
     }
-    case Command.REGION_READ:
+    case VfioUserCommand.REGION_READ:
       return { payload: le([[8, rng.int(0x1000)], [4, region], [4, rng.pick([1, 2, 4, 8, 16, 256])]]), fds: [] };
-    case Command.REGION_WRITE: {
+    case VfioUserCommand.REGION_WRITE: {
       const count = rng.pick([1, 2, 4, 8]);
       const head = le([[8, rng.int(0x1000) & ~0x7], [4, region], [4, count]]);
       const p = new Uint8Array(16 + count);
@@ -110,11 +110,11 @@ function template(rng: Rng, command: number): { payload: Uint8Array; fds: Array<
       p.set(rng.bytes(count), 16);
       return { payload: p, fds: [] };
     }
-    case Command.DEVICE_RESET:
+    case VfioUserCommand.DEVICE_RESET:
       return { payload: new Uint8Array(0), fds: [] };
-    case Command.REGION_WRITE_MULTI:
+    case VfioUserCommand.REGION_WRITE_MULTI:
       return { payload: le([[8, 1], [8, 0], [4, region], [4, 4], [8, 0]]), fds: [] };
-    case Command.DEVICE_FEATURE:
+    case VfioUserCommand.DEVICE_FEATURE:
       return { payload: le([[4, 16], [4, rng.int(9) | (1 << (16 + rng.int(3)))], [8, 0]]), fds: [] };
     default:
       return { payload: rng.bytes(rng.int(40)), fds: [] };
@@ -123,10 +123,10 @@ function template(rng: Rng, command: number): { payload: Uint8Array; fds: Array<
 
 /** Commands the fuzzer aims at (weighted toward the hot and the complex ones). */
 const COMMANDS = [
-  Command.DMA_MAP, Command.DMA_UNMAP, Command.DEVICE_GET_INFO, Command.DEVICE_GET_REGION_INFO, Command.DEVICE_GET_REGION_IO_FDS,
-  Command.DEVICE_GET_IRQ_INFO, Command.DEVICE_SET_IRQS, Command.DEVICE_SET_IRQS, Command.REGION_READ, Command.REGION_READ,
-  Command.REGION_WRITE, Command.REGION_WRITE, Command.DEVICE_RESET, Command.REGION_WRITE_MULTI, Command.DEVICE_FEATURE,
-  Command.VERSION, Command.DMA_READ, Command.DMA_WRITE, Command.DIRTY_PAGES, Command.MIG_DATA_READ, 0, 19, 0xffff,
+  VfioUserCommand.DMA_MAP, VfioUserCommand.DMA_UNMAP, VfioUserCommand.DEVICE_GET_INFO, VfioUserCommand.DEVICE_GET_REGION_INFO, VfioUserCommand.DEVICE_GET_REGION_IO_FDS,
+  VfioUserCommand.DEVICE_GET_IRQ_INFO, VfioUserCommand.DEVICE_SET_IRQS, VfioUserCommand.DEVICE_SET_IRQS, VfioUserCommand.REGION_READ, VfioUserCommand.REGION_READ,
+  VfioUserCommand.REGION_WRITE, VfioUserCommand.REGION_WRITE, VfioUserCommand.DEVICE_RESET, VfioUserCommand.REGION_WRITE_MULTI, VfioUserCommand.DEVICE_FEATURE,
+  VfioUserCommand.VERSION, VfioUserCommand.DMA_READ, VfioUserCommand.DMA_WRITE, VfioUserCommand.DIRTY_PAGES, VfioUserCommand.MIG_DATA_READ, 0, 19, 0xffff,
 ];
 
 function mutate(rng: Rng, payload: Uint8Array): Uint8Array {
@@ -263,7 +263,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
       while (alive && sent < perConn && stats.messages < o.messages) {
         let terminal = false;
         for (let i = 0; i < batch && sent < perConn && stats.messages < o.messages; i++) {
-          const m = fuzzMessage(rng, preVersion && rng.chance(0.8) ? Command.VERSION : undefined);
+          const m = fuzzMessage(rng, preVersion && rng.chance(0.8) ? VfioUserCommand.VERSION : undefined);
           if (m.bytes.byteLength >= HEADER_SIZE) {
             // unique per connection (>= 0x8000: never the client's own ids), so replies can be told apart
             const id = 0x8000 | (sent & 0x7fff);

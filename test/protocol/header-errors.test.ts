@@ -4,7 +4,7 @@
  * wherever it can be re-framed.
  */
 import { describe, expect, it } from 'vitest';
-import { Command, Errno, HEADER_SIZE, HeaderFlag, Limits } from '../../protocol/constants.js';
+import { VfioUserCommand, Errno, HEADER_SIZE, HeaderFlag, Limits } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectAlive, expectClosed, expectErrorReply, rawMessage, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';
@@ -21,7 +21,7 @@ const getInfoPayload = () => fields(['u32', 16], ['u32', 0], ['u32', 0], ['u32',
 
 describe('headers', () => {
   it('size < 16: EINVAL, then hang-up (the stream cannot be re-framed)', async () => {
-    const reply = (await c.sendRaw(rawMessage({ id: 77, command: Command.DEVICE_GET_INFO, size: 8 })))!;
+    const reply = (await c.sendRaw(rawMessage({ id: 77, command: VfioUserCommand.DEVICE_GET_INFO, size: 8 })))!;
     expectErrorReply(reply, Errno.EINVAL);
     await expectClosed(c);
   });
@@ -29,34 +29,34 @@ describe('headers', () => {
   it('size larger than the maximum message: EINVAL, body skipped, stream in sync', async () => {
     const big = Limits.MAX_MESSAGE_SIZE + 1024;
     const payload = new Uint8Array(big - HEADER_SIZE);
-    const reply = await rawRequest(c, { command: Command.REGION_WRITE }, payload);
+    const reply = await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, payload);
     expectErrorReply(reply, Errno.EINVAL);
     await expectAlive(c);
   });
 
   it('a header alone for a command that needs a payload: EINVAL, alive', async () => {
-    for (const cmd of [Command.DMA_MAP, Command.DMA_UNMAP, Command.DEVICE_GET_INFO, Command.DEVICE_GET_REGION_INFO,
-      Command.DEVICE_GET_IRQ_INFO, Command.DEVICE_SET_IRQS, Command.REGION_READ, Command.REGION_WRITE, Command.DEVICE_FEATURE]) {
+    for (const cmd of [VfioUserCommand.DMA_MAP, VfioUserCommand.DMA_UNMAP, VfioUserCommand.DEVICE_GET_INFO, VfioUserCommand.DEVICE_GET_REGION_INFO,
+      VfioUserCommand.DEVICE_GET_IRQ_INFO, VfioUserCommand.DEVICE_SET_IRQS, VfioUserCommand.REGION_READ, VfioUserCommand.REGION_WRITE, VfioUserCommand.DEVICE_FEATURE]) {
       expectErrorReply(await rawRequest(c, { command: cmd }), Errno.EINVAL);
     }
     await expectAlive(c);
   });
 
   it('unknown and unsupported commands: EINVAL, alive', async () => {
-    for (const cmd of [0, Command.DIRTY_PAGES, Command.MIG_DATA_READ, Command.MIG_DATA_WRITE, 19, 100, 0xffff]) {
+    for (const cmd of [0, VfioUserCommand.DIRTY_PAGES, VfioUserCommand.MIG_DATA_READ, VfioUserCommand.MIG_DATA_WRITE, 19, 100, 0xffff]) {
       expectErrorReply(await rawRequest(c, { command: cmd }, new Uint8Array(16)), Errno.EINVAL);
     }
     await expectAlive(c);
   });
 
   it('DMA_READ / DMA_WRITE sent by a client: EINVAL (they are server requests), alive', async () => {
-    expectErrorReply(await rawRequest(c, { command: Command.DMA_READ }, fields(['u64', 0], ['u64', 4])), Errno.EINVAL);
-    expectErrorReply(await rawRequest(c, { command: Command.DMA_WRITE }, fields(['u64', 0], ['u64', 4], ['u32', 0])), Errno.EINVAL);
+    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_READ }, fields(['u64', 0], ['u64', 4])), Errno.EINVAL);
+    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_WRITE }, fields(['u64', 0], ['u64', 4], ['u32', 0])), Errno.EINVAL);
     await expectAlive(c);
   });
 
   it('an unsolicited reply is dropped without an answer, alive', async () => {
-    await c.sendRaw(rawMessage({ id: 4242, command: Command.DEVICE_GET_INFO, flags: HeaderFlag.TYPE_REPLY }, getInfoPayload()), [], { expectId: null });
+    await c.sendRaw(rawMessage({ id: 4242, command: VfioUserCommand.DEVICE_GET_INFO, flags: HeaderFlag.TYPE_REPLY }, getInfoPayload()), [], { expectId: null });
     await expectAlive(c);
     expect(c.strays).toEqual([]);
   });
@@ -64,7 +64,7 @@ describe('headers', () => {
   it('message types other than command/reply: refused (EINVAL) or dropped, never crash', async () => {
     for (const type of [2, 7, 0xf]) {
       const id = c.freshId();
-      const p = c.sendRaw(rawMessage({ id, command: Command.DEVICE_GET_INFO, flags: type }, getInfoPayload()), [], { expectId: id, timeoutMs: 500 });
+      const p = c.sendRaw(rawMessage({ id, command: VfioUserCommand.DEVICE_GET_INFO, flags: type }, getInfoPayload()), [], { expectId: id, timeoutMs: 500 });
       const reply = await p.catch((err: { errno: number }) => err);
       if ('header' in (reply as object)) expectErrorReply(reply as never, Errno.EINVAL);
       else expect((reply as { errno: number }).errno).toBe(Errno.ETIMEDOUT);
@@ -73,15 +73,15 @@ describe('headers', () => {
   });
 
   it('the ERROR flag or an error value on a command is ignored for dispatch', async () => {
-    const reply = await rawRequest(c, { command: Command.DEVICE_GET_INFO, error: 5 }, getInfoPayload());
+    const reply = await rawRequest(c, { command: VfioUserCommand.DEVICE_GET_INFO, error: 5 }, getInfoPayload());
     expect(reply.header.flags & HeaderFlag.ERROR).toBe(0);
     await expectAlive(c);
   });
 
   it('replies echo id and command for every id value, including 0 and 0xffff', async () => {
     for (const id of [0, 1, 0x7fff, 0xffff]) {
-      const reply = await rawRequest(c, { id, command: Command.DEVICE_GET_INFO }, getInfoPayload());
-      expect([reply.header.id, reply.header.command, reply.header.flags & HeaderFlag.TYPE_MASK]).toEqual([id, Command.DEVICE_GET_INFO, HeaderFlag.TYPE_REPLY]);
+      const reply = await rawRequest(c, { id, command: VfioUserCommand.DEVICE_GET_INFO }, getInfoPayload());
+      expect([reply.header.id, reply.header.command, reply.header.flags & HeaderFlag.TYPE_MASK]).toEqual([id, VfioUserCommand.DEVICE_GET_INFO, HeaderFlag.TYPE_REPLY]);
     }
   });
 
@@ -94,7 +94,7 @@ describe('headers', () => {
   });
 
   it('a header whose size promises more than is sent, then hang-up: no reply, server survives for the next client', async () => {
-    await c.sendRaw(rawMessage({ id: 9, command: Command.DEVICE_GET_INFO, size: 4096 }, getInfoPayload()), [], { expectId: null });
+    await c.sendRaw(rawMessage({ id: 9, command: VfioUserCommand.DEVICE_GET_INFO, size: 4096 }, getInfoPayload()), [], { expectId: null });
     c.close();
     const next = await run.connect();
     await expectAlive(next);

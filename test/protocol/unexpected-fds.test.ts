@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, PciRegion } from '../../protocol/constants.js';
+import { VfioUserCommand, PciRegion } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
 import { expectAlive, rawRequest, fields } from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';
@@ -35,14 +35,14 @@ async function sendProbeFd(command: number, payload: Uint8Array, extra = 0): Pro
 
 describe('unexpected fds', () => {
   const cases: Array<[string, number, Uint8Array]> = [
-    ['GET_INFO', Command.DEVICE_GET_INFO, fields(['u32', 16], ['u32', 0], ['u32', 0], ['u32', 0])],
-    ['GET_REGION_INFO', Command.DEVICE_GET_REGION_INFO, fields(['u32', 32], ['u32', 0], ['u32', 7], ['u32', 0], ['u64', 0], ['u64', 0])],
-    ['GET_IRQ_INFO', Command.DEVICE_GET_IRQ_INFO, fields(['u32', 16], ['u32', 0], ['u32', 0], ['u32', 0])],
-    ['REGION_READ', Command.REGION_READ, fields(['u64', 0], ['u32', PciRegion.CONFIG], ['u32', 4])],
-    ['REGION_WRITE', Command.REGION_WRITE, fields(['u64', 0], ['u32', PciRegion.BAR0], ['u32', 4], ['u32', 1])],
-    ['DMA_UNMAP', Command.DMA_UNMAP, fields(['u32', 24], ['u32', 0], ['u64', 0x1000], ['u64', 0x1000])],
+    ['GET_INFO', VfioUserCommand.DEVICE_GET_INFO, fields(['u32', 16], ['u32', 0], ['u32', 0], ['u32', 0])],
+    ['GET_REGION_INFO', VfioUserCommand.DEVICE_GET_REGION_INFO, fields(['u32', 32], ['u32', 0], ['u32', 7], ['u32', 0], ['u64', 0], ['u64', 0])],
+    ['GET_IRQ_INFO', VfioUserCommand.DEVICE_GET_IRQ_INFO, fields(['u32', 16], ['u32', 0], ['u32', 0], ['u32', 0])],
+    ['REGION_READ', VfioUserCommand.REGION_READ, fields(['u64', 0], ['u32', PciRegion.CONFIG], ['u32', 4])],
+    ['REGION_WRITE', VfioUserCommand.REGION_WRITE, fields(['u64', 0], ['u32', PciRegion.BAR0], ['u32', 4], ['u32', 1])],
+    ['DMA_UNMAP', VfioUserCommand.DMA_UNMAP, fields(['u32', 24], ['u32', 0], ['u64', 0x1000], ['u64', 0x1000])],
     ['an unknown command', 0x1234, new Uint8Array(8)],
-    ['a failing REGION_READ', Command.REGION_READ, fields(['u64', 0], ['u32', 42], ['u32', 4])],
+    ['a failing REGION_READ', VfioUserCommand.REGION_READ, fields(['u64', 0], ['u32', 42], ['u32', 4])],
   ];
   for (const [what, cmd, payload] of cases) {
     it(`${what}: the fd is closed, alive`, async () => {
@@ -52,12 +52,12 @@ describe('unexpected fds', () => {
   }
 
   it('several fds on one message: all closed', async () => {
-    await sendProbeFd(Command.DEVICE_GET_INFO, fields(['u32', 16], ['u32', 0], ['u32', 0], ['u32', 0]), 3);
+    await sendProbeFd(VfioUserCommand.DEVICE_GET_INFO, fields(['u32', 16], ['u32', 0], ['u32', 0], ['u32', 0]), 3);
     await expectAlive(c);
   });
 
   it('DEVICE_RESET with an fd', async () => {
-    await sendProbeFd(Command.DEVICE_RESET, new Uint8Array(0));
+    await sendProbeFd(VfioUserCommand.DEVICE_RESET, new Uint8Array(0));
     await expectAlive(c);
   });
 });

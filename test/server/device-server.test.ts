@@ -62,7 +62,7 @@ describe('DeviceServer', () => {
     // EOF, or a reset because b's VERSION was never read (libuv reports POLLERR as EBADF).
     expect(await b.waitClosed()).toMatch(/EOF|EBADF|ECONNRESET/);
     const r = (await a.request(P.encodeDeviceInfoRequest(2))) as { header: P.MessageHeader };
-    expect(r.header.command).toBe(P.Command.DEVICE_GET_INFO);
+    expect(r.header.command).toBe(P.VfioUserCommand.DEVICE_GET_INFO);
     expect(ep.attaches).toBe(1);
     a.close();
   });

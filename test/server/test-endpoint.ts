@@ -3,7 +3,7 @@
  * indexes, a DmaSpace, and hooks tests can set (async region reads, etc.).
  */
 import type { Logger } from 'pino';
-import type { ClientPort, DmaMapRequest, Endpoint, IrqInfo, RegionInfo, ResetReason, SetIrqsRequest } from '../../server/endpoint.js';
+import type { ClientPort, DmaMapRequest, Endpoint, IrqInfo, RegionDescription, ResetReason, SetIrqsRequest } from '../../server/endpoint.js';
 import { native } from '../../native/index.js';
 import { DmaSpace } from '../../server/dma/index.js';
 import { IrqInfoFlag, RegionFlag } from '../../protocol/index.js';
@@ -33,7 +33,7 @@ export class TestEndpoint implements Endpoint {
     this.dma = new DmaSpace(log);
   }
 
-  regionInfo(index: number): RegionInfo {
+  regionInfo(index: number): RegionDescription {
     if (index === 0) return { flags: RegionFlag.READ | RegionFlag.WRITE, size: 4096n, offset: 0n };
     if (index === 1 && this.bar1Fd !== undefined) {
       return { flags: RegionFlag.READ | RegionFlag.WRITE | RegionFlag.MMAP, size: 8192n, offset: 0n, fd: this.bar1Fd, sparseAreas: [{ offset: 4096n, size: 4096n }] };

@@ -1,20 +1,22 @@
 /**
- * DMA_MAP and DMA_UNMAP: wire-level validation (libvfio-user's errno); the
- * endpoint (its DmaSpace) checks overlaps (EINVAL) and unknown ranges (ENOENT).
+ * DMA_MAP and DMA_UNMAP: wire-level validation (libvfio-user's errno), the
+ * range itself (size 0, > 8 TiB, wrap-around) included: it is checked here
+ * only. The endpoint (its DmaSpace) checks overlaps (EINVAL) and unknown
+ * ranges (ENOENT).
  */
-import { VfioUserError } from '../../protocol/errors.js';
+import { VfioUserError } from '../../../protocol/errors.js';
 import {
-  Command, DMA_MAP_SIZE, DMA_UNMAP_SIZE, DmaMapFlag, DmaUnmapFlag, Errno, Limits,
+  VfioUserCommand, DMA_MAP_SIZE, DMA_UNMAP_SIZE, DmaMapFlag, DmaUnmapFlag, Errno, Limits,
   decodeDmaMapRequest, decodeDmaUnmapRequest, encodeDmaMapReply, encodeDmaUnmapReply,
-} from '../../protocol/index.js';
-import type { HandlerResult, RequestContext } from './context.js';
+} from '../../../protocol/index.js';
+import type { HandlerResult, RequestContext } from '../context.js';
 
 const MAP_FLAGS = DmaMapFlag.READ | DmaMapFlag.WRITE | DmaMapFlag.MMAP | DmaMapFlag.FILE_IO;
 /** libvfio-user's largest region on x86-64 (8 TiB): bigger is ENOSPC. */
-export const MAX_DMA_REGION_SIZE = 1n << 43n;
+const MAX_DMA_REGION_SIZE = 1n << 43n;
 const U64_END = 1n << 64n;
 
-export async function handleDmaMap(ctx: RequestContext): Promise<HandlerResult> {
+async function handleDmaMap(ctx: RequestContext): Promise<HandlerResult> {
   const m = decodeDmaMapRequest(ctx.message);
   const what = `DMA_MAP 0x${m.addr.toString(16)}+0x${m.size.toString(16)} flags 0x${m.flags.toString(16)}`;
   if (m.argsz < DMA_MAP_SIZE) throw VfioUserError.invalid(`${what}: argsz ${m.argsz} < ${DMA_MAP_SIZE}`);
@@ -31,7 +33,7 @@ export async function handleDmaMap(ctx: RequestContext): Promise<HandlerResult> 
   return { reply: encodeDmaMapReply(ctx.header.id) };
 }
 
-export async function handleDmaUnmap(ctx: RequestContext): Promise<HandlerResult> {
+async function handleDmaUnmap(ctx: RequestContext): Promise<HandlerResult> {
   const m = decodeDmaUnmapRequest(ctx.message);
   const what = `DMA_UNMAP 0x${m.addr.toString(16)}+0x${m.size.toString(16)} flags 0x${m.flags.toString(16)}`;
   if (m.argsz < DMA_UNMAP_SIZE || m.argsz > Limits.MAX_DATA_XFER_SIZE) throw VfioUserError.invalid(`${what}: argsz ${m.argsz}`);
@@ -47,6 +49,6 @@ export async function handleDmaUnmap(ctx: RequestContext): Promise<HandlerResult
 }
 
 export const dmaHandlers = {
-  [Command.DMA_MAP]: handleDmaMap,
-  [Command.DMA_UNMAP]: handleDmaUnmap,
+  [VfioUserCommand.DMA_MAP]: handleDmaMap,
+  [VfioUserCommand.DMA_UNMAP]: handleDmaUnmap,
 } as const;

@@ -7,7 +7,7 @@
 import {
   Errno, ProtocolError, decodeVersion, encodeVersionReply, formatCapabilities,
   type Capabilities,
-} from '../../protocol/index.js';
+} from '../../../protocol/index.js';
 
 export interface Negotiated {
   /** What the client announced (spec defaults for missing keys). */
@@ -16,8 +16,6 @@ export interface Negotiated {
   reply: Uint8Array;
   /** The capabilities JSON we sent ('' when none fit). */
   json: string;
-  /** Whether our reply advertised write_multiple. */
-  writeMultiple: boolean;
 }
 
 /**
@@ -35,6 +33,5 @@ export function negotiateVersion(id: number, request: Uint8Array, ours: Partial<
     client: v.capabilities,
     reply: encodeVersionReply(id, { major: 0, minor: 0, json }),
     json,
-    writeMultiple: json.includes('"write_multiple":true'),
   };
 }

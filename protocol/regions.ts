@@ -11,14 +11,14 @@
  * GET_REGION_IO_FDS: argsz u32, flags u32, index u32, count u32, then (reply)
  * `count` sub-regions of 40 bytes (spec layout).
  */
-import { Command, HEADER_SIZE, RegionCap, RegionFlag } from './constants.js';
+import { VfioUserCommand, HEADER_SIZE, RegionCap, RegionFlag } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { dataView, newReply, newRequest } from './header.js';
 import { defineStruct } from './struct.js';
 
-export const CAP_HEADER_SIZE = 8;
-export const SPARSE_AREA_SIZE = 16;
-export const SUB_REGION_SIZE = 40;
+const CAP_HEADER_SIZE = 8;
+const SPARSE_AREA_SIZE = 16;
+const SUB_REGION_SIZE = 40;
 /** Most caps a decoder walks before calling the chain a loop. */
 const MAX_CAPS = 64;
 
@@ -50,16 +50,16 @@ export const REGION_INFO_SIZE = REGION_INFO.size;
 
 export function encodeRegionInfoRequest(id: number, index: number, argsz = REGION_INFO_SIZE): Uint8Array {
   const fixed = { argsz, flags: 0, index, capOffset: 0, size: 0n, offset: 0n };
-  return REGION_INFO.encodeInto(newRequest(id, Command.DEVICE_GET_REGION_INFO, REGION_INFO_SIZE), fixed);
+  return REGION_INFO.encodeInto(newRequest(id, VfioUserCommand.DEVICE_GET_REGION_INFO, REGION_INFO_SIZE), fixed);
 }
 
 /** Request and reply share the fixed part. EINVAL if the payload is shorter than 32 bytes. */
 export function decodeRegionInfoRequest(msg: Uint8Array): RegionInfoMessage {
-  return REGION_INFO.decode(msg, Command.DEVICE_GET_REGION_INFO);
+  return REGION_INFO.decode(msg, VfioUserCommand.DEVICE_GET_REGION_INFO);
 }
 
 /** Bytes one capability takes on the wire (its 8-byte header included). */
-export function capabilitySize(cap: RegionCapability): number {
+function capabilitySize(cap: RegionCapability): number {
   switch (cap.id) {
     case RegionCap.SPARSE_MMAP: return CAP_HEADER_SIZE + 8 + SPARSE_AREA_SIZE * cap.areas.length;
     case RegionCap.TYPE: return CAP_HEADER_SIZE + 8;
@@ -96,7 +96,7 @@ export function encodeRegionInfoReply(
   const full = regionInfoFullSize(caps);
   const complete = caps.length === 0 || requestArgsz >= full;
   const payload = caps.length === 0 ? REGION_INFO_SIZE : Math.max(REGION_INFO_SIZE, Math.min(full, requestArgsz));
-  const m = newReply(id, Command.DEVICE_GET_REGION_INFO, payload);
+  const m = newReply(id, VfioUserCommand.DEVICE_GET_REGION_INFO, payload);
   const v = m.view;
   const withCaps = caps.length > 0 && complete;
   REGION_INFO.write(v, HEADER_SIZE, {
@@ -202,12 +202,12 @@ const REGION_IO_FDS = defineStruct<RegionIoFdsMessage>({ argsz: 'u32', flags: 'u
 export const REGION_IO_FDS_SIZE = REGION_IO_FDS.size;
 
 export function encodeRegionIoFdsRequest(id: number, index: number, argsz = REGION_IO_FDS_SIZE): Uint8Array {
-  return REGION_IO_FDS.encodeInto(newRequest(id, Command.DEVICE_GET_REGION_IO_FDS, REGION_IO_FDS_SIZE), { argsz, flags: 0, index, count: 0 });
+  return REGION_IO_FDS.encodeInto(newRequest(id, VfioUserCommand.DEVICE_GET_REGION_IO_FDS, REGION_IO_FDS_SIZE), { argsz, flags: 0, index, count: 0 });
 }
 
 /** EINVAL if the payload is shorter than 16 bytes. */
 export function decodeRegionIoFdsRequest(msg: Uint8Array): RegionIoFdsMessage {
-  return REGION_IO_FDS.decode(msg, Command.DEVICE_GET_REGION_IO_FDS);
+  return REGION_IO_FDS.decode(msg, VfioUserCommand.DEVICE_GET_REGION_IO_FDS);
 }
 
 /**
@@ -217,7 +217,7 @@ export function decodeRegionIoFdsRequest(msg: Uint8Array): RegionIoFdsMessage {
 export function encodeRegionIoFdsReply(id: number, index: number, subRegions: readonly SubRegion[], requestArgsz: number): EncodedRegionInfo {
   const full = REGION_IO_FDS_SIZE + SUB_REGION_SIZE * subRegions.length;
   const complete = requestArgsz >= full;
-  const m = newReply(id, Command.DEVICE_GET_REGION_IO_FDS, complete ? full : REGION_IO_FDS_SIZE);
+  const m = newReply(id, VfioUserCommand.DEVICE_GET_REGION_IO_FDS, complete ? full : REGION_IO_FDS_SIZE);
   const v = m.view;
   REGION_IO_FDS.write(v, HEADER_SIZE, { argsz: full, flags: 0, index, count: subRegions.length });
   if (complete) {

@@ -1,19 +1,59 @@
 /**
- * VERSION: what QEMU sends works, the reply fits in the request, and every
- * malformed VERSION gets libvfio-user's EINVAL followed by a hang-up.
+ * VERSION (1): the codec (NUL-terminated JSON, capabilities parsed with
+ * libvfio-user's rules and formatted within a size budget); what QEMU sends
+ * works, the reply fits in the request, and every malformed VERSION gets
+ * libvfio-user's EINVAL followed by a hang-up.
  */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { Command, Errno, HEADER_SIZE } from '../../protocol/constants.js';
+import * as P from '../../protocol/index.js';
+import { VfioUserCommand, Errno, HEADER_SIZE } from '../../protocol/constants.js';
 import { encodeVersionRequest, decodeVersion } from '../../protocol/version.js';
 import { VfioUserClient } from '../../client/index.js';
-import { deviceEachTest } from '../helpers/per-test.js';
-import { expectErrorReply, expectClosed, expectAlive, rawRequest, rawMessage, type RunningDevice } from '../helpers/harness.js';
+import { connectedEachTest, deviceEachTest } from '../helpers/per-test.js';
+import { DEVICE_KINDS, expectErrorReply, expectClosed, expectAlive, rawRequest, rawMessage, type RunningDevice } from '../helpers/harness.js';
+import { CONFIG_SIZE } from '../helpers/test-device.js';
 
 let run: RunningDevice;
 
-deviceEachTest((started) => {
-  run = started;
+describe('VERSION codec', () => {
+  it('round-trips and validates the NUL', () => {
+    const m = P.encodeVersionRequest(1, { major: 0, minor: 0, json: '{"capabilities":{"max_msg_fds":8}}' });
+    const d = P.decodeVersion(m);
+    expect(d).toMatchObject({ major: 0, minor: 0, capabilities: { maxMsgFds: 8 } });
+    expect(m[m.length - 1]).toBe(0);
+    expect(P.encodeVersionRequest(1, { major: 0, minor: 0, json: '{}' }).byteLength).toBe(23);
+    const noNul = m.slice(0, m.length - 1);
+    expect(() => P.decodeVersion(noNul)).toThrow(P.ProtocolError);
+    expect(() => P.decodeVersion(P.encodeHeader({ id: 1, command: 1, size: 18, flags: 0, error: 0 }).slice(0, 18))).toThrow(P.ProtocolError);
+    expect(P.decodeVersion(P.encodeVersionReply(1, { major: 0, minor: 0, json: '' })).json).toBe('');
+  });
+});
+
+describe('capabilities', () => {
+  it('parses QEMU’s request and applies defaults', () => {
+    const c = P.parseCapabilities('{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true,"migration":{"pgsize":4096,"max_bitmap_size":268435456}}}');
+    expect(c).toMatchObject({ maxMsgFds: 16, maxDataXferSize: 1 << 20, pgsizes: 4096, maxDmaMaps: 65535, writeMultiple: true, migration: { pgsize: 4096, maxBitmapSize: 268435456 } });
+    expect(P.parseCapabilities('')).toMatchObject({ maxMsgFds: 1, maxDataXferSize: 1 << 20, writeMultiple: false });
+    expect(P.parseCapabilities('{"other":1}').maxMsgFds).toBe(1);
+  });
+  it.each([
+    'nope', '[]', '{"capabilities":3}', '{"capabilities":{"max_msg_fds":-1}}', '{"capabilities":{"max_msg_fds":1025}}',
+    '{"capabilities":{"max_msg_fds":1.5}}', '{"capabilities":{"max_data_xfer_size":"1"}}', '{"capabilities":{"pgsizes":100}}',
+    '{"capabilities":{"write_multiple":1}}', '{"capabilities":{"migration":[]}}', '{"capabilities":{"migration":{"pgsize":10}}}',
+    '{"capabilities":{"twin_socket":{"supported":"yes"}}}',
+  ])('rejects %s with EINVAL', (json) => {
+    expect(() => P.parseCapabilities(json)).toThrow(expect.objectContaining({ errno: P.Errno.EINVAL }));
+  });
+  it('formats within a budget by dropping optional keys', () => {
+    const caps = { maxMsgFds: 16, maxDataXferSize: 1 << 20, pgsizes: 4096, maxDmaMaps: 65535, writeMultiple: true };
+    const full = P.formatCapabilities(caps);
+    expect(JSON.parse(full)).toEqual({ capabilities: { max_msg_fds: 16, max_data_xfer_size: 1048576, pgsizes: 4096, max_dma_maps: 65535, write_multiple: true } });
+    const small = P.formatCapabilities(caps, 70);
+    expect(small.length).toBeLessThanOrEqual(70);
+    expect(JSON.parse(small).capabilities.max_msg_fds).toBe(16);
+    expect(P.formatCapabilities(caps, 5)).toBe('{}');
+  });
 });
 
 const raw = () => run.connect({ skipNegotiation: true });
@@ -29,7 +69,28 @@ function versionPayload(major: number, minor: number, json?: string | Uint8Array
   return p;
 }
 
+describe.each(DEVICE_KINDS)('VERSION, happy path (%s)', (_kind, make) => {
+  let client: VfioUserClient;
+  connectedEachTest((connected) => {
+    client = connected;
+  }, make);
+
+  it('VERSION: negotiated capabilities', () => {
+    const caps = client.server.capabilities;
+    expect(client.server.major).toBe(0);
+    expect(client.server.minor).toBe(0);
+    expect(caps.maxDataXferSize).toBeGreaterThanOrEqual(CONFIG_SIZE);
+    expect(caps.maxMsgFds).toBeGreaterThanOrEqual(1);
+    expect(caps.maxMsgFds).toBeLessThanOrEqual(16);
+    expect(caps.pgsizes % 4096).toBe(0);
+  });
+});
+
 describe('VERSION', () => {
+  deviceEachTest((started) => {
+    run = started;
+  });
+
   it("QEMU's request: reply major 0, minor 0, NUL-terminated JSON object, no larger than the request, no fds", async () => {
     const c = await raw();
     const json = c.versionJson;
@@ -54,7 +115,7 @@ describe('VERSION', () => {
 
   it('no JSON at all: spec defaults, accepted', async () => {
     const c = await raw();
-    const reply = await rawRequest(c, { command: Command.VERSION }, versionPayload(0, 0));
+    const reply = await rawRequest(c, { command: VfioUserCommand.VERSION }, versionPayload(0, 0));
     expect(reply.header.flags & 0x20).toBe(0);
     await expectAlive(c);
   });
@@ -83,7 +144,7 @@ describe('VERSION', () => {
   for (const [what, payload] of bad) {
     it(`${what}: EINVAL, then the server hangs up`, async () => {
       const c = await raw();
-      expectErrorReply(await rawRequest(c, { command: Command.VERSION }, payload), Errno.EINVAL);
+      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.VERSION }, payload), Errno.EINVAL);
       await expectClosed(c);
     });
   }
@@ -102,13 +163,13 @@ describe('VERSION', () => {
     const c = await raw();
     const p = new Uint8Array(16);
     new DataView(p.buffer).setUint32(0, 16, true);
-    expectErrorReply(await rawRequest(c, { command: Command.DEVICE_GET_INFO }, p), Errno.EINVAL);
+    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DEVICE_GET_INFO }, p), Errno.EINVAL);
     await expectClosed(c);
   });
 
   it('a second VERSION after negotiation is refused (EINVAL, as an unknown command), alive', async () => {
     const c = await run.connect();
-    const reply = await rawRequest(c, { command: Command.VERSION }, versionPayload(0, 0, c.versionJson));
+    const reply = await rawRequest(c, { command: VfioUserCommand.VERSION }, versionPayload(0, 0, c.versionJson));
     expectErrorReply(reply, Errno.EINVAL);
     await expectAlive(c);
   });
@@ -119,7 +180,7 @@ describe('VERSION', () => {
 
   it('the header-only VERSION (16 bytes) is refused', async () => {
     const c = await raw();
-    const reply = (await c.sendRaw(rawMessage({ id: 5, command: Command.VERSION, size: HEADER_SIZE })))!;
+    const reply = (await c.sendRaw(rawMessage({ id: 5, command: VfioUserCommand.VERSION, size: HEADER_SIZE })))!;
     expectErrorReply(reply, Errno.EINVAL);
     await expectClosed(c);
   });

@@ -1,13 +1,27 @@
 /**
- * DEVICE_SET_IRQS: libvfio-user's validation (device_set_irqs_validate), all
- * EINVAL, then the endpoint gets the request and the fds (ownership passes).
- * One leniency: NONE|TRIGGER start 0 count 0 ("disable") is accepted on an
- * index with zero vectors (a no-op; libvfio-user refuses it).
+ * DEVICE_GET_IRQ_INFO, and DEVICE_SET_IRQS with libvfio-user's validation
+ * (device_set_irqs_validate), all EINVAL; then the endpoint gets the request
+ * and the fds (ownership passes). One leniency: NONE|TRIGGER start 0 count 0
+ * ("disable") is accepted on an index with zero vectors (a no-op; libvfio-user
+ * refuses it).
  */
-import { VfioUserError } from '../../protocol/errors.js';
-import type { SetIrqsRequest } from '../endpoint.js';
-import { Command, IrqSetFlag, PciIrq, SET_IRQS_SIZE, decodeSetIrqsRequest, encodeSetIrqsReply } from '../../protocol/index.js';
-import type { HandlerResult, RequestContext } from './context.js';
+import { VfioUserError } from '../../../protocol/errors.js';
+import type { SetIrqsRequest } from '../../endpoint.js';
+import {
+  IRQ_INFO_SIZE, IrqSetFlag, PciIrq, SET_IRQS_SIZE, VfioUserCommand, decodeIrqInfo, decodeSetIrqsRequest,
+  encodeIrqInfoReply, encodeSetIrqsReply,
+} from '../../../protocol/index.js';
+import type { HandlerResult, RequestContext } from '../context.js';
+
+function handleIrqInfo(ctx: RequestContext): HandlerResult {
+  const req = decodeIrqInfo(ctx.message);
+  if (req.argsz < IRQ_INFO_SIZE) throw VfioUserError.invalid(`DEVICE_GET_IRQ_INFO: argsz ${req.argsz} < ${IRQ_INFO_SIZE}`);
+  if (req.index >= ctx.endpoint.numIrqs) {
+    throw VfioUserError.invalid(`DEVICE_GET_IRQ_INFO: index ${req.index} >= num_irqs ${ctx.endpoint.numIrqs}`);
+  }
+  const info = ctx.endpoint.irqInfo(req.index);
+  return { reply: encodeIrqInfoReply(ctx.header.id, { argsz: IRQ_INFO_SIZE, flags: info.flags, index: req.index, count: info.count }) };
+}
 
 const KNOWN = IrqSetFlag.DATA_TYPE_MASK | IrqSetFlag.ACTION_TYPE_MASK;
 
@@ -15,7 +29,7 @@ function oneBit(v: number): boolean {
   return v !== 0 && (v & (v - 1)) === 0;
 }
 
-export function handleSetIrqs(ctx: RequestContext): HandlerResult {
+function handleSetIrqs(ctx: RequestContext): HandlerResult {
   const m = decodeSetIrqsRequest(ctx.message);
   const bad = (why: string): never => {
     throw VfioUserError.invalid(`DEVICE_SET_IRQS index ${m.index} flags 0x${m.flags.toString(16)} start ${m.start} count ${m.count}: ${why}`);
@@ -50,4 +64,7 @@ export function handleSetIrqs(ctx: RequestContext): HandlerResult {
   return { reply: encodeSetIrqsReply(ctx.header.id) };
 }
 
-export const irqHandlers = { [Command.DEVICE_SET_IRQS]: handleSetIrqs } as const;
+export const irqsHandlers = {
+  [VfioUserCommand.DEVICE_GET_IRQ_INFO]: handleIrqInfo,
+  [VfioUserCommand.DEVICE_SET_IRQS]: handleSetIrqs,
+} as const;

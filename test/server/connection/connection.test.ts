@@ -1,13 +1,13 @@
 import { writeSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { native } from '../../native/index.js';
-import { Connection } from '../../server/connection/index.js';
-import * as P from '../../protocol/index.js';
-import { silentLogger } from '../../server/log.js';
-import { RawPeer } from './raw-peer.js';
-import { TestEndpoint } from './test-endpoint.js';
+import { native } from '../../../native/index.js';
+import { Connection } from '../../../server/connection/index.js';
+import * as P from '../../../protocol/index.js';
+import { silentLogger } from '../../../server/log.js';
+import { RawPeer } from '../raw-peer.js';
+import { TestEndpoint } from '../test-endpoint.js';
 
-const { Command, Errno, HeaderFlag } = P;
+const { VfioUserCommand, Errno, HeaderFlag } = P;
 const QEMU_CAPS = '{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true,"migration":{"pgsize":4096,"max_bitmap_size":268435456}}}';
 
 let cleanup: (() => Promise<void>)[] = [];
@@ -153,10 +153,10 @@ describe('requests', () => {
   it('unknown commands and DIRTY_PAGES: EINVAL; header size < 16: EINVAL and close', async () => {
     const { peer, conn, ep } = await negotiated();
     expectError(await peer.request(P.newRequest(30, 99, 8).bytes), Errno.EINVAL);
-    expectError(await peer.request(P.newRequest(31, Command.DIRTY_PAGES, 16).bytes), Errno.EINVAL);
+    expectError(await peer.request(P.newRequest(31, VfioUserCommand.DIRTY_PAGES, 16).bytes), Errno.EINVAL);
     expectError(await peer.request(P.encodeVersionRequest(32, { major: 0, minor: 0, json: '{}' })), Errno.EINVAL);
     expectError(await peer.request(P.encodeDeviceFeatureRequest(33, { flags: P.DeviceFeatureFlag.PROBE | 1, data: new Uint8Array(0) })), Errno.EINVAL);
-    const bad = P.encodeHeader({ id: 34, command: Command.DEVICE_GET_INFO, size: 8, flags: 0, error: 0 });
+    const bad = P.encodeHeader({ id: 34, command: VfioUserCommand.DEVICE_GET_INFO, size: 8, flags: 0, error: 0 });
     expectError(await peer.request(bad), Errno.EINVAL);
     await conn.closed;
     expect(ep.detaches).toBe(1);
@@ -234,19 +234,19 @@ describe('DMA', () => {
     const { ep, peer } = await negotiated();
     const read = ep.port!.dmaRead(0x5000n, 8);
     const req = (await peer.next())!;
-    expect(req.header.command).toBe(Command.DMA_READ);
+    expect(req.header.command).toBe(VfioUserCommand.DMA_READ);
     expect(req.header.flags).toBe(HeaderFlag.TYPE_COMMAND);
     expect(P.decodeDmaReadRequest(req.msg)).toEqual({ addr: 0x5000n, count: 8n });
     // The client sends a request of its own before answering.
     const info = await peer.request(P.encodeDeviceInfoRequest(70));
-    expect(info.header.command).toBe(Command.DEVICE_GET_INFO);
+    expect(info.header.command).toBe(VfioUserCommand.DEVICE_GET_INFO);
     peer.send(P.encodeDmaReadReply(req.header.id, 0x5000n, new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8])));
     expect([...(await read)]).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
 
     const write = ep.port!.dmaWrite(0x6000n, new Uint8Array([9, 9]));
     const wreq = (await peer.next())!;
     expect(P.decodeDmaWriteRequest(wreq.msg)).toMatchObject({ addr: 0x6000n, count: 2n });
-    peer.send(P.encodeErrorReply(wreq.header.id, Command.DMA_WRITE, Errno.ENODEV));
+    peer.send(P.encodeErrorReply(wreq.header.id, VfioUserCommand.DMA_WRITE, Errno.ENODEV));
     await expect(write).rejects.toMatchObject({ errno: Errno.ENODEV });
 
     // An unsolicited reply is dropped; the stream goes on.

@@ -1,21 +1,13 @@
 /**
- * DEVICE_GET_INFO (4), DEVICE_GET_IRQ_INFO (7) and DEVICE_SET_IRQS (8).
+ * DEVICE_GET_IRQ_INFO (7) and DEVICE_SET_IRQS (8).
  *
- * GET_INFO: argsz u32 @0, flags u32 @4, num_regions u32 @8, num_irqs u32 @12 (request and reply).
  * GET_IRQ_INFO: argsz u32 @0, flags u32 @4, index u32 @8, count u32 @12 (request and reply).
- * SET_IRQS: argsz u32 @0, flags u32 @4, index u32 @8, start u32 @12, count u32 @16, data @20 (DATA_BOOL only); reply: header only.
+ * SET_IRQS: argsz u32 @0, flags u32 @4, index u32 @8, start u32 @12, count u32 @16, data @20 (DATA_BOOL only);
+ * reply: header only. The eventfds (DATA_EVENTFD) travel as the message's fds.
  */
-import { Command, HEADER_SIZE } from './constants.js';
+import { HEADER_SIZE, VfioUserCommand } from './constants.js';
 import { newReply, newRequest } from './header.js';
 import { defineStruct } from './struct.js';
-
-export interface DeviceInfoMessage {
-  argsz: number;
-  /** DeviceFlag bits. */
-  flags: number;
-  numRegions: number;
-  numIrqs: number;
-}
 
 export interface IrqInfoMessage {
   argsz: number;
@@ -36,39 +28,24 @@ export interface SetIrqsMessage {
   data: Uint8Array;
 }
 
-const DEVICE_INFO = defineStruct<DeviceInfoMessage>({ argsz: 'u32', flags: 'u32', numRegions: 'u32', numIrqs: 'u32' });
 const IRQ_INFO = defineStruct<IrqInfoMessage>({ argsz: 'u32', flags: 'u32', index: 'u32', count: 'u32' });
 /** SET_IRQS without its trailing data. */
 const SET_IRQS = defineStruct<Omit<SetIrqsMessage, 'data'>>({ argsz: 'u32', flags: 'u32', index: 'u32', start: 'u32', count: 'u32' });
 
-export const DEVICE_INFO_SIZE = DEVICE_INFO.size;
 export const IRQ_INFO_SIZE = IRQ_INFO.size;
 export const SET_IRQS_SIZE = SET_IRQS.size;
 
-export function encodeDeviceInfoRequest(id: number, argsz = DEVICE_INFO_SIZE): Uint8Array {
-  return DEVICE_INFO.encodeInto(newRequest(id, Command.DEVICE_GET_INFO, DEVICE_INFO_SIZE), { argsz, flags: 0, numRegions: 0, numIrqs: 0 });
-}
-
-export function encodeDeviceInfoReply(id: number, m: DeviceInfoMessage): Uint8Array {
-  return DEVICE_INFO.encodeInto(newReply(id, Command.DEVICE_GET_INFO, DEVICE_INFO_SIZE), m);
-}
-
-/** Request and reply share the layout. EINVAL if the payload is shorter than 16 bytes. */
-export function decodeDeviceInfo(msg: Uint8Array): DeviceInfoMessage {
-  return DEVICE_INFO.decode(msg, Command.DEVICE_GET_INFO);
-}
-
 export function encodeIrqInfoRequest(id: number, index: number, argsz = IRQ_INFO_SIZE): Uint8Array {
-  return IRQ_INFO.encodeInto(newRequest(id, Command.DEVICE_GET_IRQ_INFO, IRQ_INFO_SIZE), { argsz, flags: 0, index, count: 0 });
+  return IRQ_INFO.encodeInto(newRequest(id, VfioUserCommand.DEVICE_GET_IRQ_INFO, IRQ_INFO_SIZE), { argsz, flags: 0, index, count: 0 });
 }
 
 export function encodeIrqInfoReply(id: number, m: IrqInfoMessage): Uint8Array {
-  return IRQ_INFO.encodeInto(newReply(id, Command.DEVICE_GET_IRQ_INFO, IRQ_INFO_SIZE), m);
+  return IRQ_INFO.encodeInto(newReply(id, VfioUserCommand.DEVICE_GET_IRQ_INFO, IRQ_INFO_SIZE), m);
 }
 
 /** Request and reply share the layout. EINVAL if the payload is shorter than 16 bytes. */
 export function decodeIrqInfo(msg: Uint8Array): IrqInfoMessage {
-  return IRQ_INFO.decode(msg, Command.DEVICE_GET_IRQ_INFO);
+  return IRQ_INFO.decode(msg, VfioUserCommand.DEVICE_GET_IRQ_INFO);
 }
 
 export function encodeSetIrqsRequest(
@@ -76,18 +53,18 @@ export function encodeSetIrqsRequest(
   m: Omit<SetIrqsMessage, 'argsz' | 'data'> & { argsz?: number; data?: Uint8Array },
 ): Uint8Array {
   const data = m.data ?? new Uint8Array(0);
-  const msg = newRequest(id, Command.DEVICE_SET_IRQS, SET_IRQS_SIZE + data.byteLength);
+  const msg = newRequest(id, VfioUserCommand.DEVICE_SET_IRQS, SET_IRQS_SIZE + data.byteLength);
   msg.bytes.set(data, HEADER_SIZE + SET_IRQS_SIZE);
   return SET_IRQS.encodeInto(msg, { argsz: m.argsz ?? SET_IRQS_SIZE + data.byteLength, flags: m.flags, index: m.index, start: m.start, count: m.count });
 }
 
 /** EINVAL if the payload is shorter than 20 bytes. `data` is a view into `msg`. */
 export function decodeSetIrqsRequest(msg: Uint8Array): SetIrqsMessage {
-  const fixed = SET_IRQS.decode(msg, Command.DEVICE_SET_IRQS);
+  const fixed = SET_IRQS.decode(msg, VfioUserCommand.DEVICE_SET_IRQS);
   return { ...fixed, data: msg.subarray(HEADER_SIZE + SET_IRQS_SIZE) };
 }
 
 /** The SET_IRQS reply is the header alone. */
 export function encodeSetIrqsReply(id: number): Uint8Array {
-  return newReply(id, Command.DEVICE_SET_IRQS, 0).bytes;
+  return newReply(id, VfioUserCommand.DEVICE_SET_IRQS, 0).bytes;
 }

@@ -6,7 +6,7 @@
  * DMA_UNMAP request: argsz u32 @0, flags u32 @4, addr u64 @8, size u64 @16 [+ bitmap {pgsize u64, size u64, data}
  * when GET_DIRTY_BITMAP]; reply: the same struct echoed.
  */
-import { Command, DmaUnmapFlag, HEADER_SIZE } from './constants.js';
+import { VfioUserCommand, DmaUnmapFlag, HEADER_SIZE } from './constants.js';
 import { dataView, newReply, newRequest } from './header.js';
 import { ProtocolError } from './errors.js';
 import { defineStruct } from './struct.js';
@@ -47,15 +47,15 @@ const DMA_BITMAP = defineStruct<Omit<DmaBitmap, 'data'>>({ pgsize: 'u64', size: 
 
 export const DMA_MAP_SIZE = DMA_MAP.size;
 export const DMA_UNMAP_SIZE = DMA_UNMAP.size;
-export const DMA_BITMAP_SIZE = DMA_BITMAP.size;
+const DMA_BITMAP_SIZE = DMA_BITMAP.size;
 
 export function encodeDmaMapRequest(id: number, m: Omit<DmaMapMessage, 'argsz'> & { argsz?: number }): Uint8Array {
-  return DMA_MAP.encodeInto(newRequest(id, Command.DMA_MAP, DMA_MAP_SIZE), { ...m, argsz: m.argsz ?? DMA_MAP_SIZE });
+  return DMA_MAP.encodeInto(newRequest(id, VfioUserCommand.DMA_MAP, DMA_MAP_SIZE), { ...m, argsz: m.argsz ?? DMA_MAP_SIZE });
 }
 
 /** EINVAL if the payload is shorter than 32 bytes. argsz and flags are checked by the caller. */
 export function decodeDmaMapRequest(msg: Uint8Array): DmaMapMessage {
-  return DMA_MAP.decode(msg, Command.DMA_MAP);
+  return DMA_MAP.decode(msg, VfioUserCommand.DMA_MAP);
 }
 
 function unmapPayloadSize(m: DmaUnmapMessage): number {
@@ -75,19 +75,19 @@ function writeUnmap(view: DataView, bytes: Uint8Array, m: DmaUnmapMessage): void
 export function encodeDmaUnmapRequest(id: number, m: Omit<DmaUnmapMessage, 'argsz'> & { argsz?: number }): Uint8Array {
   const full: DmaUnmapMessage = { ...m, argsz: m.argsz ?? DMA_UNMAP_SIZE + (m.bitmap ? DMA_BITMAP_SIZE + Number(m.bitmap.size) : 0) };
   const req: DmaUnmapMessage = m.bitmap ? { ...full, bitmap: { pgsize: m.bitmap.pgsize, size: m.bitmap.size } } : full;
-  const { bytes, view } = newRequest(id, Command.DMA_UNMAP, unmapPayloadSize(req));
+  const { bytes, view } = newRequest(id, VfioUserCommand.DMA_UNMAP, unmapPayloadSize(req));
   writeUnmap(view, bytes, req);
   return bytes;
 }
 
 export function encodeDmaUnmapReply(id: number, m: DmaUnmapMessage): Uint8Array {
-  const { bytes, view } = newReply(id, Command.DMA_UNMAP, unmapPayloadSize(m));
+  const { bytes, view } = newReply(id, VfioUserCommand.DMA_UNMAP, unmapPayloadSize(m));
   writeUnmap(view, bytes, m);
   return bytes;
 }
 
 function decodeUnmap(msg: Uint8Array): DmaUnmapMessage {
-  const m: DmaUnmapMessage = DMA_UNMAP.decode(msg, Command.DMA_UNMAP);
+  const m: DmaUnmapMessage = DMA_UNMAP.decode(msg, VfioUserCommand.DMA_UNMAP);
   if (m.flags & DmaUnmapFlag.GET_DIRTY_BITMAP) {
     if (msg.byteLength < BITMAP_AT + DMA_BITMAP_SIZE) {
       throw ProtocolError.invalid('DMA_UNMAP: GET_DIRTY_BITMAP without a bitmap struct');
@@ -109,6 +109,6 @@ export function decodeDmaUnmapReply(msg: Uint8Array): DmaUnmapMessage {
 
 /** The DMA_MAP reply is the header alone. */
 export function encodeDmaMapReply(id: number): Uint8Array {
-  return newReply(id, Command.DMA_MAP, 0).bytes;
+  return newReply(id, VfioUserCommand.DMA_MAP, 0).bytes;
 }
 
