@@ -168,6 +168,11 @@ export class BarRegion {
     const pieces: Piece[] = [];
     let at = offset;
     const end = offset + count;
+    // The connection checks ranges against the BAR's size; a direct caller that breaks that
+    // contract gets an error here instead of a loop that never advances past the BAR's end.
+    if (!Number.isSafeInteger(offset) || offset < 0 || count < 0 || end > this.layout.size) {
+      throw new RangeError(`BAR ${this.index}: ${offset}+${count} beyond its ${this.layout.size} bytes`);
+    }
     while (at < end) {
       const { zone, zoneEnd } = this.zoneAt(at);
       const stop = Math.min(end, zoneEnd);

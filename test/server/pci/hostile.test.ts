@@ -6,11 +6,11 @@
  * never changes read-only identity or the capability chain, never leaks fds.
  */
 import { describe, expect, it } from 'vitest';
-import { VfioUserError } from '../../protocol/errors.js';
-import { PciDevice, walkCapabilities } from '../../server/pci/index.js';
-import { IrqSetFlag, PciRegion, RegionFlag } from '../../protocol/constants.js';
-import { listOpenFds } from '../helpers/fds.js';
-import { seededRandom } from '../helpers/random.js';
+import { VfioUserError } from '../../../protocol/errors.js';
+import { PciDevice, walkCapabilities } from '../../../server/pci/index.js';
+import { IrqSetFlag, PciRegion, RegionFlag } from '../../../protocol/constants.js';
+import { listOpenFds } from '../../helpers/fds.js';
+import { seededRandom } from '../../helpers/random.js';
 
 describe('hostile accesses', () => {
   it('survive 20 000 random config writes and region accesses', async () => {

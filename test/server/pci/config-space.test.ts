@@ -4,9 +4,9 @@
  * read-only and RW1C bits, the capability chains, FLR.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { PciDevice, walkCapabilities, walkExtendedCapabilities, CapId, ExtCapId, ExpressReg } from '../../server/pci/index.js';
-import type { ResetReason } from '../../server/endpoint.js';
-import { PciRegion, RegionFlag } from '../../protocol/constants.js';
+import { PciDevice, walkCapabilities, walkExtendedCapabilities, CapId, ExtCapId, ExpressReg } from '../../../server/pci/index.js';
+import type { ResetReason } from '../../../server/endpoint.js';
+import { PciRegion, RegionFlag } from '../../../protocol/constants.js';
 import { cfgRead, cfgWrite } from './helpers.js';
 
 const devices: PciDevice[] = [];

@@ -5,14 +5,14 @@
  * and through DMA_READ/DMA_WRITE messages, reset, and no fd leaks.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { VfioUserClient } from '../../client/index.js';
-import { createMinimalDevice, MAGIC, MinimalReg } from '../../examples/minimal-device.js';
-import { createDmaDevice, DmaReg } from '../../examples/dma-device.js';
-import { CapId, ExtCapId, type PciDevice } from '../../server/pci/index.js';
-import { serve, type DeviceServer } from '../../server/server.js';
-import { DeviceFlag, IrqSetFlag, PciIrq, PciRegion, RegionCap, RegionFlag } from '../../protocol/constants.js';
-import { listOpenFds, describeFds } from '../helpers/fds.js';
-import { tempSocketPath } from '../helpers/temp.js';
+import { VfioUserClient } from '../../../client/index.js';
+import { createMinimalDevice, MAGIC, MinimalReg } from '../../../examples/minimal-device.js';
+import { createDmaDevice, DmaReg } from '../../../examples/dma-device.js';
+import { CapId, ExtCapId, type PciDevice } from '../../../server/pci/index.js';
+import { serve, type DeviceServer } from '../../../server/server.js';
+import { DeviceFlag, IrqSetFlag, PciIrq, PciRegion, RegionCap, RegionFlag } from '../../../protocol/constants.js';
+import { listOpenFds, describeFds } from '../../helpers/fds.js';
+import { tempSocketPath } from '../../helpers/temp.js';
 import { leBytes, leValue } from './helpers.js';
 
 let baseline: number[];
@@ -177,7 +177,7 @@ describe('DMA device over a socket', () => {
   });
 
   it('exposes a memory-backed BAR the client can map', async () => {
-    const { PciDevice } = await import('../../server/pci/index.js');
+    const { PciDevice } = await import('../../../server/pci/index.js');
     const dev = new PciDevice({
       name: 'membar',
       id: { vendor: 0x1b36, device: 0x0007, classCode: 0xff0000 },
@@ -189,7 +189,7 @@ describe('DMA device over a socket', () => {
     expect(info.fd).toBeTypeOf('number');
     const sparse = info.caps.find((cap) => cap.id === RegionCap.SPARSE_MMAP);
     expect(sparse).toEqual({ id: RegionCap.SPARSE_MMAP, areas: [{ offset: 0x2000n, size: 0x2000n }] });
-    const { native } = await import('../../native/index.js');
+    const { native } = await import('../../../native/index.js');
     const map = native.mmapFd(info.fd!, 0x2000, 0x2000, native.PROT_READ | native.PROT_WRITE);
     native.closeFd(info.fd!);
     new Uint8Array(map.buffers[0]!)[4] = 0x5a;

@@ -8,11 +8,11 @@
  * Needs the guest kit: skips loudly locally without it, fails with CI=true.
  */
 import { describe, expect } from 'vitest';
-import { PciDevice } from '../../server/index.js';
-import { findPciDevice } from '../helpers/guest-script.js';
-import { servedEachTest } from '../helpers/served-each-test.js';
-import { runGuest } from '../../guest-kit/boot.js';
-import { guestTest } from '../guest/guest-test.js';
+import { PciDevice } from '../../../server/index.js';
+import { findPciDevice } from '../../helpers/guest-script.js';
+import { servedEachTest } from '../../helpers/served-each-test.js';
+import { runGuest } from '../../../guest-kit/boot.js';
+import { guestTest } from '../../guest/guest-test.js';
 
 const VENDOR = 0x1234;
 const DEVICE = 0xd3a1;

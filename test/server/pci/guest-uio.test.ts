@@ -7,11 +7,11 @@
  * Needs the guest kit: skips loudly locally without it, fails with CI=true.
  */
 import { describe, expect } from 'vitest';
-import { createDmaDevice } from '../../examples/dma-device.js';
-import { findPciDevice } from '../helpers/guest-script.js';
-import { servedEachTest } from '../helpers/served-each-test.js';
-import { runGuest } from '../../guest-kit/boot.js';
-import { guestTest } from '../guest/guest-test.js';
+import { createDmaDevice } from '../../../examples/dma-device.js';
+import { findPciDevice } from '../../helpers/guest-script.js';
+import { servedEachTest } from '../../helpers/served-each-test.js';
+import { runGuest } from '../../../guest-kit/boot.js';
+import { guestTest } from '../../guest/guest-test.js';
 
 /** Registers as in examples/dma-device.ts; buffer at guest-physical 0 (reserved low memory Linux never uses). */
 const SCRIPT = `

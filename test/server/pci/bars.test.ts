@@ -3,10 +3,10 @@
  * async handlers, memory-backed areas in a real memfd, MSI-X table and PBA.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { native } from '../../native/index.js';
-import { PciDevice } from '../../server/pci/index.js';
-import { IrqSetFlag, PciIrq, RegionFlag } from '../../protocol/constants.js';
-import { listOpenFds } from '../helpers/fds.js';
+import { native } from '../../../native/index.js';
+import { PciDevice } from '../../../server/pci/index.js';
+import { IrqSetFlag, PciIrq, RegionFlag } from '../../../protocol/constants.js';
+import { listOpenFds } from '../../helpers/fds.js';
 import { leBytes, leValue } from './helpers.js';
 
 const id = { vendor: 0x1b36, device: 0x0010, classCode: 0xff0000 };

@@ -4,10 +4,10 @@
  * UNMASK/resample, disables), fd ownership (replaced fds closed, nothing leaks).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { native } from '../../native/index.js';
-import { PciDevice } from '../../server/pci/index.js';
-import { IrqInfoFlag, IrqSetFlag, PciIrq } from '../../protocol/constants.js';
-import { listOpenFds } from '../helpers/fds.js';
+import { native } from '../../../native/index.js';
+import { PciDevice } from '../../../server/pci/index.js';
+import { IrqInfoFlag, IrqSetFlag, PciIrq } from '../../../protocol/constants.js';
+import { listOpenFds } from '../../helpers/fds.js';
 import { cfgRead, cfgWrite } from './helpers.js';
 
 const id = { vendor: 0x1b36, device: 0x0011, classCode: 0xff0000 };

@@ -1,6 +1,6 @@
 /** Small helpers for driving a PciDevice as an Endpoint in tests. */
-import type { Endpoint } from '../../server/endpoint.js';
-import { PciRegion } from '../../protocol/constants.js';
+import type { Endpoint } from '../../../server/endpoint.js';
+import { PciRegion } from '../../../protocol/constants.js';
 
 export async function cfgRead(dev: Endpoint, offset: number, size: 1 | 2 | 4): Promise<number> {
   const bytes = await dev.regionRead(PciRegion.CONFIG, BigInt(offset), size);
