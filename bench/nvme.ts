@@ -70,7 +70,10 @@ export interface NvmeBenchOptions {
 
 const ROWS: { name: string; cmd: (dev: string) => string }[] = [
   { name: 'seq read 1 MiB x 256 (O_DIRECT)', cmd: (d) => `dd if=${d} of=/dev/null bs=1M count=256 iflag=direct` },
-  { name: 'seq write 1 MiB x 256 + fsync (O_DIRECT)', cmd: (d) => `dd if=/dev/zero of=${d} bs=1M count=256 oflag=direct conv=fsync` },
+  {
+    name: 'seq write 1 MiB x 256 + fsync (O_DIRECT)',
+    cmd: (d) => `dd if=/dev/zero of=${d} bs=1M count=256 oflag=direct conv=fsync`,
+  },
   { name: '4 KiB read QD1 x 20000 (O_DIRECT)', cmd: (d) => `dd if=${d} of=/dev/null bs=4k count=20000 iflag=direct` },
 ];
 
@@ -123,8 +126,25 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
   makeImage(qemuImage, sizeMiB);
   makeImage(oursImage, sizeMiB);
   const log = createLogger({ level: (process.env.LOG_LEVEL as 'info' | undefined) ?? 'warn', pretty: false });
-  const nvme = new NvmeController({ name: 'nvme-bench', namespaces: [options.memoryNamespace ? { size: sizeMiB << 20, lbaSize: 512 } : { path: oursImage, lbaSize: 512, pageCacheReads: options.pageCacheReads ?? true }], serial: 'BENCH0001', queues: 4, log, timing: true, ...(process.env.NVME_BENCH_FIXED === '1' && { pollAdaptive: false }), ...(options.pollMicros !== undefined && { pollMicros: options.pollMicros }) });
-  const server = await serve(nvme.device, { socketPath: sock, log, writeMultiple: process.env.BENCH_WRITE_MULTIPLE === "1" });
+  const nvme = new NvmeController({
+    name: 'nvme-bench',
+    namespaces: [
+      options.memoryNamespace
+        ? { size: sizeMiB << 20, lbaSize: 512 }
+        : { path: oursImage, lbaSize: 512, pageCacheReads: options.pageCacheReads ?? true },
+    ],
+    serial: 'BENCH0001',
+    queues: 4,
+    log,
+    timing: true,
+    ...(process.env.NVME_BENCH_FIXED === '1' && { pollAdaptive: false }),
+    ...(options.pollMicros !== undefined && { pollMicros: options.pollMicros }),
+  });
+  const server = await serve(nvme.device, {
+    socketPath: sock,
+    log,
+    writeMultiple: process.env.BENCH_WRITE_MULTIPLE === '1',
+  });
   try {
     const cpu0 = process.cpuUsage();
     if (print) console.log(`nvme bench: booting one guest with QEMU's nvme and ours (${sizeMiB} MiB images in ${dir})`);
@@ -134,13 +154,16 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
       smp: options.smp ?? 1,
       sharedMemory: options.sharedMemory ?? true,
       qemuArgs: [
-        '-drive', `file=${qemuImage},if=none,id=qnvme,format=raw`,
-        '-device', 'nvme,drive=qnvme,serial=QEMU0001',
+        '-drive',
+        `file=${qemuImage},if=none,id=qnvme,format=raw`,
+        '-device',
+        'nvme,drive=qnvme,serial=QEMU0001',
       ],
       script: script(repeat, selected),
       timeoutMs: 600_000,
     });
-    if (r.results.error || r.code !== 0) throw new Error(`bench guest failed (${r.results.error ?? `exit ${r.code}`}):\n${r.serial}`);
+    if (r.results.error || r.code !== 0)
+      throw new Error(`bench guest failed (${r.results.error ?? `exit ${r.code}`}):\n${r.serial}`);
     const runs = (key: string): number[] => Array.from({ length: repeat }, (_, k) => Number(r.results[`${key}_${k}`]));
     const rows = selected.map((i) => {
       const row = ROWS[i]!;
@@ -149,28 +172,59 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
       const qemuSeconds = Math.min(...qemuRuns);
       const oursSeconds = Math.min(...oursRuns);
       return {
-        name: row.name, qemuSeconds, oursSeconds, ratio: oursSeconds > 0 ? qemuSeconds / oursSeconds : Infinity,
-        qemuRuns, oursRuns, medianRatio: median(qemuRuns) / median(oursRuns),
+        name: row.name,
+        qemuSeconds,
+        oursSeconds,
+        ratio: oursSeconds > 0 ? qemuSeconds / oursSeconds : Infinity,
+        qemuRuns,
+        oursRuns,
+        medianRatio: median(qemuRuns) / median(oursRuns),
       };
     });
     if (print) {
-      console.log(`best of ${repeat} runs per device (ratio = QEMU time / ours; >= 1: ours as fast), and the ratio of the medians`);
-      console.log('row'.padEnd(44), 'qemu s'.padStart(8), 'ours s'.padStart(8), 'ratio'.padStart(7), 'median'.padStart(7));
+      console.log(
+        `best of ${repeat} runs per device (ratio = QEMU time / ours; >= 1: ours as fast), and the ratio of the medians`,
+      );
+      console.log(
+        'row'.padEnd(44),
+        'qemu s'.padStart(8),
+        'ours s'.padStart(8),
+        'ratio'.padStart(7),
+        'median'.padStart(7),
+      );
       for (const row of rows) {
-        console.log(row.name.padEnd(44), row.qemuSeconds.toFixed(2).padStart(8), row.oursSeconds.toFixed(2).padStart(8), row.ratio.toFixed(2).padStart(7), row.medianRatio.toFixed(2).padStart(7));
+        console.log(
+          row.name.padEnd(44),
+          row.qemuSeconds.toFixed(2).padStart(8),
+          row.oursSeconds.toFixed(2).padStart(8),
+          row.ratio.toFixed(2).padStart(7),
+          row.medianRatio.toFixed(2).padStart(7),
+        );
       }
-      for (const row of rows) console.log(`  ${row.name}: qemu ${row.qemuRuns.join(' ')} | ours ${row.oursRuns.join(' ')}`);
+      for (const row of rows)
+        console.log(`  ${row.name}: qemu ${row.qemuRuns.join(' ')} | ours ${row.oursRuns.join(' ')}`);
       const cpu = process.cpuUsage(cpu0);
       const t = nvme.timing()!; // on: `timing: true` above
-      console.log(`server process CPU: ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s (${((cpu.user + cpu.system) / t.commands).toFixed(1)} us per command)`);
+      console.log(
+        `server process CPU: ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s (${((cpu.user + cpu.system) / t.commands).toFixed(1)} us per command)`,
+      );
       const db = nvme.doorbellStats();
-      console.log(`submissions: ${db.polled} found by polling shadow doorbells, ${db.mmio} doorbell messages; polling spun ${(db.spinMicros / 1e6).toFixed(2)} s, window now ${db.windowMicros} us`);
+      console.log(
+        `submissions: ${db.polled} found by polling shadow doorbells, ${db.mmio} doorbell messages; polling spun ${(db.spinMicros / 1e6).toFixed(2)} s, window now ${db.windowMicros} us`,
+      );
       const ns = nvme.namespaces[0]!;
       const pc = ns.cacheStats;
-      console.log(`page cache (preadv2 RWF_NOWAIT): ${pc.hits} reads served in the same turn, ${pc.partial} partly, ${pc.misses} went async`);
+      console.log(
+        `page cache (preadv2 RWF_NOWAIT): ${pc.hits} reads served in the same turn, ${pc.partial} partly, ${pc.misses} went async`,
+      );
       const ra = ns.readAhead;
       if (ra) console.log(`read-ahead: ${ra.hits} hits, ${ra.waits} waits for a fill, ${ra.misses} misses`);
-      console.log('queues used by ours:', JSON.stringify(nvme.queueStats()), 'time inside the controller:', JSON.stringify(nvme.timing()));
+      console.log(
+        'queues used by ours:',
+        JSON.stringify(nvme.queueStats()),
+        'time inside the controller:',
+        JSON.stringify(nvme.timing()),
+      );
     }
     return rows;
   } finally {

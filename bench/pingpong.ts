@@ -42,7 +42,8 @@ export function spawnReady(cmd: string, args: string[], env: NodeJS.ProcessEnv =
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
     const lines = createInterface({ input: child.stdout! });
-    const onExit = (code: number | null) => reject(new Error(`${cmd} ${args.join(' ')} exited (${code}) before it was ready`));
+    const onExit = (code: number | null) =>
+      reject(new Error(`${cmd} ${args.join(' ')} exited (${code}) before it was ready`));
     child.once('exit', onExit);
     child.once('error', reject);
     lines.on('line', (line) => {

@@ -60,7 +60,16 @@ function row(variant: string, s: LatencyStats, raw?: LatencyStats): BenchRow {
 
 /** Our TypeScript client in a child process, optionally pinned; prints LatencyStats JSON. */
 function measureTsClient(socketPath: string, pin: boolean, iters: number, warmup: number): LatencyStats {
-  const [cmd, args] = pinned(pin, [process.execPath, '--import', 'tsx', self, '--ts-client', socketPath, String(iters), String(warmup)]);
+  const [cmd, args] = pinned(pin, [
+    process.execPath,
+    '--import',
+    'tsx',
+    self,
+    '--ts-client',
+    socketPath,
+    String(iters),
+    String(warmup),
+  ]);
   const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   return JSON.parse(out.trim().split('\n').pop()!) as LatencyStats;
 }
@@ -129,7 +138,17 @@ async function serveChild(socketPath: string): Promise<void> {
   const dev = new PciDevice({
     name: 'bench',
     id: { vendor: 0x1b36, device: 0x0099, classCode: 0xff0000 },
-    bars: [{ index: 0, size: 0x1000, type: 'mem32', read: (off: number) => regs[off >> 2]!, write: (off: number, _s: number, v: number) => { regs[off >> 2] = v; } }],
+    bars: [
+      {
+        index: 0,
+        size: 0x1000,
+        type: 'mem32',
+        read: (off: number) => regs[off >> 2]!,
+        write: (off: number, _s: number, v: number) => {
+          regs[off >> 2] = v;
+        },
+      },
+    ],
   });
   const server = await serve(dev, { socketPath });
   process.stdout.write('ready\n');
@@ -190,7 +209,11 @@ async function tsClientChild(socketPath: string, iters: number, warmup: number):
   const total = Number(process.hrtime.bigint() - start);
   client.close();
   lat.sort();
-  const stats: LatencyStats = { p50_ns: lat[iters >> 1]!, p99_ns: lat[Math.floor((iters * 99) / 100)]!, ops_per_s: (iters * 1e9) / total };
+  const stats: LatencyStats = {
+    p50_ns: lat[iters >> 1]!,
+    p99_ns: lat[Math.floor((iters * 99) / 100)]!,
+    ops_per_s: (iters * 1e9) / total,
+  };
   process.stdout.write(JSON.stringify(stats) + '\n');
 }
 

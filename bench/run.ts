@@ -36,11 +36,17 @@ const BENCHES: Bench[] = [
     available: () => existsSync(join(here, 'nvme.ts')),
     run: async () => {
       const m = (await import(join(here, 'nvme.ts'))) as {
-        benchNvme?: (o: { print?: boolean }) => Promise<Array<{ name: string; qemuRuns: number[]; oursRuns: number[] } & Row>>;
+        benchNvme?: (o: {
+          print?: boolean;
+        }) => Promise<Array<{ name: string; qemuRuns: number[]; oursRuns: number[] } & Row>>;
       };
       if (typeof m.benchNvme !== 'function') throw new Error('bench/nvme.ts does not export benchNvme');
       const rows = await m.benchNvme({ print: false });
-      return rows.map(({ name, qemuRuns: _q, oursRuns: _o, ...rest }) => ({ bench: 'nvme (guest dd)', variant: name, ...rest }));
+      return rows.map(({ name, qemuRuns: _q, oursRuns: _o, ...rest }) => ({
+        bench: 'nvme (guest dd)',
+        variant: name,
+        ...rest,
+      }));
     },
   },
 ];

@@ -15,13 +15,18 @@ export function builtinFactory(spec: Exclude<DeviceSpec, { type: 'module' }>): D
 }
 
 function createGpio(spec: GpioSpec, ctx: DeviceContext): HostedDevice {
-  const { device, gpio } = createGpioDevice({ name: spec.name, log: ctx.log, ...(spec.unsealedDmaFds && { unsealedDmaFds: spec.unsealedDmaFds }) });
+  const { device, gpio } = createGpioDevice({
+    name: spec.name,
+    log: ctx.log,
+    ...(spec.unsealedDmaFds && { unsealedDmaFds: spec.unsealedDmaFds }),
+  });
   let control: GpioControlServer | undefined;
   return {
     endpoint: device,
     notes: spec.control ? [`control: vfio-user-ts gpio get|set|watch --control ${spec.control}`] : [],
     async start() {
-      if (spec.control) control = await startGpioControl(gpio, spec.control, { log: ctx.log.child({ device: spec.name }) });
+      if (spec.control)
+        control = await startGpioControl(gpio, spec.control, { log: ctx.log.child({ device: spec.name }) });
     },
     async close() {
       await control?.close();

@@ -80,7 +80,18 @@ export interface DaemonConfig {
 }
 
 const DEVICE_FIELDS = new Set(['type', 'name', 'socket', 'options']);
-const NVME_OPTIONS = new Set(['disk', 'size', 'lbaSize', 'namespaces', 'serial', 'model', 'firmware', 'queues', 'pollMicros', 'unsealedDmaFds']);
+const NVME_OPTIONS = new Set([
+  'disk',
+  'size',
+  'lbaSize',
+  'namespaces',
+  'serial',
+  'model',
+  'firmware',
+  'queues',
+  'pollMicros',
+  'unsealedDmaFds',
+]);
 const NAMESPACE_FIELDS = new Set(['disk', 'size', 'lbaSize']);
 const GPIO_OPTIONS = new Set(['control', 'unsealedDmaFds']);
 const UNSEALED_POLICIES: readonly UnsealedFdPolicy[] = ['map', 'messages', 'refuse'];
@@ -89,8 +100,12 @@ const UNSEALED_POLICIES: readonly UnsealedFdPolicy[] = ['map', 'messages', 'refu
 function validateBuiltinOptions(o: Record<string, unknown>, at: string, sink: ErrorSink): BuiltinOptions {
   const v = o.unsealedDmaFds;
   if (v === undefined) return {};
-  if (typeof v === 'string' && (UNSEALED_POLICIES as readonly string[]).includes(v)) return { unsealedDmaFds: v as UnsealedFdPolicy };
-  sink.add(`${at}.unsealedDmaFds`, `must be one of ${UNSEALED_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${describe(v)}`);
+  if (typeof v === 'string' && (UNSEALED_POLICIES as readonly string[]).includes(v))
+    return { unsealedDmaFds: v as UnsealedFdPolicy };
+  sink.add(
+    `${at}.unsealedDmaFds`,
+    `must be one of ${UNSEALED_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${describe(v)}`,
+  );
   return {};
 }
 const MODULE_EXTENSIONS = new Set(['.js', '.mjs', '.cjs', '.ts', '.mts']);
@@ -105,7 +120,11 @@ export function isModuleType(type: string): boolean {
  * `baseDir` resolves relative paths. Returns the config and every error found;
  * the config is only meaningful when there are no errors.
  */
-export function validateConfig(raw: unknown, source: string, baseDir: string): { config: DaemonConfig; errors: ErrorSink['errors'] } {
+export function validateConfig(
+  raw: unknown,
+  source: string,
+  baseDir: string,
+): { config: DaemonConfig; errors: ErrorSink['errors'] } {
   const sink = new ErrorSink(source);
   const config: DaemonConfig = { source, devices: [] };
   let list: unknown;
@@ -114,10 +133,12 @@ export function validateConfig(raw: unknown, source: string, baseDir: string): {
   } else if (raw !== null && typeof raw === 'object') {
     const top = raw as Record<string, unknown>;
     for (const key of Object.keys(top)) {
-      if (key !== 'devices' && key !== 'logLevel') sink.add(key, `unknown field (expected "devices" and optionally "logLevel")`);
+      if (key !== 'devices' && key !== 'logLevel')
+        sink.add(key, `unknown field (expected "devices" and optionally "logLevel")`);
     }
     if (top.logLevel !== undefined) {
-      if (typeof top.logLevel === 'string' && (LOG_LEVELS as readonly string[]).includes(top.logLevel)) config.logLevel = top.logLevel as LogLevel;
+      if (typeof top.logLevel === 'string' && (LOG_LEVELS as readonly string[]).includes(top.logLevel))
+        config.logLevel = top.logLevel as LogLevel;
       else sink.add('logLevel', `must be one of ${LOG_LEVELS.join(', ')}, got ${describe(top.logLevel)}`);
     }
     list = top.devices;
@@ -125,11 +146,16 @@ export function validateConfig(raw: unknown, source: string, baseDir: string): {
   } else {
     sink.add('(top level)', `must be a list of devices or an object with "devices", got ${describe(raw)}`);
   }
-  if (list !== undefined && !Array.isArray(list)) sink.add('devices', `must be a list of devices, got ${describe(list)}`);
+  if (list !== undefined && !Array.isArray(list))
+    sink.add('devices', `must be a list of devices, got ${describe(list)}`);
   if (Array.isArray(list)) {
     if (list.length === 0) sink.add('devices', 'is empty: configure at least one device');
     const counters = new Map<string, number>();
-    const taken = new Set(list.map((e) => (e !== null && typeof e === 'object' ? (e as { name?: unknown }).name : undefined)).filter((n) => typeof n === 'string'));
+    const taken = new Set(
+      list
+        .map((e) => (e !== null && typeof e === 'object' ? (e as { name?: unknown }).name : undefined))
+        .filter((n) => typeof n === 'string'),
+    );
     const valid: { spec: DeviceSpec; at: string }[] = [];
     list.forEach((entry, i) => {
       const spec = validateDevice(entry, `devices[${i}]`, sink, baseDir);
@@ -162,21 +188,34 @@ function validateDevice(entry: unknown, at: string, sink: ErrorSink, baseDir: st
   }
   let type: string | undefined;
   if (typeof d.type !== 'string' || d.type === '') {
-    sink.add(`${at}.type`, d.type === undefined ? 'is required: "nvme", "gpio" or a path to a device module' : `must be "nvme", "gpio" or a path to a device module, got ${describe(d.type)}`);
+    sink.add(
+      `${at}.type`,
+      d.type === undefined
+        ? 'is required: "nvme", "gpio" or a path to a device module'
+        : `must be "nvme", "gpio" or a path to a device module, got ${describe(d.type)}`,
+    );
   } else if (d.type === 'nvme' || d.type === 'gpio' || isModuleType(d.type)) {
     type = d.type;
   } else {
-    sink.add(`${at}.type`, `unknown device type ${JSON.stringify(d.type)} (expected "nvme", "gpio" or a path to a device module such as "./my-device.js")`);
+    sink.add(
+      `${at}.type`,
+      `unknown device type ${JSON.stringify(d.type)} (expected "nvme", "gpio" or a path to a device module such as "./my-device.js")`,
+    );
   }
   const socket = validateSocket(d.socket, `${at}.socket`, sink, baseDir);
   let name: string | undefined;
   if (d.name !== undefined) {
     if (typeof d.name === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(d.name)) name = d.name;
-    else sink.add(`${at}.name`, `must be 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit), got ${describe(d.name)}`);
+    else
+      sink.add(
+        `${at}.name`,
+        `must be 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit), got ${describe(d.name)}`,
+      );
   }
   let options: Record<string, unknown> = {};
   if (d.options !== undefined) {
-    if (d.options !== null && typeof d.options === 'object' && !Array.isArray(d.options)) options = d.options as Record<string, unknown>;
+    if (d.options !== null && typeof d.options === 'object' && !Array.isArray(d.options))
+      options = d.options as Record<string, unknown>;
     else sink.add(`${at}.options`, `must be an object, got ${describe(d.options)}`);
   }
   if (type === undefined) return undefined;
@@ -205,7 +244,10 @@ function validateSocket(value: unknown, at: string, sink: ErrorSink, baseDir: st
   }
   const path = resolve(baseDir, value);
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
-    sink.add(at, `${path} is ${Buffer.byteLength(path)} bytes long; UNIX socket paths must be at most ${MAX_SOCKET_PATH}`);
+    sink.add(
+      at,
+      `${path} is ${Buffer.byteLength(path)} bytes long; UNIX socket paths must be at most ${MAX_SOCKET_PATH}`,
+    );
     return undefined;
   }
   if (existsSync(path) && !statSync(path).isSocket()) {
@@ -221,15 +263,25 @@ function checkKnown(options: Record<string, unknown>, known: Set<string>, at: st
   }
 }
 
-function validateNvme(o: Record<string, unknown>, at: string, sink: ErrorSink, baseDir: string, base: { name: string; socket: string }): NvmeSpec | undefined {
+function validateNvme(
+  o: Record<string, unknown>,
+  at: string,
+  sink: ErrorSink,
+  baseDir: string,
+  base: { name: string; socket: string },
+): NvmeSpec | undefined {
   checkKnown(o, NVME_OPTIONS, at, sink);
   const spec: NvmeSpec = { type: 'nvme', ...base, ...validateBuiltinOptions(o, at, sink), namespaces: [] };
   if (o.namespaces !== undefined) {
     for (const key of ['disk', 'size', 'lbaSize']) {
-      if (o[key] !== undefined) sink.add(`${at}.${key}`, 'cannot be used together with "namespaces" (put it in each namespace)');
+      if (o[key] !== undefined)
+        sink.add(`${at}.${key}`, 'cannot be used together with "namespaces" (put it in each namespace)');
     }
     if (!Array.isArray(o.namespaces) || o.namespaces.length === 0) {
-      sink.add(`${at}.namespaces`, `must be a non-empty list of { disk?, size?, lbaSize? }, got ${describe(o.namespaces)}`);
+      sink.add(
+        `${at}.namespaces`,
+        `must be a non-empty list of { disk?, size?, lbaSize? }, got ${describe(o.namespaces)}`,
+      );
     } else {
       o.namespaces.forEach((ns, i) => {
         const where = `${at}.namespaces[${i}]`;
@@ -253,21 +305,35 @@ function validateNvme(o: Record<string, unknown>, at: string, sink: ErrorSink, b
     const v = o[key];
     if (v === undefined) continue;
     if (typeof v === 'string' && v.length > 0 && v.length <= limit && /^[\x20-\x7e]+$/.test(v)) spec[key] = v;
-    else sink.add(`${at}.${key}`, `must be 1-${limit} printable ASCII characters (NVMe Identify field), got ${describe(v)}`);
+    else
+      sink.add(
+        `${at}.${key}`,
+        `must be 1-${limit} printable ASCII characters (NVMe Identify field), got ${describe(v)}`,
+      );
   }
   if (o.queues !== undefined) {
-    if (typeof o.queues === 'number' && Number.isInteger(o.queues) && o.queues >= 1 && o.queues <= 64) spec.queues = o.queues;
+    if (typeof o.queues === 'number' && Number.isInteger(o.queues) && o.queues >= 1 && o.queues <= 64)
+      spec.queues = o.queues;
     else sink.add(`${at}.queues`, `must be a whole number from 1 to 64, got ${describe(o.queues)}`);
   }
   if (o.pollMicros !== undefined) {
     const v = o.pollMicros;
     if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 1_000_000) spec.pollMicros = v;
-    else sink.add(`${at}.pollMicros`, `must be a whole number of microseconds from 0 (off) to 1000000, got ${describe(v)}`);
+    else
+      sink.add(
+        `${at}.pollMicros`,
+        `must be a whole number of microseconds from 0 (off) to 1000000, got ${describe(v)}`,
+      );
   }
   return spec;
 }
 
-function validateNamespace(o: Record<string, unknown>, at: string, sink: ErrorSink, baseDir: string): NamespaceSpec | undefined {
+function validateNamespace(
+  o: Record<string, unknown>,
+  at: string,
+  sink: ErrorSink,
+  baseDir: string,
+): NamespaceSpec | undefined {
   const before = sink.errors.length;
   let lbaSize: 512 | 4096 = 512;
   if (o.lbaSize !== undefined) {
@@ -283,7 +349,8 @@ function validateNamespace(o: Record<string, unknown>, at: string, sink: ErrorSi
       path = resolve(baseDir, o.disk);
       if (existsSync(path)) {
         const st = statSync(path);
-        if (!st.isFile() && !st.isBlockDevice()) sink.add(`${at}.disk`, `${path} is not a regular file or block device`);
+        if (!st.isFile() && !st.isBlockDevice())
+          sink.add(`${at}.disk`, `${path} is not a regular file or block device`);
         else if (st.isFile()) existingSize = st.size;
       }
     }
@@ -292,18 +359,33 @@ function validateNamespace(o: Record<string, unknown>, at: string, sink: ErrorSi
   if (o.size !== undefined) {
     const parsed = parseSize(o.size);
     if ('error' in parsed) sink.add(`${at}.size`, parsed.error);
-    else if (parsed.bytes % lbaSize !== 0) sink.add(`${at}.size`, `${parsed.bytes} bytes is not a multiple of the ${lbaSize}-byte LBA size`);
+    else if (parsed.bytes % lbaSize !== 0)
+      sink.add(`${at}.size`, `${parsed.bytes} bytes is not a multiple of the ${lbaSize}-byte LBA size`);
     else size = parsed.bytes;
   } else if (existingSize === undefined && !(path && existsSync(path))) {
-    sink.add(`${at}.size`, path ? `is required: ${path} does not exist yet and will be created sparse at this size` : 'is required for a memory-backed namespace (or give "disk")');
+    sink.add(
+      `${at}.size`,
+      path
+        ? `is required: ${path} does not exist yet and will be created sparse at this size`
+        : 'is required for a memory-backed namespace (or give "disk")',
+    );
   } else if (existingSize !== undefined && (existingSize === 0 || existingSize % lbaSize !== 0)) {
-    sink.add(`${at}.disk`, `${path} is ${existingSize} bytes, not a positive multiple of the ${lbaSize}-byte LBA size; give "size"`);
+    sink.add(
+      `${at}.disk`,
+      `${path} is ${existingSize} bytes, not a positive multiple of the ${lbaSize}-byte LBA size; give "size"`,
+    );
   }
   if (sink.errors.length !== before) return undefined;
   return { ...(path !== undefined && { path }), ...(size !== undefined && { size }), lbaSize };
 }
 
-function validateGpio(o: Record<string, unknown>, at: string, sink: ErrorSink, baseDir: string, base: { name: string; socket: string }): GpioSpec | undefined {
+function validateGpio(
+  o: Record<string, unknown>,
+  at: string,
+  sink: ErrorSink,
+  baseDir: string,
+  base: { name: string; socket: string },
+): GpioSpec | undefined {
   checkKnown(o, GPIO_OPTIONS, at, sink);
   let control: string | null = base.socket ? defaultControlPath(base.socket) : null;
   if (o.control === false || o.control === null) control = null;
@@ -325,10 +407,16 @@ function checkUnique(devices: { spec: DeviceSpec; at: string }[], sink: ErrorSin
     claim(`name:${d.name}`, `name ${JSON.stringify(d.name)}`, `${at}.name`);
     const socketFree = claim(`path:${d.socket}`, `socket ${d.socket}`, `${at}.socket`);
     // A control path derived from a duplicate socket is the same mistake: report it once.
-    if (d.type === 'gpio' && d.control && socketFree) claim(`path:${d.control}`, `control socket ${d.control}`, `${at}.options.control`);
+    if (d.type === 'gpio' && d.control && socketFree)
+      claim(`path:${d.control}`, `control socket ${d.control}`, `${at}.options.control`);
     if (d.type === 'nvme') {
       d.namespaces.forEach((ns, j) => {
-        if (ns.path) claim(`path:${ns.path}`, `disk ${ns.path}`, d.namespaces.length > 1 ? `${at}.options.namespaces[${j}].disk` : `${at}.options.disk`);
+        if (ns.path)
+          claim(
+            `path:${ns.path}`,
+            `disk ${ns.path}`,
+            d.namespaces.length > 1 ? `${at}.options.namespaces[${j}].disk` : `${at}.options.disk`,
+          );
       });
     }
   }

@@ -61,14 +61,19 @@ export class Daemon {
       try {
         mod = await loadDeviceModule(spec.module);
       } catch (err) {
-        errors.push(new ConfigError(config.source, `devices[${i}].type`, err instanceof Error ? err.message : String(err)));
+        errors.push(
+          new ConfigError(config.source, `devices[${i}].type`, err instanceof Error ? err.message : String(err)),
+        );
         continue;
       }
       try {
         const problems = mod.validateOptions?.(spec.options);
-        if (Array.isArray(problems)) for (const p of problems) errors.push(new ConfigError(config.source, `devices[${i}].options`, String(p)));
+        if (Array.isArray(problems))
+          for (const p of problems) errors.push(new ConfigError(config.source, `devices[${i}].options`, String(p)));
       } catch (err) {
-        errors.push(new ConfigError(config.source, `devices[${i}].options`, err instanceof Error ? err.message : String(err)));
+        errors.push(
+          new ConfigError(config.source, `devices[${i}].options`, err instanceof Error ? err.message : String(err)),
+        );
       }
       prepared.push({ spec, factory: mod.factory, options: spec.options });
     }
@@ -101,19 +106,26 @@ export class Daemon {
 
   private async startOne({ spec, factory, options }: PreparedDevice): Promise<void> {
     const log = this.log.child({ device: spec.name });
-    const folders = [dirname(spec.socket), ...(spec.type === 'nvme' ? spec.namespaces.flatMap((ns) => (ns.path ? [dirname(ns.path)] : [])) : [])];
+    const folders = [
+      dirname(spec.socket),
+      ...(spec.type === 'nvme' ? spec.namespaces.flatMap((ns) => (ns.path ? [dirname(ns.path)] : [])) : []),
+    ];
     for (const folder of folders) {
       try {
         mkdirSync(folder, { recursive: true });
       } catch (err) {
-        throw new Error(`device ${spec.name}: cannot create the folder ${folder}: ${(err as Error).message}`, { cause: err });
+        throw new Error(`device ${spec.name}: cannot create the folder ${folder}: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
     }
     let hosted: HostedDevice;
     try {
       hosted = asHostedDevice(await factory({ name: spec.name, socketPath: spec.socket, options, log: this.log }));
     } catch (err) {
-      throw new Error(`device ${spec.name}: cannot create it: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new Error(`device ${spec.name}: cannot create it: ${err instanceof Error ? err.message : String(err)}`, {
+        cause: err,
+      });
     }
     let server: DeviceServer;
     try {
@@ -121,9 +133,12 @@ export class Daemon {
     } catch (err) {
       await closeQuietly(hosted, log);
       const code = (err as NodeJS.ErrnoException).code;
-      const why = code === 'EADDRINUSE'
-        ? `${spec.socket} is served by another live process (stop it first, or pick another socket path)`
-        : err instanceof Error ? err.message : String(err);
+      const why =
+        code === 'EADDRINUSE'
+          ? `${spec.socket} is served by another live process (stop it first, or pick another socket path)`
+          : err instanceof Error
+            ? err.message
+            : String(err);
       throw new Error(`device ${spec.name}: cannot listen on ${spec.socket}: ${why}`, { cause: err });
     }
     // Only sockets we listen on are ours to remove.
@@ -146,15 +161,17 @@ export class Daemon {
   private async stopAll(): Promise<void> {
     await this.starting?.catch(() => {});
     const devices = this.running.slice().reverse();
-    await Promise.all(devices.map(async (d) => {
-      try {
-        await d.server.close();
-      } catch (err) {
-        d.log.error({ err }, 'closing the socket failed');
-      }
-      await closeQuietly(d.hosted, d.log);
-      d.log.info('stopped');
-    }));
+    await Promise.all(
+      devices.map(async (d) => {
+        try {
+          await d.server.close();
+        } catch (err) {
+          d.log.error({ err }, 'closing the socket failed');
+        }
+        await closeQuietly(d.hosted, d.log);
+        d.log.info('stopped');
+      }),
+    );
   }
 
   /** Last resort (hard timeout, fatal error): remove every socket file synchronously. */

@@ -27,24 +27,42 @@ export async function loadDeviceModule(path: string): Promise<LoadedModule> {
   if (typeof factory !== 'function') {
     throw new Error(`device module ${path} exports no factory (export a function as default or as createDevice)`);
   }
-  const validateOptions = typeof mod.validateOptions === 'function' ? (mod.validateOptions as OptionsValidator) : undefined;
+  const validateOptions =
+    typeof mod.validateOptions === 'function' ? (mod.validateOptions as OptionsValidator) : undefined;
   return { factory: factory as DeviceFactory, validateOptions };
 }
 
-const ENDPOINT_METHODS = ['regionInfo', 'irqInfo', 'regionRead', 'regionWrite', 'setIrqs', 'dmaMap', 'dmaUnmap', 'reset', 'attach', 'detach'] as const;
+const ENDPOINT_METHODS = [
+  'regionInfo',
+  'irqInfo',
+  'regionRead',
+  'regionWrite',
+  'setIrqs',
+  'dmaMap',
+  'dmaUnmap',
+  'reset',
+  'attach',
+  'detach',
+] as const;
 
 function isEndpoint(value: unknown): value is Endpoint {
-  return value !== null && typeof value === 'object' && ENDPOINT_METHODS.every((m) => typeof (value as Record<string, unknown>)[m] === 'function');
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    ENDPOINT_METHODS.every((m) => typeof (value as Record<string, unknown>)[m] === 'function')
+  );
 }
 
 /** Normalise what a factory returned; throws if it is neither an Endpoint nor a HostedDevice. */
 export function asHostedDevice(result: unknown): HostedDevice {
   if (result !== null && typeof result === 'object' && 'endpoint' in result) {
     const hosted = result as HostedDevice;
-    if (!isEndpoint(hosted.endpoint)) throw new TypeError('the factory returned { endpoint } whose endpoint is not an Endpoint (a PciDevice)');
+    if (!isEndpoint(hosted.endpoint))
+      throw new TypeError('the factory returned { endpoint } whose endpoint is not an Endpoint (a PciDevice)');
     return hosted;
   }
-  if (!isEndpoint(result)) throw new TypeError('the factory must return a PciDevice (any Endpoint) or { endpoint, close? }');
+  if (!isEndpoint(result))
+    throw new TypeError('the factory must return a PciDevice (any Endpoint) or { endpoint, close? }');
   const closable = result as Endpoint & { close?: () => void | Promise<void> };
   return { endpoint: result, close: typeof closable.close === 'function' ? () => closable.close!() : undefined };
 }

@@ -27,7 +27,9 @@ export async function gpioCommand(args: string[]): Promise<number> {
   if (!hasControl && !wantsHelp && hasCommand) {
     const path = defaultGpioControl();
     if (!existsSync(path)) {
-      process.stderr.write(`vfio-user-ts gpio: no --control given and ${path} does not exist (is the daemon running?)\n`);
+      process.stderr.write(
+        `vfio-user-ts gpio: no --control given and ${path} does not exist (is the daemon running?)\n`,
+      );
       return 2;
     }
     argv.push('--control', path);

@@ -13,7 +13,8 @@ export function packageRoot(): string {
     const file = join(dir, 'package.json');
     if (existsSync(file)) {
       try {
-        if ((JSON.parse(readFileSync(file, 'utf8')) as { name?: string }).name === 'vfio-user-ts') return (cached = dir);
+        if ((JSON.parse(readFileSync(file, 'utf8')) as { name?: string }).name === 'vfio-user-ts')
+          return (cached = dir);
       } catch {
         // Not ours: keep looking.
       }

@@ -59,35 +59,62 @@ const SPEC = {
 /** Parse and validate; throws ConfigErrors (every problem) for bad input. */
 export function parseServeArgs(args: string[], cwd = process.cwd()): ServeOptions {
   const errors: ConfigError[] = [];
-  let parsed: ReturnType<typeof parseArgs<{ args: string[]; options: typeof SPEC; tokens: true; allowPositionals: false; strict: true }>>;
+  let parsed: ReturnType<
+    typeof parseArgs<{ args: string[]; options: typeof SPEC; tokens: true; allowPositionals: false; strict: true }>
+  >;
   try {
     parsed = parseArgs({ args, options: SPEC, tokens: true, allowPositionals: false, strict: true });
   } catch (err) {
-    throw new ConfigErrors([new ConfigError(COMMAND_LINE, 'arguments', `${(err as Error).message} (see vfio-user-ts serve --help)`)]);
+    throw new ConfigErrors([
+      new ConfigError(COMMAND_LINE, 'arguments', `${(err as Error).message} (see vfio-user-ts serve --help)`),
+    ]);
   }
   const { values, tokens } = parsed;
-  const result: Omit<ServeOptions, 'config'> = { help: values.help === true, check: values.check === true, logFormat: 'auto' };
+  const result: Omit<ServeOptions, 'config'> = {
+    help: values.help === true,
+    check: values.check === true,
+    logFormat: 'auto',
+  };
   if (values['log-level'] !== undefined) {
-    if ((LOG_LEVELS as readonly string[]).includes(values['log-level'])) result.logLevel = values['log-level'] as LogLevel;
-    else errors.push(new ConfigError(COMMAND_LINE, '--log-level', `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(values['log-level'])}`));
+    if ((LOG_LEVELS as readonly string[]).includes(values['log-level']))
+      result.logLevel = values['log-level'] as LogLevel;
+    else
+      errors.push(
+        new ConfigError(
+          COMMAND_LINE,
+          '--log-level',
+          `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(values['log-level'])}`,
+        ),
+      );
   }
   if (values.trace) {
     if (result.logLevel !== undefined && result.logLevel !== 'debug' && result.logLevel !== 'trace') {
-      errors.push(new ConfigError(COMMAND_LINE, '--trace', `contradicts --log-level ${result.logLevel} (--trace means --log-level debug)`));
+      errors.push(
+        new ConfigError(
+          COMMAND_LINE,
+          '--trace',
+          `contradicts --log-level ${result.logLevel} (--trace means --log-level debug)`,
+        ),
+      );
     }
     result.logLevel = result.logLevel === 'trace' ? 'trace' : 'debug';
   }
   if (values['log-format'] !== undefined) {
     const f = values['log-format'];
     if (f === 'auto' || f === 'json' || f === 'pretty') result.logFormat = f;
-    else errors.push(new ConfigError(COMMAND_LINE, '--log-format', `must be auto, json or pretty, got ${JSON.stringify(f)}`));
+    else
+      errors.push(
+        new ConfigError(COMMAND_LINE, '--log-format', `must be auto, json or pretty, got ${JSON.stringify(f)}`),
+      );
   }
   if (result.help) return { ...result, config: { source: COMMAND_LINE, devices: [] } };
 
   let config: DaemonConfig = { source: COMMAND_LINE, devices: [] };
   if (values.config !== undefined) {
     if (values.device !== undefined) {
-      errors.push(new ConfigError(COMMAND_LINE, '--device', 'cannot be combined with --config (put the devices in the file)'));
+      errors.push(
+        new ConfigError(COMMAND_LINE, '--device', 'cannot be combined with --config (put the devices in the file)'),
+      );
     } else {
       const { config: fromFile, errors: fileErrors } = loadConfigFile(resolve(cwd, values.config));
       config = fromFile;
@@ -101,7 +128,8 @@ export function parseServeArgs(args: string[], cwd = process.cwd()): ServeOption
     errors.push(...validated.errors.map((e) => new ConfigError(COMMAND_LINE, flagName(e.field, devices), e.problem)));
   } else {
     const stray = Object.keys(DEVICE_FLAGS).filter((f) => values[f as keyof typeof values] !== undefined);
-    for (const f of stray) errors.push(new ConfigError(COMMAND_LINE, `--${f}`, 'belongs to a device: put it after --device TYPE'));
+    for (const f of stray)
+      errors.push(new ConfigError(COMMAND_LINE, `--${f}`, 'belongs to a device: put it after --device TYPE'));
     const validated = validateConfig(DEFAULT_CONFIG, DEFAULT_CONFIG_SOURCE, cwd);
     config = validated.config;
     errors.push(...validated.errors);
@@ -110,7 +138,13 @@ export function parseServeArgs(args: string[], cwd = process.cwd()): ServeOption
   if (result.logLevel === undefined && config.logLevel === undefined && envLevel !== undefined && envLevel !== '') {
     // createLogger reads LOG_LEVEL itself; pino throws on a bad one, so check it here.
     if (!(LOG_LEVELS as readonly string[]).includes(envLevel)) {
-      errors.push(new ConfigError('environment', 'LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(envLevel)}`));
+      errors.push(
+        new ConfigError(
+          'environment',
+          'LOG_LEVEL',
+          `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(envLevel)}`,
+        ),
+      );
     }
   }
   if (errors.length > 0) throw new ConfigErrors(errors);
@@ -125,20 +159,30 @@ export function loadConfigFile(path: string): { config: DaemonConfig; errors: Co
     text = readFileSync(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not a file' : (err as Error).message;
-    return { config: { source: path, devices: [] }, errors: [new ConfigError(path, '(file)', `cannot read it: ${why}`)] };
+    const why =
+      code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not a file' : (err as Error).message;
+    return {
+      config: { source: path, devices: [] },
+      errors: [new ConfigError(path, '(file)', `cannot read it: ${why}`)],
+    };
   }
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    return { config: { source: path, devices: [] }, errors: [new ConfigError(path, '(file)', `is not valid JSON: ${(err as Error).message}`)] };
+    return {
+      config: { source: path, devices: [] },
+      errors: [new ConfigError(path, '(file)', `is not valid JSON: ${(err as Error).message}`)],
+    };
   }
   return validateConfig(raw, path, dirname(path));
 }
 
 /** Turn the ordered flag tokens into device entries: each --device starts one. */
-function groupDeviceFlags(tokens: NonNullable<ReturnType<typeof parseArgs>['tokens']>): { devices: Record<string, unknown>[]; errors: ConfigError[] } {
+function groupDeviceFlags(tokens: NonNullable<ReturnType<typeof parseArgs>['tokens']>): {
+  devices: Record<string, unknown>[];
+  errors: ConfigError[];
+} {
   const devices: Record<string, unknown>[] = [];
   const errors: ConfigError[] = [];
   for (const token of tokens) {
@@ -159,11 +203,25 @@ function groupDeviceFlags(tokens: NonNullable<ReturnType<typeof parseArgs>['toke
     if (token.name === 'control' && value === 'none') value = null;
     const [head, key] = target.split('.');
     if (key === undefined) {
-      if (head in device) errors.push(new ConfigError(COMMAND_LINE, deviceLabel(devices.length - 1, device) + ` --${token.name}`, 'given twice for this device'));
+      if (head in device)
+        errors.push(
+          new ConfigError(
+            COMMAND_LINE,
+            deviceLabel(devices.length - 1, device) + ` --${token.name}`,
+            'given twice for this device',
+          ),
+        );
       device[head] = value;
     } else {
       const options = (device.options ??= {}) as Record<string, unknown>;
-      if (key in options) errors.push(new ConfigError(COMMAND_LINE, deviceLabel(devices.length - 1, device) + ` --${token.name}`, 'given twice for this device'));
+      if (key in options)
+        errors.push(
+          new ConfigError(
+            COMMAND_LINE,
+            deviceLabel(devices.length - 1, device) + ` --${token.name}`,
+            'given twice for this device',
+          ),
+        );
       options[key] = value;
     }
   }

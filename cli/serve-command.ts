@@ -21,7 +21,9 @@ export const ExitCode = { OK: 0, FAILURE: 1, USAGE: 2 } as const;
 /** Print config errors, one per line, to stderr. */
 export function reportConfigErrors(err: ConfigErrors): void {
   for (const e of err.errors) process.stderr.write(`vfio-user-ts: ${e.message}\n`);
-  process.stderr.write(`vfio-user-ts: nothing was started (${err.errors.length} configuration error${err.errors.length === 1 ? '' : 's'})\n`);
+  process.stderr.write(
+    `vfio-user-ts: nothing was started (${err.errors.length} configuration error${err.errors.length === 1 ? '' : 's'})\n`,
+  );
 }
 
 /** Runs the command; resolves with the exit code once it is time to exit. */
@@ -79,7 +81,10 @@ function runUntilSignal(daemon: Daemon, log: Logger): Promise<number> {
       shuttingDown = true;
       log.info({ reason }, 'stopping');
       // Not unref'd: a close() that never settles must still end in this exit.
-      const hardTimeout = setTimeout(() => forceExit(`shutdown took longer than ${SHUTDOWN_TIMEOUT_MS} ms: exiting anyway`), SHUTDOWN_TIMEOUT_MS);
+      const hardTimeout = setTimeout(
+        () => forceExit(`shutdown took longer than ${SHUTDOWN_TIMEOUT_MS} ms: exiting anyway`),
+        SHUTDOWN_TIMEOUT_MS,
+      );
       void daemon.stop().then(() => {
         clearTimeout(hardTimeout);
         log.info('all devices stopped');
@@ -102,7 +107,11 @@ function runUntilSignal(daemon: Daemon, log: Logger): Promise<number> {
     daemon.start().then(
       () => {
         if (shuttingDown) return;
-        const devices = daemon.devices.map((d) => ({ name: d.spec.name, socket: d.spec.socket, notes: [describeSpec(d.spec, false), ...(d.hosted.notes ?? [])] }));
+        const devices = daemon.devices.map((d) => ({
+          name: d.spec.name,
+          socket: d.spec.socket,
+          notes: [describeSpec(d.spec, false), ...(d.hosted.notes ?? [])],
+        }));
         process.stderr.write(connectHint(devices));
         log.info({ devices: devices.length }, 'ready');
       },
@@ -113,7 +122,10 @@ function runUntilSignal(daemon: Daemon, log: Logger): Promise<number> {
         if (shuttingDown) return; // the running shutdown decides the exit
         shuttingDown = true;
         // Stop what did start (its sockets are ours); the hard timeout still applies.
-        const hardTimeout = setTimeout(() => forceExit(`stopping after the failed start took longer than ${SHUTDOWN_TIMEOUT_MS} ms`), SHUTDOWN_TIMEOUT_MS);
+        const hardTimeout = setTimeout(
+          () => forceExit(`stopping after the failed start took longer than ${SHUTDOWN_TIMEOUT_MS} ms`),
+          SHUTDOWN_TIMEOUT_MS,
+        );
         void daemon.stop().then(() => {
           clearTimeout(hardTimeout);
           resolveExit(ExitCode.FAILURE);
@@ -127,9 +139,15 @@ function runUntilSignal(daemon: Daemon, log: Logger): Promise<number> {
 function describeSpec(d: DeviceSpec, withControl = true): string {
   switch (d.type) {
     case 'nvme':
-      return 'nvme, ' + d.namespaces
-        .map((ns, i) => `namespace ${i + 1}: ${ns.path ?? 'RAM'}${ns.size ? ` (${formatSize(ns.size)})` : ''}, ${ns.lbaSize}-byte blocks`)
-        .join('; ');
+      return (
+        'nvme, ' +
+        d.namespaces
+          .map(
+            (ns, i) =>
+              `namespace ${i + 1}: ${ns.path ?? 'RAM'}${ns.size ? ` (${formatSize(ns.size)})` : ''}, ${ns.lbaSize}-byte blocks`,
+          )
+          .join('; ')
+      );
     case 'gpio':
       return `gpio (ACCES PCI-IDIO-16)${withControl ? `, control socket ${d.control ?? 'none'}` : ''}`;
     case 'module':

@@ -9,20 +9,28 @@ const UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 3
 /** Parse a size; returns an error message instead of throwing. */
 export function parseSize(value: unknown): { bytes: number } | { error: string } {
   if (typeof value === 'number') {
-    if (!Number.isSafeInteger(value) || value <= 0) return { error: `must be a positive whole number of bytes, got ${value}` };
+    if (!Number.isSafeInteger(value) || value <= 0)
+      return { error: `must be a positive whole number of bytes, got ${value}` };
     return { bytes: value };
   }
-  if (typeof value !== 'string') return { error: `must be a size such as "1G" or a number of bytes, got ${describe(value)}` };
+  if (typeof value !== 'string')
+    return { error: `must be a size such as "1G" or a number of bytes, got ${describe(value)}` };
   const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(value);
   if (!match) return { error: `must be a size such as "1G", "512M" or "4096", got ${JSON.stringify(value)}` };
   const bytes = Number(match[1]) * UNITS[match[2].toLowerCase()];
-  if (!Number.isSafeInteger(bytes) || bytes <= 0) return { error: `must be a positive whole number of bytes, got ${JSON.stringify(value)}` };
+  if (!Number.isSafeInteger(bytes) || bytes <= 0)
+    return { error: `must be a positive whole number of bytes, got ${JSON.stringify(value)}` };
   return { bytes };
 }
 
 /** Short human form of a byte count (1 GiB, 512 MiB, 4096 B). */
 export function formatSize(bytes: number): string {
-  for (const [suffix, unit] of [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) {
+  for (const [suffix, unit] of [
+    ['TiB', 2 ** 40],
+    ['GiB', 2 ** 30],
+    ['MiB', 2 ** 20],
+    ['KiB', 2 ** 10],
+  ] as const) {
     if (bytes >= unit && bytes % unit === 0) return `${bytes / unit} ${suffix}`;
   }
   return `${bytes} B`;

@@ -12,12 +12,20 @@ export async function getDeviceInfo(ch: RequestChannel, argsz?: number): Promise
 
 /** VfioUserClient.reset. */
 export async function reset(ch: RequestChannel): Promise<void> {
-  const r = await ch.typed(VfioUserCommand.DEVICE_RESET, (id) => newMessage(id, VfioUserCommand.DEVICE_RESET, HeaderFlag.TYPE_COMMAND, 0).bytes);
+  const r = await ch.typed(
+    VfioUserCommand.DEVICE_RESET,
+    (id) => newMessage(id, VfioUserCommand.DEVICE_RESET, HeaderFlag.TYPE_COMMAND, 0).bytes,
+  );
   closeFds(r.fds);
 }
 
 /** VfioUserClient.deviceFeature: argsz u32, flags u32 (feature | GET/SET/PROBE), data; resolves with the reply payload. */
-export async function deviceFeature(ch: RequestChannel, flags: number, data: Uint8Array, argsz: number): Promise<Uint8Array> {
+export async function deviceFeature(
+  ch: RequestChannel,
+  flags: number,
+  data: Uint8Array,
+  argsz: number,
+): Promise<Uint8Array> {
   const payload = new Uint8Array(8 + data.byteLength);
   const dv = new DataView(payload.buffer);
   dv.setUint32(0, argsz, true);

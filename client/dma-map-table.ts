@@ -31,7 +31,11 @@ export class DmaMapTable {
   add(range: DmaRange): void {
     const end = range.addr + range.size;
     if (this.ranges.some((r) => range.addr < r.addr + r.size && r.addr < end)) {
-      throw new VfioUserClientError(Errno.EEXIST, VfioUserCommand.DMA_MAP, `DMA range 0x${range.addr.toString(16)} overlaps a mapped one`);
+      throw new VfioUserClientError(
+        Errno.EEXIST,
+        VfioUserCommand.DMA_MAP,
+        `DMA range 0x${range.addr.toString(16)} overlaps a mapped one`,
+      );
     }
     this.ranges.push(range);
     this.ranges.sort((a, b) => (a.addr < b.addr ? -1 : 1));
@@ -64,7 +68,8 @@ export class DmaMapTable {
   /** Store `data` at addr. EFAULT when unmapped, EPERM when the map is read-only. */
   write(addr: bigint, data: Uint8Array): void {
     const { range, offset } = this.find(addr, BigInt(data.byteLength), VfioUserCommand.DMA_WRITE);
-    if ((range.flags & DmaMapFlag.WRITE) === 0) throw new VfioUserClientError(Errno.EPERM, VfioUserCommand.DMA_WRITE, 'DMA map is read-only');
+    if ((range.flags & DmaMapFlag.WRITE) === 0)
+      throw new VfioUserClientError(Errno.EPERM, VfioUserCommand.DMA_WRITE, 'DMA map is read-only');
     range.bytes.set(data, offset);
   }
 }

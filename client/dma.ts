@@ -6,8 +6,18 @@
 import type { Logger } from 'pino';
 import { VfioUserCommand, DmaMapFlag, DmaUnmapFlag, Errno, commandName } from '../protocol/constants.js';
 import { encodeErrorReply, wantsReply, type MessageHeader } from '../protocol/header.js';
-import { decodeDmaUnmapReply, encodeDmaMapRequest, encodeDmaUnmapRequest, type DmaUnmapMessage } from '../protocol/dma.js';
-import { decodeDmaReadRequest, decodeDmaWriteRequest, encodeDmaReadReply, encodeDmaWriteReply } from '../protocol/dma-access.js';
+import {
+  decodeDmaUnmapReply,
+  encodeDmaMapRequest,
+  encodeDmaUnmapRequest,
+  type DmaUnmapMessage,
+} from '../protocol/dma.js';
+import {
+  decodeDmaReadRequest,
+  decodeDmaWriteRequest,
+  encodeDmaReadReply,
+  encodeDmaWriteReply,
+} from '../protocol/dma-access.js';
 import { VfioUserClientError } from './errors.js';
 import type { DmaMapTable, DmaRange } from './dma-map-table.js';
 import type { GuestBacking } from './guest-memory.js';
@@ -63,7 +73,13 @@ export async function dmaMap(ch: RequestChannel, table: DmaMapTable, o: DmaMapOp
 }
 
 /** VfioUserClient.dmaUnmap: resolves with the echoed struct; the range (or, with ALL, every range) leaves `table`. */
-export async function dmaUnmap(ch: RequestChannel, table: DmaMapTable, addr: bigint, size: bigint, flags: number): Promise<DmaUnmapMessage> {
+export async function dmaUnmap(
+  ch: RequestChannel,
+  table: DmaMapTable,
+  addr: bigint,
+  size: bigint,
+  flags: number,
+): Promise<DmaUnmapMessage> {
   const r = await ch.typed(VfioUserCommand.DMA_UNMAP, (id) => encodeDmaUnmapRequest(id, { flags, addr, size }));
   closeFds(r.fds);
   if (flags & DmaUnmapFlag.ALL) table.clear();
@@ -86,19 +102,27 @@ export interface DmaRequestContext {
  * (EFAULT), read-only ranges (EPERM) and oversize transfers (E2BIG) get an
  * error reply. A request with NO_REPLY gets no answer.
  */
-export function serveDmaRequest(ch: RequestChannel, ctx: DmaRequestContext, header: MessageHeader, message: Buffer, fds: number[]): void {
+export function serveDmaRequest(
+  ch: RequestChannel,
+  ctx: DmaRequestContext,
+  header: MessageHeader,
+  message: Buffer,
+  fds: number[],
+): void {
   let reply: Uint8Array;
   try {
     if (fds.length > 0) throw new VfioUserClientError(Errno.EINVAL, header.command, 'fds on a server request');
     if (header.command === VfioUserCommand.DMA_READ) {
       const req = decodeDmaReadRequest(message);
-      if (req.count > BigInt(ctx.maxDataXferSize)) throw new VfioUserClientError(Errno.E2BIG, header.command, 'DMA_READ larger than max_data_xfer_size');
+      if (req.count > BigInt(ctx.maxDataXferSize))
+        throw new VfioUserClientError(Errno.E2BIG, header.command, 'DMA_READ larger than max_data_xfer_size');
       const data = ctx.table.read(req.addr, Number(req.count));
       reply = encodeDmaReadReply(header.id, req.addr, data);
       ctx.served.dmaRead++;
     } else if (header.command === VfioUserCommand.DMA_WRITE) {
       const req = decodeDmaWriteRequest(message);
-      if (req.count > BigInt(ctx.maxDataXferSize)) throw new VfioUserClientError(Errno.E2BIG, header.command, 'DMA_WRITE larger than max_data_xfer_size');
+      if (req.count > BigInt(ctx.maxDataXferSize))
+        throw new VfioUserClientError(Errno.E2BIG, header.command, 'DMA_WRITE larger than max_data_xfer_size');
       ctx.table.write(req.addr, req.data);
       reply = encodeDmaWriteReply(header.id, req.addr, Number(req.count));
       ctx.served.dmaWrite++;

@@ -8,4 +8,12 @@ export type { DmaMapOptions } from './dma.js';
 export { VfioUserClientError, errnoName } from './errors.js';
 export { GuestMemory, type GuestBacking } from './guest-memory.js';
 export { DmaMapTable, type DmaRange } from './dma-map-table.js';
-export { cfgRead, cfgWrite, probeBar, walkCapabilities, type BarProbe, type PciCapability, type RegionAccessor } from './pci.js';
+export {
+  cfgRead,
+  cfgWrite,
+  probeBar,
+  walkCapabilities,
+  type BarProbe,
+  type PciCapability,
+  type RegionAccessor,
+} from './pci.js';

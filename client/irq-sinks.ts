@@ -53,7 +53,13 @@ class IrqVector {
         reject,
         timer: setTimeout(() => {
           this.waiters = this.waiters.filter((x) => x !== waiter);
-          reject(new VfioUserClientError(Errno.ETIMEDOUT, VfioUserCommand.DEVICE_SET_IRQS, `no interrupt on ${describe} within ${timeoutMs} ms`));
+          reject(
+            new VfioUserClientError(
+              Errno.ETIMEDOUT,
+              VfioUserCommand.DEVICE_SET_IRQS,
+              `no interrupt on ${describe} within ${timeoutMs} ms`,
+            ),
+          );
         }, timeoutMs),
       };
       this.waiters.push(waiter);
@@ -80,7 +86,9 @@ export class IrqSinks {
     if (!vectors) this.byIndex.set(index, (vectors = new Map()));
     const fds: number[] = [];
     for (let v = start; v < start + count; v++) {
-      vectors.get(v)?.close(new VfioUserClientError(Errno.ECONNRESET, VfioUserCommand.DEVICE_SET_IRQS, 'eventfd replaced'));
+      vectors
+        .get(v)
+        ?.close(new VfioUserClientError(Errno.ECONNRESET, VfioUserCommand.DEVICE_SET_IRQS, 'eventfd replaced'));
       const vec = new IrqVector();
       vectors.set(v, vec);
       fds.push(vec.fd);
@@ -101,7 +109,12 @@ export class IrqSinks {
 
   private vector(index: number, vector: number): IrqVector {
     const vec = this.byIndex.get(index)?.get(vector);
-    if (!vec) throw new VfioUserClientError(Errno.ENOENT, VfioUserCommand.DEVICE_SET_IRQS, `no eventfd for IRQ ${index} vector ${vector}`);
+    if (!vec)
+      throw new VfioUserClientError(
+        Errno.ENOENT,
+        VfioUserCommand.DEVICE_SET_IRQS,
+        `no eventfd for IRQ ${index} vector ${vector}`,
+      );
     return vec;
   }
 

@@ -30,19 +30,39 @@ export async function getIrqInfo(ch: RequestChannel, index: number, argsz?: numb
 /** VfioUserClient.setIrqs: one SET_IRQS as given. */
 export async function setIrqs(ch: RequestChannel, o: SetIrqsOptions): Promise<void> {
   const bytes = (id: number) =>
-    encodeSetIrqsRequest(id, { flags: o.flags, index: o.index, start: o.start ?? 0, count: o.count, data: o.data, argsz: o.argsz });
+    encodeSetIrqsRequest(id, {
+      flags: o.flags,
+      index: o.index,
+      start: o.start ?? 0,
+      count: o.count,
+      data: o.data,
+      argsz: o.argsz,
+    });
   const r = await ch.typed(VfioUserCommand.DEVICE_SET_IRQS, bytes, o.fds);
   closeFds(r.fds);
 }
 
 /** VfioUserClient.enableIrqs: fresh eventfds for [start, start+count) of `index`, sent `maxMsgFds` at a time; removed again on failure. */
-export async function enableIrqs(ch: RequestChannel, sinks: IrqSinks, maxMsgFds: number, index: number, count: number, start: number): Promise<void> {
+export async function enableIrqs(
+  ch: RequestChannel,
+  sinks: IrqSinks,
+  maxMsgFds: number,
+  index: number,
+  count: number,
+  start: number,
+): Promise<void> {
   const fds = sinks.create(index, start, count);
   const chunk = Math.max(1, maxMsgFds);
   try {
     for (let i = 0; i < fds.length; i += chunk) {
       const part = fds.slice(i, i + chunk);
-      await setIrqs(ch, { flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index, start: start + i, count: part.length, fds: part });
+      await setIrqs(ch, {
+        flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER,
+        index,
+        start: start + i,
+        count: part.length,
+        fds: part,
+      });
     }
   } catch (err) {
     sinks.remove(index, start, count);

@@ -31,14 +31,21 @@ export function versionJson(offered: Partial<Capabilities> | string | undefined)
  * Send VERSION and check the reply as QEMU does: no fds, no larger than the
  * request, major 0, a NUL-terminated JSON object (decodeVersion). EPROTO otherwise.
  */
-export async function negotiate(ch: RequestChannel, version: { major: number; minor: number }, json: string): Promise<DecodedVersion> {
+export async function negotiate(
+  ch: RequestChannel,
+  version: { major: number; minor: number },
+  json: string,
+): Promise<DecodedVersion> {
   const id = ch.allocId();
   const request = encodeVersionRequest(id, { major: version.major, minor: version.minor, json });
   const reply = ch.checked(await ch.sendAndWait(id, VfioUserCommand.VERSION, request, [], ch.timeoutMs));
   closeFds(reply.fds);
   if (reply.fds.length > 0) throw protocolError(VfioUserCommand.VERSION, 'VERSION reply carried fds');
   if (reply.message.byteLength > request.byteLength) {
-    throw protocolError(VfioUserCommand.VERSION, `VERSION reply of ${reply.message.byteLength} bytes is larger than the request (${request.byteLength})`);
+    throw protocolError(
+      VfioUserCommand.VERSION,
+      `VERSION reply of ${reply.message.byteLength} bytes is larger than the request (${request.byteLength})`,
+    );
   }
   const decoded = decodeVersion(reply.message);
   if (decoded.major !== 0) throw protocolError(VfioUserCommand.VERSION, `server speaks major version ${decoded.major}`);

@@ -111,7 +111,8 @@ export async function walkCapabilities(dev: RegionAccessor): Promise<PciCapabili
     const seen = new Set<number>();
     let at = 0x100;
     for (;;) {
-      if (at < 0x100 || at + 4 > configSize || seen.has(at)) throw new Error(`extended capability list: bad pointer 0x${at.toString(16)}`);
+      if (at < 0x100 || at + 4 > configSize || seen.has(at))
+        throw new Error(`extended capability list: bad pointer 0x${at.toString(16)}`);
       seen.add(at);
       const header = await cfgRead(dev, at, 4);
       if (header === 0 || header === 0xffffffff) break;

@@ -46,8 +46,14 @@ export async function getRegionInfo(ch: RequestChannel, index: number, argsz?: n
 }
 
 /** VfioUserClient.getRegionIoFds: the fds belong to the caller. */
-export async function getRegionIoFds(ch: RequestChannel, index: number, argsz: number): Promise<RegionIoFdsReply & { fds: number[] }> {
-  const r = await ch.typed(VfioUserCommand.DEVICE_GET_REGION_IO_FDS, (id) => encodeRegionIoFdsRequest(id, index, argsz));
+export async function getRegionIoFds(
+  ch: RequestChannel,
+  index: number,
+  argsz: number,
+): Promise<RegionIoFdsReply & { fds: number[] }> {
+  const r = await ch.typed(VfioUserCommand.DEVICE_GET_REGION_IO_FDS, (id) =>
+    encodeRegionIoFdsRequest(id, index, argsz),
+  );
   try {
     return { ...decodeRegionIoFdsReply(r.message), fds: r.fds };
   } catch (err) {
@@ -57,20 +63,36 @@ export async function getRegionIoFds(ch: RequestChannel, index: number, argsz: n
 }
 
 /** VfioUserClient.regionRead: the reply must echo the access and carry exactly `count` bytes. */
-export async function regionRead(ch: RequestChannel, index: number, offset: bigint | number, count: number): Promise<Uint8Array> {
+export async function regionRead(
+  ch: RequestChannel,
+  index: number,
+  offset: bigint | number,
+  count: number,
+): Promise<Uint8Array> {
   const off = BigInt(offset);
-  const r = await ch.typed(VfioUserCommand.REGION_READ, (id) => encodeRegionReadRequest(id, { offset: off, region: index, count }));
+  const r = await ch.typed(VfioUserCommand.REGION_READ, (id) =>
+    encodeRegionReadRequest(id, { offset: off, region: index, count }),
+  );
   closeFds(r.fds);
   const reply = decodeRegionReadReply(r.message);
   if (reply.offset !== off || reply.region !== index || reply.count !== count) {
-    throw protocolError(VfioUserCommand.REGION_READ, `REGION_READ reply (${reply.region}@${reply.offset}+${reply.count}) does not match the request`);
+    throw protocolError(
+      VfioUserCommand.REGION_READ,
+      `REGION_READ reply (${reply.region}@${reply.offset}+${reply.count}) does not match the request`,
+    );
   }
   // a plain Uint8Array view (not a Buffer) over the reply's bytes
   return new Uint8Array(reply.data.buffer, reply.data.byteOffset, reply.data.byteLength);
 }
 
 /** VfioUserClient.regionWrite: `posted` sets NO_REPLY (resolves once queued; errors are never reported). */
-export async function regionWrite(ch: RequestChannel, index: number, offset: bigint | number, data: Uint8Array, posted: boolean): Promise<void> {
+export async function regionWrite(
+  ch: RequestChannel,
+  index: number,
+  offset: bigint | number,
+  data: Uint8Array,
+  posted: boolean,
+): Promise<void> {
   const off = BigInt(offset);
   if (posted) {
     ch.send(encodeRegionWriteRequest(ch.allocId(), off, index, data, true));

@@ -109,28 +109,49 @@ export class RequestChannel {
   send(bytes: Uint8Array, fds: readonly number[] = []): void {
     if (this.#log.isLevelEnabled('debug')) {
       const h = decodeHeader(bytes.byteLength >= HEADER_SIZE ? bytes : new Uint8Array(HEADER_SIZE));
-      this.#log.debug({ id: h.id, cmd: commandName(h.command), size: bytes.byteLength, fds: fds.length }, 'client send');
+      this.#log.debug(
+        { id: h.id, cmd: commandName(h.command), size: bytes.byteLength, fds: fds.length },
+        'client send',
+      );
       if (this.#log.isLevelEnabled('trace')) this.#log.trace(hexDump(bytes));
     }
     try {
       this.#channel.send(bytes, fds);
     } catch (err) {
       const code = (err as { code?: string }).code;
-      throw new VfioUserClientError(code === 'EPIPE' ? Errno.ECONNRESET : Errno.EIO, 0, `send failed: ${(err as Error).message}`);
+      throw new VfioUserClientError(
+        code === 'EPIPE' ? Errno.ECONNRESET : Errno.EIO,
+        0,
+        `send failed: ${(err as Error).message}`,
+      );
     }
   }
 
   /** Send `bytes` and resolve with the message that answers `id` (error replies included); ETIMEDOUT, ECONNRESET. */
-  sendAndWait(id: number, command: number, bytes: Uint8Array, fds: readonly number[], timeoutMs: number): Promise<RawMessage> {
+  sendAndWait(
+    id: number,
+    command: number,
+    bytes: Uint8Array,
+    fds: readonly number[],
+    timeoutMs: number,
+  ): Promise<RawMessage> {
     if (this.#closeReason !== undefined) {
-      return Promise.reject(new VfioUserClientError(Errno.ECONNRESET, command, `connection closed (${this.#closeReason})`));
+      return Promise.reject(
+        new VfioUserClientError(Errno.ECONNRESET, command, `connection closed (${this.#closeReason})`),
+      );
     }
     return new Promise<RawMessage>((resolve, reject) => {
       const p: Pending = { command, resolve, reject };
       if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
         p.timer = setTimeout(() => {
           this.#pending.delete(id);
-          reject(new VfioUserClientError(Errno.ETIMEDOUT, command, `${commandName(command)} id ${id}: no reply within ${timeoutMs} ms`));
+          reject(
+            new VfioUserClientError(
+              Errno.ETIMEDOUT,
+              command,
+              `${commandName(command)} id ${id}: no reply within ${timeoutMs} ms`,
+            ),
+          );
         }, timeoutMs);
       }
       this.#pending.set(id, p);
@@ -159,7 +180,10 @@ export class RequestChannel {
     const reply = await this.sendAndWait(id, command, build(id), fds, this.timeoutMs);
     if (reply.header.command !== command) {
       closeFds(reply.fds);
-      throw protocolError(command, `reply to ${commandName(command)} says command ${commandName(reply.header.command)}`);
+      throw protocolError(
+        command,
+        `reply to ${commandName(command)} says command ${commandName(reply.header.command)}`,
+      );
     }
     return this.checked(reply);
   }
@@ -174,11 +198,17 @@ export class RequestChannel {
       this.send(m.bytes, options.fds);
       return undefined;
     }
-    return this.checked(await this.sendAndWait(id, command, m.bytes, options.fds ?? [], options.timeoutMs ?? this.timeoutMs));
+    return this.checked(
+      await this.sendAndWait(id, command, m.bytes, options.fds ?? [], options.timeoutMs ?? this.timeoutMs),
+    );
   }
 
   /** VfioUserClient.sendRaw: the bytes as given; error replies resolve. */
-  async sendRaw(bytes: Uint8Array, fds: readonly number[], opts: { expectId?: number | null; timeoutMs?: number }): Promise<RawMessage | undefined> {
+  async sendRaw(
+    bytes: Uint8Array,
+    fds: readonly number[],
+    opts: { expectId?: number | null; timeoutMs?: number },
+  ): Promise<RawMessage | undefined> {
     if (opts.expectId === null) {
       this.send(bytes, fds);
       return undefined;
@@ -197,7 +227,17 @@ export class RequestChannel {
 
   #onMessage(message: Buffer, fds: number[]): void {
     const header = decodeHeader(message);
-    this.#log.debug({ id: header.id, cmd: commandName(header.command), size: header.size, flags: header.flags, error: header.error, fds: fds.length }, 'client recv');
+    this.#log.debug(
+      {
+        id: header.id,
+        cmd: commandName(header.command),
+        size: header.size,
+        flags: header.flags,
+        error: header.error,
+        fds: fds.length,
+      },
+      'client recv',
+    );
     if (isReply(header)) {
       const p = this.#pending.get(header.id);
       if (!p) {
@@ -229,7 +269,13 @@ export class RequestChannel {
     this.#closeReason = reason;
     for (const [id, p] of this.#pending) {
       clearTimeout(p.timer);
-      p.reject(new VfioUserClientError(Errno.ECONNRESET, p.command, `connection closed (${reason}) before the reply to id ${id}`));
+      p.reject(
+        new VfioUserClientError(
+          Errno.ECONNRESET,
+          p.command,
+          `connection closed (${reason}) before the reply to id ${id}`,
+        ),
+      );
     }
     this.#pending.clear();
     this.#options.onShutdown(reason);

@@ -79,14 +79,22 @@ export class VfioUserClient {
     this.#options = options;
     this.#log = (options.log ?? pino({ level: 'silent' })).child({ client: socketPath });
     this.maxDataXferSize = offeredCapabilities(options.capabilities).maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
-    const dmaRequests: dmaCommands.DmaRequestContext = { table: this.dma, served: this.served, maxDataXferSize: this.maxDataXferSize, log: this.#log };
+    const dmaRequests: dmaCommands.DmaRequestContext = {
+      table: this.dma,
+      served: this.served,
+      maxDataXferSize: this.maxDataXferSize,
+      log: this.#log,
+    };
     this.#channel = new RequestChannel(fd, {
       maxMessageSize: options.maxMessageSize ?? Math.max(Limits.MAX_MESSAGE_SIZE, this.maxDataXferSize) + 4096,
       timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
       log: this.#log,
-      onRequest: (header, message, fds) => dmaCommands.serveDmaRequest(this.#channel, dmaRequests, header, message, fds),
+      onRequest: (header, message, fds) =>
+        dmaCommands.serveDmaRequest(this.#channel, dmaRequests, header, message, fds),
       onShutdown: (reason) =>
-        this.#irqs.closeAll(new VfioUserClientError(Errno.ECONNRESET, VfioUserCommand.DEVICE_SET_IRQS, `connection closed (${reason})`)),
+        this.#irqs.closeAll(
+          new VfioUserClientError(Errno.ECONNRESET, VfioUserCommand.DEVICE_SET_IRQS, `connection closed (${reason})`),
+        ),
     });
     this.closed = this.#channel.closed;
   }
@@ -158,7 +166,11 @@ export class VfioUserClient {
    * an error reply resolves (look at header.flags/error): tests assert errnos.
    * With `expectId: null` nothing is awaited (resolves undefined).
    */
-  sendRaw(bytes: Uint8Array, fds: readonly number[] = [], opts: { expectId?: number | null; timeoutMs?: number } = {}): Promise<RawMessage | undefined> {
+  sendRaw(
+    bytes: Uint8Array,
+    fds: readonly number[] = [],
+    opts: { expectId?: number | null; timeoutMs?: number } = {},
+  ): Promise<RawMessage | undefined> {
     return this.#channel.sendRaw(bytes, fds, opts);
   }
 
@@ -219,7 +231,12 @@ export class VfioUserClient {
    * REGION_WRITE. With `posted`, the write carries NO_REPLY (like QEMU's posted
    * BAR writes): it resolves once queued and errors are never reported.
    */
-  regionWrite(index: number, offset: bigint | number, data: Uint8Array, opts: { posted?: boolean } = {}): Promise<void> {
+  regionWrite(
+    index: number,
+    offset: bigint | number,
+    data: Uint8Array,
+    opts: { posted?: boolean } = {},
+  ): Promise<void> {
     return regions.regionWrite(this.#channel, index, offset, data, opts.posted ?? false);
   }
 

@@ -15,7 +15,15 @@
 import { pathToFileURL } from 'node:url';
 import { PciDevice, ScatterGather, serve, createLogger, VfioUserError, Errno, type Logger } from 'vfio-user-ts';
 
-export const DmaReg = { ADDR_LO: 0x00, ADDR_HI: 0x04, LEN: 0x08, SEED: 0x0c, DOORBELL: 0x10, STATUS: 0x14, SUM: 0x18 } as const;
+export const DmaReg = {
+  ADDR_LO: 0x00,
+  ADDR_HI: 0x04,
+  LEN: 0x08,
+  SEED: 0x0c,
+  DOORBELL: 0x10,
+  STATUS: 0x14,
+  SUM: 0x18,
+} as const;
 const MAX_LEN = 1 << 20;
 
 export function createDmaDevice(log?: Logger): PciDevice {
@@ -30,7 +38,10 @@ export function createDmaDevice(log?: Logger): PciDevice {
       // One segment here; a real device would build the list from descriptors (PRPs, SGLs).
       const buffer = new ScatterGather([{ addr, length: len }]);
       if (op === 1) {
-        await buffer.write(dev.dma, new Uint8Array(len).map((_, i) => (regs[DmaReg.SEED >> 2]! + i) & 0xff));
+        await buffer.write(
+          dev.dma,
+          new Uint8Array(len).map((_, i) => (regs[DmaReg.SEED >> 2]! + i) & 0xff),
+        );
       } else {
         regs[DmaReg.SUM >> 2] = (await buffer.read(dev.dma)).reduce((sum, b) => (sum + b) >>> 0, 0);
       }
@@ -46,22 +57,24 @@ export function createDmaDevice(log?: Logger): PciDevice {
   const dev: PciDevice = new PciDevice({
     name: 'dma-fill',
     id: { vendor: 0x1234, device: 0xd3a0, classCode: 0xff0000 },
-    bars: [{
-      index: 0,
-      size: 0x1000,
-      read: (offset) => regs[offset >> 2] ?? 0,
-      write: (offset, size, value) => {
-        if (size !== 4 || offset >= DmaReg.STATUS) return; // STATUS and SUM are read-only
-        if (offset === DmaReg.DOORBELL) {
-          if (value !== 1 && value !== 2) return;
-          regs[DmaReg.STATUS >> 2] = 0;
-          // Run after this write's reply: never hold a reply on our own DMA (QEMU would deadlock).
-          job = job.then(() => run(value));
-          return;
-        }
-        regs[offset >> 2] = value;
+    bars: [
+      {
+        index: 0,
+        size: 0x1000,
+        read: (offset) => regs[offset >> 2] ?? 0,
+        write: (offset, size, value) => {
+          if (size !== 4 || offset >= DmaReg.STATUS) return; // STATUS and SUM are read-only
+          if (offset === DmaReg.DOORBELL) {
+            if (value !== 1 && value !== 2) return;
+            regs[DmaReg.STATUS >> 2] = 0;
+            // Run after this write's reply: never hold a reply on our own DMA (QEMU would deadlock).
+            job = job.then(() => run(value));
+            return;
+          }
+          regs[offset >> 2] = value;
+        },
       },
-    }],
+    ],
     interrupts: { intx: true, msi: { vectors: 1 }, msix: { vectors: 1, bar: 2 } },
     express: true,
     capabilities: [{ kind: 'pm' }],

@@ -19,25 +19,31 @@ export function createMinimalDevice(log?: Logger): PciDevice {
   const dev: PciDevice = new PciDevice({
     name: 'minimal',
     id: { vendor: 0x1b36, device: 0x0005, classCode: 0xff0000, revision: 1 },
-    bars: [{
-      index: 0,
-      size: 0x1000,
-      read: (offset) => {
-        switch (offset & ~3) {
-          case MinimalReg.MAGIC: return MAGIC;
-          case MinimalReg.SCRATCH: return scratch;
-          case MinimalReg.RINGS: return rings;
-          default: return 0;
-        }
+    bars: [
+      {
+        index: 0,
+        size: 0x1000,
+        read: (offset) => {
+          switch (offset & ~3) {
+            case MinimalReg.MAGIC:
+              return MAGIC;
+            case MinimalReg.SCRATCH:
+              return scratch;
+            case MinimalReg.RINGS:
+              return rings;
+            default:
+              return 0;
+          }
+        },
+        write: (offset, _size, value) => {
+          if (offset === MinimalReg.SCRATCH) scratch = value;
+          if (offset === MinimalReg.DOORBELL) {
+            rings++;
+            dev.irq.trigger(value % 2);
+          }
+        },
       },
-      write: (offset, _size, value) => {
-        if (offset === MinimalReg.SCRATCH) scratch = value;
-        if (offset === MinimalReg.DOORBELL) {
-          rings++;
-          dev.irq.trigger(value % 2);
-        }
-      },
-    }],
+    ],
     interrupts: { intx: true, msix: { vectors: 2, bar: 1 } },
     onReset: () => {
       scratch = 0;

@@ -42,10 +42,22 @@ export function writeCpio(entries: CpioEntry[]): Buffer {
     const path = e.path.replace(/^\/+/, '');
     if (!path || path.split('/').includes('..')) throw new Error(`cpio: bad path ${JSON.stringify(e.path)}`);
     switch (e.type) {
-      case 'dir': push(path, S_IFDIR | (e.mode ?? 0o755), Buffer.alloc(0), [0, 0], 2); break;
-      case 'file': push(path, S_IFREG | (e.mode ?? 0o644), typeof e.data === 'string' ? Buffer.from(e.data, 'utf8') : Buffer.from(e.data)); break;
-      case 'symlink': push(path, S_IFLNK | 0o777, Buffer.from(e.target, 'utf8')); break;
-      case 'char': push(path, S_IFCHR | (e.mode ?? 0o600), Buffer.alloc(0), [e.major, e.minor]); break;
+      case 'dir':
+        push(path, S_IFDIR | (e.mode ?? 0o755), Buffer.alloc(0), [0, 0], 2);
+        break;
+      case 'file':
+        push(
+          path,
+          S_IFREG | (e.mode ?? 0o644),
+          typeof e.data === 'string' ? Buffer.from(e.data, 'utf8') : Buffer.from(e.data),
+        );
+        break;
+      case 'symlink':
+        push(path, S_IFLNK | 0o777, Buffer.from(e.target, 'utf8'));
+        break;
+      case 'char':
+        push(path, S_IFCHR | (e.mode ?? 0o600), Buffer.alloc(0), [e.major, e.minor]);
+        break;
     }
   }
   ino = 0;

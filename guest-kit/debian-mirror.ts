@@ -22,9 +22,15 @@ export function parseDeb822Sources(text: string): AptSource[] {
     let last: string | undefined;
     for (const raw of paragraph.split('\n')) {
       if (raw.startsWith('#')) continue;
-      if (/^\s/.test(raw) && last) { fields[last] += ' ' + raw.trim(); continue; }
+      if (/^\s/.test(raw) && last) {
+        fields[last] += ' ' + raw.trim();
+        continue;
+      }
       const m = /^([A-Za-z0-9-]+):\s*(.*)$/.exec(raw);
-      if (m) { last = m[1].toLowerCase(); fields[last] = m[2].trim(); }
+      if (m) {
+        last = m[1].toLowerCase();
+        fields[last] = m[2].trim();
+      }
     }
     if (!fields.types?.split(/\s+/).includes('deb') || !fields.uris) continue;
     if (fields.enabled?.toLowerCase() === 'no') continue;
@@ -69,7 +75,8 @@ export function systemAptSources(etcApt = '/etc/apt'): AptSource[] {
   return sources;
 }
 
-const DEBIAN_SUITE = /^(buster|bullseye|bookworm|trixie|forky|sid|stable|testing|unstable|oldstable)(-updates|-backports)?$/;
+const DEBIAN_SUITE =
+  /^(buster|bullseye|bookworm|trixie|forky|sid|stable|testing|unstable|oldstable)(-updates|-backports)?$/;
 
 /**
  * The main Debian archive URI (not the security archive) among the machine's sources:
@@ -80,7 +87,8 @@ export function debianMirror(sources?: AptSource[], env: NodeJS.ProcessEnv = pro
   if (override) return override.replace(/\/+$/, '');
   sources ??= systemAptSources();
   const hit = sources.find(
-    (s) => s.components.includes('main') && s.suites.some((suite) => DEBIAN_SUITE.test(suite)) && !/security/.test(s.uri),
+    (s) =>
+      s.components.includes('main') && s.suites.some((suite) => DEBIAN_SUITE.test(suite)) && !/security/.test(s.uri),
   );
   if (!hit) throw new Error('guest kit: no Debian mirror in /etc/apt (set VFIO_USER_TS_DEBIAN_MIRROR)');
   return hit.uri.replace(/\/+$/, '');

@@ -17,15 +17,29 @@ import { ensureKit, type Kit } from './kit.js';
  * jitter-entropy sampling, BPF/tracing setup: about 35% of boot time under TCG).
  */
 export const KERNEL_CMDLINE = [
-  'console=ttyS0', 'panic=-1', 'oops=panic', 'quiet', 'loglevel=4',
-  'no_timer_check', 'tsc=unstable', 'i8042.noaux', 'i8042.nokbd', 'i8042.nopnp',
-  'random.trust_cpu=on', 'mitigations=off', 'nokaslr', 'cryptomgr.notests',
+  'console=ttyS0',
+  'panic=-1',
+  'oops=panic',
+  'quiet',
+  'loglevel=4',
+  'no_timer_check',
+  'tsc=unstable',
+  'i8042.noaux',
+  'i8042.nokbd',
+  'i8042.nopnp',
+  'random.trust_cpu=on',
+  'mitigations=off',
+  'nokaslr',
+  'cryptomgr.notests',
   'initcall_blacklist=jent_mod_init,bpf_tcp_ca_kfunc_init,trace_eval_init,depot_debugfs_init',
 ].join(' ');
 
 /** A guest failure (timeout, QEMU error, missing GUEST-EXIT) with the whole serial log. */
 export class GuestError extends Error {
-  constructor(message: string, readonly serial: string) {
+  constructor(
+    message: string,
+    readonly serial: string,
+  ) {
     super(`${message}\n----- serial console and QEMU stderr -----\n${serial}\n----- end -----`);
     this.name = 'GuestError';
   }
@@ -36,22 +50,44 @@ export function qemuArguments(kit: Kit, options: GuestOptions, initrd: string, i
   const mem = options.memoryMiB ?? 512;
   const shared = (options.sharedMemory ?? true) !== false;
   const smp = options.smp ?? 1;
-  if (!Number.isInteger(mem) || mem < 64 || mem > 65536) throw new RangeError(`guest: memoryMiB must be an integer 64..65536, not ${mem}`);
-  if (!Number.isInteger(smp) || smp < 1 || smp > 64) throw new RangeError(`guest: smp must be an integer 1..64, not ${smp}`);
+  if (!Number.isInteger(mem) || mem < 64 || mem > 65536)
+    throw new RangeError(`guest: memoryMiB must be an integer 64..65536, not ${mem}`);
+  if (!Number.isInteger(smp) || smp < 1 || smp > 64)
+    throw new RangeError(`guest: smp must be an integer 1..64, not ${smp}`);
   const args = [
-    '-accel', 'tcg',
-    '-machine', shared ? 'q35,memory-backend=mem' : 'q35',
-    '-m', `${mem}M`,
-    '-smp', String(smp),
-    '-nodefaults', '-no-user-config', '-no-reboot', '-net', 'none',
-    '-kernel', kit.kernel, '-initrd', initrd, '-append', KERNEL_CMDLINE,
+    '-accel',
+    'tcg',
+    '-machine',
+    shared ? 'q35,memory-backend=mem' : 'q35',
+    '-m',
+    `${mem}M`,
+    '-smp',
+    String(smp),
+    '-nodefaults',
+    '-no-user-config',
+    '-no-reboot',
+    '-net',
+    'none',
+    '-kernel',
+    kit.kernel,
+    '-initrd',
+    initrd,
+    '-append',
+    KERNEL_CMDLINE,
   ];
-  if (shared) args.push('-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on${options.sharedMemory === 'unsealed' ? ',seal=off' : ''}`);
+  if (shared)
+    args.push(
+      '-object',
+      `memory-backend-memfd,id=mem,size=${mem}M,share=on${options.sharedMemory === 'unsealed' ? ',seal=off' : ''}`,
+    );
   // Interactive: the terminal is QEMU's (raw mode, Ctrl-A x quits); tests: plain pipes.
   args.push(...(interactive ? ['-nographic', '-serial', 'mon:stdio'] : ['-display', 'none', '-serial', 'stdio']));
   // JSON syntax: `socket` is a SocketAddress struct (and paths may contain commas).
   options.devices.forEach((d, i) => {
-    args.push('-device', JSON.stringify({ driver: 'vfio-user-pci', id: d.id ?? `vfu${i}`, socket: { type: 'unix', path: d.socketPath } }));
+    args.push(
+      '-device',
+      JSON.stringify({ driver: 'vfio-user-pci', id: d.id ?? `vfu${i}`, socket: { type: 'unix', path: d.socketPath } }),
+    );
   });
   args.push(...(options.qemuArgs ?? []));
   return args;
@@ -61,13 +97,18 @@ export function qemuArguments(kit: Kit, options: GuestOptions, initrd: string, i
 export function prepareInitrd(kit: Kit, options: GuestOptions, keepRunning = false): { dir: string; initrd: string } {
   const dir = mkdtempSync(join(tmpdir(), 'vfio-user-ts-guest-'));
   const initrd = join(dir, 'initramfs.cpio');
-  writeFileSync(initrd, buildInitramfs(kit, { script: options.script, modules: options.modules, files: options.files, keepRunning }));
+  writeFileSync(
+    initrd,
+    buildInitramfs(kit, { script: options.script, modules: options.modules, files: options.files, keepRunning }),
+  );
   return { dir, initrd };
 }
 
 /** QEMUs still running: killed when this process exits, so a crashed test never leaves a guest behind. */
 const live = new Set<ChildProcess>();
-process.on('exit', () => { for (const c of live) c.kill('SIGKILL'); });
+process.on('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
 
 /** Our own death kills QEMU too (even on SIGKILL of this process), when util-linux's setpriv is there. */
 function withParentDeathSignal(file: string, args: string[]): [string, string[]] {
@@ -106,14 +147,19 @@ export async function startGuest(options: GuestOptions): Promise<Guest> {
   // A guest that prints forever must not eat the host's memory: keep the head and the tail.
   const bounded = (list: string[], line: string): void => {
     list.push(line);
-    if (list.length > MAX_LINES) list.splice(KEEP_HEAD_LINES, list.length - MAX_LINES / 2, '[vfio-user-ts] ... serial lines dropped ...');
+    if (list.length > MAX_LINES)
+      list.splice(KEEP_HEAD_LINES, list.length - MAX_LINES / 2, '[vfio-user-ts] ... serial lines dropped ...');
   };
   const onLine = (line: string): void => {
     bounded(lines, line);
     bounded(log, line);
     for (const w of waiters) {
       const m = line.match(w.pattern);
-      if (m) { waiters.delete(w); clearTimeout(w.timer); w.resolve(m); }
+      if (m) {
+        waiters.delete(w);
+        clearTimeout(w.timer);
+        w.resolve(m);
+      }
     }
   };
   let partial = '';
@@ -130,7 +176,10 @@ export async function startGuest(options: GuestOptions): Promise<Guest> {
   });
   child.stdin.on('error', () => undefined);
 
-  const hardTimer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, timeoutMs);
+  const hardTimer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
   const exited = new Promise<GuestResult>((resolve) => {
     let finished = false;
     const finish = (code: number | null, why: string): void => {
@@ -143,7 +192,10 @@ export async function startGuest(options: GuestOptions): Promise<Guest> {
       live.delete(child);
       ended = timedOut ? `guest timed out after ${timeoutMs} ms (QEMU killed)` : why;
       log.push(`[vfio-user-ts] ${ended}`);
-      for (const w of waiters) { clearTimeout(w.timer); w.reject(new GuestError(`${ended}; no line matched ${w.pattern}`, serial())); }
+      for (const w of waiters) {
+        clearTimeout(w.timer);
+        w.reject(new GuestError(`${ended}; no line matched ${w.pattern}`, serial()));
+      }
       waiters.clear();
       rmSync(dir, { recursive: true, force: true });
       const results: Record<string, string> = {};
@@ -154,7 +206,9 @@ export async function startGuest(options: GuestOptions): Promise<Guest> {
       resolve({ code, serial: serial(), results });
     };
     child.on('error', (err) => finish(null, `QEMU failed to start: ${err.message}`));
-    child.on('close', (code, signal) => finish(code, `QEMU exited (code ${code}${signal ? `, signal ${signal}` : ''})`));
+    child.on('close', (code, signal) =>
+      finish(code, `QEMU exited (code ${code}${signal ? `, signal ${signal}` : ''})`),
+    );
   });
 
   return {
@@ -165,8 +219,13 @@ export async function startGuest(options: GuestOptions): Promise<Guest> {
       if (ended) return Promise.reject(new GuestError(`${ended}; no line matched ${pattern}`, serial()));
       return new Promise((resolve, reject) => {
         const w: Waiter = {
-          pattern, resolve, reject,
-          timer: setTimeout(() => { waiters.delete(w); reject(new GuestError(`no serial line matched ${pattern} within ${waitMs} ms`, serial())); }, waitMs),
+          pattern,
+          resolve,
+          reject,
+          timer: setTimeout(() => {
+            waiters.delete(w);
+            reject(new GuestError(`no serial line matched ${pattern} within ${waitMs} ms`, serial()));
+          }, waitMs),
         };
         waiters.add(w);
       });

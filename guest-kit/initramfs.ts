@@ -53,10 +53,28 @@ export function buildInitramfs(kit: Kit, options: InitramfsOptions): Buffer {
     const parts = path.split('/').filter(Boolean);
     for (let i = 1; i <= parts.length; i++) {
       const p = parts.slice(0, i).join('/');
-      if (!dirs.has(p)) { dirs.add(p); entries.push({ type: 'dir', path: p }); }
+      if (!dirs.has(p)) {
+        dirs.add(p);
+        entries.push({ type: 'dir', path: p });
+      }
     }
   };
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'root', 'etc', 'lib/modules', 'mnt']) dir(d);
+  for (const d of [
+    'bin',
+    'sbin',
+    'usr/bin',
+    'usr/sbin',
+    'dev',
+    'proc',
+    'sys',
+    'tmp',
+    'run',
+    'root',
+    'etc',
+    'lib/modules',
+    'mnt',
+  ])
+    dir(d);
   entries.push({ type: 'char', path: 'dev/console', major: 5, minor: 1 });
   entries.push({ type: 'char', path: 'dev/null', major: 1, minor: 3, mode: 0o666 });
   entries.push({ type: 'file', path: 'bin/busybox', data: readFileSync(kit.busybox), mode: 0o755 });

@@ -10,7 +10,10 @@ import { join, relative } from 'node:path';
 
 /** Canonical module name: as the kernel sees it ('-' and '_' are the same). */
 export function moduleName(name: string): string {
-  return name.replace(/\.ko(\.xz|\.zst|\.gz)?$/, '').replace(/.*\//, '').replace(/-/g, '_');
+  return name
+    .replace(/\.ko(\.xz|\.zst|\.gz)?$/, '')
+    .replace(/.*\//, '')
+    .replace(/-/g, '_');
 }
 
 /** The `depends=` list in a module's .modinfo strings. */
@@ -29,7 +32,11 @@ export class KernelModules {
    * @param koDir  where decompressed modules are kept
    * @param unxz   command that decompresses stdin to stdout
    */
-  constructor(readonly tree: string, readonly koDir: string, readonly unxz: string[]) {}
+  constructor(
+    readonly tree: string,
+    readonly koDir: string,
+    readonly unxz: string[],
+  ) {}
 
   private files(): Map<string, string> {
     if (this.index) return this.index;
@@ -49,7 +56,9 @@ export class KernelModules {
   private isBuiltin(name: string): boolean {
     if (!this.builtin) {
       const file = join(this.tree, 'modules.builtin');
-      this.builtin = new Set(existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map(moduleName) : []);
+      this.builtin = new Set(
+        existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).map(moduleName) : [],
+      );
     }
     return this.builtin.has(name);
   }
@@ -80,7 +89,10 @@ export class KernelModules {
       const name = moduleName(raw);
       if (seen.has(name)) return;
       if (chain.includes(name)) throw new Error(`guest kit: module dependency cycle ${[...chain, name].join(' -> ')}`);
-      if (this.isBuiltin(name)) { seen.add(name); return; }
+      if (this.isBuiltin(name)) {
+        seen.add(name);
+        return;
+      }
       const path = this.decompressed(name);
       for (const dep of moduleDepends(readFileSync(path))) visit(dep, [...chain, name]);
       seen.add(name);

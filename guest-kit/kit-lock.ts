@@ -34,7 +34,10 @@ export async function withDirLock<T>(lockDir: string, timeoutMs: number, fn: () 
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       if (!ownerAlive(lockDir)) {
         // Seen dead twice in a row (not a racing fresh owner): take it over.
-        if (++staleChecks >= 2) { rmSync(lockDir, { recursive: true, force: true }); staleChecks = 0; }
+        if (++staleChecks >= 2) {
+          rmSync(lockDir, { recursive: true, force: true });
+          staleChecks = 0;
+        }
       } else staleChecks = 0;
       if (Date.now() > deadline) throw new Error(`guest kit: timed out waiting for lock ${lockDir}`);
       await sleep(500);

@@ -6,7 +6,18 @@
  * marks a finished kit, which later runs reuse at once.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, copyFileSync, chmodSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  copyFileSync,
+  chmodSync,
+} from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -45,26 +56,41 @@ export interface Command {
 export class Kit {
   readonly modules: KernelModules;
 
-  constructor(readonly dir: string, readonly stamp: KitStamp) {
+  constructor(
+    readonly dir: string,
+    readonly stamp: KitStamp,
+  ) {
     const unxz = existsSync('/usr/bin/xz') ? ['/usr/bin/xz', '-dc'] : [this.busybox, 'unxz', '-c'];
     this.modules = new KernelModules(join(dir, 'guest/modules'), join(dir, 'guest/ko'), unxz);
   }
 
-  get qemuRoot(): string { return join(this.dir, 'qemu'); }
-  get kernel(): string { return join(this.dir, 'guest/vmlinuz'); }
-  get busybox(): string { return join(this.dir, 'guest/busybox'); }
+  get qemuRoot(): string {
+    return join(this.dir, 'qemu');
+  }
+  get kernel(): string {
+    return join(this.dir, 'guest/vmlinuz');
+  }
+  get busybox(): string {
+    return join(this.dir, 'guest/busybox');
+  }
 
   /** qemu-system-x86_64 run through the kit's own loader and libraries; append machine arguments. */
   qemu(): Command {
     const root = this.qemuRoot;
-    const libDirs = readFileSync(join(root, 'lib-dirs'), 'utf8').split('\n').filter(Boolean).map((d) => join(root, d));
+    const libDirs = readFileSync(join(root, 'lib-dirs'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((d) => join(root, d));
     return {
       file: join(root, 'usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2'),
       args: [
-        '--library-path', libDirs.join(':'),
+        '--library-path',
+        libDirs.join(':'),
         join(root, 'usr/bin/qemu-system-x86_64'),
-        '-L', join(root, 'usr/share/qemu'),
-        '-L', join(root, 'usr/share/seabios'),
+        '-L',
+        join(root, 'usr/share/qemu'),
+        '-L',
+        join(root, 'usr/share/seabios'),
       ],
       env: { QEMU_MODULE_DIR: join(root, 'usr/lib/x86_64-linux-gnu/qemu') },
     };
@@ -94,13 +120,17 @@ export function loadKit(): Kit | undefined {
 
 /** Why the kit cannot be provisioned on this machine, or undefined if it might be. */
 export function provisioningBlocker(): string | undefined {
-  if (process.platform !== 'linux' || process.arch !== 'x64') return `guest kit needs linux/x64 (this is ${process.platform}/${process.arch})`;
-  for (const tool of ['/usr/bin/apt-get', '/usr/bin/dpkg']) if (!existsSync(tool)) return `guest kit needs ${tool} (Debian/Ubuntu)`;
+  if (process.platform !== 'linux' || process.arch !== 'x64')
+    return `guest kit needs linux/x64 (this is ${process.platform}/${process.arch})`;
+  for (const tool of ['/usr/bin/apt-get', '/usr/bin/dpkg'])
+    if (!existsSync(tool)) return `guest kit needs ${tool} (Debian/Ubuntu)`;
   return undefined;
 }
 
 /** Returns the kit, provisioning it first if needed (idempotent, safe across processes). */
-export async function ensureKit(log: Logger = createLogger({ pretty: false }).child({ component: 'guest-kit' })): Promise<Kit> {
+export async function ensureKit(
+  log: Logger = createLogger({ pretty: false }).child({ component: 'guest-kit' }),
+): Promise<Kit> {
   const ready = loadKit();
   if (ready) return ready;
   const blocker = provisioningBlocker();
@@ -130,7 +160,10 @@ async function provision(log: Logger): Promise<Kit> {
   rmSync(final, { recursive: true, force: true });
   mkdirSync(join(work, 'guest'), { recursive: true });
   const apt = new PrivateApt(join(work, 'apt'));
-  log.info({ mirror: apt.mirror, dir: final }, 'provisioning guest kit (QEMU from trixie-backports, trixie kernel, busybox)');
+  log.info(
+    { mirror: apt.mirror, dir: final },
+    'provisioning guest kit (QEMU from trixie-backports, trixie kernel, busybox)',
+  );
   await apt.update();
 
   // QEMU and everything it links, for an empty system.

@@ -20,33 +20,51 @@ export class PrivateApt {
   readonly archives: string;
   private keyring = SYSTEM_KEYRING;
 
-  constructor(readonly dir: string, readonly mirror = debianMirror()) {
+  constructor(
+    readonly dir: string,
+    readonly mirror = debianMirror(),
+  ) {
     this.archives = join(dir, 'archives');
   }
 
   private options(): string[] {
     const d = this.dir;
     return [
-      '-o', `Dir::Etc::sourcelist=${join(d, 'sources.list')}`,
-      '-o', 'Dir::Etc::sourceparts=-',
-      '-o', `Dir::State::Lists=${join(d, 'lists')}`,
-      '-o', `Dir::State::status=${join(d, 'status')}`,
-      '-o', `Dir::Cache=${join(d, 'cache')}`,
-      '-o', `Dir::Cache::archives=${this.archives}`,
-      '-o', 'Debug::NoLocking=1',
-      '-o', `Dir::Etc::preferences=${join(d, 'preferences')}`,
-      '-o', `Dir::Etc::preferencesparts=${join(d, 'preferences.d')}`,
-      '-o', 'APT::Architecture=amd64',
-      '-o', 'APT::Architectures=amd64',
-      '-o', 'APT::Sandbox::User=root',
-      '-o', 'Acquire::Retries=3',
+      '-o',
+      `Dir::Etc::sourcelist=${join(d, 'sources.list')}`,
+      '-o',
+      'Dir::Etc::sourceparts=-',
+      '-o',
+      `Dir::State::Lists=${join(d, 'lists')}`,
+      '-o',
+      `Dir::State::status=${join(d, 'status')}`,
+      '-o',
+      `Dir::Cache=${join(d, 'cache')}`,
+      '-o',
+      `Dir::Cache::archives=${this.archives}`,
+      '-o',
+      'Debug::NoLocking=1',
+      '-o',
+      `Dir::Etc::preferences=${join(d, 'preferences')}`,
+      '-o',
+      `Dir::Etc::preferencesparts=${join(d, 'preferences.d')}`,
+      '-o',
+      'APT::Architecture=amd64',
+      '-o',
+      'APT::Architectures=amd64',
+      '-o',
+      'APT::Sandbox::User=root',
+      '-o',
+      'Acquire::Retries=3',
     ];
   }
 
   private writeSources(): void {
     const opt = `[arch=amd64 signed-by=${this.keyring}]`;
-    writeFileSync(join(this.dir, 'sources.list'),
-      `deb ${opt} ${this.mirror} trixie main\ndeb ${opt} ${this.mirror} trixie-backports main\n`);
+    writeFileSync(
+      join(this.dir, 'sources.list'),
+      `deb ${opt} ${this.mirror} trixie main\ndeb ${opt} ${this.mirror} trixie-backports main\n`,
+    );
   }
 
   /** Runs apt-get (or apt-cache) with the private options; returns stdout. */
@@ -62,7 +80,8 @@ export class PrivateApt {
 
   /** Creates the directories and fetches the package lists (falls back to a newer keyring if trixie's keys are missing). */
   async update(): Promise<void> {
-    for (const sub of ['lists/partial', 'archives/partial', 'cache', 'download', 'preferences.d']) mkdirSync(join(this.dir, sub), { recursive: true });
+    for (const sub of ['lists/partial', 'archives/partial', 'cache', 'download', 'preferences.d'])
+      mkdirSync(join(this.dir, sub), { recursive: true });
     writeFileSync(join(this.dir, 'status'), '');
     this.writeSources();
     try {
@@ -79,14 +98,18 @@ export class PrivateApt {
   async downloadWithDependencies(packages: string[], targetRelease?: string): Promise<string[]> {
     const release = targetRelease ? ['-t', targetRelease] : [];
     await this.apt('apt-get', ['--download-only', '--no-install-recommends', '-y', 'install', ...release, ...packages]);
-    return readdirSync(this.archives).filter((f) => f.endsWith('.deb')).map((f) => join(this.archives, f));
+    return readdirSync(this.archives)
+      .filter((f) => f.endsWith('.deb'))
+      .map((f) => join(this.archives, f));
   }
 
   /** Downloads exactly these packages (no dependencies); returns the .deb paths. */
   async download(packages: string[]): Promise<string[]> {
     const dir = join(this.dir, 'download');
     await this.apt('apt-get', ['download', ...packages], dir);
-    return readdirSync(dir).filter((f) => f.endsWith('.deb')).map((f) => join(dir, f));
+    return readdirSync(dir)
+      .filter((f) => f.endsWith('.deb'))
+      .map((f) => join(dir, f));
   }
 }
 
@@ -98,7 +121,8 @@ export class PrivateApt {
 async function newerSystemKeyring(dir: string): Promise<string> {
   const out = join(dir, 'keyring');
   mkdirSync(out, { recursive: true });
-  const download = (): Promise<unknown> => run('apt-get', ['-o', 'APT::Sandbox::User=root', 'download', 'debian-archive-keyring'], { cwd: out });
+  const download = (): Promise<unknown> =>
+    run('apt-get', ['-o', 'APT::Sandbox::User=root', 'download', 'debian-archive-keyring'], { cwd: out });
   try {
     await download();
   } catch {

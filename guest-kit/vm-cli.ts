@@ -44,7 +44,14 @@ setsid cttyhack sh -l
 `;
 }
 
-interface CliOptions { sockets: string[]; share: boolean; smp: number; memory: number; modules: string[]; qemuArgs: string[]; }
+interface CliOptions {
+  sockets: string[];
+  share: boolean;
+  smp: number;
+  memory: number;
+  modules: string[];
+  qemuArgs: string[];
+}
 
 function parseArgs(argv: string[]): CliOptions {
   const o: CliOptions = { sockets: [], share: true, smp: 1, memory: 512, modules: [], qemuArgs: [] };
@@ -61,14 +68,32 @@ function parseArgs(argv: string[]): CliOptions {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     switch (a) {
-      case '--socket': o.sockets.push(resolve(value(++i, a))); break;
-      case '--no-share': o.share = false; break;
-      case '--smp': o.smp = int(value(++i, a), a, 1, 64); break;
-      case '--memory': o.memory = int(value(++i, a), a, 64, 65536); break;
-      case '--module': o.modules.push(value(++i, a)); break;
-      case '--': o.qemuArgs = argv.slice(i + 1); i = argv.length; break;
-      case '-h': case '--help': console.log(USAGE); process.exit(0); break;
-      default: throw new Error(`unknown argument ${a}\n${USAGE}`);
+      case '--socket':
+        o.sockets.push(resolve(value(++i, a)));
+        break;
+      case '--no-share':
+        o.share = false;
+        break;
+      case '--smp':
+        o.smp = int(value(++i, a), a, 1, 64);
+        break;
+      case '--memory':
+        o.memory = int(value(++i, a), a, 64, 65536);
+        break;
+      case '--module':
+        o.modules.push(value(++i, a));
+        break;
+      case '--':
+        o.qemuArgs = argv.slice(i + 1);
+        i = argv.length;
+        break;
+      case '-h':
+      case '--help':
+        console.log(USAGE);
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown argument ${a}\n${USAGE}`);
     }
   }
   return o;
@@ -89,8 +114,10 @@ function findSockets(dir: string): string[] {
 async function main(): Promise<number> {
   const cli = parseArgs(process.argv.slice(2));
   const sockets = cli.sockets.length ? cli.sockets : findSockets(resolve('run'));
-  for (const s of sockets) if (!existsSync(s) || !statSync(s).isSocket()) throw new Error(`not a socket: ${s} (is the daemon running?)`);
-  if (!sockets.length) console.error('vm: no device sockets (none given, none under ./run/): booting without vfio-user devices');
+  for (const s of sockets)
+    if (!existsSync(s) || !statSync(s).isSocket()) throw new Error(`not a socket: ${s} (is the daemon running?)`);
+  if (!sockets.length)
+    console.error('vm: no device sockets (none given, none under ./run/): booting without vfio-user devices');
   const kit = await ensureKit(createLogger({ pretty: false }).child({ component: 'guest-kit' }));
   const options: GuestOptions = {
     devices: sockets.map((socketPath) => ({ socketPath })),
@@ -104,7 +131,9 @@ async function main(): Promise<number> {
   };
   const { dir, initrd } = prepareInitrd(kit, options);
   const cmd = kit.qemu();
-  console.error(`vm: QEMU ${kit.stamp.qemuVersion}, Linux ${kit.stamp.kernelRelease}, devices: ${sockets.join(' ') || 'none'}; Ctrl-A x quits`);
+  console.error(
+    `vm: QEMU ${kit.stamp.qemuVersion}, Linux ${kit.stamp.kernelRelease}, devices: ${sockets.join(' ') || 'none'}; Ctrl-A x quits`,
+  );
   const child = spawn(cmd.file, [...cmd.args, ...qemuArguments(kit, options, initrd, true)], {
     env: { ...process.env, ...cmd.env },
     stdio: 'inherit',
@@ -112,12 +141,22 @@ async function main(): Promise<number> {
   // Ctrl-C belongs to the guest (QEMU owns the raw terminal); never kill QEMU from here.
   process.on('SIGINT', () => undefined);
   return new Promise((resolveExit) => {
-    child.on('error', (err) => { console.error(`vm: ${err.message}`); rmSync(dir, { recursive: true, force: true }); resolveExit(1); });
-    child.on('close', (code) => { rmSync(dir, { recursive: true, force: true }); resolveExit(code ?? 1); });
+    child.on('error', (err) => {
+      console.error(`vm: ${err.message}`);
+      rmSync(dir, { recursive: true, force: true });
+      resolveExit(1);
+    });
+    child.on('close', (code) => {
+      rmSync(dir, { recursive: true, force: true });
+      resolveExit(code ?? 1);
+    });
   });
 }
 
-main().then((code) => process.exit(code), (err: unknown) => {
-  console.error(`vm: ${(err as Error).message}`);
-  process.exit(2);
-});
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(`vm: ${(err as Error).message}`);
+    process.exit(2);
+  },
+);

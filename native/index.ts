@@ -30,7 +30,9 @@ function findPackageRoot(start: string): string {
  */
 function load(): AddonBinding {
   const override = process.env.VFIO_USER_NATIVE_ADDON;
-  const file = override ? override : join(findPackageRoot(dirname(fileURLToPath(import.meta.url))), 'build', 'Release', 'vfio_user_native.node');
+  const file = override
+    ? override
+    : join(findPackageRoot(dirname(fileURLToPath(import.meta.url))), 'build', 'Release', 'vfio_user_native.node');
   if (!existsSync(file)) {
     throw new Error(`vfio-user-ts: native addon missing (${file}); run \`npm install\` (it builds it with node-gyp)`);
   }

@@ -20,7 +20,15 @@
  * there (it copies what the kernel does not take at once, as send does).
  * Anything else goes to the addon's send unchanged, so its errors are the same.
  */
-import type { AddonBinding, AddonChannel, AddonChannelOptions, AddonMessageCallback, CloseCallback, MessageCallback, NativeChannel } from './types.js';
+import type {
+  AddonBinding,
+  AddonChannel,
+  AddonChannelOptions,
+  AddonMessageCallback,
+  CloseCallback,
+  MessageCallback,
+  NativeChannel,
+} from './types.js';
 
 /** Bytes of the per-channel receive staging buffer: larger messages still arrive as native Buffers. */
 export const RECEIVE_STAGING_SIZE = 64 * 1024;
@@ -86,7 +94,12 @@ export function openStagedChannel(
   const tx = new Uint8Array(SEND_STAGING_SIZE);
   const staged: AddonChannelOptions =
     typeof options === 'object' && options !== null
-      ? { maxMessageSize: options.maxMessageSize, maxFds: options.maxFds, receiveStaging: rx.buffer, sendStaging: tx.buffer }
+      ? {
+          maxMessageSize: options.maxMessageSize,
+          maxFds: options.maxFds,
+          receiveStaging: rx.buffer,
+          sendStaging: tx.buffer,
+        }
       : (options as AddonChannelOptions);
   const deliver: AddonMessageCallback =
     typeof onMessage === 'function'

@@ -202,5 +202,10 @@ export interface AddonChannel extends NativeChannel {
 
 /** What build/Release/vfio_user_native.node exports: NativeBinding with the addon's own openChannel. */
 export interface AddonBinding extends Omit<NativeBinding, 'openChannel'> {
-  openChannel(fd: number, options: AddonChannelOptions, onMessage: AddonMessageCallback, onClose: CloseCallback): AddonChannel;
+  openChannel(
+    fd: number,
+    options: AddonChannelOptions,
+    onMessage: AddonMessageCallback,
+    onClose: CloseCallback,
+  ): AddonChannel;
 }

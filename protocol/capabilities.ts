@@ -104,7 +104,8 @@ export function parseCapabilities(json: string): Capabilities {
     const m = c.migration;
     if (!isObject(m)) bad('migration is not an object');
     const pgsize = uint(m, 'pgsize', 'migration.');
-    if (pgsize === undefined || pgsize === 0 || pgsize % 4096 !== 0) bad('migration.pgsize must be a non-zero multiple of 4096');
+    if (pgsize === undefined || pgsize === 0 || pgsize % 4096 !== 0)
+      bad('migration.pgsize must be a non-zero multiple of 4096');
     const maxBitmapSize = uint(m, 'max_bitmap_size', 'migration.');
     caps.migration = maxBitmapSize === undefined ? { pgsize } : { pgsize, maxBitmapSize };
   }
@@ -119,7 +120,15 @@ export function parseCapabilities(json: string): Capabilities {
 }
 
 /** Capability keys in the order they are dropped when a size budget forces it (least important first). */
-const OPTIONAL_ORDER = ['write_multiple', 'max_dma_maps', 'pgsizes', 'migration', 'twin_socket', 'max_data_xfer_size', 'max_msg_fds'] as const;
+const OPTIONAL_ORDER = [
+  'write_multiple',
+  'max_dma_maps',
+  'pgsizes',
+  'migration',
+  'twin_socket',
+  'max_data_xfer_size',
+  'max_msg_fds',
+] as const;
 
 function toJsonObject(caps: Partial<Capabilities>): Record<string, unknown> {
   const c: Record<string, unknown> = {};
@@ -128,14 +137,16 @@ function toJsonObject(caps: Partial<Capabilities>): Record<string, unknown> {
   if (caps.pgsizes !== undefined) c.pgsizes = caps.pgsizes;
   if (caps.maxDmaMaps !== undefined) c.max_dma_maps = caps.maxDmaMaps;
   if (caps.migration) {
-    c.migration = caps.migration.maxBitmapSize === undefined
-      ? { pgsize: caps.migration.pgsize }
-      : { pgsize: caps.migration.pgsize, max_bitmap_size: caps.migration.maxBitmapSize };
+    c.migration =
+      caps.migration.maxBitmapSize === undefined
+        ? { pgsize: caps.migration.pgsize }
+        : { pgsize: caps.migration.pgsize, max_bitmap_size: caps.migration.maxBitmapSize };
   }
   if (caps.twinSocket) {
-    c.twin_socket = caps.twinSocket.fdIndex === undefined
-      ? { supported: caps.twinSocket.supported }
-      : { supported: caps.twinSocket.supported, fd_index: caps.twinSocket.fdIndex };
+    c.twin_socket =
+      caps.twinSocket.fdIndex === undefined
+        ? { supported: caps.twinSocket.supported }
+        : { supported: caps.twinSocket.supported, fd_index: caps.twinSocket.fdIndex };
   }
   if (caps.writeMultiple) c.write_multiple = true;
   return c;

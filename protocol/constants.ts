@@ -59,7 +59,15 @@ export const RegionCap = { SPARSE_MMAP: 1, TYPE: 2, MSIX_MAPPABLE: 3 } as const;
 
 /** PCI region indexes (VFIO_PCI_*_REGION_INDEX). */
 export const PciRegion = {
-  BAR0: 0, BAR1: 1, BAR2: 2, BAR3: 3, BAR4: 4, BAR5: 5, ROM: 6, CONFIG: 7, VGA: 8,
+  BAR0: 0,
+  BAR1: 1,
+  BAR2: 2,
+  BAR3: 3,
+  BAR4: 4,
+  BAR5: 5,
+  ROM: 6,
+  CONFIG: 7,
+  VGA: 8,
   /** Number of standard PCI regions: a PCI device reports at least this many. */
   COUNT: 9,
 } as const;

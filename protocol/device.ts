@@ -21,7 +21,12 @@ const DEVICE_INFO = defineStruct<DeviceInfoMessage>({ argsz: 'u32', flags: 'u32'
 export const DEVICE_INFO_SIZE = DEVICE_INFO.size;
 
 export function encodeDeviceInfoRequest(id: number, argsz = DEVICE_INFO_SIZE): Uint8Array {
-  return DEVICE_INFO.encodeInto(newRequest(id, VfioUserCommand.DEVICE_GET_INFO, DEVICE_INFO_SIZE), { argsz, flags: 0, numRegions: 0, numIrqs: 0 });
+  return DEVICE_INFO.encodeInto(newRequest(id, VfioUserCommand.DEVICE_GET_INFO, DEVICE_INFO_SIZE), {
+    argsz,
+    flags: 0,
+    numRegions: 0,
+    numIrqs: 0,
+  });
 }
 
 export function encodeDeviceInfoReply(id: number, m: DeviceInfoMessage): Uint8Array {

@@ -41,7 +41,12 @@ export interface DmaUnmapMessage {
 
 const DMA_MAP = defineStruct<DmaMapMessage>({ argsz: 'u32', flags: 'u32', offset: 'u64', addr: 'u64', size: 'u64' });
 /** DMA_UNMAP without the optional bitmap. */
-const DMA_UNMAP = defineStruct<Omit<DmaUnmapMessage, 'bitmap'>>({ argsz: 'u32', flags: 'u32', addr: 'u64', size: 'u64' });
+const DMA_UNMAP = defineStruct<Omit<DmaUnmapMessage, 'bitmap'>>({
+  argsz: 'u32',
+  flags: 'u32',
+  addr: 'u64',
+  size: 'u64',
+});
 /** The bitmap struct's fixed part (its bytes follow it). */
 const DMA_BITMAP = defineStruct<Omit<DmaBitmap, 'data'>>({ pgsize: 'u64', size: 'u64' });
 
@@ -50,7 +55,10 @@ export const DMA_UNMAP_SIZE = DMA_UNMAP.size;
 const DMA_BITMAP_SIZE = DMA_BITMAP.size;
 
 export function encodeDmaMapRequest(id: number, m: Omit<DmaMapMessage, 'argsz'> & { argsz?: number }): Uint8Array {
-  return DMA_MAP.encodeInto(newRequest(id, VfioUserCommand.DMA_MAP, DMA_MAP_SIZE), { ...m, argsz: m.argsz ?? DMA_MAP_SIZE });
+  return DMA_MAP.encodeInto(newRequest(id, VfioUserCommand.DMA_MAP, DMA_MAP_SIZE), {
+    ...m,
+    argsz: m.argsz ?? DMA_MAP_SIZE,
+  });
 }
 
 /** EINVAL if the payload is shorter than 32 bytes. argsz and flags are checked by the caller. */
@@ -73,7 +81,10 @@ function writeUnmap(view: DataView, bytes: Uint8Array, m: DmaUnmapMessage): void
 }
 
 export function encodeDmaUnmapRequest(id: number, m: Omit<DmaUnmapMessage, 'argsz'> & { argsz?: number }): Uint8Array {
-  const full: DmaUnmapMessage = { ...m, argsz: m.argsz ?? DMA_UNMAP_SIZE + (m.bitmap ? DMA_BITMAP_SIZE + Number(m.bitmap.size) : 0) };
+  const full: DmaUnmapMessage = {
+    ...m,
+    argsz: m.argsz ?? DMA_UNMAP_SIZE + (m.bitmap ? DMA_BITMAP_SIZE + Number(m.bitmap.size) : 0),
+  };
   const req: DmaUnmapMessage = m.bitmap ? { ...full, bitmap: { pgsize: m.bitmap.pgsize, size: m.bitmap.size } } : full;
   const { bytes, view } = newRequest(id, VfioUserCommand.DMA_UNMAP, unmapPayloadSize(req));
   writeUnmap(view, bytes, req);
@@ -111,4 +122,3 @@ export function decodeDmaUnmapReply(msg: Uint8Array): DmaUnmapMessage {
 export function encodeDmaMapReply(id: number): Uint8Array {
   return newReply(id, VfioUserCommand.DMA_MAP, 0).bytes;
 }
-

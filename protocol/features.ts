@@ -21,7 +21,10 @@ export interface DeviceFeatureMessage {
   data: Uint8Array;
 }
 
-export function encodeDeviceFeatureRequest(id: number, f: Omit<DeviceFeatureMessage, 'argsz'> & { argsz?: number }): Uint8Array {
+export function encodeDeviceFeatureRequest(
+  id: number,
+  f: Omit<DeviceFeatureMessage, 'argsz'> & { argsz?: number },
+): Uint8Array {
   const m = newRequest(id, VfioUserCommand.DEVICE_FEATURE, DEVICE_FEATURE_SIZE + f.data.byteLength);
   m.view.setUint32(16, (f.argsz ?? DEVICE_FEATURE_SIZE + f.data.byteLength) >>> 0, true);
   m.view.setUint32(20, f.flags >>> 0, true);

@@ -84,7 +84,14 @@ export function decodeHeader(msg: Uint8Array): MessageHeader {
 }
 
 /** Write the header fields into the first 16 bytes of `b` (no DataView). */
-function writeHeaderBytes(b: Uint8Array, id: number, command: number, size: number, flags: number, error: number): void {
+function writeHeaderBytes(
+  b: Uint8Array,
+  id: number,
+  command: number,
+  size: number,
+  flags: number,
+  error: number,
+): void {
   writeU16(b, 0, id & 0xffff);
   writeU16(b, 2, command & 0xffff);
   writeU32(b, 4, size >>> 0);
@@ -143,7 +150,13 @@ class FreshMessage implements NewMessage {
 }
 
 /** A fresh Uint8Array of HEADER_SIZE + payloadSize bytes with its header written (payload zeroed). */
-export function newMessageBytes(id: number, command: number, flags: number, payloadSize: number, error = 0): Uint8Array {
+export function newMessageBytes(
+  id: number,
+  command: number,
+  flags: number,
+  payloadSize: number,
+  error = 0,
+): Uint8Array {
   const size = HEADER_SIZE + payloadSize;
   const bytes = new Uint8Array(size);
   writeHeaderBytes(bytes, id, command, size, flags, error);

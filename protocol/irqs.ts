@@ -30,13 +30,24 @@ export interface SetIrqsMessage {
 
 const IRQ_INFO = defineStruct<IrqInfoMessage>({ argsz: 'u32', flags: 'u32', index: 'u32', count: 'u32' });
 /** SET_IRQS without its trailing data. */
-const SET_IRQS = defineStruct<Omit<SetIrqsMessage, 'data'>>({ argsz: 'u32', flags: 'u32', index: 'u32', start: 'u32', count: 'u32' });
+const SET_IRQS = defineStruct<Omit<SetIrqsMessage, 'data'>>({
+  argsz: 'u32',
+  flags: 'u32',
+  index: 'u32',
+  start: 'u32',
+  count: 'u32',
+});
 
 export const IRQ_INFO_SIZE = IRQ_INFO.size;
 export const SET_IRQS_SIZE = SET_IRQS.size;
 
 export function encodeIrqInfoRequest(id: number, index: number, argsz = IRQ_INFO_SIZE): Uint8Array {
-  return IRQ_INFO.encodeInto(newRequest(id, VfioUserCommand.DEVICE_GET_IRQ_INFO, IRQ_INFO_SIZE), { argsz, flags: 0, index, count: 0 });
+  return IRQ_INFO.encodeInto(newRequest(id, VfioUserCommand.DEVICE_GET_IRQ_INFO, IRQ_INFO_SIZE), {
+    argsz,
+    flags: 0,
+    index,
+    count: 0,
+  });
 }
 
 export function encodeIrqInfoReply(id: number, m: IrqInfoMessage): Uint8Array {
@@ -55,7 +66,13 @@ export function encodeSetIrqsRequest(
   const data = m.data ?? new Uint8Array(0);
   const msg = newRequest(id, VfioUserCommand.DEVICE_SET_IRQS, SET_IRQS_SIZE + data.byteLength);
   msg.bytes.set(data, HEADER_SIZE + SET_IRQS_SIZE);
-  return SET_IRQS.encodeInto(msg, { argsz: m.argsz ?? SET_IRQS_SIZE + data.byteLength, flags: m.flags, index: m.index, start: m.start, count: m.count });
+  return SET_IRQS.encodeInto(msg, {
+    argsz: m.argsz ?? SET_IRQS_SIZE + data.byteLength,
+    flags: m.flags,
+    index: m.index,
+    start: m.start,
+    count: m.count,
+  });
 }
 
 /** EINVAL if the payload is shorter than 20 bytes. `data` is a view into `msg`. */

@@ -8,7 +8,16 @@
  */
 import { VfioUserCommand, HEADER_SIZE, HeaderFlag, commandName } from './constants.js';
 import { ProtocolError } from './errors.js';
-import { newMessageBytes, newReply, newRequest, readU32, readU64, requirePayload, writeU32, writeU64 } from './header.js';
+import {
+  newMessageBytes,
+  newReply,
+  newRequest,
+  readU32,
+  readU64,
+  requirePayload,
+  writeU32,
+  writeU64,
+} from './header.js';
 
 const REGION_ACCESS_SIZE = 16;
 const WRITE_MULTI_ENTRY_SIZE = 24;
@@ -88,11 +97,18 @@ export function decodeRegionReadReply(msg: Uint8Array): RegionWrite {
   requireAccess(msg, 'REGION_READ reply');
   const count = readU32(msg, 28);
   const data = msg.subarray(32);
-  if (data.byteLength !== count) throw ProtocolError.invalid(`REGION_READ reply: count ${count} but ${data.byteLength} data bytes`);
+  if (data.byteLength !== count)
+    throw ProtocolError.invalid(`REGION_READ reply: count ${count} but ${data.byteLength} data bytes`);
   return { offset: readU64(msg, 16), region: readU32(msg, 24), count, data };
 }
 
-export function encodeRegionWriteRequest(id: number, offset: bigint, region: number, data: Uint8Array, noReply = false): Uint8Array {
+export function encodeRegionWriteRequest(
+  id: number,
+  offset: bigint,
+  region: number,
+  data: Uint8Array,
+  noReply = false,
+): Uint8Array {
   const n = data.byteLength;
   const bytes = newMessageBytes(id, VfioUserCommand.REGION_WRITE, commandFlags(noReply), REGION_ACCESS_SIZE + n);
   writeAccess(bytes, offset, region, n);
@@ -163,7 +179,8 @@ export function encodeRegionWriteMultiRequest(id: number, writes: readonly Regio
 export function decodeRegionWriteMultiRequest(msg: Uint8Array): RegionWrite[] {
   const dv = requirePayload(msg, 8, VfioUserCommand.REGION_WRITE_MULTI);
   const cnt = dv.getBigUint64(16, true);
-  if (cnt === 0n || cnt > BigInt(WRITE_MULTI_MAX_ENTRIES)) throw ProtocolError.invalid(`REGION_WRITE_MULTI: wr_cnt ${cnt}`);
+  if (cnt === 0n || cnt > BigInt(WRITE_MULTI_MAX_ENTRIES))
+    throw ProtocolError.invalid(`REGION_WRITE_MULTI: wr_cnt ${cnt}`);
   const n = Number(cnt);
   if (msg.byteLength - 16 !== 8 + n * WRITE_MULTI_ENTRY_SIZE) {
     throw ProtocolError.invalid(`REGION_WRITE_MULTI: ${msg.byteLength - 16} bytes for ${n} writes`);
@@ -172,8 +189,14 @@ export function decodeRegionWriteMultiRequest(msg: Uint8Array): RegionWrite[] {
   for (let i = 0; i < n; i++) {
     const o = 24 + i * WRITE_MULTI_ENTRY_SIZE;
     const count = dv.getUint32(o + 12, true);
-    if (count === 0 || count > WRITE_MULTI_DATA_MAX) throw ProtocolError.invalid(`REGION_WRITE_MULTI: entry ${i} count ${count}`);
-    out.push({ offset: dv.getBigUint64(o, true), region: dv.getUint32(o + 8, true), count, data: msg.subarray(o + 16, o + 16 + count) });
+    if (count === 0 || count > WRITE_MULTI_DATA_MAX)
+      throw ProtocolError.invalid(`REGION_WRITE_MULTI: entry ${i} count ${count}`);
+    out.push({
+      offset: dv.getBigUint64(o, true),
+      region: dv.getUint32(o + 8, true),
+      count,
+      data: msg.subarray(o + 16, o + 16 + count),
+    });
   }
   return out;
 }
@@ -189,4 +212,3 @@ export function decodeRegionWriteMultiReply(msg: Uint8Array): number {
   const n = dv.getBigUint64(16, true);
   return n > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(n);
 }
-

@@ -44,7 +44,12 @@ export interface RegionInfoReply extends RegionInfoMessage {
 
 /** The fixed part of GET_REGION_INFO (request, and reply before its caps). */
 const REGION_INFO = defineStruct<RegionInfoMessage>({
-  argsz: 'u32', flags: 'u32', index: 'u32', capOffset: 'u32', size: 'u64', offset: 'u64',
+  argsz: 'u32',
+  flags: 'u32',
+  index: 'u32',
+  capOffset: 'u32',
+  size: 'u64',
+  offset: 'u64',
 });
 export const REGION_INFO_SIZE = REGION_INFO.size;
 
@@ -61,9 +66,12 @@ export function decodeRegionInfoRequest(msg: Uint8Array): RegionInfoMessage {
 /** Bytes one capability takes on the wire (its 8-byte header included). */
 function capabilitySize(cap: RegionCapability): number {
   switch (cap.id) {
-    case RegionCap.SPARSE_MMAP: return CAP_HEADER_SIZE + 8 + SPARSE_AREA_SIZE * cap.areas.length;
-    case RegionCap.TYPE: return CAP_HEADER_SIZE + 8;
-    case RegionCap.MSIX_MAPPABLE: return CAP_HEADER_SIZE;
+    case RegionCap.SPARSE_MMAP:
+      return CAP_HEADER_SIZE + 8 + SPARSE_AREA_SIZE * cap.areas.length;
+    case RegionCap.TYPE:
+      return CAP_HEADER_SIZE + 8;
+    case RegionCap.MSIX_MAPPABLE:
+      return CAP_HEADER_SIZE;
   }
 }
 
@@ -202,7 +210,12 @@ const REGION_IO_FDS = defineStruct<RegionIoFdsMessage>({ argsz: 'u32', flags: 'u
 export const REGION_IO_FDS_SIZE = REGION_IO_FDS.size;
 
 export function encodeRegionIoFdsRequest(id: number, index: number, argsz = REGION_IO_FDS_SIZE): Uint8Array {
-  return REGION_IO_FDS.encodeInto(newRequest(id, VfioUserCommand.DEVICE_GET_REGION_IO_FDS, REGION_IO_FDS_SIZE), { argsz, flags: 0, index, count: 0 });
+  return REGION_IO_FDS.encodeInto(newRequest(id, VfioUserCommand.DEVICE_GET_REGION_IO_FDS, REGION_IO_FDS_SIZE), {
+    argsz,
+    flags: 0,
+    index,
+    count: 0,
+  });
 }
 
 /** EINVAL if the payload is shorter than 16 bytes. */
@@ -214,7 +227,12 @@ export function decodeRegionIoFdsRequest(msg: Uint8Array): RegionIoFdsMessage {
  * Reply: argsz = the full size (16 + 40 × subRegions); the sub-regions are
  * included only if that fits in `requestArgsz` (count always says how many exist).
  */
-export function encodeRegionIoFdsReply(id: number, index: number, subRegions: readonly SubRegion[], requestArgsz: number): EncodedRegionInfo {
+export function encodeRegionIoFdsReply(
+  id: number,
+  index: number,
+  subRegions: readonly SubRegion[],
+  requestArgsz: number,
+): EncodedRegionInfo {
   const full = REGION_IO_FDS_SIZE + SUB_REGION_SIZE * subRegions.length;
   const complete = requestArgsz >= full;
   const m = newReply(id, VfioUserCommand.DEVICE_GET_REGION_IO_FDS, complete ? full : REGION_IO_FDS_SIZE);

@@ -38,7 +38,8 @@ export function defineStruct<T extends { [K in keyof T]: number | bigint }>(layo
     size,
     read(view, at) {
       const out: Record<string, number | bigint> = {};
-      for (const f of fields) out[f.name] = f.u64 ? view.getBigUint64(at + f.offset, true) : view.getUint32(at + f.offset, true);
+      for (const f of fields)
+        out[f.name] = f.u64 ? view.getBigUint64(at + f.offset, true) : view.getUint32(at + f.offset, true);
       return out as T;
     },
     write(view, at, value) {

@@ -92,14 +92,18 @@ export class DeviceServer extends EventEmitter {
       // Give an attached client's pending EOF a moment to show up.
       // (Decided in setImmediate: after this loop iteration's poll phase, so an
       // EOF already in the kernel is seen even if the loop was busy for longer.)
-      entry.timer = setTimeout(() => setImmediate(() => {
-        entry.timer = undefined;
-        if (!this.#active()) return; // it is going: keep waiting for its detach
-        const i = this.#waiting.indexOf(entry);
-        if (i < 0) return;
-        this.#waiting.splice(i, 1);
-        this.#reject(fd, 'a client is already attached');
-      }), this.options.busyGraceMs ?? 100);
+      entry.timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            entry.timer = undefined;
+            if (!this.#active()) return; // it is going: keep waiting for its detach
+            const i = this.#waiting.indexOf(entry);
+            if (i < 0) return;
+            this.#waiting.splice(i, 1);
+            this.#reject(fd, 'a client is already attached');
+          }),
+        this.options.busyGraceMs ?? 100,
+      );
     }
     this.#waiting.push(entry);
   }
@@ -119,7 +123,9 @@ export class DeviceServer extends EventEmitter {
   #start(fd: number): void {
     let conn: Connection;
     try {
-      conn = new Connection(native, fd, this.endpoint, this.log, this.options, (c, reason) => this.#onClosed(c, reason));
+      conn = new Connection(native, fd, this.endpoint, this.log, this.options, (c, reason) =>
+        this.#onClosed(c, reason),
+      );
     } catch (err) {
       this.log.error({ err }, 'cannot serve the new connection');
       try {

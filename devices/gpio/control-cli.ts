@@ -120,7 +120,9 @@ export async function runGpioCli(
       client.onEvent = (event) => {
         if (event.event !== 'outputs') return;
         io.stdout(
-          values.json ? `${JSON.stringify(event)}\n` : `outputs=${hex16(event.outputs)} previous=${hex16(event.previous)}\n`,
+          values.json
+            ? `${JSON.stringify(event)}\n`
+            : `outputs=${hex16(event.outputs)} previous=${hex16(event.previous)}\n`,
         );
         if (++seen >= count) client.close();
       };

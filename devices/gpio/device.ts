@@ -3,9 +3,22 @@
  * its interrupt line on INTx pin A. Linux's gpio-pci-idio-16 binds to it and
  * registers a 32-line gpiochip (OUT0-15, IIN0-15).
  */
-import { PciDevice, silentLogger, type AccessSize, type BarType, type Logger, type UnsealedFdPolicy } from 'vfio-user-ts';
+import {
+  PciDevice,
+  silentLogger,
+  type AccessSize,
+  type BarType,
+  type Logger,
+  type UnsealedFdPolicy,
+} from 'vfio-user-ts';
 import { Idio16 } from './idio16.js';
-import { IDIO16_BAR_INDEX, IDIO16_BAR_SIZE, IDIO16_IO_BAR_SIZE, IDIO16_DEVICE_ID, IDIO16_VENDOR_ID } from './registers.js';
+import {
+  IDIO16_BAR_INDEX,
+  IDIO16_BAR_SIZE,
+  IDIO16_IO_BAR_SIZE,
+  IDIO16_DEVICE_ID,
+  IDIO16_VENDOR_ID,
+} from './registers.js';
 
 /** Class code 0x118000: signal processing controller, other (our choice for digital I/O; the driver matches on ids only). */
 export const IDIO16_CLASS_CODE = 0x118000;

@@ -3,14 +3,17 @@
  * I/O queues, Abort, Async Event Request, Doorbell Buffer Config, Keep Alive.
  * Anything else is Invalid Opcode; bad fields are Invalid Field in Command.
  */
-import {
-  AdminOp, Cns, FeatureId, LogPage, MAX_QUEUE_ENTRIES, PAGE_SIZE, Status,
-} from './constants.js';
+import { AdminOp, Cns, FeatureId, LogPage, MAX_QUEUE_ENTRIES, PAGE_SIZE, Status } from './constants.js';
 import type { AdminContext } from './context.js';
 import { NvmeStatusError } from './host.js';
 import {
-  activeNamespaceList, firmwareSlotLog, identifyController, identifyNamespace, identifyNamespaceIndependent,
-  namespaceDescriptors, smartLog,
+  activeNamespaceList,
+  firmwareSlotLog,
+  identifyController,
+  identifyNamespace,
+  identifyNamespaceIndependent,
+  namespaceDescriptors,
+  smartLog,
 } from './identify.js';
 import { copyToGuest, prpSegments } from './prp.js';
 import type { Command, CommandResult, SubmissionQueue } from './queues.js';
@@ -35,17 +38,29 @@ async function sendData(ctx: AdminContext, cmd: Command, data: Uint8Array, lengt
 }
 
 /** Run one admin command; undefined: completed later (Async Event Request). */
-export async function executeAdmin(ctx: AdminContext, sq: SubmissionQueue, cmd: Command): Promise<CommandResult | undefined> {
+export async function executeAdmin(
+  ctx: AdminContext,
+  sq: SubmissionQueue,
+  cmd: Command,
+): Promise<CommandResult | undefined> {
   if (cmd.fuse !== 0) fail(Status.INVALID_FIELD, 'fused admin commands are not supported');
   switch (cmd.opcode) {
-    case AdminOp.IDENTIFY: return identify(ctx, cmd);
-    case AdminOp.GET_FEATURES: return getFeatures(ctx, cmd);
-    case AdminOp.SET_FEATURES: return setFeatures(ctx, cmd);
-    case AdminOp.GET_LOG_PAGE: return getLogPage(ctx, cmd);
-    case AdminOp.CREATE_CQ: return createCq(ctx, cmd);
-    case AdminOp.CREATE_SQ: return createSq(ctx, cmd);
-    case AdminOp.DELETE_SQ: return deleteSq(ctx, cmd);
-    case AdminOp.DELETE_CQ: return deleteCq(ctx, cmd);
+    case AdminOp.IDENTIFY:
+      return identify(ctx, cmd);
+    case AdminOp.GET_FEATURES:
+      return getFeatures(ctx, cmd);
+    case AdminOp.SET_FEATURES:
+      return setFeatures(ctx, cmd);
+    case AdminOp.GET_LOG_PAGE:
+      return getLogPage(ctx, cmd);
+    case AdminOp.CREATE_CQ:
+      return createCq(ctx, cmd);
+    case AdminOp.CREATE_SQ:
+      return createSq(ctx, cmd);
+    case AdminOp.DELETE_SQ:
+      return deleteSq(ctx, cmd);
+    case AdminOp.DELETE_CQ:
+      return deleteCq(ctx, cmd);
     case AdminOp.ABORT:
       // Commands run to completion quickly; report "not aborted" (Dword 0 bit 0).
       return { status: Status.SUCCESS, result: 1 };
@@ -55,7 +70,8 @@ export async function executeAdmin(ctx: AdminContext, sq: SubmissionQueue, cmd: 
     case AdminOp.KEEP_ALIVE:
       return OK;
     case AdminOp.DOORBELL_BUFFER_CONFIG:
-      if (!ctx.configureDoorbellBuffer(cmd.prp1, cmd.prp2)) fail(Status.INVALID_FIELD, 'doorbell buffers must be page-aligned fd-backed guest memory');
+      if (!ctx.configureDoorbellBuffer(cmd.prp1, cmd.prp2))
+        fail(Status.INVALID_FIELD, 'doorbell buffers must be page-aligned fd-backed guest memory');
       ctx.log.debug('nvme: shadow doorbells on');
       return OK;
     default:
@@ -68,7 +84,9 @@ async function identify(ctx: AdminContext, cmd: Command): Promise<CommandResult>
   const ns = () => ctx.namespaces.get(cmd.nsid) ?? fail(Status.INVALID_NAMESPACE, `no namespace ${cmd.nsid}`);
   let data: Uint8Array;
   switch (cns) {
-    case Cns.CONTROLLER: data = identifyController(ctx.identity); break;
+    case Cns.CONTROLLER:
+      data = identifyController(ctx.identity);
+      break;
     case Cns.NAMESPACE:
       // An inactive but valid nsid gets zeroes; the broadcast nsid gets the common format.
       if (cmd.nsid === ALL_NAMESPACES) data = identifyNamespace(ctx.namespaces.values().next().value!).fill(0, 0, 24);
@@ -79,15 +97,21 @@ async function identify(ctx: AdminContext, cmd: Command): Promise<CommandResult>
       if (cmd.nsid >= 0xfffffffe) fail(Status.INVALID_NAMESPACE, 'bad starting nsid');
       data = activeNamespaceList([...ctx.namespaces.keys()], cmd.nsid);
       break;
-    case Cns.NS_ID_DESCRIPTORS: data = namespaceDescriptors(ns()); break;
-    case Cns.NS_CS_INDEPENDENT: ns(); data = identifyNamespaceIndependent(); break;
+    case Cns.NS_ID_DESCRIPTORS:
+      data = namespaceDescriptors(ns());
+      break;
+    case Cns.NS_CS_INDEPENDENT:
+      ns();
+      data = identifyNamespaceIndependent();
+      break;
     case Cns.NS_CS_SPECIFIC:
     case Cns.CONTROLLER_CS_SPECIFIC:
       if (cmd.cdw11 >>> 24 !== 0) fail(Status.INVALID_FIELD, `command set ${cmd.cdw11 >>> 24}`);
       if (cns === Cns.NS_CS_SPECIFIC) ns();
       data = new Uint8Array(PAGE_SIZE);
       break;
-    default: return fail(Status.INVALID_FIELD, `Identify CNS ${cns}`);
+    default:
+      return fail(Status.INVALID_FIELD, `Identify CNS ${cns}`);
   }
   await sendData(ctx, cmd, data, PAGE_SIZE);
   return OK;
@@ -114,38 +138,55 @@ function queuesValue(n: number): number {
 function featureValue(ctx: AdminContext, fid: number, cmd: Command): number | undefined {
   const f = ctx.features;
   switch (fid) {
-    case FeatureId.ARBITRATION: return f.arbitration;
-    case FeatureId.POWER_MANAGEMENT: return f.powerState;
+    case FeatureId.ARBITRATION:
+      return f.arbitration;
+    case FeatureId.POWER_MANAGEMENT:
+      return f.powerState;
     case FeatureId.TEMPERATURE_THRESHOLD: {
       const sel = (cmd.cdw11 >>> 16) & 0xf;
       const under = ((cmd.cdw11 >>> 20) & 3) === 1;
       if (sel !== 0) return 0;
       return under ? f.underTemp : f.overTemp;
     }
-    case FeatureId.ERROR_RECOVERY: return f.errorRecovery;
-    case FeatureId.VOLATILE_WRITE_CACHE: return f.volatileWriteCache ? 1 : 0;
-    case FeatureId.NUMBER_OF_QUEUES: return queuesValue(f.grantedQueues || ctx.maxIoQueues);
-    case FeatureId.INTERRUPT_COALESCING: return f.coalesceThreshold | (f.coalesceTime << 8);
+    case FeatureId.ERROR_RECOVERY:
+      return f.errorRecovery;
+    case FeatureId.VOLATILE_WRITE_CACHE:
+      return f.volatileWriteCache ? 1 : 0;
+    case FeatureId.NUMBER_OF_QUEUES:
+      return queuesValue(f.grantedQueues || ctx.maxIoQueues);
+    case FeatureId.INTERRUPT_COALESCING:
+      return f.coalesceThreshold | (f.coalesceTime << 8);
     case FeatureId.INTERRUPT_VECTOR_CONFIG: {
       const iv = cmd.cdw11 & 0xffff;
       if (iv >= ctx.vectors) return undefined;
       return iv | (f.coalesceDisabled.has(iv) ? 1 << 16 : 0);
     }
-    case FeatureId.WRITE_ATOMICITY: return f.writeAtomicity;
-    case FeatureId.ASYNC_EVENT_CONFIG: return f.asyncEventConfig;
-    default: return undefined;
+    case FeatureId.WRITE_ATOMICITY:
+      return f.writeAtomicity;
+    case FeatureId.ASYNC_EVENT_CONFIG:
+      return f.asyncEventConfig;
+    default:
+      return undefined;
   }
 }
 
 function defaultFeatureValue(fid: number, cmd: Command): number | undefined {
   switch (fid) {
-    case FeatureId.TEMPERATURE_THRESHOLD: return ((cmd.cdw11 >>> 20) & 3) === 1 ? 0 : 0x157;
-    case FeatureId.VOLATILE_WRITE_CACHE: return 1;
-    case FeatureId.INTERRUPT_VECTOR_CONFIG: return cmd.cdw11 & 0xffff;
-    case FeatureId.ARBITRATION: case FeatureId.POWER_MANAGEMENT: case FeatureId.ERROR_RECOVERY:
-    case FeatureId.INTERRUPT_COALESCING: case FeatureId.WRITE_ATOMICITY: case FeatureId.ASYNC_EVENT_CONFIG:
+    case FeatureId.TEMPERATURE_THRESHOLD:
+      return ((cmd.cdw11 >>> 20) & 3) === 1 ? 0 : 0x157;
+    case FeatureId.VOLATILE_WRITE_CACHE:
+      return 1;
+    case FeatureId.INTERRUPT_VECTOR_CONFIG:
+      return cmd.cdw11 & 0xffff;
+    case FeatureId.ARBITRATION:
+    case FeatureId.POWER_MANAGEMENT:
+    case FeatureId.ERROR_RECOVERY:
+    case FeatureId.INTERRUPT_COALESCING:
+    case FeatureId.WRITE_ATOMICITY:
+    case FeatureId.ASYNC_EVENT_CONFIG:
       return 0;
-    default: return undefined;
+    default:
+      return undefined;
   }
 }
 
@@ -155,7 +196,9 @@ async function setFeatures(ctx: AdminContext, cmd: Command): Promise<CommandResu
   const f = ctx.features;
   const v = cmd.cdw11;
   switch (fid) {
-    case FeatureId.ARBITRATION: f.arbitration = v; return OK;
+    case FeatureId.ARBITRATION:
+      f.arbitration = v;
+      return OK;
     case FeatureId.POWER_MANAGEMENT:
       if ((v & 0x1f) !== 0) fail(Status.INVALID_FIELD, 'only power state 0');
       f.powerState = v & 0xff;
@@ -168,7 +211,9 @@ async function setFeatures(ctx: AdminContext, cmd: Command): Promise<CommandResu
       else f.overTemp = v & 0xffff;
       return OK;
     }
-    case FeatureId.ERROR_RECOVERY: f.errorRecovery = v & 0x1ffff; return OK;
+    case FeatureId.ERROR_RECOVERY:
+      f.errorRecovery = v & 0x1ffff;
+      return OK;
     case FeatureId.VOLATILE_WRITE_CACHE: {
       const enable = (v & 1) === 1;
       if (f.volatileWriteCache && !enable) await ctx.flushAll(); // what was cached becomes durable now
@@ -194,9 +239,14 @@ async function setFeatures(ctx: AdminContext, cmd: Command): Promise<CommandResu
       else f.coalesceDisabled.delete(iv);
       return OK;
     }
-    case FeatureId.WRITE_ATOMICITY: f.writeAtomicity = v & 1; return OK;
-    case FeatureId.ASYNC_EVENT_CONFIG: f.asyncEventConfig = v; return OK;
-    default: return fail(Status.INVALID_FIELD, `feature 0x${fid.toString(16)}`);
+    case FeatureId.WRITE_ATOMICITY:
+      f.writeAtomicity = v & 1;
+      return OK;
+    case FeatureId.ASYNC_EVENT_CONFIG:
+      f.asyncEventConfig = v;
+      return OK;
+    default:
+      return fail(Status.INVALID_FIELD, `feature 0x${fid.toString(16)}`);
   }
 }
 
@@ -209,14 +259,21 @@ async function getLogPage(ctx: AdminContext, cmd: Command): Promise<CommandResul
   if (length > 1 << 20) fail(Status.INVALID_FIELD, 'log page read too long');
   let page: Uint8Array;
   switch (lid) {
-    case LogPage.ERROR: page = new Uint8Array(64 * 64); break;
+    case LogPage.ERROR:
+      page = new Uint8Array(64 * 64);
+      break;
     case LogPage.SMART:
       if (cmd.nsid !== 0 && cmd.nsid !== ALL_NAMESPACES) fail(Status.INVALID_FIELD, 'SMART log is controller-wide');
       page = smartLog(ctx.health);
       break;
-    case LogPage.FIRMWARE_SLOT: page = firmwareSlotLog(ctx.identity.firmware); break;
-    case LogPage.CHANGED_NS_LIST: page = new Uint8Array(PAGE_SIZE); break;
-    default: return fail(Status.INVALID_LOG_PAGE, `log page 0x${lid.toString(16)}`);
+    case LogPage.FIRMWARE_SLOT:
+      page = firmwareSlotLog(ctx.identity.firmware);
+      break;
+    case LogPage.CHANGED_NS_LIST:
+      page = new Uint8Array(PAGE_SIZE);
+      break;
+    default:
+      return fail(Status.INVALID_LOG_PAGE, `log page 0x${lid.toString(16)}`);
   }
   if (offset > page.length) fail(Status.INVALID_FIELD, 'log page offset past the end');
   await sendData(ctx, cmd, page.subarray(offset), length);
@@ -238,11 +295,13 @@ function createCq(ctx: AdminContext, cmd: Command): CommandResult {
   const pc = (cmd.cdw11 & 1) === 1;
   const ien = (cmd.cdw11 & 2) === 2;
   const iv = cmd.cdw11 >>> 16;
-  if (qid === 0 || qid > (ctx.features.grantedQueues || ctx.maxIoQueues) || ctx.queues.cq(qid)) fail(Status.INVALID_QUEUE_ID, `CQ ${qid}`);
+  if (qid === 0 || qid > (ctx.features.grantedQueues || ctx.maxIoQueues) || ctx.queues.cq(qid))
+    fail(Status.INVALID_QUEUE_ID, `CQ ${qid}`);
   if (size < 2 || size > MAX_QUEUE_ENTRIES) fail(Status.INVALID_QUEUE_SIZE, `CQ size ${size}`);
   if (!pc) fail(Status.INVALID_FIELD, 'CQs must be physically contiguous');
   if (iv >= ctx.vectors) fail(Status.INVALID_INTERRUPT_VECTOR, `vector ${iv}`);
-  if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n) fail(Status.INVALID_FIELD, 'CQ base not page aligned');
+  if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n)
+    fail(Status.INVALID_FIELD, 'CQ base not page aligned');
   checkQueueMemory(ctx, cmd.prp1, size * 16, `CQ ${qid}`);
   ctx.queues.createCq(qid, cmd.prp1, size, iv, ien);
   ctx.log.debug({ qid, size, iv, ien }, 'nvme: I/O CQ created');
@@ -254,12 +313,14 @@ function createSq(ctx: AdminContext, cmd: Command): CommandResult {
   const size = (cmd.cdw10 >>> 16) + 1;
   const pc = (cmd.cdw11 & 1) === 1;
   const cqid = cmd.cdw11 >>> 16;
-  if (qid === 0 || qid > (ctx.features.grantedQueues || ctx.maxIoQueues) || ctx.queues.sq(qid)) fail(Status.INVALID_QUEUE_ID, `SQ ${qid}`);
+  if (qid === 0 || qid > (ctx.features.grantedQueues || ctx.maxIoQueues) || ctx.queues.sq(qid))
+    fail(Status.INVALID_QUEUE_ID, `SQ ${qid}`);
   if (size < 2 || size > MAX_QUEUE_ENTRIES) fail(Status.INVALID_QUEUE_SIZE, `SQ size ${size}`);
   if (!pc) fail(Status.INVALID_FIELD, 'SQs must be physically contiguous');
   const cq = cqid === 0 ? undefined : ctx.queues.cq(cqid);
   if (!cq) fail(Status.CQ_INVALID, `CQ ${cqid}`);
-  if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n) fail(Status.INVALID_FIELD, 'SQ base not page aligned');
+  if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n)
+    fail(Status.INVALID_FIELD, 'SQ base not page aligned');
   checkQueueMemory(ctx, cmd.prp1, size * 64, `SQ ${qid}`);
   ctx.queues.createSq(qid, cmd.prp1, size, cq);
   ctx.log.debug({ qid, size, cqid }, 'nvme: I/O SQ created');

@@ -83,14 +83,17 @@ export class CommandEngine {
     this.enabled = parts.enabled;
     this.fatal = parts.fatal;
     this.timing = parts.timing;
-    this.poller = new SqPoller({
-      shadow: parts.shadow,
-      inflight: () => this.inflight,
-      moved: (sq, tail) => {
-        sq.tail = tail;
-        if (!sq.fetching) void this.fetch(sq);
+    this.poller = new SqPoller(
+      {
+        shadow: parts.shadow,
+        inflight: () => this.inflight,
+        moved: (sq, tail) => {
+          sq.tail = tail;
+          if (!sq.fetching) void this.fetch(sq);
+        },
       },
-    }, parts.poll);
+      parts.poll,
+    );
   }
 
   /** A doorbell register write: SQ y tail at index 2y, CQ y head at 2y + 1. */
@@ -221,7 +224,10 @@ export class CommandEngine {
     let st: number = Status.INTERNAL_ERROR;
     if (err instanceof NvmeStatusError) {
       st = err.status;
-      this.log.debug({ sqid: sq.id, cid: cmd.cid, opcode: cmd.opcode, status: st, reason: err.message }, 'nvme: command failed');
+      this.log.debug(
+        { sqid: sq.id, cid: cmd.cid, opcode: cmd.opcode, status: st, reason: err.message },
+        'nvme: command failed',
+      );
     } else {
       this.log.error({ err, sqid: sq.id, opcode: cmd.opcode }, 'nvme: command failed with an internal error');
     }

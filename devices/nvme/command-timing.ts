@@ -23,6 +23,9 @@ export class CommandTiming {
 
   /** Commands completed and their mean time inside the controller, in microseconds. */
   summary(): { commands: number; meanMicros: number } {
-    return { commands: this.commands, meanMicros: this.commands ? Number(this.nanoseconds / BigInt(this.commands)) / 1000 : 0 };
+    return {
+      commands: this.commands,
+      meanMicros: this.commands ? Number(this.nanoseconds / BigInt(this.commands)) / 1000 : 0,
+    };
   }
 }

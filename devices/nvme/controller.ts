@@ -104,7 +104,8 @@ export class NvmeController {
     const queues = options.queues ?? 8;
     if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new RangeError('nvme: queues must be 1-64');
     const pollMicros = options.pollMicros ?? DEFAULT_SQ_POLL.idleMicros;
-    if (!Number.isInteger(pollMicros) || pollMicros < 0 || pollMicros > 1_000_000) throw new RangeError('nvme: pollMicros must be a whole number from 0 to 1000000');
+    if (!Number.isInteger(pollMicros) || pollMicros < 0 || pollMicros > 1_000_000)
+      throw new RangeError('nvme: pollMicros must be a whole number from 0 to 1000000');
     this.log = (options.log ?? silentLogger).child({ nvme: options.name });
     const serial = (options.serial ?? `VFUTS-${options.name}`).slice(0, 20);
     const opened: Namespace[] = [];
@@ -122,13 +123,15 @@ export class NvmeController {
     this.device = new PciDevice({
       name: options.name,
       id: { vendor, device: options.device ?? 0x0001, classCode: 0x010802, revision: 0 },
-      bars: [{
-        index: 0,
-        size: BAR0_SIZE,
-        type: 'mem64',
-        read: (offset, size) => core!.readRegister(offset, size),
-        write: (offset, size, value) => core!.writeRegister(offset, size, value),
-      }],
+      bars: [
+        {
+          index: 0,
+          size: BAR0_SIZE,
+          type: 'mem64',
+          read: (offset, size) => core!.readRegister(offset, size),
+          write: (offset, size, value) => core!.writeRegister(offset, size, value),
+        },
+      ],
       interrupts: { intx: true, msix: { vectors, bar: 4 } },
       capabilities: [{ kind: 'pm' }],
       express: { flr: true },

@@ -60,7 +60,13 @@ export class ControllerCore implements AdminContext {
   readonly vectors: number;
   features: FeatureState = defaultFeatures();
   readonly health: HealthCounters = {
-    blocksRead: 0n, blocksWritten: 0n, readCommands: 0n, writeCommands: 0n, powerCycles: 1n, unsafeShutdowns: 0n, startedAt: Date.now(),
+    blocksRead: 0n,
+    blocksWritten: 0n,
+    readCommands: 0n,
+    writeCommands: 0n,
+    powerCycles: 1n,
+    unsafeShutdowns: 0n,
+    startedAt: Date.now(),
   };
   readonly queues: QueueTable;
   readonly asyncEvents: AsyncEvents;
@@ -87,16 +93,20 @@ export class ControllerCore implements AdminContext {
     const shadow = (): ShadowDoorbells | undefined => this.shadowDb;
     const fatal = (what: string, err: unknown): void => this.registers.fatal(what, err);
     this.irq = new CqInterrupts(host, () => this.features, this.log);
-    this.registers = new ControllerRegisters({
-      createAdminQueues: (asq, asqs, acq, acqs) => {
-        const cq = this.queues.createCq(0, acq, acqs, 0, true);
-        this.queues.createSq(0, asq, asqs, cq);
+    this.registers = new ControllerRegisters(
+      {
+        createAdminQueues: (asq, asqs, acq, acqs) => {
+          const cq = this.queues.createCq(0, acq, acqs, 0, true);
+          this.queues.createSq(0, asq, asqs, cq);
+        },
+        beginReset: (full) => this.beginReset(full),
+        quiesce: () => this.quiesceIo(),
+        flush: () => this.flushAll(),
+        endReset: () => this.endReset(),
       },
-      beginReset: (full) => this.beginReset(full),
-      quiesce: () => this.quiesceIo(),
-      flush: () => this.flushAll(),
-      endReset: () => this.endReset(),
-    }, this.irq, this.log);
+      this.irq,
+      this.log,
+    );
     this.queues = new QueueTable(shadow);
     this.completions = new CqWriter(this.dma, this.irq, shadow, fatal);
     this.asyncEvents = new AsyncEvents(this.completions);
@@ -176,6 +186,12 @@ export class ControllerCore implements AdminContext {
   /** MMIO doorbell writes, and what polling found and re-armed (NvmeController.doorbellStats). */
   doorbellStats(): { mmio: number; polled: number; rearmed: number; spinMicros: number; windowMicros: number } {
     const p = this.engine.poller.stats;
-    return { mmio: this.engine.mmioDoorbells, polled: p.found, rearmed: p.rearmed, spinMicros: Math.round(p.spinMicros), windowMicros: p.windowMicros };
+    return {
+      mmio: this.engine.mmioDoorbells,
+      polled: p.found,
+      rearmed: p.rearmed,
+      spinMicros: Math.round(p.spinMicros),
+      windowMicros: p.windowMicros,
+    };
   }
 }

@@ -40,7 +40,10 @@ export interface NvmeHost {
 
 /** Thrown by command handlers: completes the command with this 15-bit NVMe status. */
 export class NvmeStatusError extends Error {
-  constructor(public readonly status: number, message?: string) {
+  constructor(
+    public readonly status: number,
+    message?: string,
+  ) {
     super(message ?? `NVMe status 0x${status.toString(16)}`);
     this.name = 'NvmeStatusError';
   }

@@ -28,7 +28,8 @@ function namespaceOf(ctx: IoContext, cmd: Command): Namespace {
 function lbaRange(ns: Namespace, cmd: Command): { position: number; length: number; blocks: number } {
   const slba = cmd.cdw10 + cmd.cdw11 * 0x1_0000_0000;
   const blocks = (cmd.cdw12 & 0xffff) + 1;
-  if (!Number.isSafeInteger(slba) || slba + blocks > ns.blocks) fail(Status.LBA_OUT_OF_RANGE, `LBA ${slba}+${blocks} past ${ns.blocks}`);
+  if (!Number.isSafeInteger(slba) || slba + blocks > ns.blocks)
+    fail(Status.LBA_OUT_OF_RANGE, `LBA ${slba}+${blocks} past ${ns.blocks}`);
   return { position: slba * ns.lbaSize, length: blocks * ns.lbaSize, blocks };
 }
 
@@ -40,13 +41,20 @@ function lbaRange(ns: Namespace, cmd: Command): { position: number; length: numb
 export function executeIo(ctx: IoContext, cmd: Command): CommandResult | Promise<CommandResult> {
   if (cmd.fuse !== 0) fail(Status.INVALID_FIELD, 'fused commands are not supported');
   switch (cmd.opcode) {
-    case IoOp.READ: return readNow(ctx, cmd) ?? readCmd(ctx, cmd);
-    case IoOp.WRITE: return writeCmd(ctx, cmd);
-    case IoOp.FLUSH: return flushCmd(ctx, cmd);
-    case IoOp.WRITE_ZEROES: return writeZeroes(ctx, cmd);
-    case IoOp.DATASET_MANAGEMENT: return datasetManagement(ctx, cmd);
-    case IoOp.COMPARE: return compare(ctx, cmd);
-    default: return fail(Status.INVALID_OPCODE, `I/O opcode 0x${cmd.opcode.toString(16)}`);
+    case IoOp.READ:
+      return readNow(ctx, cmd) ?? readCmd(ctx, cmd);
+    case IoOp.WRITE:
+      return writeCmd(ctx, cmd);
+    case IoOp.FLUSH:
+      return flushCmd(ctx, cmd);
+    case IoOp.WRITE_ZEROES:
+      return writeZeroes(ctx, cmd);
+    case IoOp.DATASET_MANAGEMENT:
+      return datasetManagement(ctx, cmd);
+    case IoOp.COMPARE:
+      return compare(ctx, cmd);
+    default:
+      return fail(Status.INVALID_OPCODE, `I/O opcode 0x${cmd.opcode.toString(16)}`);
   }
 }
 
@@ -191,7 +199,8 @@ async function datasetManagement(ctx: IoContext, cmd: Command): Promise<CommandR
   for (let i = 0; i < ranges; i++) {
     const nlb = v.getUint32(i * 16 + 4, true);
     const slba = Number(v.getBigUint64(i * 16 + 8, true));
-    if (!Number.isSafeInteger(slba) || slba + nlb > ns.blocks) fail(Status.LBA_OUT_OF_RANGE, `DSM range ${i}: LBA ${slba}+${nlb} past ${ns.blocks}`);
+    if (!Number.isSafeInteger(slba) || slba + nlb > ns.blocks)
+      fail(Status.LBA_OUT_OF_RANGE, `DSM range ${i}: LBA ${slba}+${nlb} past ${ns.blocks}`);
     if (nlb > 0) extents.push({ position: slba * ns.lbaSize, length: nlb * ns.lbaSize });
   }
   if ((cmd.cdw11 & DSM_ATTR_DEALLOCATE) === 0) return OK;

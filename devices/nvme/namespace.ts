@@ -10,7 +10,18 @@
  * the space is returned and the blocks read as zeros; Write Zeroes uses
  * fallocate 'zero-range' where the file system has it.
  */
-import { closeSync, fdatasync, fstatSync, ftruncateSync, openSync, read, readv, write, writev, constants as fsc } from 'node:fs';
+import {
+  closeSync,
+  fdatasync,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  read,
+  readv,
+  write,
+  writev,
+  constants as fsc,
+} from 'node:fs';
 import { createHash } from 'node:crypto';
 import { fallocate, fallocateSync, NOWAIT_UNSUPPORTED, readNowait, type FallocateMode } from 'vfio-user-ts';
 import { ReadAhead } from './readahead.js';
@@ -59,7 +70,12 @@ function canPunchHoles(fd: number, namespaceSize: number): boolean {
   }
 }
 
-type Vectored = (fd: number, buffers: readonly NodeJS.ArrayBufferView[], position: number, cb: (err: NodeJS.ErrnoException | null, bytes: number) => void) => void;
+type Vectored = (
+  fd: number,
+  buffers: readonly NodeJS.ArrayBufferView[],
+  position: number,
+  cb: (err: NodeJS.ErrnoException | null, bytes: number) => void,
+) => void;
 
 /** Sum of the views' lengths. */
 function totalLength(views: readonly Uint8Array[]): number {
@@ -83,11 +99,19 @@ function skipBytes(views: readonly Uint8Array[], skip: number): Uint8Array[] {
 }
 
 /** preadv/pwritev the whole of `views` (one syscall in the common case; short transfers continue where they stopped). */
-async function vectored(op: Vectored, fd: number, views: readonly Uint8Array[], position: number, zeroFillAtEof: boolean): Promise<void> {
+async function vectored(
+  op: Vectored,
+  fd: number,
+  views: readonly Uint8Array[],
+  position: number,
+  zeroFillAtEof: boolean,
+): Promise<void> {
   let rest = views.slice();
   let pos = position;
   while (rest.length > 0) {
-    const n = await new Promise<number>((resolve, reject) => op(fd, rest, pos, (err, bytes) => (err ? reject(err) : resolve(bytes))));
+    const n = await new Promise<number>((resolve, reject) =>
+      op(fd, rest, pos, (err, bytes) => (err ? reject(err) : resolve(bytes))),
+    );
     if (n === 0) {
       if (!zeroFillAtEof) throw new Error('short write');
       for (const v of rest) v.fill(0);
@@ -141,7 +165,8 @@ export class Namespace {
   constructor(nsid: number, options: NamespaceOptions, serial: string) {
     this.nsid = nsid;
     this.lbaSize = options.lbaSize ?? 512;
-    if (this.lbaSize !== 512 && this.lbaSize !== 4096) throw new RangeError(`namespace ${nsid}: lbaSize must be 512 or 4096`);
+    if (this.lbaSize !== 512 && this.lbaSize !== 4096)
+      throw new RangeError(`namespace ${nsid}: lbaSize must be 512 or 4096`);
     this.lbaShift = this.lbaSize === 512 ? 9 : 12;
     this.path = options.path;
     this.pageCacheReads = options.pageCacheReads ?? true;

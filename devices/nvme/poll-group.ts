@@ -65,7 +65,8 @@ export class PollGroup {
       else if (!m.unmapped()) allUnmapped = false;
     }
     if (this.members.size === 0) this.running = false;
-    else if (allUnmapped) setTimeout(this.tick, 1); // memory being remapped: look again soon, without spinning
+    else if (allUnmapped)
+      setTimeout(this.tick, 1); // memory being remapped: look again soon, without spinning
     else setImmediate(this.tick);
   };
 }

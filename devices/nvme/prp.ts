@@ -37,7 +37,10 @@ interface ListRequest {
 }
 
 function listError(addr: bigint, err: unknown): NvmeStatusError {
-  return new NvmeStatusError(Status.DATA_TRANSFER_ERROR, `PRP list at 0x${addr.toString(16)} unreadable: ${(err as Error).message}`);
+  return new NvmeStatusError(
+    Status.DATA_TRANSFER_ERROR,
+    `PRP list at 0x${addr.toString(16)} unreadable: ${(err as Error).message}`,
+  );
 }
 
 /**
@@ -55,7 +58,8 @@ function* walkPrps(prp1: bigint, prp2: bigint, length: number): Generator<ListRe
   let left = length - first;
   if (left === 0) return out;
   if (left <= PAGE_SIZE) {
-    if ((prp2 & PAGE_MASK) !== 0n) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, 'PRP2 data pointer not page aligned');
+    if ((prp2 & PAGE_MASK) !== 0n)
+      throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, 'PRP2 data pointer not page aligned');
     pushSegment(out, prp2, left);
     return out;
   }
@@ -77,8 +81,16 @@ function* walkPrps(prp1: bigint, prp2: bigint, length: number): Generator<ListRe
     for (let i = 0; i < dataEntries; i++) {
       const lo = entries.getUint32(i * 8, true);
       const hi = entries.getUint32(i * 8 + 4, true);
-      if ((lo & (PAGE_SIZE - 1)) !== 0) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, `PRP entry ${hexEntry(hi, lo)} at ${list.toString(16)}+${i} not page aligned`);
-      if (hi >= 0x20_0000) throw new NvmeStatusError(Status.DATA_TRANSFER_ERROR, `PRP entry ${hexEntry(hi, lo)} is beyond any guest memory`);
+      if ((lo & (PAGE_SIZE - 1)) !== 0)
+        throw new NvmeStatusError(
+          Status.INVALID_PRP_OFFSET,
+          `PRP entry ${hexEntry(hi, lo)} at ${list.toString(16)}+${i} not page aligned`,
+        );
+      if (hi >= 0x20_0000)
+        throw new NvmeStatusError(
+          Status.DATA_TRANSFER_ERROR,
+          `PRP entry ${hexEntry(hi, lo)} is beyond any guest memory`,
+        );
       const addr = hi * 0x1_0000_0000 + lo;
       const len = left < PAGE_SIZE ? left : PAGE_SIZE;
       if (runStart >= 0 && runStart + runLength === addr) {
@@ -93,7 +105,8 @@ function* walkPrps(prp1: bigint, prp2: bigint, length: number): Generator<ListRe
     if (runStart >= 0) pushSegment(out, BigInt(runStart), runLength);
     if (left > 0) {
       list = entries.getBigUint64((count - 1) * 8, true);
-      if ((list & 7n) !== 0n) throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, 'chained PRP list not qword aligned');
+      if ((list & 7n) !== 0n)
+        throw new NvmeStatusError(Status.INVALID_PRP_OFFSET, 'chained PRP list not qword aligned');
       // A guest could build a list that loops forever: bounded by `left`, which shrinks every page.
       if (++pages > length / PAGE_SIZE + 2) throw new NvmeStatusError(Status.DATA_TRANSFER_ERROR, 'PRP list too long');
     }
@@ -165,7 +178,10 @@ export function prpSegmentsSync(dma: NvmeDma, prp1: bigint, prp2: bigint, length
 }
 
 function transferError(seg: Segment, err: unknown): NvmeStatusError {
-  return new NvmeStatusError(Status.DATA_TRANSFER_ERROR, `DMA to 0x${seg.addr.toString(16)}+${seg.length} failed: ${(err as Error).message}`);
+  return new NvmeStatusError(
+    Status.DATA_TRANSFER_ERROR,
+    `DMA to 0x${seg.addr.toString(16)}+${seg.length} failed: ${(err as Error).message}`,
+  );
 }
 
 /** The segment's bytes in mapped guest memory, undefined for message-only memory; Data Transfer Error when unmapped. */

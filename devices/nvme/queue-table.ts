@@ -35,7 +35,20 @@ export class QueueTable implements QueueAdmin {
 
   createCq(id: number, base: bigint, size: number, iv: number, ien: boolean): CompletionQueue {
     const cq: CompletionQueue = {
-      id, base, size, tail: 0, head: 0, phase: 1, ien, iv, sqCount: 0, pending: [], unsignalled: 0, irqQueued: false, deleted: false, completed: 0,
+      id,
+      base,
+      size,
+      tail: 0,
+      head: 0,
+      phase: 1,
+      ien,
+      iv,
+      sqCount: 0,
+      pending: [],
+      unsignalled: 0,
+      irqQueued: false,
+      deleted: false,
+      completed: 0,
     };
     this.cqTable[id] = cq;
     if (id !== 0) this.shadow()?.setEventIdx(cqSlot(id), 0xffff);
@@ -43,7 +56,18 @@ export class QueueTable implements QueueAdmin {
   }
 
   createSq(id: number, base: bigint, size: number, cq: CompletionQueue): SubmissionQueue {
-    const sq: SubmissionQueue = { id, base, size, cq, head: 0, tail: 0, fetching: false, inflight: 0, deleted: false, fetched: 0 };
+    const sq: SubmissionQueue = {
+      id,
+      base,
+      size,
+      cq,
+      head: 0,
+      tail: 0,
+      fetching: false,
+      inflight: 0,
+      deleted: false,
+      fetched: 0,
+    };
     cq.sqCount++;
     this.sqTable[id] = sq;
     if (id !== 0) this.shadow()?.setEventIdx(sqSlot(id), 0);

@@ -50,7 +50,10 @@ export class ReadAhead {
   /** Fills in flight (close() waits for them: the fd must outlive them). */
   private readonly filling = new Set<Promise<void>>();
 
-  constructor(private readonly readFile: FileReader, private readonly size: number) {}
+  constructor(
+    private readonly readFile: FileReader,
+    private readonly size: number,
+  ) {}
 
   /**
    * Serve [position, position+length) into `views` (in order, caller keeps
@@ -99,16 +102,25 @@ export class ReadAhead {
     if (this.windows.some((w) => w.valid && w.start <= start && start < w.end)) return;
     const end = Math.min(this.size, start + windowSize);
     // Not zero-filled: the fill overwrites every byte (or zero-fills past EOF).
-    const w: Window = { start, end, data: Buffer.allocUnsafeSlow(end - start), ready: false, valid: true, fill: Promise.resolve() };
-    const fill: Promise<void> = this.readFile(start, w.data).then(
-      () => {
-        w.ready = true;
-      },
-      () => {
-        w.valid = false;
-        this.windows = this.windows.filter((x) => x !== w);
-      },
-    ).finally(() => this.filling.delete(fill));
+    const w: Window = {
+      start,
+      end,
+      data: Buffer.allocUnsafeSlow(end - start),
+      ready: false,
+      valid: true,
+      fill: Promise.resolve(),
+    };
+    const fill: Promise<void> = this.readFile(start, w.data)
+      .then(
+        () => {
+          w.ready = true;
+        },
+        () => {
+          w.valid = false;
+          this.windows = this.windows.filter((x) => x !== w);
+        },
+      )
+      .finally(() => this.filling.delete(fill));
     w.fill = fill;
     this.filling.add(fill);
     this.windows.push(w);

@@ -67,19 +67,31 @@ export class ControllerRegisters {
 
   private readDword(offset: number): number {
     switch (offset) {
-      case Reg.CAP: return Number(CAP & 0xffffffffn);
-      case Reg.CAP + 4: return Number(CAP >> 32n);
-      case Reg.VS: return NVME_VERSION;
+      case Reg.CAP:
+        return Number(CAP & 0xffffffffn);
+      case Reg.CAP + 4:
+        return Number(CAP >> 32n);
+      case Reg.VS:
+        return NVME_VERSION;
       case Reg.INTMS:
-      case Reg.INTMC: return this.irq.mask;
-      case Reg.CC: return this.cc;
-      case Reg.CSTS: return this.csts;
-      case Reg.AQA: return this.aqa;
-      case Reg.ASQ: return Number(this.asq & 0xffffffffn);
-      case Reg.ASQ + 4: return Number(this.asq >> 32n);
-      case Reg.ACQ: return Number(this.acq & 0xffffffffn);
-      case Reg.ACQ + 4: return Number(this.acq >> 32n);
-      default: return 0; // reserved, CMB, doorbells (write-only: read as 0)
+      case Reg.INTMC:
+        return this.irq.mask;
+      case Reg.CC:
+        return this.cc;
+      case Reg.CSTS:
+        return this.csts;
+      case Reg.AQA:
+        return this.aqa;
+      case Reg.ASQ:
+        return Number(this.asq & 0xffffffffn);
+      case Reg.ASQ + 4:
+        return Number(this.asq >> 32n);
+      case Reg.ACQ:
+        return Number(this.acq & 0xffffffffn);
+      case Reg.ACQ + 4:
+        return Number(this.acq >> 32n);
+      default:
+        return 0; // reserved, CMB, doorbells (write-only: read as 0)
     }
   }
 
@@ -106,10 +118,18 @@ export class ControllerRegisters {
       case Reg.AQA:
         if (!this.running) this.aqa = dword & 0x0fff0fff;
         break;
-      case Reg.ASQ: if (!this.running) this.asq = (this.asq & ~0xffffffffn) | BigInt((dword & ~0xfff) >>> 0); break;
-      case Reg.ASQ + 4: if (!this.running) this.asq = (this.asq & 0xffffffffn) | (BigInt(dword) << 32n); break;
-      case Reg.ACQ: if (!this.running) this.acq = (this.acq & ~0xffffffffn) | BigInt((dword & ~0xfff) >>> 0); break;
-      case Reg.ACQ + 4: if (!this.running) this.acq = (this.acq & 0xffffffffn) | (BigInt(dword) << 32n); break;
+      case Reg.ASQ:
+        if (!this.running) this.asq = (this.asq & ~0xffffffffn) | BigInt((dword & ~0xfff) >>> 0);
+        break;
+      case Reg.ASQ + 4:
+        if (!this.running) this.asq = (this.asq & 0xffffffffn) | (BigInt(dword) << 32n);
+        break;
+      case Reg.ACQ:
+        if (!this.running) this.acq = (this.acq & ~0xffffffffn) | BigInt((dword & ~0xfff) >>> 0);
+        break;
+      case Reg.ACQ + 4:
+        if (!this.running) this.acq = (this.acq & 0xffffffffn) | (BigInt(dword) << 32n);
+        break;
       default:
         break; // read-only or reserved: ignored
     }

@@ -22,7 +22,11 @@ export const cqSlot = (qid: number): number => 2 * qid + 1;
 export class ShadowDoorbells {
   private pages: { dbs?: Int32Array; eis?: Int32Array } = {};
 
-  private constructor(private readonly dma: NvmeDma, private readonly dbs: bigint, private readonly eis: bigint) {}
+  private constructor(
+    private readonly dma: NvmeDma,
+    private readonly dbs: bigint,
+    private readonly eis: bigint,
+  ) {}
 
   /** Both pages page-aligned and in fd-backed guest memory, or undefined. */
   static open(dma: NvmeDma, dbs: bigint, eis: bigint): ShadowDoorbells | undefined {

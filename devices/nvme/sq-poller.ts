@@ -72,7 +72,10 @@ export class SqPoller implements PollGroupMember {
    */
   readonly stats = { found: 0, rearmed: 0, spinMicros: 0, windowMicros: MIN_WINDOW_MICROS };
 
-  constructor(private readonly host: SqPollerHost, private readonly options: SqPollOptions) {}
+  constructor(
+    private readonly host: SqPollerHost,
+    private readonly options: SqPollOptions,
+  ) {}
 
   get enabled(): boolean {
     return this.options.idleMicros > 0;

@@ -24,7 +24,10 @@ export class WriteBehind {
   /** Kicks issued, and whether the file refused them (then write-behind is off). */
   readonly stats = { kicks: 0, refused: false };
 
-  constructor(private readonly fd: number, private readonly threshold = WRITE_BEHIND_BYTES) {}
+  constructor(
+    private readonly fd: number,
+    private readonly threshold = WRITE_BEHIND_BYTES,
+  ) {}
 
   /** [position, position+length) reached the page cache. */
   wrote(position: number, length: number): void {

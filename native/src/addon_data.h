@@ -1,6 +1,7 @@
 // Per-environment state of the addon (one per Node env: main thread or Worker).
 #pragma once
 #include <napi.h>
+
 #include <unordered_set>
 
 namespace vfio_native {

@@ -2,6 +2,7 @@
 // TypeError/RangeError; nothing here aborts the process.
 #pragma once
 #include <napi.h>
+
 #include <cstdint>
 #include <vector>
 

@@ -56,7 +56,8 @@ Napi::Value Channel::Open(const Napi::CallbackInfo& info) {
   int fd = ArgFd(info, 0, "fd");
   if (!info[1].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
   Napi::Object options = info[1].As<Napi::Object>();
-  uint64_t max_message_size = ToUint(env, options.Get("maxMessageSize"), "options.maxMessageSize", kHeaderSize, kMaxMessageSizeLimit);
+  uint64_t max_message_size =
+      ToUint(env, options.Get("maxMessageSize"), "options.maxMessageSize", kHeaderSize, kMaxMessageSizeLimit);
   uint64_t max_fds = ToUint(env, options.Get("maxFds"), "options.maxFds", 0, kMaxFdsLimit);
   Napi::Value rx_staging = options.Get("receiveStaging");
   if (!rx_staging.IsArrayBuffer() || rx_staging.As<Napi::ArrayBuffer>().ByteLength() < kHeaderSize) {
@@ -117,9 +118,7 @@ Napi::Value Channel::Open(const Napi::CallbackInfo& info) {
 
 // ---- JS members -------------------------------------------------------------
 
-Napi::Value Channel::Send(const Napi::CallbackInfo& info) {
-  return SendBytes(info, ArgBytes(info, 0, "message"));
-}
+Napi::Value Channel::Send(const Napi::CallbackInfo& info) { return SendBytes(info, ArgBytes(info, 0, "message")); }
 
 Napi::Value Channel::SendStaged(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -364,8 +363,9 @@ void Channel::ReadAvailable() {
     if ((msg.msg_flags & MSG_CTRUNC) || fds.size() > max_fds_) {
       size_t got = fds.size();
       CloseAll(fds);
-      Fail(Reason(EFAULT, "peer sent more fds than the " + std::to_string(max_fds_) + " allowed per message (received " +
-                              std::to_string(got) + (msg.msg_flags & MSG_CTRUNC ? ", truncated)" : ")")));
+      Fail(Reason(EFAULT, "peer sent more fds than the " + std::to_string(max_fds_) +
+                              " allowed per message (received " + std::to_string(got) +
+                              (msg.msg_flags & MSG_CTRUNC ? ", truncated)" : ")")));
       return;
     }
     if (n == 0) {

@@ -78,7 +78,7 @@ class Channel : public Napi::ObjectWrap<Channel> {
 
   int fd_ = -1;
   bool closed_ = false;
-  bool reading_ = true;     // false after a header with size < 16
+  bool reading_ = true;  // false after a header with size < 16
   bool dispatching_ = false;
   size_t max_message_size_ = 0;
   size_t max_fds_ = 0;
@@ -94,10 +94,10 @@ class Channel : public Napi::ObjectWrap<Channel> {
   size_t start_ = 0;
   size_t end_ = 0;
   uint64_t pos_ = 0;
-  uint64_t received_ = 0;       // stream offset just past the last received byte
-  uint64_t delivered_ = 0;      // messages delivered so far
-  uint64_t discard_left_ = 0;   // body bytes of an oversize message still to drop
-  uint64_t discard_end_ = 0;    // stream offset where that message ends
+  uint64_t received_ = 0;      // stream offset just past the last received byte
+  uint64_t delivered_ = 0;     // messages delivered so far
+  uint64_t discard_left_ = 0;  // body bytes of an oversize message still to drop
+  uint64_t discard_end_ = 0;   // stream offset where that message ends
   std::deque<FdGroup> fd_groups_;
   std::unique_ptr<uint64_t[]> control_;  // recvmsg control buffer (8-byte aligned)
   size_t control_len_ = 0;

@@ -25,9 +25,7 @@ void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& 
   throw ErrnoError(env, err, syscall, detail);
 }
 
-std::string Reason(int err, const std::string& detail) {
-  return ErrnoName(err) + ": " + detail;
-}
+std::string Reason(int err, const std::string& detail) { return ErrnoName(err) + ": " + detail; }
 
 void ReportCallbackError(Napi::Env env, const Napi::Error& e) {
   // Same path as an exception thrown by any event-loop callback in JS:

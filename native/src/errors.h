@@ -2,6 +2,7 @@
 // 'EADDRINUSE'), `.errno` (negative, like Node's own) and `.syscall`.
 #pragma once
 #include <napi.h>
+
 #include <string>
 
 namespace vfio_native {

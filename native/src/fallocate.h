@@ -5,6 +5,7 @@
 #include <napi.h>
 
 namespace vfio_native {
-/** Registers fallocate, fallocateSync, startWriteback, FALLOC_PUNCH_HOLE and FALLOC_ZERO_RANGE (see native/types.ts). */
+/** Registers fallocate, fallocateSync, startWriteback, FALLOC_PUNCH_HOLE and FALLOC_ZERO_RANGE (see native/types.ts).
+ */
 void InitFallocate(Napi::Env env, Napi::Object exports);
 }  // namespace vfio_native

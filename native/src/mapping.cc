@@ -96,7 +96,8 @@ Napi::Value Mapping::MmapFd(const Napi::CallbackInfo& info) {
 void Mapping::Tombstone() {
   // Keeps the address range reserved (no later mmap can land there) while
   // dropping the guest pages; munmap happens once nothing can point here.
-  void* r = mmap(range_->addr, range_->length, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  void* r =
+      mmap(range_->addr, range_->length, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (r == MAP_FAILED) {
     // Could not replace it: at least make the shared pages inaccessible.
     mprotect(range_->addr, range_->length, PROT_NONE);

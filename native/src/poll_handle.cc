@@ -29,8 +29,7 @@ int PollHandle::Set(int events) {
 void PollHandle::Close() {
   if (handle_ == nullptr) return;
   handle_->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(handle_),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+  uv_close(reinterpret_cast<uv_handle_t*>(handle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
   handle_ = nullptr;
   events_ = 0;
 }

@@ -34,7 +34,8 @@ socklen_t MakeAddress(Napi::Env env, const std::string& path, sockaddr_un* addr,
   bool abstract = path[0] == '\0';
   if (!abstract && path.find('\0') != std::string::npos) ThrowErrno(env, EINVAL, syscall, "socket path contains NUL");
   if (path.size() + (abstract ? 0 : 1) > sizeof(addr->sun_path)) {
-    ThrowErrno(env, ENAMETOOLONG, syscall, "socket path longer than " + std::to_string(sizeof(addr->sun_path) - 1) + " bytes");
+    ThrowErrno(env, ENAMETOOLONG, syscall,
+               "socket path longer than " + std::to_string(sizeof(addr->sun_path) - 1) + " bytes");
   }
   memcpy(addr->sun_path, path.data(), path.size());
   return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (abstract ? 0 : 1));

@@ -23,7 +23,8 @@ constexpr double kUnsupported = -2;
 iovec ViewIovec(Napi::Env env, napi_value v, uint32_t index) {
   Bytes bytes{nullptr, 0};
   if (!ViewBytes(env, v, &bytes)) {
-    Napi::TypeError e = Napi::TypeError::New(env, "views[" + std::to_string(index) + "] must be a Uint8Array (or another ArrayBufferView)");
+    Napi::TypeError e = Napi::TypeError::New(
+        env, "views[" + std::to_string(index) + "] must be a Uint8Array (or another ArrayBufferView)");
     e.Set("code", Napi::String::New(env, "ERR_INVALID_ARG_TYPE"));
     throw e;
   }
@@ -44,7 +45,8 @@ Napi::Value PreadvNowait(const Napi::CallbackInfo& info) {
   uint64_t position = ArgUint(info, 2, "position", 0, INT64_MAX);
   uint32_t count = views.Length();
   if (count > IOV_MAX) {
-    Napi::RangeError e = Napi::RangeError::New(env, std::string(syscall) + ": at most " + std::to_string(IOV_MAX) + " views");
+    Napi::RangeError e =
+        Napi::RangeError::New(env, std::string(syscall) + ": at most " + std::to_string(IOV_MAX) + " views");
     e.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
     throw e;
   }
@@ -61,7 +63,8 @@ Napi::Value PreadvNowait(const Napi::CallbackInfo& info) {
     iov[i] = ViewIovec(env, views.Get(i), i);
     total += iov[i].iov_len;
   }
-  if (total > static_cast<uint64_t>(INT64_MAX) - position) ThrowErrno(env, EOVERFLOW, syscall, "position + length overflows");
+  if (total > static_cast<uint64_t>(INT64_MAX) - position)
+    ThrowErrno(env, EOVERFLOW, syscall, "position + length overflows");
   if (count == 0 || total == 0) return Napi::Number::New(env, 0);
   ssize_t n;
   do {

@@ -57,7 +57,8 @@ Napi::Value Watcher::Create(const Napi::CallbackInfo& info, Kind kind) {
   }
   self->on_event_ = Napi::Persistent(on_event);
   if (kind == Kind::kListener) self->on_error_ = Napi::Persistent(on_error);
-  self->context_ = std::make_unique<Napi::AsyncContext>(env, kind == Kind::kListener ? "VfioUserListener" : "VfioUserWatcher", obj);
+  self->context_ =
+      std::make_unique<Napi::AsyncContext>(env, kind == Kind::kListener ? "VfioUserListener" : "VfioUserWatcher", obj);
   napi_add_env_cleanup_hook(env, OnEnvCleanup, self);
   self->cleanup_hook_ = true;
   self->Ref();

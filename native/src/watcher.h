@@ -1,7 +1,7 @@
 // Watcher: watchListener (accept4 loop) and watchReadable (level-triggered
 // readable notifications). A listener that hits EMFILE/ENFILE/ENOBUFS/ENOMEM
-// reports it through onError and pauses for 100 ms instead of spinning. Both poll a private dup of the fd, so JS closing the
-// original fd early cannot confuse libuv; close() stops polling and closes the dup.
+// reports it through onError and pauses for 100 ms instead of spinning. Both poll a private dup of the fd, so JS
+// closing the original fd early cannot confuse libuv; close() stops polling and closes the dup.
 #pragma once
 #include <napi.h>
 
@@ -46,7 +46,7 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
   std::unique_ptr<Napi::AsyncContext> context_;
   bool cleanup_hook_ = false;
   bool referenced_ = false;  // Ref() held while open
-  Napi::Object recv_;  // valid during OnPoll only
+  Napi::Object recv_;        // valid during OnPoll only
 };
 
 }  // namespace vfio_native

@@ -10,8 +10,15 @@ import type { Logger } from 'pino';
 import type { ClientPort } from '../endpoint.js';
 import { VfioUserError } from '../../protocol/errors.js';
 import {
-  VfioUserCommand, Errno, HeaderFlag, commandName, decodeDmaReadReply, decodeDmaWriteReply,
-  encodeDmaReadRequest, encodeDmaWriteRequest, type MessageHeader,
+  VfioUserCommand,
+  Errno,
+  HeaderFlag,
+  commandName,
+  decodeDmaReadReply,
+  decodeDmaWriteReply,
+  encodeDmaReadRequest,
+  encodeDmaWriteRequest,
+  type MessageHeader,
 } from '../../protocol/index.js';
 
 interface Pending {
@@ -86,7 +93,9 @@ export class ConnectionClientPort implements ClientPort {
     return new Promise<Uint8Array>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject(new VfioUserError(Errno.ETIMEDOUT, `${commandName(command)} id ${id} timed out after ${this.#timeoutMs} ms`));
+        reject(
+          new VfioUserError(Errno.ETIMEDOUT, `${commandName(command)} id ${id} timed out after ${this.#timeoutMs} ms`),
+        );
       }, this.#timeoutMs);
       this.#pending.set(id, { command, addr, count, resolve, reject, timer });
       this.log.debug({ cmd: commandName(command), id, addr: `0x${addr.toString(16)}`, count }, 'send DMA request');
@@ -110,7 +119,12 @@ export class ConnectionClientPort implements ClientPort {
     clearTimeout(p.timer);
     if (header.flags & HeaderFlag.ERROR) {
       const errno = header.error >= 1 && header.error <= 4096 ? header.error : Errno.EINVAL;
-      p.reject(new VfioUserError(errno, `${commandName(p.command)} at 0x${p.addr.toString(16)}: client answered errno ${header.error}`));
+      p.reject(
+        new VfioUserError(
+          errno,
+          `${commandName(p.command)} at 0x${p.addr.toString(16)}: client answered errno ${header.error}`,
+        ),
+      );
     } else {
       p.resolve(message);
     }

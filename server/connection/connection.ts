@@ -15,8 +15,20 @@ import type { NativeBinding } from '../../native/index.js';
 import { VfioUserError } from '../../protocol/errors.js';
 import type { Endpoint } from '../endpoint.js';
 import {
-  VfioUserCommand, Errno, HEADER_SIZE, HeaderFlag, Limits, commandName, decodeHeader, encodeErrorReply, hexDump,
-  isReply, messageType, wantsReply, type Capabilities, type MessageHeader,
+  VfioUserCommand,
+  Errno,
+  HEADER_SIZE,
+  HeaderFlag,
+  Limits,
+  commandName,
+  decodeHeader,
+  encodeErrorReply,
+  hexDump,
+  isReply,
+  messageType,
+  wantsReply,
+  type Capabilities,
+  type MessageHeader,
 } from '../../protocol/index.js';
 import { Channel, type ReceivedFds } from '../transport/index.js';
 import { ConnectionClientPort } from './client-port.js';
@@ -158,7 +170,10 @@ export class Connection {
     if (header.size < HEADER_SIZE) {
       // The stream cannot be re-framed: answer and drop the client.
       fds.release('bad header');
-      this.log.warn({ cmd: commandName(header.command), id: header.id, size: header.size }, 'header size < 16: closing');
+      this.log.warn(
+        { cmd: commandName(header.command), id: header.id, size: header.size },
+        'header size < 16: closing',
+      );
       this.#replyError(header, Errno.EINVAL);
       void this.#teardown('malformed header');
       return;
@@ -168,7 +183,10 @@ export class Connection {
       if (!this.#port?.handleReply(header, message)) {
         this.log.warn({ cmd: commandName(header.command), id: header.id }, 'unsolicited reply dropped');
       } else {
-        this.log.debug({ cmd: commandName(header.command), id: header.id, size: header.size, error: header.error || undefined }, 'reply');
+        this.log.debug(
+          { cmd: commandName(header.command), id: header.id, size: header.size, error: header.error || undefined },
+          'reply',
+        );
       }
       return;
     }
@@ -181,7 +199,10 @@ export class Connection {
     this.#queue.push({ header, message, fds });
     this.#queuedBytes += message.byteLength;
     if (this.#queue.length - this.#head > MAX_QUEUED_REQUESTS || this.#queuedBytes > MAX_QUEUED_BYTES) {
-      this.log.warn({ queued: this.#queue.length - this.#head, bytes: this.#queuedBytes }, 'too many requests waiting: dropping the client');
+      this.log.warn(
+        { queued: this.#queue.length - this.#head, bytes: this.#queuedBytes },
+        'too many requests waiting: dropping the client',
+      );
       void this.#teardown('request queue overflow');
       return;
     }
@@ -253,11 +274,20 @@ export class Connection {
     if (result instanceof Promise) {
       // QEMU gives up on a reply after x-msg-timeout (5 s by default): say so early.
       const slow = setTimeout(() => {
-        this.log.warn({ cmd: commandName(header.command), id: header.id, ms: SLOW_HANDLER_MS }, 'request still running (the client may time out)');
+        this.log.warn(
+          { cmd: commandName(header.command), id: header.id, ms: SLOW_HANDLER_MS },
+          'request still running (the client may time out)',
+        );
       }, SLOW_HANDLER_MS);
       return result.then(
-        (r) => { clearTimeout(slow); this.#finish(header, fds, r, undefined); },
-        (err: unknown) => { clearTimeout(slow); this.#finish(header, fds, undefined, err); },
+        (r) => {
+          clearTimeout(slow);
+          this.#finish(header, fds, r, undefined);
+        },
+        (err: unknown) => {
+          clearTimeout(slow);
+          this.#finish(header, fds, undefined, err);
+        },
       );
     }
     this.#finish(header, fds, result, undefined);
@@ -271,11 +301,16 @@ export class Connection {
     if (message.byteLength < header.size) {
       throw VfioUserError.invalid(`message of ${header.size} bytes exceeds our limit of ${this.#maxDataXferSize + 32}`);
     }
-    if (fds.count > this.#maxMsgFds) throw VfioUserError.invalid(`${fds.count} fds exceed max_msg_fds ${this.#maxMsgFds}`);
+    if (fds.count > this.#maxMsgFds)
+      throw VfioUserError.invalid(`${fds.count} fds exceed max_msg_fds ${this.#maxMsgFds}`);
     const handler = handlerFor(header.command);
     if (!handler) throw VfioUserError.invalid(`unsupported command ${commandName(header.command)}`);
     const ctx: RequestContext = {
-      header, message, fds, endpoint: this.endpoint, log: this.log,
+      header,
+      message,
+      fds,
+      endpoint: this.endpoint,
+      log: this.log,
       maxDataXferSize: this.#maxDataXferSize,
       clientMaxMsgFds: this.#client?.maxMsgFds ?? 1,
     };
@@ -284,7 +319,8 @@ export class Connection {
 
   #finish(header: MessageHeader, fds: ReceivedFds, result: HandlerResult | undefined, err: unknown): void {
     const closed = fds.release('not taken by the handler');
-    if (closed > 0) this.log.warn({ cmd: commandName(header.command), id: header.id, fds: closed }, 'closed unexpected fds');
+    if (closed > 0)
+      this.log.warn({ cmd: commandName(header.command), id: header.id, fds: closed }, 'closed unexpected fds');
     if (result) {
       if (this.log.isLevelEnabled('debug')) {
         this.log.debug({ cmd: commandName(header.command), id: header.id, size: header.size, result: 'ok' }, 'request');
@@ -349,7 +385,11 @@ export class Connection {
   #send(message: Uint8Array, fds?: readonly number[]): boolean {
     if (this.log.isLevelEnabled('trace')) this.log.trace({ hex: hexDump(message), fds: fds?.length }, 'send');
     const backlog = this.#channel.send(message, fds);
-    if (backlog > (this.#options.maxPendingBytes ?? MAX_PENDING_BYTES) && this.#state !== 'closing' && this.#state !== 'closed') {
+    if (
+      backlog > (this.#options.maxPendingBytes ?? MAX_PENDING_BYTES) &&
+      this.#state !== 'closing' &&
+      this.#state !== 'closed'
+    ) {
       this.log.warn({ pendingBytes: backlog }, 'the client does not read its replies: dropping it');
       void this.#teardown('client does not read its replies');
     }

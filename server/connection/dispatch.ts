@@ -9,7 +9,15 @@ import { regionAccessHandlers } from './handlers/region-access.js';
 import { regionsHandlers } from './handlers/regions.js';
 
 const table = new Map<number, Handler>();
-for (const group of [dmaHandlers, deviceHandlers, regionsHandlers, regionAccessHandlers, irqsHandlers, featuresHandlers, migrationHandlers]) {
+for (const group of [
+  dmaHandlers,
+  deviceHandlers,
+  regionsHandlers,
+  regionAccessHandlers,
+  irqsHandlers,
+  featuresHandlers,
+  migrationHandlers,
+]) {
   for (const [cmd, handler] of Object.entries(group)) table.set(Number(cmd), handler as Handler);
 }
 

@@ -132,19 +132,29 @@ export class DmaSpace {
     }
     if (!st.isFile()) return true; // devices and the like: mmap decides
     if (st.size < end) {
-      throw new DmaError(Errno.EINVAL, `${what}: the fd holds ${st.size} bytes, the map needs ${end} (the rest would fault)`);
+      throw new DmaError(
+        Errno.EINVAL,
+        `${what}: the fd holds ${st.size} bytes, the map needs ${end} (the rest would fault)`,
+      );
     }
     const seals = native.fdSeals(fd);
     if (seals >= 0 && (seals & native.F_SEAL_SHRINK) !== 0) return true;
     if (this.#unsealed === 'refuse') {
-      throw new DmaError(Errno.EPERM, `${what}: the fd is not sealed against shrinking (F_SEAL_SHRINK); unsealed DMA fds are refused`);
+      throw new DmaError(
+        Errno.EPERM,
+        `${what}: the fd is not sealed against shrinking (F_SEAL_SHRINK); unsealed DMA fds are refused`,
+      );
     }
     if (!this.#warnedUnsealed) {
       this.#warnedUnsealed = true;
       if (this.#unsealed === 'messages') {
-        this.log.info(`${what}: the client's memory fd is not sealed against shrinking: served by DMA messages, not mapped (slower, safe)`);
+        this.log.info(
+          `${what}: the client's memory fd is not sealed against shrinking: served by DMA messages, not mapped (slower, safe)`,
+        );
       } else {
-        this.log.warn(`${what}: the client's memory fd is not sealed against shrinking: a client that truncates it can crash this process (SIGBUS); QEMU's memory-backend-memfd seals by default (seal=on), or set unsealedDmaFds to 'messages'`);
+        this.log.warn(
+          `${what}: the client's memory fd is not sealed against shrinking: a client that truncates it can crash this process (SIGBUS); QEMU's memory-backend-memfd seals by default (seal=on), or set unsealedDmaFds to 'messages'`,
+        );
       }
     }
     return this.#unsealed === 'map';
@@ -218,14 +228,26 @@ export class DmaSpace {
       const i = this.#firstEndingAfter(addr);
       const next = this.#regions[i];
       if (next && next.addr < addr + size) {
-        if (next.addr === addr && next.size === size && next.offset === req.offset && next.flags === req.flags
-          && (next.mapping !== undefined) === (req.fd !== undefined)) {
-          this.log.debug({ addr: `0x${addr.toString(16)}`, size: `0x${size.toString(16)}` }, 'DMA: identical re-map accepted');
+        if (
+          next.addr === addr &&
+          next.size === size &&
+          next.offset === req.offset &&
+          next.flags === req.flags &&
+          (next.mapping !== undefined) === (req.fd !== undefined)
+        ) {
+          this.log.debug(
+            { addr: `0x${addr.toString(16)}`, size: `0x${size.toString(16)}` },
+            'DMA: identical re-map accepted',
+          );
           return;
         }
-        throw new DmaError(Errno.EINVAL, `${what}: overlaps [0x${next.addr.toString(16)}, +0x${next.size.toString(16)})`);
+        throw new DmaError(
+          Errno.EINVAL,
+          `${what}: overlaps [0x${next.addr.toString(16)}, +0x${next.size.toString(16)})`,
+        );
       }
-      if (this.#regions.length >= this.#maxMaps) throw new DmaError(Errno.EINVAL, `${what}: more than ${this.#maxMaps} maps`);
+      if (this.#regions.length >= this.#maxMaps)
+        throw new DmaError(Errno.EINVAL, `${what}: more than ${this.#maxMaps} maps`);
       let region: DmaRegion;
       if (fd !== undefined && this.#mayMapRange(fd, req, what)) {
         const base = req.offset - (req.offset % PAGE);
@@ -248,7 +270,15 @@ export class DmaSpace {
         region = new DmaRegion(addr, size, req.flags, req.offset, undefined, 0, 0);
       }
       this.#regions.splice(i, 0, region);
-      this.log.debug({ addr: `0x${addr.toString(16)}`, size: `0x${size.toString(16)}`, flags: req.flags, fd: region.mapping !== undefined }, 'DMA: mapped');
+      this.log.debug(
+        {
+          addr: `0x${addr.toString(16)}`,
+          size: `0x${size.toString(16)}`,
+          flags: req.flags,
+          fd: region.mapping !== undefined,
+        },
+        'DMA: mapped',
+      );
       this.#tell(this.#mapListeners, region, 'map');
     } finally {
       await closeFd();
@@ -271,7 +301,10 @@ export class DmaSpace {
       const i = this.#firstEndingAfter(addr);
       const r = this.#regions[i];
       if (!r || r.addr !== addr || r.size !== size) {
-        throw new DmaError(Errno.ENOENT, `DMA_UNMAP [0x${addr.toString(16)}, +0x${size.toString(16)}): no such mapping`);
+        throw new DmaError(
+          Errno.ENOENT,
+          `DMA_UNMAP [0x${addr.toString(16)}, +0x${size.toString(16)}): no such mapping`,
+        );
       }
       this.#regions.splice(i, 1);
       victims = [r];
@@ -280,11 +313,13 @@ export class DmaSpace {
     for (const r of victims) this.#tell(this.#unmapListeners, r, 'unmap');
     // Only mmapped memory needs its users gone first; a message-only range has
     // nothing to protect (and waiting could deadlock on the client).
-    await Promise.all(victims.map(async (r) => {
-      if (!r.mapping) return;
-      await r.drained();
-      r.mapping.unmap();
-    }));
+    await Promise.all(
+      victims.map(async (r) => {
+        if (!r.mapping) return;
+        await r.drained();
+        r.mapping.unmap();
+      }),
+    );
     if (victims.length > 0) this.log.debug({ count: victims.length, all }, 'DMA: unmapped');
   }
 
@@ -324,7 +359,10 @@ export class DmaSpace {
         listener(region);
       } catch (err) {
         const first = ++this.#listenerFailures === 1;
-        this.log[first ? 'error' : 'debug']({ err, addr: `0x${region.addr.toString(16)}`, failures: this.#listenerFailures }, `DMA: an on${what === 'map' ? 'Map' : 'Unmap'} listener threw`);
+        this.log[first ? 'error' : 'debug'](
+          { err, addr: `0x${region.addr.toString(16)}`, failures: this.#listenerFailures },
+          `DMA: an on${what === 'map' ? 'Map' : 'Unmap'} listener threw`,
+        );
       }
     }
   }
@@ -433,10 +471,22 @@ export class DmaSpace {
     checkArgs(gpa, length);
     const r = this.find(gpa);
     if (!r || gpa + BigInt(length) > r.end) throw DmaError.unmapped(gpa, length);
-    if (!r.mapping) throw new DmaError(Errno.EFAULT, `DMA: [0x${gpa.toString(16)}, +0x${length.toString(16)}) is message-only (no fd): use read()/write()`);
-    if (!allows(r, access)) throw new DmaError(Errno.EPERM, `DMA: 0x${gpa.toString(16)} is not ${access === 'read' ? 'readable' : 'read-write'}`);
+    if (!r.mapping)
+      throw new DmaError(
+        Errno.EFAULT,
+        `DMA: [0x${gpa.toString(16)}, +0x${length.toString(16)}) is message-only (no fd): use read()/write()`,
+      );
+    if (!allows(r, access))
+      throw new DmaError(
+        Errno.EPERM,
+        `DMA: 0x${gpa.toString(16)} is not ${access === 'read' ? 'readable' : 'read-write'}`,
+      );
     const v = r.view(gpa, length);
-    if (!v) throw new DmaError(Errno.EFAULT, `DMA: [0x${gpa.toString(16)}, +0x${length.toString(16)}) crosses a 4 GiB window: use read()/write()`);
+    if (!v)
+      throw new DmaError(
+        Errno.EFAULT,
+        `DMA: [0x${gpa.toString(16)}, +0x${length.toString(16)}) crosses a 4 GiB window: use read()/write()`,
+      );
     return v;
   }
 
@@ -449,7 +499,8 @@ export class DmaSpace {
    */
   async read(gpa: bigint, length: number): Promise<Uint8Array> {
     const segs = this.#pieces(gpa, length);
-    for (const s of segs) if (!s.region.readable) throw new DmaError(Errno.EPERM, `DMA read: 0x${s.gpa.toString(16)} is not readable`);
+    for (const s of segs)
+      if (!s.region.readable) throw new DmaError(Errno.EPERM, `DMA read: 0x${s.gpa.toString(16)} is not readable`);
     const out = new Uint8Array(length);
     let done = 0;
     for (const s of segs) {
@@ -465,7 +516,8 @@ export class DmaSpace {
   /** Copy into guest memory. EFAULT unmapped, EPERM not writable (checked before any byte is written). No hold (see read()). */
   async write(gpa: bigint, data: Uint8Array): Promise<void> {
     const segs = this.#pieces(gpa, data.byteLength);
-    for (const s of segs) if (!s.region.writable) throw new DmaError(Errno.EPERM, `DMA write: 0x${s.gpa.toString(16)} is read-only`);
+    for (const s of segs)
+      if (!s.region.writable) throw new DmaError(Errno.EPERM, `DMA write: 0x${s.gpa.toString(16)} is read-only`);
     let done = 0;
     for (const s of segs) {
       const piece = data.subarray(done, done + s.length);
@@ -477,7 +529,8 @@ export class DmaSpace {
   }
 
   #requirePort(gpa: bigint): ClientPort {
-    if (!this.#port) throw new DmaError(Errno.ENOTCONN, `DMA: 0x${gpa.toString(16)} is message-only and no client is attached`);
+    if (!this.#port)
+      throw new DmaError(Errno.ENOTCONN, `DMA: 0x${gpa.toString(16)} is message-only and no client is attached`);
     return this.#port;
   }
 }

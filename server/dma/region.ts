@@ -32,7 +32,15 @@ export class DmaRegion {
   /** Set once the region was removed from the space: no new users. */
   removed = false;
 
-  constructor(addr: bigint, size: bigint, flags: number, offset: bigint, mapping: NativeMapping | undefined, delta: number, windowSize: number) {
+  constructor(
+    addr: bigint,
+    size: bigint,
+    flags: number,
+    offset: bigint,
+    mapping: NativeMapping | undefined,
+    delta: number,
+    windowSize: number,
+  ) {
     this.addr = addr;
     this.size = size;
     this.end = addr + size;

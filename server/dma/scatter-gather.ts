@@ -35,8 +35,10 @@ export class ScatterGather {
   constructor(entries: readonly DmaRange[]) {
     let total = 0;
     for (const e of entries) {
-      if (!Number.isSafeInteger(e.length) || e.length < 0) throw new RangeError(`scatter-gather: bad segment length ${e.length}`);
-      if (e.addr < 0n || e.addr + BigInt(e.length) > 1n << 64n) throw new RangeError('scatter-gather: segment outside the 64-bit address space');
+      if (!Number.isSafeInteger(e.length) || e.length < 0)
+        throw new RangeError(`scatter-gather: bad segment length ${e.length}`);
+      if (e.addr < 0n || e.addr + BigInt(e.length) > 1n << 64n)
+        throw new RangeError('scatter-gather: segment outside the 64-bit address space');
       total += e.length;
     }
     this.entries = entries.filter((e) => e.length > 0).map((e) => ({ addr: e.addr, length: e.length }));
@@ -45,7 +47,8 @@ export class ScatterGather {
 
   /** The sub-list covering bytes [offset, offset + length). */
   slice(offset: number, length = this.length - offset): ScatterGather {
-    if (offset < 0 || length < 0 || offset + length > this.length) throw new RangeError('scatter-gather: slice out of range');
+    if (offset < 0 || length < 0 || offset + length > this.length)
+      throw new RangeError('scatter-gather: slice out of range');
     const out: DmaRange[] = [];
     let skip = offset;
     let want = length;
@@ -76,7 +79,8 @@ export class ScatterGather {
 
   /** Scatter `data` over the ranges from the start (data may be shorter than the list; RangeError when longer). */
   async write(memory: GuestMemoryAccess, data: Uint8Array): Promise<void> {
-    if (data.length > this.length) throw new RangeError(`scatter-gather: ${data.length} bytes do not fit ${this.length}`);
+    if (data.length > this.length)
+      throw new RangeError(`scatter-gather: ${data.length} bytes do not fit ${this.length}`);
     let at = 0;
     for (const e of this.entries) {
       if (at >= data.length) break;

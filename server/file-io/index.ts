@@ -23,7 +23,13 @@
  * await fallocate(fd, 'punch-hole', position, length);     // reads as zeros from now on
  * ```
  */
-import { FALLOC_PUNCH_HOLE, FALLOC_ZERO_RANGE, native, NOWAIT_UNSUPPORTED, NOWAIT_WOULD_BLOCK } from '../../native/index.js';
+import {
+  FALLOC_PUNCH_HOLE,
+  FALLOC_ZERO_RANGE,
+  native,
+  NOWAIT_UNSUPPORTED,
+  NOWAIT_WOULD_BLOCK,
+} from '../../native/index.js';
 
 export { NOWAIT_UNSUPPORTED, NOWAIT_WOULD_BLOCK };
 

@@ -156,9 +156,11 @@ export class Interrupts {
     const action = req.flags & IrqSetFlag.ACTION_TYPE_MASK;
     const { start, count } = req;
     if (start < 0 || count < 0 || start + count > t.count) {
-      if (!(count === 0 && start === 0)) throw VfioUserError.invalid(`SET_IRQS: vectors ${start}+${count} beyond ${t.count}`);
+      if (!(count === 0 && start === 0))
+        throw VfioUserError.invalid(`SET_IRQS: vectors ${start}+${count} beyond ${t.count}`);
     }
-    if (data !== IrqSetFlag.DATA_EVENTFD && fds.length > 0) throw VfioUserError.invalid('SET_IRQS: fds without DATA_EVENTFD');
+    if (data !== IrqSetFlag.DATA_EVENTFD && fds.length > 0)
+      throw VfioUserError.invalid('SET_IRQS: fds without DATA_EVENTFD');
     if (data === IrqSetFlag.DATA_BOOL && (req.bools === undefined || req.bools.length < count)) {
       throw VfioUserError.invalid('SET_IRQS: DATA_BOOL without count bytes');
     }
@@ -167,7 +169,8 @@ export class Interrupts {
 
     if (action === IrqSetFlag.ACTION_TRIGGER) {
       if (data === IrqSetFlag.DATA_EVENTFD) {
-        if (fds.length !== 0 && fds.length !== count) throw VfioUserError.invalid(`SET_IRQS: ${fds.length} fds for ${count} vectors`);
+        if (fds.length !== 0 && fds.length !== count)
+          throw VfioUserError.invalid(`SET_IRQS: ${fds.length} fds for ${count} vectors`);
         if (count === 0) return;
         t.enabled = true;
         for (let i = 0; i < count; i++) {
@@ -193,9 +196,11 @@ export class Interrupts {
       return;
     }
 
-    if (req.index === PciIrq.ERR || req.index === PciIrq.REQ) throw VfioUserError.invalid('SET_IRQS: ERR/REQ support TRIGGER only');
+    if (req.index === PciIrq.ERR || req.index === PciIrq.REQ)
+      throw VfioUserError.invalid('SET_IRQS: ERR/REQ support TRIGGER only');
     if (action === IrqSetFlag.ACTION_MASK) {
-      if (data === IrqSetFlag.DATA_EVENTFD) throw VfioUserError.invalid('SET_IRQS: MASK with an eventfd is not supported');
+      if (data === IrqSetFlag.DATA_EVENTFD)
+        throw VfioUserError.invalid('SET_IRQS: MASK with an eventfd is not supported');
       for (let i = 0; i < count; i++) if (selected(i)) t.setMasked(start + i, true);
       return;
     }

@@ -50,7 +50,10 @@ function fail(message: string): never {
 }
 
 /** Validate the declared BARs and add a dedicated MSI-X BAR if needed. Returns slots 0-5 (undefined = absent or upper half of a 64-bit BAR). */
-export function layoutBars(bars: readonly BarOptions[], msix: MsixOptions | undefined): { bars: (BarLayout | undefined)[]; msix: MsixLayout | undefined } {
+export function layoutBars(
+  bars: readonly BarOptions[],
+  msix: MsixOptions | undefined,
+): { bars: (BarLayout | undefined)[]; msix: MsixLayout | undefined } {
   const slots: (BarLayout | undefined)[] = new Array<BarLayout | undefined>(6).fill(undefined);
   const upper = new Set<number>();
   for (const b of bars) {
@@ -71,7 +74,14 @@ export function layoutBars(bars: readonly BarOptions[], msix: MsixOptions | unde
       if (slots[b.index + 1]) fail(`64-bit BAR ${b.index} overlaps BAR ${b.index + 1}`);
       upper.add(b.index + 1);
     }
-    slots[b.index] = { index: b.index, size: b.size, type, prefetchable: b.prefetchable ?? false, options: b, memory: [] };
+    slots[b.index] = {
+      index: b.index,
+      size: b.size,
+      type,
+      prefetchable: b.prefetchable ?? false,
+      options: b,
+      memory: [],
+    };
   }
   for (const u of upper) if (slots[u]) fail(`BAR ${u} is the upper half of 64-bit BAR ${u - 1}`);
 
@@ -99,7 +109,9 @@ export function layoutBars(bars: readonly BarOptions[], msix: MsixOptions | unde
       tableOffset = msix.tableOffset ?? tableSlot.size / 2;
       if (pbaBar === msix.bar) {
         const gap = tableOffset + tableBytes;
-        pbaOffset = msix.pbaOffset ?? (alignUp(gap, PAGE_SIZE) + pbaBytes <= tableSlot.size ? alignUp(gap, PAGE_SIZE) : alignUp(gap, 8));
+        pbaOffset =
+          msix.pbaOffset ??
+          (alignUp(gap, PAGE_SIZE) + pbaBytes <= tableSlot.size ? alignUp(gap, PAGE_SIZE) : alignUp(gap, 8));
       } else {
         pbaOffset = msix.pbaOffset ?? 0;
       }
@@ -108,9 +120,12 @@ export function layoutBars(bars: readonly BarOptions[], msix: MsixOptions | unde
     if (!pbaSlot || pbaSlot.type === 'io') fail(`MSI-X PBA BAR ${pbaBar} must be a declared memory BAR`);
     const tableSize = slots[msix.bar]!.size;
     if (tableOffset % 8 !== 0 || pbaOffset % 8 !== 0) fail('MSI-X table and PBA offsets must be 8-byte aligned');
-    if (tableOffset + tableBytes > tableSize) fail(`MSI-X table (${tableBytes} bytes at ${tableOffset}) does not fit BAR ${msix.bar}`);
-    if (pbaOffset + pbaBytes > pbaSlot.size) fail(`MSI-X PBA (${pbaBytes} bytes at ${pbaOffset}) does not fit BAR ${pbaBar}`);
-    if (pbaBar === msix.bar && pbaOffset < tableOffset + tableBytes && tableOffset < pbaOffset + pbaBytes) fail('MSI-X table and PBA overlap');
+    if (tableOffset + tableBytes > tableSize)
+      fail(`MSI-X table (${tableBytes} bytes at ${tableOffset}) does not fit BAR ${msix.bar}`);
+    if (pbaOffset + pbaBytes > pbaSlot.size)
+      fail(`MSI-X PBA (${pbaBytes} bytes at ${pbaOffset}) does not fit BAR ${pbaBar}`);
+    if (pbaBar === msix.bar && pbaOffset < tableOffset + tableBytes && tableOffset < pbaOffset + pbaBytes)
+      fail('MSI-X table and PBA overlap');
     msixLayout = { vectors, tableBar: msix.bar, tableOffset, pbaBar, pbaOffset };
   }
 
@@ -134,7 +149,8 @@ function msixPages(bar: number, msix: MsixLayout | undefined): MemoryArea[] {
   return out;
 }
 
-const overlaps = (a: MemoryArea, b: MemoryArea): boolean => a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+const overlaps = (a: MemoryArea, b: MemoryArea): boolean =>
+  a.offset < b.offset + b.size && b.offset < a.offset + a.size;
 
 function memoryAreas(slot: BarLayout, msix: MsixLayout | undefined): MemoryArea[] {
   const memory = slot.options!.memory!;
@@ -155,10 +171,12 @@ function memoryAreas(slot: BarLayout, msix: MsixLayout | undefined): MemoryArea[
   const areas = [...memory].sort((a, b) => a.offset - b.offset);
   for (let i = 0; i < areas.length; i++) {
     const a = areas[i]!;
-    if (a.offset % PAGE_SIZE !== 0 || a.size % PAGE_SIZE !== 0 || a.size <= 0) fail(`BAR ${slot.index} memory area ${a.offset}+${a.size} is not page-aligned`);
+    if (a.offset % PAGE_SIZE !== 0 || a.size % PAGE_SIZE !== 0 || a.size <= 0)
+      fail(`BAR ${slot.index} memory area ${a.offset}+${a.size} is not page-aligned`);
     if (a.offset + a.size > slot.size) fail(`BAR ${slot.index} memory area ${a.offset}+${a.size} is outside the BAR`);
     if (i > 0 && overlaps(areas[i - 1]!, a)) fail(`BAR ${slot.index} memory areas overlap`);
-    if (reserved.some((r) => overlaps(r, a))) fail(`BAR ${slot.index} memory area ${a.offset}+${a.size} covers the MSI-X table or PBA`);
+    if (reserved.some((r) => overlaps(r, a)))
+      fail(`BAR ${slot.index} memory area ${a.offset}+${a.size} covers the MSI-X table or PBA`);
   }
   return areas.map((a) => ({ offset: a.offset, size: a.size }));
 }

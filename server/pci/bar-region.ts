@@ -35,7 +35,8 @@ export class BarRegion {
     deviceName: string,
   ) {
     if (layout.memory.length > 0) {
-      if (layout.size > native.WINDOW_SIZE) throw new Error(`PciDevice: memory-backed BAR ${layout.index} larger than ${native.WINDOW_SIZE} bytes`);
+      if (layout.size > native.WINDOW_SIZE)
+        throw new Error(`PciDevice: memory-backed BAR ${layout.index} larger than ${native.WINDOW_SIZE} bytes`);
       this.fd = native.memfdCreate(`${deviceName}-bar${layout.index}`, layout.size);
       try {
         this.mapping = native.mmapFd(this.fd, 0, layout.size, native.PROT_READ | native.PROT_WRITE);
@@ -93,7 +94,8 @@ export class BarRegion {
   }
 
   write(offset: number, data: Uint8Array): void | Promise<void> {
-    if (this.isSimpleRegisterAccess(offset, data.length)) return this.writePiece({ zone: 'regs', offset, size: data.length }, data, offset);
+    if (this.isSimpleRegisterAccess(offset, data.length))
+      return this.writePiece({ zone: 'regs', offset, size: data.length }, data, offset);
     const pieces = this.plan(offset, data.length, this.layout.options?.write64 !== undefined);
     for (let i = 0; i < pieces.length; i++) {
       const r = this.writePiece(pieces[i]!, data, offset);
@@ -101,13 +103,25 @@ export class BarRegion {
     }
   }
 
-  private async readRest(first: Promise<void>, pieces: Piece[], from: number, out: Uint8Array, base: number): Promise<Uint8Array> {
+  private async readRest(
+    first: Promise<void>,
+    pieces: Piece[],
+    from: number,
+    out: Uint8Array,
+    base: number,
+  ): Promise<Uint8Array> {
     await first;
     for (let i = from; i < pieces.length; i++) await this.readPiece(pieces[i]!, out, base);
     return out;
   }
 
-  private async writeRest(first: Promise<void>, pieces: Piece[], from: number, data: Uint8Array, base: number): Promise<void> {
+  private async writeRest(
+    first: Promise<void>,
+    pieces: Piece[],
+    from: number,
+    data: Uint8Array,
+    base: number,
+  ): Promise<void> {
     await first;
     for (let i = from; i < pieces.length; i++) await this.writePiece(pieces[i]!, data, base);
   }
@@ -151,7 +165,10 @@ export class BarRegion {
     const o = this.layout.options;
     if (p.size === 8) return o!.write64!(p.offset, getBig(src));
     if (!o?.write) {
-      this.log.debug({ bar: this.index, offset: p.offset, size: p.size }, 'write to a BAR without a write handler: ignored');
+      this.log.debug(
+        { bar: this.index, offset: p.offset, size: p.size },
+        'write to a BAR without a write handler: ignored',
+      );
       return;
     }
     return o.write(p.offset, p.size as AccessSize, getNumber(src));

@@ -112,11 +112,18 @@ export class PciDevice implements Endpoint {
     this.config = new ConfigSpace(express ? CONFIG_SIZE_EXPRESS : CONFIG_SIZE_PCI);
     if (options.rom) {
       // QEMU reads the ROM in one REGION_READ, bounded by max_data_xfer_size.
-      if (options.rom.length > Limits.MAX_DATA_XFER_SIZE) throw new Error(`PciDevice: ROM larger than ${Limits.MAX_DATA_XFER_SIZE} bytes`);
+      if (options.rom.length > Limits.MAX_DATA_XFER_SIZE)
+        throw new Error(`PciDevice: ROM larger than ${Limits.MAX_DATA_XFER_SIZE} bytes`);
       this.rom = new Uint8Array(nextPowerOfTwo(Math.max(options.rom.length, 2048)));
       this.rom.set(options.rom);
     }
-    buildHeader(this.config, { id: options.id, bars: layout.bars, romSize: this.rom?.length ?? 0, intxPin, express: express !== undefined });
+    buildHeader(this.config, {
+      id: options.id,
+      bars: layout.bars,
+      romSize: this.rom?.length ?? 0,
+      intxPin,
+      express: express !== undefined,
+    });
     this.buildCapabilities(express);
     this.config.onWrite(Cfg.COMMAND, 2, () => {
       this.irq.setIntxDisabled((this.config.u16(Cfg.COMMAND) & PciCommand.INTX_DISABLE) !== 0);
@@ -129,7 +136,8 @@ export class PciDevice implements Endpoint {
 
     this.bars = [];
     try {
-      for (const bar of layout.bars) this.bars.push(bar ? new BarRegion(bar, this.msix, this.log, this.name) : undefined);
+      for (const bar of layout.bars)
+        this.bars.push(bar ? new BarRegion(bar, this.msix, this.log, this.name) : undefined);
     } catch (err) {
       for (const b of this.bars) b?.close();
       throw err;
@@ -145,11 +153,16 @@ export class PciDevice implements Endpoint {
     }
     if (ints.msi) std.push({ key: 'msi', cap: msiCapability(ints.msi) });
     if (this.msixLayout) std.push({ key: 'msix', cap: msixCapability(this.msixLayout) });
-    if (express) std.push({ key: 'express', cap: expressCapability(express, () => void this.startReset('flr').catch(() => undefined)) });
+    if (express)
+      std.push({
+        key: 'express',
+        cap: expressCapability(express, () => void this.startReset('flr').catch(() => undefined)),
+      });
     for (const c of this.options.capabilities ?? []) {
       if (c.kind === 'vendor') std.push({ key: 'vendor', cap: vendorCapability(c.data, c.writable, c.onWrite) });
       else if (c.kind === 'dsn') ext.push({ key: 'dsn', cap: serialNumberCapability(c.serial) });
-      else if (c.kind === 'vendor-ext') ext.push({ key: 'vendorExt', cap: vendorExtendedCapability(c.id, c.revision ?? 0, c.data) });
+      else if (c.kind === 'vendor-ext')
+        ext.push({ key: 'vendorExt', cap: vendorExtendedCapability(c.id, c.revision ?? 0, c.data) });
     }
     const offsets = placeCapabilities(
       this.config,
@@ -201,9 +214,12 @@ export class PciDevice implements Endpoint {
       return this.bars[index]?.info() ?? { flags: 0, size: 0n, offset: 0n };
     }
     if (index === PciRegion.ROM) {
-      return this.rom ? { flags: RegionFlag.READ, size: BigInt(this.rom.length), offset: 0n } : { flags: 0, size: 0n, offset: 0n };
+      return this.rom
+        ? { flags: RegionFlag.READ, size: BigInt(this.rom.length), offset: 0n }
+        : { flags: 0, size: 0n, offset: 0n };
     }
-    if (index === PciRegion.CONFIG) return { flags: RegionFlag.READ | RegionFlag.WRITE, size: BigInt(this.config.size), offset: 0n };
+    if (index === PciRegion.CONFIG)
+      return { flags: RegionFlag.READ | RegionFlag.WRITE, size: BigInt(this.config.size), offset: 0n };
     if (index === PciRegion.VGA) return { flags: 0, size: 0n, offset: 0n };
     throw VfioUserError.invalid(`no region ${index}`);
   }
@@ -228,7 +244,8 @@ export class PciDevice implements Endpoint {
     if (index === PciRegion.CONFIG) {
       this.refreshMsiPending();
       const bytes = this.config.read(offset, count);
-      if (this.log.isLevelEnabled('trace')) this.log.trace({ offset, data: Buffer.from(bytes.subarray(0, 64)).toString('hex') }, 'config read');
+      if (this.log.isLevelEnabled('trace'))
+        this.log.trace({ offset, data: Buffer.from(bytes.subarray(0, 64)).toString('hex') }, 'config read');
       return bytes;
     }
     if (index === PciRegion.ROM) return this.rom ? this.rom.slice(offset, offset + count) : new Uint8Array(0);
@@ -238,7 +255,8 @@ export class PciDevice implements Endpoint {
 
   private doWrite(index: number, offset: number, data: Uint8Array): void | Promise<void> {
     if (index === PciRegion.CONFIG) {
-      if (this.log.isLevelEnabled('trace')) this.log.trace({ offset, data: Buffer.from(data.subarray(0, 64)).toString('hex') }, 'config write');
+      if (this.log.isLevelEnabled('trace'))
+        this.log.trace({ offset, data: Buffer.from(data.subarray(0, 64)).toString('hex') }, 'config write');
       return this.config.write(offset, data);
     }
     const bar = index >= 0 && index <= 5 ? this.bars[index] : undefined;
@@ -331,4 +349,3 @@ export class PciDevice implements Endpoint {
     for (const bar of this.bars) bar?.close();
   }
 }
-

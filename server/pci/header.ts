@@ -74,7 +74,13 @@ export function buildHeader(cs: ConfigSpace, spec: HeaderSpec): void {
 
   const hasIo = spec.bars.some((b) => b?.type === 'io');
   const hasMem = spec.bars.some((b) => b !== undefined && b.type !== 'io') || spec.romSize > 0;
-  const command = (hasIo ? PciCommand.IO : 0) | (hasMem ? PciCommand.MEMORY : 0) | PciCommand.MASTER | PciCommand.PARITY | PciCommand.SERR | PciCommand.INTX_DISABLE;
+  const command =
+    (hasIo ? PciCommand.IO : 0) |
+    (hasMem ? PciCommand.MEMORY : 0) |
+    PciCommand.MASTER |
+    PciCommand.PARITY |
+    PciCommand.SERR |
+    PciCommand.INTX_DISABLE;
   cs.setMask(Cfg.COMMAND, 2, command);
   cs.setMask(Cfg.STATUS, 2, 0, PciStatus.RW1C);
   cs.setMask(Cfg.CACHE_LINE, 1, 0xff);

@@ -33,7 +33,8 @@ export class MsixTable {
   /** Whether BAR `bar` byte `offset` is in the table or the PBA; returns the end of that structure, or undefined. */
   claim(bar: number, offset: number): number | undefined {
     const l = this.layout;
-    if (bar === l.tableBar && offset >= l.tableOffset && offset < l.tableOffset + this.table.length) return l.tableOffset + this.table.length;
+    if (bar === l.tableBar && offset >= l.tableOffset && offset < l.tableOffset + this.table.length)
+      return l.tableOffset + this.table.length;
     const pbaEnd = l.pbaOffset + msixPbaBytes(l.vectors);
     if (bar === l.pbaBar && offset >= l.pbaOffset && offset < pbaEnd) return pbaEnd;
     return undefined;

@@ -25,7 +25,13 @@ export class Channel {
    * Open a channel over the connected socket `fd` (ownership passes to the channel).
    * `maxFds`: room for this many fds on one message (more is a fatal stream error).
    */
-  constructor(native: NativeBinding, fd: number, options: { maxMessageSize: number; maxFds: number }, handlers: ChannelHandlers, log: Logger) {
+  constructor(
+    native: NativeBinding,
+    fd: number,
+    options: { maxMessageSize: number; maxFds: number },
+    handlers: ChannelHandlers,
+    log: Logger,
+  ) {
     this.#log = log;
     this.#held = new HeldFds((f) => native.closeFd(f), log);
     this.#channel = native.openChannel(

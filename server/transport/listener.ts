@@ -11,7 +11,10 @@ import type { NativeBinding, Watcher } from '../../native/index.js';
 
 /** An Error with a `.code` (EADDRINUSE, ENOTSOCK, ...). */
 class ListenError extends Error {
-  constructor(public readonly code: string, message: string) {
+  constructor(
+    public readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'ListenError';
   }
@@ -73,7 +76,8 @@ export class Listener {
   ): Promise<Listener> {
     const state = await probeSocketPath(path);
     if (state === 'live') throw new ListenError('EADDRINUSE', `${path}: another server is listening on this socket`);
-    if (state === 'not-socket') throw new ListenError('EEXIST', `${path}: exists and is not a socket; refusing to replace it`);
+    if (state === 'not-socket')
+      throw new ListenError('EEXIST', `${path}: exists and is not a socket; refusing to replace it`);
     if (state === 'stale') {
       log.info({ path }, 'replacing stale socket file');
       try {

@@ -35,8 +35,16 @@ describe('config file validation', () => {
       {
         logLevel: 'debug',
         devices: [
-          { type: 'nvme', socket: 'run/a.sock', options: { disk: 'data/a.img', size: '64M', lbaSize: 4096, serial: 'S1' } },
-          { type: 'nvme', socket: 'run/b.sock', options: { namespaces: [{ size: 1048576 }, { disk: '/tmp/x.img', size: '2M' }] } },
+          {
+            type: 'nvme',
+            socket: 'run/a.sock',
+            options: { disk: 'data/a.img', size: '64M', lbaSize: 4096, serial: 'S1' },
+          },
+          {
+            type: 'nvme',
+            socket: 'run/b.sock',
+            options: { namespaces: [{ size: 1048576 }, { disk: '/tmp/x.img', size: '2M' }] },
+          },
           { type: 'gpio', socket: '/tmp/g.sock' },
           { type: 'gpio', name: 'lights', socket: '/tmp/h.sock', options: { control: false } },
         ],
@@ -53,14 +61,23 @@ describe('config file validation', () => {
       namespaces: [{ path: '/etc/vfu/data/a.img', size: 64 << 20, lbaSize: 4096 }],
       serial: 'S1',
     });
-    expect(config.devices[1]).toMatchObject({ namespaces: [{ size: 1 << 20, lbaSize: 512 }, { path: '/tmp/x.img', size: 2 << 20 }] });
+    expect(config.devices[1]).toMatchObject({
+      namespaces: [
+        { size: 1 << 20, lbaSize: 512 },
+        { path: '/tmp/x.img', size: 2 << 20 },
+      ],
+    });
     expect(config.devices[2]).toMatchObject({ type: 'gpio', control: '/tmp/g.sock.control' });
     expect(config.devices[3]).toMatchObject({ control: null });
     expect(validateConfig([{ type: 'gpio', socket: 'g.sock' }], 'f.json', '/x').errors).toEqual([]);
-    const tuned = validateConfig([
-      { type: 'nvme', socket: 'n.sock', options: { size: '1M', pollMicros: 0, unsealedDmaFds: 'messages' } },
-      { type: 'gpio', socket: 'g.sock', options: { unsealedDmaFds: 'refuse' } },
-    ], 'f.json', '/x');
+    const tuned = validateConfig(
+      [
+        { type: 'nvme', socket: 'n.sock', options: { size: '1M', pollMicros: 0, unsealedDmaFds: 'messages' } },
+        { type: 'gpio', socket: 'g.sock', options: { unsealedDmaFds: 'refuse' } },
+      ],
+      'f.json',
+      '/x',
+    );
     expect(tuned.errors).toEqual([]);
     expect(tuned.config.devices[0]).toMatchObject({ pollMicros: 0, unsealedDmaFds: 'messages' });
     expect(tuned.config.devices[1]).toMatchObject({ unsealedDmaFds: 'refuse' });
@@ -74,7 +91,11 @@ describe('config file validation', () => {
           { type: 'nvme', socket: 'a.sock', options: { disk: 'a.img' } },
           { type: 'floppy', socket: 'b.sock' },
           { type: 'gpio' },
-          { type: 'nvme', socket: 'c.sock', options: { size: '1.5K', lbaSize: 1024, queues: 0, model: 'x'.repeat(41) } },
+          {
+            type: 'nvme',
+            socket: 'c.sock',
+            options: { size: '1.5K', lbaSize: 1024, queues: 0, model: 'x'.repeat(41) },
+          },
           { type: 'gpio', socket: 'a.sock', extra: 1 },
           'nvme',
           { type: 'nvme', socket: `${'/very-long'.repeat(12)}/x.sock`, options: { size: '1G' } },
@@ -103,7 +124,11 @@ describe('config file validation', () => {
       /^devices\.json: devices\[9\]\.options\.pollMicros: must be a whole number of microseconds from 0 \(off\) to 1000000/,
       /^devices\.json: devices\[9\]\.options\.unsealedDmaFds: must be one of "map", "messages", "refuse", got/,
     ];
-    for (const pattern of expected) expect(messages.some((m) => pattern.test(m)), `${pattern}\n${messages.join('\n')}`).toBe(true);
+    for (const pattern of expected)
+      expect(
+        messages.some((m) => pattern.test(m)),
+        `${pattern}\n${messages.join('\n')}`,
+      ).toBe(true);
     // devices[4] reuses a.sock, but it is reported only once devices[4] is otherwise valid.
     expect(errors.every((e) => e.source === 'devices.json')).toBe(true);
   });
@@ -147,27 +172,57 @@ describe('config file validation', () => {
 describe('serve arguments', () => {
   it('groups quick flags by --device', () => {
     const { config, logLevel } = parseServeArgs(
-      ['--device', 'nvme', '--socket', 'n.sock', '--disk', 'n.img', '--size', '1G', '-d', 'gpio', '-s', 'g.sock', '--control', 'none', '--trace'],
+      [
+        '--device',
+        'nvme',
+        '--socket',
+        'n.sock',
+        '--disk',
+        'n.img',
+        '--size',
+        '1G',
+        '-d',
+        'gpio',
+        '-s',
+        'g.sock',
+        '--control',
+        'none',
+        '--trace',
+      ],
       '/w',
     );
     expect(logLevel).toBe('debug');
     expect(config.source).toBe('command line');
     expect(config.devices).toMatchObject([
-      { type: 'nvme', name: 'nvme0', socket: '/w/n.sock', namespaces: [{ path: '/w/n.img', size: 2 ** 30, lbaSize: 512 }] },
+      {
+        type: 'nvme',
+        name: 'nvme0',
+        socket: '/w/n.sock',
+        namespaces: [{ path: '/w/n.img', size: 2 ** 30, lbaSize: 512 }],
+      },
       { type: 'gpio', name: 'gpio0', socket: '/w/g.sock', control: null },
     ]);
   });
 
   it('names the flag in quick-flag errors', () => {
-    const messages = errorsOf(() => parseServeArgs(['--socket', 'x.sock', '--device', 'nvme', '--size', 'big', '--device', 'gpio', '--log-level', 'loud'], '/w'));
-    expect(messages).toEqual(expect.arrayContaining([
-      'command line: --socket: belongs to a device: put it after --device TYPE',
-      'command line: --log-level: must be one of fatal, error, warn, info, debug, trace, silent, got "loud"',
-      expect.stringMatching(/^command line: --device #1 \(nvme\) --size: must be a size/),
-      'command line: --device #1 (nvme) --socket: is required (the UNIX socket path QEMU connects to)',
-      'command line: --device #2 (gpio) --socket: is required (the UNIX socket path QEMU connects to)',
-    ]));
-    expect(errorsOf(() => parseServeArgs(['--frobnicate'], '/w'))[0]).toMatch(/^command line: arguments: Unknown option '--frobnicate'/);
+    const messages = errorsOf(() =>
+      parseServeArgs(
+        ['--socket', 'x.sock', '--device', 'nvme', '--size', 'big', '--device', 'gpio', '--log-level', 'loud'],
+        '/w',
+      ),
+    );
+    expect(messages).toEqual(
+      expect.arrayContaining([
+        'command line: --socket: belongs to a device: put it after --device TYPE',
+        'command line: --log-level: must be one of fatal, error, warn, info, debug, trace, silent, got "loud"',
+        expect.stringMatching(/^command line: --device #1 \(nvme\) --size: must be a size/),
+        'command line: --device #1 (nvme) --socket: is required (the UNIX socket path QEMU connects to)',
+        'command line: --device #2 (gpio) --socket: is required (the UNIX socket path QEMU connects to)',
+      ]),
+    );
+    expect(errorsOf(() => parseServeArgs(['--frobnicate'], '/w'))[0]).toMatch(
+      /^command line: arguments: Unknown option '--frobnicate'/,
+    );
     expect(errorsOf(() => parseServeArgs(['--config', 'a.json', '--device', 'gpio'], '/w'))).toContain(
       'command line: --device: cannot be combined with --config (put the devices in the file)',
     );
@@ -177,7 +232,12 @@ describe('serve arguments', () => {
     const { config } = parseServeArgs([], '/srv/w');
     expect(config.source).toBe('built-in default');
     expect(config.devices).toMatchObject([
-      { type: 'nvme', name: 'nvme0', socket: '/srv/w/run/nvme0.sock', namespaces: [{ path: '/srv/w/data/nvme0.img', size: 2 ** 30 }] },
+      {
+        type: 'nvme',
+        name: 'nvme0',
+        socket: '/srv/w/run/nvme0.sock',
+        namespaces: [{ path: '/srv/w/data/nvme0.img', size: 2 ** 30 }],
+      },
       { type: 'gpio', name: 'gpio0', socket: '/srv/w/run/gpio0.sock', control: '/srv/w/run/gpio0.sock.control' },
     ]);
   });
@@ -185,8 +245,12 @@ describe('serve arguments', () => {
   it('reads a config file and reports JSON errors with the file name', () => {
     const file = dir.file('bad.json');
     writeFileSync(file, '{ "devices": [ }');
-    expect(errorsOf(() => parseServeArgs(['--config', file]))[0]).toMatch(new RegExp(`^${file}: \\(file\\): is not valid JSON`));
-    expect(errorsOf(() => parseServeArgs(['--config', dir.file('none.json')]))[0]).toMatch(/none\.json: \(file\): cannot read it: no such file/);
+    expect(errorsOf(() => parseServeArgs(['--config', file]))[0]).toMatch(
+      new RegExp(`^${file}: \\(file\\): is not valid JSON`),
+    );
+    expect(errorsOf(() => parseServeArgs(['--config', dir.file('none.json')]))[0]).toMatch(
+      /none\.json: \(file\): cannot read it: no such file/,
+    );
   });
 
   it('prints a QEMU option that quotes the socket path for a shell', () => {
@@ -202,13 +266,16 @@ describe('the CLI with a bad configuration', { timeout: 60_000 }, () => {
     const file = dir.file('devices.json');
     const broken = join(ROOT, 'test', 'cli', 'fixtures', 'broken-device.ts');
     mkdirSync(join(dir.path, 'run'));
-    writeFileSync(file, JSON.stringify({
-      devices: [
-        { type: 'gpio', socket: 'run/ok.sock' },
-        { type: 'nvme', socket: 'run/n.sock', options: { disk: 'n.img', size: '1G', lbaSize: 520 } },
-        { type: broken, socket: 'run/m.sock' },
-      ],
-    }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        devices: [
+          { type: 'gpio', socket: 'run/ok.sock' },
+          { type: 'nvme', socket: 'run/n.sock', options: { disk: 'n.img', size: '1G', lbaSize: 520 } },
+          { type: broken, socket: 'run/m.sock' },
+        ],
+      }),
+    );
     const result = await runToExit(['serve', '--config', file]);
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(`${file}: devices[1].options.lbaSize: must be 512 or 4096, got number 520`);
@@ -218,11 +285,14 @@ describe('the CLI with a bad configuration', { timeout: 60_000 }, () => {
 
     // Structurally valid now: the module is loaded and found wanting, still before anything starts.
     const demo = join(ROOT, 'test', 'cli', 'fixtures', 'demo-device.ts');
-    writeFileSync(file, JSON.stringify([
-      { type: 'gpio', socket: 'run/ok.sock' },
-      { type: broken, socket: 'run/m.sock' },
-      { type: demo, socket: 'run/d.sock', options: { magic: 'x', colour: 1 } },
-    ]));
+    writeFileSync(
+      file,
+      JSON.stringify([
+        { type: 'gpio', socket: 'run/ok.sock' },
+        { type: broken, socket: 'run/m.sock' },
+        { type: demo, socket: 'run/d.sock', options: { magic: 'x', colour: 1 } },
+      ]),
+    );
     const second = await runToExit(['serve', '--config', file]);
     expect(second.code).toBe(2);
     expect(second.stderr).toContain(`${file}: devices[1].type: device module ${broken} exports no factory`);
@@ -236,7 +306,9 @@ describe('the CLI with a bad configuration', { timeout: 60_000 }, () => {
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('command line: configuration OK');
-    expect(result.stdout).toContain(`-device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"${dir.file('g.sock')}"}}'`);
+    expect(result.stdout).toContain(
+      `-device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"${dir.file('g.sock')}"}}'`,
+    );
     expect(result.stdout).toContain('memory-backend-memfd,id=mem,size=512M,share=on');
     expect(existsSync(dir.file('g.sock'))).toBe(false);
   });

@@ -76,9 +76,13 @@ export function runDaemon(args: string[], options: { cwd?: string; env?: Record<
         const check = (): void => {
           const m = (out + '\n' + err).match(pattern);
           if (m) finish(() => resolveMatch(m));
-          else if (done) finish(() => reject(new Error(`daemon exited before ${pattern}\nstdout:\n${out}\nstderr:\n${err}`)));
+          else if (done)
+            finish(() => reject(new Error(`daemon exited before ${pattern}\nstdout:\n${out}\nstderr:\n${err}`)));
         };
-        const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for ${pattern}\nstdout:\n${out}\nstderr:\n${err}`))), timeoutMs);
+        const timer = setTimeout(
+          () => finish(() => reject(new Error(`timed out waiting for ${pattern}\nstdout:\n${out}\nstderr:\n${err}`))),
+          timeoutMs,
+        );
         const finish = (f: () => void): void => {
           clearTimeout(timer);
           listeners.delete(check);
@@ -92,7 +96,10 @@ export function runDaemon(args: string[], options: { cwd?: string; env?: Record<
 }
 
 /** Run to completion (for commands that exit by themselves). */
-export async function runToExit(args: string[], options: { cwd?: string; env?: Record<string, string> } = {}): Promise<Exit & { stdout: string; stderr: string }> {
+export async function runToExit(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<Exit & { stdout: string; stderr: string }> {
   const d = runDaemon(args, options);
   const exit = await d.exited;
   return { ...exit, stdout: d.stdout(), stderr: d.stderr() };

@@ -67,9 +67,13 @@ async function steady(read: () => number): Promise<number> {
 
 /** A socket file whose server was killed: nobody accepts on it. */
 async function makeStaleSocket(path: string): Promise<void> {
-  const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => console.log('up'))`], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => console.log('up'))`],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
   child.kill('SIGKILL');
   await new Promise((resolve) => child.once('exit', resolve));
@@ -79,7 +83,18 @@ describe('vfio-user-ts serve', { timeout: 60_000 }, () => {
   it('serves devices from quick flags, prints how to connect QEMU, and stops cleanly on SIGTERM', async () => {
     const gpioSock = dir.file('g.sock');
     const demoSock = dir.file('m.sock');
-    const d = start(['--device', 'gpio', '--socket', gpioSock, '--device', DEMO, '--socket', demoSock, '--name', 'demo']);
+    const d = start([
+      '--device',
+      'gpio',
+      '--socket',
+      gpioSock,
+      '--device',
+      DEMO,
+      '--socket',
+      demoSock,
+      '--name',
+      'demo',
+    ]);
     await d.waitFor(READY);
     expect(d.stderr()).toContain(qemuDeviceOption(gpioSock));
     expect(d.stderr()).toContain(qemuDeviceOption(demoSock));

@@ -16,7 +16,12 @@ import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
 import { tempSocketPath } from '../helpers/temp.js';
 import { expectErrno, expectErrorReply } from '../helpers/harness.js';
 
-type Script = (msg: Buffer, fds: number[], send: (bytes: Uint8Array, fds?: number[]) => void, peer: NativeChannel) => void;
+type Script = (
+  msg: Buffer,
+  fds: number[],
+  send: (bytes: Uint8Array, fds?: number[]) => void,
+  peer: NativeChannel,
+) => void;
 
 interface RawServer {
   path: string;
@@ -97,18 +102,28 @@ describe('client vs a hostile server: VERSION', () => {
   it('a reply larger than the request: EPROTO', async () => {
     const s = rawServer((msg, _f, send) => {
       const h = decodeHeader(msg);
-      send(encodeVersionReply(h.id, { major: 0, minor: 0, json: JSON.stringify({ capabilities: { pad: 'x'.repeat(1000) } }) }));
+      send(
+        encodeVersionReply(h.id, {
+          major: 0,
+          minor: 0,
+          json: JSON.stringify({ capabilities: { pad: 'x'.repeat(1000) } }),
+        }),
+      );
     });
     await expectErrno(VfioUserClient.connect(s.path), Errno.EPROTO);
   });
 
   it('an error reply: rejects with its errno', async () => {
-    const s = rawServer((msg, _f, send) => send(encodeErrorReply(decodeHeader(msg).id, VfioUserCommand.VERSION, Errno.EPERM)));
+    const s = rawServer((msg, _f, send) =>
+      send(encodeErrorReply(decodeHeader(msg).id, VfioUserCommand.VERSION, Errno.EPERM)),
+    );
     await expectErrno(VfioUserClient.connect(s.path), Errno.EPERM);
   });
 
   it('major 1: EPROTO', async () => {
-    const s = rawServer((msg, _f, send) => send(encodeVersionReply(decodeHeader(msg).id, { major: 1, minor: 0, json: '{}' })));
+    const s = rawServer((msg, _f, send) =>
+      send(encodeVersionReply(decodeHeader(msg).id, { major: 1, minor: 0, json: '{}' })),
+    );
     await expectErrno(VfioUserClient.connect(s.path), Errno.EPROTO);
   });
 
@@ -122,7 +137,9 @@ describe('client vs a hostile server: VERSION', () => {
   });
 
   it('malformed JSON: EINVAL', async () => {
-    const s = rawServer((msg, _f, send) => send(encodeVersionReply(decodeHeader(msg).id, { major: 0, minor: 0, json: '{"capabilities":' })));
+    const s = rawServer((msg, _f, send) =>
+      send(encodeVersionReply(decodeHeader(msg).id, { major: 0, minor: 0, json: '{"capabilities":' })),
+    );
     await expectErrno(VfioUserClient.connect(s.path), Errno.EINVAL);
   });
 
@@ -139,57 +156,73 @@ describe('client vs a hostile server: VERSION', () => {
 
 describe('client vs a hostile server: replies', () => {
   it('a reply with the wrong command: EPROTO', async () => {
-    const s = rawServer(afterVersion((msg, _f, send) => send(encodeDeviceInfoReply(decodeHeader(msg).id, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 }).map((b, i) => (i === 2 ? 7 : b)))));
+    const s = rawServer(
+      afterVersion((msg, _f, send) =>
+        send(
+          encodeDeviceInfoReply(decodeHeader(msg).id, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 }).map((b, i) =>
+            i === 2 ? 7 : b,
+          ),
+        ),
+      ),
+    );
     const c = await connect(s.path);
     await expectErrno(c.getDeviceInfo(), Errno.EPROTO);
   });
 
   it('a REGION_READ reply with fewer bytes than asked: rejected', async () => {
-    const s = rawServer(afterVersion((msg, _f, send) => {
-      const h = decodeHeader(msg);
-      const m = newMessage(h.id, VfioUserCommand.REGION_READ, HeaderFlag.TYPE_REPLY, 16 + 2);
-      m.bytes.set(msg.subarray(16, 32), 16);
-      send(m.bytes);
-    }));
+    const s = rawServer(
+      afterVersion((msg, _f, send) => {
+        const h = decodeHeader(msg);
+        const m = newMessage(h.id, VfioUserCommand.REGION_READ, HeaderFlag.TYPE_REPLY, 16 + 2);
+        m.bytes.set(msg.subarray(16, 32), 16);
+        send(m.bytes);
+      }),
+    );
     const c = await connect(s.path);
     await expect(c.regionRead(7, 0, 4)).rejects.toHaveProperty('errno');
   });
 
   it('a REGION_READ reply for another offset: EPROTO', async () => {
-    const s = rawServer(afterVersion((msg, _f, send) => {
-      const h = decodeHeader(msg);
-      const m = newMessage(h.id, VfioUserCommand.REGION_READ, HeaderFlag.TYPE_REPLY, 16 + 4);
-      m.bytes.set(msg.subarray(16, 32), 16);
-      m.view.setBigUint64(16, 0x40n, true);
-      send(m.bytes);
-    }));
+    const s = rawServer(
+      afterVersion((msg, _f, send) => {
+        const h = decodeHeader(msg);
+        const m = newMessage(h.id, VfioUserCommand.REGION_READ, HeaderFlag.TYPE_REPLY, 16 + 4);
+        m.bytes.set(msg.subarray(16, 32), 16);
+        m.view.setBigUint64(16, 0x40n, true);
+        send(m.bytes);
+      }),
+    );
     const c = await connect(s.path);
     await expectErrno(c.regionRead(7, 0, 4), Errno.EPROTO);
   });
 
   it('GET_REGION_INFO with two fds: EPROTO, both closed', async () => {
-    const s = rawServer(afterVersion((msg, _f, send) => {
-      const h = decodeHeader(msg);
-      const m = newMessage(h.id, VfioUserCommand.DEVICE_GET_REGION_INFO, HeaderFlag.TYPE_REPLY, 32);
-      m.view.setUint32(16, 32, true);
-      const a = native.eventfd(0);
-      const b = native.eventfd(0);
-      send(m.bytes, [a, b]);
-      native.closeFd(a);
-      native.closeFd(b);
-    }));
+    const s = rawServer(
+      afterVersion((msg, _f, send) => {
+        const h = decodeHeader(msg);
+        const m = newMessage(h.id, VfioUserCommand.DEVICE_GET_REGION_INFO, HeaderFlag.TYPE_REPLY, 32);
+        m.view.setUint32(16, 32, true);
+        const a = native.eventfd(0);
+        const b = native.eventfd(0);
+        send(m.bytes, [a, b]);
+        native.closeFd(a);
+        native.closeFd(b);
+      }),
+    );
     const c = await connect(s.path);
     await expectErrno(c.getRegionInfo(2, 32), Errno.EPROTO);
   });
 
   it('a reply to an id nobody asked for is recorded as a stray, its fds closed', async () => {
-    const s = rawServer(afterVersion((msg, _f, send) => {
-      const h = decodeHeader(msg);
-      const efd = native.eventfd(0);
-      send(encodeDeviceInfoReply((h.id + 1000) & 0xffff, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 }), [efd]);
-      native.closeFd(efd);
-      send(encodeDeviceInfoReply(h.id, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 }));
-    }));
+    const s = rawServer(
+      afterVersion((msg, _f, send) => {
+        const h = decodeHeader(msg);
+        const efd = native.eventfd(0);
+        send(encodeDeviceInfoReply((h.id + 1000) & 0xffff, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 }), [efd]);
+        native.closeFd(efd);
+        send(encodeDeviceInfoReply(h.id, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 }));
+      }),
+    );
     const c = await connect(s.path);
     expect((await c.getDeviceInfo()).numRegions).toBe(9);
     expect(c.strays.length).toBe(1);
@@ -211,27 +244,32 @@ describe('client vs a hostile server: DMA requests', () => {
     const replies: Buffer[] = [];
     let done: () => void = () => undefined;
     const finished = new Promise<void>((r) => (done = r));
-    const s = rawServer(afterVersion((msg, _f, send) => {
-      const h = decodeHeader(msg);
-      if ((h.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.TYPE_REPLY) {
-        answers.push(h);
-        replies.push(msg);
-        if (answers.length === requests.filter((r) => (decodeHeader(r.bytes).flags & HeaderFlag.NO_REPLY) === 0).length) done();
-        return;
-      }
-      if (h.command === VfioUserCommand.DMA_MAP) {
-        send(newMessage(h.id, VfioUserCommand.DMA_MAP, HeaderFlag.TYPE_REPLY, 0).bytes);
-        return;
-      }
-      if (h.command === VfioUserCommand.DEVICE_GET_INFO) {
-        for (const r of requests) {
-          const extra = r.fds?.() ?? [];
-          send(r.bytes, extra);
-          for (const fd of extra) native.closeFd(fd);
+    const s = rawServer(
+      afterVersion((msg, _f, send) => {
+        const h = decodeHeader(msg);
+        if ((h.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.TYPE_REPLY) {
+          answers.push(h);
+          replies.push(msg);
+          if (
+            answers.length === requests.filter((r) => (decodeHeader(r.bytes).flags & HeaderFlag.NO_REPLY) === 0).length
+          )
+            done();
+          return;
         }
-        send(encodeDeviceInfoReply(h.id, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 }));
-      }
-    }));
+        if (h.command === VfioUserCommand.DMA_MAP) {
+          send(newMessage(h.id, VfioUserCommand.DMA_MAP, HeaderFlag.TYPE_REPLY, 0).bytes);
+          return;
+        }
+        if (h.command === VfioUserCommand.DEVICE_GET_INFO) {
+          for (const r of requests) {
+            const extra = r.fds?.() ?? [];
+            send(r.bytes, extra);
+            for (const fd of extra) native.closeFd(fd);
+          }
+          send(encodeDeviceInfoReply(h.id, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 }));
+        }
+      }),
+    );
     return { s, answers, replies, finished };
   }
 
@@ -241,14 +279,14 @@ describe('client vs a hostile server: DMA requests', () => {
       return bytes;
     };
     const probe = dmaProbe([
-      { bytes: encodeDmaReadRequest(1, 0x1000n, 8) },                                 // ok
-      { bytes: encodeDmaWriteRequest(2, 0x1004n, new Uint8Array([9, 9])) },            // ok
-      { bytes: encodeDmaReadRequest(3, 0x9000n, 8) },                                 // EFAULT
-      { bytes: encodeDmaWriteRequest(4, 0x2000n, new Uint8Array([1])) },               // EPERM (read-only map)
+      { bytes: encodeDmaReadRequest(1, 0x1000n, 8) }, // ok
+      { bytes: encodeDmaWriteRequest(2, 0x1004n, new Uint8Array([9, 9])) }, // ok
+      { bytes: encodeDmaReadRequest(3, 0x9000n, 8) }, // EFAULT
+      { bytes: encodeDmaWriteRequest(4, 0x2000n, new Uint8Array([1])) }, // EPERM (read-only map)
       { bytes: encodeDmaReadRequest(5, 0x1000n, 4), fds: () => [native.eventfd(0)] }, // EINVAL (fds), fd closed
-      { bytes: newMessage(6, VfioUserCommand.DMA_READ, 0, 8).bytes },                          // EINVAL (short)
-      { bytes: newMessage(7, VfioUserCommand.DEVICE_RESET, 0, 0).bytes },                      // ENOSYS
-      { bytes: encodeDmaReadRequest(8, 0x1000n, 2 << 20) },                           // E2BIG
+      { bytes: newMessage(6, VfioUserCommand.DMA_READ, 0, 8).bytes }, // EINVAL (short)
+      { bytes: newMessage(7, VfioUserCommand.DEVICE_RESET, 0, 0).bytes }, // ENOSYS
+      { bytes: encodeDmaReadRequest(8, 0x1000n, 2 << 20) }, // E2BIG
       { bytes: withFlags(encodeDmaWriteRequest(9, 0x1000n, new Uint8Array([7])), HeaderFlag.NO_REPLY) }, // applied, no reply
     ]);
     const c = await connect(probe.s.path);
@@ -262,7 +300,14 @@ describe('client vs a hostile server: DMA requests', () => {
     expect([...byId.get(1)!.msg.subarray(32)]).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     expect([...mem.subarray(4, 6)]).toEqual([9, 9]);
     expect(byId.get(2)!.msg.byteLength).toBe(32);
-    for (const [id, errno] of [[3, Errno.EFAULT], [4, Errno.EPERM], [5, Errno.EINVAL], [6, Errno.EINVAL], [7, Errno.ENOSYS], [8, Errno.E2BIG]] as const) {
+    for (const [id, errno] of [
+      [3, Errno.EFAULT],
+      [4, Errno.EPERM],
+      [5, Errno.EINVAL],
+      [6, Errno.EINVAL],
+      [7, Errno.ENOSYS],
+      [8, Errno.E2BIG],
+    ] as const) {
       expectErrorReply({ header: byId.get(id)!.h, message: byId.get(id)!.msg, fds: [] }, errno);
     }
     expect(byId.has(9)).toBe(false);

@@ -181,7 +181,10 @@ describe('gpio control socket', () => {
     gpio.writeRegister(Idio16Reg.OUT0_7, 3);
     const watched = await watching;
     expect(watched.code).toBe(0);
-    expect(watched.out.split('\n').slice(1, 3)).toEqual(['outputs=0x0001 previous=0x0000', 'outputs=0x0003 previous=0x0001']);
+    expect(watched.out.split('\n').slice(1, 3)).toEqual([
+      'outputs=0x0001 previous=0x0000',
+      'outputs=0x0003 previous=0x0001',
+    ]);
 
     expect((await cli(['set', '--control', path, 'IIN16=1'])).code).toBe(1);
     expect((await cli(['set', '--control', path])).code).toBe(2);

@@ -24,28 +24,43 @@ const EVENT_IDX_AT = 0x3000;
 function parts(mapped = true) {
   const bytes = new Uint8Array(64 << 10);
   const at = (addr: bigint, length: number): number => {
-    if (addr < BASE || addr + BigInt(length) > BASE + BigInt(bytes.length)) throw new Error(`0x${addr.toString(16)} not mapped`);
+    if (addr < BASE || addr + BigInt(length) > BASE + BigInt(bytes.length))
+      throw new Error(`0x${addr.toString(16)} not mapped`);
     return Number(addr - BASE);
   };
   const dma: NvmeDma = {
-    view: (addr, length) => (mapped ? bytes.subarray(at(addr, length), at(addr, length) + length) : (at(addr, length), undefined)),
+    view: (addr, length) =>
+      mapped ? bytes.subarray(at(addr, length), at(addr, length) + length) : (at(addr, length), undefined),
     read: async (addr, length) => bytes.slice(at(addr, length), at(addr, length) + length),
     // A message takes a while: the entry lands after a timer.
-    write: (addr, data) => new Promise((resolve) => setTimeout(() => resolve(void bytes.set(data, at(addr, data.length))), 5)),
+    write: (addr, data) =>
+      new Promise((resolve) => setTimeout(() => resolve(void bytes.set(data, at(addr, data.length))), 5)),
   };
   const interrupts: number[] = [];
   const host: NvmeHost = { dma, msixEnabled: () => true, interrupt: (vector) => void interrupts.push(vector) };
   const fatal: string[] = [];
   let shadow: ShadowDoorbells | undefined;
   const queues = new QueueTable(() => shadow);
-  const writer = new CqWriter(dma, new CqInterrupts(host, defaultFeatures, silentLogger), () => shadow, (what) => void fatal.push(what));
+  const writer = new CqWriter(
+    dma,
+    new CqInterrupts(host, defaultFeatures, silentLogger),
+    () => shadow,
+    (what) => void fatal.push(what),
+  );
   const events = new AsyncEvents(writer);
   const dv = new DataView(bytes.buffer);
   /** The completion entry in CQ slot `slot`. */
   const entry = (slot: number) => {
     const o = CQ_AT + slot * 16;
     const dw3 = dv.getUint32(o + 12, true);
-    return { result: dv.getUint32(o, true), sqhd: dv.getUint16(o + 8, true), sqid: dv.getUint16(o + 10, true), cid: dw3 & 0xffff, phase: (dw3 >>> 16) & 1, status: dw3 >>> 17 };
+    return {
+      result: dv.getUint32(o, true),
+      sqhd: dv.getUint16(o + 8, true),
+      sqid: dv.getUint16(o + 10, true),
+      cid: dw3 & 0xffff,
+      phase: (dw3 >>> 16) & 1,
+      status: dw3 >>> 17,
+    };
   };
   /** I/O queue pair 1 of `size` entries on vector 3. */
   const pair = (size: number) => {
@@ -53,7 +68,8 @@ function parts(mapped = true) {
     const sq = queues.createSq(1, BASE + BigInt(SQ_AT), size, cq);
     return { sq, cq };
   };
-  const useShadow = (): ShadowDoorbells => (shadow = ShadowDoorbells.open(dma, BASE + BigInt(SHADOW_AT), BASE + BigInt(EVENT_IDX_AT))!);
+  const useShadow = (): ShadowDoorbells =>
+    (shadow = ShadowDoorbells.open(dma, BASE + BigInt(SHADOW_AT), BASE + BigInt(EVENT_IDX_AT))!);
   return { bytes, dv, queues, writer, events, interrupts, fatal, entry, pair, useShadow };
 }
 
@@ -120,11 +136,16 @@ describe('NVMe completions', () => {
     expect(entry(0).cid).toBe(0);
     const again = pair(4);
     queues.deleteAll();
-    expect([queues.sq(1), queues.cq(1), again.sq.deleted, again.cq.deleted]).toEqual([undefined, undefined, true, true]);
+    expect([queues.sq(1), queues.cq(1), again.sq.deleted, again.cq.deleted]).toEqual([
+      undefined,
+      undefined,
+      true,
+      true,
+    ]);
     expect(fatal).toEqual([]);
   });
 
-  it('waits for a deleted SQ\'s commands in flight before its CQ loses it', async () => {
+  it("waits for a deleted SQ's commands in flight before its CQ loses it", async () => {
     const { queues, pair } = parts();
     const { sq, cq } = pair(4);
     sq.inflight = 1;

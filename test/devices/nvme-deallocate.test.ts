@@ -65,19 +65,29 @@ function dsm(nsid: number, ranges: readonly (readonly [number | bigint, number])
 
 /** Write Zeroes of `blocks` LBAs at `slba`, with the DEAC bit when asked. */
 const writeZeroes = (nsid: number, slba: number, blocks: number, deac: boolean) => ({
-  opcode: 0x08, nsid, cdw10: slba, cdw11: 0, cdw12: (blocks - 1) | (deac ? 1 << 25 : 0),
+  opcode: 0x08,
+  nsid,
+  cdw10: slba,
+  cdw11: 0,
+  cdw12: (blocks - 1) | (deac ? 1 << 25 : 0),
 });
 
 for (const shared of [true, false]) {
   describe(`NVMe deallocate (${shared ? 'guest memory shared by fd' : 'fd-less guest memory'})`, () => {
     beforeEach(async () => {
       dir = tempDir('nvme-dealloc-');
-      host = await NvmeTestHost.start({
-        name: 'nvme-dealloc',
-        namespaces: [{ path: dir.file('ns1.img'), size: NS1_SIZE, lbaSize: 512 }, { size: NS2_SIZE, lbaSize: 4096 }],
-        serial: 'DEALLOC1',
-        queues: 2,
-      }, shared);
+      host = await NvmeTestHost.start(
+        {
+          name: 'nvme-dealloc',
+          namespaces: [
+            { path: dir.file('ns1.img'), size: NS1_SIZE, lbaSize: 512 },
+            { size: NS2_SIZE, lbaSize: 4096 },
+          ],
+          serial: 'DEALLOC1',
+          queues: 2,
+        },
+        shared,
+      );
       await host.enable();
       await host.createIoQueues();
     });
@@ -108,7 +118,15 @@ for (const shared of [true, false]) {
       for (let i = 0; i < 8; i++) await readLbas(1, 512, 512 + i * 8, 4 * KiB);
       const before = imgBlocks();
       // Two ranges: LBAs 512..1023 and 1024..1535 (512 KiB in all), plus an empty one.
-      expectOk(await host.io(dsm(1, [[512, 512], [1024, 512], [2000, 0]])));
+      expectOk(
+        await host.io(
+          dsm(1, [
+            [512, 512],
+            [1024, 512],
+            [2000, 0],
+          ]),
+        ),
+      );
       const after = imgBlocks();
       expect(before - after).toBeGreaterThanOrEqual((512 * KiB) / 512);
       expect(statSync(dir.file('ns1.img')).size).toBe(NS1_SIZE);
@@ -127,7 +145,12 @@ for (const shared of [true, false]) {
       await writeLbas(1, 512, 0, data);
       const before = imgBlocks();
       const blocks = NS1_SIZE / 512;
-      for (const bad of [[blocks - 4, 5], [blocks, 1], [2n ** 63n, 1], [2n ** 64n - 1n, 2]] as const) {
+      for (const bad of [
+        [blocks - 4, 5],
+        [blocks, 1],
+        [2n ** 63n, 1],
+        [2n ** 64n - 1n, 2],
+      ] as const) {
         const c = await host.io(dsm(1, [[0, 64], [128, 64], bad, [256, 64]]));
         expect(c.status).toBe(st(0, 0x80));
       }
@@ -178,10 +201,26 @@ for (const shared of [true, false]) {
     it('memory namespace: DSM deallocate and Write Zeroes (with and without DEAC) read zeros', async () => {
       const data = randomBytes(64 * KiB); // 16 blocks of 4 KiB at LBA 10
       await writeLbas(2, 4096, 10, data);
-      expectOk(await host.io(dsm(2, [[11, 2], [20, 1]])));
+      expectOk(
+        await host.io(
+          dsm(2, [
+            [11, 2],
+            [20, 1],
+          ]),
+        ),
+      );
       expectOk(await host.io(writeZeroes(2, 14, 1, false)));
       expectOk(await host.io(writeZeroes(2, 16, 2, true)));
-      expect((await host.io(dsm(2, [[12, 1], [NS2_SIZE / 4096, 1]]))).status).toBe(st(0, 0x80));
+      expect(
+        (
+          await host.io(
+            dsm(2, [
+              [12, 1],
+              [NS2_SIZE / 4096, 1],
+            ]),
+          )
+        ).status,
+      ).toBe(st(0, 0x80));
       const back = await readLbas(2, 4096, 10, 64 * KiB);
       const zeroed = new Set([11, 12, 14, 16, 17, 20]);
       for (let lba = 10; lba < 26; lba++) {
@@ -210,7 +249,11 @@ describe('NVMe namespace on tmpfs (hole punching, no ZERO_RANGE)', () => {
       await ns.flush();
       const back = new Uint8Array(1 << 20);
       await ns.read(0, back);
-      const zeros = [[4096, 8192], [65536 + 512, 1024], [256 * KiB, 256 * KiB]];
+      const zeros = [
+        [4096, 8192],
+        [65536 + 512, 1024],
+        [256 * KiB, 256 * KiB],
+      ];
       let at = 0;
       for (const [start, length] of zeros) {
         expect(Buffer.from(back.subarray(at, start)).equals(data.subarray(at, start))).toBe(true);

@@ -134,7 +134,10 @@ export class NvmeTestHost {
     for (;;) {
       const v = await this.reg(offset);
       if ((v & mask) === want) return v;
-      if (Date.now() > until) throw new Error(`register 0x${offset.toString(16)} = 0x${v.toString(16)}, wanted 0x${want.toString(16)} under mask 0x${mask.toString(16)}`);
+      if (Date.now() > until)
+        throw new Error(
+          `register 0x${offset.toString(16)} = 0x${v.toString(16)}, wanted 0x${want.toString(16)} under mask 0x${mask.toString(16)}`,
+        );
       await new Promise((r) => setTimeout(r, 2));
     }
   }
@@ -165,14 +168,32 @@ export class NvmeTestHost {
   /** Set Features queues, Create CQ 1 (vector 1) and SQ 1. */
   async createIoQueues(): Promise<void> {
     expectOk(await this.admin({ opcode: 0x09, cdw10: 0x07, cdw11: 0 }));
-    expectOk(await this.admin({ opcode: 0x05, prp1: GPA + BigInt(Layout.IO_CQ), cdw10: ((QSIZE - 1) << 16) | 1, cdw11: (1 << 16) | 3 }));
-    expectOk(await this.admin({ opcode: 0x01, prp1: GPA + BigInt(Layout.IO_SQ), cdw10: ((QSIZE - 1) << 16) | 1, cdw11: (1 << 16) | 1 }));
+    expectOk(
+      await this.admin({
+        opcode: 0x05,
+        prp1: GPA + BigInt(Layout.IO_CQ),
+        cdw10: ((QSIZE - 1) << 16) | 1,
+        cdw11: (1 << 16) | 3,
+      }),
+    );
+    expectOk(
+      await this.admin({
+        opcode: 0x01,
+        prp1: GPA + BigInt(Layout.IO_SQ),
+        cdw10: ((QSIZE - 1) << 16) | 1,
+        cdw11: (1 << 16) | 1,
+      }),
+    );
     this.queues.set(1, { qid: 1, sq: Layout.IO_SQ, cq: Layout.IO_CQ, tail: 0, head: 0, phase: 1 });
   }
 
   /** Doorbell Buffer Config with the layout's pages; shadow doorbells are then used for queue 1. */
   async enableShadowDoorbells(): Promise<Cqe> {
-    const c = await this.admin({ opcode: 0x7c, prp1: GPA + BigInt(Layout.SHADOW_DB), prp2: GPA + BigInt(Layout.EVENT_IDX) });
+    const c = await this.admin({
+      opcode: 0x7c,
+      prp1: GPA + BigInt(Layout.SHADOW_DB),
+      prp2: GPA + BigInt(Layout.EVENT_IDX),
+    });
     if (c.status === 0) this.shadow = true;
     return c;
   }
@@ -188,7 +209,9 @@ export class NvmeTestHost {
     v.setUint32(at + 4, e.nsid ?? 0, true);
     v.setBigUint64(at + 24, e.prp1 ?? 0n, true);
     v.setBigUint64(at + 32, e.prp2 ?? 0n, true);
-    [e.cdw10, e.cdw11, e.cdw12, e.cdw13, e.cdw14, e.cdw15].forEach((d, i) => v.setUint32(at + 40 + 4 * i, (d ?? 0) >>> 0, true));
+    [e.cdw10, e.cdw11, e.cdw12, e.cdw13, e.cdw14, e.cdw15].forEach((d, i) =>
+      v.setUint32(at + 40 + 4 * i, (d ?? 0) >>> 0, true),
+    );
     q.tail = (q.tail + 1) % QSIZE;
     return cid;
   }

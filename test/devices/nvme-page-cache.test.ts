@@ -66,7 +66,9 @@ function suitableBase(): string {
     if (why === undefined) return (base = candidate);
     tried.push(`${candidate}: ${why}`);
   }
-  throw new Error(`no file system here serves page-cache reads with RWF_NOWAIT and takes O_DIRECT writes (${tried.join('; ')})`);
+  throw new Error(
+    `no file system here serves page-cache reads with RWF_NOWAIT and takes O_DIRECT writes (${tried.join('; ')})`,
+  );
 }
 
 beforeEach(() => {

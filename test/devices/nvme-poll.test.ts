@@ -72,7 +72,10 @@ describe('NVMe shadow doorbell polling', () => {
     await startPolling(2000, { pollAdaptive: false });
     expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
     // Idle: EventIdx = tail again (the next submission must ring).
-    await until(() => host.view.getUint32(SQ1_EVENT_IDX, true) === host.view.getUint32(SQ1_SHADOW, true), 'EventIdx re-armed');
+    await until(
+      () => host.view.getUint32(SQ1_EVENT_IDX, true) === host.view.getUint32(SQ1_SHADOW, true),
+      'EventIdx re-armed',
+    );
     expect(host.nvme.doorbellStats().rearmed).toBeGreaterThan(0);
     const mmio = host.nvme.doorbellStats().mmio;
     const data = randomBytes(4096);
@@ -100,7 +103,8 @@ describe('NVMe shadow doorbell polling', () => {
     }
     expect(host.nvme.doorbellStats().spinMicros).toBe(spun);
     // A quick guest again: the doorbells keep the estimate current and polling comes back.
-    for (let i = 0; i < 60 && host.nvme.doorbellStats().windowMicros === 0; i++) expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+    for (let i = 0; i < 60 && host.nvme.doorbellStats().windowMicros === 0; i++)
+      expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
     expect(host.nvme.doorbellStats().windowMicros).toBeGreaterThan(0);
   });
 
@@ -155,7 +159,12 @@ describe('NVMe shadow doorbell polling', () => {
     const first = host;
     const dir2 = tempDir('nvme-poll2-');
     const second = await NvmeTestHost.start({
-      name: 'nvme-poll-2', namespaces: [{ path: dir2.file('ns1.img'), size: 4 << 20 }], serial: 'POLL0002', queues: 1, pollMicros: 1_000_000, pollAdaptive: false,
+      name: 'nvme-poll-2',
+      namespaces: [{ path: dir2.file('ns1.img'), size: 4 << 20 }],
+      serial: 'POLL0002',
+      queues: 1,
+      pollMicros: 1_000_000,
+      pollAdaptive: false,
     });
     try {
       await second.enable();
@@ -182,6 +191,8 @@ describe('NVMe shadow doorbell polling', () => {
   });
 
   it('rejects a bad pollMicros', async () => {
-    await expect(NvmeTestHost.start({ name: 'x', namespaces: [{ size: 1 << 20 }], pollMicros: -1 })).rejects.toThrow(/pollMicros/);
+    await expect(NvmeTestHost.start({ name: 'x', namespaces: [{ size: 1 << 20 }], pollMicros: -1 })).rejects.toThrow(
+      /pollMicros/,
+    );
   });
 });

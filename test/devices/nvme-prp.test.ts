@@ -15,7 +15,8 @@ const PAGE = 4096;
 /** 1 MiB of "guest memory" at BASE, readable in place. */
 function memory(): { dma: NvmeDma; dv: DataView } {
   const bytes = new Uint8Array(1 << 20);
-  const inRange = (addr: bigint, length: number) => addr >= BASE && addr + BigInt(length) <= BASE + BigInt(bytes.length);
+  const inRange = (addr: bigint, length: number) =>
+    addr >= BASE && addr + BigInt(length) <= BASE + BigInt(bytes.length);
   const dma: NvmeDma = {
     view: (addr, length) => {
       if (!inRange(addr, length)) throw new Error(`0x${addr.toString(16)} not mapped`);
@@ -43,7 +44,7 @@ describe('PRP walk', () => {
     const list = 0x8_0000;
     // Data pages: 0x2000 (PRP1, from offset 0x200), then list entries 0x3000, 0x4000 (contiguous), 0x9000, 0xa000.
     [0x3000, 0x4000, 0x9000, 0xa000].forEach((p, i) => dv.setBigUint64(list + i * 8, BASE + BigInt(p), true));
-    const length = (PAGE - 0x200) + 3 * PAGE + 100;
+    const length = PAGE - 0x200 + 3 * PAGE + 100;
     const want = [
       { addr: BASE + 0x2200n, length: PAGE - 0x200 + 2 * PAGE },
       { addr: BASE + 0x9000n, length: PAGE + 100 },

@@ -31,7 +31,8 @@ function registers() {
   let holdQuiesce = false;
   let release: (() => void) | undefined;
   const lifecycle: ControllerLifecycle = {
-    createAdminQueues: (asq, asqs, acq, acqs) => void calls.push(`admin queues SQ 0x${asq.toString(16)}/${asqs} CQ 0x${acq.toString(16)}/${acqs}`),
+    createAdminQueues: (asq, asqs, acq, acqs) =>
+      void calls.push(`admin queues SQ 0x${asq.toString(16)}/${asqs} CQ 0x${acq.toString(16)}/${acqs}`),
     beginReset: (full) => void calls.push(full ? 'begin reset (full)' : 'begin reset'),
     quiesce: () => {
       calls.push('quiesce');
@@ -47,7 +48,11 @@ function registers() {
     endReset: () => void calls.push('end reset'),
   };
   const host: NvmeHost = {
-    dma: { view: () => undefined, read: () => Promise.reject(new Error('no memory')), write: () => Promise.reject(new Error('no memory')) },
+    dma: {
+      view: () => undefined,
+      read: () => Promise.reject(new Error('no memory')),
+      write: () => Promise.reject(new Error('no memory')),
+    },
     msixEnabled: () => false,
     interrupt: () => {},
   };
@@ -63,7 +68,11 @@ function registers() {
     write(ACQ + 4, 1);
   };
   return {
-    regs, calls, read, write, program,
+    regs,
+    calls,
+    read,
+    write,
+    program,
     hold: (on: boolean) => (holdQuiesce = on),
     release: () => release!(),
   };

@@ -20,15 +20,21 @@ let dir: TempDir;
 let host: NvmeTestHost;
 
 async function startHost(shared = true, extra: Partial<NvmeControllerOptions> = {}): Promise<NvmeTestHost> {
-  return NvmeTestHost.start({
-    name: 'nvme-unit',
-    namespaces: [{ path: dir.file('ns1.img'), size: NS1_SIZE, lbaSize: 512 }, { size: NS2_SIZE, lbaSize: 4096 }],
-    serial: 'UNIT0001',
-    model: 'unit model',
-    firmware: 'fw1',
-    queues: 2,
-    ...extra,
-  }, shared);
+  return NvmeTestHost.start(
+    {
+      name: 'nvme-unit',
+      namespaces: [
+        { path: dir.file('ns1.img'), size: NS1_SIZE, lbaSize: 512 },
+        { size: NS2_SIZE, lbaSize: 4096 },
+      ],
+      serial: 'UNIT0001',
+      model: 'unit model',
+      firmware: 'fw1',
+      queues: 2,
+      ...extra,
+    },
+    shared,
+  );
 }
 
 const gpa = (off: number): bigint => GPA + BigInt(off);
@@ -59,7 +65,7 @@ describe('NVMe controller (registers and admin)', () => {
     expect(await host.reg(0x08)).toBe(0x00010400);
     expect(await host.reg(0x1c)).toBe(0);
     await host.enable();
-    expect(await host.reg(0x14) & 1).toBe(1);
+    expect((await host.reg(0x14)) & 1).toBe(1);
     const st1 = statSync(dir.file('ns1.img'));
     expect(st1.size).toBe(NS1_SIZE);
     expect(st1.blocks * 512).toBeLessThan(NS1_SIZE);
@@ -127,7 +133,9 @@ describe('NVMe controller (registers and admin)', () => {
     expect(host.mem[Layout.DATA + 3]).toBe(100); // available spare
     expectOk(await host.admin({ opcode: 0x02, prp1: gpa(Layout.DATA), cdw10: 0x03 | (127 << 16) }));
     expect(host.mem[Layout.DATA]).toBe(1);
-    expect((await host.admin({ opcode: 0x02, prp1: gpa(Layout.DATA), cdw10: 0x7f | (127 << 16) })).status).toBe(st(1, 0x09));
+    expect((await host.admin({ opcode: 0x02, prp1: gpa(Layout.DATA), cdw10: 0x7f | (127 << 16) })).status).toBe(
+      st(1, 0x09),
+    );
     expect((await host.admin({ opcode: 0x55 })).status).toBe(st(0, 0x01));
     expect(expectOk(await host.admin({ opcode: 0x08 })).result & 1).toBe(1); // Abort: not aborted
   });
@@ -135,7 +143,8 @@ describe('NVMe controller (registers and admin)', () => {
   it('validates Create/Delete I/O queue fields', async () => {
     await host.enable();
     expectOk(await host.admin({ opcode: 0x09, cdw10: 0x07, cdw11: 0x00010001 }));
-    const cq = (cdw10: number, cdw11: number, prp1 = gpa(Layout.IO_CQ)) => host.admin({ opcode: 0x05, prp1, cdw10, cdw11 });
+    const cq = (cdw10: number, cdw11: number, prp1 = gpa(Layout.IO_CQ)) =>
+      host.admin({ opcode: 0x05, prp1, cdw10, cdw11 });
     expect((await cq((63 << 16) | 0, 1)).status).toBe(st(1, 0x01)); // qid 0
     expect((await cq((63 << 16) | 3, 1)).status).toBe(st(1, 0x01)); // past granted
     expect((await cq((4095 << 16) | 1, 1)).status).toBe(st(1, 0x02)); // too big
@@ -143,7 +152,9 @@ describe('NVMe controller (registers and admin)', () => {
     expect((await cq((63 << 16) | 1, (9 << 16) | 1)).status).toBe(st(1, 0x08)); // vector 9 of 3
     expect((await cq((63 << 16) | 1, 1, gpa(Layout.IO_CQ + 8))).status).toBe(st(0, 0x02)); // misaligned
     expect((await cq((63 << 16) | 1, 1, 0x7000_0000n)).status).toBe(st(0, 0x02)); // not in guest memory
-    expect((await host.admin({ opcode: 0x01, prp1: gpa(Layout.IO_SQ), cdw10: (63 << 16) | 1, cdw11: (1 << 16) | 1 })).status).toBe(st(1, 0x00));
+    expect(
+      (await host.admin({ opcode: 0x01, prp1: gpa(Layout.IO_SQ), cdw10: (63 << 16) | 1, cdw11: (1 << 16) | 1 })).status,
+    ).toBe(st(1, 0x00));
     await host.createIoQueues();
     expect((await cq((63 << 16) | 1, 3)).status).toBe(st(1, 0x01)); // exists
     expect((await host.admin({ opcode: 0x04, cdw10: 1 })).status).toBe(st(1, 0x0c)); // CQ still has an SQ
@@ -160,7 +171,7 @@ describe('NVMe controller (registers and admin)', () => {
     // 20 random admin commands: each must complete with some status, in order of fetch.
     for (let i = 0; i < 20; i++) {
       const cid = host.place(0, { opcode: 0 });
-      const at = Layout.ADMIN_SQ + ((i % 64) * 64);
+      const at = Layout.ADMIN_SQ + (i % 64) * 64;
       host.mem.set(randomBytes(64), at);
       const v = host.view;
       let dw0 = v.getUint32(at, true);
@@ -174,7 +185,7 @@ describe('NVMe controller (registers and admin)', () => {
     for (let i = 0; i < 20; i++) seen.add((await host.reap(0, 10_000)).cid);
     expect(seen.size).toBe(20);
     // Still healthy.
-    expect(await host.reg(0x1c) & 3).toBe(1);
+    expect((await host.reg(0x1c)) & 3).toBe(1);
     expectOk((await host.identify(1)).cqe);
   });
 
@@ -221,13 +232,16 @@ describe('NVMe controller (I/O)', () => {
         expectOk(await host.io(host.rw(1, 1, 100, 128, gpa(first), gpa(Layout.PRP_LISTS))));
         expect(fileBytes(dir.file('ns1.img'), 100 * 512, data.length).equals(data)).toBe(true);
         // Read it back contiguously (PRP list of 15 entries).
-        for (let i = 1; i < 16; i++) v.setBigUint64(Layout.PRP_LISTS + 4096 + (i - 1) * 8, gpa(Layout.DATA2 + i * 4096), true);
+        for (let i = 1; i < 16; i++)
+          v.setBigUint64(Layout.PRP_LISTS + 4096 + (i - 1) * 8, gpa(Layout.DATA2 + i * 4096), true);
         expectOk(await host.io(host.rw(2, 1, 100, 128, gpa(Layout.DATA2), gpa(Layout.PRP_LISTS + 4096))));
         expect(Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + data.length)).equals(data)).toBe(true);
         // Compare: equal, then different.
         expectOk(await host.io(host.rw(5, 1, 100, 8, gpa(Layout.DATA2), gpa(Layout.DATA2 + 4096))));
         host.mem[Layout.DATA2] ^= 0xff;
-        expect((await host.io(host.rw(5, 1, 100, 8, gpa(Layout.DATA2), gpa(Layout.DATA2 + 4096)))).status).toBe(st(2, 0x85));
+        expect((await host.io(host.rw(5, 1, 100, 8, gpa(Layout.DATA2), gpa(Layout.DATA2 + 4096)))).status).toBe(
+          st(2, 0x85),
+        );
       });
 
       it('uses the memory namespace with 4 KiB blocks, Write Zeroes, DSM and Flush', async () => {
@@ -245,7 +259,9 @@ describe('NVMe controller (I/O)', () => {
         v.setBigUint64(Layout.DATA + 8, 3n, true);
         expectOk(await host.io({ opcode: 0x09, nsid: 2, prp1: gpa(Layout.DATA), cdw10: 0, cdw11: 4 }));
         v.setBigUint64(Layout.DATA + 8, 1n << 40n, true);
-        expect((await host.io({ opcode: 0x09, nsid: 2, prp1: gpa(Layout.DATA), cdw10: 0, cdw11: 4 })).status).toBe(st(0, 0x80));
+        expect((await host.io({ opcode: 0x09, nsid: 2, prp1: gpa(Layout.DATA), cdw10: 0, cdw11: 4 })).status).toBe(
+          st(0, 0x80),
+        );
         expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
         expectOk(await host.io({ opcode: 0x00, nsid: 0xffffffff }));
       });
@@ -278,7 +294,7 @@ describe('NVMe controller (I/O)', () => {
         // Still fine.
         host.mem.set(randomBytes(512), Layout.DATA);
         expectOk(await host.io(host.rw(1, 1, 7, 1, gpa(Layout.DATA))));
-        expect(await host.reg(0x1c) & 3).toBe(1);
+        expect((await host.reg(0x1c)) & 3).toBe(1);
       });
 
       it('serves sequential small reads ahead, and a write is never hidden by read-ahead', async () => {
@@ -293,7 +309,8 @@ describe('NVMe controller (I/O)', () => {
           expectOk(await host.io(host.rw(2, 1, 2048 + i * 8, 8, gpa(Layout.DATA2))));
           return Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 4096));
         };
-        for (let i = 0; i < 4; i++) expect((await readBlock(i)).equals(old.subarray(i * 4096, (i + 1) * 4096))).toBe(true);
+        for (let i = 0; i < 4; i++)
+          expect((await readBlock(i)).equals(old.subarray(i * 4096, (i + 1) * 4096))).toBe(true);
         await new Promise((r) => setTimeout(r, 50)); // let the window fill
         const hitsBefore = ra.hits;
         expect((await readBlock(4)).equals(old.subarray(4 * 4096, 5 * 4096))).toBe(true);
@@ -324,14 +341,20 @@ describe('NVMe controller (I/O)', () => {
         host.mem.set(fresh, Layout.DATA);
         expectOk(await host.io(host.rw(1, 1, 4096 + 8, 8, gpa(Layout.DATA))));
         expectOk(await host.io(host.rw(2, 1, 4096, 16, gpa(Layout.DATA2), gpa(Layout.DATA2 + 4096))));
-        expect(Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 4096)).equals(data.subarray(0, 4096))).toBe(true);
+        expect(Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 4096)).equals(data.subarray(0, 4096))).toBe(
+          true,
+        );
         expect(Buffer.from(host.mem.subarray(Layout.DATA2 + 4096, Layout.DATA2 + 8192)).equals(fresh)).toBe(true);
         // A PRP list (3 pages): still one synchronous read, same bytes as the file.
         const v = host.view;
         v.setBigUint64(Layout.PRP_LISTS, gpa(Layout.DATA2 + 4096), true);
         v.setBigUint64(Layout.PRP_LISTS + 8, gpa(Layout.DATA2 + 8192), true);
         expectOk(await host.io(host.rw(2, 1, 0, 24, gpa(Layout.DATA2), gpa(Layout.PRP_LISTS))));
-        expect(Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 12288)).equals(fileBytes(dir.file('ns1.img'), 0, 12288))).toBe(true);
+        expect(
+          Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 12288)).equals(
+            fileBytes(dir.file('ns1.img'), 0, 12288),
+          ),
+        ).toBe(true);
       });
 
       it('keeps many commands in flight and completes every one', async () => {
@@ -384,7 +407,9 @@ describe('NVMe controller (shadow doorbells)', () => {
     host = await startHost(true, { pollMicros: 0 }); // no polling: EventIdx always asks for the next doorbell
     await host.enable();
     await host.createIoQueues();
-    expect((await host.admin({ opcode: 0x7c, prp1: gpa(Layout.SHADOW_DB + 8), prp2: gpa(Layout.EVENT_IDX) })).status).toBe(st(0, 0x02));
+    expect(
+      (await host.admin({ opcode: 0x7c, prp1: gpa(Layout.SHADOW_DB + 8), prp2: gpa(Layout.EVENT_IDX) })).status,
+    ).toBe(st(0, 0x02));
     expectOk(await host.enableShadowDoorbells());
     for (let round = 0; round < 3; round++) {
       for (let i = 0; i < 70; i++) {
@@ -442,7 +467,13 @@ describe('NVMe controller (interrupts)', () => {
       for (let i = 0; i < 2000 && count() < n; i++) await new Promise((r) => setTimeout(r, 2));
       expect(count()).toBeGreaterThanOrEqual(n);
     };
-    const unmask = () => host.client.setIrqs({ flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, index: PciIrq.INTX, start: 0, count: 1 });
+    const unmask = () =>
+      host.client.setIrqs({
+        flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK,
+        index: PciIrq.INTX,
+        start: 0,
+        count: 1,
+      });
     await host.client.disableIrqs(PciIrq.MSIX);
     await host.client.enableIrqs(PciIrq.INTX, 1);
     await host.enable();

@@ -33,7 +33,9 @@ export default async function setup(project: TestProject): Promise<void> {
     const reason = `guest kit unavailable: ${(err as Error).message}`;
     if (isCI()) throw new Error(`CI=true: ${reason}`);
     const bar = '!'.repeat(78);
-    process.stderr.write(`\n${bar}\n!! SKIPPING ALL QEMU GUEST TESTS\n!! ${reason.split('\n').join('\n!! ')}\n${bar}\n\n`);
+    process.stderr.write(
+      `\n${bar}\n!! SKIPPING ALL QEMU GUEST TESTS\n!! ${reason.split('\n').join('\n!! ')}\n${bar}\n\n`,
+    );
     project.provide('guestKitDir', '');
     project.provide('guestKitSkipReason', reason);
   }

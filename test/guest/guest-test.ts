@@ -10,8 +10,13 @@ import { loadKit, type Kit } from '../../guest-kit/kit.js';
 /** Why guest tests cannot run here, or undefined when they can. */
 export function kitSkipReason(): string | undefined {
   let reason: string | undefined;
-  try { reason = inject('guestKitSkipReason') || undefined; } catch { reason = undefined; }
-  if (!reason && !loadKit()) reason = 'guest kit not provisioned (run the guest tests through vitest: its globalSetup provisions it)';
+  try {
+    reason = inject('guestKitSkipReason') || undefined;
+  } catch {
+    reason = undefined;
+  }
+  if (!reason && !loadKit())
+    reason = 'guest kit not provisioned (run the guest tests through vitest: its globalSetup provisions it)';
   return reason;
 }
 
@@ -29,8 +34,12 @@ export function guestTest(name: string, fn: () => Promise<void>, timeoutMs = 180
     it.skip(`${name} [SKIPPED: not CI, ${reason.split('\n')[0].slice(0, 200)}]`, fn);
     return;
   }
-  it(name, async () => {
-    requireKit();
-    await fn();
-  }, timeoutMs);
+  it(
+    name,
+    async () => {
+      requireKit();
+      await fn();
+    },
+    timeoutMs,
+  );
 }

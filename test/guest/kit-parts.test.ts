@@ -17,12 +17,21 @@ describe('cpio (newc) writer', () => {
       { type: 'char', path: 'console', major: 5, minor: 1 },
     ]);
     expect(archive.length % 4).toBe(0);
-    const list = execFileSync(kit.busybox, ['cpio', '-t'], { input: archive, stdio: ['pipe', 'pipe', 'ignore'] }).toString();
+    const list = execFileSync(kit.busybox, ['cpio', '-t'], {
+      input: archive,
+      stdio: ['pipe', 'pipe', 'ignore'],
+    }).toString();
     expect(list.trim().split('\n')).toEqual(['etc', 'etc/hello', 'odd', 'link', 'console']);
-    const verbose = execFileSync(kit.busybox, ['cpio', '-tv'], { input: archive, stdio: ['pipe', 'pipe', 'ignore'] }).toString();
+    const verbose = execFileSync(kit.busybox, ['cpio', '-tv'], {
+      input: archive,
+      stdio: ['pipe', 'pipe', 'ignore'],
+    }).toString();
     expect(verbose).toMatch(/^lrwxrwxrwx .* link -> etc\/hello$/m);
     expect(verbose).toMatch(/^crw------- .* console$/m);
-    const hello = execFileSync(kit.busybox, ['cpio', '-i', '--to-stdout', 'etc/hello'], { input: archive, stdio: ['pipe', 'pipe', 'ignore'] }).toString();
+    const hello = execFileSync(kit.busybox, ['cpio', '-i', '--to-stdout', 'etc/hello'], {
+      input: archive,
+      stdio: ['pipe', 'pipe', 'ignore'],
+    }).toString();
     expect(hello).toBe('hi there\n');
   });
 
@@ -34,24 +43,32 @@ describe('cpio (newc) writer', () => {
 
 describe('apt sources parsing (mirror discovery)', () => {
   it('reads deb822 and one-line sources and picks the main archive, not security', () => {
-    const deb822 = parseDeb822Sources([
-      'Types: deb',
-      'URIs: http://security.example/debian-security',
-      'Suites: bookworm-security',
-      'Components: main',
-      '',
-      'Types: deb deb-src',
-      '# a comment',
-      'URIs: http://mirror.example/debian/',
-      'Suites: bookworm bookworm-updates',
-      'Components: main contrib',
-      'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg',
-    ].join('\n'));
+    const deb822 = parseDeb822Sources(
+      [
+        'Types: deb',
+        'URIs: http://security.example/debian-security',
+        'Suites: bookworm-security',
+        'Components: main',
+        '',
+        'Types: deb deb-src',
+        '# a comment',
+        'URIs: http://mirror.example/debian/',
+        'Suites: bookworm bookworm-updates',
+        'Components: main contrib',
+        'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg',
+      ].join('\n'),
+    );
     expect(deb822).toHaveLength(2);
     expect(debianMirror(deb822, {})).toBe('http://mirror.example/debian');
-    const oneLine = parseOneLineSources('# x\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\ndeb-src http://m.example/debian bookworm main\n');
-    expect(oneLine).toEqual([{ uri: 'http://m.example/debian', suites: ['bookworm'], components: ['main'], signedBy: '/k.gpg' }]);
-    expect(() => debianMirror([{ uri: 'https://repo.example/node', suites: ['nodistro'], components: ['main'] }], {})).toThrow(/no Debian mirror/);
+    const oneLine = parseOneLineSources(
+      '# x\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\ndeb-src http://m.example/debian bookworm main\n',
+    );
+    expect(oneLine).toEqual([
+      { uri: 'http://m.example/debian', suites: ['bookworm'], components: ['main'], signedBy: '/k.gpg' },
+    ]);
+    expect(() =>
+      debianMirror([{ uri: 'https://repo.example/node', suites: ['nodistro'], components: ['main'] }], {}),
+    ).toThrow(/no Debian mirror/);
   });
 });
 

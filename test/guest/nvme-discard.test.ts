@@ -59,7 +59,13 @@ describe('NVMe discard under the Linux nvme driver', () => {
   guestTest('blkdiscard punches a hole in the backing file; the guest reads zeros there', async () => {
     const image = join(dir, 'disk.img');
     const sock = join(dir, 'nvme.sock');
-    nvme = new NvmeController({ name: 'nvme-discard', namespaces: [{ path: image, size: SIZE, lbaSize: 512 }], serial: 'DISCARD01', queues: 2, log });
+    nvme = new NvmeController({
+      name: 'nvme-discard',
+      namespaces: [{ path: image, size: SIZE, lbaSize: 512 }],
+      serial: 'DISCARD01',
+      queues: 2,
+      log,
+    });
     server = await serve(nvme.device, { socketPath: sock, log });
     const r = await runGuest({
       devices: [{ socketPath: sock }],

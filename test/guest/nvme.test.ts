@@ -39,11 +39,15 @@ function writeScript(cpus: number): string {
   // 16 x 64 KiB; CPU i writes its share so each hardware queue sees I/O.
   const per = 16 / cpus;
   for (let cpu = 0; cpu < cpus; cpu++) {
-    lines.push(`taskset ${1 << cpu} dd if=/pattern.bin of=/dev/nvme0n1 bs=64k skip=${cpu * per} seek=${OFFSET / 65536 + cpu * per} count=${per} oflag=direct conv=notrunc 2>/dev/null || echo "RESULT error=write-cpu${cpu}"`);
+    lines.push(
+      `taskset ${1 << cpu} dd if=/pattern.bin of=/dev/nvme0n1 bs=64k skip=${cpu * per} seek=${OFFSET / 65536 + cpu * per} count=${per} oflag=direct conv=notrunc 2>/dev/null || echo "RESULT error=write-cpu${cpu}"`,
+    );
   }
   lines.push('sync');
   for (let cpu = 0; cpu < cpus; cpu++) {
-    lines.push(`taskset ${1 << cpu} dd if=/dev/nvme0n1 of=/tmp/back${cpu} bs=64k skip=${OFFSET / 65536} count=16 iflag=direct 2>/dev/null || echo "RESULT error=read-cpu${cpu}"`);
+    lines.push(
+      `taskset ${1 << cpu} dd if=/dev/nvme0n1 of=/tmp/back${cpu} bs=64k skip=${OFFSET / 65536} count=16 iflag=direct 2>/dev/null || echo "RESULT error=read-cpu${cpu}"`,
+    );
     lines.push(`cmp /pattern.bin /tmp/back${cpu} && echo "RESULT readback${cpu}=ok"`);
   }
   lines.push('grep nvme0q /proc/interrupts');
@@ -65,7 +69,14 @@ describe('NVMe controller under the Linux nvme driver', () => {
   let sock: string;
 
   async function start(extra: Partial<NvmeControllerOptions> = {}): Promise<NvmeController> {
-    nvme = new NvmeController({ name: 'nvme-guest', namespaces: [{ path: image, size: SIZE, lbaSize: 512 }], serial: 'GUEST0001', queues: 4, log, ...extra });
+    nvme = new NvmeController({
+      name: 'nvme-guest',
+      namespaces: [{ path: image, size: SIZE, lbaSize: 512 }],
+      serial: 'GUEST0001',
+      queues: 4,
+      log,
+      ...extra,
+    });
     server = await serve(nvme.device, { socketPath: sock, log });
     return nvme;
   }
@@ -97,30 +108,36 @@ describe('NVMe controller under the Linux nvme driver', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  guestTest('binds, writes with O_DIRECT from 2 vCPUs on 2 I/O queues, reads back; the file holds the data', async () => {
-    // A fixed 50 ms polling window: every gap between the guest's commands is inside it.
-    // 'refuse': QEMU's memory-backend-memfd is sealed by default, so its RAM is still mapped.
-    const ctrl = await start({ pollMicros: 50_000, pollAdaptive: false, unsealedDmaFds: 'refuse' });
-    const r = await runGuest({
-      devices: [{ socketPath: sock }],
-      modules: ['nvme'],
-      smp: 2,
-      files: { 'pattern.bin': PATTERN },
-      script: writeScript(2),
-      timeoutMs: 150_000,
-    });
-    expectOk(r, ['readback0', 'readback1']);
-    expect(r.results.dbbuf, 'Linux uses shadow doorbells on shared guest RAM').toBe('on');
-    expect(md5(fileBytes(image, OFFSET, PATTERN.length))).toBe(md5(PATTERN));
-    // One I/O queue per vCPU, each used.
-    const stats = ctrl.queueStats();
-    const io = stats.filter((s) => s.sqid > 0);
-    expect(io.length, JSON.stringify(stats)).toBeGreaterThanOrEqual(2);
-    expect(io.every((s) => s.fetched > 0), JSON.stringify(stats)).toBe(true);
-    // Linux honours the "do not ring" EventIdx: submissions were taken from the shadow tails.
-    expect(ctrl.doorbellStats().polled, JSON.stringify(ctrl.doorbellStats())).toBeGreaterThan(0);
-    await stop();
-  });
+  guestTest(
+    'binds, writes with O_DIRECT from 2 vCPUs on 2 I/O queues, reads back; the file holds the data',
+    async () => {
+      // A fixed 50 ms polling window: every gap between the guest's commands is inside it.
+      // 'refuse': QEMU's memory-backend-memfd is sealed by default, so its RAM is still mapped.
+      const ctrl = await start({ pollMicros: 50_000, pollAdaptive: false, unsealedDmaFds: 'refuse' });
+      const r = await runGuest({
+        devices: [{ socketPath: sock }],
+        modules: ['nvme'],
+        smp: 2,
+        files: { 'pattern.bin': PATTERN },
+        script: writeScript(2),
+        timeoutMs: 150_000,
+      });
+      expectOk(r, ['readback0', 'readback1']);
+      expect(r.results.dbbuf, 'Linux uses shadow doorbells on shared guest RAM').toBe('on');
+      expect(md5(fileBytes(image, OFFSET, PATTERN.length))).toBe(md5(PATTERN));
+      // One I/O queue per vCPU, each used.
+      const stats = ctrl.queueStats();
+      const io = stats.filter((s) => s.sqid > 0);
+      expect(io.length, JSON.stringify(stats)).toBeGreaterThanOrEqual(2);
+      expect(
+        io.every((s) => s.fetched > 0),
+        JSON.stringify(stats),
+      ).toBe(true);
+      // Linux honours the "do not ring" EventIdx: submissions were taken from the shadow tails.
+      expect(ctrl.doorbellStats().polled, JSON.stringify(ctrl.doorbellStats())).toBeGreaterThan(0);
+      await stop();
+    },
+  );
 
   guestTest('after a server restart and a new boot the data is still there', async () => {
     // The previous test wrote it; run alone, write it here first.
@@ -134,7 +151,12 @@ describe('NVMe controller under the Linux nvme driver', () => {
       closeSync(fd);
     }
     await start();
-    const r = await runGuest({ devices: [{ socketPath: sock }], modules: ['nvme'], script: READ_SCRIPT, timeoutMs: 150_000 });
+    const r = await runGuest({
+      devices: [{ socketPath: sock }],
+      modules: ['nvme'],
+      script: READ_SCRIPT,
+      timeoutMs: 150_000,
+    });
     expectOk(r, []);
     expect(r.results.md5, r.serial).toBe(md5(PATTERN));
     await stop();
@@ -159,35 +181,38 @@ describe('NVMe controller under the Linux nvme driver', () => {
     await stop();
   });
 
-  guestTest('serves unsealed shared RAM by messages with unsealedDmaFds "messages" (a client cannot SIGBUS us)', async () => {
-    rmSync(image, { force: true });
-    const ctrl = await start({ unsealedDmaFds: 'messages' });
-    // Watch the DMA space while the guest runs (QEMU unmaps everything when it goes).
-    let maps = 0;
-    let fdMaps = 0;
-    const watch = setInterval(() => {
-      const regions = ctrl.device.dma.regions;
-      maps = Math.max(maps, regions.length);
-      fdMaps = Math.max(fdMaps, regions.filter((g) => g.mapping !== undefined).length);
-    }, 10);
-    let r: GuestResult;
-    try {
-      r = await runGuest({
-        devices: [{ socketPath: sock }],
-        modules: ['nvme'],
-        sharedMemory: 'unsealed',
-        files: { 'pattern.bin': PATTERN },
-        script: writeScript(1),
-        timeoutMs: 150_000,
-      });
-    } finally {
-      clearInterval(watch);
-    }
-    expectOk(r, ['readback0']);
-    expect(maps, 'QEMU mapped its RAM').toBeGreaterThan(0);
-    expect(fdMaps, 'nothing of the unsealed memfd is mapped').toBe(0);
-    expect(r.results.dbbuf, 'no fd-backed pages, so no shadow doorbells').toBe('off');
-    expect(md5(readFileSync(image).subarray(OFFSET, OFFSET + PATTERN.length))).toBe(md5(PATTERN));
-    await stop();
-  });
+  guestTest(
+    'serves unsealed shared RAM by messages with unsealedDmaFds "messages" (a client cannot SIGBUS us)',
+    async () => {
+      rmSync(image, { force: true });
+      const ctrl = await start({ unsealedDmaFds: 'messages' });
+      // Watch the DMA space while the guest runs (QEMU unmaps everything when it goes).
+      let maps = 0;
+      let fdMaps = 0;
+      const watch = setInterval(() => {
+        const regions = ctrl.device.dma.regions;
+        maps = Math.max(maps, regions.length);
+        fdMaps = Math.max(fdMaps, regions.filter((g) => g.mapping !== undefined).length);
+      }, 10);
+      let r: GuestResult;
+      try {
+        r = await runGuest({
+          devices: [{ socketPath: sock }],
+          modules: ['nvme'],
+          sharedMemory: 'unsealed',
+          files: { 'pattern.bin': PATTERN },
+          script: writeScript(1),
+          timeoutMs: 150_000,
+        });
+      } finally {
+        clearInterval(watch);
+      }
+      expectOk(r, ['readback0']);
+      expect(maps, 'QEMU mapped its RAM').toBeGreaterThan(0);
+      expect(fdMaps, 'nothing of the unsealed memfd is mapped').toBe(0);
+      expect(r.results.dbbuf, 'no fd-backed pages, so no shadow doorbells').toBe('off');
+      expect(md5(readFileSync(image).subarray(OFFSET, OFFSET + PATTERN.length))).toBe(md5(PATTERN));
+      await stop();
+    },
+  );
 });

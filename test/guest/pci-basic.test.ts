@@ -45,42 +45,50 @@ describe('a TypeScript PCI device in a real Linux guest', () => {
     dir = undefined;
   });
 
-  for (const sharedMemory of [true, false]) guestTest(`Linux enumerates the device and reads/writes its BAR0 registers (${sharedMemory ? 'memfd guest RAM' : 'plain guest RAM, no fds'})`, async () => {
-    dir = mkdtempSync(join(tmpdir(), 'vfio-user-ts-pci-basic-'));
-    const socketPath = join(dir, 'demo.sock');
-    const log = process.env.LOG_LEVEL ? createLogger({ pretty: false }) : silentLogger;
-    const regs = new Uint32Array(0x1000 / 4);
-    const writes: string[] = [];
-    const device = new PciDevice({
-      name: 'pci-basic',
-      id: { vendor: VENDOR, device: DEVICE, classCode: 0xff0000, revision: 7 },
-      bars: [{
-        index: 0, size: 0x1000, type: 'mem32',
-        read: (offset, size) => {
-          const value = offset >= 16 ? regs[offset >> 2] : (MAGIC | (offset & 0xff)) >>> 0;
-          return size === 4 ? value : (value >>> ((offset & 3) * 8)) & (size === 1 ? 0xff : 0xffff);
-        },
-        write: (offset, size, value) => {
-          writes.push(`${offset}/${size}=${value.toString(16)}`);
-          if (size === 4) regs[offset >> 2] = value;
-        },
-      }],
-      log,
-    });
-    server = await serve(device, { socketPath, log });
-    const result = await runGuest({ devices: [{ socketPath }], script: SCRIPT, sharedMemory });
-    expect(result.results).toMatchObject({
-      found: 'yes',
-      class: '0xff0000',
-      revision: '0x07',
-      config: '3412efbe',
-      bar0size: String(0x1000),
-      reg0: '0xC0FFEE00',
-      reg8: '0xC0FFEE08',
-      reg16: '0x12345678',
-      byte16: '0x78',
-      exit: '0',
-    });
-    expect(writes).toContain('16/4=12345678');
-  });
+  for (const sharedMemory of [true, false])
+    guestTest(
+      `Linux enumerates the device and reads/writes its BAR0 registers (${sharedMemory ? 'memfd guest RAM' : 'plain guest RAM, no fds'})`,
+      async () => {
+        dir = mkdtempSync(join(tmpdir(), 'vfio-user-ts-pci-basic-'));
+        const socketPath = join(dir, 'demo.sock');
+        const log = process.env.LOG_LEVEL ? createLogger({ pretty: false }) : silentLogger;
+        const regs = new Uint32Array(0x1000 / 4);
+        const writes: string[] = [];
+        const device = new PciDevice({
+          name: 'pci-basic',
+          id: { vendor: VENDOR, device: DEVICE, classCode: 0xff0000, revision: 7 },
+          bars: [
+            {
+              index: 0,
+              size: 0x1000,
+              type: 'mem32',
+              read: (offset, size) => {
+                const value = offset >= 16 ? regs[offset >> 2] : (MAGIC | (offset & 0xff)) >>> 0;
+                return size === 4 ? value : (value >>> ((offset & 3) * 8)) & (size === 1 ? 0xff : 0xffff);
+              },
+              write: (offset, size, value) => {
+                writes.push(`${offset}/${size}=${value.toString(16)}`);
+                if (size === 4) regs[offset >> 2] = value;
+              },
+            },
+          ],
+          log,
+        });
+        server = await serve(device, { socketPath, log });
+        const result = await runGuest({ devices: [{ socketPath }], script: SCRIPT, sharedMemory });
+        expect(result.results).toMatchObject({
+          found: 'yes',
+          class: '0xff0000',
+          revision: '0x07',
+          config: '3412efbe',
+          bar0size: String(0x1000),
+          reg0: '0xC0FFEE00',
+          reg8: '0xC0FFEE08',
+          reg16: '0x12345678',
+          byte16: '0x78',
+          exit: '0',
+        });
+        expect(writes).toContain('16/4=12345678');
+      },
+    );
 });

@@ -18,7 +18,13 @@ describe('guest kit smoke test (no vfio-user device)', () => {
       ].join('\n'),
     });
     expect(result.code).toBe(0);
-    expect(result.results).toMatchObject({ greeting: 'hello from the host', nvme: '1', idio: '1', cpus: '1', exit: '3' });
+    expect(result.results).toMatchObject({
+      greeting: 'hello from the host',
+      nvme: '1',
+      idio: '1',
+      cpus: '1',
+      exit: '3',
+    });
     expect(result.results.kernel).toMatch(/^6\.12\./);
     expect(result.serial).not.toMatch(/GUEST-MODULE-FAILED/);
   });
@@ -45,15 +51,21 @@ describe('guest kit smoke test (no vfio-user device)', () => {
   });
 
   guestTest('a hung guest is killed at the hard timeout and the serial log is attached', async () => {
-    const err = await runGuest({ devices: [], script: 'echo HANGING; sleep 1000', timeoutMs: 12_000 }).catch((e: unknown) => e);
+    const err = await runGuest({ devices: [], script: 'echo HANGING; sleep 1000', timeoutMs: 12_000 }).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(Error);
     expect(String(err)).toMatch(/guest timed out after 12000 ms/);
     // The serial log (whatever the guest got to print) and the reason are attached.
-    expect(String(err)).toMatch(/----- serial console and QEMU stderr -----[^]*\[vfio-user-ts\] guest timed out[^]*----- end -----/);
+    expect(String(err)).toMatch(
+      /----- serial console and QEMU stderr -----[^]*\[vfio-user-ts\] guest timed out[^]*----- end -----/,
+    );
   });
 
-  guestTest('a vfio-user socket nobody listens on fails at once, with QEMU\'s error attached', async () => {
-    const err = await runGuest({ devices: [{ socketPath: '/nonexistent/vfio-user-ts.sock' }], script: 'true' }).catch((e: unknown) => e);
+  guestTest("a vfio-user socket nobody listens on fails at once, with QEMU's error attached", async () => {
+    const err = await runGuest({ devices: [{ socketPath: '/nonexistent/vfio-user-ts.sock' }], script: 'true' }).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(Error);
     expect(String(err)).toMatch(/QEMU exited \(code 1\)/);
     expect(String(err)).toMatch(/\[qemu\] .*vfio-user-ts\.sock/);

@@ -96,7 +96,12 @@ export async function expectErrno(p: Promise<unknown>, errno: number): Promise<v
 export function expectErrorReply(reply: RawMessage | undefined, errno: number): void {
   expect(reply, 'expected a reply').toBeDefined();
   const h = reply!.header;
-  expect({ type: h.flags & HeaderFlag.TYPE_MASK, error: (h.flags & HeaderFlag.ERROR) !== 0, errno: h.error, size: reply!.message.byteLength }).toEqual({
+  expect({
+    type: h.flags & HeaderFlag.TYPE_MASK,
+    error: (h.flags & HeaderFlag.ERROR) !== 0,
+    errno: h.error,
+    size: reply!.message.byteLength,
+  }).toEqual({
     type: HeaderFlag.TYPE_REPLY,
     error: true,
     errno,
@@ -128,7 +133,9 @@ export function rawMessage(h: RawHeader, payload: Uint8Array = new Uint8Array(0)
 }
 
 /** Little-endian payload builder: u32/u64 fields in order. */
-export function fields(...parts: Array<['u8', number] | ['u16', number] | ['u32', number] | ['u64', bigint | number]>): Uint8Array {
+export function fields(
+  ...parts: Array<['u8', number] | ['u16', number] | ['u32', number] | ['u64', bigint | number]>
+): Uint8Array {
   const size = parts.reduce((n, [t]) => n + (t === 'u8' ? 1 : t === 'u16' ? 2 : t === 'u32' ? 4 : 8), 0);
   const out = new Uint8Array(size);
   const dv = new DataView(out.buffer);
@@ -143,7 +150,12 @@ export function fields(...parts: Array<['u8', number] | ['u16', number] | ['u32'
 }
 
 /** Send a raw command and return its reply (error replies resolve; see expectErrorReply). */
-export async function rawRequest(client: VfioUserClient, h: RawHeader, payload?: Uint8Array, fds: readonly number[] = []): Promise<RawMessage> {
+export async function rawRequest(
+  client: VfioUserClient,
+  h: RawHeader,
+  payload?: Uint8Array,
+  fds: readonly number[] = [],
+): Promise<RawMessage> {
   const id = h.id ?? client.freshId();
   return (await client.sendRaw(rawMessage({ ...h, id }, payload), fds, { expectId: id }))!;
 }
@@ -156,6 +168,9 @@ export async function expectAlive(client: VfioUserClient): Promise<void> {
 
 /** The server dropped the connection (the client saw EOF or a reset). */
 export async function expectClosed(client: VfioUserClient): Promise<void> {
-  const reason = await Promise.race([client.closed, new Promise<string>((r) => setTimeout(() => r('still open after 5 s'), 5000))]);
+  const reason = await Promise.race([
+    client.closed,
+    new Promise<string>((r) => setTimeout(() => r('still open after 5 s'), 5000)),
+  ]);
   expect(reason).not.toBe('still open after 5 s');
 }

@@ -36,6 +36,9 @@ export function deviceEachTest<E extends Endpoint = DeviceUnderTest>(
 }
 
 /** As deviceEachTest, with one negotiated client connected for each test. */
-export function connectedEachTest(onConnected: (client: VfioUserClient, run: RunningDevice) => void, make?: () => DeviceUnderTest): void {
+export function connectedEachTest(
+  onConnected: (client: VfioUserClient, run: RunningDevice) => void,
+  make?: () => DeviceUnderTest,
+): void {
   deviceEachTest(async (run) => onConnected(await run.connect(), run), make);
 }

@@ -164,7 +164,10 @@ export class TestDevice implements DeviceUnderTest {
   }
 
   irqInfo(index: number): IrqInfo {
-    return { flags: IrqInfoFlag.EVENTFD | (index === PciIrq.INTX ? IrqInfoFlag.MASKABLE : 0), count: this.irqCount[index] ?? 0 };
+    return {
+      flags: IrqInfoFlag.EVENTFD | (index === PciIrq.INTX ? IrqInfoFlag.MASKABLE : 0),
+      count: this.irqCount[index] ?? 0,
+    };
   }
 
   regionRead(index: number, offset: bigint, count: number): Uint8Array {
@@ -241,7 +244,7 @@ export class TestDevice implements DeviceUnderTest {
       r.setUint32(Reg.STATUS, 1, true);
       r.setUint32(Reg.JOBS, r.getUint32(Reg.JOBS, true) + 1, true);
     } catch (err) {
-      const errno = err instanceof VfioUserError ? err.errno : (err as { errno?: number }).errno ?? Errno.EIO;
+      const errno = err instanceof VfioUserError ? err.errno : ((err as { errno?: number }).errno ?? Errno.EIO);
       r.setUint32(Reg.STATUS, (0x80000000 | errno) >>> 0, true);
     }
     this.signal(0);
@@ -325,7 +328,8 @@ export class TestDevice implements DeviceUnderTest {
     try {
       if (req.size === 0n) throw VfioUserError.invalid('zero-sized DMA map');
       const same = this.dma.find((m) => m.addr === req.addr && m.size === req.size);
-      if (same && same.flags === req.flags && same.offset === req.offset && !same.mapping && req.fd === undefined) return; // identical re-map
+      if (same && same.flags === req.flags && same.offset === req.offset && !same.mapping && req.fd === undefined)
+        return; // identical re-map
       if (this.dma.some((m) => req.addr < m.addr + m.size && m.addr < end)) {
         throw VfioUserError.invalid('DMA map overlaps an existing one');
       }

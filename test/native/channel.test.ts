@@ -266,13 +266,30 @@ describe('native channel', () => {
 
   it('rejects bad arguments without taking the fd', () => {
     const memfd = native.memfdCreate('not-a-socket', 0);
-    expect(() => native.openChannel(memfd, { maxMessageSize: 4096, maxFds: 1 }, () => {}, () => {})).toThrow(
-      expect.objectContaining({ code: 'ENOTSOCK' }),
-    );
+    expect(() =>
+      native.openChannel(
+        memfd,
+        { maxMessageSize: 4096, maxFds: 1 },
+        () => {},
+        () => {},
+      ),
+    ).toThrow(expect.objectContaining({ code: 'ENOTSOCK' }));
     native.closeFd(memfd);
     const [a, b] = native.socketpair();
-    expect(() => native.openChannel(a, { maxMessageSize: 8, maxFds: 1 }, () => {}, () => {})).toThrow(RangeError);
-    const ch = native.openChannel(a, { maxMessageSize: 4096, maxFds: 1 }, () => {}, () => {});
+    expect(() =>
+      native.openChannel(
+        a,
+        { maxMessageSize: 8, maxFds: 1 },
+        () => {},
+        () => {},
+      ),
+    ).toThrow(RangeError);
+    const ch = native.openChannel(
+      a,
+      { maxMessageSize: 4096, maxFds: 1 },
+      () => {},
+      () => {},
+    );
     expect(() => native.closeFd(a)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
     expect(() => ch.send('x' as unknown as Uint8Array)).toThrow(TypeError);
     expect(() => ch.send(message(1), [999_999])).toThrow(expect.objectContaining({ code: 'EBADF' }));

@@ -79,7 +79,9 @@ describe('native.fallocate', () => {
     expect(() => native.fallocateSync(fd, 0x20, 0, 1)).toThrow(RangeError);
     const closed = openSync(dir.file('gone'), 'w+');
     closeSync(closed);
-    expect(() => native.fallocateSync(closed, FALLOC_PUNCH_HOLE, 0, 1)).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'fallocate' }));
+    expect(() => native.fallocateSync(closed, FALLOC_PUNCH_HOLE, 0, 1)).toThrow(
+      expect.objectContaining({ code: 'EBADF', syscall: 'fallocate' }),
+    );
   });
 
   it('a range past EOF keeps the size (KEEP_SIZE)', async () => {
@@ -107,7 +109,10 @@ describe('native.fallocate', () => {
   it('surfaces errno errors with .code and .syscall', async () => {
     const closed = openSync(dir.file('gone'), 'w+');
     closeSync(closed);
-    await expect(native.fallocate(closed, FALLOC_PUNCH_HOLE, 0, 4096)).rejects.toMatchObject({ code: 'EBADF', syscall: 'fallocate' });
+    await expect(native.fallocate(closed, FALLOC_PUNCH_HOLE, 0, 4096)).rejects.toMatchObject({
+      code: 'EBADF',
+      syscall: 'fallocate',
+    });
     // Read-only fd: EBADF as well.
     const ro = openSync(dir.file('data'), 'r');
     try {
@@ -119,7 +124,10 @@ describe('native.fallocate', () => {
     const memfd = native.memfdCreate('falloc-test', MiB);
     try {
       await native.fallocate(memfd, FALLOC_PUNCH_HOLE, 0, 4096);
-      await expect(native.fallocate(memfd, FALLOC_ZERO_RANGE, 0, 4096)).rejects.toMatchObject({ code: 'EOPNOTSUPP', syscall: 'fallocate' });
+      await expect(native.fallocate(memfd, FALLOC_ZERO_RANGE, 0, 4096)).rejects.toMatchObject({
+        code: 'EOPNOTSUPP',
+        syscall: 'fallocate',
+      });
     } finally {
       native.closeFd(memfd);
     }

@@ -47,9 +47,21 @@ describe('native fds', () => {
 
   it('a watcher polls its own dup: closing the fd first is harmless, and the fd number can be watched again', () => {
     // In a child process: polling a closed fd can make libuv abort().
-    const child = spawnSync(process.execPath, ['--import', TSX_LOADER, join(FIXTURES, 'watch-closed-fd.ts')], { encoding: 'utf8', timeout: 20_000 });
-    expect({ status: child.status, signal: child.signal, stderr: child.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
-    const seen = JSON.parse(child.stdout.trim().split('\n').pop()!) as { fd: number; reused: number; firstSeen: number[]; secondSeen: number[] };
+    const child = spawnSync(process.execPath, ['--import', TSX_LOADER, join(FIXTURES, 'watch-closed-fd.ts')], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect({ status: child.status, signal: child.signal, stderr: child.stderr }).toEqual({
+      status: 0,
+      signal: null,
+      stderr: '',
+    });
+    const seen = JSON.parse(child.stdout.trim().split('\n').pop()!) as {
+      fd: number;
+      reused: number;
+      firstSeen: number[];
+      secondSeen: number[];
+    };
     expect(seen.reused).toBe(seen.fd); // the case the dup exists for
     expect(seen.firstSeen).toEqual([2, 3]); // the first watcher still sees its eventfd, and only it
     expect(seen.secondSeen).toEqual([5]);
@@ -154,7 +166,14 @@ describe('native listener under fd pressure', () => {
 });
 
 function getNofile(): { soft: number; hard: number } {
-  const out = execFileSync('prlimit', ['--pid', String(process.pid), '--nofile', '--raw', '--noheadings', '--output=SOFT,HARD'])
+  const out = execFileSync('prlimit', [
+    '--pid',
+    String(process.pid),
+    '--nofile',
+    '--raw',
+    '--noheadings',
+    '--output=SOFT,HARD',
+  ])
     .toString()
     .trim()
     .split(/\s+/);

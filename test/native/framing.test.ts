@@ -19,7 +19,7 @@ describe('native channel framing', () => {
     const stream = Buffer.concat(sent);
     const [a, b] = native.socketpair();
     const right = new Recorder(b, { maxMessageSize: max, maxFds: 1 });
-    for (let at = 0; at < stream.length; ) {
+    for (let at = 0; at < stream.length;) {
       const len = Math.min(stream.length - at, 1 + Math.floor(random() * 20_000));
       let written = 0;
       while (written < len) {

@@ -24,7 +24,8 @@ beforeEach((ctx) => {
   writeFileSync(dir.file('disk.img'), data); // buffered: now in the page cache
   fd = openSync(dir.file('disk.img'), 'r+');
   // tmpfs (a tmpfs TMPDIR) cannot do RWF_NOWAIT reads: every test here would fail for that alone.
-  if (native.preadvNowait(fd, [new Uint8Array(1)], 0) === NOWAIT_UNSUPPORTED) ctx.skip(`no RWF_NOWAIT reads in ${dir.path}`);
+  if (native.preadvNowait(fd, [new Uint8Array(1)], 0) === NOWAIT_UNSUPPORTED)
+    ctx.skip(`no RWF_NOWAIT reads in ${dir.path}`);
 });
 
 afterEach(async () => {
@@ -113,7 +114,9 @@ describe('native.preadvNowait', () => {
     const mfd = native.memfdCreate('ro', 4096);
     const m = native.mmapFd(mfd, 0, 4096, native.PROT_READ);
     try {
-      expect(() => native.preadvNowait(fd, [new Uint8Array(m.buffers[0]!)], 0)).toThrow(expect.objectContaining({ code: 'EFAULT' }));
+      expect(() => native.preadvNowait(fd, [new Uint8Array(m.buffers[0]!)], 0)).toThrow(
+        expect.objectContaining({ code: 'EFAULT' }),
+      );
     } finally {
       m.unmap();
       native.closeFd(mfd);
@@ -129,8 +132,20 @@ describe('native.preadvNowait', () => {
     expect(() => native.preadvNowait(fd, [b], 0.5)).toThrow(RangeError);
     expect(() => native.preadvNowait(fd, [b], 2 ** 64)).toThrow(RangeError);
     expect(() => native.preadvNowait(-1, [b], 0)).toThrow(RangeError);
-    expect(() => native.preadvNowait(fd, Array.from({ length: 1025 }, () => b), 0)).toThrow(RangeError);
-    expect(native.preadvNowait(fd, Array.from({ length: 1024 }, () => new Uint8Array(1)), 0)).toBe(1024);
+    expect(() =>
+      native.preadvNowait(
+        fd,
+        Array.from({ length: 1025 }, () => b),
+        0,
+      ),
+    ).toThrow(RangeError);
+    expect(
+      native.preadvNowait(
+        fd,
+        Array.from({ length: 1024 }, () => new Uint8Array(1)),
+        0,
+      ),
+    ).toBe(1024);
     const closed = openSync(dir.file('disk.img'), 'r');
     closeSync(closed);
     expect(() => native.preadvNowait(closed, [b], 0)).toThrow(expect.objectContaining({ code: 'EBADF' }));

@@ -71,9 +71,11 @@ describe('channel staging buffers', () => {
     const framed = Buffer.concat([Buffer.alloc(3, 0xaa), message(5, 8)]);
     left.channel.send(framed.subarray(3));
     await right.messagesReceived(5);
-    expect(right.messages.map((m) => m.message.equals(m.message.readUInt16LE(0) === 5 ? framed.subarray(3) : sent[m.message.readUInt16LE(0) - 1]!))).toEqual([
-      true, true, true, true, true,
-    ]);
+    expect(
+      right.messages.map((m) =>
+        m.message.equals(m.message.readUInt16LE(0) === 5 ? framed.subarray(3) : sent[m.message.readUInt16LE(0) - 1]!),
+      ),
+    ).toEqual([true, true, true, true, true]);
     expect(right.messages.map((m) => m.fds.length)).toEqual([0, 0, 0, 1, 0]);
     native.closeFd(memfd);
     left.dispose();
@@ -138,10 +140,20 @@ describe('channel staging buffers', () => {
   it('the addon refuses a channel without staging buffers, leaving the fd to the caller', () => {
     const raw = rawAddon();
     const [a, b] = raw.socketpair();
-    const open = (options: object) => raw.openChannel(b, options as never, () => undefined, () => undefined);
+    const open = (options: object) =>
+      raw.openChannel(
+        b,
+        options as never,
+        () => undefined,
+        () => undefined,
+      );
     expect(() => open({ maxMessageSize: 4096, maxFds: 1 })).toThrow(TypeError);
-    expect(() => open({ maxMessageSize: 4096, maxFds: 1, receiveStaging: new ArrayBuffer(15), sendStaging: new ArrayBuffer(8) })).toThrow(TypeError);
-    expect(() => open({ maxMessageSize: 4096, maxFds: 1, receiveStaging: new ArrayBuffer(16), sendStaging: new ArrayBuffer(0) })).toThrow(TypeError);
+    expect(() =>
+      open({ maxMessageSize: 4096, maxFds: 1, receiveStaging: new ArrayBuffer(15), sendStaging: new ArrayBuffer(8) }),
+    ).toThrow(TypeError);
+    expect(() =>
+      open({ maxMessageSize: 4096, maxFds: 1, receiveStaging: new ArrayBuffer(16), sendStaging: new ArrayBuffer(0) }),
+    ).toThrow(TypeError);
     raw.closeFd(b); // still ours: no channel took it
     raw.closeFd(a);
   });

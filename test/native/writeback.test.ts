@@ -44,7 +44,10 @@ describe('native.startWriteback', () => {
     await expect(native.startWriteback(0, -1, 1)).rejects.toThrow(RangeError);
     const [r, w] = native.socketpair();
     try {
-      await expect(native.startWriteback(w, 0, 4096)).rejects.toMatchObject({ code: 'ESPIPE', syscall: 'sync_file_range' }); // a socket is no file
+      await expect(native.startWriteback(w, 0, 4096)).rejects.toMatchObject({
+        code: 'ESPIPE',
+        syscall: 'sync_file_range',
+      }); // a socket is no file
     } finally {
       closeSync(r);
       closeSync(w);

@@ -22,11 +22,29 @@ describe('header', () => {
 
 describe('decoders are total', () => {
   const decoders = [
-    P.decodeVersion, P.decodeDmaMapRequest, P.decodeDmaUnmapRequest, P.decodeDeviceInfo, P.decodeRegionInfoRequest,
-    P.decodeRegionInfoReply, P.decodeRegionIoFdsRequest, P.decodeRegionIoFdsReply, P.decodeIrqInfo, P.decodeSetIrqsRequest,
-    P.decodeRegionReadRequest, P.decodeRegionReadReply, P.decodeRegionWriteRequest, P.decodeRegionWriteMultiRequest,
-    P.decodeDmaReadRequest, P.decodeDmaReadReply, P.decodeDmaWriteRequest, P.decodeDmaWriteReply, P.decodeDeviceFeature,
-    P.decodeMigDataReadRequest, P.decodeMigDataReadReply, P.decodeMigDataWriteRequest, P.decodeHeader,
+    P.decodeVersion,
+    P.decodeDmaMapRequest,
+    P.decodeDmaUnmapRequest,
+    P.decodeDeviceInfo,
+    P.decodeRegionInfoRequest,
+    P.decodeRegionInfoReply,
+    P.decodeRegionIoFdsRequest,
+    P.decodeRegionIoFdsReply,
+    P.decodeIrqInfo,
+    P.decodeSetIrqsRequest,
+    P.decodeRegionReadRequest,
+    P.decodeRegionReadReply,
+    P.decodeRegionWriteRequest,
+    P.decodeRegionWriteMultiRequest,
+    P.decodeDmaReadRequest,
+    P.decodeDmaReadReply,
+    P.decodeDmaWriteRequest,
+    P.decodeDmaWriteReply,
+    P.decodeDeviceFeature,
+    P.decodeMigDataReadRequest,
+    P.decodeMigDataReadReply,
+    P.decodeMigDataWriteRequest,
+    P.decodeHeader,
   ] as ((m: Uint8Array) => unknown)[];
   it('throw only ProtocolError on random input', () => {
     let seed = 12345;
@@ -52,7 +70,9 @@ describe('fixed-layout structs', () => {
     const bytes = new Uint8Array(20);
     const view = new DataView(bytes.buffer);
     S.write(view, 2, { a: -1, b: -2n, c: 0x1_0000_0005 });
-    expect([...bytes.subarray(2, 18)]).toEqual([0xff, 0xff, 0xff, 0xff, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 5, 0, 0, 0]);
+    expect([...bytes.subarray(2, 18)]).toEqual([
+      0xff, 0xff, 0xff, 0xff, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 5, 0, 0, 0,
+    ]);
     expect(S.read(view, 2)).toEqual({ a: 0xffffffff, b: 0xfffffffffffffffen, c: 5 });
     expect(() => S.decode(new Uint8Array(16 + 15), 'S')).toThrow(P.ProtocolError);
   });

@@ -6,7 +6,14 @@ import { describe, expect, it } from 'vitest';
 import * as P from '../../protocol/index.js';
 import { VfioUserCommand, DeviceFlag, Errno, HeaderFlag, PciIrq, PciRegion } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
-import { DEVICE_KINDS, expectAlive, expectErrorReply, fields, rawRequest, type RunningDevice } from '../helpers/harness.js';
+import {
+  DEVICE_KINDS,
+  expectAlive,
+  expectErrorReply,
+  fields,
+  rawRequest,
+  type RunningDevice,
+} from '../helpers/harness.js';
 import { Reg } from '../helpers/test-device.js';
 import type { VfioUserClient } from '../../client/index.js';
 
@@ -14,7 +21,12 @@ const u32s = (...v: number[]) => fields(...v.map((x) => ['u32', x] as ['u32', nu
 
 describe('codec', () => {
   it('GET_INFO round-trips; every field at its spec offset', () => {
-    expect(P.decodeDeviceInfo(P.encodeDeviceInfoReply(1, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 }))).toEqual({ argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 });
+    expect(P.decodeDeviceInfo(P.encodeDeviceInfoReply(1, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 }))).toEqual({
+      argsz: 16,
+      flags: 3,
+      numRegions: 9,
+      numIrqs: 5,
+    });
     expect(P.decodeDeviceInfo(P.encodeDeviceInfoRequest(1)).argsz).toBe(16);
     const info = P.encodeDeviceInfoReply(1, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 });
     const u32 = (m: Uint8Array, o: number) => new DataView(m.buffer, m.byteOffset).getUint32(o, true);

@@ -40,7 +40,11 @@ describe.each(DEVICE_KINDS)('disconnect (%s)', (_kind, make) => {
     c.close();
     await until(() => run.device.detaches === 1, 'detach');
     expect(run.device.dmaRanges()).toEqual([]);
-    for (const [index, n] of [[PciIrq.INTX, 1], [PciIrq.MSIX, 4]] as const) for (let v = 0; v < n; v++) expect(run.device.hasEventfd(index, v)).toBe(false);
+    for (const [index, n] of [
+      [PciIrq.INTX, 1],
+      [PciIrq.MSIX, 4],
+    ] as const)
+      for (let v = 0; v < n; v++) expect(run.device.hasEventfd(index, v)).toBe(false);
     expect(run.device.resets).toContain('lost-connection');
     await during.settle();
 
@@ -65,7 +69,9 @@ describe.each(DEVICE_KINDS)('disconnect (%s)', (_kind, make) => {
   it('hang-up with requests in flight and a partial message', async () => {
     const c = await run.connect();
     for (let i = 0; i < 20; i++) void c.cfg32(0).catch(() => undefined);
-    await c.sendRaw(rawMessage({ id: 1, command: VfioUserCommand.REGION_READ, size: 32 }, fields(['u64', 0])), [], { expectId: null });
+    await c.sendRaw(rawMessage({ id: 1, command: VfioUserCommand.REGION_READ, size: 32 }, fields(['u64', 0])), [], {
+      expectId: null,
+    });
     c.close();
     const next = await run.connect();
     await expectAlive(next);

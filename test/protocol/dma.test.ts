@@ -8,7 +8,15 @@ import { native } from '../../native/index.js';
 import * as P from '../../protocol/index.js';
 import { VfioUserCommand, DmaMapFlag, DmaUnmapFlag, Errno, PciIrq, PciRegion } from '../../protocol/constants.js';
 import { connectedEachTest, deviceEachTest } from '../helpers/per-test.js';
-import { DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, expectErrno, type RunningDevice } from '../helpers/harness.js';
+import {
+  DEVICE_KINDS,
+  expectAlive,
+  expectErrorReply,
+  rawRequest,
+  fields,
+  expectErrno,
+  type RunningDevice,
+} from '../helpers/harness.js';
 import { PciTestDevice } from '../helpers/pci-test-device.js';
 import { Reg } from '../helpers/test-device.js';
 import type { VfioUserClient } from '../../client/index.js';
@@ -27,9 +35,28 @@ describe('codec', () => {
     const u32 = (m: Uint8Array, o: number) => new DataView(m.buffer, m.byteOffset).getUint32(o, true);
     const u64 = (m: Uint8Array, o: number) => new DataView(m.buffer, m.byteOffset).getBigUint64(o, true);
     const map = P.encodeDmaMapRequest(1, { flags: 3, offset: 0x1000n, addr: 0xfee00000n, size: 0x200000n });
-    expect([u32(map, 16), u32(map, 20), u64(map, 24), u64(map, 32), u64(map, 40)]).toEqual([32, 3, 0x1000n, 0xfee00000n, 0x200000n]);
-    const unmap = P.encodeDmaUnmapReply(1, { argsz: 48, flags: 2, addr: 0x2000n, size: 0x1000n, bitmap: { pgsize: 4096n, size: 8n, data: new Uint8Array(8).fill(0xaa) } });
-    expect([u32(unmap, 16), u32(unmap, 20), u64(unmap, 24), u64(unmap, 32), u64(unmap, 40), u64(unmap, 48)]).toEqual([48, 2, 0x2000n, 0x1000n, 4096n, 8n]);
+    expect([u32(map, 16), u32(map, 20), u64(map, 24), u64(map, 32), u64(map, 40)]).toEqual([
+      32,
+      3,
+      0x1000n,
+      0xfee00000n,
+      0x200000n,
+    ]);
+    const unmap = P.encodeDmaUnmapReply(1, {
+      argsz: 48,
+      flags: 2,
+      addr: 0x2000n,
+      size: 0x1000n,
+      bitmap: { pgsize: 4096n, size: 8n, data: new Uint8Array(8).fill(0xaa) },
+    });
+    expect([u32(unmap, 16), u32(unmap, 20), u64(unmap, 24), u64(unmap, 32), u64(unmap, 40), u64(unmap, 48)]).toEqual([
+      48,
+      2,
+      0x2000n,
+      0x1000n,
+      4096n,
+      8n,
+    ]);
     expect(unmap[56]).toBe(0xaa);
   });
 });
@@ -40,7 +67,8 @@ let c: VfioUserClient;
 const RW = DmaMapFlag.READ | DmaMapFlag.WRITE;
 const map = (argsz: number, flags: number, offset: bigint, addr: bigint, size: bigint) =>
   fields(['u32', argsz], ['u32', flags], ['u64', offset], ['u64', addr], ['u64', size]);
-const unmap = (argsz: number, flags: number, addr: bigint, size: bigint) => fields(['u32', argsz], ['u32', flags], ['u64', addr], ['u64', size]);
+const unmap = (argsz: number, flags: number, addr: bigint, size: bigint) =>
+  fields(['u32', argsz], ['u32', flags], ['u64', addr], ['u64', size]);
 
 describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
   connectedEachTest((client, started) => {
@@ -87,8 +115,14 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
 
     it('overlapping an existing map -> EINVAL (libvfio-user), alive', async () => {
       await c.dmaMap({ addr: 0x10000n, size: 0x2000n });
-      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0x11000n, 0x2000n)), Errno.EINVAL);
-      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0xf000n, 0x2000n)), Errno.EINVAL);
+      expectErrorReply(
+        await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0x11000n, 0x2000n)),
+        Errno.EINVAL,
+      );
+      expectErrorReply(
+        await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0xf000n, 0x2000n)),
+        Errno.EINVAL,
+      );
       await expectAlive(c);
     });
 
@@ -96,7 +130,10 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
       await c.dmaMap({ addr: 0x30000n, size: 0x1000n });
       const again = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0n, 0x30000n, 0x1000n));
       expect(again.header.flags & 0x20).toBe(0);
-      expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, DmaMapFlag.READ, 0n, 0x30000n, 0x1000n)), Errno.EINVAL);
+      expectErrorReply(
+        await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, DmaMapFlag.READ, 0n, 0x30000n, 0x1000n)),
+        Errno.EINVAL,
+      );
       expect(run.device.dmaRanges().length).toBe(1);
       await expectAlive(c);
     });
@@ -112,7 +149,9 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
 
     it('a map beyond the memfd size is refused or faults in the device, never crashes the server', async () => {
       const memfd = native.memfdCreate('small', 0x1000);
-      const r = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0x100000n, 0x50000n, 0x1000n), [memfd]);
+      const r = await rawRequest(c, { command: VfioUserCommand.DMA_MAP }, map(32, RW, 0x100000n, 0x50000n, 0x1000n), [
+        memfd,
+      ]);
       native.closeFd(memfd);
       expect(r.header.command).toBe(VfioUserCommand.DMA_MAP);
       await expectAlive(c);
@@ -156,7 +195,14 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
 
     it('GET_DIRTY_BITMAP without dirty tracking: refused, alive', async () => {
       await c.dmaMap({ addr: 0x10000n, size: 0x1000n });
-      const p = fields(['u32', 24 + 16 + 8], ['u32', DmaUnmapFlag.GET_DIRTY_BITMAP], ['u64', 0x10000], ['u64', 0x1000], ['u64', 4096], ['u64', 8]);
+      const p = fields(
+        ['u32', 24 + 16 + 8],
+        ['u32', DmaUnmapFlag.GET_DIRTY_BITMAP],
+        ['u64', 0x10000],
+        ['u64', 0x1000],
+        ['u64', 4096],
+        ['u64', 8],
+      );
       const r = await rawRequest(c, { command: VfioUserCommand.DMA_UNMAP }, p);
       expect(r.header.flags & 0x20).toBe(0x20);
       await expectAlive(c);
@@ -172,9 +218,12 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
  */
 describe('DMA_UNMAP during device DMA', () => {
   let pci: RunningDevice<PciTestDevice>;
-  deviceEachTest((started) => {
-    pci = started;
-  }, () => new PciTestDevice());
+  deviceEachTest(
+    (started) => {
+      pci = started;
+    },
+    () => new PciTestDevice(),
+  );
 
   it('waits for the held job, which completes; later jobs on the range fail with EFAULT', async () => {
     const c = await pci.connect();

@@ -12,7 +12,9 @@ import type { VfioUserClient } from '../../client/index.js';
 
 describe('codec', () => {
   it('DEVICE_FEATURE round-trips', () => {
-    const f = P.decodeDeviceFeature(P.encodeDeviceFeatureRequest(1, { flags: P.DeviceFeatureFlag.GET | 1, data: new Uint8Array(8) }));
+    const f = P.decodeDeviceFeature(
+      P.encodeDeviceFeatureRequest(1, { flags: P.DeviceFeatureFlag.GET | 1, data: new Uint8Array(8) }),
+    );
     expect(f).toMatchObject({ argsz: 16, flags: 0x10001 });
   });
 });

@@ -37,7 +37,8 @@ try {
     seed,
     batch: values.batch !== undefined ? Number(values.batch) : undefined,
     onProgress: (s) => {
-      if (s.messages % 10_000 < 1000) console.log(`  ${s.messages} messages, ${s.connections} connections, ${s.dropped} dropped`);
+      if (s.messages % 10_000 < 1000)
+        console.log(`  ${s.messages} messages, ${s.connections} connections, ${s.dropped} dropped`);
     },
   });
   const c = await run.connect();

@@ -39,7 +39,8 @@ describe('fuzz', () => {
     expect((await c.regionRead(PciRegion.CONFIG, 0, 256)).byteLength).toBe(256);
     c.close();
     // Everything the fuzz connections brought in (DMA maps, eventfds, memfds) is gone.
-    for (let i = 0; i < 500 && run.device.detaches < run.device.attaches; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 500 && run.device.detaches < run.device.attaches; i++)
+      await new Promise((r) => setTimeout(r, 10));
     expect(run.device.detaches).toBe(run.device.attaches);
     expect(run.device.dmaRanges()).toEqual([]);
     for (let v = 0; v < 4; v++) expect(run.device.hasEventfd(2, v)).toBe(false);

@@ -8,7 +8,14 @@
  * cannot be re-framed (a lying size, random bytes) end their connection.
  */
 import { native } from '../../native/index.js';
-import { VfioUserCommand, DmaMapFlag, HEADER_SIZE, HeaderFlag, IrqSetFlag, PciRegion } from '../../protocol/constants.js';
+import {
+  VfioUserCommand,
+  DmaMapFlag,
+  HEADER_SIZE,
+  HeaderFlag,
+  IrqSetFlag,
+  PciRegion,
+} from '../../protocol/constants.js';
 import { VfioUserClient, type ClientOptions } from '../../client/index.js';
 import type { Logger } from '../../server/log.js';
 import { mulberry32 } from '../helpers/random.js';
@@ -37,8 +44,22 @@ export class Rng {
   }
 }
 
-const INTERESTING_32 = [0, 1, 2, 4, 7, 8, 9, 15, 16, 20, 24, 31, 32, 33, 0xff, 0x100, 0x1000, 0xffff, 0x10000, 0x100000, 0x100001, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
-const INTERESTING_64 = [0n, 1n, 0x1000n, 0xfffn, 0x100000n, 1n << 32n, 1n << 43n, 1n << 63n, 0xfffffffffffff000n, 0xffffffffffffffffn];
+const INTERESTING_32 = [
+  0, 1, 2, 4, 7, 8, 9, 15, 16, 20, 24, 31, 32, 33, 0xff, 0x100, 0x1000, 0xffff, 0x10000, 0x100000, 0x100001, 0x7fffffff,
+  0x80000000, 0xfffffffe, 0xffffffff,
+];
+const INTERESTING_64 = [
+  0n,
+  1n,
+  0x1000n,
+  0xfffn,
+  0x100000n,
+  1n << 32n,
+  1n << 43n,
+  1n << 63n,
+  0xfffffffffffff000n,
+  0xffffffffffffffffn,
+];
 
 interface Fuzzed {
   bytes: Uint8Array;
@@ -66,7 +87,13 @@ function template(rng: Rng, command: number): { payload: Uint8Array; fds: Array<
   const region = rng.chance(0.8) ? rng.pick([0, 2, PciRegion.CONFIG]) : rng.int(12);
   switch (command) {
     case VfioUserCommand.VERSION: {
-      const json = new TextEncoder().encode(rng.pick(['{"capabilities":{"max_msg_fds":8}}', '{}', '{"capabilities":{"max_data_xfer_size":4096,"pgsizes":4096}}']) + '\0');
+      const json = new TextEncoder().encode(
+        rng.pick([
+          '{"capabilities":{"max_msg_fds":8}}',
+          '{}',
+          '{"capabilities":{"max_data_xfer_size":4096,"pgsizes":4096}}',
+        ]) + '\0',
+      );
       const p = new Uint8Array(4 + json.byteLength);
       p.set(json, 4);
       return { payload: p, fds: [] };
@@ -75,25 +102,81 @@ function template(rng: Rng, command: number): { payload: Uint8Array; fds: Array<
       const withFd = rng.chance(0.3);
       const addr = BigInt(rng.int(64)) * 0x1000n;
       return {
-        payload: le([[4, 32], [4, DmaMapFlag.READ | DmaMapFlag.WRITE], [8, 0], [8, addr], [8, BigInt(1 + rng.int(4)) * 0x1000n]]),
+        payload: le([
+          [4, 32],
+          [4, DmaMapFlag.READ | DmaMapFlag.WRITE],
+          [8, 0],
+          [8, addr],
+          [8, BigInt(1 + rng.int(4)) * 0x1000n],
+        ]),
         fds: withFd ? ['memfd'] : [],
       };
     }
     case VfioUserCommand.DMA_UNMAP:
-      return { payload: le([[4, 24], [4, rng.chance(0.1) ? 2 : 0], [8, BigInt(rng.int(64)) * 0x1000n], [8, 0x1000]]), fds: [] };
+      return {
+        payload: le([
+          [4, 24],
+          [4, rng.chance(0.1) ? 2 : 0],
+          [8, BigInt(rng.int(64)) * 0x1000n],
+          [8, 0x1000],
+        ]),
+        fds: [],
+      };
     case VfioUserCommand.DEVICE_GET_INFO:
-      return { payload: le([[4, 16], [4, 0], [4, 0], [4, 0]]), fds: [] };
+      return {
+        payload: le([
+          [4, 16],
+          [4, 0],
+          [4, 0],
+          [4, 0],
+        ]),
+        fds: [],
+      };
     case VfioUserCommand.DEVICE_GET_REGION_INFO:
-      return { payload: le([[4, rng.pick([32, 64, 256])], [4, 0], [4, region], [4, 0], [8, 0], [8, 0]]), fds: [] };
+      return {
+        payload: le([
+          [4, rng.pick([32, 64, 256])],
+          [4, 0],
+          [4, region],
+          [4, 0],
+          [8, 0],
+          [8, 0],
+        ]),
+        fds: [],
+      };
     case VfioUserCommand.DEVICE_GET_REGION_IO_FDS:
-      return { payload: le([[4, 4096], [4, 0], [4, region], [4, 0]]), fds: [] };
+      return {
+        payload: le([
+          [4, 4096],
+          [4, 0],
+          [4, region],
+          [4, 0],
+        ]),
+        fds: [],
+      };
     case VfioUserCommand.DEVICE_GET_IRQ_INFO:
-      return { payload: le([[4, 16], [4, 0], [4, rng.int(6)], [4, 0]]), fds: [] };
+      return {
+        payload: le([
+          [4, 16],
+          [4, 0],
+          [4, rng.int(6)],
+          [4, 0],
+        ]),
+        fds: [],
+      };
     case VfioUserCommand.DEVICE_SET_IRQS: {
       const evt = rng.chance(0.4);
       const count = rng.int(4);
-      const flags = evt ? IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER : rng.pick([0x21, 0x09, 0x11, 0x22, 0x24, 0x14]);
-      const head = le([[4, 20], [4, flags], [4, rng.int(5)], [4, rng.int(4)], [4, count]]);
+      const flags = evt
+        ? IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER
+        : rng.pick([0x21, 0x09, 0x11, 0x22, 0x24, 0x14]);
+      const head = le([
+        [4, 20],
+        [4, flags],
+        [4, rng.int(5)],
+        [4, rng.int(4)],
+        [4, count],
+      ]);
       const bools = flags & IrqSetFlag.DATA_BOOL ? rng.bytes(count).map((x) => x & 1) : new Uint8Array(0);
       const p = new Uint8Array(head.byteLength + bools.byteLength);
       p.set(head);
@@ -101,10 +184,21 @@ function template(rng: Rng, command: number): { payload: Uint8Array; fds: Array<
       return { payload: p, fds: evt ? Array.from({ length: count }, () => 'eventfd' as const) : [] };
     }
     case VfioUserCommand.REGION_READ:
-      return { payload: le([[8, rng.int(0x1000)], [4, region], [4, rng.pick([1, 2, 4, 8, 16, 256])]]), fds: [] };
+      return {
+        payload: le([
+          [8, rng.int(0x1000)],
+          [4, region],
+          [4, rng.pick([1, 2, 4, 8, 16, 256])],
+        ]),
+        fds: [],
+      };
     case VfioUserCommand.REGION_WRITE: {
       const count = rng.pick([1, 2, 4, 8]);
-      const head = le([[8, rng.int(0x1000) & ~0x7], [4, region], [4, count]]);
+      const head = le([
+        [8, rng.int(0x1000) & ~0x7],
+        [4, region],
+        [4, count],
+      ]);
       const p = new Uint8Array(16 + count);
       p.set(head);
       p.set(rng.bytes(count), 16);
@@ -113,9 +207,25 @@ function template(rng: Rng, command: number): { payload: Uint8Array; fds: Array<
     case VfioUserCommand.DEVICE_RESET:
       return { payload: new Uint8Array(0), fds: [] };
     case VfioUserCommand.REGION_WRITE_MULTI:
-      return { payload: le([[8, 1], [8, 0], [4, region], [4, 4], [8, 0]]), fds: [] };
+      return {
+        payload: le([
+          [8, 1],
+          [8, 0],
+          [4, region],
+          [4, 4],
+          [8, 0],
+        ]),
+        fds: [],
+      };
     case VfioUserCommand.DEVICE_FEATURE:
-      return { payload: le([[4, 16], [4, rng.int(9) | (1 << (16 + rng.int(3)))], [8, 0]]), fds: [] };
+      return {
+        payload: le([
+          [4, 16],
+          [4, rng.int(9) | (1 << (16 + rng.int(3)))],
+          [8, 0],
+        ]),
+        fds: [],
+      };
     default:
       return { payload: rng.bytes(rng.int(40)), fds: [] };
   }
@@ -123,10 +233,29 @@ function template(rng: Rng, command: number): { payload: Uint8Array; fds: Array<
 
 /** Commands the fuzzer aims at (weighted toward the hot and the complex ones). */
 const COMMANDS = [
-  VfioUserCommand.DMA_MAP, VfioUserCommand.DMA_UNMAP, VfioUserCommand.DEVICE_GET_INFO, VfioUserCommand.DEVICE_GET_REGION_INFO, VfioUserCommand.DEVICE_GET_REGION_IO_FDS,
-  VfioUserCommand.DEVICE_GET_IRQ_INFO, VfioUserCommand.DEVICE_SET_IRQS, VfioUserCommand.DEVICE_SET_IRQS, VfioUserCommand.REGION_READ, VfioUserCommand.REGION_READ,
-  VfioUserCommand.REGION_WRITE, VfioUserCommand.REGION_WRITE, VfioUserCommand.DEVICE_RESET, VfioUserCommand.REGION_WRITE_MULTI, VfioUserCommand.DEVICE_FEATURE,
-  VfioUserCommand.VERSION, VfioUserCommand.DMA_READ, VfioUserCommand.DMA_WRITE, VfioUserCommand.DIRTY_PAGES, VfioUserCommand.MIG_DATA_READ, 0, 19, 0xffff,
+  VfioUserCommand.DMA_MAP,
+  VfioUserCommand.DMA_UNMAP,
+  VfioUserCommand.DEVICE_GET_INFO,
+  VfioUserCommand.DEVICE_GET_REGION_INFO,
+  VfioUserCommand.DEVICE_GET_REGION_IO_FDS,
+  VfioUserCommand.DEVICE_GET_IRQ_INFO,
+  VfioUserCommand.DEVICE_SET_IRQS,
+  VfioUserCommand.DEVICE_SET_IRQS,
+  VfioUserCommand.REGION_READ,
+  VfioUserCommand.REGION_READ,
+  VfioUserCommand.REGION_WRITE,
+  VfioUserCommand.REGION_WRITE,
+  VfioUserCommand.DEVICE_RESET,
+  VfioUserCommand.REGION_WRITE_MULTI,
+  VfioUserCommand.DEVICE_FEATURE,
+  VfioUserCommand.VERSION,
+  VfioUserCommand.DMA_READ,
+  VfioUserCommand.DMA_WRITE,
+  VfioUserCommand.DIRTY_PAGES,
+  VfioUserCommand.MIG_DATA_READ,
+  0,
+  19,
+  0xffff,
 ];
 
 function mutate(rng: Rng, payload: Uint8Array): Uint8Array {
@@ -138,15 +267,26 @@ function mutate(rng: Rng, payload: Uint8Array): Uint8Array {
         if (p.byteLength) p[rng.int(p.byteLength)]! ^= 1 << rng.int(8);
         break;
       case 1: // an interesting u32
-        if (p.byteLength >= 4) new DataView(p.buffer, p.byteOffset).setUint32(rng.int(p.byteLength - 3) & ~3, rng.pick(INTERESTING_32), true);
+        if (p.byteLength >= 4)
+          new DataView(p.buffer, p.byteOffset).setUint32(
+            rng.int(p.byteLength - 3) & ~3,
+            rng.pick(INTERESTING_32),
+            true,
+          );
         break;
       case 2: // an interesting u64
-        if (p.byteLength >= 8) new DataView(p.buffer, p.byteOffset).setBigUint64(rng.int(p.byteLength - 7) & ~7, rng.pick(INTERESTING_64), true);
+        if (p.byteLength >= 8)
+          new DataView(p.buffer, p.byteOffset).setBigUint64(
+            rng.int(p.byteLength - 7) & ~7,
+            rng.pick(INTERESTING_64),
+            true,
+          );
         break;
       case 3: // truncate
         p = p.slice(0, rng.int(p.byteLength + 1));
         break;
-      case 4: { // extend
+      case 4: {
+        // extend
         const q = new Uint8Array(p.byteLength + 1 + rng.int(64));
         q.set(p);
         q.set(rng.bytes(q.byteLength - p.byteLength), p.byteLength);
@@ -175,7 +315,8 @@ export function fuzzMessage(rng: Rng, forceCommand?: number): Fuzzed {
   const payload = roll < 25 ? t.payload : mutate(rng, t.payload);
   let flags: number = HeaderFlag.TYPE_COMMAND;
   if (rng.chance(0.1)) flags |= HeaderFlag.NO_REPLY;
-  if (rng.chance(0.03)) flags = rng.pick([HeaderFlag.TYPE_REPLY, HeaderFlag.TYPE_REPLY | HeaderFlag.ERROR, 2, 0xf, rng.u32()]);
+  if (rng.chance(0.03))
+    flags = rng.pick([HeaderFlag.TYPE_REPLY, HeaderFlag.TYPE_REPLY | HeaderFlag.ERROR, 2, 0xf, rng.u32()]);
   const bytes = new Uint8Array(HEADER_SIZE + payload.byteLength);
   const dv = new DataView(bytes.buffer);
   // ids >= 0x8000: never collide with the client's own (sync) requests
@@ -246,12 +387,21 @@ async function connectRetrying(socketPath: string, options: ClientOptions): Prom
 export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
   const rng = new Rng(o.seed);
   const batch = o.batch ?? 24;
-  const stats: FuzzStats = { messages: 0, connections: 0, dropped: 0, errorReplies: 0, okReplies: 0, syncs: 0, noReplyAnswered: 0 };
+  const stats: FuzzStats = {
+    messages: 0,
+    connections: 0,
+    dropped: 0,
+    errorReplies: 0,
+    okReplies: 0,
+    syncs: 0,
+    noReplyAnswered: 0,
+  };
   let nextProgress = 1000;
   while (stats.messages < o.messages) {
     const preVersion = rng.chance(0.05);
     const options: ClientOptions = { timeoutMs: 5000, skipNegotiation: preVersion, log: o.log };
-    if (rng.chance(0.2)) options.capabilities = { maxMsgFds: rng.pick([0, 1, 4, 16]), maxDataXferSize: rng.pick([4096, 65536, 1 << 20]) };
+    if (rng.chance(0.2))
+      options.capabilities = { maxMsgFds: rng.pick([0, 1, 4, 16]), maxDataXferSize: rng.pick([4096, 65536, 1 << 20]) };
     await o.idle?.();
     const client = await connectRetrying(o.socketPath, options);
     stats.connections++;
@@ -268,7 +418,11 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
             // unique per connection (>= 0x8000: never the client's own ids), so replies can be told apart
             const id = 0x8000 | (sent & 0x7fff);
             new DataView(m.bytes.buffer, m.bytes.byteOffset).setUint16(0, id, true);
-            if (!m.terminal && new DataView(m.bytes.buffer, m.bytes.byteOffset).getUint32(8, true) & HeaderFlag.NO_REPLY) noReply.add(id);
+            if (
+              !m.terminal &&
+              new DataView(m.bytes.buffer, m.bytes.byteOffset).getUint32(8, true) & HeaderFlag.NO_REPLY
+            )
+              noReply.add(id);
           }
           const fds = m.fds.map(makeFd);
           try {
@@ -302,7 +456,10 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
           const errno = (err as { errno?: number }).errno;
           if (client.isClosed) break;
           // EINVAL is possible when a fuzzed message was a truncated-but-framed prefix; any reply proves sync.
-          if (errno === 110) throw new Error(`server stopped answering on connection ${stats.connections} after ${stats.messages} messages`);
+          if (errno === 110)
+            throw new Error(
+              `server stopped answering on connection ${stats.connections} after ${stats.messages} messages`,
+            );
         }
       }
       for (const h of client.strays) {

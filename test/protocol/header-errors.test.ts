@@ -6,7 +6,15 @@
 import { describe, expect, it } from 'vitest';
 import { VfioUserCommand, Errno, HEADER_SIZE, HeaderFlag, Limits } from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
-import { expectAlive, expectClosed, expectErrorReply, rawMessage, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
+import {
+  expectAlive,
+  expectClosed,
+  expectErrorReply,
+  rawMessage,
+  rawRequest,
+  fields,
+  type RunningDevice,
+} from '../helpers/harness.js';
 import type { VfioUserClient } from '../../client/index.js';
 
 let run: RunningDevice;
@@ -35,28 +43,58 @@ describe('headers', () => {
   });
 
   it('a header alone for a command that needs a payload: EINVAL, alive', async () => {
-    for (const cmd of [VfioUserCommand.DMA_MAP, VfioUserCommand.DMA_UNMAP, VfioUserCommand.DEVICE_GET_INFO, VfioUserCommand.DEVICE_GET_REGION_INFO,
-      VfioUserCommand.DEVICE_GET_IRQ_INFO, VfioUserCommand.DEVICE_SET_IRQS, VfioUserCommand.REGION_READ, VfioUserCommand.REGION_WRITE, VfioUserCommand.DEVICE_FEATURE]) {
+    for (const cmd of [
+      VfioUserCommand.DMA_MAP,
+      VfioUserCommand.DMA_UNMAP,
+      VfioUserCommand.DEVICE_GET_INFO,
+      VfioUserCommand.DEVICE_GET_REGION_INFO,
+      VfioUserCommand.DEVICE_GET_IRQ_INFO,
+      VfioUserCommand.DEVICE_SET_IRQS,
+      VfioUserCommand.REGION_READ,
+      VfioUserCommand.REGION_WRITE,
+      VfioUserCommand.DEVICE_FEATURE,
+    ]) {
       expectErrorReply(await rawRequest(c, { command: cmd }), Errno.EINVAL);
     }
     await expectAlive(c);
   });
 
   it('unknown and unsupported commands: EINVAL, alive', async () => {
-    for (const cmd of [0, VfioUserCommand.DIRTY_PAGES, VfioUserCommand.MIG_DATA_READ, VfioUserCommand.MIG_DATA_WRITE, 19, 100, 0xffff]) {
+    for (const cmd of [
+      0,
+      VfioUserCommand.DIRTY_PAGES,
+      VfioUserCommand.MIG_DATA_READ,
+      VfioUserCommand.MIG_DATA_WRITE,
+      19,
+      100,
+      0xffff,
+    ]) {
       expectErrorReply(await rawRequest(c, { command: cmd }, new Uint8Array(16)), Errno.EINVAL);
     }
     await expectAlive(c);
   });
 
   it('DMA_READ / DMA_WRITE sent by a client: EINVAL (they are server requests), alive', async () => {
-    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_READ }, fields(['u64', 0], ['u64', 4])), Errno.EINVAL);
-    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.DMA_WRITE }, fields(['u64', 0], ['u64', 4], ['u32', 0])), Errno.EINVAL);
+    expectErrorReply(
+      await rawRequest(c, { command: VfioUserCommand.DMA_READ }, fields(['u64', 0], ['u64', 4])),
+      Errno.EINVAL,
+    );
+    expectErrorReply(
+      await rawRequest(c, { command: VfioUserCommand.DMA_WRITE }, fields(['u64', 0], ['u64', 4], ['u32', 0])),
+      Errno.EINVAL,
+    );
     await expectAlive(c);
   });
 
   it('an unsolicited reply is dropped without an answer, alive', async () => {
-    await c.sendRaw(rawMessage({ id: 4242, command: VfioUserCommand.DEVICE_GET_INFO, flags: HeaderFlag.TYPE_REPLY }, getInfoPayload()), [], { expectId: null });
+    await c.sendRaw(
+      rawMessage(
+        { id: 4242, command: VfioUserCommand.DEVICE_GET_INFO, flags: HeaderFlag.TYPE_REPLY },
+        getInfoPayload(),
+      ),
+      [],
+      { expectId: null },
+    );
     await expectAlive(c);
     expect(c.strays).toEqual([]);
   });
@@ -64,7 +102,11 @@ describe('headers', () => {
   it('message types other than command/reply: refused (EINVAL) or dropped, never crash', async () => {
     for (const type of [2, 7, 0xf]) {
       const id = c.freshId();
-      const p = c.sendRaw(rawMessage({ id, command: VfioUserCommand.DEVICE_GET_INFO, flags: type }, getInfoPayload()), [], { expectId: id, timeoutMs: 500 });
+      const p = c.sendRaw(
+        rawMessage({ id, command: VfioUserCommand.DEVICE_GET_INFO, flags: type }, getInfoPayload()),
+        [],
+        { expectId: id, timeoutMs: 500 },
+      );
       const reply = await p.catch((err: { errno: number }) => err);
       if ('header' in (reply as object)) expectErrorReply(reply as never, Errno.EINVAL);
       else expect((reply as { errno: number }).errno).toBe(Errno.ETIMEDOUT);
@@ -81,12 +123,16 @@ describe('headers', () => {
   it('replies echo id and command for every id value, including 0 and 0xffff', async () => {
     for (const id of [0, 1, 0x7fff, 0xffff]) {
       const reply = await rawRequest(c, { id, command: VfioUserCommand.DEVICE_GET_INFO }, getInfoPayload());
-      expect([reply.header.id, reply.header.command, reply.header.flags & HeaderFlag.TYPE_MASK]).toEqual([id, VfioUserCommand.DEVICE_GET_INFO, HeaderFlag.TYPE_REPLY]);
+      expect([reply.header.id, reply.header.command, reply.header.flags & HeaderFlag.TYPE_MASK]).toEqual([
+        id,
+        VfioUserCommand.DEVICE_GET_INFO,
+        HeaderFlag.TYPE_REPLY,
+      ]);
     }
   });
 
   it('requests are answered strictly in order', async () => {
-    const ids = Array.from({ length: 50 }, (_, i) => i % 2 === 0 ? c.cfg16(0) : c.regionRead(0, 0, 4));
+    const ids = Array.from({ length: 50 }, (_, i) => (i % 2 === 0 ? c.cfg16(0) : c.regionRead(0, 0, 4)));
     await Promise.all(ids);
     const order: number[] = [];
     await Promise.all(Array.from({ length: 20 }, (_, i) => c.getIrqInfo(i % 5).then(() => order.push(i))));
@@ -94,7 +140,9 @@ describe('headers', () => {
   });
 
   it('a header whose size promises more than is sent, then hang-up: no reply, server survives for the next client', async () => {
-    await c.sendRaw(rawMessage({ id: 9, command: VfioUserCommand.DEVICE_GET_INFO, size: 4096 }, getInfoPayload()), [], { expectId: null });
+    await c.sendRaw(rawMessage({ id: 9, command: VfioUserCommand.DEVICE_GET_INFO, size: 4096 }, getInfoPayload()), [], {
+      expectId: null,
+    });
     c.close();
     const next = await run.connect();
     await expectAlive(next);

@@ -6,9 +6,24 @@
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import * as P from '../../protocol/index.js';
-import { VfioUserCommand, Errno, HeaderFlag, IrqInfoFlag, IrqSetFlag as F, PciIrq, PciRegion } from '../../protocol/constants.js';
+import {
+  VfioUserCommand,
+  Errno,
+  HeaderFlag,
+  IrqInfoFlag,
+  IrqSetFlag as F,
+  PciIrq,
+  PciRegion,
+} from '../../protocol/constants.js';
 import { connectedEachTest } from '../helpers/per-test.js';
-import { DEVICE_KINDS, expectAlive, expectErrorReply, rawRequest, fields, type RunningDevice } from '../helpers/harness.js';
+import {
+  DEVICE_KINDS,
+  expectAlive,
+  expectErrorReply,
+  rawRequest,
+  fields,
+  type RunningDevice,
+} from '../helpers/harness.js';
 import { MSIX_VECTORS, Reg } from '../helpers/test-device.js';
 import type { RawMessage, VfioUserClient } from '../../client/index.js';
 
@@ -27,7 +42,13 @@ interface SetIrqs {
 
 function payload(s: SetIrqs): Uint8Array {
   const data = s.data ?? [];
-  const head = fields(['u32', s.argsz ?? 20 + data.length], ['u32', s.flags], ['u32', s.index], ['u32', s.start], ['u32', s.count]);
+  const head = fields(
+    ['u32', s.argsz ?? 20 + data.length],
+    ['u32', s.flags],
+    ['u32', s.index],
+    ['u32', s.start],
+    ['u32', s.count],
+  );
   const p = new Uint8Array(20 + data.length);
   p.set(head);
   p.set(data, 20);
@@ -52,8 +73,14 @@ const cases: Array<[string, SetIrqs]> = [
   ['REQ with count 2', { flags: NONE, index: PciIrq.REQ, start: 0, count: 2 }],
   ['count 0 with start != 0', { flags: NONE, index: 2, start: 1, count: 0 }],
   ['count 0 with MASK', { flags: F.DATA_NONE | F.ACTION_MASK, index: 0, start: 0, count: 0 }],
-  ['BOOL data shorter than count', { flags: F.DATA_BOOL | F.ACTION_TRIGGER, index: 2, start: 0, count: 4, data: [1, 1] }],
-  ['BOOL data longer than count', { flags: F.DATA_BOOL | F.ACTION_TRIGGER, index: 2, start: 0, count: 1, data: [1, 1] }],
+  [
+    'BOOL data shorter than count',
+    { flags: F.DATA_BOOL | F.ACTION_TRIGGER, index: 2, start: 0, count: 4, data: [1, 1] },
+  ],
+  [
+    'BOOL data longer than count',
+    { flags: F.DATA_BOOL | F.ACTION_TRIGGER, index: 2, start: 0, count: 1, data: [1, 1] },
+  ],
 ];
 
 const fdCases: Array<[string, SetIrqs]> = [
@@ -69,8 +96,15 @@ const u32s = (...v: number[]) => fields(...v.map((x) => ['u32', x] as ['u32', nu
 
 describe('codec', () => {
   it('IRQ_INFO / SET_IRQS round-trip', () => {
-    expect(P.decodeIrqInfo(P.encodeIrqInfoReply(1, { argsz: 16, flags: 1, index: 2, count: 4 }))).toEqual({ argsz: 16, flags: 1, index: 2, count: 4 });
-    const s = P.decodeSetIrqsRequest(P.encodeSetIrqsRequest(1, { flags: 0x22, index: 2, start: 1, count: 2, data: new Uint8Array([1, 0]) }));
+    expect(P.decodeIrqInfo(P.encodeIrqInfoReply(1, { argsz: 16, flags: 1, index: 2, count: 4 }))).toEqual({
+      argsz: 16,
+      flags: 1,
+      index: 2,
+      count: 4,
+    });
+    const s = P.decodeSetIrqsRequest(
+      P.encodeSetIrqsRequest(1, { flags: 0x22, index: 2, start: 1, count: 2, data: new Uint8Array([1, 0]) }),
+    );
     expect(s).toMatchObject({ argsz: 22, flags: 0x22, index: 2, start: 1, count: 2 });
     expect([...s.data]).toEqual([1, 0]);
   });
@@ -105,7 +139,11 @@ describe('GET_IRQ_INFO: bad input', () => {
   }
 
   it('extra trailing bytes after a valid GET_IRQ_INFO are tolerated', async () => {
-    const reply = await rawRequest(ic, { command: VfioUserCommand.DEVICE_GET_IRQ_INFO }, u32s(16, 0, 2, 0, 0xdead, 0xbeef));
+    const reply = await rawRequest(
+      ic,
+      { command: VfioUserCommand.DEVICE_GET_IRQ_INFO },
+      u32s(16, 0, 2, 0, 0xdead, 0xbeef),
+    );
     expect(reply.header.flags & 0x20).toBe(0);
   });
 });
@@ -139,7 +177,13 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
       await c.setIrqs({ flags: F.DATA_NONE | F.ACTION_TRIGGER, index: PciIrq.MSIX, start: 1, count: 1 });
       expect(await c.waitForIrq(PciIrq.MSIX, 1, 5000)).toBe(1);
       // BOOL|TRIGGER fires where data is 1.
-      await c.setIrqs({ flags: F.DATA_BOOL | F.ACTION_TRIGGER, index: PciIrq.MSIX, start: 0, count: 4, data: new Uint8Array([0, 0, 1, 0]) });
+      await c.setIrqs({
+        flags: F.DATA_BOOL | F.ACTION_TRIGGER,
+        index: PciIrq.MSIX,
+        start: 0,
+        count: 4,
+        data: new Uint8Array([0, 0, 1, 0]),
+      });
       expect(await c.waitForIrq(PciIrq.MSIX, 2, 5000)).toBe(1);
       await c.disableIrqs(PciIrq.MSIX);
       for (let v = 0; v < MSIX_VECTORS; v++) expect(run.device.hasEventfd(PciIrq.MSIX, v)).toBe(false);
@@ -149,7 +193,13 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
       await c.enableIrqs(PciIrq.INTX, 1);
       await c.setIrqs({ flags: F.DATA_NONE | F.ACTION_MASK, index: PciIrq.INTX, start: 0, count: 1 });
       const resample = native.eventfd(0);
-      await c.setIrqs({ flags: F.DATA_EVENTFD | F.ACTION_UNMASK, index: PciIrq.INTX, start: 0, count: 1, fds: [resample] });
+      await c.setIrqs({
+        flags: F.DATA_EVENTFD | F.ACTION_UNMASK,
+        index: PciIrq.INTX,
+        start: 0,
+        count: 1,
+        fds: [resample],
+      });
       native.closeFd(resample);
       await c.setIrqs({ flags: F.DATA_NONE | F.ACTION_UNMASK, index: PciIrq.INTX, start: 0, count: 1 });
       await c.regionWrite(PciRegion.BAR0, Reg.IRQ, u32(0));
@@ -183,7 +233,11 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
     }
 
     it("QEMU's disable of an index with no vectors installed is accepted (EVENTFD with 0 fds de-assigns)", async () => {
-      const r = await rawRequest(c, { command: VfioUserCommand.DEVICE_SET_IRQS }, payload({ flags: EVT, index: 2, start: 0, count: 2 }));
+      const r = await rawRequest(
+        c,
+        { command: VfioUserCommand.DEVICE_SET_IRQS },
+        payload({ flags: EVT, index: 2, start: 0, count: 2 }),
+      );
       expect(r.header.flags & HeaderFlag.ERROR).toBe(0);
       expect(r.header.error).toBe(0);
       expect(r.message.byteLength).toBe(16);
@@ -192,7 +246,11 @@ describe.each(DEVICE_KINDS)('%s', (_kind, make) => {
     });
 
     it('MSI-X "enable with no vectors" then per-vector installs at any start (QEMU)', async () => {
-      const r = await rawRequest(c, { command: VfioUserCommand.DEVICE_SET_IRQS }, payload({ flags: EVT, index: 2, start: 0, count: 1 }));
+      const r = await rawRequest(
+        c,
+        { command: VfioUserCommand.DEVICE_SET_IRQS },
+        payload({ flags: EVT, index: 2, start: 0, count: 1 }),
+      );
       expect(r.header.flags & 0x20).toBe(0);
       await c.enableIrqs(2, 1, 3);
       await c.enableIrqs(2, 1, 1);

@@ -31,7 +31,11 @@ describe('isolation', () => {
     const bad = await a.connect();
     const junk = new Uint8Array(4096).map((_, i) => (i * 7919) & 0xff);
     await bad.sendRaw(junk, [], { expectId: null });
-    await bad.sendRaw(rawMessage({ id: 1, command: VfioUserCommand.REGION_WRITE, size: Limits.MAX_MESSAGE_SIZE * 4 }), [], { expectId: null });
+    await bad.sendRaw(
+      rawMessage({ id: 1, command: VfioUserCommand.REGION_WRITE, size: Limits.MAX_MESSAGE_SIZE * 4 }),
+      [],
+      { expectId: null },
+    );
     const efd = native.eventfd(0);
     await bad.sendRaw(rawMessage({ id: 2, command: 3, size: 4 }), [efd], { expectId: null });
     native.closeFd(efd);
@@ -55,7 +59,12 @@ describe('isolation', () => {
     sock.write(version);
     for (let i = 0; i < 400; i++) {
       // 16 KiB replies: far more than the socket buffers hold.
-      sock.write(rawMessage({ id: 2 + i, command: VfioUserCommand.REGION_READ }, fields(['u64', 0], ['u32', PciRegion.BAR2], ['u32', 0x4000])));
+      sock.write(
+        rawMessage(
+          { id: 2 + i, command: VfioUserCommand.REGION_READ },
+          fields(['u64', 0], ['u32', PciRegion.BAR2], ['u32', 0x4000]),
+        ),
+      );
     }
     const good = await b.connect();
     for (let i = 0; i < 20; i++) await expectAlive(good);

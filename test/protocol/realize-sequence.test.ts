@@ -5,7 +5,15 @@
  */
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
-import { DeviceFlag, DmaMapFlag, IrqInfoFlag, IrqSetFlag as F, PciIrq, PciRegion, RegionFlag } from '../../protocol/constants.js';
+import {
+  DeviceFlag,
+  DmaMapFlag,
+  IrqInfoFlag,
+  IrqSetFlag as F,
+  PciIrq,
+  PciRegion,
+  RegionFlag,
+} from '../../protocol/constants.js';
 import { deviceEachTest } from '../helpers/per-test.js';
 import { DEVICE_KINDS, type RunningDevice } from '../helpers/harness.js';
 import { MSIX_VECTORS } from '../helpers/test-device.js';

@@ -14,7 +14,16 @@ import * as P from '../../protocol/index.js';
 import { VfioUserCommand, Errno, HeaderFlag, PciRegion } from '../../protocol/constants.js';
 import { encodeRegionWriteMultiRequest } from '../../protocol/region-access.js';
 import { connectedEachTest, deviceEachTest } from '../helpers/per-test.js';
-import { DEVICE_KINDS, expectAlive, expectErrno, expectErrorReply, fields, rawMessage, rawRequest, type RunningDevice } from '../helpers/harness.js';
+import {
+  DEVICE_KINDS,
+  expectAlive,
+  expectErrno,
+  expectErrorReply,
+  fields,
+  rawMessage,
+  rawRequest,
+  type RunningDevice,
+} from '../helpers/harness.js';
 import { BAR0_SIZE, CONFIG_SIZE, Reg, TEST_DEVICE, TEST_VENDOR } from '../helpers/test-device.js';
 import type { VfioUserClient } from '../../client/index.js';
 
@@ -27,10 +36,16 @@ describe('codec', () => {
     const w = P.decodeRegionWriteRequest(P.encodeRegionWriteRequest(1, 8n, 0, new Uint8Array([9, 9])));
     expect(w).toMatchObject({ offset: 8n, region: 0, count: 2 });
     expect(P.decodeRegionWriteReply(P.encodeRegionWriteReply(1, a))).toEqual(a);
-    const multi = P.encodeRegionWriteMultiRequest(3, [{ offset: 0n, region: 0, count: 4, data: new Uint8Array([1, 2, 3, 4]) }, { offset: 8n, region: 2, count: 8, data: new Uint8Array(8).fill(5) }]);
+    const multi = P.encodeRegionWriteMultiRequest(3, [
+      { offset: 0n, region: 0, count: 4, data: new Uint8Array([1, 2, 3, 4]) },
+      { offset: 8n, region: 2, count: 8, data: new Uint8Array(8).fill(5) },
+    ]);
     expect(P.decodeHeader(multi).flags & HeaderFlag.NO_REPLY).toBeTruthy();
     const d = P.decodeRegionWriteMultiRequest(multi);
-    expect(d.map((x) => [x.offset, x.region, x.count, [...x.data]])).toEqual([[0n, 0, 4, [1, 2, 3, 4]], [8n, 2, 8, [5, 5, 5, 5, 5, 5, 5, 5]]]);
+    expect(d.map((x) => [x.offset, x.region, x.count, [...x.data]])).toEqual([
+      [0n, 0, 4, [1, 2, 3, 4]],
+      [8n, 2, 8, [5, 5, 5, 5, 5, 5, 5, 5]],
+    ]);
     expect(P.decodeRegionWriteMultiReply(P.encodeRegionWriteMultiReply(3, 2))).toBe(2);
     const bad = multi.slice(0, multi.length - 1);
     expect(() => P.decodeRegionWriteMultiRequest(bad)).toThrow(P.ProtocolError);
@@ -119,7 +134,11 @@ describe('REGION_READ / REGION_WRITE: bad input', () => {
   it('read reply: 16-byte echo plus exactly count bytes; write reply: the echo', async () => {
     const r = await rawRequest(c, { command: VfioUserCommand.REGION_READ }, access(4, PciRegion.CONFIG, 12));
     expect(r.message.byteLength).toBe(16 + 16 + 12);
-    const w = await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, access(0, PciRegion.BAR0, 4, new Uint8Array(4)));
+    const w = await rawRequest(
+      c,
+      { command: VfioUserCommand.REGION_WRITE },
+      access(0, PciRegion.BAR0, 4, new Uint8Array(4)),
+    );
     expect(w.message.byteLength).toBe(32);
     expect(new DataView(w.message.buffer, w.message.byteOffset).getUint32(28, true)).toBe(4);
   });
@@ -152,7 +171,14 @@ describe('REGION_WRITE fast path', () => {
       [0x140, bytes(64, 5)],
     ];
     for (const [offset, data] of writes) {
-      await c.sendRaw(rawMessage({ id: c.freshId(), command: VfioUserCommand.REGION_WRITE, flags: HeaderFlag.NO_REPLY }, writePayload(offset, PciRegion.BAR0, data)), [], { expectId: null });
+      await c.sendRaw(
+        rawMessage(
+          { id: c.freshId(), command: VfioUserCommand.REGION_WRITE, flags: HeaderFlag.NO_REPLY },
+          writePayload(offset, PciRegion.BAR0, data),
+        ),
+        [],
+        { expectId: null },
+      );
     }
     // A request after the posted ones is answered after they ran (in order).
     for (const [offset, data] of writes) {
@@ -172,37 +198,75 @@ describe('REGION_WRITE fast path', () => {
   });
 
   it('a payload shorter than 16 bytes is EINVAL, alive', async () => {
-    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, fields(['u64', 0], ['u32', 0])), Errno.EINVAL);
+    expectErrorReply(
+      await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, fields(['u64', 0], ['u32', 0])),
+      Errno.EINVAL,
+    );
     await expectAlive(c);
   });
 
   it('count larger or smaller than the data is EINVAL, alive', async () => {
-    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, writePayload(0x100, PciRegion.BAR0, bytes(4, 1), 8)), Errno.EINVAL);
-    expectErrorReply(await rawRequest(c, { command: VfioUserCommand.REGION_WRITE }, writePayload(0x100, PciRegion.BAR0, bytes(8, 1), 4)), Errno.EINVAL);
+    expectErrorReply(
+      await rawRequest(
+        c,
+        { command: VfioUserCommand.REGION_WRITE },
+        writePayload(0x100, PciRegion.BAR0, bytes(4, 1), 8),
+      ),
+      Errno.EINVAL,
+    );
+    expectErrorReply(
+      await rawRequest(
+        c,
+        { command: VfioUserCommand.REGION_WRITE },
+        writePayload(0x100, PciRegion.BAR0, bytes(8, 1), 4),
+      ),
+      Errno.EINVAL,
+    );
     await expectAlive(c);
   });
 
   it('a bad posted write is dropped silently and changes nothing', async () => {
     const before = await c.regionRead(PciRegion.BAR0, 0x1c0, 4);
-    await c.sendRaw(rawMessage({ id: c.freshId(), command: VfioUserCommand.REGION_WRITE, flags: HeaderFlag.NO_REPLY }, writePayload(0x1c0, PciRegion.BAR0, bytes(4, 3), 2)), [], { expectId: null });
+    await c.sendRaw(
+      rawMessage(
+        { id: c.freshId(), command: VfioUserCommand.REGION_WRITE, flags: HeaderFlag.NO_REPLY },
+        writePayload(0x1c0, PciRegion.BAR0, bytes(4, 3), 2),
+      ),
+      [],
+      { expectId: null },
+    );
     expect(await c.regionRead(PciRegion.BAR0, 0x1c0, 4)).toEqual(before);
     await expectAlive(c);
   });
 });
 
 const u32 = (v: number) => fields(['u32', v]);
-const entry = (offset: number, count: number, data: Uint8Array) => ({ offset: BigInt(offset), region: PciRegion.BAR0, count, data });
+const entry = (offset: number, count: number, data: Uint8Array) => ({
+  offset: BigInt(offset),
+  region: PciRegion.BAR0,
+  count,
+  data,
+});
 
 describe('REGION_WRITE_MULTI', () => {
   let run: RunningDevice;
-  deviceEachTest((started) => {
-    run = started;
-  }, undefined, { writeMultiple: true });
+  deviceEachTest(
+    (started) => {
+      run = started;
+    },
+    undefined,
+    { writeMultiple: true },
+  );
 
   it('negotiated: a NO_REPLY batch is applied in order, nothing comes back', async () => {
     const c = await run.connect();
     expect(c.server.capabilities.writeMultiple).toBe(true);
-    const batch = [entry(Reg.SCRATCH0, 4, u32(1)), entry(Reg.SCRATCH1, 4, u32(2)), entry(Reg.SCRATCH0, 4, u32(3)), entry(0x100, 2, new Uint8Array([0xaa, 0xbb]))];
+    const batch = [
+      entry(Reg.SCRATCH0, 4, u32(1)),
+      entry(Reg.SCRATCH1, 4, u32(2)),
+      entry(Reg.SCRATCH0, 4, u32(3)),
+      entry(0x100, 2, new Uint8Array([0xaa, 0xbb])),
+    ];
     await c.sendRaw(encodeRegionWriteMultiRequest(c.freshId(), batch, true), [], { expectId: null });
     expect(await c.regionRead(PciRegion.BAR0, Reg.SCRATCH0, 8)).toEqual(new Uint8Array([3, 0, 0, 0, 2, 0, 0, 0]));
     expect(await c.regionRead(PciRegion.BAR0, 0x100, 2)).toEqual(new Uint8Array([0xaa, 0xbb]));
@@ -211,7 +275,10 @@ describe('REGION_WRITE_MULTI', () => {
 
   it('negotiated, with a reply requested: the reply carries wr_cnt', async () => {
     const c = await run.connect();
-    const reply = (await c.request(VfioUserCommand.REGION_WRITE_MULTI, encodeRegionWriteMultiRequest(0, [entry(0, 4, u32(9))], false).subarray(16)))!;
+    const reply = (await c.request(
+      VfioUserCommand.REGION_WRITE_MULTI,
+      encodeRegionWriteMultiRequest(0, [entry(0, 4, u32(9))], false).subarray(16),
+    ))!;
     expect(reply.message.byteLength).toBe(24);
     expect(new DataView(reply.message.buffer, reply.message.byteOffset).getBigUint64(16, true)).toBe(1n);
   });
@@ -233,7 +300,6 @@ describe('REGION_WRITE_MULTI', () => {
       await expectAlive(c);
     });
   }
-
 });
 
 describe('REGION_WRITE_MULTI without the capability (the default)', () => {
@@ -246,7 +312,11 @@ describe('REGION_WRITE_MULTI without the capability (the default)', () => {
     const c = await plain.connect();
     expect(c.server.capabilities.writeMultiple).toBe(false);
     const payload = encodeRegionWriteMultiRequest(0, [entry(Reg.SCRATCH0, 4, u32(5))], false).subarray(16);
-    await c.sendRaw(rawMessage({ id: c.freshId(), command: VfioUserCommand.REGION_WRITE_MULTI, flags: HeaderFlag.NO_REPLY }, payload), [], { expectId: null });
+    await c.sendRaw(
+      rawMessage({ id: c.freshId(), command: VfioUserCommand.REGION_WRITE_MULTI, flags: HeaderFlag.NO_REPLY }, payload),
+      [],
+      { expectId: null },
+    );
     expect(await c.regionRead(PciRegion.BAR0, Reg.SCRATCH0, 4)).toEqual(u32(5));
     expect(c.strays).toEqual([]);
     await expectAlive(c);

@@ -17,7 +17,13 @@ const u32s = (...v: number[]) => fields(...v.map((x) => ['u32', x] as ['u32', nu
 describe('codec', () => {
   it('REGION_INFO with caps, truncated to argsz', () => {
     const caps: P.RegionCapability[] = [
-      { id: RegionCap.SPARSE_MMAP, areas: [{ offset: 0n, size: 4096n }, { offset: 8192n, size: 4096n }] },
+      {
+        id: RegionCap.SPARSE_MMAP,
+        areas: [
+          { offset: 0n, size: 4096n },
+          { offset: 8192n, size: 4096n },
+        ],
+      },
       { id: RegionCap.TYPE, type: 3, subtype: 1 },
       { id: RegionCap.MSIX_MAPPABLE },
     ];
@@ -42,7 +48,12 @@ describe('codec', () => {
   });
 
   it('REGION_INFO decoder refuses chains out of bounds or looping', () => {
-    const whole = P.encodeRegionInfoReply(5, { flags: 1, index: 0, size: 1n, offset: 0n }, [{ id: RegionCap.TYPE, type: 1, subtype: 2 }, { id: RegionCap.MSIX_MAPPABLE }], 4096).bytes;
+    const whole = P.encodeRegionInfoReply(
+      5,
+      { flags: 1, index: 0, size: 1n, offset: 0n },
+      [{ id: RegionCap.TYPE, type: 1, subtype: 2 }, { id: RegionCap.MSIX_MAPPABLE }],
+      4096,
+    ).bytes;
     const loop = whole.slice();
     new DataView(loop.buffer).setUint32(16 + 32 + 4, 32, true); // first cap's next -> itself
     expect(() => P.decodeRegionInfoReply(loop)).toThrow(P.ProtocolError);
@@ -52,18 +63,39 @@ describe('codec', () => {
   });
 
   it('REGION_IO_FDS', () => {
-    expect(P.decodeRegionIoFdsRequest(P.encodeRegionIoFdsRequest(1, 0, 100))).toEqual({ argsz: 100, flags: 0, index: 0, count: 0 });
+    expect(P.decodeRegionIoFdsRequest(P.encodeRegionIoFdsRequest(1, 0, 100))).toEqual({
+      argsz: 100,
+      flags: 0,
+      index: 0,
+      count: 0,
+    });
     const sub = { offset: 8n, size: 4n, fdIndex: 0, type: 0, flags: 0, data: 7n };
     const r = P.encodeRegionIoFdsReply(1, 0, [sub], 100);
     expect(P.decodeRegionIoFdsReply(r.bytes).subRegions).toEqual([sub]);
-    expect(P.decodeRegionIoFdsReply(P.encodeRegionIoFdsReply(1, 0, [sub], 16).bytes)).toMatchObject({ argsz: 56, count: 1, subRegions: [] });
+    expect(P.decodeRegionIoFdsReply(P.encodeRegionIoFdsReply(1, 0, [sub], 16).bytes)).toMatchObject({
+      argsz: 56,
+      count: 1,
+      subRegions: [],
+    });
   });
 
   it('every field at its spec offset', () => {
     const u32 = (m: Uint8Array, o: number) => new DataView(m.buffer, m.byteOffset).getUint32(o, true);
     const u64 = (m: Uint8Array, o: number) => new DataView(m.buffer, m.byteOffset).getBigUint64(o, true);
-    const region = P.encodeRegionInfoReply(1, { flags: RegionFlag.READ, index: 2, size: 0x4000n, offset: 0x10000n }, [], 32).bytes;
-    expect([u32(region, 16), u32(region, 20), u32(region, 24), u32(region, 28), u64(region, 32), u64(region, 40)]).toEqual([32, RegionFlag.READ, 2, 0, 0x4000n, 0x10000n]);
+    const region = P.encodeRegionInfoReply(
+      1,
+      { flags: RegionFlag.READ, index: 2, size: 0x4000n, offset: 0x10000n },
+      [],
+      32,
+    ).bytes;
+    expect([
+      u32(region, 16),
+      u32(region, 20),
+      u32(region, 24),
+      u32(region, 28),
+      u64(region, 32),
+      u64(region, 40),
+    ]).toEqual([32, RegionFlag.READ, 2, 0, 0x4000n, 0x10000n]);
     const fds = P.encodeRegionIoFdsRequest(1, 3, 100);
     expect([16, 20, 24, 28].map((o) => u32(fds, o))).toEqual([100, 0, 3, 0]);
   });
@@ -132,13 +164,21 @@ describe('GET_REGION_INFO / GET_REGION_IO_FDS: bad input', () => {
     ['GET_REGION_INFO payload 16 bytes', VfioUserCommand.DEVICE_GET_REGION_INFO, u32s(32, 0, 7, 0)],
     ['GET_REGION_INFO argsz 31', VfioUserCommand.DEVICE_GET_REGION_INFO, u32s(31, 0, 7, 0, 0, 0, 0, 0)],
     ['GET_REGION_INFO index 9 (= num_regions)', VfioUserCommand.DEVICE_GET_REGION_INFO, u32s(32, 0, 9, 0, 0, 0, 0, 0)],
-    ['GET_REGION_INFO index 0xffffffff', VfioUserCommand.DEVICE_GET_REGION_INFO, u32s(32, 0, 0xffffffff, 0, 0, 0, 0, 0)],
+    [
+      'GET_REGION_INFO index 0xffffffff',
+      VfioUserCommand.DEVICE_GET_REGION_INFO,
+      u32s(32, 0, 0xffffffff, 0, 0, 0, 0, 0),
+    ],
     ['GET_REGION_IO_FDS flags != 0', VfioUserCommand.DEVICE_GET_REGION_IO_FDS, u32s(4096, 1, 0, 0)],
     ['GET_REGION_IO_FDS count != 0', VfioUserCommand.DEVICE_GET_REGION_IO_FDS, u32s(4096, 0, 0, 1)],
     ['GET_REGION_IO_FDS bad index', VfioUserCommand.DEVICE_GET_REGION_IO_FDS, u32s(4096, 0, 99, 0)],
     ['GET_REGION_IO_FDS argsz < 16', VfioUserCommand.DEVICE_GET_REGION_IO_FDS, u32s(8, 0, 0, 0)],
     ['GET_REGION_IO_FDS argsz > 1 MiB', VfioUserCommand.DEVICE_GET_REGION_IO_FDS, u32s(0x100001, 0, 0, 0)],
-    ['GET_REGION_IO_FDS region with no flags (BAR1)', VfioUserCommand.DEVICE_GET_REGION_IO_FDS, u32s(4096, 0, PciRegion.BAR1, 0)],
+    [
+      'GET_REGION_IO_FDS region with no flags (BAR1)',
+      VfioUserCommand.DEVICE_GET_REGION_IO_FDS,
+      u32s(4096, 0, PciRegion.BAR1, 0),
+    ],
     ['GET_REGION_IO_FDS payload 12 bytes', VfioUserCommand.DEVICE_GET_REGION_IO_FDS, u32s(4096, 0, 0)],
   ];
   for (const [what, cmd, payload] of cases) {
@@ -150,7 +190,11 @@ describe('GET_REGION_INFO / GET_REGION_IO_FDS: bad input', () => {
 
   it('GET_REGION_INFO reply never exceeds the request argsz (caps that do not fit are dropped, with no fd)', async () => {
     for (const argsz of [32, 33, 40, 47]) {
-      const reply = await rawRequest(c, { command: VfioUserCommand.DEVICE_GET_REGION_INFO }, u32s(argsz, 0, PciRegion.BAR2, 0, 0, 0, 0, 0));
+      const reply = await rawRequest(
+        c,
+        { command: VfioUserCommand.DEVICE_GET_REGION_INFO },
+        u32s(argsz, 0, PciRegion.BAR2, 0, 0, 0, 0, 0),
+      );
       expect(reply.message.byteLength - 16).toBeLessThanOrEqual(Math.max(32, argsz));
       expect(reply.fds).toEqual([]);
     }

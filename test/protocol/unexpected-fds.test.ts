@@ -22,10 +22,15 @@ async function sendProbeFd(command: number, payload: Uint8Array, extra = 0): Pro
   const [mine, sent] = native.socketpair();
   const others = Array.from({ length: extra }, () => native.eventfd(0));
   const eof = new Promise<string>((resolve) => {
-    const ch = native.openChannel(mine, { maxMessageSize: 64, maxFds: 1 }, () => undefined, (reason) => {
-      ch.close();
-      resolve(reason);
-    });
+    const ch = native.openChannel(
+      mine,
+      { maxMessageSize: 64, maxFds: 1 },
+      () => undefined,
+      (reason) => {
+        ch.close();
+        resolve(reason);
+      },
+    );
   });
   await rawRequest(c, { command }, payload, [sent, ...others]);
   native.closeFd(sent);
@@ -36,7 +41,11 @@ async function sendProbeFd(command: number, payload: Uint8Array, extra = 0): Pro
 describe('unexpected fds', () => {
   const cases: Array<[string, number, Uint8Array]> = [
     ['GET_INFO', VfioUserCommand.DEVICE_GET_INFO, fields(['u32', 16], ['u32', 0], ['u32', 0], ['u32', 0])],
-    ['GET_REGION_INFO', VfioUserCommand.DEVICE_GET_REGION_INFO, fields(['u32', 32], ['u32', 0], ['u32', 7], ['u32', 0], ['u64', 0], ['u64', 0])],
+    [
+      'GET_REGION_INFO',
+      VfioUserCommand.DEVICE_GET_REGION_INFO,
+      fields(['u32', 32], ['u32', 0], ['u32', 7], ['u32', 0], ['u64', 0], ['u64', 0]),
+    ],
     ['GET_IRQ_INFO', VfioUserCommand.DEVICE_GET_IRQ_INFO, fields(['u32', 16], ['u32', 0], ['u32', 0], ['u32', 0])],
     ['REGION_READ', VfioUserCommand.REGION_READ, fields(['u64', 0], ['u32', PciRegion.CONFIG], ['u32', 4])],
     ['REGION_WRITE', VfioUserCommand.REGION_WRITE, fields(['u64', 0], ['u32', PciRegion.BAR0], ['u32', 4], ['u32', 1])],

@@ -11,7 +11,15 @@ import { VfioUserCommand, Errno, HEADER_SIZE } from '../../protocol/constants.js
 import { encodeVersionRequest, decodeVersion } from '../../protocol/version.js';
 import { VfioUserClient } from '../../client/index.js';
 import { connectedEachTest, deviceEachTest } from '../helpers/per-test.js';
-import { DEVICE_KINDS, expectErrorReply, expectClosed, expectAlive, rawRequest, rawMessage, type RunningDevice } from '../helpers/harness.js';
+import {
+  DEVICE_KINDS,
+  expectErrorReply,
+  expectClosed,
+  expectAlive,
+  rawRequest,
+  rawMessage,
+  type RunningDevice,
+} from '../helpers/harness.js';
 import { CONFIG_SIZE } from '../helpers/test-device.js';
 
 let run: RunningDevice;
@@ -25,22 +33,41 @@ describe('VERSION codec', () => {
     expect(P.encodeVersionRequest(1, { major: 0, minor: 0, json: '{}' }).byteLength).toBe(23);
     const noNul = m.slice(0, m.length - 1);
     expect(() => P.decodeVersion(noNul)).toThrow(P.ProtocolError);
-    expect(() => P.decodeVersion(P.encodeHeader({ id: 1, command: 1, size: 18, flags: 0, error: 0 }).slice(0, 18))).toThrow(P.ProtocolError);
+    expect(() =>
+      P.decodeVersion(P.encodeHeader({ id: 1, command: 1, size: 18, flags: 0, error: 0 }).slice(0, 18)),
+    ).toThrow(P.ProtocolError);
     expect(P.decodeVersion(P.encodeVersionReply(1, { major: 0, minor: 0, json: '' })).json).toBe('');
   });
 });
 
 describe('capabilities', () => {
   it('parses QEMU’s request and applies defaults', () => {
-    const c = P.parseCapabilities('{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true,"migration":{"pgsize":4096,"max_bitmap_size":268435456}}}');
-    expect(c).toMatchObject({ maxMsgFds: 16, maxDataXferSize: 1 << 20, pgsizes: 4096, maxDmaMaps: 65535, writeMultiple: true, migration: { pgsize: 4096, maxBitmapSize: 268435456 } });
+    const c = P.parseCapabilities(
+      '{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true,"migration":{"pgsize":4096,"max_bitmap_size":268435456}}}',
+    );
+    expect(c).toMatchObject({
+      maxMsgFds: 16,
+      maxDataXferSize: 1 << 20,
+      pgsizes: 4096,
+      maxDmaMaps: 65535,
+      writeMultiple: true,
+      migration: { pgsize: 4096, maxBitmapSize: 268435456 },
+    });
     expect(P.parseCapabilities('')).toMatchObject({ maxMsgFds: 1, maxDataXferSize: 1 << 20, writeMultiple: false });
     expect(P.parseCapabilities('{"other":1}').maxMsgFds).toBe(1);
   });
   it.each([
-    'nope', '[]', '{"capabilities":3}', '{"capabilities":{"max_msg_fds":-1}}', '{"capabilities":{"max_msg_fds":1025}}',
-    '{"capabilities":{"max_msg_fds":1.5}}', '{"capabilities":{"max_data_xfer_size":"1"}}', '{"capabilities":{"pgsizes":100}}',
-    '{"capabilities":{"write_multiple":1}}', '{"capabilities":{"migration":[]}}', '{"capabilities":{"migration":{"pgsize":10}}}',
+    'nope',
+    '[]',
+    '{"capabilities":3}',
+    '{"capabilities":{"max_msg_fds":-1}}',
+    '{"capabilities":{"max_msg_fds":1025}}',
+    '{"capabilities":{"max_msg_fds":1.5}}',
+    '{"capabilities":{"max_data_xfer_size":"1"}}',
+    '{"capabilities":{"pgsizes":100}}',
+    '{"capabilities":{"write_multiple":1}}',
+    '{"capabilities":{"migration":[]}}',
+    '{"capabilities":{"migration":{"pgsize":10}}}',
     '{"capabilities":{"twin_socket":{"supported":"yes"}}}',
   ])('rejects %s with EINVAL', (json) => {
     expect(() => P.parseCapabilities(json)).toThrow(expect.objectContaining({ errno: P.Errno.EINVAL }));
@@ -48,7 +75,15 @@ describe('capabilities', () => {
   it('formats within a budget by dropping optional keys', () => {
     const caps = { maxMsgFds: 16, maxDataXferSize: 1 << 20, pgsizes: 4096, maxDmaMaps: 65535, writeMultiple: true };
     const full = P.formatCapabilities(caps);
-    expect(JSON.parse(full)).toEqual({ capabilities: { max_msg_fds: 16, max_data_xfer_size: 1048576, pgsizes: 4096, max_dma_maps: 65535, write_multiple: true } });
+    expect(JSON.parse(full)).toEqual({
+      capabilities: {
+        max_msg_fds: 16,
+        max_data_xfer_size: 1048576,
+        pgsizes: 4096,
+        max_dma_maps: 65535,
+        write_multiple: true,
+      },
+    });
     const small = P.formatCapabilities(caps, 70);
     expect(small.length).toBeLessThanOrEqual(70);
     expect(JSON.parse(small).capabilities.max_msg_fds).toBe(16);
@@ -60,7 +95,7 @@ const raw = () => run.connect({ skipNegotiation: true });
 const enc = new TextEncoder();
 
 function versionPayload(major: number, minor: number, json?: string | Uint8Array): Uint8Array {
-  const body = typeof json === 'string' ? enc.encode(json + '\0') : json ?? new Uint8Array(0);
+  const body = typeof json === 'string' ? enc.encode(json + '\0') : (json ?? new Uint8Array(0));
   const p = new Uint8Array(4 + body.byteLength);
   const dv = new DataView(p.buffer);
   dv.setUint16(0, major, true);

@@ -9,7 +9,10 @@ import { silentLogger } from '../../server/log.js';
 class MemoryPort implements ClientPort {
   readonly log = silentLogger;
   readonly maxDataXferSize = 1 << 20;
-  constructor(readonly base: bigint, readonly mem: Uint8Array) {}
+  constructor(
+    readonly base: bigint,
+    readonly mem: Uint8Array,
+  ) {}
   async dmaRead(addr: bigint, length: number): Promise<Uint8Array> {
     const at = Number(addr - this.base);
     return this.mem.slice(at, at + length);
@@ -56,7 +59,9 @@ describe('DmaSpace', () => {
     const dma = space();
     await dma.map({ flags: 1, offset: 0n, addr: 0x1000n, size: 0x1000n });
     await dma.map({ flags: 1, offset: 0n, addr: 0x1000n, size: 0x1000n });
-    await expect(dma.map({ flags: 1, offset: 0n, addr: 0x1800n, size: 0x1000n })).rejects.toMatchObject({ errno: Errno.EINVAL });
+    await expect(dma.map({ flags: 1, offset: 0n, addr: 0x1800n, size: 0x1000n })).rejects.toMatchObject({
+      errno: Errno.EINVAL,
+    });
     await expect(dma.write(0x1000n, new Uint8Array(1))).rejects.toMatchObject({ errno: Errno.EPERM });
     await expect(dma.read(0x1000n, 1)).rejects.toMatchObject({ errno: Errno.ENOTCONN });
     await expect(dma.unmap(0x1000n, 0x800n)).rejects.toMatchObject({ errno: Errno.ENOENT });
@@ -70,7 +75,9 @@ describe('DmaSpace', () => {
     await dma.map({ flags: 3, offset: 0n, addr: 0n, size: 0x1000n, fd });
     expect(() => native.closeFd(fd)).toThrow();
     const fd2 = native.memfdCreate('ram', 0x1000);
-    await expect(dma.map({ flags: 3, offset: 0n, addr: 0x800n, size: 0x1000n, fd: fd2 })).rejects.toBeInstanceOf(DmaError);
+    await expect(dma.map({ flags: 3, offset: 0n, addr: 0x800n, size: 0x1000n, fd: fd2 })).rejects.toBeInstanceOf(
+      DmaError,
+    );
     expect(() => native.closeFd(fd2)).toThrow();
     await dma.detach();
   });
@@ -127,13 +134,16 @@ describe('DmaSpace', () => {
   it('refuses an fd smaller than the mapped extent, and unsealed fds when asked to', async () => {
     const dma = space();
     const small = native.memfdCreate('small', 0x1000);
-    await expect(dma.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x2000n, fd: small })).rejects.toMatchObject({ errno: Errno.EINVAL });
+    await expect(dma.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x2000n, fd: small })).rejects.toMatchObject({
+      errno: Errno.EINVAL,
+    });
     // Unsealed: accepted by default (QEMU's memory-backend-file cannot seal)...
     await dma.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x1000n, fd: native.memfdCreate('plain', 0x1000) });
     // ...refused with unsealedFds 'refuse'; a memfd sealed against shrinking is accepted.
     const strict = new DmaSpace(silentLogger, { unsealedFds: 'refuse' });
-    await expect(strict.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x1000n, fd: native.memfdCreate('plain', 0x1000) }))
-      .rejects.toMatchObject({ errno: Errno.EPERM });
+    await expect(
+      strict.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x1000n, fd: native.memfdCreate('plain', 0x1000) }),
+    ).rejects.toMatchObject({ errno: Errno.EPERM });
     const sealedFd = native.memfdCreate('sealed', 0x1000, native.F_SEAL_SHRINK | native.F_SEAL_GROW);
     expect(native.fdSeals(sealedFd) & native.F_SEAL_SHRINK).toBe(native.F_SEAL_SHRINK);
     await strict.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x1000n, fd: sealedFd });
@@ -151,7 +161,13 @@ describe('DmaSpace', () => {
     await dma.write(0x20010n, new Uint8Array([1, 2, 3]));
     expect([...port.mem.subarray(0x10, 0x13)]).toEqual([1, 2, 3]);
     // A sealed one is still mapped.
-    await dma.map({ flags: 3, offset: 0n, addr: 0x30000n, size: 0x1000n, fd: native.memfdCreate('sealed', 0x1000, native.F_SEAL_SHRINK) });
+    await dma.map({
+      flags: 3,
+      offset: 0n,
+      addr: 0x30000n,
+      size: 0x1000n,
+      fd: native.memfdCreate('sealed', 0x1000, native.F_SEAL_SHRINK),
+    });
     expect(dma.regions[1]!.mapping).toBeDefined();
     await dma.detach();
   });
@@ -170,7 +186,11 @@ describe('DmaSpace.pin', () => {
   }
 
   /** Whether unmap(addr, size) finishes within a few event-loop turns (false: it waits for a pin or hold). */
-  async function unmapsAtOnce(dma: DmaSpace, addr: bigint, size: bigint): Promise<{ done: boolean; unmapped: Promise<void> }> {
+  async function unmapsAtOnce(
+    dma: DmaSpace,
+    addr: bigint,
+    size: bigint,
+  ): Promise<{ done: boolean; unmapped: Promise<void> }> {
     let done = false;
     const unmapped = dma.unmap(addr, size).then(() => {
       done = true;
@@ -181,9 +201,20 @@ describe('DmaSpace.pin', () => {
 
   it('gives views of guest memory, one per range in order, that an unmap waits for until release', async () => {
     const { dma } = await spaceWithMaps();
-    await dma.write(0x10000n, new Uint8Array(0x3000).map((_, i) => i & 0xff));
-    const pin = dma.pin([{ addr: 0x12010n, length: 4 }, { addr: 0x10000n, length: 3 }, { addr: 0x11ffen, length: 4 }])!;
-    expect(pin.views.map((v) => [...v])).toEqual([[0x10, 0x11, 0x12, 0x13], [0, 1, 2], [0xfe, 0xff, 0, 1]]);
+    await dma.write(
+      0x10000n,
+      new Uint8Array(0x3000).map((_, i) => i & 0xff),
+    );
+    const pin = dma.pin([
+      { addr: 0x12010n, length: 4 },
+      { addr: 0x10000n, length: 3 },
+      { addr: 0x11ffen, length: 4 },
+    ])!;
+    expect(pin.views.map((v) => [...v])).toEqual([
+      [0x10, 0x11, 0x12, 0x13],
+      [0, 1, 2],
+      [0xfe, 0xff, 0, 1],
+    ]);
     pin.views[1]!.set([7, 8, 9]); // zero-copy: lands in guest memory
     expect([...(await dma.read(0x10000n, 3))]).toEqual([7, 8, 9]);
     const { done, unmapped } = await unmapsAtOnce(dma, 0x10000n, 0x3000n);
@@ -199,7 +230,12 @@ describe('DmaSpace.pin', () => {
   it('answers undefined where only copying works (message-only memory, a range across two maps), holding nothing', async () => {
     const { dma } = await spaceWithMaps();
     await dma.map({ flags: 3, offset: 0n, addr: 0x13000n, size: 0x1000n, fd: native.memfdCreate('next', 0x1000) });
-    expect(dma.pin([{ addr: 0x10000n, length: 8 }, { addr: 0x30000n, length: 8 }])).toBeUndefined();
+    expect(
+      dma.pin([
+        { addr: 0x10000n, length: 8 },
+        { addr: 0x30000n, length: 8 },
+      ]),
+    ).toBeUndefined();
     expect(dma.pin([{ addr: 0x12ff0n, length: 0x20 }])).toBeUndefined();
     expect((await unmapsAtOnce(dma, 0x10000n, 0x3000n)).done).toBe(true);
     await dma.detach();
@@ -223,9 +259,13 @@ describe('DmaSpace.pin', () => {
   it('throws EINVAL for a malformed range, holding nothing', async () => {
     const { dma } = await spaceWithMaps();
     const ok = { addr: 0x10000n, length: 8 };
-    expect(() => dma.pin([ok, { addr: 0x10000n, length: -1 }])).toThrow(expect.objectContaining({ errno: Errno.EINVAL }));
+    expect(() => dma.pin([ok, { addr: 0x10000n, length: -1 }])).toThrow(
+      expect.objectContaining({ errno: Errno.EINVAL }),
+    );
     expect(() => dma.pin([ok, { addr: -1n, length: 1 }])).toThrow(DmaError);
-    expect(() => dma.pin([ok, { addr: 0x10000n, length: 0.5 }])).toThrow(expect.objectContaining({ errno: Errno.EINVAL }));
+    expect(() => dma.pin([ok, { addr: 0x10000n, length: 0.5 }])).toThrow(
+      expect.objectContaining({ errno: Errno.EINVAL }),
+    );
     expect((await unmapsAtOnce(dma, 0x10000n, 0x3000n)).done).toBe(true);
     await dma.detach();
   });
@@ -236,7 +276,11 @@ describe('DmaSpace map and unmap listeners', () => {
     const dma = space();
     const events: string[] = [];
     let pin: ReturnType<DmaSpace['pin']>;
-    const offMap = dma.onMap((r) => events.push(`map 0x${r.addr.toString(16)}+0x${r.size.toString(16)} ${r.mapping ? 'fd' : 'messages'} ${r.writable ? 'rw' : 'ro'}`));
+    const offMap = dma.onMap((r) =>
+      events.push(
+        `map 0x${r.addr.toString(16)}+0x${r.size.toString(16)} ${r.mapping ? 'fd' : 'messages'} ${r.writable ? 'rw' : 'ro'}`,
+      ),
+    );
     dma.onUnmap((r) => {
       events.push(`unmap 0x${r.addr.toString(16)} found=${dma.find(r.addr) !== undefined}`);
       pin?.release(); // a device drops its references here; the unmap then completes
@@ -244,7 +288,9 @@ describe('DmaSpace map and unmap listeners', () => {
     await dma.map({ flags: 3, offset: 0n, addr: 0x1000n, size: 0x1000n, fd: native.memfdCreate('a', 0x1000) });
     await dma.map({ flags: 1, offset: 0n, addr: 0x4000n, size: 0x2000n });
     await dma.map({ flags: 1, offset: 0n, addr: 0x4000n, size: 0x2000n }); // identical: no news
-    await expect(dma.map({ flags: 1, offset: 0n, addr: 0x4800n, size: 0x1000n })).rejects.toMatchObject({ errno: Errno.EINVAL });
+    await expect(dma.map({ flags: 1, offset: 0n, addr: 0x4800n, size: 0x1000n })).rejects.toMatchObject({
+      errno: Errno.EINVAL,
+    });
     pin = dma.pin([{ addr: 0x1000n, length: 16 }]);
     expect(pin).toBeDefined();
     await dma.unmap(0x1000n, 0x1000n); // would wait forever if the listener ran after the drain

@@ -6,7 +6,15 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
-import { fallocate, fallocateSync, NOWAIT_UNSUPPORTED, NOWAIT_WOULD_BLOCK, readNowait, startWriteback, type FallocateMode } from 'vfio-user-ts';
+import {
+  fallocate,
+  fallocateSync,
+  NOWAIT_UNSUPPORTED,
+  NOWAIT_WOULD_BLOCK,
+  readNowait,
+  startWriteback,
+  type FallocateMode,
+} from 'vfio-user-ts';
 import { noFdLeakEachTest } from '../helpers/no-fd-leak.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
 

@@ -43,7 +43,12 @@ function entrySources(): Map<string, string> {
 describe('package entry points', () => {
   it('export the library, the client and both built-in devices, each built from a source file that exists', () => {
     const sources = entrySources();
-    expect([...sources.keys()].sort()).toEqual(['vfio-user-ts', 'vfio-user-ts/client', 'vfio-user-ts/gpio', 'vfio-user-ts/nvme']);
+    expect([...sources.keys()].sort()).toEqual([
+      'vfio-user-ts',
+      'vfio-user-ts/client',
+      'vfio-user-ts/gpio',
+      'vfio-user-ts/nvme',
+    ]);
     for (const file of sources.values()) expect(existsSync(join(ROOT, file)), file).toBe(true);
     expect(pkg.exports['./package.json']).toBe('./package.json');
   });

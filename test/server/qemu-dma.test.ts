@@ -64,49 +64,78 @@ beforeAll(async () => {
   if (isCI()) await ensureKit();
 });
 
-describe.each([['plain RAM: DMA_READ/DMA_WRITE messages', false], ['shared memfd RAM: mmap', true]] as const)('device DMA in a QEMU guest (%s)', (_name, shared) => {
-  guestTest('the device writes and reads guest memory', async () => {
-    const log = createLogger({ level: (process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent', pretty: false });
-    let status = 0;
-    let captured: Uint8Array | undefined;
-    let failure: unknown;
-    /** At the first doorbell: is guest RAM at WRITE_AT mapped, and through an fd? */
-    let lowRam: 'unmapped' | 'fd' | 'messages' | undefined;
-    const dev: PciDevice = new PciDevice({
-      name: 'dma-test', log,
-      id: { vendor: 0x1b36, device: 0x0005, classCode: 0xff0000, revision: 1 },
-      bars: [{
-        index: 0, size: 0x1000, type: 'mem32',
-        read: (offset: number) => (offset === 4 ? status : 0),
-        write: (offset: number, _size: number, value: number) => {
-          if (offset !== 0) return;
-          if (lowRam === undefined) {
-            const region = dev.dma.find(WRITE_AT);
-            lowRam = !region ? 'unmapped' : region.mapping ? 'fd' : 'messages';
-          }
-          // Never hold the (posted) write on the DMA: run it on its own.
-          const job = value === 1
-            ? dev.dma.write(WRITE_AT, PATTERN).then(() => { status = 1; })
-            : dev.dma.read(READ_AT, 64).then((d) => { captured = d; status = 2; });
-          job.catch((err: unknown) => { failure = err; status = 0xdead; });
-        },
-      }],
-    } as ConstructorParameters<typeof PciDevice>[0]);
-    const sock = tempSocketPath('dma');
-    const server = await serve(dev, { socketPath: sock.path, log });
-    try {
-      const result = await runGuest({ devices: [{ socketPath: sock.path }], script: SCRIPT, sharedMemory: shared, timeoutMs: 170_000 });
-      const r = result.results;
-      const context = `${String(failure ?? '')}\n${result.serial}`;
-      expect(r.error, context).toBeUndefined();
-      expect(r.command, context).toBe('0006');
-      expect(r.written?.trim(), context).toBe(expectedWords());
-      expect(r.done, context).toBe('1');
-      expect([...captured!]).toEqual(Array.from({ length: 64 }, (_, i) => (i >> 2) + 1));
-      expect(lowRam).toBe(shared ? 'fd' : 'messages');
-    } finally {
-      await server.close();
-      sock.remove();
-    }
-  }, 180_000);
+describe.each([
+  ['plain RAM: DMA_READ/DMA_WRITE messages', false],
+  ['shared memfd RAM: mmap', true],
+] as const)('device DMA in a QEMU guest (%s)', (_name, shared) => {
+  guestTest(
+    'the device writes and reads guest memory',
+    async () => {
+      const log = createLogger({
+        level: (process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent',
+        pretty: false,
+      });
+      let status = 0;
+      let captured: Uint8Array | undefined;
+      let failure: unknown;
+      /** At the first doorbell: is guest RAM at WRITE_AT mapped, and through an fd? */
+      let lowRam: 'unmapped' | 'fd' | 'messages' | undefined;
+      const dev: PciDevice = new PciDevice({
+        name: 'dma-test',
+        log,
+        id: { vendor: 0x1b36, device: 0x0005, classCode: 0xff0000, revision: 1 },
+        bars: [
+          {
+            index: 0,
+            size: 0x1000,
+            type: 'mem32',
+            read: (offset: number) => (offset === 4 ? status : 0),
+            write: (offset: number, _size: number, value: number) => {
+              if (offset !== 0) return;
+              if (lowRam === undefined) {
+                const region = dev.dma.find(WRITE_AT);
+                lowRam = !region ? 'unmapped' : region.mapping ? 'fd' : 'messages';
+              }
+              // Never hold the (posted) write on the DMA: run it on its own.
+              const job =
+                value === 1
+                  ? dev.dma.write(WRITE_AT, PATTERN).then(() => {
+                      status = 1;
+                    })
+                  : dev.dma.read(READ_AT, 64).then((d) => {
+                      captured = d;
+                      status = 2;
+                    });
+              job.catch((err: unknown) => {
+                failure = err;
+                status = 0xdead;
+              });
+            },
+          },
+        ],
+      } as ConstructorParameters<typeof PciDevice>[0]);
+      const sock = tempSocketPath('dma');
+      const server = await serve(dev, { socketPath: sock.path, log });
+      try {
+        const result = await runGuest({
+          devices: [{ socketPath: sock.path }],
+          script: SCRIPT,
+          sharedMemory: shared,
+          timeoutMs: 170_000,
+        });
+        const r = result.results;
+        const context = `${String(failure ?? '')}\n${result.serial}`;
+        expect(r.error, context).toBeUndefined();
+        expect(r.command, context).toBe('0006');
+        expect(r.written?.trim(), context).toBe(expectedWords());
+        expect(r.done, context).toBe('1');
+        expect([...captured!]).toEqual(Array.from({ length: 64 }, (_, i) => (i >> 2) + 1));
+        expect(lowRam).toBe(shared ? 'fd' : 'messages');
+      } finally {
+        await server.close();
+        sock.remove();
+      }
+    },
+    180_000,
+  );
 });

@@ -13,7 +13,13 @@ describe('ScatterGather', () => {
     const guest = native.mmapFd(fd, 0, 0x4000, native.PROT_READ | native.PROT_WRITE);
     const bytes = new Uint8Array(guest.buffers[0]!);
     const dma = new DmaSpace(silentLogger);
-    await dma.map({ flags: DmaMapFlag.READ | DmaMapFlag.WRITE, offset: 0n, addr: 0x10000n, size: 0x4000n, fd: native.dupFd(fd) });
+    await dma.map({
+      flags: DmaMapFlag.READ | DmaMapFlag.WRITE,
+      offset: 0n,
+      addr: 0x10000n,
+      size: 0x4000n,
+      fd: native.dupFd(fd),
+    });
 
     const sg = new ScatterGather([
       { addr: 0x10100n, length: 3 },
@@ -28,7 +34,10 @@ describe('ScatterGather', () => {
     bytes[0x3004] = 9;
     expect([...(await sg.read(dma))]).toEqual([1, 2, 3, 4, 5, 6, 0, 9]);
     const mid = sg.slice(2, 3);
-    expect(mid.entries).toEqual([{ addr: 0x10102n, length: 1 }, { addr: 0x13000n, length: 2 }]);
+    expect(mid.entries).toEqual([
+      { addr: 0x10102n, length: 1 },
+      { addr: 0x13000n, length: 2 },
+    ]);
     expect([...(await mid.read(dma))]).toEqual([3, 4, 5]);
     await expect(sg.write(dma, new Uint8Array(9))).rejects.toThrow(RangeError);
     await expect(new ScatterGather([{ addr: 0x90000n, length: 4 }]).read(dma)).rejects.toThrow();

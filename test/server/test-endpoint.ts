@@ -3,7 +3,15 @@
  * indexes, a DmaSpace, and hooks tests can set (async region reads, etc.).
  */
 import type { Logger } from 'pino';
-import type { ClientPort, DmaMapRequest, Endpoint, IrqInfo, RegionDescription, ResetReason, SetIrqsRequest } from '../../server/endpoint.js';
+import type {
+  ClientPort,
+  DmaMapRequest,
+  Endpoint,
+  IrqInfo,
+  RegionDescription,
+  ResetReason,
+  SetIrqsRequest,
+} from '../../server/endpoint.js';
 import { native } from '../../native/index.js';
 import { DmaSpace } from '../../server/dma/index.js';
 import { IrqInfoFlag, RegionFlag } from '../../protocol/index.js';
@@ -36,7 +44,13 @@ export class TestEndpoint implements Endpoint {
   regionInfo(index: number): RegionDescription {
     if (index === 0) return { flags: RegionFlag.READ | RegionFlag.WRITE, size: 4096n, offset: 0n };
     if (index === 1 && this.bar1Fd !== undefined) {
-      return { flags: RegionFlag.READ | RegionFlag.WRITE | RegionFlag.MMAP, size: 8192n, offset: 0n, fd: this.bar1Fd, sparseAreas: [{ offset: 4096n, size: 4096n }] };
+      return {
+        flags: RegionFlag.READ | RegionFlag.WRITE | RegionFlag.MMAP,
+        size: 8192n,
+        offset: 0n,
+        fd: this.bar1Fd,
+        sparseAreas: [{ offset: 4096n, size: 4096n }],
+      };
     }
     if (index === 7) return { flags: RegionFlag.READ | RegionFlag.WRITE, size: 256n, offset: 0n };
     return { flags: 0, size: 0n, offset: 0n };

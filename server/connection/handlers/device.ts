@@ -1,13 +1,19 @@
 /** DEVICE_GET_INFO and DEVICE_RESET: validated with libvfio-user's errno. */
 import { VfioUserError } from '../../../protocol/errors.js';
 import {
-  DEVICE_INFO_SIZE, DeviceFlag, VfioUserCommand, decodeDeviceInfo, encodeDeviceInfoReply, encodeDeviceResetReply,
+  DEVICE_INFO_SIZE,
+  DeviceFlag,
+  VfioUserCommand,
+  decodeDeviceInfo,
+  encodeDeviceInfoReply,
+  encodeDeviceResetReply,
 } from '../../../protocol/index.js';
 import type { HandlerResult, RequestContext } from '../context.js';
 
 function handleDeviceGetInfo(ctx: RequestContext): HandlerResult {
   const req = decodeDeviceInfo(ctx.message);
-  if (req.argsz < DEVICE_INFO_SIZE) throw VfioUserError.invalid(`DEVICE_GET_INFO: argsz ${req.argsz} < ${DEVICE_INFO_SIZE}`);
+  if (req.argsz < DEVICE_INFO_SIZE)
+    throw VfioUserError.invalid(`DEVICE_GET_INFO: argsz ${req.argsz} < ${DEVICE_INFO_SIZE}`);
   const e = ctx.endpoint;
   return {
     reply: encodeDeviceInfoReply(ctx.header.id, {

@@ -8,19 +8,34 @@
 import { VfioUserError } from '../../../protocol/errors.js';
 import type { SetIrqsRequest } from '../../endpoint.js';
 import {
-  IRQ_INFO_SIZE, IrqSetFlag, PciIrq, SET_IRQS_SIZE, VfioUserCommand, decodeIrqInfo, decodeSetIrqsRequest,
-  encodeIrqInfoReply, encodeSetIrqsReply,
+  IRQ_INFO_SIZE,
+  IrqSetFlag,
+  PciIrq,
+  SET_IRQS_SIZE,
+  VfioUserCommand,
+  decodeIrqInfo,
+  decodeSetIrqsRequest,
+  encodeIrqInfoReply,
+  encodeSetIrqsReply,
 } from '../../../protocol/index.js';
 import type { HandlerResult, RequestContext } from '../context.js';
 
 function handleIrqInfo(ctx: RequestContext): HandlerResult {
   const req = decodeIrqInfo(ctx.message);
-  if (req.argsz < IRQ_INFO_SIZE) throw VfioUserError.invalid(`DEVICE_GET_IRQ_INFO: argsz ${req.argsz} < ${IRQ_INFO_SIZE}`);
+  if (req.argsz < IRQ_INFO_SIZE)
+    throw VfioUserError.invalid(`DEVICE_GET_IRQ_INFO: argsz ${req.argsz} < ${IRQ_INFO_SIZE}`);
   if (req.index >= ctx.endpoint.numIrqs) {
     throw VfioUserError.invalid(`DEVICE_GET_IRQ_INFO: index ${req.index} >= num_irqs ${ctx.endpoint.numIrqs}`);
   }
   const info = ctx.endpoint.irqInfo(req.index);
-  return { reply: encodeIrqInfoReply(ctx.header.id, { argsz: IRQ_INFO_SIZE, flags: info.flags, index: req.index, count: info.count }) };
+  return {
+    reply: encodeIrqInfoReply(ctx.header.id, {
+      argsz: IRQ_INFO_SIZE,
+      flags: info.flags,
+      index: req.index,
+      count: info.count,
+    }),
+  };
 }
 
 const KNOWN = IrqSetFlag.DATA_TYPE_MASK | IrqSetFlag.ACTION_TYPE_MASK;
@@ -32,7 +47,9 @@ function oneBit(v: number): boolean {
 function handleSetIrqs(ctx: RequestContext): HandlerResult {
   const m = decodeSetIrqsRequest(ctx.message);
   const bad = (why: string): never => {
-    throw VfioUserError.invalid(`DEVICE_SET_IRQS index ${m.index} flags 0x${m.flags.toString(16)} start ${m.start} count ${m.count}: ${why}`);
+    throw VfioUserError.invalid(
+      `DEVICE_SET_IRQS index ${m.index} flags 0x${m.flags.toString(16)} start ${m.start} count ${m.count}: ${why}`,
+    );
   };
   if (m.argsz < SET_IRQS_SIZE) bad(`argsz ${m.argsz} < ${SET_IRQS_SIZE}`);
   if (m.flags & ~KNOWN) bad('unknown flag bits');

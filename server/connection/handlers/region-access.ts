@@ -6,26 +6,50 @@
 import { VfioUserError } from '../../../protocol/errors.js';
 import type { Endpoint } from '../../endpoint.js';
 import {
-  RegionFlag, VfioUserCommand, decodeRegionReadRequest, decodeRegionWriteMultiRequest, decodeRegionWriteRequest,
-  encodeRegionReadReply, encodeRegionWriteMultiReply, encodeRegionWriteReply, wantsReply,
+  RegionFlag,
+  VfioUserCommand,
+  decodeRegionReadRequest,
+  decodeRegionWriteMultiRequest,
+  decodeRegionWriteRequest,
+  encodeRegionReadReply,
+  encodeRegionWriteMultiReply,
+  encodeRegionWriteReply,
+  wantsReply,
 } from '../../../protocol/index.js';
 import type { HandlerResult, RequestContext } from '../context.js';
 
 const EMPTY = new Uint8Array(0);
 
 /** Check region index, count limit, direction flag and offset+count <= size. */
-function checkRegionAccess(endpoint: Endpoint, region: number, offset: bigint, count: number, maxDataXferSize: number, write: boolean): void {
-  if (region >= endpoint.numRegions) throw VfioUserError.invalid(`region ${region} >= num_regions ${endpoint.numRegions}`);
+function checkRegionAccess(
+  endpoint: Endpoint,
+  region: number,
+  offset: bigint,
+  count: number,
+  maxDataXferSize: number,
+  write: boolean,
+): void {
+  if (region >= endpoint.numRegions)
+    throw VfioUserError.invalid(`region ${region} >= num_regions ${endpoint.numRegions}`);
   if (count > maxDataXferSize) throw VfioUserError.invalid(`count ${count} > max_data_xfer_size ${maxDataXferSize}`);
   const info = endpoint.regionInfo(region);
   if (offset + BigInt(count) > info.size) {
-    throw VfioUserError.invalid(`region ${region}: access 0x${offset.toString(16)}+${count} past its size 0x${info.size.toString(16)}`);
+    throw VfioUserError.invalid(
+      `region ${region}: access 0x${offset.toString(16)}+${count} past its size 0x${info.size.toString(16)}`,
+    );
   }
   const need = write ? RegionFlag.WRITE : RegionFlag.READ;
-  if (count > 0 && !(info.flags & need)) throw VfioUserError.invalid(`region ${region} is not ${write ? 'writable' : 'readable'}`);
+  if (count > 0 && !(info.flags & need))
+    throw VfioUserError.invalid(`region ${region} is not ${write ? 'writable' : 'readable'}`);
 }
 
-function finishRead(ctx: RequestContext, offset: bigint, region: number, count: number, data: Uint8Array): HandlerResult {
+function finishRead(
+  ctx: RequestContext,
+  offset: bigint,
+  region: number,
+  count: number,
+  data: Uint8Array,
+): HandlerResult {
   if (data.byteLength !== count) {
     throw VfioUserError.invalid(`region ${region}: device returned ${data.byteLength} bytes for a ${count}-byte read`);
   }

@@ -2,8 +2,17 @@
 import { VfioUserError } from '../../../protocol/errors.js';
 import type { RegionDescription } from '../../endpoint.js';
 import {
-  Limits, REGION_INFO_SIZE, REGION_IO_FDS_SIZE, RegionCap, RegionFlag, VfioUserCommand, decodeRegionInfoRequest,
-  decodeRegionIoFdsRequest, encodeRegionInfoReply, encodeRegionIoFdsReply, type RegionCapability,
+  Limits,
+  REGION_INFO_SIZE,
+  REGION_IO_FDS_SIZE,
+  RegionCap,
+  RegionFlag,
+  VfioUserCommand,
+  decodeRegionInfoRequest,
+  decodeRegionIoFdsRequest,
+  encodeRegionInfoReply,
+  encodeRegionIoFdsReply,
+  type RegionCapability,
 } from '../../../protocol/index.js';
 import type { HandlerResult, RequestContext } from '../context.js';
 
@@ -20,27 +29,39 @@ function regionCapabilities(info: RegionDescription): RegionCapability[] {
 
 function handleRegionInfo(ctx: RequestContext): HandlerResult {
   const req = decodeRegionInfoRequest(ctx.message);
-  if (req.argsz < REGION_INFO_SIZE) throw VfioUserError.invalid(`DEVICE_GET_REGION_INFO: argsz ${req.argsz} < ${REGION_INFO_SIZE}`);
+  if (req.argsz < REGION_INFO_SIZE)
+    throw VfioUserError.invalid(`DEVICE_GET_REGION_INFO: argsz ${req.argsz} < ${REGION_INFO_SIZE}`);
   if (req.index >= ctx.endpoint.numRegions) {
     throw VfioUserError.invalid(`DEVICE_GET_REGION_INFO: index ${req.index} >= num_regions ${ctx.endpoint.numRegions}`);
   }
   const info = ctx.endpoint.regionInfo(req.index);
   const caps = regionCapabilities(info);
-  const enc = encodeRegionInfoReply(ctx.header.id, { flags: info.flags, index: req.index, size: info.size, offset: info.offset }, caps, req.argsz);
+  const enc = encodeRegionInfoReply(
+    ctx.header.id,
+    { flags: info.flags, index: req.index, size: info.size, offset: info.offset },
+    caps,
+    req.argsz,
+  );
   // The fd rides only with a complete chain (libvfio-user; QEMU re-asks with the full argsz).
-  const sendFd = enc.complete && caps.length > 0 && info.fd !== undefined && (info.flags & RegionFlag.MMAP) !== 0
-    && ctx.clientMaxMsgFds >= 1;
+  const sendFd =
+    enc.complete &&
+    caps.length > 0 &&
+    info.fd !== undefined &&
+    (info.flags & RegionFlag.MMAP) !== 0 &&
+    ctx.clientMaxMsgFds >= 1;
   return sendFd ? { reply: enc.bytes, fds: [info.fd!] } : { reply: enc.bytes };
 }
 
 /** We offer no ioeventfds: a valid request gets count 0. */
 function handleRegionIoFds(ctx: RequestContext): HandlerResult {
   const req = decodeRegionIoFdsRequest(ctx.message);
-  if (req.flags !== 0 || req.count !== 0) throw VfioUserError.invalid('DEVICE_GET_REGION_IO_FDS: flags and count must be 0');
+  if (req.flags !== 0 || req.count !== 0)
+    throw VfioUserError.invalid('DEVICE_GET_REGION_IO_FDS: flags and count must be 0');
   if (req.argsz < REGION_IO_FDS_SIZE || req.argsz > Limits.MAX_DATA_XFER_SIZE) {
     throw VfioUserError.invalid(`DEVICE_GET_REGION_IO_FDS: argsz ${req.argsz} out of range`);
   }
-  if (req.index >= ctx.endpoint.numRegions) throw VfioUserError.invalid(`DEVICE_GET_REGION_IO_FDS: index ${req.index} out of range`);
+  if (req.index >= ctx.endpoint.numRegions)
+    throw VfioUserError.invalid(`DEVICE_GET_REGION_IO_FDS: index ${req.index} out of range`);
   const info = ctx.endpoint.regionInfo(req.index);
   if ((info.flags & (RegionFlag.READ | RegionFlag.WRITE)) === 0 || info.size === 0n) {
     throw VfioUserError.invalid(`DEVICE_GET_REGION_IO_FDS: region ${req.index} is not present`);

@@ -5,7 +5,11 @@
  * optional keys are dropped until it fits.
  */
 import {
-  Errno, ProtocolError, decodeVersion, encodeVersionReply, formatCapabilities,
+  Errno,
+  ProtocolError,
+  decodeVersion,
+  encodeVersionReply,
+  formatCapabilities,
   type Capabilities,
 } from '../../../protocol/index.js';
 

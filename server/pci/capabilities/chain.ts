@@ -68,7 +68,9 @@ export function walkCapabilities(read8: (offset: number) => number): { id: numbe
 }
 
 /** Walk the extended chain from 0x100 with a 32-bit reader. */
-export function walkExtendedCapabilities(read32: (offset: number) => number): { id: number; version: number; offset: number }[] {
+export function walkExtendedCapabilities(
+  read32: (offset: number) => number,
+): { id: number; version: number; offset: number }[] {
   const out: { id: number; version: number; offset: number }[] = [];
   const seen = new Set<number>();
   let at = EXT_START;

@@ -11,7 +11,14 @@ import { CapId, type Capability } from './capability.js';
 const MsiControl = { ENABLE: 1 << 0, ADDR64: 1 << 7, PER_VECTOR_MASK: 1 << 8 } as const;
 
 /** Register offsets inside an MSI capability with these options. */
-export function msiRegisters(options: MsiOptions): { control: number; address: number; data: number; mask?: number; pending?: number; length: number } {
+export function msiRegisters(options: MsiOptions): {
+  control: number;
+  address: number;
+  data: number;
+  mask?: number;
+  pending?: number;
+  length: number;
+} {
   const a64 = options.address64 ?? true;
   const pvm = options.perVectorMask ?? true;
   const data = a64 ? 0x0c : 0x08;
@@ -21,7 +28,8 @@ export function msiRegisters(options: MsiOptions): { control: number; address: n
 
 export function msiCapability(options: MsiOptions): Capability {
   const { vectors } = options;
-  if (![1, 2, 4, 8, 16, 32].includes(vectors)) throw new Error(`PciDevice: MSI vectors ${vectors} must be 1, 2, 4, 8, 16 or 32`);
+  if (![1, 2, 4, 8, 16, 32].includes(vectors))
+    throw new Error(`PciDevice: MSI vectors ${vectors} must be 1, 2, 4, 8, 16 or 32`);
   const regs = msiRegisters(options);
   const mmc = Math.log2(vectors);
   return {

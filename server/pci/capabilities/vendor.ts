@@ -6,10 +6,15 @@
 import type { ConfigSpace } from '../config-space.js';
 import { CapId, ExtCapId, type Capability, type ExtendedCapability } from './capability.js';
 
-export function vendorCapability(data: Uint8Array, writable?: Uint8Array, onWrite?: (bytes: Uint8Array) => void | Promise<void>): Capability {
+export function vendorCapability(
+  data: Uint8Array,
+  writable?: Uint8Array,
+  onWrite?: (bytes: Uint8Array) => void | Promise<void>,
+): Capability {
   const length = 3 + data.length;
   if (length > 0xff) throw new Error('PciDevice: vendor capability data longer than 252 bytes');
-  if (writable && writable.length > data.length) throw new Error('PciDevice: vendor capability writable mask longer than its data');
+  if (writable && writable.length > data.length)
+    throw new Error('PciDevice: vendor capability writable mask longer than its data');
   return {
     id: CapId.VENDOR,
     length,
@@ -17,7 +22,8 @@ export function vendorCapability(data: Uint8Array, writable?: Uint8Array, onWrit
       cs.setU8(at + 2, length);
       cs.bytes.set(data, at + 3);
       if (writable) cs.setWritableBytes(at + 3, writable);
-      if (onWrite && data.length > 0) cs.onWrite(at + 3, data.length, () => onWrite(cs.bytes.slice(at + 3, at + 3 + data.length)));
+      if (onWrite && data.length > 0)
+        cs.onWrite(at + 3, data.length, () => onWrite(cs.bytes.slice(at + 3, at + 3 + data.length)));
     },
   };
 }

@@ -8,7 +8,8 @@ import { RawPeer } from '../raw-peer.js';
 import { TestEndpoint } from '../test-endpoint.js';
 
 const { VfioUserCommand, Errno, HeaderFlag } = P;
-const QEMU_CAPS = '{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true,"migration":{"pgsize":4096,"max_bitmap_size":268435456}}}';
+const QEMU_CAPS =
+  '{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"pgsizes":4096,"max_dma_maps":65535,"write_multiple":true,"migration":{"pgsize":4096,"max_bitmap_size":268435456}}}';
 
 let cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -50,7 +51,11 @@ describe('VERSION', () => {
     expect(r.msg.byteLength).toBeLessThanOrEqual(req.byteLength);
     expect(r.fds).toEqual([]);
     const v = P.decodeVersion(r.msg);
-    expect(v).toMatchObject({ major: 0, minor: 0, capabilities: { maxMsgFds: 16, maxDataXferSize: 1 << 20, pgsizes: 4096, maxDmaMaps: 65535, writeMultiple: false } });
+    expect(v).toMatchObject({
+      major: 0,
+      minor: 0,
+      capabilities: { maxMsgFds: 16, maxDataXferSize: 1 << 20, pgsizes: 4096, maxDmaMaps: 65535, writeMultiple: false },
+    });
     expect(ep.attaches).toBe(1);
     expect(conn.state).toBe('ready');
     expect(conn.clientCapabilities?.maxMsgFds).toBe(16);
@@ -58,7 +63,11 @@ describe('VERSION', () => {
 
   it('shrinks the reply to fit a short request', async () => {
     const { peer } = setup();
-    const req = P.encodeVersionRequest(1, { major: 0, minor: 0, json: '{"capabilities":{"max_msg_fds":16,"xxxxxxxxxxxxxxxxxxxx":0}}' });
+    const req = P.encodeVersionRequest(1, {
+      major: 0,
+      minor: 0,
+      json: '{"capabilities":{"max_msg_fds":16,"xxxxxxxxxxxxxxxxxxxx":0}}',
+    });
     const r = await peer.request(req);
     expect(r.msg.byteLength).toBeLessThanOrEqual(req.byteLength);
     expect(P.decodeVersion(r.msg).capabilities.maxMsgFds).toBe(16);
@@ -103,10 +112,15 @@ describe('requests', () => {
     const full = await peer.request(P.encodeRegionInfoRequest(4, 1, s.argsz));
     expect(full.fds.length).toBe(1);
     native.closeFd(full.fds[0]!);
-    expect(P.decodeRegionInfoReply(full.msg).caps).toEqual([{ id: P.RegionCap.SPARSE_MMAP, areas: [{ offset: 4096n, size: 4096n }] }]);
+    expect(P.decodeRegionInfoReply(full.msg).caps).toEqual([
+      { id: P.RegionCap.SPARSE_MMAP, areas: [{ offset: 4096n, size: 4096n }] },
+    ]);
     expectError(await peer.request(P.encodeRegionInfoRequest(5, 9)), Errno.EINVAL);
     expectError(await peer.request(P.encodeRegionInfoRequest(5, 0, 31)), Errno.EINVAL);
-    expect(P.decodeIrqInfo((await peer.request(P.encodeIrqInfoRequest(6, 2))).msg)).toMatchObject({ index: 2, count: 4 });
+    expect(P.decodeIrqInfo((await peer.request(P.encodeIrqInfoRequest(6, 2))).msg)).toMatchObject({
+      index: 2,
+      count: 4,
+    });
     expectError(await peer.request(P.encodeIrqInfoRequest(7, 5)), Errno.EINVAL);
   });
 
@@ -114,16 +128,23 @@ describe('requests', () => {
     const { ep, peer } = await negotiated();
     const w = await peer.request(P.encodeRegionWriteRequest(2, 0x10n, 0, new Uint8Array([1, 2, 3, 4])));
     expect(P.decodeRegionWriteReply(w.msg)).toEqual({ offset: 0x10n, region: 0, count: 4 });
-    const r = P.decodeRegionReadReply((await peer.request(P.encodeRegionReadRequest(3, { offset: 0x10n, region: 0, count: 4 }))).msg);
+    const r = P.decodeRegionReadReply(
+      (await peer.request(P.encodeRegionReadRequest(3, { offset: 0x10n, region: 0, count: 4 }))).msg,
+    );
     expect([...r.data]).toEqual([1, 2, 3, 4]);
     expect(ep.bar0[0x11]).toBe(2);
     expectError(await peer.request(P.encodeRegionReadRequest(4, { offset: 4094n, region: 0, count: 4 })), Errno.EINVAL);
     expectError(await peer.request(P.encodeRegionReadRequest(4, { offset: 0n, region: 9, count: 4 })), Errno.EINVAL);
-    expectError(await peer.request(P.encodeRegionReadRequest(4, { offset: 0n, region: 0, count: (1 << 20) + 1 })), Errno.EINVAL);
+    expectError(
+      await peer.request(P.encodeRegionReadRequest(4, { offset: 0n, region: 0, count: (1 << 20) + 1 })),
+      Errno.EINVAL,
+    );
     const lying = P.encodeRegionWriteRequest(5, 0n, 0, new Uint8Array(4));
     new DataView(lying.buffer).setUint32(28, 8, true);
     expectError(await peer.request(lying), Errno.EINVAL);
-    const zero = P.decodeRegionReadReply((await peer.request(P.encodeRegionReadRequest(6, { offset: 0n, region: 0, count: 0 }))).msg);
+    const zero = P.decodeRegionReadReply(
+      (await peer.request(P.encodeRegionReadRequest(6, { offset: 0n, region: 0, count: 0 }))).msg,
+    );
     expect(zero.count).toBe(0);
   });
 
@@ -155,7 +176,12 @@ describe('requests', () => {
     expectError(await peer.request(P.newRequest(30, 99, 8).bytes), Errno.EINVAL);
     expectError(await peer.request(P.newRequest(31, VfioUserCommand.DIRTY_PAGES, 16).bytes), Errno.EINVAL);
     expectError(await peer.request(P.encodeVersionRequest(32, { major: 0, minor: 0, json: '{}' })), Errno.EINVAL);
-    expectError(await peer.request(P.encodeDeviceFeatureRequest(33, { flags: P.DeviceFeatureFlag.PROBE | 1, data: new Uint8Array(0) })), Errno.EINVAL);
+    expectError(
+      await peer.request(
+        P.encodeDeviceFeatureRequest(33, { flags: P.DeviceFeatureFlag.PROBE | 1, data: new Uint8Array(0) }),
+      ),
+      Errno.EINVAL,
+    );
     const bad = P.encodeHeader({ id: 34, command: VfioUserCommand.DEVICE_GET_INFO, size: 8, flags: 0, error: 0 });
     expectError(await peer.request(bad), Errno.EINVAL);
     await conn.closed;
@@ -165,11 +191,15 @@ describe('requests', () => {
 
   it('REGION_WRITE_MULTI writes every entry in order', async () => {
     const { ep, peer } = await negotiated();
-    peer.send(P.encodeRegionWriteMultiRequest(40, [
-      { offset: 0n, region: 0, count: 4, data: new Uint8Array([1, 1, 1, 1]) },
-      { offset: 2n, region: 0, count: 2, data: new Uint8Array([2, 2]) },
-    ]));
-    const r = P.decodeRegionReadReply((await peer.request(P.encodeRegionReadRequest(41, { offset: 0n, region: 0, count: 4 }))).msg);
+    peer.send(
+      P.encodeRegionWriteMultiRequest(40, [
+        { offset: 0n, region: 0, count: 4, data: new Uint8Array([1, 1, 1, 1]) },
+        { offset: 2n, region: 0, count: 2, data: new Uint8Array([2, 2]) },
+      ]),
+    );
+    const r = P.decodeRegionReadReply(
+      (await peer.request(P.encodeRegionReadRequest(41, { offset: 0n, region: 0, count: 4 }))).msg,
+    );
     expect([...r.data]).toEqual([1, 1, 2, 2]);
     expect(ep.writes.length).toBe(2);
   });
@@ -203,7 +233,10 @@ describe('requests', () => {
     expect(r.header.flags).toBe(HeaderFlag.TYPE_REPLY);
     expect(conn.heldFds).toBe(0);
     const many = Array.from({ length: 17 }, () => efd);
-    expectError(await peer.request(P.encodeSetIrqsRequest(61, { flags: 0x24, index: 2, start: 0, count: 4 }), many), Errno.EINVAL);
+    expectError(
+      await peer.request(P.encodeSetIrqsRequest(61, { flags: 0x24, index: 2, start: 0, count: 4 }), many),
+      Errno.EINVAL,
+    );
     expect(conn.heldFds).toBe(0);
     native.closeFd(efd);
   });
@@ -216,13 +249,30 @@ describe('DMA', () => {
     const ok = (r: { header: P.MessageHeader }): void => expect(r.header.flags).toBe(HeaderFlag.TYPE_REPLY);
     ok(await peer.request(P.encodeDmaMapRequest(1, { flags: 3, offset: 0n, addr: 0x10000n, size: 0x4000n }), [fd]));
     ok(await peer.request(P.encodeDmaMapRequest(2, { flags: 3, offset: 0n, addr: 0x10000n, size: 0x4000n }), [fd]));
-    expectError(await peer.request(P.encodeDmaMapRequest(3, { flags: 3, offset: 0n, addr: 0x12000n, size: 0x4000n })), Errno.EINVAL);
-    expectError(await peer.request(P.encodeDmaMapRequest(4, { flags: 0x13, offset: 0n, addr: 0x20000n, size: 0x1000n })), Errno.EINVAL);
-    expectError(await peer.request(P.encodeDmaMapRequest(5, { flags: 3 | P.DmaMapFlag.MMAP, offset: 0n, addr: 0x20000n, size: 0x1000n })), Errno.EINVAL);
+    expectError(
+      await peer.request(P.encodeDmaMapRequest(3, { flags: 3, offset: 0n, addr: 0x12000n, size: 0x4000n })),
+      Errno.EINVAL,
+    );
+    expectError(
+      await peer.request(P.encodeDmaMapRequest(4, { flags: 0x13, offset: 0n, addr: 0x20000n, size: 0x1000n })),
+      Errno.EINVAL,
+    );
+    expectError(
+      await peer.request(
+        P.encodeDmaMapRequest(5, { flags: 3 | P.DmaMapFlag.MMAP, offset: 0n, addr: 0x20000n, size: 0x1000n }),
+      ),
+      Errno.EINVAL,
+    );
     ok(await peer.request(P.encodeDmaMapRequest(6, { flags: 1, offset: 0n, addr: 0x20000n, size: 0x1000n })));
     expect(ep.dma.regions.length).toBe(2);
-    expectError(await peer.request(P.encodeDmaUnmapRequest(7, { flags: 0, addr: 0x10000n, size: 0x1000n })), Errno.ENOENT);
-    expectError(await peer.request(P.encodeDmaUnmapRequest(8, { flags: P.DmaUnmapFlag.ALL, addr: 1n, size: 0n })), Errno.EINVAL);
+    expectError(
+      await peer.request(P.encodeDmaUnmapRequest(7, { flags: 0, addr: 0x10000n, size: 0x1000n })),
+      Errno.ENOENT,
+    );
+    expectError(
+      await peer.request(P.encodeDmaUnmapRequest(8, { flags: P.DmaUnmapFlag.ALL, addr: 1n, size: 0n })),
+      Errno.EINVAL,
+    );
     const un = await peer.request(P.encodeDmaUnmapRequest(9, { flags: 0, addr: 0x10000n, size: 0x4000n }));
     expect(P.decodeDmaUnmapReply(un.msg)).toEqual({ argsz: 24, flags: 0, addr: 0x10000n, size: 0x4000n });
     ok(await peer.request(P.encodeDmaUnmapRequest(10, { flags: P.DmaUnmapFlag.ALL, addr: 0n, size: 0n })));
@@ -256,7 +306,9 @@ describe('DMA', () => {
 
   it('chunks by the client’s max_data_xfer_size and rejects pending requests on disconnect', async () => {
     const s = setup();
-    await s.peer.request(P.encodeVersionRequest(1, { major: 0, minor: 0, json: '{"capabilities":{"max_data_xfer_size":4}}' }));
+    await s.peer.request(
+      P.encodeVersionRequest(1, { major: 0, minor: 0, json: '{"capabilities":{"max_data_xfer_size":4}}' }),
+    );
     const read = s.ep.port!.dmaRead(0x100n, 10);
     const sizes: number[] = [];
     for (let i = 0; i < 3; i++) {

@@ -83,7 +83,19 @@ describe('register BARs', () => {
   });
 
   it('propagates handler errors', async () => {
-    const dev = new PciDevice({ name: 'err', id, bars: [{ index: 0, size: 0x10, read: () => { throw new Error('boom'); } }] });
+    const dev = new PciDevice({
+      name: 'err',
+      id,
+      bars: [
+        {
+          index: 0,
+          size: 0x10,
+          read: () => {
+            throw new Error('boom');
+          },
+        },
+      ],
+    });
     devices.push(dev);
     expect(() => dev.regionRead(0, 0n, 4)).toThrow('boom');
   });
@@ -144,7 +156,13 @@ describe('memory-backed BARs', () => {
     devices.push(dev);
     expect(dev.regionInfo(0).sparseAreas).toEqual([{ offset: 0n, size: 0x2000n }]);
     expect(
-      () => new PciDevice({ name: 'bad', id, bars: [{ index: 0, size: 0x4000, memory: [{ offset: 0x2000, size: 0x1000 }] }], interrupts: { msix: { vectors: 4, bar: 0, tableOffset: 0x2000 } } }),
+      () =>
+        new PciDevice({
+          name: 'bad',
+          id,
+          bars: [{ index: 0, size: 0x4000, memory: [{ offset: 0x2000, size: 0x1000 }] }],
+          interrupts: { msix: { vectors: 4, bar: 0, tableOffset: 0x2000 } },
+        }),
     ).toThrow(/MSI-X/);
   });
 });
@@ -162,7 +180,10 @@ describe('MSI-X table and PBA', () => {
     expect(leValue(await dev.regionRead(4, BigInt(l.tableOffset + 16 * 3), 4))).toBe(0xfee00000);
     expect(leValue(await dev.regionRead(4, BigInt(l.tableOffset + 16 * 3 + 12), 4))).toBe(1);
     // Enable MSI-X with no vectors (QEMU's first step): triggers pend.
-    dev.setIrqs({ flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index: PciIrq.MSIX, start: 0, count: 1 }, []);
+    dev.setIrqs(
+      { flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index: PciIrq.MSIX, start: 0, count: 1 },
+      [],
+    );
     expect(dev.irq.mode).toBe('msix');
     expect(dev.irq.trigger(65)).toBe(false);
     expect(dev.irq.trigger(1)).toBe(false);

@@ -4,7 +4,14 @@
  * read-only and RW1C bits, the capability chains, FLR.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { PciDevice, walkCapabilities, walkExtendedCapabilities, CapId, ExtCapId, ExpressReg } from '../../../server/pci/index.js';
+import {
+  PciDevice,
+  walkCapabilities,
+  walkExtendedCapabilities,
+  CapId,
+  ExtCapId,
+  ExpressReg,
+} from '../../../server/pci/index.js';
 import type { ResetReason } from '../../../server/endpoint.js';
 import { PciRegion, RegionFlag } from '../../../protocol/constants.js';
 import { cfgRead, cfgWrite } from './helpers.js';
@@ -19,7 +26,14 @@ afterEach(() => {
   for (const d of devices.splice(0)) d.close();
 });
 
-const id = { vendor: 0x1b36, device: 0x0005, classCode: 0x058000, revision: 3, subsystemVendor: 0x1af4, subsystem: 0x1100 };
+const id = {
+  vendor: 0x1b36,
+  device: 0x0005,
+  classCode: 0x058000,
+  revision: 3,
+  subsystemVendor: 0x1af4,
+  subsystem: 0x1100,
+};
 
 describe('type-0 header', () => {
   it('reports ids, class, revision, subsystem and interrupt pin', async () => {
@@ -95,7 +109,17 @@ describe('BAR sizing', () => {
   it('rejects sizes QEMU cannot take', () => {
     expect(() => new PciDevice({ name: 'x', id, bars: [{ index: 0, size: 0x3000 }] })).toThrow(/power of two/);
     expect(() => new PciDevice({ name: 'x', id, bars: [{ index: 5, size: 0x1000, type: 'mem64' }] })).toThrow(/slot 5/);
-    expect(() => new PciDevice({ name: 'x', id, bars: [{ index: 0, size: 0x1000, type: 'mem64' }, { index: 1, size: 16 }] })).toThrow();
+    expect(
+      () =>
+        new PciDevice({
+          name: 'x',
+          id,
+          bars: [
+            { index: 0, size: 0x1000, type: 'mem64' },
+            { index: 1, size: 16 },
+          ],
+        }),
+    ).toThrow();
   });
 
   it('sizes the expansion ROM and serves its contents', async () => {
@@ -160,7 +184,11 @@ describe('capabilities', () => {
   });
 
   it('keeps read-only capability bits and clamps MSI multiple message enable', async () => {
-    const dev = make({ name: 'msi', id, interrupts: { msi: { vectors: 2, address64: false, perVectorMask: false }, msix: { vectors: 3, bar: 2 } } });
+    const dev = make({
+      name: 'msi',
+      id,
+      interrupts: { msi: { vectors: 2, address64: false, perVectorMask: false }, msix: { vectors: 3, bar: 2 } },
+    });
     const msi = dev.capabilities.msi!;
     await cfgWrite(dev, msi + 2, 2, 0xffff);
     // enable + MME clamped to MMC (1); 64-bit / mask bits stay clear.
@@ -180,7 +208,14 @@ describe('capabilities', () => {
     const dev = make({
       name: 'vnd',
       id,
-      capabilities: [{ kind: 'vendor', data: new Uint8Array([0xaa, 0, 0]), writable: new Uint8Array([0, 0xff, 0x0f]), onWrite: (b) => void seen.push([...b]) }],
+      capabilities: [
+        {
+          kind: 'vendor',
+          data: new Uint8Array([0xaa, 0, 0]),
+          writable: new Uint8Array([0, 0xff, 0x0f]),
+          onWrite: (b) => void seen.push([...b]),
+        },
+      ],
     });
     const at = dev.capabilities.vendor[0]!;
     await cfgWrite(dev, at + 3, 4, 0xffffffff);

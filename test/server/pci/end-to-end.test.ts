@@ -90,7 +90,12 @@ describe('minimal device over a socket', () => {
     expect(leValue(await c.regionRead(0, MinimalReg.MAGIC, 8))).toBe(MAGIC + 0x1234 * 2 ** 32);
 
     // "Enable MSI-X with no vectors", then vector 1's eventfd.
-    await c.setIrqs({ flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index: PciIrq.MSIX, start: 0, count: 1 });
+    await c.setIrqs({
+      flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER,
+      index: PciIrq.MSIX,
+      start: 0,
+      count: 1,
+    });
     await c.regionWrite(0, MinimalReg.DOORBELL, u32(1)); // pends: no eventfd for vector 1 yet
     const pba = leValue(await c.regionRead(1, device!.msixLayout!.pbaOffset, 8));
     expect(pba).toBe(2);
@@ -136,7 +141,12 @@ describe('DMA device over a socket', () => {
   it('fills guest memory through a shared memfd and through DMA_WRITE messages', async () => {
     const c = await start(createDmaDevice());
     const caps = await c.capabilities();
-    expect(caps.filter((cap) => !cap.extended).map((cap) => cap.id)).toEqual([CapId.PM, CapId.MSI, CapId.MSIX, CapId.EXPRESS]);
+    expect(caps.filter((cap) => !cap.extended).map((cap) => cap.id)).toEqual([
+      CapId.PM,
+      CapId.MSI,
+      CapId.MSIX,
+      CapId.EXPRESS,
+    ]);
     expect(caps.some((cap) => cap.extended && cap.id === ExtCapId.DSN)).toBe(false);
     expect((await c.getRegionInfo(PciRegion.CONFIG)).size).toBe(4096n);
     await c.enableIrqs(PciIrq.MSIX, 1);
@@ -181,7 +191,16 @@ describe('DMA device over a socket', () => {
     const dev = new PciDevice({
       name: 'membar',
       id: { vendor: 0x1b36, device: 0x0007, classCode: 0xff0000 },
-      bars: [{ index: 2, size: 0x4000, type: 'mem64', prefetchable: true, memory: [{ offset: 0x2000, size: 0x2000 }], read: () => 0xabcd }],
+      bars: [
+        {
+          index: 2,
+          size: 0x4000,
+          type: 'mem64',
+          prefetchable: true,
+          memory: [{ offset: 0x2000, size: 0x2000 }],
+          read: () => 0xabcd,
+        },
+      ],
     });
     const c = await start(dev);
     const info = await c.getRegionInfo(2);

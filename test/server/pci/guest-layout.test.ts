@@ -73,8 +73,21 @@ describe('region layouts QEMU and Linux accept', () => {
       name: 'layout',
       id: { vendor: VENDOR, device: DEVICE, classCode: 0xff0000 },
       bars: [
-        { index: 0, size: 32, type: 'io', read: (o) => 0x10 + o, write: (o, s, v) => void ioWrites.push(`${o}/${s}=${v}`) },
-        { index: 2, size: 0x10000, type: 'mem64', prefetchable: true, memory: [{ offset: 0, size: 0x8000 }], read: (o) => (0xfeed0000 | o) >>> 0 },
+        {
+          index: 0,
+          size: 32,
+          type: 'io',
+          read: (o) => 0x10 + o,
+          write: (o, s, v) => void ioWrites.push(`${o}/${s}=${v}`),
+        },
+        {
+          index: 2,
+          size: 0x10000,
+          type: 'mem64',
+          prefetchable: true,
+          memory: [{ offset: 0, size: 0x8000 }],
+          read: (o) => (0xfeed0000 | o) >>> 0,
+        },
         { index: 4, size: 0x4000, memory: true },
       ],
       interrupts: { intx: true, msix: { vectors: 4, bar: 4 } },

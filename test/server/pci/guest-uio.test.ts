@@ -52,26 +52,36 @@ describe('the DMA example device in a Linux guest (uio_pci_generic)', () => {
   const host = servedEachTest('vfio-user-ts-uio-');
 
   for (const sharedMemory of [true, false]) {
-    guestTest(`INTx, DMA and FLR work with ${sharedMemory ? 'shared (memfd) guest RAM' : 'message-based DMA'}`, async () => {
-      const socketPath = await host.serve(createDmaDevice(host.log));
-      const result = await runGuest({ devices: [{ socketPath }], script: SCRIPT, modules: ['uio_pci_generic'], sharedMemory, timeoutMs: 150_000 });
-      const sum = Array.from({ length: 64 }, (_, i) => 0x40 + i).reduce((a, b) => a + b, 0);
-      expect(result.results, result.serial.slice(-3000)).toMatchObject({
-        found: 'yes',
-        uio: 'yes',
-        command: '0006',
-        irq1: '1',
-        status1: '0x00000001',
-        masked1: '0406',
-        mem0: '0x43424140',
-        mem60: '0x7F7E7D7C',
-        irq2: '2',
-        status2: '0x00000001',
-        sum: `0x${sum.toString(16).toUpperCase().padStart(8, '0')}`,
-        reset: 'ok',
-        sum_after_reset: '0x00000000',
-      });
-      expect(result.results.reset_method).toContain('flr');
-    }, 200_000);
+    guestTest(
+      `INTx, DMA and FLR work with ${sharedMemory ? 'shared (memfd) guest RAM' : 'message-based DMA'}`,
+      async () => {
+        const socketPath = await host.serve(createDmaDevice(host.log));
+        const result = await runGuest({
+          devices: [{ socketPath }],
+          script: SCRIPT,
+          modules: ['uio_pci_generic'],
+          sharedMemory,
+          timeoutMs: 150_000,
+        });
+        const sum = Array.from({ length: 64 }, (_, i) => 0x40 + i).reduce((a, b) => a + b, 0);
+        expect(result.results, result.serial.slice(-3000)).toMatchObject({
+          found: 'yes',
+          uio: 'yes',
+          command: '0006',
+          irq1: '1',
+          status1: '0x00000001',
+          masked1: '0406',
+          mem0: '0x43424140',
+          mem60: '0x7F7E7D7C',
+          irq2: '2',
+          status2: '0x00000001',
+          sum: `0x${sum.toString(16).toUpperCase().padStart(8, '0')}`,
+          reset: 'ok',
+          sum_after_reset: '0x00000000',
+        });
+        expect(result.results.reset_method).toContain('flr');
+      },
+      200_000,
+    );
   }
 });

@@ -41,7 +41,11 @@ describe('hostile accesses', () => {
       // The connection answers empty accesses itself and refuses (EINVAL) those
       // outside a region or against its READ/WRITE flag: the model never sees them.
       const info = dev.regionInfo(index);
-      if (size > 0 && BigInt(offset + size) <= info.size && (info.flags & (write ? RegionFlag.WRITE : RegionFlag.READ)) !== 0) {
+      if (
+        size > 0 &&
+        BigInt(offset + size) <= info.size &&
+        (info.flags & (write ? RegionFlag.WRITE : RegionFlag.READ)) !== 0
+      ) {
         reached++;
         try {
           if (write) await dev.regionWrite(index, BigInt(offset), data);
@@ -55,7 +59,15 @@ describe('hostile accesses', () => {
       }
       if (i % 1000 === 0) {
         try {
-          dev.setIrqs({ flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, index: Math.floor(random() * 6), start: 0, count: Math.floor(random() * 3) }, []);
+          dev.setIrqs(
+            {
+              flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER,
+              index: Math.floor(random() * 6),
+              start: 0,
+              count: Math.floor(random() * 3),
+            },
+            [],
+          );
         } catch (err) {
           expect(err).toBeInstanceOf(VfioUserError);
         }

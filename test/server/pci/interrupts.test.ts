@@ -46,7 +46,10 @@ afterEach(() => {
 
 describe('IRQ info', () => {
   it('reports counts and the kernel VFIO flags', () => {
-    expect(dev.irqInfo(PciIrq.INTX)).toEqual({ count: 1, flags: IrqInfoFlag.EVENTFD | IrqInfoFlag.MASKABLE | IrqInfoFlag.AUTOMASKED });
+    expect(dev.irqInfo(PciIrq.INTX)).toEqual({
+      count: 1,
+      flags: IrqInfoFlag.EVENTFD | IrqInfoFlag.MASKABLE | IrqInfoFlag.AUTOMASKED,
+    });
     expect(dev.irqInfo(PciIrq.MSI)).toEqual({ count: 4, flags: IrqInfoFlag.EVENTFD | IrqInfoFlag.NORESIZE });
     expect(dev.irqInfo(PciIrq.MSIX)).toEqual({ count: 8, flags: IrqInfoFlag.EVENTFD });
     expect(dev.irqInfo(PciIrq.ERR).count).toBe(1);
@@ -96,13 +99,18 @@ describe('MSI-X as QEMU drives it', () => {
     expect(dev.irq.mode).toBe('msi');
     dev.setIrqs({ flags: TRIGGER_FD, index: PciIrq.MSIX, start: 0, count: 1 }, [msix.theirs]);
     dev.irq.trigger(0);
-    expect([native.eventfdRead(intx.ours), native.eventfdRead(msi.ours), native.eventfdRead(msix.ours)]).toEqual([0, 0, 1]);
+    expect([native.eventfdRead(intx.ours), native.eventfdRead(msi.ours), native.eventfdRead(msix.ours)]).toEqual([
+      0, 0, 1,
+    ]);
     expect(() => dev.irq.trigger(8)).toThrow(RangeError);
   });
 
   it('a batch install takes ownership of every fd, and a bad request closes them', () => {
     const fds = [eventfdPair(), eventfdPair(), eventfdPair()];
-    dev.setIrqs({ flags: TRIGGER_FD, index: PciIrq.MSIX, start: 5, count: 3 }, fds.map((f) => f.theirs));
+    dev.setIrqs(
+      { flags: TRIGGER_FD, index: PciIrq.MSIX, start: 5, count: 3 },
+      fds.map((f) => f.theirs),
+    );
     dev.irq.trigger(7);
     expect(native.eventfdRead(fds[2]!.ours)).toBe(1);
     const stray = eventfdPair();
@@ -125,9 +133,21 @@ describe('MSI-X as QEMU drives it', () => {
 
   it('loopback trigger with DATA_NONE and DATA_BOOL', () => {
     const fds = [eventfdPair(), eventfdPair()];
-    dev.setIrqs({ flags: TRIGGER_FD, index: PciIrq.MSI, start: 0, count: 2 }, fds.map((f) => f.theirs));
+    dev.setIrqs(
+      { flags: TRIGGER_FD, index: PciIrq.MSI, start: 0, count: 2 },
+      fds.map((f) => f.theirs),
+    );
     dev.setIrqs({ flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, index: PciIrq.MSI, start: 0, count: 2 }, []);
-    dev.setIrqs({ flags: IrqSetFlag.DATA_BOOL | IrqSetFlag.ACTION_TRIGGER, index: PciIrq.MSI, start: 0, count: 2, bools: new Uint8Array([0, 1]) }, []);
+    dev.setIrqs(
+      {
+        flags: IrqSetFlag.DATA_BOOL | IrqSetFlag.ACTION_TRIGGER,
+        index: PciIrq.MSI,
+        start: 0,
+        count: 2,
+        bools: new Uint8Array([0, 1]),
+      },
+      [],
+    );
     expect(fds.map((f) => native.eventfdRead(f.ours))).toEqual([1, 2]);
   });
 });
