@@ -59,5 +59,6 @@ export {
   VfioUserCommand,
 } from '../protocol/constants.js';
 export { createLogger, silentLogger, type Logger, type LoggerOptions } from './log.js';
+export { LogLimiter, type LogLimiterOptions } from './log-limiter.js';
 /** For device modules loaded by `vfio-user-ts serve --device ./my-device.js` (docs/cli.md). */
 export type { DeviceContext, HostedDevice, DeviceFactory, OptionsValidator } from './device-module.js';
