@@ -61,11 +61,11 @@ export interface NvmeBenchOptions {
   /** Serve cached reads synchronously with preadv2(RWF_NOWAIT) (default true; false measures the read-ahead / thread-pool path). */
   pageCacheReads?: boolean;
   /** Our controller's shadow-doorbell polling window (NvmeControllerOptions.pollMicros; default its default). */
-  pollMicros?: number;
+  pollMicros?: number | undefined;
   /** Runs of each row per device, alternating; the best (minimum) time counts. Default 5 (a shared, busy machine is noisy). */
-  repeat?: number;
+  repeat?: number | undefined;
   /** Indexes into the row list (default: all three). */
-  rows?: number[];
+  rows?: number[] | undefined;
 }
 
 const ROWS: { name: string; cmd: (dev: string) => string }[] = [

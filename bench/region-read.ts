@@ -32,7 +32,7 @@ export interface BenchRow {
 }
 
 export interface RegionReadOptions {
-  iterations?: number;
+  iterations?: number | undefined;
   warmup?: number;
   /** Runs per measurement; the run with the median p50 is reported (default 3: the machine is shared and noisy). */
   repeat?: number;

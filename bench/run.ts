@@ -16,7 +16,8 @@ interface Bench {
   name: string;
   /** Whether it can run here (e.g. its module exists). */
   available(): boolean;
-  run(opts: { iterations?: number }): Promise<Row[]>;
+  /** `iterations` undefined: the benchmark's own default. */
+  run(opts: { iterations: number | undefined }): Promise<Row[]>;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));

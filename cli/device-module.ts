@@ -11,7 +11,8 @@ import type { Endpoint } from '../server/endpoint.js';
 
 export interface LoadedModule {
   factory: DeviceFactory;
-  validateOptions?: OptionsValidator;
+  /** The module's `validateOptions` export; undefined when it has none. */
+  validateOptions: OptionsValidator | undefined;
 }
 
 /** Import a device module and find its factory; throws an Error whose message says what is missing. */
@@ -64,5 +65,6 @@ export function asHostedDevice(result: unknown): HostedDevice {
   if (!isEndpoint(result))
     throw new TypeError('the factory must return a PciDevice (any Endpoint) or { endpoint, close? }');
   const closable = result as Endpoint & { close?: () => void | Promise<void> };
-  return { endpoint: result, close: typeof closable.close === 'function' ? () => closable.close!() : undefined };
+  if (typeof closable.close !== 'function') return { endpoint: result };
+  return { endpoint: result, close: () => closable.close!() };
 }

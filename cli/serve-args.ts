@@ -201,7 +201,8 @@ function groupDeviceFlags(tokens: NonNullable<ReturnType<typeof parseArgs>['toke
     let value: unknown = token.value;
     if (NUMERIC_FLAGS.has(token.name) && typeof value === 'string' && /^\d+$/.test(value)) value = Number(value);
     if (token.name === 'control' && value === 'none') value = null;
-    const [head, key] = target.split('.');
+    // DEVICE_FLAGS' targets: 'field' or 'options.field'.
+    const [head = target, key] = target.split('.');
     if (key === undefined) {
       if (head in device)
         errors.push(

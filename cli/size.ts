@@ -17,7 +17,9 @@ export function parseSize(value: unknown): { bytes: number } | { error: string }
     return { error: `must be a size such as "1G" or a number of bytes, got ${describe(value)}` };
   const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(value);
   if (!match) return { error: `must be a size such as "1G", "512M" or "4096", got ${JSON.stringify(value)}` };
-  const bytes = Number(match[1]) * UNITS[match[2].toLowerCase()];
+  const [, amount, unit = ''] = match;
+  // The pattern lets through only the units UNITS names; a NaN would fail the check below anyway.
+  const bytes = Number(amount) * (UNITS[unit.toLowerCase()] ?? NaN);
   if (!Number.isSafeInteger(bytes) || bytes <= 0)
     return { error: `must be a positive whole number of bytes, got ${JSON.stringify(value)}` };
   return { bytes };

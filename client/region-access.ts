@@ -36,7 +36,8 @@ export async function getRegionInfo(ch: RequestChannel, index: number, argsz?: n
       closeFds(r.fds);
       throw err;
     }
-    return r.fds.length === 1 ? { ...info, fd: r.fds[0] } : info;
+    const [fd] = r.fds;
+    return fd !== undefined ? { ...info, fd } : info;
   };
   if (argsz !== undefined) return ask(argsz);
   const first = await ask(REGION_INFO_SIZE);

@@ -50,7 +50,7 @@ export interface ClientOptions {
   /** Largest message accepted from the server (default max_data_xfer_size + 4 KiB). */
   maxMessageSize?: number;
   /** Logger (default: silent). debug = one line per message. */
-  log?: Logger;
+  log?: Logger | undefined;
   /** Skip VERSION (tests that want to send their own first message). */
   skipNegotiation?: boolean;
 }
@@ -155,7 +155,7 @@ export class VfioUserClient {
     flagsArg?: number,
   ): Promise<RawMessage | undefined> {
     const options: RequestOptions = Array.isArray(fdsOrOptions)
-      ? { fds: fdsOrOptions as readonly number[], flags: flagsArg }
+      ? { fds: fdsOrOptions as readonly number[], ...(flagsArg !== undefined && { flags: flagsArg }) }
       : (fdsOrOptions as RequestOptions);
     return this.#channel.request(command, payload, options);
   }

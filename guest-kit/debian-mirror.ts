@@ -11,7 +11,8 @@ export interface AptSource {
   uri: string;
   suites: string[];
   components: string[];
-  signedBy?: string;
+  /** The keyring apt checks the source with; undefined or absent: none named. */
+  signedBy?: string | undefined;
 }
 
 /** Parses deb822 `.sources` text (paragraphs of `Key: value`). Only `Types: deb` entries. */
@@ -28,8 +29,9 @@ export function parseDeb822Sources(text: string): AptSource[] {
       }
       const m = /^([A-Za-z0-9-]+):\s*(.*)$/.exec(raw);
       if (m) {
-        last = m[1].toLowerCase();
-        fields[last] = m[2].trim();
+        const [, name = '', value = ''] = m;
+        last = name.toLowerCase();
+        fields[last] = value.trim();
       }
     }
     if (!fields.types?.split(/\s+/).includes('deb') || !fields.uris) continue;
@@ -53,8 +55,9 @@ export function parseOneLineSources(text: string): AptSource[] {
     const line = raw.replace(/#.*/, '').trim();
     const m = /^deb\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)\s*(.*)$/.exec(line);
     if (!m) continue;
-    const signedBy = /signed-by=(\S+)/.exec(m[1] ?? '')?.[1];
-    out.push({ uri: m[2], suites: [m[3]], components: m[4].split(/\s+/).filter(Boolean), signedBy });
+    const [, options = '', uri = '', suite = '', components = ''] = m;
+    const signedBy = /signed-by=(\S+)/.exec(options)?.[1];
+    out.push({ uri, suites: [suite], components: components.split(/\s+/).filter(Boolean), signedBy });
   }
   return out;
 }

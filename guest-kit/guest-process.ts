@@ -201,7 +201,10 @@ export async function startGuest(options: GuestOptions): Promise<Guest> {
       const results: Record<string, string> = {};
       for (const l of lines) {
         const m = /^RESULT ([^=\s]+)=(.*)$/.exec(l);
-        if (m) results[m[1]] = m[2];
+        if (m) {
+          const [, key = '', value = ''] = m;
+          results[key] = value;
+        }
       }
       resolve({ code, serial: serial(), results });
     };

@@ -14,8 +14,10 @@ import { readFileSync } from 'node:fs';
 
 export interface InitramfsOptions {
   script: string;
-  modules?: string[];
-  files?: Record<string, string | Uint8Array>;
+  /** Kernel modules to load (none when undefined). */
+  modules?: string[] | undefined;
+  /** Extra files by guest path (none when undefined). */
+  files?: Record<string, string | Uint8Array> | undefined;
   /** Skip powering off after the script (interactive shells exit via poweroff themselves). */
   keepRunning?: boolean;
 }

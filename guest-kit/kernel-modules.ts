@@ -35,7 +35,7 @@ export class KernelModules {
   constructor(
     readonly tree: string,
     readonly koDir: string,
-    readonly unxz: string[],
+    readonly unxz: readonly [string, ...string[]],
   ) {}
 
   private files(): Map<string, string> {

@@ -60,7 +60,7 @@ export class Kit {
     readonly dir: string,
     readonly stamp: KitStamp,
   ) {
-    const unxz = existsSync('/usr/bin/xz') ? ['/usr/bin/xz', '-dc'] : [this.busybox, 'unxz', '-c'];
+    const unxz: [string, ...string[]] = existsSync('/usr/bin/xz') ? ['/usr/bin/xz', '-dc'] : [this.busybox, 'unxz', '-c'];
     this.modules = new KernelModules(join(dir, 'guest/modules'), join(dir, 'guest/ko'), unxz);
   }
 

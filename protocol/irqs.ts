@@ -61,7 +61,8 @@ export function decodeIrqInfo(msg: Uint8Array): IrqInfoMessage {
 
 export function encodeSetIrqsRequest(
   id: number,
-  m: Omit<SetIrqsMessage, 'argsz' | 'data'> & { argsz?: number; data?: Uint8Array },
+  // argsz and data undefined: the computed argsz, no data.
+  m: Omit<SetIrqsMessage, 'argsz' | 'data'> & { argsz?: number | undefined; data?: Uint8Array | undefined },
 ): Uint8Array {
   const data = m.data ?? new Uint8Array(0);
   const msg = newRequest(id, VfioUserCommand.DEVICE_SET_IRQS, SET_IRQS_SIZE + data.byteLength);

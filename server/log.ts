@@ -9,9 +9,10 @@ import { pino, type Logger, type LevelWithSilent } from 'pino';
 export type { Logger } from 'pino';
 
 export interface LoggerOptions {
-  level?: LevelWithSilent;
+  /** Default: $LOG_LEVEL, else 'info'. */
+  level?: LevelWithSilent | undefined;
   /** Human-readable output (pino-pretty, if installed); default: when stdout is a TTY. */
-  pretty?: boolean;
+  pretty?: boolean | undefined;
 }
 
 export function createLogger(options: LoggerOptions = {}): Logger {

@@ -22,7 +22,7 @@ import { Listener } from './transport/index.js';
 export interface ServeOptions extends ConnectionOptions {
   socketPath: string;
   /** Parent logger (a child { device } is made); default: silent. */
-  log?: Logger;
+  log?: Logger | undefined;
   /** listen(2) backlog (default 16). */
   backlog?: number;
   /** Clients kept waiting for the previous one's detach (default 4); more are closed at once. */
@@ -42,7 +42,7 @@ export class DeviceServer extends EventEmitter {
   #listener: Listener | undefined;
   #connection: Connection | undefined;
   /** Accepted clients waiting for the current one to go (oldest first); `timer` while it is still attached. */
-  #waiting: { fd: number; timer?: NodeJS.Timeout }[] = [];
+  #waiting: { fd: number; timer: NodeJS.Timeout | undefined }[] = [];
   #closing = false;
 
   constructor(endpoint: Endpoint, options: ServeOptions) {
@@ -87,7 +87,7 @@ export class DeviceServer extends EventEmitter {
       this.#reject(fd, 'too many clients waiting');
       return;
     }
-    const entry: { fd: number; timer?: NodeJS.Timeout } = { fd };
+    const entry: { fd: number; timer: NodeJS.Timeout | undefined } = { fd, timer: undefined };
     if (this.#active()) {
       // Give an attached client's pending EOF a moment to show up.
       // (Decided in setImmediate: after this loop iteration's poll phase, so an

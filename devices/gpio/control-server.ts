@@ -9,7 +9,7 @@ import { checkLine, type Idio16 } from './idio16.js';
 import { describeError, MAX_CLIENTS, MAX_LINE, MAX_UNREAD, type GpioControlMessage } from './control-protocol.js';
 
 export interface GpioControlOptions {
-  log?: Logger;
+  log?: Logger | undefined;
   /** File mode of the socket, default 0o600 (only its owner may drive the inputs). */
   mode?: number;
 }

@@ -30,7 +30,7 @@ export interface GpioDeviceOptions {
   barType?: Extract<BarType, 'mem32' | 'io'>;
   /** The inputs' level at power-on (bit n = IINn). Default 0. */
   initialInputs?: number;
-  log?: Logger;
+  log?: Logger | undefined;
   /** DMA_MAP fds not sealed against shrinking (PciDeviceOptions.unsealedDmaFds; the card never DMAs). */
   unsealedDmaFds?: UnsealedFdPolicy;
 }

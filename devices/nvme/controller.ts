@@ -65,7 +65,7 @@ export interface NvmeControllerOptions {
   /** PCI vendor/device ids. Default Nutanix's 0x4e58:0x0001, as SPDK's vfio-user NVMe target. */
   vendor?: number;
   device?: number;
-  log?: Logger;
+  log?: Logger | undefined;
 }
 
 /** NvmeDma over the PciDevice's DmaSpace: views where fd-backed, messages elsewhere. */

@@ -131,7 +131,8 @@ export class Namespace {
   readonly lbaShift: number;
   /** Size in logical blocks. */
   readonly blocks: number;
-  readonly path?: string;
+  /** The backing file; undefined for a memory namespace. */
+  readonly path: string | undefined;
   /** NGUID (16 bytes), derived from the controller serial and the nsid: stable across restarts. */
   readonly nguid: Uint8Array;
   private fd: number | undefined;

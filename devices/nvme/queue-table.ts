@@ -47,6 +47,8 @@ export class QueueTable implements QueueAdmin {
       pending: [],
       unsignalled: 0,
       irqQueued: false,
+      dv: undefined,
+      coalesceTimer: undefined,
       deleted: false,
       completed: 0,
     };
@@ -67,6 +69,8 @@ export class QueueTable implements QueueAdmin {
       inflight: 0,
       deleted: false,
       fetched: 0,
+      onIdle: undefined,
+      dv: undefined,
     };
     cq.sqCount++;
     this.sqTable[id] = sq;

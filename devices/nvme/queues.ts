@@ -81,8 +81,9 @@ export interface CompletionQueue {
   /** An interrupt is queued for the end of this event-loop turn. */
   irqQueued: boolean;
   /** Cached view of the whole queue (fd-backed memory); dropped when its mapping goes (access throws). */
-  dv?: DataView;
-  coalesceTimer?: NodeJS.Timeout;
+  dv: DataView | undefined;
+  /** Interrupt coalescing: the timer that fires the held-back interrupt. */
+  coalesceTimer: NodeJS.Timeout | undefined;
   deleted: boolean;
   /** Commands completed on this CQ (statistics). */
   completed: number;
@@ -105,9 +106,9 @@ export interface SubmissionQueue {
   /** Commands fetched from this SQ (statistics: per-queue I/O counts). */
   fetched: number;
   /** Called once when `inflight` drops to 0 (Delete SQ waits on it). */
-  onIdle?: () => void;
+  onIdle: (() => void) | undefined;
   /** Cached view of the whole queue (fd-backed memory); dropped when its mapping goes (access throws). */
-  dv?: DataView;
+  dv: DataView | undefined;
   /** The SQ poller watches its shadow tail (EventIdx says "do not ring"). */
   polled?: boolean;
 }

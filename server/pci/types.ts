@@ -159,7 +159,7 @@ export interface PciDeviceOptions {
   /** Put the device into its power-on state; called after `quiesce` resolved. */
   onReset?: (reason: ResetReason) => void | Promise<void>;
   /** Parent logger; the device logs through a child `{ device: name }`. Default: silent. */
-  log?: Logger;
+  log?: Logger | undefined;
   /**
    * DMA_MAP fds not sealed against shrinking, which a client could truncate
    * to crash the process (SIGBUS): 'map' them anyway (default, with a

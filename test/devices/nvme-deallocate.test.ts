@@ -249,7 +249,7 @@ describe('NVMe namespace on tmpfs (hole punching, no ZERO_RANGE)', () => {
       await ns.flush();
       const back = new Uint8Array(1 << 20);
       await ns.read(0, back);
-      const zeros = [
+      const zeros: [start: number, length: number][] = [
         [4096, 8192],
         [65536 + 512, 1024],
         [256 * KiB, 256 * KiB],

@@ -238,7 +238,7 @@ describe('NVMe controller (I/O)', () => {
         expect(Buffer.from(host.mem.subarray(Layout.DATA2, Layout.DATA2 + data.length)).equals(data)).toBe(true);
         // Compare: equal, then different.
         expectOk(await host.io(host.rw(5, 1, 100, 8, gpa(Layout.DATA2), gpa(Layout.DATA2 + 4096))));
-        host.mem[Layout.DATA2] ^= 0xff;
+        host.mem[Layout.DATA2]! ^= 0xff;
         expect((await host.io(host.rw(5, 1, 100, 8, gpa(Layout.DATA2), gpa(Layout.DATA2 + 4096)))).status).toBe(
           st(2, 0x85),
         );

@@ -31,7 +31,7 @@ export function requireKit(): Kit {
 export function guestTest(name: string, fn: () => Promise<void>, timeoutMs = 180_000): void {
   const reason = kitSkipReason();
   if (reason && !isCI()) {
-    it.skip(`${name} [SKIPPED: not CI, ${reason.split('\n')[0].slice(0, 200)}]`, fn);
+    it.skip(`${name} [SKIPPED: not CI, ${(reason.split('\n')[0] ?? '').slice(0, 200)}]`, fn);
     return;
   }
   it(

@@ -63,7 +63,7 @@ describe('a TypeScript PCI device in a real Linux guest', () => {
               size: 0x1000,
               type: 'mem32',
               read: (offset, size) => {
-                const value = offset >= 16 ? regs[offset >> 2] : (MAGIC | (offset & 0xff)) >>> 0;
+                const value = offset >= 16 ? regs[offset >> 2]! : (MAGIC | (offset & 0xff)) >>> 0;
                 return size === 4 ? value : (value >>> ((offset & 3) * 8)) & (size === 1 ? 0xff : 0xffff);
               },
               write: (offset, size, value) => {

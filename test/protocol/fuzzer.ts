@@ -343,8 +343,8 @@ export interface FuzzOptions {
   messages: number;
   seed: number;
   /** Hostile messages between two sync requests (default 24). */
-  batch?: number;
-  log?: Logger;
+  batch?: number | undefined;
+  log?: Logger | undefined;
   /** Resolves when the server has let go of the previous client (later clients queue or are turned away). */
   idle?: () => Promise<void>;
   /** Called every ~1000 messages. */
