@@ -10,6 +10,8 @@
  * second config; dependency-cruiser 18 also no longer runs on Node 20.
  * Cycles are scripts/check-cycles.ts's: import-x/no-cycle skips type-only imports.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import { importX } from 'eslint-plugin-import-x';
@@ -20,7 +22,7 @@ import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescrip
  * cli/ -> devices/ -> server/ -> protocol/ -> native/, client/ -> protocol/ -> native/.
  * A layer may skip layers below it, never import one above it.
  * `PUBLIC` means: only the package's public entry points, by name
- * ('vfio-user-ts', 'vfio-user-ts/client'), as a device author outside this repo would.
+ * ('vfio-user-ts', 'vfio-user-ts/client', ...), as a device author outside this repo would.
  */
 const PUBLIC = 'public entry points only';
 const LAYERS = {
@@ -30,17 +32,35 @@ const LAYERS = {
   client: ['protocol', 'native'],
   devices: PUBLIC,
   examples: PUBLIC,
-  // The guest kit (QEMU + kernel + busybox) is a tool beside the library: it logs through server/.
-  'guest-kit': ['server', 'protocol', 'native'],
-  cli: ['devices', 'server', 'protocol', 'native', 'guest-kit'],
+  // The guest kit (QEMU + kernel + busybox) is a tool beside the library: it logs through server/'s logger.
+  'guest-kit': ['server'],
+  // The CLI serves devices, boots guests (`vm`) and, with `inspect`, talks to a device as a client.
+  cli: ['devices', 'server', 'client', 'protocol', 'native', 'guest-kit'],
   // Tests and benchmarks may reach anything; nothing else may reach them.
   test: ['native', 'protocol', 'server', 'client', 'devices', 'examples', 'guest-kit', 'cli', 'bench'],
   bench: ['native', 'protocol', 'server', 'client', 'devices', 'examples', 'guest-kit', 'cli', 'test'],
   // The lint scripts stand apart: they read files, they import none of ours.
   scripts: [],
 };
-/** The files behind the public entry points ('vfio-user-ts' and 'vfio-user-ts/client'). */
-const ENTRY_POINTS = { server: './index.ts', client: './index.ts' };
+/**
+ * The files behind the public entry points, by layer, from package.json "exports"
+ * (each target ./dist/<layer>/<path>.js is built from ./<layer>/<path>.ts):
+ * server: ['./index.ts'], client: ['./index.ts'], devices: ['./nvme/index.ts', './gpio/index.ts'].
+ */
+const ENTRY_POINTS = (() => {
+  const pkg = JSON.parse(readFileSync(join(import.meta.dirname, 'package.json'), 'utf8'));
+  /** @type {Record<string, string[]>} */
+  const byLayer = {};
+  for (const target of Object.values(pkg.exports)) {
+    const source = /^\.\/dist\/([^/]+)\/(.+)\.js$/.exec(typeof target === 'string' ? target : target.default);
+    if (source) (byLayer[source[1]] ??= []).push(`./${source[2]}.ts`);
+  }
+  return byLayer;
+})();
+/** The built-in devices, one folder each: none may import another (each stands alone, as a third party's would). */
+const DEVICE_FOLDERS = readdirSync(join(import.meta.dirname, 'devices'), { withFileTypes: true })
+  .filter((entry) => entry.isDirectory())
+  .map((entry) => entry.name);
 
 /** import-x/no-restricted-paths zones: for each layer, every other layer it may not import. */
 function layerZones() {
@@ -48,13 +68,13 @@ function layerZones() {
   for (const [layer, allowed] of Object.entries(LAYERS)) {
     for (const other of Object.keys(LAYERS)) {
       if (other === layer) continue;
-      const entry = ENTRY_POINTS[/** @type {keyof typeof ENTRY_POINTS} */ (other)];
-      if (allowed === PUBLIC && entry) {
+      const entries = ENTRY_POINTS[other];
+      if (allowed === PUBLIC && entries) {
         zones.push({
           target: `./${layer}`,
           from: `./${other}`,
-          except: [entry],
-          message: `${layer}/ uses the public API only: import from 'vfio-user-ts' or 'vfio-user-ts/client'.`,
+          except: entries,
+          message: `${layer}/ uses the public API only: import from 'vfio-user-ts' (or '/client', '/nvme', '/gpio').`,
         });
       } else if (allowed === PUBLIC || !allowed.includes(other)) {
         zones.push({
@@ -63,6 +83,16 @@ function layerZones() {
           message: `layers: ${layer}/ may not import ${other}/ (docs/architecture.md).`,
         });
       }
+    }
+  }
+  for (const device of DEVICE_FOLDERS) {
+    for (const other of DEVICE_FOLDERS) {
+      if (other === device) continue;
+      zones.push({
+        target: `./devices/${device}`,
+        from: `./devices/${other}`,
+        message: `devices/${device}/ may not import devices/${other}/: each device stands on the public API alone.`,
+      });
     }
   }
   return zones;
@@ -78,8 +108,9 @@ const publicApiOnly = {
     {
       patterns: [
         {
-          regex: String.raw`^(\.\./)+(native|protocol|server|client|cli|guest-kit|test|bench|examples)(/|$)`,
-          message: "Use the public API: import from 'vfio-user-ts' or 'vfio-user-ts/client', as a device author would.",
+          regex: String.raw`^(\.\./)+(native|protocol|server|client|devices|cli|guest-kit|test|bench|examples)(/|$)`,
+          message:
+            "Use the public API: import from 'vfio-user-ts' (or '/client', '/nvme', '/gpio'), as a device author would.",
         },
       ],
     },
@@ -93,12 +124,31 @@ const typeScriptChoices = {
   // With noUncheckedIndexedAccess every typed-array read is `number | undefined`; the codecs check
   // lengths first and `buf[i]!` records that. no-unnecessary-type-assertion still flags a `!` that is not needed.
   '@typescript-eslint/no-non-null-assertion': 'off',
-  // `(x) => void promise` and `() => doSomething()` as callbacks are idiomatic; a statement-position void is still flagged.
-  '@typescript-eslint/no-confusing-void-expression': ['error', { ignoreArrowShorthand: true }],
+  // `(x) => void promise` and `() => doSomething()` as callbacks are idiomatic, and so is `return fail(why)` as an
+  // early exit from a function that itself returns void; a void value used anywhere else is still flagged.
+  '@typescript-eslint/no-confusing-void-expression': [
+    'error',
+    { ignoreArrowShorthand: true, ignoreVoidReturningFunctions: true },
+  ],
+  // `async` marks a function that implements a Promise-returning contract (Endpoint.dmaMap, NvmeDma.read, a BAR
+  // handler): every throw becomes a rejection, even with no await in the body (and the tests' fakes of those
+  // contracts are such functions). A promise nobody awaits is still caught, by no-floating-promises and
+  // no-misused-promises.
+  '@typescript-eslint/require-await': 'off',
+  // `const { a: _a, ...rest } = row` is how an object drops a key.
+  '@typescript-eslint/no-unused-vars': ['error', { ignoreRestSiblings: true }],
+  // `let device; ...closures that read device...; device = new PciDevice(...)`: two objects that refer to each
+  // other (a device and its model, a PciDevice and its BAR handlers). A const would be in its temporal dead
+  // zone if a closure ran before the assignment; a variable never read before its one assignment is still flagged.
+  'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
+  // Passing a caught error (typed unknown) on as a rejection, unchanged, is how errors travel; rejecting with a
+  // value known not to be an Error is still flagged.
+  '@typescript-eslint/prefer-promise-reject-errors': ['error', { allowThrowingUnknown: true }],
   // Beyond the preset. A switch over a protocol enum or a state must name every case.
   '@typescript-eslint/switch-exhaustiveness-check': ['error', { considerDefaultExhaustiveForUnions: true }],
-  // `count || 4` turns a legitimate 0 (offset, length, vector) into the default; `??` does not.
-  '@typescript-eslint/prefer-nullish-coalescing': 'error',
+  // `count || 4` turns a legitimate 0 (offset, length, vector) into the default; `??` does not. An empty string,
+  // though, means "not given" (an empty environment variable, an empty stderr): `a || b` on strings is deliberate.
+  '@typescript-eslint/prefer-nullish-coalescing': ['error', { ignorePrimitives: { string: true } }],
   '@typescript-eslint/prefer-optional-chain': 'error',
   eqeqeq: ['error', 'smart'],
 };

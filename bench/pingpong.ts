@@ -41,7 +41,7 @@ export function pinned(pin: boolean, argv: string[]): [string, string[]] {
 export function spawnReady(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
-    const lines = createInterface({ input: child.stdout! });
+    const lines = createInterface({ input: child.stdout });
     const onExit = (code: number | null) =>
       reject(new Error(`${cmd} ${args.join(' ')} exited (${code}) before it was ready`));
     child.once('exit', onExit);

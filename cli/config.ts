@@ -10,7 +10,7 @@
  * (see device-module.ts). Relative paths are relative to the config file's folder.
  */
 import { existsSync, statSync } from 'node:fs';
-import { basename, extname, isAbsolute, resolve } from 'node:path';
+import { basename, extname, resolve } from 'node:path';
 import { defaultControlPath } from '../devices/gpio/control.js';
 import type { UnsealedFdPolicy } from '../server/dma/dma-space.js';
 import { ErrorSink } from './config-error.js';

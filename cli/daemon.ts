@@ -67,7 +67,8 @@ export class Daemon {
         continue;
       }
       try {
-        const problems = mod.validateOptions?.(spec.options);
+        // The module's code, not ours: whatever it returns is checked here.
+        const problems: unknown = mod.validateOptions?.(spec.options);
         if (Array.isArray(problems))
           for (const p of problems) errors.push(new ConfigError(config.source, `devices[${i}].options`, String(p)));
       } catch (err) {

@@ -22,7 +22,7 @@ export async function loadDeviceModule(path: string): Promise<LoadedModule> {
     mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
   } catch (err) {
     const detail = err instanceof Error ? err.message.split('\n')[0] : String(err);
-    throw new Error(`cannot load device module ${path}: ${detail}`);
+    throw new Error(`cannot load device module ${path}: ${detail}`, { cause: err });
   }
   const factory = typeof mod.createDevice === 'function' ? mod.createDevice : mod.default;
   if (typeof factory !== 'function') {

@@ -121,7 +121,7 @@ export function parseServeArgs(args: string[], cwd = process.cwd()): ServeOption
       errors.push(...fileErrors);
     }
   } else if (values.device !== undefined) {
-    const { devices, errors: flagErrors } = groupDeviceFlags(tokens ?? []);
+    const { devices, errors: flagErrors } = groupDeviceFlags(tokens);
     errors.push(...flagErrors);
     const validated = validateConfig({ devices }, COMMAND_LINE, cwd);
     config = validated.config;

@@ -44,5 +44,7 @@ export function describe(value: unknown): string {
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'object') return 'an object';
   if (typeof value === 'string') return JSON.stringify(value);
-  return `${typeof value} ${String(value)}`;
+  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean' || value === undefined)
+    return `${typeof value} ${String(value)}`;
+  return typeof value; // a symbol or a function: never from JSON or the command line
 }

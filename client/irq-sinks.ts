@@ -83,7 +83,7 @@ export class IrqSinks {
   /** Create eventfds for [start, start+count) of `index` (replacing existing ones); returns their fds in order. */
   create(index: number, start: number, count: number): number[] {
     let vectors = this.byIndex.get(index);
-    if (!vectors) this.byIndex.set(index, (vectors = new Map()));
+    if (!vectors) this.byIndex.set(index, (vectors = new Map<number, IrqVector>()));
     const fds: number[] = [];
     for (let v = start; v < start + count; v++) {
       vectors

@@ -58,8 +58,8 @@ export interface ClientOptions {
 const DEFAULT_TIMEOUT_MS = 10_000;
 
 export class VfioUserClient {
-  /** The server's VERSION reply (capabilities with defaults filled in). */
-  server!: DecodedVersion;
+  /** The server's VERSION reply (capabilities with defaults filled in); undefined until negotiate() (skipNegotiation). */
+  server: DecodedVersion | undefined;
   /** Server->client requests served (DMA_READ/DMA_WRITE), by command. */
   readonly served: dmaCommands.ServedRequests = { dmaRead: 0, dmaWrite: 0, refused: 0 };
   /** Ranges this client mapped (their bytes answer DMA_READ/DMA_WRITE). */
@@ -78,7 +78,9 @@ export class VfioUserClient {
   private constructor(fd: number, socketPath: string, options: ClientOptions) {
     this.#options = options;
     this.#log = (options.log ?? pino({ level: 'silent' })).child({ client: socketPath });
-    this.maxDataXferSize = offeredCapabilities(options.capabilities).maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
+    // Partial: a JS caller's `{ maxDataXferSize: undefined }` comes through the merge as it is.
+    const offered: Partial<Capabilities> = offeredCapabilities(options.capabilities);
+    this.maxDataXferSize = offered.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
     const dmaRequests: dmaCommands.DmaRequestContext = {
       table: this.dma,
       served: this.served,

@@ -24,7 +24,7 @@ export function parseDeb822Sources(text: string): AptSource[] {
     for (const raw of paragraph.split('\n')) {
       if (raw.startsWith('#')) continue;
       if (/^\s/.test(raw) && last) {
-        fields[last] += ' ' + raw.trim();
+        fields[last] = `${fields[last] ?? ''} ${raw.trim()}`;
         continue;
       }
       const m = /^([A-Za-z0-9-]+):\s*(.*)$/.exec(raw);

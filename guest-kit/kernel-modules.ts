@@ -20,7 +20,7 @@ export function moduleName(name: string): string {
 export function moduleDepends(ko: Uint8Array): string[] {
   const text = Buffer.from(ko.buffer, ko.byteOffset, ko.byteLength).toString('latin1');
   const m = /\0depends=([^\0]*)\0/.exec(text);
-  return m && m[1] ? m[1].split(',').map(moduleName) : [];
+  return m?.[1] ? m[1].split(',').map(moduleName) : [];
 }
 
 export class KernelModules {

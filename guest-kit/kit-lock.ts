@@ -39,7 +39,7 @@ export async function withDirLock<T>(lockDir: string, timeoutMs: number, fn: () 
           staleChecks = 0;
         }
       } else staleChecks = 0;
-      if (Date.now() > deadline) throw new Error(`guest kit: timed out waiting for lock ${lockDir}`);
+      if (Date.now() > deadline) throw new Error(`guest kit: timed out waiting for lock ${lockDir}`, { cause: err });
       await sleep(500);
     }
   }

@@ -74,7 +74,7 @@ export class PrivateApt {
       return stdout;
     } catch (err) {
       const e = err as { stderr?: string; stdout?: string; message: string };
-      throw new Error(`${tool} ${args.join(' ')} failed: ${e.stderr || e.stdout || e.message}`);
+      throw new Error(`${tool} ${args.join(' ')} failed: ${e.stderr || e.stdout || e.message}`, { cause: err });
     }
   }
 

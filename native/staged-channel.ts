@@ -92,17 +92,20 @@ export function openStagedChannel(
 ): NativeChannel {
   const rx = new Uint8Array(RECEIVE_STAGING_SIZE);
   const tx = new Uint8Array(SEND_STAGING_SIZE);
+  // Checked at run time, whatever the types say: what a JS caller got wrong goes to the addon as it is.
+  const givenOptions: unknown = options;
+  const givenOnMessage: unknown = onMessage;
   const staged: AddonChannelOptions =
-    typeof options === 'object' && options !== null
+    typeof givenOptions === 'object' && givenOptions !== null
       ? {
           maxMessageSize: options.maxMessageSize,
           maxFds: options.maxFds,
           receiveStaging: rx.buffer,
           sendStaging: tx.buffer,
         }
-      : (options as AddonChannelOptions);
+      : (givenOptions as AddonChannelOptions);
   const deliver: AddonMessageCallback =
-    typeof onMessage === 'function'
+    typeof givenOnMessage === 'function'
       ? (m, fds) => {
           let message: Buffer;
           if (typeof m === 'number') {
@@ -117,6 +120,6 @@ export function openStagedChannel(
           }
           onMessage(message, fds ?? []);
         }
-      : (onMessage as AddonMessageCallback);
+      : (givenOnMessage as AddonMessageCallback);
   return new StagedChannel(addon.openChannel(fd, staged, deliver, onClose), tx);
 }

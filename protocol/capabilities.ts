@@ -130,25 +130,30 @@ const OPTIONAL_ORDER = [
   'max_msg_fds',
 ] as const;
 
-function toJsonObject(caps: Partial<Capabilities>): Record<string, unknown> {
-  const c: Record<string, unknown> = {};
-  if (caps.maxMsgFds !== undefined) c.max_msg_fds = caps.maxMsgFds;
-  if (caps.maxDataXferSize !== undefined) c.max_data_xfer_size = caps.maxDataXferSize;
-  if (caps.pgsizes !== undefined) c.pgsizes = caps.pgsizes;
-  if (caps.maxDmaMaps !== undefined) c.max_dma_maps = caps.maxDmaMaps;
+/** The JSON keys and values, in the order they are written. */
+function toJsonEntries(caps: Partial<Capabilities>): Map<string, unknown> {
+  const c = new Map<string, unknown>();
+  if (caps.maxMsgFds !== undefined) c.set('max_msg_fds', caps.maxMsgFds);
+  if (caps.maxDataXferSize !== undefined) c.set('max_data_xfer_size', caps.maxDataXferSize);
+  if (caps.pgsizes !== undefined) c.set('pgsizes', caps.pgsizes);
+  if (caps.maxDmaMaps !== undefined) c.set('max_dma_maps', caps.maxDmaMaps);
   if (caps.migration) {
-    c.migration =
+    c.set(
+      'migration',
       caps.migration.maxBitmapSize === undefined
         ? { pgsize: caps.migration.pgsize }
-        : { pgsize: caps.migration.pgsize, max_bitmap_size: caps.migration.maxBitmapSize };
+        : { pgsize: caps.migration.pgsize, max_bitmap_size: caps.migration.maxBitmapSize },
+    );
   }
   if (caps.twinSocket) {
-    c.twin_socket =
+    c.set(
+      'twin_socket',
       caps.twinSocket.fdIndex === undefined
         ? { supported: caps.twinSocket.supported }
-        : { supported: caps.twinSocket.supported, fd_index: caps.twinSocket.fdIndex };
+        : { supported: caps.twinSocket.supported, fd_index: caps.twinSocket.fdIndex },
+    );
   }
-  if (caps.writeMultiple) c.write_multiple = true;
+  if (caps.writeMultiple) c.set('write_multiple', true);
   return c;
 }
 
@@ -158,12 +163,13 @@ function toJsonObject(caps: Partial<Capabilities>): Record<string, unknown> {
  * fits; `{}`-style output is the floor. Keys with an undefined value are omitted.
  */
 export function formatCapabilities(caps: Partial<Capabilities>, maxBytes = Infinity): string {
-  const c = toJsonObject(caps);
-  let text = JSON.stringify({ capabilities: c });
+  const c = toJsonEntries(caps);
+  const json = (): string => JSON.stringify({ capabilities: Object.fromEntries(c) });
+  let text = json();
   for (const key of OPTIONAL_ORDER) {
     if (text.length <= maxBytes) break;
-    delete c[key];
-    text = JSON.stringify({ capabilities: c });
+    c.delete(key);
+    text = json();
   }
   if (text.length > maxBytes) text = '{}';
   return text;

@@ -30,7 +30,7 @@ export interface Struct<T> {
 export function defineStruct<T extends { [K in keyof T]: number | bigint }>(layout: StructLayout<T>): Struct<T> {
   const fields: Array<{ name: string; u64: boolean; offset: number }> = [];
   let size = 0;
-  for (const [name, type] of Object.entries(layout) as Array<[string, 'u32' | 'u64']>) {
+  for (const [name, type] of Object.entries<'u32' | 'u64'>(layout)) {
     fields.push({ name, u64: type === 'u64', offset: size });
     size += type === 'u64' ? 8 : 4;
   }

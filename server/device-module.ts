@@ -44,5 +44,5 @@ export interface HostedDevice {
 /** A device module's factory: exported as `default` or as `createDevice`. */
 export type DeviceFactory = (ctx: DeviceContext) => Endpoint | HostedDevice | Promise<Endpoint | HostedDevice>;
 
-/** What a device module's optional `validateOptions` export may return: problems as "field: what is wrong" strings. */
-export type OptionsValidator = (options: Record<string, unknown>) => string[] | undefined | void;
+/** A device module's optional `validateOptions` export: problems as "field: what is wrong" strings ([] or undefined: none). */
+export type OptionsValidator = (options: Record<string, unknown>) => string[] | undefined;

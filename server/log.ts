@@ -17,7 +17,7 @@ export interface LoggerOptions {
 
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? (process.env.LOG_LEVEL as LevelWithSilent | undefined) ?? 'info';
-  const pretty = options.pretty ?? process.stdout.isTTY === true;
+  const pretty = options.pretty ?? process.stdout.isTTY;
   if (pretty) {
     try {
       return pino({ level, transport: { target: 'pino-pretty', options: { colorize: true } } });

@@ -71,7 +71,10 @@ function handle(gpio: Idio16, request: unknown): GpioControlMessage {
         }
         return reply({ ok: true, state: gpio.state() });
       default:
-        throw new TypeError(`unknown op ${JSON.stringify(r.op) ?? 'undefined'} (get, set, watch)`);
+        // JSON.stringify gives undefined for an absent op, whatever its declared type says.
+        throw new TypeError(
+          `unknown op ${(JSON.stringify(r.op) as string | undefined) ?? 'undefined'} (get, set, watch)`,
+        );
     }
   } catch (error) {
     return reply({ ok: false, error: describeError(error) });

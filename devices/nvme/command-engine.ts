@@ -126,6 +126,15 @@ export class CommandEngine {
     }
   }
 
+  /**
+   * The queue was deleted, or the controller reset, since generation `gen`: a
+   * fetch checks after every await (a call, so the compiler does not carry
+   * what it knew from before the await past it).
+   */
+  private gone(sq: SubmissionQueue, gen: number): boolean {
+    return sq.deleted || gen !== this.generation;
+  }
+
   /** Fetch and start every entry between head and tail, then (with shadow doorbells) re-arm EventIdx. */
   private async fetch(sq: SubmissionQueue): Promise<void> {
     sq.fetching = true;
@@ -139,7 +148,7 @@ export class CommandEngine {
           if (!v) {
             const addr = sq.base + BigInt(sq.head * SQE_SIZE);
             const bytes = await this.dma.read(addr, count * SQE_SIZE);
-            if (sq.deleted || gen !== this.generation) return;
+            if (this.gone(sq, gen)) return;
             v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
             first = 0;
           }

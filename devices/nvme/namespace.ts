@@ -106,7 +106,7 @@ async function vectored(
   position: number,
   zeroFillAtEof: boolean,
 ): Promise<void> {
-  let rest = views.slice();
+  const rest = views.slice();
   let pos = position;
   while (rest.length > 0) {
     const n = await new Promise<number>((resolve, reject) =>
@@ -165,9 +165,10 @@ export class Namespace {
 
   constructor(nsid: number, options: NamespaceOptions, serial: string) {
     this.nsid = nsid;
-    this.lbaSize = options.lbaSize ?? 512;
-    if (this.lbaSize !== 512 && this.lbaSize !== 4096)
-      throw new RangeError(`namespace ${nsid}: lbaSize must be 512 or 4096`);
+    // Checked at run time: a JS caller or a config file may pass any number.
+    const lbaSize: number = options.lbaSize ?? 512;
+    if (lbaSize !== 512 && lbaSize !== 4096) throw new RangeError(`namespace ${nsid}: lbaSize must be 512 or 4096`);
+    this.lbaSize = lbaSize;
     this.lbaShift = this.lbaSize === 512 ? 9 : 12;
     this.path = options.path;
     this.pageCacheReads = options.pageCacheReads ?? true;
@@ -233,7 +234,7 @@ export class Namespace {
     const n = this.readCached([target], position, length);
     if (n === length) return;
     if (n > 0) {
-      await vectored(readv as Vectored, this.fd!, [target.subarray(n)], position + n, true);
+      await vectored(readv, this.fd!, [target.subarray(n)], position + n, true);
       return;
     }
     const cached = this.readAhead?.tryRead(position, [target], length);
@@ -332,12 +333,12 @@ export class Namespace {
     const n = this.readCached(views, position, length);
     if (n === length) return;
     if (n > 0) {
-      await vectored(readv as Vectored, this.fd!, skipBytes(views, n), position + n, true);
+      await vectored(readv, this.fd!, skipBytes(views, n), position + n, true);
       return;
     }
     const cached = this.readAhead?.tryRead(position, views, length);
     if (cached === true || (cached && (await cached))) return;
-    await vectored(readv as Vectored, this.fd!, views, position, true);
+    await vectored(readv, this.fd!, views, position, true);
   }
 
   /** Write `views` (in order) as consecutive bytes at `position`. The caller keeps them mapped. */
@@ -354,7 +355,7 @@ export class Namespace {
     const length = totalLength(views);
     this.readAhead?.invalidate(position, length);
     try {
-      await vectored(writev as Vectored, this.fd!, views, position, false);
+      await vectored(writev, this.fd!, views, position, false);
     } finally {
       this.readAhead?.invalidate(position, length);
     }

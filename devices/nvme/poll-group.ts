@@ -52,7 +52,7 @@ export class PollGroup {
     const members = [...this.members];
     const start = performance.now();
     const limit = slice / 1000;
-    let now = start;
+    let now: number;
     let found = false;
     do {
       for (let i = 0; i < members.length; i++) if (members[i]!.poll()) found = true;

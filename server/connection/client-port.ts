@@ -114,7 +114,7 @@ export class ConnectionClientPort implements ClientPort {
    */
   handleReply(header: MessageHeader, message: Uint8Array): boolean {
     const p = this.#pending.get(header.id);
-    if (!p || p.command !== header.command) return false;
+    if (p?.command !== header.command) return false;
     this.#pending.delete(header.id);
     clearTimeout(p.timer);
     if (header.flags & HeaderFlag.ERROR) {

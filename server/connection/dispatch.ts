@@ -18,7 +18,7 @@ for (const group of [
   featuresHandlers,
   migrationHandlers,
 ]) {
-  for (const [cmd, handler] of Object.entries(group)) table.set(Number(cmd), handler as Handler);
+  for (const [cmd, handler] of Object.entries(group)) table.set(Number(cmd), handler);
 }
 
 /**

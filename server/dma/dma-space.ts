@@ -300,7 +300,7 @@ export class DmaSpace {
     } else {
       const i = this.#firstEndingAfter(addr);
       const r = this.#regions[i];
-      if (!r || r.addr !== addr || r.size !== size) {
+      if (r?.addr !== addr || r.size !== size) {
         throw new DmaError(
           Errno.ENOENT,
           `DMA_UNMAP [0x${addr.toString(16)}, +0x${size.toString(16)}): no such mapping`,
@@ -446,7 +446,7 @@ export class DmaSpace {
       const end = addr + BigInt(length);
       if (region === undefined || addr < region.addr || end > region.end) {
         region = this.find(addr);
-        if (region === undefined || region.mapping === undefined || end > region.end || !allows(region, access)) break;
+        if (region?.mapping === undefined || end > region.end || !allows(region, access)) break;
         region.acquire(); // a DMA_UNMAP of this region now waits for release()
         held.push(region);
       }

@@ -56,7 +56,8 @@ export function readNowait(fd: number, views: readonly ArrayBufferView[], positi
  */
 export type FallocateMode = 'punch-hole' | 'zero-range';
 
-function fallocateFlags(mode: FallocateMode): number {
+/** `mode` is checked at run time: a JS caller may pass anything. */
+function fallocateFlags(mode: unknown): number {
   if (mode === 'punch-hole') return FALLOC_PUNCH_HOLE;
   if (mode === 'zero-range') return FALLOC_ZERO_RANGE;
   throw new TypeError(`fallocate: mode must be 'punch-hole' or 'zero-range', got ${String(mode)}`);
@@ -73,7 +74,7 @@ export function fallocate(fd: number, mode: FallocateMode, position: number, len
   try {
     flags = fallocateFlags(mode);
   } catch (err) {
-    return Promise.reject(err as Error);
+    return Promise.reject(err);
   }
   return native.fallocate(fd, flags, position, length);
 }

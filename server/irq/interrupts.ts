@@ -266,7 +266,7 @@ export class Interrupts {
     let watcher: Watcher;
     try {
       watcher = native.watchReadable(fd, () => {
-        let count = 0;
+        let count: number;
         try {
           count = native.eventfdRead(fd);
         } catch {

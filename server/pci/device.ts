@@ -108,7 +108,8 @@ export class PciDevice implements Endpoint {
     const layout = layoutBars(options.bars ?? [], ints.msix);
     this.msixLayout = layout.msix;
     this.msix = layout.msix ? new MsixTable(layout.msix, this.irq) : undefined;
-    const express: ExpressOptions | undefined = options.express === true ? {} : options.express || undefined;
+    const express: ExpressOptions | undefined =
+      options.express === true ? {} : options.express === false ? undefined : options.express;
     this.config = new ConfigSpace(express ? CONFIG_SIZE_EXPRESS : CONFIG_SIZE_PCI);
     if (options.rom) {
       // QEMU reads the ROM in one REGION_READ, bounded by max_data_xfer_size.

@@ -42,11 +42,11 @@ export function runDaemon(args: string[], options: { cwd?: string; env?: Record<
   const changed = (): void => {
     for (const l of listeners) l();
   };
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
     out += chunk;
     changed();
   });
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
     err += chunk;
     changed();
   });

@@ -74,7 +74,7 @@ async function makeStaleSocket(path: string): Promise<void> {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
   );
-  await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
+  await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
   child.kill('SIGKILL');
   await new Promise((resolve) => child.once('exit', resolve));
 }

@@ -34,7 +34,12 @@ function parts(mapped = true) {
     read: async (addr, length) => bytes.slice(at(addr, length), at(addr, length) + length),
     // A message takes a while: the entry lands after a timer.
     write: (addr, data) =>
-      new Promise((resolve) => setTimeout(() => resolve(void bytes.set(data, at(addr, data.length))), 5)),
+      new Promise((resolve) =>
+        setTimeout(() => {
+          bytes.set(data, at(addr, data.length));
+          resolve();
+        }, 5),
+      ),
   };
   const interrupts: number[] = [];
   const host: NvmeHost = { dma, msixEnabled: () => true, interrupt: (vector) => void interrupts.push(vector) };

@@ -10,19 +10,21 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { NvmeControllerOptions } from '../../devices/nvme/index.js';
 import { pollGroup } from '../../devices/nvme/poll-group.js';
-import { tempDir, type TempDir } from '../helpers/temp.js';
+import { tempDir } from '../helpers/temp.js';
 import { expectOk, GPA, Layout, NvmeTestHost } from './nvme-driver.js';
 
 const gpa = (off: number): bigint => GPA + BigInt(off);
 const SQ1_EVENT_IDX = Layout.EVENT_IDX + 2 * 1 * 4;
 const SQ1_SHADOW = Layout.SHADOW_DB + 2 * 1 * 4;
 
-let dir: TempDir;
 let host: NvmeTestHost;
+/** What startPolling set up, undone after each test in reverse (also after a start that failed halfway). */
+const cleanups: (() => unknown)[] = [];
 
 async function startPolling(pollMicros: number, extra: Partial<NvmeControllerOptions> = {}): Promise<NvmeTestHost> {
-  dir = tempDir('nvme-poll-');
-  host = await NvmeTestHost.start({
+  const dir = tempDir('nvme-poll-');
+  cleanups.push(() => dir.remove());
+  const started = await NvmeTestHost.start({
     name: 'nvme-poll',
     namespaces: [{ path: dir.file('ns1.img'), size: 4 << 20, lbaSize: 512 }],
     serial: 'POLL0001',
@@ -30,6 +32,8 @@ async function startPolling(pollMicros: number, extra: Partial<NvmeControllerOpt
     pollMicros,
     ...extra,
   });
+  cleanups.push(() => started.stop());
+  host = started;
   await host.enable();
   await host.createIoQueues();
   expectOk(await host.enableShadowDoorbells());
@@ -46,8 +50,7 @@ async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promi
 }
 
 afterEach(async () => {
-  await host?.stop();
-  dir?.remove();
+  for (const undo of cleanups.splice(0).reverse()) await undo();
 });
 
 describe('NVMe shadow doorbell polling', () => {

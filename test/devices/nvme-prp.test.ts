@@ -23,7 +23,9 @@ function memory(): { dma: NvmeDma; dv: DataView } {
       return bytes.subarray(Number(addr - BASE), Number(addr - BASE) + length);
     },
     read: async (addr, length) => dma.view(addr, length)!.slice(),
-    write: async (addr, data) => void dma.view(addr, data.length)!.set(data),
+    write: async (addr, data) => {
+      dma.view(addr, data.length)!.set(data);
+    },
   };
   return { dma, dv: new DataView(bytes.buffer) };
 }

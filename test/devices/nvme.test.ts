@@ -220,11 +220,10 @@ describe('NVMe controller (I/O)', () => {
         // 16 pages in reverse order, first one at an offset of 512 bytes into a page.
         const pages = Array.from({ length: 17 }, (_, i) => Layout.DATA + (16 - i) * 4096);
         const first = pages[0]! + 512;
-        let pos = 0;
         host.mem.set(data.subarray(0, 4096 - 512), first);
-        pos = 4096 - 512;
+        let pos = 4096 - 512;
         for (let i = 1; pos < data.length; i++) {
-          host.mem.set(data.subarray(pos, pos + 4096), pages[i]!);
+          host.mem.set(data.subarray(pos, pos + 4096), pages[i]);
           pos += 4096;
         }
         const v = host.view;

@@ -31,7 +31,7 @@ export default async function setup(project: TestProject): Promise<void> {
     project.provide('guestKitSkipReason', '');
   } catch (err) {
     const reason = `guest kit unavailable: ${(err as Error).message}`;
-    if (isCI()) throw new Error(`CI=true: ${reason}`);
+    if (isCI()) throw new Error(`CI=true: ${reason}`, { cause: err });
     const bar = '!'.repeat(78);
     process.stderr.write(
       `\n${bar}\n!! SKIPPING ALL QEMU GUEST TESTS\n!! ${reason.split('\n').join('\n!! ')}\n${bar}\n\n`,

@@ -35,15 +35,22 @@ describe.each(['io', 'mem32'] as const)('PCI-IDIO-16 (BAR2 %s) in a QEMU guest',
   let guest: Guest;
   const outputEvents: number[] = [];
   const watchedOutputs: number[] = [];
+  /** What beforeAll set up, undone by afterAll in reverse (also after a beforeAll that failed halfway). */
+  const cleanups: (() => unknown)[] = [];
 
   beforeAll(async () => {
     const log = createLogger({ level: (process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent', pretty: false });
     gpio = createGpioDevice({ name: `gpio-${barType}`, log, barType });
+    cleanups.push(() => gpio.device.close());
     gpio.gpio.on('outputs', (state) => outputEvents.push(state));
     sock = tempSocketPath('gpio');
+    cleanups.push(() => sock.remove());
     server = await serve(gpio.device, { socketPath: sock.path, log });
+    cleanups.push(() => server.close());
     control = await startGpioControl(gpio.gpio, defaultControlPath(sock.path), { log });
+    cleanups.push(() => control.close());
     watcher = await GpioControlClient.connect(control.path);
+    cleanups.push(() => watcher.close());
     watcher.onEvent = (e) => {
       if (e.event === 'outputs') watchedOutputs.push(e.outputs);
     };
@@ -54,16 +61,14 @@ describe.each(['io', 'mem32'] as const)('PCI-IDIO-16 (BAR2 %s) in a QEMU guest',
       script: GPIO_GUEST_SCRIPT,
       timeoutMs: 240_000,
     });
+    cleanups.push(async () => {
+      guest.kill();
+      await guest.exited;
+    });
   });
 
   afterAll(async () => {
-    guest?.kill();
-    await guest?.exited;
-    watcher?.close();
-    await control?.close();
-    await server?.close();
-    gpio?.device.close();
-    sock?.remove();
+    for (const undo of cleanups.splice(0).reverse()) await undo();
   });
 
   /** Wait for a step marker; fail fast with the serial log if the script gave up. */

@@ -39,8 +39,8 @@ export interface RunningDevice<E extends Endpoint = DeviceUnderTest> {
    * tests see one client at a time; `busy` skips the wait.
    */
   connect(options?: ClientOptions & { busy?: boolean }): Promise<VfioUserClient>;
-  /** Resolve once no client is attached (the previous one is closing or gone). */
-  idle(): Promise<void>;
+  /** Resolve once no client is attached (the previous one is closing or gone). A plain function: pass it on as is. */
+  readonly idle: () => Promise<void>;
   /** Close every client this harness opened, stop the server, remove the socket dir. */
   stop(): Promise<void>;
 }
@@ -132,19 +132,22 @@ export function rawMessage(h: RawHeader, payload: Uint8Array = new Uint8Array(0)
   return bytes;
 }
 
+const FIELD_SIZE = { u8: 1, u16: 2, u32: 4, u64: 8 } as const;
+
 /** Little-endian payload builder: u32/u64 fields in order. */
 export function fields(
   ...parts: Array<['u8', number] | ['u16', number] | ['u32', number] | ['u64', bigint | number]>
 ): Uint8Array {
-  const size = parts.reduce((n, [t]) => n + (t === 'u8' ? 1 : t === 'u16' ? 2 : t === 'u32' ? 4 : 8), 0);
+  const size = parts.reduce((n, [t]) => n + FIELD_SIZE[t], 0);
   const out = new Uint8Array(size);
   const dv = new DataView(out.buffer);
   let at = 0;
   for (const [t, v] of parts) {
-    if (t === 'u8') dv.setUint8(at++, Number(v));
-    else if (t === 'u16') (dv.setUint16(at, Number(v), true), (at += 2));
-    else if (t === 'u32') (dv.setUint32(at, Number(v) >>> 0, true), (at += 4));
-    else (dv.setBigUint64(at, BigInt(v), true), (at += 8));
+    if (t === 'u8') dv.setUint8(at, v);
+    else if (t === 'u16') dv.setUint16(at, v, true);
+    else if (t === 'u32') dv.setUint32(at, v >>> 0, true);
+    else dv.setBigUint64(at, BigInt(v), true);
+    at += FIELD_SIZE[t];
   }
   return out;
 }

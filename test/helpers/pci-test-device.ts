@@ -55,6 +55,7 @@ export class PciTestDevice extends PciDevice implements DeviceUnderTest {
         regs.fill(0);
       },
     });
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the BAR and reset handlers above are built before super() returns, when `this` cannot be named yet; they reach the device through `self`.
     self = this;
     this.regs = regs;
   }

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 export interface TempDir {
   readonly path: string;
   /** A path inside the directory (for UNIX sockets: keep names short, sun_path is 108 bytes). */
-  file(name: string): string;
-  remove(): void;
+  readonly file: (name: string) => string;
+  readonly remove: () => void;
 }
 
 /** A fresh directory under the OS temp dir. */

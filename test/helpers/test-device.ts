@@ -328,8 +328,7 @@ export class TestDevice implements DeviceUnderTest {
     try {
       if (req.size === 0n) throw VfioUserError.invalid('zero-sized DMA map');
       const same = this.dma.find((m) => m.addr === req.addr && m.size === req.size);
-      if (same && same.flags === req.flags && same.offset === req.offset && !same.mapping && req.fd === undefined)
-        return; // identical re-map
+      if (same?.flags === req.flags && same.offset === req.offset && !same.mapping && req.fd === undefined) return; // identical re-map
       if (this.dma.some((m) => req.addr < m.addr + m.size && m.addr < end)) {
         throw VfioUserError.invalid('DMA map overlaps an existing one');
       }

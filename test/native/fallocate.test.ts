@@ -90,7 +90,9 @@ describe('native.fallocate', () => {
   });
 
   it('rejects bad arguments with TypeError / RangeError', async () => {
-    const f = native.fallocate as unknown as (...args: unknown[]) => Promise<void>;
+    // Called the way a JS caller could, with whatever arguments.
+    const f = (...args: unknown[]): Promise<void> =>
+      (native.fallocate as unknown as (...a: unknown[]) => Promise<void>)(...args);
     await expect(f('3', FALLOC_PUNCH_HOLE, 0, 1)).rejects.toThrow(TypeError);
     await expect(f(fd, FALLOC_PUNCH_HOLE, 0n, 1)).rejects.toThrow(TypeError);
     await expect(f(fd)).rejects.toThrow(TypeError);

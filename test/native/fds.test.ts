@@ -155,7 +155,7 @@ describe('native listener under fd pressure', () => {
       expect(accepted).toHaveLength(1);
       native.closeFd(accepted[0]!);
     } finally {
-      restorer.stdin!.end('\n');
+      restorer.stdin.end('\n');
       await restored;
     }
     expect(getNofile().soft).toBe(soft);

@@ -410,7 +410,8 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
       const noReply = new Set<number>();
       let sent = 0;
       let alive = true;
-      while (alive && sent < perConn && stats.messages < o.messages) {
+      // (The loop leaves by `break` when the connection dies.)
+      while (sent < perConn && stats.messages < o.messages) {
         let terminal = false;
         for (let i = 0; i < batch && sent < perConn && stats.messages < o.messages; i++) {
           const m = fuzzMessage(rng, preVersion && rng.chance(0.8) ? VfioUserCommand.VERSION : undefined);
@@ -459,6 +460,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzStats> {
           if (errno === 110)
             throw new Error(
               `server stopped answering on connection ${stats.connections} after ${stats.messages} messages`,
+              { cause: err },
             );
         }
       }

@@ -107,7 +107,7 @@ describe('headers', () => {
         [],
         { expectId: id, timeoutMs: 500 },
       );
-      const reply = await p.catch((err: { errno: number }) => err);
+      const reply = await p.catch((err: unknown) => err);
       if ('header' in (reply as object)) expectErrorReply(reply as never, Errno.EINVAL);
       else expect((reply as { errno: number }).errno).toBe(Errno.ETIMEDOUT);
     }

@@ -260,7 +260,7 @@ describe('REGION_WRITE_MULTI', () => {
 
   it('negotiated: a NO_REPLY batch is applied in order, nothing comes back', async () => {
     const c = await run.connect();
-    expect(c.server.capabilities.writeMultiple).toBe(true);
+    expect(c.server!.capabilities.writeMultiple).toBe(true);
     const batch = [
       entry(Reg.SCRATCH0, 4, u32(1)),
       entry(Reg.SCRATCH1, 4, u32(2)),
@@ -310,7 +310,7 @@ describe('REGION_WRITE_MULTI without the capability (the default)', () => {
 
   it('is not advertised, and a batch is still applied (QEMU x-send-queued=on sends it anyway)', async () => {
     const c = await plain.connect();
-    expect(c.server.capabilities.writeMultiple).toBe(false);
+    expect(c.server!.capabilities.writeMultiple).toBe(false);
     const payload = encodeRegionWriteMultiRequest(0, [entry(Reg.SCRATCH0, 4, u32(5))], false).subarray(16);
     await c.sendRaw(
       rawMessage({ id: c.freshId(), command: VfioUserCommand.REGION_WRITE_MULTI, flags: HeaderFlag.NO_REPLY }, payload),
@@ -324,7 +324,7 @@ describe('REGION_WRITE_MULTI without the capability (the default)', () => {
 
   it('a tiny VERSION request leaves no room for capabilities: still served', async () => {
     const c = await plain.connect({ capabilities: '{}' });
-    expect(c.server.capabilities.writeMultiple).toBe(false);
+    expect(c.server!.capabilities.writeMultiple).toBe(false);
     const payload = encodeRegionWriteMultiRequest(0, [entry(Reg.SCRATCH1, 4, u32(7))], false).subarray(16);
     const reply = await rawRequest(c, { command: VfioUserCommand.REGION_WRITE_MULTI }, payload);
     expect(reply.message.byteLength).toBe(24);

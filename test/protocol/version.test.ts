@@ -86,7 +86,7 @@ describe('capabilities', () => {
     });
     const small = P.formatCapabilities(caps, 70);
     expect(small.length).toBeLessThanOrEqual(70);
-    expect(JSON.parse(small).capabilities.max_msg_fds).toBe(16);
+    expect((JSON.parse(small) as { capabilities: Record<string, unknown> }).capabilities.max_msg_fds).toBe(16);
     expect(P.formatCapabilities(caps, 5)).toBe('{}');
   });
 });
@@ -111,9 +111,9 @@ describe.each(DEVICE_KINDS)('VERSION, happy path (%s)', (_kind, make) => {
   }, make);
 
   it('VERSION: negotiated capabilities', () => {
-    const caps = client.server.capabilities;
-    expect(client.server.major).toBe(0);
-    expect(client.server.minor).toBe(0);
+    const caps = client.server!.capabilities;
+    expect(client.server!.major).toBe(0);
+    expect(client.server!.minor).toBe(0);
     expect(caps.maxDataXferSize).toBeGreaterThanOrEqual(CONFIG_SIZE);
     expect(caps.maxMsgFds).toBeGreaterThanOrEqual(1);
     expect(caps.maxMsgFds).toBeLessThanOrEqual(16);

@@ -77,7 +77,7 @@ describe.each([
       });
       let status = 0;
       let captured: Uint8Array | undefined;
-      let failure: unknown;
+      let failure: Error | undefined;
       /** At the first doorbell: is guest RAM at WRITE_AT mapped, and through an fd? */
       let lowRam: 'unmapped' | 'fd' | 'messages' | undefined;
       const dev: PciDevice = new PciDevice({
@@ -107,13 +107,13 @@ describe.each([
                       status = 2;
                     });
               job.catch((err: unknown) => {
-                failure = err;
+                failure = err instanceof Error ? err : new Error(String(err));
                 status = 0xdead;
               });
             },
           },
         ],
-      } as ConstructorParameters<typeof PciDevice>[0]);
+      });
       const sock = tempSocketPath('dma');
       const server = await serve(dev, { socketPath: sock.path, log });
       try {

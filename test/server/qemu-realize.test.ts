@@ -73,7 +73,7 @@ describe.each([
           },
         ],
         interrupts: { intx: true, msix: { vectors: 4, bar: 4 } },
-      } as ConstructorParameters<typeof PciDevice>[0]);
+      });
       const server = await serve(dev, { socketPath: path, log });
       let qemu: ChildProcess | undefined;
       try {
@@ -141,7 +141,7 @@ describe.each([
         await gone;
         expect(dev.dma.regions.length).toBe(0);
       } finally {
-        if (qemu && qemu.exitCode === null) qemu.kill('SIGKILL');
+        if (qemu?.exitCode === null) qemu.kill('SIGKILL');
         await server.close();
         rmSync(dir, { recursive: true, force: true });
       }

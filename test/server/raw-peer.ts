@@ -73,8 +73,7 @@ export class RawPeer {
   async waitClosed(ms = 5000): Promise<string> {
     for (;;) {
       if (this.closedReason !== undefined) return this.closedReason;
-      const m = await this.next(ms);
-      if (!m && this.closedReason !== undefined) return this.closedReason;
+      await this.next(ms);
     }
   }
 
