@@ -12,8 +12,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { GuestOptions } from './boot.js';
-import { prepareInitrd, qemuArguments } from './guest-process.js';
+import { prepareInitrd, qemuArguments, type GuestOptions } from './guest-process.js';
 import { DEFAULT_MODULES, ensureKit } from './kit.js';
 import { createLogger } from '../server/log.js';
 
