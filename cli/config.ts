@@ -20,7 +20,7 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Longest UNIX socket path (sun_path is 108 bytes including the NUL). */
-export const MAX_SOCKET_PATH = 107;
+const MAX_SOCKET_PATH = 107;
 
 interface DeviceBase {
   /** Unique in the daemon; used in logs (`device` field). */
@@ -111,7 +111,7 @@ function validateBuiltinOptions(o: Record<string, unknown>, at: string, sink: Er
 const MODULE_EXTENSIONS = new Set(['.js', '.mjs', '.cjs', '.ts', '.mts']);
 
 /** True when a device `type` names a module file rather than a built-in device. */
-export function isModuleType(type: string): boolean {
+function isModuleType(type: string): boolean {
   return type.startsWith('.') || type.startsWith('/') || MODULE_EXTENSIONS.has(extname(type));
 }
 

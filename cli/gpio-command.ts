@@ -9,7 +9,7 @@ import { defaultControlPath, GPIO_USAGE, runGpioCli } from '../devices/gpio/cont
 import { DEFAULT_CONFIG } from './default-config.js';
 
 /** The default card's control socket, relative to the working folder. */
-export function defaultGpioControl(cwd = process.cwd()): string {
+function defaultGpioControl(cwd = process.cwd()): string {
   const gpio = DEFAULT_CONFIG.devices.find((d) => d.type === 'gpio')!;
   return defaultControlPath(resolve(cwd, gpio.socket));
 }

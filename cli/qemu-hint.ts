@@ -13,7 +13,7 @@ import { resolve } from 'node:path';
 import { packageRoot } from './package-root.js';
 
 /** Quote one argument for a POSIX shell. */
-export function shellQuote(arg: string): string {
+function shellQuote(arg: string): string {
   return /^[A-Za-z0-9_\-./=,:@%+]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
 }
 
@@ -28,10 +28,10 @@ export function qemuDeviceOption(socketPath: string): string {
 }
 
 /** Guest RAM QEMU can share with the server (each DMA_MAP then carries an fd the server maps). */
-export const MEMORY_BACKEND_HINT = '-object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem';
+const MEMORY_BACKEND_HINT = '-object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem';
 
 /** The `npm run vm` line: bare when every socket is under the package's run/ (its default), else with --socket flags. */
-export function vmHint(sockets: readonly string[], root = packageRoot()): string {
+function vmHint(sockets: readonly string[], root = packageRoot()): string {
   const runDir = `${resolve(root, 'run')}/`;
   if (sockets.every((s) => s.startsWith(runDir) && s.endsWith('.sock'))) return 'npm run vm';
   return `npm run vm -- ${sockets.map((s) => `--socket ${shellQuote(s)}`).join(' ')}`;

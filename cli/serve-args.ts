@@ -12,7 +12,7 @@ import { LOG_LEVELS, validateConfig, type DaemonConfig, type LogLevel } from './
 import { ConfigError, ConfigErrors } from './config-error.js';
 import { DEFAULT_CONFIG, DEFAULT_CONFIG_SOURCE } from './default-config.js';
 
-export const COMMAND_LINE = 'command line';
+const COMMAND_LINE = 'command line';
 
 export type LogFormat = 'auto' | 'json' | 'pretty';
 
@@ -153,7 +153,7 @@ export function parseServeArgs(args: string[], cwd = process.cwd()): ServeOption
 }
 
 /** Read and validate a JSON config file; errors name the file. */
-export function loadConfigFile(path: string): { config: DaemonConfig; errors: ConfigError[] } {
+function loadConfigFile(path: string): { config: DaemonConfig; errors: ConfigError[] } {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

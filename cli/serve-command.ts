@@ -13,13 +13,13 @@ import { parseServeArgs, type ServeOptions } from './serve-args.js';
 import { formatSize } from './size.js';
 
 /** Whole budget from the first signal to exit. */
-export const SHUTDOWN_TIMEOUT_MS = 4500;
+const SHUTDOWN_TIMEOUT_MS = 4500;
 
 /** Exit codes of `serve`. */
-export const ExitCode = { OK: 0, FAILURE: 1, USAGE: 2 } as const;
+const ExitCode = { OK: 0, FAILURE: 1, USAGE: 2 } as const;
 
 /** Print config errors, one per line, to stderr. */
-export function reportConfigErrors(err: ConfigErrors): void {
+function reportConfigErrors(err: ConfigErrors): void {
   for (const e of err.errors) process.stderr.write(`vfio-user-ts: ${e.message}\n`);
   process.stderr.write(
     `vfio-user-ts: nothing was started (${err.errors.length} configuration error${err.errors.length === 1 ? '' : 's'})\n`,

@@ -63,7 +63,7 @@ export function parseOneLineSources(text: string): AptSource[] {
 }
 
 /** Every enabled `deb` source of the machine. */
-export function systemAptSources(etcApt = '/etc/apt'): AptSource[] {
+function systemAptSources(etcApt = '/etc/apt'): AptSource[] {
   const sources: AptSource[] = [];
   const list = join(etcApt, 'sources.list');
   if (existsSync(list)) sources.push(...parseOneLineSources(readFileSync(list, 'utf8')));

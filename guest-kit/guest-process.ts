@@ -66,7 +66,7 @@ export interface GuestResult {
  * slowest boot work that a throwaway test guest does not need (crypto self-tests,
  * jitter-entropy sampling, BPF/tracing setup: about 35% of boot time under TCG).
  */
-export const KERNEL_CMDLINE = [
+const KERNEL_CMDLINE = [
   'console=ttyS0',
   'panic=-1',
   'oops=panic',
@@ -85,7 +85,7 @@ export const KERNEL_CMDLINE = [
 ].join(' ');
 
 /** A guest failure (timeout, QEMU error, missing GUEST-EXIT) with the whole serial log. */
-export class GuestError extends Error {
+class GuestError extends Error {
   constructor(
     message: string,
     readonly serial: string,

@@ -23,7 +23,7 @@ export interface InitramfsOptions {
 }
 
 /** The guest's /init (busybox sh). */
-export function initScript(keepRunning = false): string {
+function initScript(keepRunning = false): string {
   return `#!/bin/sh
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root

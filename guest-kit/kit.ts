@@ -29,7 +29,7 @@ import { PrivateApt } from './private-apt.js';
 const run = promisify(execFile);
 
 /** Bump when the kit's layout or contents change: a new directory is provisioned. */
-export const KIT_VERSION = 1;
+const KIT_VERSION = 1;
 
 /** Modules decompressed at provisioning time (the built-in devices' drivers). */
 export const DEFAULT_MODULES = ['nvme', 'gpio-pci-idio-16'];
@@ -60,7 +60,9 @@ export class Kit {
     readonly dir: string,
     readonly stamp: KitStamp,
   ) {
-    const unxz: [string, ...string[]] = existsSync('/usr/bin/xz') ? ['/usr/bin/xz', '-dc'] : [this.busybox, 'unxz', '-c'];
+    const unxz: [string, ...string[]] = existsSync('/usr/bin/xz')
+      ? ['/usr/bin/xz', '-dc']
+      : [this.busybox, 'unxz', '-c'];
     this.modules = new KernelModules(join(dir, 'guest/modules'), join(dir, 'guest/ko'), unxz);
   }
 
@@ -98,7 +100,7 @@ export class Kit {
 }
 
 /** The cache directory (created on demand). */
-export function cacheDir(): string {
+function cacheDir(): string {
   return process.env.VFIO_USER_TS_CACHE || join(homedir(), '.cache', 'vfio-user-ts');
 }
 

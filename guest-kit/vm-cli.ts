@@ -12,7 +12,8 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { prepareInitrd, qemuArguments, type GuestOptions } from './guest-process.js';
+import type { GuestOptions } from './boot.js';
+import { prepareInitrd, qemuArguments } from './guest-process.js';
 import { DEFAULT_MODULES, ensureKit } from './kit.js';
 import { createLogger } from '../server/log.js';
 

@@ -29,7 +29,7 @@ import { SqPoller, type SqPollOptions } from './sq-poller.js';
  * Commands in flight per controller. A guest could queue 64 x 1023 commands
  * of 1 MiB; past this, fetching pauses until some complete (bounds memory).
  */
-export const MAX_INFLIGHT = 256;
+const MAX_INFLIGHT = 256;
 
 /** The rest of the controller, as the engine uses it (core.ts wires it). */
 export interface CommandEngineParts {

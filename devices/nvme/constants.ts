@@ -107,13 +107,13 @@ export const LogPage = {
 } as const;
 
 /** Status code types. */
-export const Sct = { GENERIC: 0, COMMAND_SPECIFIC: 1, MEDIA: 2 } as const;
+const Sct = { GENERIC: 0, COMMAND_SPECIFIC: 1, MEDIA: 2 } as const;
 
 /**
  * A 15-bit completion status: SC (7:0), SCT (10:8), DNR (14).
  * `status(sct, sc, dnr)`; 0 is success.
  */
-export function status(sct: number, sc: number, dnr = true): number {
+function status(sct: number, sc: number, dnr = true): number {
   return (sc & 0xff) | ((sct & 7) << 8) | (dnr ? 1 << 14 : 0);
 }
 

@@ -23,11 +23,11 @@ function ascii(buf: Uint8Array, offset: number, length: number, text: string): v
 }
 
 /** Optional NVM commands (ONCS): Compare, Dataset Management, Write Zeroes. */
-export const ONCS = (1 << 0) | (1 << 2) | (1 << 3);
+const ONCS = (1 << 0) | (1 << 2) | (1 << 3);
 /** Optional admin commands (OACS): Doorbell Buffer Config. */
-export const OACS = 1 << 8;
+const OACS = 1 << 8;
 /** Async events we can send (OAES): Namespace Attribute Notices. */
-export const OAES = 1 << 8;
+const OAES = 1 << 8;
 
 /** Identify Controller (CNS 01h). */
 export function identifyController(id: ControllerIdentity): Uint8Array {

@@ -21,7 +21,7 @@ export interface PollGroupMember {
   unmapped(): boolean;
 }
 
-export class PollGroup {
+class PollGroup {
   private readonly members = new Set<PollGroupMember>();
   private running = false;
 

@@ -13,10 +13,10 @@
  */
 
 /** Smallest and largest window. */
-export const MIN_WINDOW = 128 * 1024;
-export const MAX_WINDOW = 512 * 1024;
+const MIN_WINDOW = 128 * 1024;
+const MAX_WINDOW = 512 * 1024;
 /** Larger reads go straight to the file (zero copy into guest memory beats a copy out of a window). */
-export const SMALL_READ = 64 * 1024;
+const SMALL_READ = 64 * 1024;
 /** Windows kept (a few concurrent sequential streams, and the one being filled). */
 const MAX_WINDOWS = 4;
 

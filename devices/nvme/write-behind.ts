@@ -13,7 +13,7 @@
 import { startWriteback } from 'vfio-user-ts';
 
 /** Bytes written between kicks. */
-export const WRITE_BEHIND_BYTES = 1 << 20;
+const WRITE_BEHIND_BYTES = 1 << 20;
 
 export class WriteBehind {
   private low = Number.POSITIVE_INFINITY;

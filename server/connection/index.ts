@@ -1,2 +1,2 @@
 /** Per-client connection: VERSION negotiation, dispatch, server-to-client DMA. */
-export { Connection, type ConnectionOptions, type ConnectionState } from './connection.js';
+export { Connection, type ConnectionOptions } from './connection.js';

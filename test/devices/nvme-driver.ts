@@ -12,7 +12,7 @@ import { tempSocketPath } from '../helpers/temp.js';
 
 /** Guest-physical base of the test's memory: above 4 GiB with bit 31 set, to catch offset and sign mix-ups. */
 export const GPA = 0x1_8000_0000n;
-export const MEM_SIZE = 8 << 20;
+const MEM_SIZE = 8 << 20;
 
 /** Fixed layout (offsets into guest memory). */
 export const Layout = {
@@ -30,7 +30,7 @@ export const Layout = {
   DATA2: 0x30_0000,
 } as const;
 
-export const QSIZE = 64;
+const QSIZE = 64;
 
 export interface Sqe {
   opcode: number;

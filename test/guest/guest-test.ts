@@ -8,7 +8,7 @@ import { isCI } from './global-setup.js';
 import { loadKit, type Kit } from '../../guest-kit/kit.js';
 
 /** Why guest tests cannot run here, or undefined when they can. */
-export function kitSkipReason(): string | undefined {
+function kitSkipReason(): string | undefined {
   let reason: string | undefined;
   try {
     reason = inject('guestKitSkipReason') || undefined;

@@ -21,11 +21,6 @@ export function listOpenFds(): number[] {
   return fds.sort((a, b) => a - b);
 }
 
-/** Number of open fds of this process. */
-export function openFdCount(): number {
-  return listOpenFds().length;
-}
-
 /** `fd -> link target` for the given fds (for readable leak reports). */
 export function describeFds(fds: readonly number[]): string {
   return fds

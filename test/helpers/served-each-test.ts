@@ -8,13 +8,13 @@ import type { Endpoint } from '../../server/endpoint.js';
 import { tempDir, type TempDir } from './temp.js';
 
 /** A device a test serves; closed after the test when it has a close() (PciDevice does). */
-export type HostedDevice = Endpoint & { close?(): void };
+export type ClosableEndpoint = Endpoint & { close?(): void };
 
 export interface ServedEachTest {
   /** The logger to give devices and servers: silent unless LOG_LEVEL is set. */
   readonly log: Logger;
   /** Serve `device` on a fresh socket in the current test's temp dir; resolves to the socket path. */
-  serve(device: HostedDevice): Promise<string>;
+  serve(device: ClosableEndpoint): Promise<string>;
 }
 
 /**
@@ -25,7 +25,7 @@ export interface ServedEachTest {
 export function servedEachTest(prefix: string): ServedEachTest {
   const log = process.env.LOG_LEVEL ? createLogger({ pretty: false }) : silentLogger;
   let dir: TempDir | undefined;
-  let hosted: Array<{ device: HostedDevice; server?: DeviceServer }> = [];
+  let hosted: Array<{ device: ClosableEndpoint; server?: DeviceServer }> = [];
   afterEach(async () => {
     const closing = hosted;
     hosted = [];
@@ -40,7 +40,7 @@ export function servedEachTest(prefix: string): ServedEachTest {
     log,
     async serve(device) {
       dir ??= tempDir(prefix);
-      const entry: { device: HostedDevice; server?: DeviceServer } = { device };
+      const entry: { device: ClosableEndpoint; server?: DeviceServer } = { device };
       hosted.push(entry);
       const socketPath = dir.file(`dev${hosted.length - 1}.sock`);
       entry.server = await serve(device, { socketPath, log });

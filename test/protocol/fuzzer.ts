@@ -21,7 +21,7 @@ import type { Logger } from '../../server/log.js';
 import { mulberry32 } from '../helpers/random.js';
 
 /** Seeded randomness for the fuzzer (mulberry32: small, fast, good enough for fuzzing, reproducible from a seed). */
-export class Rng {
+class Rng {
   /** The next unsigned 32-bit value. */
   readonly u32: () => number;
   constructor(seed: number) {
@@ -304,7 +304,7 @@ function mutate(rng: Rng, payload: Uint8Array): Uint8Array {
 }
 
 /** One hostile message. */
-export function fuzzMessage(rng: Rng, forceCommand?: number): Fuzzed {
+function fuzzMessage(rng: Rng, forceCommand?: number): Fuzzed {
   const roll = rng.int(100);
   if (roll < 1 && forceCommand === undefined) {
     // random bytes: the stream is gone after this

@@ -11,10 +11,6 @@ export async function cfgWrite(dev: Endpoint, offset: number, size: 1 | 2 | 4, v
   await dev.regionWrite(PciRegion.CONFIG, BigInt(offset), leBytes(value, size));
 }
 
-export async function barRead(dev: Endpoint, index: number, offset: number, size: number): Promise<Uint8Array> {
-  return dev.regionRead(index, BigInt(offset), size);
-}
-
 export function leValue(bytes: Uint8Array): number {
   let v = 0;
   for (let i = bytes.length - 1; i >= 0; i--) v = v * 256 + bytes[i]!;
