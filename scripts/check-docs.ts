@@ -10,12 +10,14 @@
  *  - quoted: the line above the fence is `<!-- include: examples/minimal-device.ts -->`
  *    (or `...ts#name` for the lines between `// #region name` and `// #endregion`).
  *    The block must equal that file; the file itself is type-checked and tested
- *    as part of the project. `--write` brings the block up to date.
+ *    as part of the project (an example, or a test such as
+ *    test/examples/minimal-device.test.ts). `--write` brings the block up to date.
  *  - a fragment: the fence says ```ts fragment (a few options, a method call out
  *    of context). Skipped, and counted, so every skip is on purpose.
  *  - anything else is a whole module: it is written to .cache/docs-examples/
- *    and compiled with tsconfig.json's options, 'vfio-user-ts' and
- *    'vfio-user-ts/client' resolving to this checkout, as a user's file would.
+ *    and compiled with tsconfig.json's options, the package's entry points
+ *    ('vfio-user-ts', 'vfio-user-ts/client', ...: package.json "exports")
+ *    resolving to this checkout, as a user's file would.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -26,11 +28,23 @@ import ts from 'typescript';
 const { values: args } = parseArgs({ options: { write: { type: 'boolean' }, root: { type: 'string' } } });
 const ROOT = resolve(args.root ?? join(dirname(fileURLToPath(import.meta.url)), '..'));
 const OUT = join(ROOT, '.cache', 'docs-examples');
-/** Where the package's public entry points come from in this checkout (package.json "exports"). */
-const ENTRY_POINTS: Record<string, string> = {
-  'vfio-user-ts': 'server/index.ts',
-  'vfio-user-ts/client': 'client/index.ts',
-};
+/**
+ * The package's public entry points and the sources they are built from, from
+ * package.json "exports" (each ./dist/<path>.js target comes from ./<path>.ts):
+ * 'vfio-user-ts' -> server/index.ts, 'vfio-user-ts/client' -> client/index.ts, ...
+ */
+function entryPoints(): Map<string, string> {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+    name: string;
+    exports?: Record<string, string | { default: string }>;
+  };
+  const found = new Map<string, string>();
+  for (const [subpath, target] of Object.entries(pkg.exports ?? {})) {
+    const source = /^\.\/dist\/(.+)\.js$/.exec(typeof target === 'string' ? target : target.default)?.[1];
+    if (source !== undefined) found.set(pkg.name + subpath.slice(1), `${source}.ts`);
+  }
+  return found;
+}
 const TS_LANGUAGES = new Set(['ts', 'typescript']);
 const INCLUDE = /^<!--\s*include:\s*(\S+?)\s*-->$/;
 
@@ -115,7 +129,7 @@ function compilerOptions(): ts.CompilerOptions {
   );
   if (!parsed) throw new Error('tsconfig.json: could not be read');
   const paths: ts.MapLike<string[]> = {};
-  for (const [name, file] of Object.entries(ENTRY_POINTS)) paths[name] = [join(ROOT, file)];
+  for (const [name, file] of entryPoints()) paths[name] = [join(ROOT, file)];
   return {
     ...parsed.options,
     noEmit: true,
@@ -183,7 +197,7 @@ const included = all.filter((b) => b.include !== undefined).length;
 const fragments = all.filter((b) => b.fragment);
 console.log(
   `docs: ${all.length} TypeScript blocks in ${files} files: ${modules.length} type-checked, ` +
-    `${included} quoted from examples/, ${fragments.length} fragments skipped` +
+    `${included} quoted from files, ${fragments.length} fragments skipped` +
     (fragments.length > 0 ? ` (${fragments.map((b) => `${b.doc}:${b.line}`).join(', ')})` : '') +
     `; ${problems.length} problems`,
 );

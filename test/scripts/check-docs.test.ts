@@ -64,7 +64,7 @@ describe('scripts/check-docs.ts', { timeout: 120_000 }, () => {
     expect(run.stderr).toContain('README.md:5: differs from examples/answer.ts');
     expect(run.stderr).toMatch(/^README\.md:9:7: TS2322: /m);
     expect(run.stdout).toContain(
-      '3 TypeScript blocks in 1 files: 1 type-checked, 1 quoted from examples/, 1 fragments skipped',
+      '3 TypeScript blocks in 1 files: 1 type-checked, 1 quoted from files, 1 fragments skipped',
     );
   });
 
