@@ -69,7 +69,7 @@ export class DeviceServer extends EventEmitter {
   async listen(): Promise<void> {
     if (this.#listener) return;
     this.#closing = false;
-    this.#listener = await Listener.open(native, this.options.socketPath, (fd) => this.#onAccept(fd), this.log, {
+    this.#listener = await Listener.open(this.options.socketPath, (fd) => this.#onAccept(fd), this.log, {
       backlog: this.options.backlog ?? 16,
     });
   }
@@ -123,9 +123,7 @@ export class DeviceServer extends EventEmitter {
   #start(fd: number): void {
     let conn: Connection;
     try {
-      conn = new Connection(native, fd, this.endpoint, this.log, this.options, (c, reason) =>
-        this.#onClosed(c, reason),
-      );
+      conn = new Connection(fd, this.endpoint, this.log, this.options, (c, reason) => this.#onClosed(c, reason));
     } catch (err) {
       this.log.error({ err }, 'cannot serve the new connection');
       try {

@@ -11,7 +11,6 @@
  * closed, the endpoint is detached, and the owner (DeviceServer) is told.
  */
 import type { Logger } from 'pino';
-import type { NativeBinding } from '../../native/index.js';
 import { VfioUserError } from '../../protocol/errors.js';
 import type { Endpoint } from '../endpoint.js';
 import {
@@ -107,7 +106,6 @@ export class Connection {
    * `onClosed` runs once, after the endpoint was detached.
    */
   constructor(
-    native: NativeBinding,
     fd: number,
     endpoint: Endpoint,
     log: Logger,
@@ -122,7 +120,6 @@ export class Connection {
     this.#onClosed = onClosed;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#channel = new Channel(
-      native,
       fd,
       { maxMessageSize: this.#maxDataXferSize + 32, maxFds: Math.max(NATIVE_MAX_FDS, this.#maxMsgFds) },
       {

@@ -5,7 +5,7 @@
  * held is closed when the channel closes.
  */
 import type { Logger } from 'pino';
-import type { NativeBinding, NativeChannel } from '../../native/index.js';
+import { native, type NativeChannel } from '../../native/index.js';
 import { HeldFds, ReceivedFds } from './received-fds.js';
 
 export interface ChannelHandlers {
@@ -25,13 +25,7 @@ export class Channel {
    * Open a channel over the connected socket `fd` (ownership passes to the channel).
    * `maxFds`: room for this many fds on one message (more is a fatal stream error).
    */
-  constructor(
-    native: NativeBinding,
-    fd: number,
-    options: { maxMessageSize: number; maxFds: number },
-    handlers: ChannelHandlers,
-    log: Logger,
-  ) {
+  constructor(fd: number, options: { maxMessageSize: number; maxFds: number }, handlers: ChannelHandlers, log: Logger) {
     this.#log = log;
     this.#held = new HeldFds((f) => native.closeFd(f), log);
     this.#channel = native.openChannel(

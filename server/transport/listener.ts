@@ -7,7 +7,7 @@
 import { lstatSync, unlinkSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import type { Logger } from 'pino';
-import type { NativeBinding, Watcher } from '../../native/index.js';
+import { native, type Watcher } from '../../native/index.js';
 
 /** An Error with a `.code` (EADDRINUSE, ENOTSOCK, ...). */
 class ListenError extends Error {
@@ -54,13 +54,11 @@ export interface ListenerOptions {
 /** A listening socket handing every accepted client fd to `onAccept` (which owns it). */
 export class Listener {
   readonly path: string;
-  readonly #native: NativeBinding;
   readonly #log: Logger;
   #fd: number;
   #watcher: Watcher | undefined;
 
-  private constructor(native: NativeBinding, path: string, fd: number, log: Logger) {
-    this.#native = native;
+  private constructor(path: string, fd: number, log: Logger) {
     this.path = path;
     this.#fd = fd;
     this.#log = log;
@@ -68,7 +66,6 @@ export class Listener {
 
   /** Bind and listen on `path` (replacing a stale socket file), then start accepting. */
   static async open(
-    native: NativeBinding,
     path: string,
     onAccept: (fd: number) => void,
     log: Logger,
@@ -87,7 +84,7 @@ export class Listener {
       }
     }
     const fd = native.listenUnix(path, options.backlog ?? 16);
-    const listener = new Listener(native, path, fd, log);
+    const listener = new Listener(path, fd, log);
     listener.#watcher = native.watchListener(
       fd,
       (clientFd) => {
@@ -113,7 +110,7 @@ export class Listener {
     this.#watcher?.close();
     this.#watcher = undefined;
     try {
-      this.#native.closeFd(this.#fd);
+      native.closeFd(this.#fd);
     } catch (err) {
       this.#log.warn({ err }, 'closing the listening socket failed');
     }

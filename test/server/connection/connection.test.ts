@@ -19,7 +19,7 @@ afterEach(async () => {
 
 function setup(ep = new TestEndpoint()): { ep: TestEndpoint; conn: Connection; peer: RawPeer } {
   const [a, b] = native.socketpair();
-  const conn = new Connection(native, a, ep, silentLogger, { dmaTimeoutMs: 2000 });
+  const conn = new Connection(a, ep, silentLogger, { dmaTimeoutMs: 2000 });
   const peer = new RawPeer(b);
   cleanup.push(async () => {
     peer.close();
@@ -332,7 +332,7 @@ describe('hostile clients', () => {
   it('a client that never reads its replies is dropped once too much is pending', async () => {
     const [a, b] = native.socketpair();
     const ep = new TestEndpoint();
-    const conn = new Connection(native, a, ep, silentLogger, { maxPendingBytes: 256 << 10 });
+    const conn = new Connection(a, ep, silentLogger, { maxPendingBytes: 256 << 10 });
     // Write without ever reading (EAGAIN: let the server's loop run).
     const put = async (m: Uint8Array): Promise<void> => {
       for (let off = 0; off < m.byteLength;) {
