@@ -16,7 +16,7 @@ const COMMAND_LINE = 'command line';
 
 export type LogFormat = 'auto' | 'json' | 'pretty';
 
-export interface ServeOptions {
+export interface ServeCommandOptions {
   help: boolean;
   /** Validate, print the devices and exit without starting. */
   check: boolean;
@@ -57,7 +57,7 @@ const SPEC = {
 } as const;
 
 /** Parse and validate; throws ConfigErrors (every problem) for bad input. */
-export function parseServeArgs(args: string[], cwd = process.cwd()): ServeOptions {
+export function parseServeArgs(args: string[], cwd = process.cwd()): ServeCommandOptions {
   const errors: ConfigError[] = [];
   let parsed: ReturnType<
     typeof parseArgs<{ args: string[]; options: typeof SPEC; tokens: true; allowPositionals: false; strict: true }>
@@ -70,7 +70,7 @@ export function parseServeArgs(args: string[], cwd = process.cwd()): ServeOption
     ]);
   }
   const { values, tokens } = parsed;
-  const result: Omit<ServeOptions, 'config'> = {
+  const result: Omit<ServeCommandOptions, 'config'> = {
     help: values.help === true,
     check: values.check === true,
     logFormat: 'auto',

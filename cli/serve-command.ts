@@ -9,7 +9,7 @@ import type { DeviceSpec } from './config.js';
 import { Daemon } from './daemon.js';
 import { SERVE_HELP } from './help.js';
 import { connectHint } from './qemu-hint.js';
-import { parseServeArgs, type ServeOptions } from './serve-args.js';
+import { parseServeArgs, type ServeCommandOptions } from './serve-args.js';
 import { formatSize } from './size.js';
 
 /** Whole budget from the first signal to exit. */
@@ -28,7 +28,7 @@ function reportConfigErrors(err: ConfigErrors): void {
 
 /** Runs the command; resolves with the exit code once it is time to exit. */
 export async function serveCommand(args: string[]): Promise<number> {
-  let options: ServeOptions;
+  let options: ServeCommandOptions;
   try {
     options = parseServeArgs(args);
   } catch (err) {

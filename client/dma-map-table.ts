@@ -9,7 +9,7 @@ import { VfioUserCommand, DmaMapFlag, Errno } from '../protocol/constants.js';
 import { VfioUserClientError } from './errors.js';
 
 /** One DMA_MAP the client made. */
-export interface DmaRange {
+export interface DmaMapEntry {
   readonly addr: bigint;
   readonly size: bigint;
   /** The bytes the device sees at [addr, addr+size). */
@@ -22,13 +22,13 @@ export interface DmaRange {
 
 /** A sorted set of non-overlapping ranges. */
 export class DmaMapTable {
-  private ranges: DmaRange[] = [];
+  private ranges: DmaMapEntry[] = [];
 
-  get all(): readonly DmaRange[] {
+  get all(): readonly DmaMapEntry[] {
     return this.ranges;
   }
 
-  add(range: DmaRange): void {
+  add(range: DmaMapEntry): void {
     const end = range.addr + range.size;
     if (this.ranges.some((r) => range.addr < r.addr + r.size && r.addr < end)) {
       throw new VfioUserClientError(
@@ -42,16 +42,16 @@ export class DmaMapTable {
   }
 
   /** Remove the exact range; returns it (undefined if absent). */
-  remove(addr: bigint, size: bigint): DmaRange | undefined {
+  remove(addr: bigint, size: bigint): DmaMapEntry | undefined {
     const i = this.ranges.findIndex((r) => r.addr === addr && r.size === size);
     return i < 0 ? undefined : this.ranges.splice(i, 1)[0];
   }
 
-  clear(): DmaRange[] {
+  clear(): DmaMapEntry[] {
     return this.ranges.splice(0);
   }
 
-  private find(addr: bigint, length: bigint, command: number): { range: DmaRange; offset: number } {
+  private find(addr: bigint, length: bigint, command: number): { range: DmaMapEntry; offset: number } {
     const end = addr + length;
     for (const r of this.ranges) {
       if (addr >= r.addr && end <= r.addr + r.size) return { range: r, offset: Number(addr - r.addr) };

@@ -19,7 +19,7 @@ import {
   encodeDmaWriteReply,
 } from '../protocol/dma-access.js';
 import { VfioUserClientError } from './errors.js';
-import type { DmaMapTable, DmaRange } from './dma-map-table.js';
+import type { DmaMapTable, DmaMapEntry } from './dma-map-table.js';
 import type { GuestBacking } from './guest-memory.js';
 import { closeFds, type RequestChannel } from './request-channel.js';
 
@@ -46,7 +46,7 @@ export interface ServedRequests {
 }
 
 /** VfioUserClient.dmaMap: the range enters `table` first (so DMA_READ/WRITE can be answered at once) and leaves it if the map fails. */
-export async function dmaMap(ch: RequestChannel, table: DmaMapTable, o: DmaMapOptions): Promise<DmaRange> {
+export async function dmaMap(ch: RequestChannel, table: DmaMapTable, o: DmaMapOptions): Promise<DmaMapEntry> {
   const offset = o.offset ?? 0;
   const raw = o.backing instanceof Uint8Array ? o.backing : o.backing?.bytes;
   const fd = o.backing instanceof Uint8Array ? undefined : o.backing?.fd;
@@ -56,7 +56,7 @@ export async function dmaMap(ch: RequestChannel, table: DmaMapTable, o: DmaMapOp
   if (BigInt(bytes.byteLength) !== size) throw new RangeError('dmaMap: range exceeds its backing');
   const flags = o.flags ?? DmaMapFlag.READ | DmaMapFlag.WRITE;
   const share = (o.shareFd ?? true) && fd !== undefined;
-  const range: DmaRange = { addr: o.addr, size, bytes, flags, shared: share };
+  const range: DmaMapEntry = { addr: o.addr, size, bytes, flags, shared: share };
   table.add(range);
   try {
     const r = await ch.typed(

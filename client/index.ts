@@ -7,7 +7,7 @@ export type { SetIrqsOptions } from './irqs.js';
 export type { DmaMapOptions } from './dma.js';
 export { VfioUserClientError, errnoName } from './errors.js';
 export { GuestMemory, type GuestBacking } from './guest-memory.js';
-export { DmaMapTable, type DmaRange } from './dma-map-table.js';
+export { DmaMapTable, type DmaMapEntry } from './dma-map-table.js';
 export {
   cfgRead,
   cfgWrite,

@@ -3,12 +3,12 @@
  * capabilities by default) and the checks QEMU makes on the server's reply.
  */
 import { VfioUserCommand } from '../protocol/constants.js';
-import { formatCapabilities, type Capabilities } from '../protocol/capabilities.js';
+import { formatCapabilities, type VersionCapabilities } from '../protocol/capabilities.js';
 import { decodeVersion, encodeVersionRequest, type DecodedVersion } from '../protocol/version.js';
 import { closeFds, protocolError, type RequestChannel } from './request-channel.js';
 
 /** QEMU 11.1's VERSION capabilities: what the client offers by default. */
-export const QEMU_CAPABILITIES: Readonly<Capabilities> = Object.freeze({
+export const QEMU_CAPABILITIES: Readonly<VersionCapabilities> = Object.freeze({
   maxMsgFds: 16,
   maxDataXferSize: 1 << 20,
   pgsizes: 4096,
@@ -18,12 +18,12 @@ export const QEMU_CAPABILITIES: Readonly<Capabilities> = Object.freeze({
 });
 
 /** The capabilities a client offers: `offered` merged over QEMU_CAPABILITIES (a string offers QEMU's). */
-export function offeredCapabilities(offered: Partial<Capabilities> | string | undefined): Capabilities {
+export function offeredCapabilities(offered: Partial<VersionCapabilities> | string | undefined): VersionCapabilities {
   return typeof offered === 'string' ? QEMU_CAPABILITIES : { ...QEMU_CAPABILITIES, ...offered };
 }
 
 /** The JSON text of VERSION: `offered` as given when it is a string, else offeredCapabilities(offered). */
-export function versionJson(offered: Partial<Capabilities> | string | undefined): string {
+export function versionJson(offered: Partial<VersionCapabilities> | string | undefined): string {
   return typeof offered === 'string' ? offered : formatCapabilities(offeredCapabilities(offered));
 }
 

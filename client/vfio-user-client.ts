@@ -22,7 +22,7 @@ import { pino, type Logger } from 'pino';
 import { native } from '../native/index.js';
 import { VfioUserCommand, DmaUnmapFlag, Errno, Limits } from '../protocol/constants.js';
 import type { MessageHeader } from '../protocol/header.js';
-import type { Capabilities } from '../protocol/capabilities.js';
+import type { VersionCapabilities } from '../protocol/capabilities.js';
 import type { DecodedVersion } from '../protocol/version.js';
 import type { DeviceInfoMessage } from '../protocol/device.js';
 import type { IrqInfoMessage } from '../protocol/irqs.js';
@@ -35,14 +35,14 @@ import * as device from './device.js';
 import * as regions from './region-access.js';
 import * as irqs from './irqs.js';
 import * as dmaCommands from './dma.js';
-import { DmaMapTable, type DmaRange } from './dma-map-table.js';
+import { DmaMapTable, type DmaMapEntry } from './dma-map-table.js';
 import { GuestMemory } from './guest-memory.js';
 import { IrqSinks } from './irq-sinks.js';
 import * as pci from './pci.js';
 
 export interface ClientOptions {
   /** Capabilities to offer in VERSION (default QEMU_CAPABILITIES), or the raw JSON text to send. */
-  capabilities?: Partial<Capabilities> | string;
+  capabilities?: Partial<VersionCapabilities> | string;
   /** VERSION major/minor to send (default 0.0). */
   version?: { major: number; minor: number };
   /** Default per-request timeout (ms; default 10 000). A timed-out request rejects with ETIMEDOUT. */
@@ -79,7 +79,7 @@ export class VfioUserClient {
     this.#options = options;
     this.#log = (options.log ?? pino({ level: 'silent' })).child({ client: socketPath });
     // Partial: a JS caller's `{ maxDataXferSize: undefined }` comes through the merge as it is.
-    const offered: Partial<Capabilities> = offeredCapabilities(options.capabilities);
+    const offered: Partial<VersionCapabilities> = offeredCapabilities(options.capabilities);
     this.maxDataXferSize = offered.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
     const dmaRequests: dmaCommands.DmaRequestContext = {
       table: this.dma,
@@ -292,7 +292,7 @@ export class VfioUserClient {
    * along (unless shareFd is false); otherwise the map is fd-less and the
    * client answers the server's DMA_READ/DMA_WRITE from the bytes.
    */
-  dmaMap(o: dmaCommands.DmaMapOptions): Promise<DmaRange> {
+  dmaMap(o: dmaCommands.DmaMapOptions): Promise<DmaMapEntry> {
     return dmaCommands.dmaMap(this.#channel, this.dma, o);
   }
 

@@ -18,8 +18,8 @@ export interface TwinSocketCapability {
   fdIndex?: number;
 }
 
-/** Negotiated capabilities, spec names in camelCase. Missing keys take the spec defaults. */
-export interface Capabilities {
+/** The capabilities of VERSION (not PCI capabilities), spec names in camelCase. Missing keys take the spec defaults. */
+export interface VersionCapabilities {
   /** max_msg_fds: fds the sender accepts per message (spec default 1). */
   maxMsgFds: number;
   /** max_data_xfer_size: largest data transfer the sender accepts (default 1 MiB). */
@@ -35,7 +35,7 @@ export interface Capabilities {
 }
 
 /** The spec's defaults (what a peer that sends no JSON gets). */
-const DEFAULT_CAPABILITIES: Readonly<Capabilities> = Object.freeze({
+const DEFAULT_CAPABILITIES: Readonly<VersionCapabilities> = Object.freeze({
   maxMsgFds: Limits.DEFAULT_CLIENT_MAX_MSG_FDS,
   maxDataXferSize: Limits.MAX_DATA_XFER_SIZE,
   pgsizes: Limits.PGSIZE,
@@ -65,8 +65,8 @@ function uint(obj: Record<string, unknown>, key: string, path: string): number |
  * Parse and validate a capabilities JSON text (the NUL already stripped).
  * An empty string means "no JSON": spec defaults. Throws ProtocolError(EINVAL).
  */
-export function parseCapabilities(json: string): Capabilities {
-  const caps: Capabilities = { ...DEFAULT_CAPABILITIES };
+export function parseCapabilities(json: string): VersionCapabilities {
+  const caps: VersionCapabilities = { ...DEFAULT_CAPABILITIES };
   if (json.length === 0) return caps;
   let root: unknown;
   try {
@@ -131,7 +131,7 @@ const OPTIONAL_ORDER = [
 ] as const;
 
 /** The JSON keys and values, in the order they are written. */
-function toJsonEntries(caps: Partial<Capabilities>): Map<string, unknown> {
+function toJsonEntries(caps: Partial<VersionCapabilities>): Map<string, unknown> {
   const c = new Map<string, unknown>();
   if (caps.maxMsgFds !== undefined) c.set('max_msg_fds', caps.maxMsgFds);
   if (caps.maxDataXferSize !== undefined) c.set('max_data_xfer_size', caps.maxDataXferSize);
@@ -162,7 +162,7 @@ function toJsonEntries(caps: Partial<Capabilities>): Map<string, unknown> {
  * without the NUL), optional keys are dropped, least important first, until it
  * fits; `{}`-style output is the floor. Keys with an undefined value are omitted.
  */
-export function formatCapabilities(caps: Partial<Capabilities>, maxBytes = Infinity): string {
+export function formatCapabilities(caps: Partial<VersionCapabilities>, maxBytes = Infinity): string {
   const c = toJsonEntries(caps);
   const json = (): string => JSON.stringify({ capabilities: Object.fromEntries(c) });
   let text = json();

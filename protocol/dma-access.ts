@@ -10,12 +10,12 @@ import { newReply, newRequest, requirePayload, type NewMessage } from './header.
 
 const DMA_ACCESS_SIZE = 16;
 
-export interface DmaAccess {
+export interface DmaAccessMessage {
   addr: bigint;
   count: bigint;
 }
 
-export interface DmaAccessWithData extends DmaAccess {
+export interface DmaAccessWithData extends DmaAccessMessage {
   /** A view into the message. */
   data: Uint8Array;
 }
@@ -28,7 +28,7 @@ export function encodeDmaReadRequest(id: number, addr: bigint, count: number): U
 }
 
 /** EINVAL if the payload is shorter than 16 bytes. */
-export function decodeDmaReadRequest(msg: Uint8Array): DmaAccess {
+export function decodeDmaReadRequest(msg: Uint8Array): DmaAccessMessage {
   const dv = requirePayload(msg, DMA_ACCESS_SIZE, VfioUserCommand.DMA_READ);
   return { addr: dv.getBigUint64(16, true), count: dv.getBigUint64(24, true) };
 }
@@ -79,7 +79,7 @@ export function encodeDmaWriteReply(id: number, addr: bigint, count: number): Ui
 }
 
 /** Accepts the spec's 32-byte reply; a header-only reply (older QEMU) decodes as addr = count = undefined. */
-export function decodeDmaWriteReply(msg: Uint8Array): Partial<DmaAccess> {
+export function decodeDmaWriteReply(msg: Uint8Array): Partial<DmaAccessMessage> {
   if (msg.byteLength === 16) return {};
   const dv = requirePayload(msg, DMA_ACCESS_SIZE, 'DMA_WRITE reply');
   return { addr: dv.getBigUint64(16, true), count: dv.getBigUint64(24, true) };

@@ -5,7 +5,7 @@
 import { VfioUserCommand, Errno } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { newReply, newRequest, requirePayload } from './header.js';
-import { parseCapabilities, type Capabilities } from './capabilities.js';
+import { parseCapabilities, type VersionCapabilities } from './capabilities.js';
 
 export interface VersionMessage {
   major: number;
@@ -16,7 +16,7 @@ export interface VersionMessage {
 
 export interface DecodedVersion extends VersionMessage {
   /** The parsed, validated capabilities (spec defaults for missing keys). */
-  capabilities: Capabilities;
+  capabilities: VersionCapabilities;
 }
 
 const utf8 = new TextEncoder();

@@ -16,7 +16,7 @@ import {
   smartLog,
 } from './identify.js';
 import { copyToGuest, prpSegments } from './prp.js';
-import type { Command, CommandResult, SubmissionQueue } from './queues.js';
+import type { SubmissionEntry, CommandResult, SubmissionQueue } from './queues.js';
 
 const OK: CommandResult = { status: Status.SUCCESS };
 const ALL_NAMESPACES = 0xffffffff;
@@ -26,7 +26,12 @@ function fail(status: number, why: string): never {
 }
 
 /** Copy `data` (zero-padded or cut to `length`) to the command's PRPs. */
-async function sendData(ctx: AdminContext, cmd: Command, data: Uint8Array, length = data.length): Promise<void> {
+async function sendData(
+  ctx: AdminContext,
+  cmd: SubmissionEntry,
+  data: Uint8Array,
+  length = data.length,
+): Promise<void> {
   if (cmd.psdt !== 0) fail(Status.INVALID_FIELD, 'SGLs are not supported');
   let out = data;
   if (length !== data.length) {
@@ -41,7 +46,7 @@ async function sendData(ctx: AdminContext, cmd: Command, data: Uint8Array, lengt
 export async function executeAdmin(
   ctx: AdminContext,
   sq: SubmissionQueue,
-  cmd: Command,
+  cmd: SubmissionEntry,
 ): Promise<CommandResult | undefined> {
   if (cmd.fuse !== 0) fail(Status.INVALID_FIELD, 'fused admin commands are not supported');
   switch (cmd.opcode) {
@@ -79,7 +84,7 @@ export async function executeAdmin(
   }
 }
 
-async function identify(ctx: AdminContext, cmd: Command): Promise<CommandResult> {
+async function identify(ctx: AdminContext, cmd: SubmissionEntry): Promise<CommandResult> {
   const cns = cmd.cdw10 & 0xff;
   const ns = () => ctx.namespaces.get(cmd.nsid) ?? fail(Status.INVALID_NAMESPACE, `no namespace ${cmd.nsid}`);
   let data: Uint8Array;
@@ -117,7 +122,7 @@ async function identify(ctx: AdminContext, cmd: Command): Promise<CommandResult>
   return OK;
 }
 
-function getFeatures(ctx: AdminContext, cmd: Command): CommandResult {
+function getFeatures(ctx: AdminContext, cmd: SubmissionEntry): CommandResult {
   const fid = cmd.cdw10 & 0xff;
   const sel = (cmd.cdw10 >>> 8) & 7;
   if (sel === 3) {
@@ -135,7 +140,7 @@ function queuesValue(n: number): number {
   return (((n - 1) & 0xffff) | (((n - 1) & 0xffff) << 16)) >>> 0;
 }
 
-function featureValue(ctx: AdminContext, fid: number, cmd: Command): number | undefined {
+function featureValue(ctx: AdminContext, fid: number, cmd: SubmissionEntry): number | undefined {
   const f = ctx.features;
   switch (fid) {
     case FeatureId.ARBITRATION:
@@ -170,7 +175,7 @@ function featureValue(ctx: AdminContext, fid: number, cmd: Command): number | un
   }
 }
 
-function defaultFeatureValue(fid: number, cmd: Command): number | undefined {
+function defaultFeatureValue(fid: number, cmd: SubmissionEntry): number | undefined {
   switch (fid) {
     case FeatureId.TEMPERATURE_THRESHOLD:
       return ((cmd.cdw11 >>> 20) & 3) === 1 ? 0 : 0x157;
@@ -190,7 +195,7 @@ function defaultFeatureValue(fid: number, cmd: Command): number | undefined {
   }
 }
 
-async function setFeatures(ctx: AdminContext, cmd: Command): Promise<CommandResult> {
+async function setFeatures(ctx: AdminContext, cmd: SubmissionEntry): Promise<CommandResult> {
   const fid = cmd.cdw10 & 0xff;
   if (cmd.cdw10 >>> 31) fail(Status.FEATURE_NOT_SAVEABLE, 'no saveable features');
   const f = ctx.features;
@@ -250,7 +255,7 @@ async function setFeatures(ctx: AdminContext, cmd: Command): Promise<CommandResu
   }
 }
 
-async function getLogPage(ctx: AdminContext, cmd: Command): Promise<CommandResult> {
+async function getLogPage(ctx: AdminContext, cmd: SubmissionEntry): Promise<CommandResult> {
   const lid = cmd.cdw10 & 0xff;
   const numd = ((cmd.cdw10 >>> 16) | ((cmd.cdw11 & 0xffff) << 16)) >>> 0;
   const length = (numd + 1) * 4;
@@ -289,7 +294,7 @@ function checkQueueMemory(ctx: AdminContext, base: bigint, bytes: number, what: 
   }
 }
 
-function createCq(ctx: AdminContext, cmd: Command): CommandResult {
+function createCq(ctx: AdminContext, cmd: SubmissionEntry): CommandResult {
   const qid = cmd.cdw10 & 0xffff;
   const size = (cmd.cdw10 >>> 16) + 1;
   const pc = (cmd.cdw11 & 1) === 1;
@@ -308,7 +313,7 @@ function createCq(ctx: AdminContext, cmd: Command): CommandResult {
   return OK;
 }
 
-function createSq(ctx: AdminContext, cmd: Command): CommandResult {
+function createSq(ctx: AdminContext, cmd: SubmissionEntry): CommandResult {
   const qid = cmd.cdw10 & 0xffff;
   const size = (cmd.cdw10 >>> 16) + 1;
   const pc = (cmd.cdw11 & 1) === 1;
@@ -327,7 +332,7 @@ function createSq(ctx: AdminContext, cmd: Command): CommandResult {
   return OK;
 }
 
-async function deleteSq(ctx: AdminContext, cmd: Command): Promise<CommandResult> {
+async function deleteSq(ctx: AdminContext, cmd: SubmissionEntry): Promise<CommandResult> {
   const qid = cmd.cdw10 & 0xffff;
   const sq = qid === 0 ? undefined : ctx.queues.sq(qid);
   if (!sq) fail(Status.INVALID_QUEUE_ID, `SQ ${qid}`);
@@ -335,7 +340,7 @@ async function deleteSq(ctx: AdminContext, cmd: Command): Promise<CommandResult>
   return OK;
 }
 
-function deleteCq(ctx: AdminContext, cmd: Command): CommandResult {
+function deleteCq(ctx: AdminContext, cmd: SubmissionEntry): CommandResult {
   const qid = cmd.cdw10 & 0xffff;
   const cq = qid === 0 ? undefined : ctx.queues.cq(qid);
   if (!cq) fail(Status.INVALID_QUEUE_ID, `CQ ${qid}`);

@@ -18,7 +18,13 @@ import type { CommandTiming } from './command-timing.js';
 import type { AdminContext } from './context.js';
 import type { CqWriter } from './cq-writer.js';
 import { NvmeStatusError, type NvmeDma } from './host.js';
-import { parseCommand, queueView, type Command, type CommandResult, type SubmissionQueue } from './queues.js';
+import {
+  parseSubmissionEntry,
+  queueView,
+  type SubmissionEntry,
+  type CommandResult,
+  type SubmissionQueue,
+} from './queues.js';
 import type { QueueTable } from './queue-table.js';
 import { executeAdmin } from './admin.js';
 import { executeIo } from './io.js';
@@ -157,7 +163,7 @@ export class CommandEngine {
               this.stalled.add(sq); // resumed when commands complete
               return;
             }
-            const cmd = parseCommand(v, first + i * SQE_SIZE);
+            const cmd = parseSubmissionEntry(v, first + i * SQE_SIZE);
             sq.head = sq.head + 1 === sq.size ? 0 : sq.head + 1;
             sq.fetched++;
             this.fetchedPerQueue[sq.id] = (this.fetchedPerQueue[sq.id] ?? 0) + 1;
@@ -192,7 +198,7 @@ export class CommandEngine {
    * the page cache serves) completes before this returns: no promise, no
    * microtask hop; the others complete when their promise settles.
    */
-  private start(sq: SubmissionQueue, cmd: Command): void {
+  private start(sq: SubmissionQueue, cmd: SubmissionEntry): void {
     sq.inflight++;
     this.inflight++;
     const gen = this.generation;
@@ -218,7 +224,13 @@ export class CommandEngine {
    * A command finished: post its completion (unless it answers later itself,
    * like an AER, or the controller was reset since it started) and account for it.
    */
-  private settle(gen: number, sq: SubmissionQueue, cmd: Command, t0: bigint, res: CommandResult | undefined): void {
+  private settle(
+    gen: number,
+    sq: SubmissionQueue,
+    cmd: SubmissionEntry,
+    t0: bigint,
+    res: CommandResult | undefined,
+  ): void {
     try {
       if (res && gen === this.generation) this.completions.post(sq, cmd.cid, res.status, res.result ?? 0);
     } catch (err) {
@@ -229,7 +241,7 @@ export class CommandEngine {
   }
 
   /** A command failed: complete it with its NVMe status (Internal Error for anything else). */
-  private settleFailed(gen: number, sq: SubmissionQueue, cmd: Command, t0: bigint, err: unknown): void {
+  private settleFailed(gen: number, sq: SubmissionQueue, cmd: SubmissionEntry, t0: bigint, err: unknown): void {
     let st: number = Status.INTERNAL_ERROR;
     if (err instanceof NvmeStatusError) {
       st = err.status;

@@ -11,7 +11,7 @@ import type { IoContext } from './context.js';
 import { NvmeStatusError } from './host.js';
 import type { Namespace } from './namespace.js';
 import { copyFromGuest, copyToGuest, prpSegments, prpSegmentsSync } from './prp.js';
-import type { Command, CommandResult } from './queues.js';
+import type { SubmissionEntry, CommandResult } from './queues.js';
 
 const OK: CommandResult = { status: Status.SUCCESS };
 const ALL_NAMESPACES = 0xffffffff;
@@ -20,12 +20,12 @@ function fail(status: number, why: string): never {
   throw new NvmeStatusError(status, why);
 }
 
-function namespaceOf(ctx: IoContext, cmd: Command): Namespace {
+function namespaceOf(ctx: IoContext, cmd: SubmissionEntry): Namespace {
   return ctx.namespaces.get(cmd.nsid) ?? fail(Status.INVALID_NAMESPACE, `no namespace ${cmd.nsid}`);
 }
 
 /** Starting LBA, block count and their byte position/length, range-checked. */
-function lbaRange(ns: Namespace, cmd: Command): { position: number; length: number; blocks: number } {
+function lbaRange(ns: Namespace, cmd: SubmissionEntry): { position: number; length: number; blocks: number } {
   const slba = cmd.cdw10 + cmd.cdw11 * 0x1_0000_0000;
   const blocks = (cmd.cdw12 & 0xffff) + 1;
   if (!Number.isSafeInteger(slba) || slba + blocks > ns.blocks)
@@ -38,7 +38,7 @@ function lbaRange(ns: Namespace, cmd: Command): { position: number; length: numb
  * page cache could serve), else a promise. May throw NvmeStatusError
  * synchronously for bad fields.
  */
-export function executeIo(ctx: IoContext, cmd: Command): CommandResult | Promise<CommandResult> {
+export function executeIo(ctx: IoContext, cmd: SubmissionEntry): CommandResult | Promise<CommandResult> {
   if (cmd.fuse !== 0) fail(Status.INVALID_FIELD, 'fused commands are not supported');
   switch (cmd.opcode) {
     case IoOp.READ:
@@ -58,7 +58,7 @@ export function executeIo(ctx: IoContext, cmd: Command): CommandResult | Promise
   }
 }
 
-function checkTransfer(cmd: Command, length: number): void {
+function checkTransfer(cmd: SubmissionEntry, length: number): void {
   if (cmd.psdt !== 0) fail(Status.INVALID_FIELD, 'SGLs are not supported');
   if (length > MAX_TRANSFER) fail(Status.INVALID_FIELD, `transfer of ${length} bytes exceeds MDTS`);
 }
@@ -69,7 +69,7 @@ function checkTransfer(cmd: Command, length: number): void {
  * no promise, no thread pool. Undefined when any of that fails (readCmd then
  * does the whole command; a partial cache read here is simply redone).
  */
-function readNow(ctx: IoContext, cmd: Command): CommandResult | undefined {
+function readNow(ctx: IoContext, cmd: SubmissionEntry): CommandResult | undefined {
   const ns = namespaceOf(ctx, cmd);
   const { position, length, blocks } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
@@ -90,7 +90,7 @@ function readNow(ctx: IoContext, cmd: Command): CommandResult | undefined {
   return OK;
 }
 
-async function readCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
+async function readCmd(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandResult> {
   const ns = namespaceOf(ctx, cmd);
   const { position, length, blocks } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
@@ -117,7 +117,7 @@ async function readCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
   return OK;
 }
 
-async function writeCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
+async function writeCmd(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandResult> {
   const ns = namespaceOf(ctx, cmd);
   const { position, length, blocks } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
@@ -145,7 +145,7 @@ async function writeCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
   return OK;
 }
 
-async function flushCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
+async function flushCmd(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandResult> {
   try {
     if (cmd.nsid === ALL_NAMESPACES) await ctx.flushAll();
     else await namespaceOf(ctx, cmd).flush();
@@ -162,7 +162,7 @@ async function flushCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
  * bit 25) on a namespace whose deallocated blocks read as zeros (DLFEAT
  * 0x09), the range is deallocated instead (a hole punched).
  */
-async function writeZeroes(ctx: IoContext, cmd: Command): Promise<CommandResult> {
+async function writeZeroes(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandResult> {
   const ns = namespaceOf(ctx, cmd);
   const { position, length } = lbaRange(ns, cmd);
   const deac = ((cmd.cdw12 >>> 25) & 1) === 1;
@@ -187,7 +187,7 @@ const DSM_ATTR_DEALLOCATE = 1 << 2;
  * AD set each range is deallocated (file: hole punched; memory: zeroed) and
  * reads as zeros afterwards where Identify reported DLFEAT 0x09.
  */
-async function datasetManagement(ctx: IoContext, cmd: Command): Promise<CommandResult> {
+async function datasetManagement(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandResult> {
   const ns = namespaceOf(ctx, cmd);
   const ranges = (cmd.cdw10 & 0xff) + 1;
   if (cmd.psdt !== 0) fail(Status.INVALID_FIELD, 'SGLs are not supported');
@@ -214,7 +214,7 @@ async function datasetManagement(ctx: IoContext, cmd: Command): Promise<CommandR
   return OK;
 }
 
-async function compare(ctx: IoContext, cmd: Command): Promise<CommandResult> {
+async function compare(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandResult> {
   const ns = namespaceOf(ctx, cmd);
   const { position, length } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);

@@ -5,7 +5,7 @@
 import type { NvmeDma } from './host.js';
 
 /** A parsed submission queue entry (copied out of guest memory). */
-export interface Command {
+export interface SubmissionEntry {
   opcode: number;
   /** FUSE bits (9:8 of CDW0). */
   fuse: number;
@@ -24,7 +24,7 @@ export interface Command {
 }
 
 /** Parse the 64-byte entry at `offset` of `v`. */
-export function parseCommand(v: DataView, offset: number): Command {
+export function parseSubmissionEntry(v: DataView, offset: number): SubmissionEntry {
   const dw0 = v.getUint32(offset, true);
   return {
     opcode: dw0 & 0xff,

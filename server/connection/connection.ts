@@ -26,7 +26,7 @@ import {
   isReply,
   messageType,
   wantsReply,
-  type Capabilities,
+  type VersionCapabilities,
   type MessageHeader,
 } from '../../protocol/index.js';
 import { Channel, type ReceivedFds } from '../transport/index.js';
@@ -90,7 +90,7 @@ export class Connection {
   readonly #options: ConnectionOptions;
   #state: ConnectionState = 'version';
   #port: ConnectionClientPort | undefined;
-  #client: Capabilities | undefined;
+  #client: VersionCapabilities | undefined;
   #attached = false;
   /** Requests not processed yet: #queue[#head..]. */
   #queue: Queued[] = [];
@@ -136,7 +136,7 @@ export class Connection {
   }
 
   /** The client's capabilities, once VERSION is done. */
-  get clientCapabilities(): Capabilities | undefined {
+  get clientCapabilities(): VersionCapabilities | undefined {
     return this.#client;
   }
 

@@ -55,7 +55,7 @@ export const Reg = {
   MODE: 0x34,
 } as const;
 
-interface DmaRange {
+interface DmaMapRecord {
   addr: bigint;
   size: bigint;
   flags: number;
@@ -94,7 +94,7 @@ export class TestDevice implements DeviceUnderTest {
   /** eventfds per IRQ index and vector (owned). */
   readonly irqFds: (number | undefined)[][] = irqCounts().map((n) => new Array<number | undefined>(n).fill(undefined));
   readonly masked: boolean[][] = irqCounts().map((n) => new Array<boolean>(n).fill(false));
-  readonly dma: DmaRange[] = [];
+  readonly dma: DmaMapRecord[] = [];
   private jobs: Promise<void> = Promise.resolve();
 
   constructor(readonly name = 'test-device') {
@@ -261,7 +261,7 @@ export class TestDevice implements DeviceUnderTest {
     }
   }
 
-  private findDma(addr: bigint, length: number): DmaRange {
+  private findDma(addr: bigint, length: number): DmaMapRecord {
     const end = addr + BigInt(length);
     const range = this.dma.find((m) => addr >= m.addr && end <= m.addr + m.size);
     if (!range) throw new VfioUserError(Errno.EFAULT, `no DMA map covers 0x${addr.toString(16)}+${length}`);
@@ -332,7 +332,7 @@ export class TestDevice implements DeviceUnderTest {
       if (this.dma.some((m) => req.addr < m.addr + m.size && m.addr < end)) {
         throw VfioUserError.invalid('DMA map overlaps an existing one');
       }
-      const range: DmaRange = { addr: req.addr, size: req.size, flags: req.flags, offset: req.offset };
+      const range: DmaMapRecord = { addr: req.addr, size: req.size, flags: req.flags, offset: req.offset };
       if (req.fd !== undefined) {
         const prot = native.PROT_READ | ((req.flags & 2) !== 0 ? native.PROT_WRITE : 0);
         try {

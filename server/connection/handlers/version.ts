@@ -10,12 +10,12 @@ import {
   decodeVersion,
   encodeVersionReply,
   formatCapabilities,
-  type Capabilities,
+  type VersionCapabilities,
 } from '../../../protocol/index.js';
 
 export interface Negotiated {
   /** What the client announced (spec defaults for missing keys). */
-  client: Capabilities;
+  client: VersionCapabilities;
   /** The reply to send. */
   reply: Uint8Array;
   /** The capabilities JSON we sent ('' when none fit). */
@@ -26,7 +26,7 @@ export interface Negotiated {
  * Validate a VERSION request (EINVAL: payload < 4, major ≠ 0, JSON not
  * NUL-terminated or malformed, bad capability values) and build the reply.
  */
-export function negotiateVersion(id: number, request: Uint8Array, ours: Partial<Capabilities>): Negotiated {
+export function negotiateVersion(id: number, request: Uint8Array, ours: Partial<VersionCapabilities>): Negotiated {
   const v = decodeVersion(request);
   if (v.major !== 0) throw new ProtocolError(Errno.EINVAL, `VERSION: unsupported major ${v.major}.${v.minor}`);
   // Budget: the request's size minus header (16), major/minor (4) and the NUL.
