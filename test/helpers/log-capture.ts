@@ -5,7 +5,7 @@
 import { Writable } from 'node:stream';
 import { pino, type Level, type Logger } from 'pino';
 
-export interface LogLine {
+interface LogLine {
   level: number;
   msg: string;
   kind?: string;
