@@ -62,9 +62,20 @@ export function protocolError(command: number, message: string): VfioUserClientE
   return new VfioUserClientError(Errno.EPROTO, command, message);
 }
 
+/** Stray messages kept in `strays` (the first ones): a hostile server could send them forever. */
+const MAX_STRAYS = 4096;
+/**
+ * Stray replies logged at warn per connection; later ones at debug only, so a
+ * server cannot flood the client's log (the client layer does not reach the
+ * server's LogLimiter).
+ */
+const WARNED_STRAYS = 5;
+
 export class RequestChannel {
-  /** Messages that matched no pending request (replies to unknown ids, odd types); their fds were closed. */
+  /** Messages that matched no pending request (replies to unknown ids, odd types), the first 4096; their fds were closed. */
   readonly strays: MessageHeader[] = [];
+  /** Stray messages so far, including those beyond `strays`. */
+  #strayCount = 0;
   /** Resolves with the reason ('EOF', an errno name, or 'closed') when the connection ends. */
   readonly closed: Promise<string>;
   readonly timeoutMs: number;
@@ -241,9 +252,18 @@ export class RequestChannel {
     if (isReply(header)) {
       const p = this.#pending.get(header.id);
       if (!p) {
-        this.strays.push(header);
-        closeFds(fds);
-        this.#log.warn({ id: header.id, cmd: commandName(header.command) }, 'reply to no pending request');
+        this.#stray(header, fds);
+        const fields = { id: header.id, cmd: commandName(header.command), strays: this.#strayCount };
+        if (this.#strayCount <= WARNED_STRAYS) {
+          this.#log.warn(
+            fields,
+            this.#strayCount === WARNED_STRAYS
+              ? 'reply to no pending request (more are logged at debug only)'
+              : 'reply to no pending request',
+          );
+        } else {
+          this.#log.debug(fields, 'reply to no pending request');
+        }
         return;
       }
       this.#pending.delete(header.id);
@@ -252,11 +272,16 @@ export class RequestChannel {
       return;
     }
     if ((header.flags & HeaderFlag.TYPE_MASK) !== HeaderFlag.TYPE_COMMAND) {
-      this.strays.push(header);
-      closeFds(fds);
+      this.#stray(header, fds);
       return;
     }
     this.#options.onRequest(header, message, fds);
+  }
+
+  #stray(header: MessageHeader, fds: readonly number[]): void {
+    closeFds(fds);
+    this.#strayCount++;
+    if (this.strays.length < MAX_STRAYS) this.strays.push(header);
   }
 
   #onClosed(reason: string): void {

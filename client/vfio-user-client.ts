@@ -133,7 +133,7 @@ export class VfioUserClient {
     return this.server?.capabilities.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
   }
 
-  /** Messages that matched no pending request (replies to unknown ids, odd types); their fds were closed. */
+  /** Messages that matched no pending request (replies to unknown ids, odd types), the first 4096; their fds were closed. */
   get strays(): MessageHeader[] {
     return this.#channel.strays;
   }

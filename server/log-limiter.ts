@@ -7,9 +7,11 @@
  * `burst` lines in a window are logged as usual, the rest are counted, and the
  * next line of that kind after the window has passed first logs one summary
  * ("N more suppressed"). With the defaults (5 per kind per minute) a peer that
- * hammers one kind costs about six lines a minute; the set of kinds is fixed by
- * the code (pass constants, never text the peer chose), so the total is bounded
- * too.
+ * hammers one kind costs about six lines a minute. The set of kinds is fixed by
+ * the code (pass constants, never text the peer chose), and all kinds together
+ * get at most `maxLines` lines per window (default 10; summaries aside), so a
+ * peer that hammers every kind it can reach costs a few KB a minute, not a few
+ * lines times every kind.
  *
  * QEMU does the same with guest errors by logging them only when asked
  * (`-d guest_errors`); we keep them visible at warn level, bounded instead.
@@ -21,6 +23,8 @@ export interface LogLimiterOptions {
   burst?: number;
   /** Window length in milliseconds. Default 60 000. */
   windowMs?: number;
+  /** Lines of all kinds together logged per window (summaries not counted). Default 10. */
+  maxLines?: number;
   /** Clock, for tests. Default Date.now. */
   now?: () => number;
 }
@@ -39,13 +43,18 @@ export class LogLimiter {
   readonly #burst: number;
   readonly #windowMs: number;
   readonly #now: () => number;
+  readonly #maxLines: number;
   readonly #kinds = new Map<string, KindState>();
+  /** The window of the all-kinds budget, and the lines logged in it. */
+  #linesWindowStart = -Infinity;
+  #lines = 0;
 
   constructor(log: Logger, options: LogLimiterOptions = {}) {
     this.#log = log;
     this.#burst = options.burst ?? 5;
     this.#windowMs = options.windowMs ?? 60_000;
     this.#now = options.now ?? Date.now;
+    this.#maxLines = options.maxLines ?? 10;
   }
 
   /** The logger lines go to. */
@@ -92,12 +101,23 @@ export class LogLimiter {
       state.windowStart = now;
       state.logged = 0;
     }
-    if (state.logged < this.#burst) {
+    if (state.logged < this.#burst && this.#takeLine(now)) {
       state.logged++;
       this.#log[level]({ ...fields, kind }, message);
     } else {
       state.suppressed++;
     }
+  }
+
+  /** One line of the all-kinds budget, if any is left in this window. */
+  #takeLine(now: number): boolean {
+    if (now - this.#linesWindowStart >= this.#windowMs) {
+      this.#linesWindowStart = now;
+      this.#lines = 0;
+    }
+    if (this.#lines >= this.#maxLines) return false;
+    this.#lines++;
+    return true;
   }
 
   #summarize(kind: string, state: KindState): void {

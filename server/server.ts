@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import { native } from '../native/index.js';
 import type { Endpoint } from './endpoint.js';
 import { silentLogger } from './log.js';
+import { LogLimiter } from './log-limiter.js';
 import { Connection, type ConnectionOptions } from './connection/index.js';
 import { Listener } from './transport/index.js';
 
@@ -44,12 +45,19 @@ export class DeviceServer extends EventEmitter {
   /** Accepted clients waiting for the current one to go (oldest first); `timer` while it is still attached. */
   #waiting: { fd: number; timer: NodeJS.Timeout | undefined }[] = [];
   #closing = false;
+  /**
+   * One rate limit for everything clients make this device's server log, its
+   * connections included (a client that reconnects in a loop gets no fresh
+   * budget); `options.logLimiter` if given.
+   */
+  readonly #limiter: LogLimiter;
 
   constructor(endpoint: Endpoint, options: ServeOptions) {
     super();
     this.endpoint = endpoint;
     this.options = options;
     this.log = (options.log ?? silentLogger).child({ device: endpoint.name });
+    this.#limiter = options.logLimiter ?? new LogLimiter(this.log);
   }
 
   get socketPath(): string {
@@ -71,6 +79,7 @@ export class DeviceServer extends EventEmitter {
     this.#closing = false;
     this.#listener = await Listener.open(this.options.socketPath, (fd) => this.#onAccept(fd), this.log, {
       backlog: this.options.backlog ?? 16,
+      logLimiter: this.#limiter,
     });
   }
 
@@ -115,7 +124,7 @@ export class DeviceServer extends EventEmitter {
   }
 
   #reject(fd: number, why: string): void {
-    this.log.warn({ why }, 'closing a new connection');
+    this.#limiter.warn('client-rejected', { why }, 'closing a new connection');
     native.closeFd(fd);
     this.emit('rejected');
   }
@@ -123,9 +132,11 @@ export class DeviceServer extends EventEmitter {
   #start(fd: number): void {
     let conn: Connection;
     try {
-      conn = new Connection(fd, this.endpoint, this.log, this.options, (c, reason) => this.#onClosed(c, reason));
+      conn = new Connection(fd, this.endpoint, this.log, { ...this.options, logLimiter: this.#limiter }, (c, reason) =>
+        this.#onClosed(c, reason),
+      );
     } catch (err) {
-      this.log.error({ err }, 'cannot serve the new connection');
+      this.#limiter.error('connection-failed', { err }, 'cannot serve the new connection');
       try {
         native.closeFd(fd);
       } catch {
@@ -163,6 +174,7 @@ export class DeviceServer extends EventEmitter {
     }
     const conn = this.#connection;
     if (conn) await conn.close('server closing');
+    this.#limiter.flush();
   }
 }
 

@@ -4,7 +4,7 @@
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { chmod, lstat, unlink } from 'node:fs/promises';
-import { silentLogger, type Logger } from 'vfio-user-ts';
+import { LogLimiter, silentLogger, type Logger } from 'vfio-user-ts';
 import { checkLine, type Idio16 } from './idio16.js';
 import { describeError, MAX_CLIENTS, MAX_LINE, MAX_UNREAD, type GpioControlMessage } from './control-protocol.js';
 
@@ -82,13 +82,14 @@ function handle(gpio: Idio16, request: unknown): GpioControlMessage {
 }
 
 /** Serve one connection: split lines, answer, subscribe on watch. */
-function serveConnection(gpio: Idio16, socket: Socket, log: Logger): void {
+function serveConnection(gpio: Idio16, socket: Socket, limiter: LogLimiter): void {
+  const log = limiter.log;
   let buffered = '';
   const unsubscribe: (() => void)[] = [];
   const send = (m: GpioControlMessage): void => {
     if (socket.destroyed || !socket.writable) return;
     if (socket.writableLength > MAX_UNREAD) {
-      log.warn('gpio control client does not read its events: disconnected');
+      limiter.warn('control-not-reading', {}, 'gpio control client does not read its events: disconnected');
       socket.destroy();
       return;
     }
@@ -155,6 +156,8 @@ export async function startGpioControl(
   options: GpioControlOptions = {},
 ): Promise<GpioControlServer> {
   const log = (options.log ?? silentLogger).child({ control: path });
+  // One budget for every control client: one that reconnects in a loop gets no fresh one.
+  const limiter = new LogLimiter(log);
   await removeStaleSocket(path);
   const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {
@@ -164,7 +167,7 @@ export async function startGpioControl(
     }
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
-    serveConnection(gpio, socket, log);
+    serveConnection(gpio, socket, limiter);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -173,7 +176,7 @@ export async function startGpioControl(
       resolve();
     });
   });
-  server.on('error', (error) => log.warn({ err: error }, 'gpio control socket error'));
+  server.on('error', (error) => limiter.warn('control-socket-error', { err: error }, 'gpio control socket error'));
   await chmod(path, options.mode ?? 0o600);
   log.info('gpio control socket listening');
   let closing: Promise<void> | undefined;

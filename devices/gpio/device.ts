@@ -4,6 +4,7 @@
  * registers a 32-line gpiochip (OUT0-15, IIN0-15).
  */
 import {
+  LogLimiter,
   PciDevice,
   silentLogger,
   type AccessSize,
@@ -72,9 +73,11 @@ export function createGpioDevice(options: GpioDeviceOptions = {}): GpioDevice {
   if (options.initialInputs !== undefined) gpio.setInputs(options.initialInputs);
   const name = options.name ?? 'gpio';
   const log = (options.log ?? silentLogger).child({ device: name, model: 'pci-idio-16' });
-  gpio.on('outputs', (state, previous) => log.debug({ outputs: state, previous }, 'outputs changed'));
-  gpio.on('inputs', (state, previous) => log.debug({ inputs: state, previous }, 'inputs changed'));
-  gpio.on('interrupt', () => log.debug('change-of-state interrupt'));
+  // The guest (outputs, interrupt enable) and the control socket (inputs) set the pace: rate-limited.
+  const limiter = new LogLimiter(log);
+  gpio.on('outputs', (state, previous) => limiter.debug('outputs', { outputs: state, previous }, 'outputs changed'));
+  gpio.on('inputs', (state, previous) => limiter.debug('inputs', { inputs: state, previous }, 'inputs changed'));
+  gpio.on('interrupt', () => limiter.debug('interrupt', {}, 'change-of-state interrupt'));
   device = new PciDevice({
     name,
     id: { vendor: IDIO16_VENDOR_ID, device: IDIO16_DEVICE_ID, classCode: IDIO16_CLASS_CODE },

@@ -13,6 +13,7 @@
 import type { Logger } from 'pino';
 import { VfioUserError } from '../../protocol/errors.js';
 import type { Endpoint } from '../endpoint.js';
+import { LogLimiter } from '../log-limiter.js';
 import {
   VfioUserCommand,
   Errno,
@@ -53,6 +54,12 @@ export interface ConnectionOptions {
   drainTimeoutMs?: number;
   /** Reply bytes the kernel has not taken yet after which the client is dropped (default 64 MiB). */
   maxPendingBytes?: number;
+  /**
+   * Rate limit for every line a client can make the connection log (default:
+   * one per connection). DeviceServer passes one per device, so a client that
+   * reconnects in a loop does not get a fresh budget each time.
+   */
+  logLimiter?: LogLimiter;
 }
 
 export type ConnectionState = 'version' | 'ready' | 'closing' | 'closed';
@@ -68,10 +75,25 @@ const SLOW_HANDLER_MS = 2000;
 
 /** Requests (or their bytes) waiting behind a slow handler after which the client is dropped. */
 const MAX_QUEUED_REQUESTS = 65536;
-const MAX_QUEUED_BYTES = 256 << 20;
+const MAX_QUEUED_BYTES = 64 << 20;
+
+/**
+ * Received fds held for requests waiting behind a slow handler after which the
+ * client is dropped: each is an open file in this process, shared by every
+ * device in it. (One message may bring up to NATIVE_MAX_FDS, so that it can be
+ * answered EINVAL; QEMU sends at most a few per message.)
+ */
+const MAX_HELD_FDS = 1024;
 
 /** Unsent reply bytes after which a client that does not read is dropped. */
 const MAX_PENDING_BYTES = 64 << 20;
+
+/**
+ * fds on replies the client has not read after which it is dropped: a queued
+ * reply keeps a dup of each (GET_REGION_INFO's region fd), one open file per
+ * unread reply. QEMU reads every reply before it asks again.
+ */
+const MAX_UNSENT_FDS = 128;
 
 /** fds the native layer makes room for on one message: more than we negotiate, so an excess is EINVAL, not a dropped stream. */
 const NATIVE_MAX_FDS = 253;
@@ -82,6 +104,8 @@ export class Connection {
   readonly id = nextConnectionId++;
   readonly log: Logger;
   readonly endpoint: Endpoint;
+  /** What the client can make us log goes through here (`conn` is added to the fields). */
+  readonly #limiter: LogLimiter;
   /** Resolves once the connection is closed and the endpoint detached. */
   readonly closed: Promise<void>;
   readonly #channel: Channel;
@@ -96,6 +120,8 @@ export class Connection {
   #queue: Queued[] = [];
   #head = 0;
   #queuedBytes = 0;
+  /** fds sent on replies while the socket had a backlog (an upper bound of the dups the send queue holds). */
+  #unsentFds = 0;
   #running = false;
   #idleWaiters: (() => void)[] = [];
   #resolveClosed!: () => void;
@@ -114,6 +140,7 @@ export class Connection {
   ) {
     this.endpoint = endpoint;
     this.log = log.child({ conn: this.id });
+    this.#limiter = options.logLimiter ?? new LogLimiter(log);
     this.#options = options;
     this.#maxDataXferSize = options.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
     this.#maxMsgFds = options.maxMsgFds ?? Limits.MAX_MSG_FDS;
@@ -121,14 +148,18 @@ export class Connection {
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#channel = new Channel(
       fd,
-      { maxMessageSize: this.#maxDataXferSize + 32, maxFds: Math.max(NATIVE_MAX_FDS, this.#maxMsgFds) },
+      {
+        maxMessageSize: this.#maxDataXferSize + 32,
+        maxFds: Math.max(NATIVE_MAX_FDS, this.#maxMsgFds),
+        logLimiter: this.#limiter,
+      },
       {
         onMessage: (message, fds) => this.#onMessage(message, fds),
         onClose: (reason) => void this.#teardown(reason === 'EOF' ? 'client disconnected' : `socket: ${reason}`),
       },
       this.log,
     );
-    this.log.info('client connected');
+    this.#limiter.info('client-connected', { conn: this.id }, 'client connected');
   }
 
   get state(): ConnectionState {
@@ -167,8 +198,9 @@ export class Connection {
     if (header.size < HEADER_SIZE) {
       // The stream cannot be re-framed: answer and drop the client.
       fds.release('bad header');
-      this.log.warn(
-        { cmd: commandName(header.command), id: header.id, size: header.size },
+      this.#limiter.warn(
+        'malformed-header',
+        { conn: this.id, cmd: commandName(header.command), id: header.id, size: header.size },
         'header size < 16: closing',
       );
       this.#replyError(header, Errno.EINVAL);
@@ -178,7 +210,11 @@ export class Connection {
     if (isReply(header) && this.#state !== 'version') {
       fds.release('fds on a reply');
       if (!this.#port?.handleReply(header, message)) {
-        this.log.warn({ cmd: commandName(header.command), id: header.id }, 'unsolicited reply dropped');
+        this.#limiter.warn(
+          'unsolicited-reply',
+          { conn: this.id, cmd: commandName(header.command), id: header.id },
+          'unsolicited reply dropped',
+        );
       } else {
         this.log.debug(
           { cmd: commandName(header.command), id: header.id, size: header.size, error: header.error || undefined },
@@ -195,9 +231,19 @@ export class Connection {
     }
     this.#queue.push({ header, message, fds });
     this.#queuedBytes += message.byteLength;
-    if (this.#queue.length - this.#head > MAX_QUEUED_REQUESTS || this.#queuedBytes > MAX_QUEUED_BYTES) {
-      this.log.warn(
-        { queued: this.#queue.length - this.#head, bytes: this.#queuedBytes },
+    if (
+      this.#queue.length - this.#head > MAX_QUEUED_REQUESTS ||
+      this.#queuedBytes > MAX_QUEUED_BYTES ||
+      this.#channel.heldFds > MAX_HELD_FDS
+    ) {
+      this.#limiter.warn(
+        'request-queue-overflow',
+        {
+          conn: this.id,
+          queued: this.#queue.length - this.#head,
+          bytes: this.#queuedBytes,
+          fds: this.#channel.heldFds,
+        },
         'too many requests waiting: dropping the client',
       );
       void this.#teardown('request queue overflow');
@@ -271,8 +317,9 @@ export class Connection {
     if (result instanceof Promise) {
       // QEMU gives up on a reply after x-msg-timeout (5 s by default): say so early.
       const slow = setTimeout(() => {
-        this.log.warn(
-          { cmd: commandName(header.command), id: header.id, ms: SLOW_HANDLER_MS },
+        this.#limiter.warn(
+          'slow-request',
+          { conn: this.id, cmd: commandName(header.command), id: header.id, ms: SLOW_HANDLER_MS },
           'request still running (the client may time out)',
         );
       }, SLOW_HANDLER_MS);
@@ -317,7 +364,11 @@ export class Connection {
   #finish(header: MessageHeader, fds: ReceivedFds, result: HandlerResult | undefined, err: unknown): void {
     const closed = fds.release('not taken by the handler');
     if (closed > 0)
-      this.log.warn({ cmd: commandName(header.command), id: header.id, fds: closed }, 'closed unexpected fds');
+      this.#limiter.warn(
+        'unexpected-fds',
+        { conn: this.id, cmd: commandName(header.command), id: header.id, fds: closed },
+        'closed unexpected fds',
+      );
     if (result) {
       if (this.log.isLevelEnabled('debug')) {
         this.log.debug({ cmd: commandName(header.command), id: header.id, size: header.size, result: 'ok' }, 'request');
@@ -331,14 +382,22 @@ export class Connection {
       errno = err.errno > 0 && err.errno <= 4096 ? err.errno : Errno.EIO;
       this.log.debug({ cmd, id: header.id, size: header.size, result: errno, reason: err.message }, 'request failed');
     } else {
-      this.log.error({ cmd, id: header.id, err }, 'request handler threw: answering EIO');
+      this.#limiter.error(
+        'handler-threw',
+        { conn: this.id, cmd, id: header.id, err },
+        'request handler threw: answering EIO',
+      );
     }
     this.#replyError(header, errno);
   }
 
   #negotiate(header: MessageHeader, message: Buffer, fds: ReceivedFds): void {
     const fail = (why: string): void => {
-      this.log.warn({ cmd: commandName(header.command), id: header.id, why }, 'version negotiation failed');
+      this.#limiter.warn(
+        'version-failed',
+        { conn: this.id, cmd: commandName(header.command), id: header.id, why },
+        'version negotiation failed',
+      );
       fds.release('version failed');
       this.#replyError(header, Errno.EINVAL);
       void this.#teardown(`version negotiation failed: ${why}`);
@@ -361,8 +420,14 @@ export class Connection {
     }
     this.#client = negotiated.client;
     if (wantsReply(header)) this.#send(negotiated.reply);
+    // A reply that cannot be sent closes the connection: nothing to attach then.
+    if (this.#state !== 'version') return;
     this.#state = 'ready';
-    this.log.info({ client: negotiated.client, server: negotiated.json }, 'version negotiated');
+    this.#limiter.info(
+      'version-negotiated',
+      { conn: this.id, client: negotiated.client, server: negotiated.json },
+      'version negotiated',
+    );
     this.#port = new ConnectionClientPort(
       (m) => this.#send(m),
       // Replies to our DMA_READs must also fit what we receive.
@@ -374,7 +439,7 @@ export class Connection {
       this.endpoint.attach(this.#port);
       this.#attached = true;
     } catch (err) {
-      this.log.error({ err }, 'endpoint.attach failed');
+      this.#limiter.error('attach-failed', { conn: this.id, err }, 'endpoint.attach failed');
       void this.#teardown('endpoint.attach failed');
     }
   }
@@ -382,12 +447,18 @@ export class Connection {
   #send(message: Uint8Array, fds?: readonly number[]): boolean {
     if (this.log.isLevelEnabled('trace')) this.log.trace({ hex: hexDump(message), fds: fds?.length }, 'send');
     const backlog = this.#channel.send(message, fds);
+    if (backlog === 0) this.#unsentFds = 0;
+    else if (backlog > 0 && fds !== undefined) this.#unsentFds += fds.length;
     if (
-      backlog > (this.#options.maxPendingBytes ?? MAX_PENDING_BYTES) &&
+      (backlog > (this.#options.maxPendingBytes ?? MAX_PENDING_BYTES) || this.#unsentFds > MAX_UNSENT_FDS) &&
       this.#state !== 'closing' &&
       this.#state !== 'closed'
     ) {
-      this.log.warn({ pendingBytes: backlog }, 'the client does not read its replies: dropping it');
+      this.#limiter.warn(
+        'client-not-reading',
+        { conn: this.id, pendingBytes: backlog, unsentFds: this.#unsentFds },
+        'the client does not read its replies: dropping it',
+      );
       void this.#teardown('client does not read its replies');
     }
     return backlog >= 0;
@@ -420,18 +491,22 @@ export class Connection {
     this.#head = 0;
     this.#queuedBytes = 0;
     if (!(await this.#whenIdle(this.#options.drainTimeoutMs ?? 10_000))) {
-      this.log.warn('a request handler is still running: detaching anyway');
+      this.#limiter.warn(
+        'detach-while-running',
+        { conn: this.id },
+        'a request handler is still running: detaching anyway',
+      );
     }
     if (this.#attached) {
       this.#attached = false;
       try {
         await this.endpoint.detach();
       } catch (err) {
-        this.log.error({ err }, 'endpoint.detach failed');
+        this.#limiter.error('detach-failed', { conn: this.id, err }, 'endpoint.detach failed');
       }
     }
     this.#state = 'closed';
-    this.log.info({ reason }, 'client disconnected');
+    this.#limiter.info('client-disconnected', { conn: this.id, reason }, 'client disconnected');
     this.#resolveClosed();
     this.#onClosed?.(this, reason);
     return undefined;

@@ -25,6 +25,7 @@ import type { Logger } from 'pino';
 import { native } from '../../native/index.js';
 import type { ClientPort, DmaMapRequest } from '../endpoint.js';
 import { DmaMapFlag, Errno, Limits } from '../../protocol/constants.js';
+import { LogLimiter } from '../log-limiter.js';
 import { DmaError } from './errors.js';
 import { DmaPin } from './pin.js';
 import { DmaRegion } from './region.js';
@@ -60,8 +61,21 @@ export type DmaAccess = 'read' | 'readwrite';
 export type DmaMapListener = (region: DmaRegion) => void;
 
 export interface DmaSpaceOptions {
-  /** Most ranges at once (default 65535, what we advertise). */
+  /** Most ranges at once (default 65535, what we advertise): more is EINVAL. */
   maxMaps?: number;
+  /**
+   * Most bytes of client memory mmapped at once (default 8 TiB, the largest
+   * single map): address space is finite (128 TiB on x86-64, shared with the
+   * JS heap and every other device in the process). A range with an fd
+   * beyond it is served by DMA messages instead (slower, still correct).
+   */
+  maxMappedBytes?: bigint;
+  /**
+   * Most ranges mmapped at once (default 16384): each is a kernel mapping,
+   * and a process has 65530 (vm.max_map_count), which Node needs too. Beyond
+   * it, ranges with an fd are served by DMA messages.
+   */
+  maxMappedRanges?: number;
   /** What to do with DMA_MAP fds not sealed against shrinking (default 'map'); see UnsealedFdPolicy. */
   unsealedFds?: UnsealedFdPolicy;
 }
@@ -79,6 +93,10 @@ export interface DmaSpaceOptions {
 export type UnsealedFdPolicy = 'map' | 'messages' | 'refuse';
 
 const PAGE = BigInt(Limits.PGSIZE);
+
+/** Defaults of DmaSpaceOptions.maxMappedBytes and maxMappedRanges. */
+const MAX_MAPPED_BYTES = 1n << 43n;
+const MAX_MAPPED_RANGES = 16384;
 
 /** Whether `region` allows `access` (both need it readable; 'readwrite' also writable). */
 function allows(region: DmaRegion, access: DmaAccess): boolean {
@@ -100,7 +118,13 @@ function checkArgs(gpa: bigint, length: number): void {
 
 export class DmaSpace {
   readonly log: Logger;
+  readonly #limiter: LogLimiter;
   readonly #maxMaps: number;
+  readonly #maxMappedBytes: bigint;
+  readonly #maxMappedRanges: number;
+  /** What is mmapped now (fd-backed ranges not yet unmapped). */
+  #mappedBytes = 0n;
+  #mappedRanges = 0;
   /** Sorted by addr, non-overlapping. */
   #regions: DmaRegion[] = [];
   #port: ClientPort | undefined;
@@ -113,7 +137,10 @@ export class DmaSpace {
 
   constructor(log: Logger, options: DmaSpaceOptions = {}) {
     this.log = log;
+    this.#limiter = new LogLimiter(log);
     this.#maxMaps = options.maxMaps ?? Limits.MAX_DMA_MAPS;
+    this.#maxMappedBytes = options.maxMappedBytes ?? MAX_MAPPED_BYTES;
+    this.#maxMappedRanges = options.maxMappedRanges ?? MAX_MAPPED_RANGES;
     this.#unsealed = options.unsealedFds ?? 'map';
   }
 
@@ -160,10 +187,21 @@ export class DmaSpace {
     return this.#unsealed === 'map';
   }
 
-  /** #mayMap for a DMA_MAP request (the mmap covers whole pages from the page holding `offset`). */
+  /**
+   * #mayMap for a DMA_MAP request (the mmap covers whole pages from the page
+   * holding `offset`), and within the mmap budget (maxMappedBytes,
+   * maxMappedRanges; beyond it: messages).
+   */
   #mayMapRange(fd: number, req: DmaMapRequest, what: string): boolean {
     const end = ((req.offset + req.size + PAGE - 1n) / PAGE) * PAGE;
-    return this.#mayMap(fd, Number(end), what);
+    if (!this.#mayMap(fd, Number(end), what)) return false;
+    if (this.#mappedRanges < this.#maxMappedRanges && this.#mappedBytes + req.size <= this.#maxMappedBytes) return true;
+    this.#limiter.warn(
+      'dma-mmap-budget',
+      { mappedBytes: `0x${this.#mappedBytes.toString(16)}`, mappedRanges: this.#mappedRanges },
+      `${what}: beyond the mmap budget (${this.#maxMappedRanges} ranges, 0x${this.#maxMappedBytes.toString(16)} bytes): served by DMA messages`,
+    );
+    return false;
   }
 
   /** The ranges currently mapped, in address order. */
@@ -219,7 +257,7 @@ export class DmaSpace {
       try {
         native.closeFd(f);
       } catch (err) {
-        this.log.warn({ err, fd: f }, 'DMA: closing a map fd failed');
+        this.#limiter.warn('dma-fd-close-failed', { err, fd: f }, 'DMA: closing a map fd failed');
       }
     };
     try {
@@ -266,6 +304,8 @@ export class DmaSpace {
           throw new DmaError(errno, `${what}: mmap failed: ${(err as Error).message}`);
         }
         region = new DmaRegion(addr, size, req.flags, req.offset, mapping, delta, native.WINDOW_SIZE);
+        this.#mappedBytes += BigInt(mapping.length);
+        this.#mappedRanges++;
       } else {
         region = new DmaRegion(addr, size, req.flags, req.offset, undefined, 0, 0);
       }
@@ -318,6 +358,10 @@ export class DmaSpace {
         if (!r.mapping) return;
         await r.drained();
         r.mapping.unmap();
+        // The range stays reserved (PROT_NONE) until the mapping is collected,
+        // which the next map's external-memory pressure brings about.
+        this.#mappedBytes -= BigInt(r.mapping.length);
+        this.#mappedRanges--;
       }),
     );
     if (victims.length > 0) this.log.debug({ count: victims.length, all }, 'DMA: unmapped');

@@ -21,6 +21,7 @@ import { native, type Watcher } from '../../native/index.js';
 import { VfioUserError } from '../../protocol/errors.js';
 import type { IrqInfo, SetIrqsRequest } from '../endpoint.js';
 import { IrqInfoFlag, IrqSetFlag, PciIrq } from '../../protocol/constants.js';
+import { LogLimiter } from '../log-limiter.js';
 import { closeQuietly, VectorTable } from './vector-table.js';
 
 /** Which index `trigger()` signals: the first enabled of MSI-X, MSI, INTx. */
@@ -43,12 +44,15 @@ export class Interrupts {
   private intxAsserted = false;
   /** Called when the INTx line's state (delivered-and-unacknowledged or pending) changes: Status.INTERRUPT. */
   onIntxState: ((asserted: boolean) => void) | undefined;
+  /** The guest and the client decide how often interrupts pend or fds misbehave: those lines are rate-limited. */
+  private readonly limiter: LogLimiter;
 
   constructor(
     readonly counts: IrqCounts,
     private readonly log: Logger,
   ) {
     this.tables = [counts.intx, counts.msi, counts.msix, counts.err, counts.req].map((n) => new VectorTable(n));
+    this.limiter = new LogLimiter(log);
   }
 
   /** The index `trigger()` currently signals. */
@@ -76,7 +80,7 @@ export class Interrupts {
         if (!Number.isInteger(vector) || vector < 0) throw new RangeError(`irq: bad vector ${vector}`);
         return this.fire(PciIrq.INTX, 0);
       default:
-        this.log.debug({ vector }, 'irq trigger with no interrupt type enabled: dropped');
+        this.limiter.debug('irq-none-enabled', { vector }, 'irq trigger with no interrupt type enabled: dropped');
         return false;
     }
   }
@@ -228,7 +232,7 @@ export class Interrupts {
     const blocked = t.isMasked(vector) || (index === PciIrq.INTX && this.intxDisabled);
     if (blocked || !t.signal(vector)) {
       t.setPending(vector, true);
-      this.log.debug({ index, vector }, 'irq pending');
+      this.limiter.debug('irq-pending', { index, vector }, 'irq pending');
       if (index === PciIrq.INTX) this.updateIntxState();
       return false;
     }
@@ -266,7 +270,7 @@ export class Interrupts {
         if (count === 0) {
           // Readable but not an eventfd with a count (a hostile client's file or socket): stop
           // watching rather than spin.
-          this.log.warn('INTx resample fd is not a usable eventfd: dropped');
+          this.limiter.warn('irq-resample-fd', {}, 'INTx resample fd is not a usable eventfd: dropped');
           this.dropResample();
           return;
         }

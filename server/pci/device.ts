@@ -30,6 +30,7 @@ import {
 } from '../endpoint.js';
 import { Interrupts } from '../irq/interrupts.js';
 import { silentLogger } from '../log.js';
+import { LogLimiter } from '../log-limiter.js';
 import { Limits, PciIrq, PciRegion, RegionFlag } from '../../protocol/constants.js';
 import { layoutBars, nextPowerOfTwo, type MsixLayout } from './bar-layout.js';
 import { BarRegion } from './bar-region.js';
@@ -80,6 +81,8 @@ export class PciDevice implements Endpoint {
   readonly msixLayout: MsixLayout | undefined;
 
   private readonly options: PciDeviceOptions;
+  /** Lines the client decides the rate of (attach, detach, reset): rate-limited. */
+  private readonly limiter: LogLimiter;
   private readonly bars: (BarRegion | undefined)[];
   private readonly rom: Uint8Array | undefined;
   private readonly msix: MsixTable | undefined;
@@ -91,6 +94,7 @@ export class PciDevice implements Endpoint {
     this.options = options;
     this.name = options.name;
     this.log = (options.log ?? silentLogger).child({ device: options.name });
+    this.limiter = new LogLimiter(this.log);
     const ints = options.interrupts ?? {};
     const intxPin: IntxPin | undefined = ints.intx === true ? 'A' : ints.intx === false ? undefined : ints.intx;
     this.irq = new Interrupts(
@@ -306,7 +310,7 @@ export class PciDevice implements Endpoint {
       },
       (err: unknown) => {
         if (this.resetting === settled) this.resetting = undefined;
-        this.log.error({ err, reason }, 'device reset failed');
+        this.limiter.error('reset-failed', { err, reason }, 'device reset failed');
       },
     );
     this.resetting = settled;
@@ -314,7 +318,7 @@ export class PciDevice implements Endpoint {
   }
 
   private async runReset(reason: ResetReason): Promise<void> {
-    this.log.info({ reason }, 'reset');
+    this.limiter.info('reset', { reason }, 'reset');
     await this.options.quiesce?.();
     if (reason === 'client' || reason === 'flr') {
       this.config.reset();
@@ -327,7 +331,7 @@ export class PciDevice implements Endpoint {
   attach(port: ClientPort): void {
     this.port = port;
     this.dma.attach(port);
-    this.log.info('client attached');
+    this.limiter.info('client-attached', {}, 'client attached');
   }
 
   async detach(): Promise<void> {
@@ -337,7 +341,7 @@ export class PciDevice implements Endpoint {
     } finally {
       this.irq.closeAll();
       await this.startReset('lost-connection');
-      this.log.info('client detached');
+      this.limiter.info('client-detached', {}, 'client detached');
     }
   }
 

@@ -8,6 +8,7 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import type { Logger } from 'pino';
 import { native, type Watcher } from '../../native/index.js';
+import { LogLimiter } from '../log-limiter.js';
 
 /** An Error with a `.code` (EADDRINUSE, ENOTSOCK, ...). */
 class ListenError extends Error {
@@ -49,6 +50,8 @@ async function probeSocketPath(path: string): Promise<SocketPathState> {
 
 export interface ListenerOptions {
   backlog?: number;
+  /** Rate limit for accept errors (a flood of clients can exhaust fds: EMFILE is retried every 100 ms). */
+  logLimiter?: LogLimiter;
 }
 
 /** A listening socket handing every accepted client fd to `onAccept` (which owns it). */
@@ -85,6 +88,7 @@ export class Listener {
     }
     const fd = native.listenUnix(path, options.backlog ?? 16);
     const listener = new Listener(path, fd, log);
+    const limiter = options.logLimiter ?? new LogLimiter(log);
     listener.#watcher = native.watchListener(
       fd,
       (clientFd) => {
@@ -94,7 +98,7 @@ export class Listener {
         }
         onAccept(clientFd);
       },
-      (reason) => log.error({ reason, path }, 'listener error'),
+      (reason) => limiter.error('accept-failed', { reason, path }, 'listener error'),
     );
     log.info({ path }, 'listening');
     return listener;

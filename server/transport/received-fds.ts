@@ -5,18 +5,18 @@
  * (release) through that same HeldFds. Whatever is still held when the
  * channel closes is closed with it.
  */
-import type { Logger } from 'pino';
+import type { LogLimiter } from '../log-limiter.js';
 
 /** The received fds a channel holds: neither handed over to a handler nor closed yet. */
 export class HeldFds {
   readonly #held = new Set<number>();
   readonly #closeFd: (fd: number) => void;
-  readonly #log: Logger;
+  readonly #limiter: LogLimiter;
 
-  /** `closeFd`: the native addon's closeFd. */
-  constructor(closeFd: (fd: number) => void, log: Logger) {
+  /** `closeFd`: the native addon's closeFd. The client chooses the fds, so what they make us log is rate-limited. */
+  constructor(closeFd: (fd: number) => void, limiter: LogLimiter) {
     this.#closeFd = closeFd;
-    this.#log = log;
+    this.#limiter = limiter;
   }
 
   get size(): number {
@@ -35,7 +35,7 @@ export class HeldFds {
   /** Close a held fd nobody took (no-op if it is not held). */
   close(fd: number, reason: string): void {
     if (!this.#held.delete(fd)) return;
-    this.#log.debug({ fd, reason }, 'closing received fd');
+    this.#limiter.log.debug({ fd, reason }, 'closing received fd');
     this.#closeQuietly(fd);
   }
 
@@ -49,7 +49,8 @@ export class HeldFds {
     try {
       this.#closeFd(fd);
     } catch (err) {
-      this.#log.warn({ err, fd }, 'close of a received fd failed');
+      // close(2) can fail on some files (EIO on a network file system): the client picks the file.
+      this.#limiter.warn('received-fd-close-failed', { err, fd }, 'close of a received fd failed');
     }
   }
 }

@@ -15,6 +15,7 @@ import { VfioUserClient, type RawMessage } from '../../client/index.js';
 import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
 import { tempSocketPath } from '../helpers/temp.js';
 import { expectErrno, expectErrorReply } from '../helpers/harness.js';
+import { captureLog, logFlushed } from '../helpers/log-capture.js';
 
 type Script = (
   msg: Buffer,
@@ -226,6 +227,24 @@ describe('client vs a hostile server: replies', () => {
     const c = await connect(s.path);
     expect((await c.getDeviceInfo()).numRegions).toBe(9);
     expect(c.strays.length).toBe(1);
+  });
+
+  it('10,000 stray replies: the client keeps the first 4096 and warns 5 times, then logs them at debug only', async () => {
+    const s = rawServer(
+      afterVersion((msg, _f, send) => {
+        const h = decodeHeader(msg);
+        const stray = encodeDeviceInfoReply((h.id + 1000) & 0xffff, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 });
+        for (let i = 0; i < 10_000; i++) send(stray);
+        send(encodeDeviceInfoReply(h.id, { argsz: 16, flags: 3, numRegions: 9, numIrqs: 5 }));
+      }),
+    );
+    const { log, lines } = captureLog('warn');
+    const c = await VfioUserClient.connect(s.path, { timeoutMs: 5000, log });
+    clients.push(c);
+    expect((await c.getDeviceInfo()).numRegions).toBe(9);
+    expect(c.strays.length).toBe(4096);
+    await logFlushed();
+    expect(lines.filter((l) => l.msg.startsWith('reply to no pending request'))).toHaveLength(5);
   });
 
   it('hang-up with requests pending: all reject with ECONNRESET', async () => {

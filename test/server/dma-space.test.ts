@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { native } from '../../native/index.js';
 import type { ClientPort } from '../../server/endpoint.js';
@@ -169,6 +170,58 @@ describe('DmaSpace', () => {
       fd: native.memfdCreate('sealed', 0x1000, native.F_SEAL_SHRINK),
     });
     expect(dma.regions[1]!.mapping).toBeDefined();
+    await dma.detach();
+  });
+});
+
+describe('DmaSpace bounds (what a client can make us hold)', () => {
+  const mapsOfProcess = (): number => readFileSync('/proc/self/maps', 'utf8').split('\n').length;
+
+  it('at most 65535 maps: the next DMA_MAP is EINVAL', { timeout: 60_000 }, async () => {
+    const dma = space();
+    for (let i = 0; i < 65535; i++) await dma.map({ flags: 3, offset: 0n, addr: BigInt(i) * 0x1000n, size: 0x1000n });
+    await expect(dma.map({ flags: 3, offset: 0n, addr: 0x10000000n, size: 0x1000n })).rejects.toMatchObject({
+      errno: Errno.EINVAL,
+    });
+    await dma.detach();
+    expect(dma.regions.length).toBe(0);
+  });
+
+  it(
+    'mmaps at most 16384 ranges at once (a process has 65530 kernel mappings): the rest are served by messages',
+    { timeout: 60_000 },
+    async () => {
+      const dma = space();
+      const last = BigInt(16384 + 15) * 0x1000n;
+      const port = new MemoryPort(last, new Uint8Array(0x1000));
+      dma.attach(port);
+      const ram = native.memfdCreate('ram', 0x1000, native.F_SEAL_SHRINK);
+      const before = mapsOfProcess();
+      for (let i = 0; i < 16384 + 16; i++)
+        await dma.map({ flags: 3, offset: 0n, addr: BigInt(i) * 0x1000n, size: 0x1000n, fd: native.dupFd(ram) });
+      native.closeFd(ram);
+      const mapped = dma.regions.filter((r) => r.mapping !== undefined).length;
+      expect(mapped).toBe(16384);
+      expect(dma.regions.at(-1)!.mapping).toBeUndefined();
+      expect(mapsOfProcess() - before).toBeLessThan(16384 + 256);
+      // A range beyond the budget still works, through the client.
+      await dma.write(last, new Uint8Array([9]));
+      expect(port.mem[0]).toBe(9);
+      expect((await dma.read(0n, 1))[0]).toBe(0);
+      await dma.detach();
+    },
+  );
+
+  it('mmaps at most maxMappedBytes at once; an unmap makes room again', async () => {
+    const dma = new DmaSpace(silentLogger, { maxMappedBytes: 0x3000n });
+    dma.attach(new MemoryPort(0n, new Uint8Array(0x2000)));
+    const fd = (): number => native.memfdCreate('ram', 0x2000, native.F_SEAL_SHRINK);
+    await dma.map({ flags: 3, offset: 0n, addr: 0x10000n, size: 0x2000n, fd: fd() });
+    await dma.map({ flags: 3, offset: 0n, addr: 0x20000n, size: 0x2000n, fd: fd() });
+    expect(dma.regions.map((r) => r.mapping !== undefined)).toEqual([true, false]);
+    await dma.unmap(0x10000n, 0x2000n);
+    await dma.map({ flags: 3, offset: 0n, addr: 0x30000n, size: 0x2000n, fd: fd() });
+    expect(dma.regions.map((r) => r.mapping !== undefined)).toEqual([false, true]);
     await dma.detach();
   });
 });

@@ -35,6 +35,21 @@ describe('LogLimiter', () => {
     expect(lines.filter((l) => l.kind === 'bad-doorbell')).toHaveLength(5); // 3 + summary + 1 of the new window
   });
 
+  it('logs at most `maxLines` lines of all kinds together per window (summaries aside)', async () => {
+    const { log, lines } = capture();
+    let now = 0;
+    const limiter = new LogLimiter(log, { burst: 5, maxLines: 10, now: () => now });
+    for (let i = 0; i < 1000; i++) limiter.warn(`kind-${i % 20}`, {}, 'line');
+    await flushed();
+    expect(lines).toHaveLength(10);
+    now += 60_000;
+    for (let k = 0; k < 20; k++) limiter.warn(`kind-${k}`, {}, 'line');
+    await flushed();
+    // Each suppressed kind says so once, then the new window's budget applies again.
+    expect(lines.filter((l) => l.suppressed !== undefined)).toHaveLength(20);
+    expect(lines.filter((l) => l.suppressed === undefined)).toHaveLength(20);
+  });
+
   it('flush() logs pending summaries; a disabled level costs nothing and counts nothing', async () => {
     const { log, lines } = capture();
     const limiter = new LogLimiter(log, { burst: 1 });
