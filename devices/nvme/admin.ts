@@ -285,7 +285,9 @@ async function getLogPage(ctx: AdminContext, cmd: Command): Promise<CommandResul
       return fail(Status.INVALID_LOG_PAGE, `log page 0x${lid.toString(16)}`);
   }
   if (offset >= page.length) fail(Status.INVALID_FIELD, 'log page offset past the end');
-  await sendData(ctx, cmd, page.subarray(offset), length);
+  // What the page holds past the offset, at most the length asked for (QEMU: min(size - off, len)).
+  const rest = page.subarray(offset);
+  await sendData(ctx, cmd, rest.subarray(0, Math.min(rest.length, length)));
   if (!retainEvent) ctx.asyncEvents.logPageRead(lid);
   return OK;
 }

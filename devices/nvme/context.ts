@@ -6,6 +6,7 @@
  * reach, so a command can change controller state only through these.
  */
 import type { LogLimiter, Logger } from 'vfio-user-ts';
+import type { BufferBudget } from './buffer-budget.js';
 import type { FeatureState } from './features.js';
 import type { NvmeDma } from './host.js';
 import type { ControllerIdentity, HealthCounters } from './identify.js';
@@ -25,6 +26,8 @@ export interface IoContext {
   readonly log: Logger;
   /** Log lines the guest can cause (failed commands, bad fields): rate-limited per kind. */
   readonly limiter: LogLimiter;
+  /** Host memory for bounce buffers (take before allocating one, release after). */
+  readonly buffers: BufferBudget;
   /** Namespaces by nsid (1, 2, ...). */
   readonly namespaces: ReadonlyMap<number, Namespace>;
   /**

@@ -21,8 +21,9 @@
  * of the parts.
  */
 import { LogLimiter, type Logger } from 'vfio-user-ts';
-import { Reg } from './constants.js';
+import { MAX_TRANSFER, Reg } from './constants.js';
 import { AsyncEvents } from './async-events.js';
+import { BufferBudget } from './buffer-budget.js';
 import { CommandDma } from './command-dma.js';
 import { CommandEngine } from './command-engine.js';
 import { CommandTiming } from './command-timing.js';
@@ -54,12 +55,19 @@ export interface CoreOptions {
   resetTimeoutMs: number;
 }
 
+/**
+ * Bounce buffers a controller may hold at once (buffer-budget.ts): 32
+ * transfers of MDTS (1 MiB) through host memory, or 16 Compares.
+ */
+export const BOUNCE_BUFFER_BYTES = 32 * MAX_TRANSFER;
+
 export class ControllerCore implements AdminContext {
   // What commands see (context.ts).
   /** Guest memory for the commands of this controller life (replaced and revoked by every reset). */
   dma: CommandDma;
   readonly log: Logger;
   readonly limiter: LogLimiter;
+  readonly buffers = new BufferBudget(BOUNCE_BUFFER_BYTES);
   readonly namespaces: Map<number, Namespace>;
   readonly identity: ControllerIdentity;
   readonly maxIoQueues: number;

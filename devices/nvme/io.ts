@@ -8,7 +8,9 @@
  *
  * Each command takes `ctx.dma` once, when it starts (a controller reset
  * revokes it: see command-dma.ts), and logs host failures through the
- * controller's LogLimiter (a guest can make them frequent).
+ * controller's LogLimiter (a guest can make them frequent). Bounce buffers
+ * (fd-less guest memory, Compare) come out of the controller's
+ * BufferBudget, so 256 commands in flight cannot make us hold 256 MiB.
  */
 import { IoOp, MAX_TRANSFER, Status } from './constants.js';
 import type { IoContext } from './context.js';
@@ -106,9 +108,14 @@ async function readCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
     if (pinned) {
       await ns.readv(position, pinned.views);
     } else {
-      const buf = Buffer.allocUnsafe(length);
-      await ns.read(position, buf);
-      await copyToGuest(dma, segments, buf);
+      await ctx.buffers.take(length);
+      try {
+        const buf = Buffer.allocUnsafe(length);
+        await ns.read(position, buf);
+        await copyToGuest(dma, segments, buf);
+      } finally {
+        ctx.buffers.release(length);
+      }
     }
   } catch (err) {
     if (err instanceof NvmeStatusError) throw err;
@@ -130,10 +137,17 @@ async function writeCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
   const segments = await prpSegments(dma, cmd.prp1, cmd.prp2, length);
   const fua = (cmd.cdw12 >>> 30) & 1;
   const pinned = dma.pin?.(segments);
+  const buffered = pinned ? 0 : length;
   let buf: Uint8Array | undefined;
-  if (!pinned) {
-    buf = Buffer.allocUnsafe(length);
-    await copyFromGuest(dma, segments, buf);
+  if (buffered) {
+    await ctx.buffers.take(buffered);
+    try {
+      buf = Buffer.allocUnsafe(length);
+      await copyFromGuest(dma, segments, buf);
+    } catch (err) {
+      ctx.buffers.release(buffered);
+      throw err;
+    }
   }
   try {
     try {
@@ -141,6 +155,7 @@ async function writeCmd(ctx: IoContext, cmd: Command): Promise<CommandResult> {
       else await ns.write(position, buf!);
     } finally {
       pinned?.release(); // the data is in the file: guest memory is free before any fdatasync
+      if (buffered) ctx.buffers.release(buffered);
     }
     // Without a volatile write cache (or with Force Unit Access), acknowledged means on disk.
     if (!ctx.features.volatileWriteCache || fua) await ns.flush();
@@ -247,9 +262,14 @@ async function compare(ctx: IoContext, cmd: Command): Promise<CommandResult> {
   const { position, length } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
   const segments = await prpSegments(dma, cmd.prp1, cmd.prp2, length);
-  const guest = new Uint8Array(length);
-  await copyFromGuest(dma, segments, guest);
-  const disk = new Uint8Array(length);
-  await ns.read(position, disk);
-  return Buffer.from(guest.buffer).equals(Buffer.from(disk.buffer)) ? OK : { status: Status.COMPARE_FAILURE };
+  await ctx.buffers.take(2 * length);
+  try {
+    const guest = new Uint8Array(length);
+    await copyFromGuest(dma, segments, guest);
+    const disk = new Uint8Array(length);
+    await ns.read(position, disk);
+    return Buffer.from(guest.buffer).equals(Buffer.from(disk.buffer)) ? OK : { status: Status.COMPARE_FAILURE };
+  } finally {
+    ctx.buffers.release(2 * length);
+  }
 }

@@ -199,6 +199,110 @@ describe('finding 4: Bus Master Enable cleared', () => {
   });
 });
 
+describe('completions of a deleted SQ (G8)', () => {
+  it('those still waiting for CQ room are dropped by the Delete, never posted after it', async () => {
+    await startHost();
+    await host.enable();
+    expectOk(await host.admin({ opcode: 0x09, cdw10: 0x07, cdw11: 0 }));
+    await host.createQueuePair({ qid: 1, sqAt: Layout.IO_SQ, cqAt: Layout.IO_CQ, sqSize: 64, cqSize: 2 });
+    for (let i = 0; i < 10; i++) host.place(1, { opcode: 0x00, nsid: 1 });
+    await host.ring(1);
+    await new Promise((r) => setTimeout(r, 50)); // one completion in the CQ, nine waiting for room
+    expectOk(await host.admin({ opcode: 0x00, cdw10: 1 }));
+    expectOk(host.consume(1)!);
+    await host.ringCqHead(1); // room again: nothing may come now
+    await new Promise((r) => setTimeout(r, 50));
+    expect(host.peek(1)).toBeUndefined();
+    expectOk(await host.admin({ opcode: 0x04, cdw10: 1 }));
+  });
+});
+
+describe('unbounded work per command (G5)', () => {
+  it('DSM over the whole namespace 256 times and Write Zeroes of all of it never hold the event loop', async () => {
+    await startHost({ namespaces: [{ size: 64 << 20, lbaSize: 4096 }] });
+    await host.enable();
+    await host.createIoQueues();
+    host.mem.fill(0xab, Layout.DATA, Layout.DATA + 4096);
+    expectOk(await host.io(host.rw(1, 1, 1000, 1, gpa(Layout.DATA))));
+    const blocks = (64 << 20) / 4096;
+    const v = host.view;
+    for (let r = 0; r < 256; r++) {
+      v.setUint32(Layout.PRP_LISTS + r * 16 + 4, blocks, true); // NLB: every block
+      v.setBigUint64(Layout.PRP_LISTS + r * 16 + 8, 0n, true); // from LBA 0
+    }
+    let worst = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+    }, 5);
+    try {
+      for (let i = 0; i < 4; i++)
+        host.place(1, { opcode: 0x09, nsid: 1, prp1: gpa(Layout.PRP_LISTS), cdw10: 255, cdw11: 1 << 2 });
+      for (let i = 0; i < 8; i++) host.place(1, { opcode: 0x08, nsid: 1, cdw10: 0, cdw12: blocks - 1 });
+      await host.ring(1);
+      for (let i = 0; i < 12; i++) expectOk(await host.reap(1, 20_000));
+      worst = Math.max(worst, performance.now() - last); // a stall may end only with the test
+    } finally {
+      clearInterval(timer);
+    }
+    expect(worst).toBeLessThan(150);
+    expectOk(await host.io(host.rw(2, 1, 1000, 1, gpa(Layout.DATA2))));
+    expect(host.mem.subarray(Layout.DATA2, Layout.DATA2 + 4096).every((b) => b === 0)).toBe(true);
+  });
+});
+
+describe('Invalid Doorbell events (G9)', () => {
+  it('an outstanding Async Event Request reports a bad doorbell once, until the Error log page is read', async () => {
+    await startHost();
+    await host.enable();
+    const first = host.place(0, { opcode: 0x0c });
+    await host.ring(0);
+    await host.setReg(0x1000 + 8 * 9, 1, true); // SQ 9 does not exist: Write to Invalid Doorbell Register
+    const event = await host.reap(0, 2000);
+    expect([event.cid, event.status, event.result]).toEqual([first, 0, 0x00010000]); // Error, info 0, log page 01h
+    host.place(0, { opcode: 0x0c });
+    await host.ring(0);
+    await host.setReg(0x1000, 5000, true); // masked until the log page is read
+    await new Promise((r) => setTimeout(r, 50));
+    expect(host.peek(0)).toBeUndefined();
+    const log = await host.admin({ opcode: 0x02, prp1: gpa(Layout.DATA), cdw10: 0x01 | (15 << 16) }); // RAE 0
+    expectOk(log);
+    await host.setReg(0x1000, 5000, true); // past the admin SQ: Invalid Doorbell Write Value
+    const again = await host.reap(0, 2000);
+    expect([again.status, again.result]).toEqual([0, 0x00010100]);
+  });
+});
+
+describe('status codes as the spec and QEMU give them (G10)', () => {
+  it('Command Sequence Error, Invalid Interrupt Vector, Invalid Field for SGLs, bad Abort SQIDs and log offsets', async () => {
+    await startHost();
+    await host.enable();
+    await host.createIoQueues();
+    // Number of Queues once I/O queues exist.
+    expect((await host.admin({ opcode: 0x09, cdw10: 0x07, cdw11: 0 })).status).toBe(st(0, 0x0c));
+    // SGL (PSDT) on any admin command.
+    expect((await host.admin({ opcode: 0x18, flags: 1 << 14 })).status).toBe(INVALID_FIELD);
+    // Abort naming an SQ that does not exist.
+    expect((await host.admin({ opcode: 0x08, cdw10: 9 })).status).toBe(INVALID_FIELD);
+    expectOk(await host.admin({ opcode: 0x08, cdw10: 1 }));
+    // A log page offset at its end (SMART: 512 bytes).
+    const smart = { opcode: 0x02, nsid: 0xffffffff, prp1: gpa(Layout.DATA), cdw10: 0x02 | (3 << 16) };
+    expectOk(await host.admin({ ...smart, cdw12: 508 }));
+    expect((await host.admin({ ...smart, cdw12: 512 })).status).toBe(INVALID_FIELD);
+    // A CQ on vector 1 while MSI-X is off; vector 0 is fine.
+    await host.client.disableIrqs(PciIrq.MSIX);
+    await host.disable();
+    await host.enable();
+    expectOk(await host.admin({ opcode: 0x09, cdw10: 0x07, cdw11: 0 }));
+    const cq = (iv: number) =>
+      host.admin({ opcode: 0x05, prp1: gpa(Layout.IO_CQ), cdw10: (63 << 16) | 1, cdw11: (iv << 16) | 3 });
+    expect((await cq(1)).status).toBe(st(1, 0x08));
+    expectOk(await cq(0));
+  });
+});
+
 /** A pino logger into an array of parsed lines (level >= `level`). */
 function capturingLogger(level: pino.Level): { log: pino.Logger; lines: { level: number; msg: string }[] } {
   const lines: { level: number; msg: string }[] = [];

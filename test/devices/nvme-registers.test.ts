@@ -227,8 +227,10 @@ describe('NVMe registers', () => {
     stuck.write(CC, CC_ENABLE);
     await settle();
     stuck.hold(true);
+    const t0 = Date.now();
     stuck.write(CC, CC_ENABLE | SHN_NORMAL);
-    await new Promise((r) => setTimeout(r, DRAIN_MS + 50));
+    while ((stuck.read(CSTS) & SHST_MASK) !== 2 << 2) await new Promise((r) => setTimeout(r, 5));
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(DRAIN_MS - 5);
     expect(stuck.read(CSTS)).toBe(1 | 2 | (2 << 2)); // RDY, CFS, SHST complete
   });
 
