@@ -110,7 +110,7 @@ export class ControllerCore implements AdminContext {
     // The shadow doorbells, once configured (their pages may be unmapped for a while: reads are then undefined).
     const shadow = (): ShadowDoorbells | undefined => this.shadowDb;
     const fatal = (what: string, err: unknown): void => this.registers.fatal(what, err);
-    this.irq = new CqInterrupts(host, () => this.features, this.log);
+    this.irq = new CqInterrupts(host, () => this.features, this.limiter);
     this.registers = new ControllerRegisters(
       {
         createAdminQueues: (asq, asqs, acq, acqs) => {

@@ -13,6 +13,7 @@ import { defaultFeatures } from '../../devices/nvme/features.js';
 import type { NvmeDma, NvmeHost } from '../../devices/nvme/host.js';
 import { QueueTable } from '../../devices/nvme/queue-table.js';
 import { cqSlot, ShadowDoorbells } from '../../devices/nvme/shadow-doorbells.js';
+import { LogLimiter } from '../../server/log-limiter.js';
 import { silentLogger } from '../../server/log.js';
 
 const BASE = 0x1_0000_0000n;
@@ -46,7 +47,7 @@ function parts(mapped = true) {
   const queues = new QueueTable(() => shadow);
   const writer = new CqWriter(
     dma,
-    new CqInterrupts(host, defaultFeatures, silentLogger),
+    new CqInterrupts(host, defaultFeatures, new LogLimiter(silentLogger)),
     () => shadow,
     (what) => void fatal.push(what),
     (sq) => {

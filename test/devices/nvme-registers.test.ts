@@ -57,7 +57,7 @@ function registers() {
   };
   const regs = new ControllerRegisters(
     lifecycle,
-    new CqInterrupts(host, defaultFeatures, silentLogger),
+    new CqInterrupts(host, defaultFeatures, new LogLimiter(silentLogger)),
     new LogLimiter(silentLogger),
     DRAIN_MS,
   );
