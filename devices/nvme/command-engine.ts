@@ -48,7 +48,7 @@ export const MAX_INFLIGHT = 256;
  * at most a few ms. Counted from the last pause, so a steady stream pays one
  * setImmediate per FETCH_BURST commands.
  */
-export const FETCH_BURST = 64;
+const FETCH_BURST = 64;
 
 /** The rest of the controller, as the engine uses it (core.ts wires it). */
 export interface CommandEngineParts {

@@ -59,7 +59,7 @@ export interface CoreOptions {
  * Bounce buffers a controller may hold at once (buffer-budget.ts): 32
  * transfers of MDTS (1 MiB) through host memory, or 16 Compares.
  */
-export const BOUNCE_BUFFER_BYTES = 32 * MAX_TRANSFER;
+const BOUNCE_BUFFER_BYTES = 32 * MAX_TRANSFER;
 
 export class ControllerCore implements AdminContext {
   // What commands see (context.ts).
