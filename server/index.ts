@@ -12,6 +12,7 @@ export { serve, DeviceServer } from './server.js';
 export {
   DmaSpace,
   DmaError,
+  BusMasterDisabledError,
   DmaPin,
   ScatterGather,
   type DmaAccess,

@@ -32,14 +32,14 @@ async function sendData(
   data: Uint8Array,
   length = data.length,
 ): Promise<void> {
-  if (cmd.psdt !== 0) fail(Status.INVALID_FIELD, 'SGLs are not supported');
+  const dma = ctx.dma; // this controller life's (a reset revokes it)
   let out = data;
   if (length !== data.length) {
     out = new Uint8Array(length);
     out.set(data.subarray(0, length));
   }
-  const segments = await prpSegments(ctx.dma, cmd.prp1, cmd.prp2, length);
-  await copyToGuest(ctx.dma, segments, out);
+  const segments = await prpSegments(dma, cmd.prp1, cmd.prp2, length);
+  await copyToGuest(dma, segments, out);
 }
 
 /** Run one admin command; undefined: completed later (Async Event Request). */
@@ -49,6 +49,7 @@ export async function executeAdmin(
   cmd: SubmissionEntry,
 ): Promise<CommandResult | undefined> {
   if (cmd.fuse !== 0) fail(Status.INVALID_FIELD, 'fused admin commands are not supported');
+  if (cmd.psdt !== 0) fail(Status.INVALID_FIELD, 'SGLs are not supported'); // QEMU: on every admin command
   switch (cmd.opcode) {
     case AdminOp.IDENTIFY:
       return identify(ctx, cmd);
@@ -67,7 +68,8 @@ export async function executeAdmin(
     case AdminOp.DELETE_CQ:
       return deleteCq(ctx, cmd);
     case AdminOp.ABORT:
-      // Commands run to completion quickly; report "not aborted" (Dword 0 bit 0).
+      // Commands run to completion quickly; report "not aborted" (Dword 0 bit 0). A missing SQ: Invalid Field (QEMU).
+      if (!ctx.queues.sq(cmd.cdw10 & 0xffff)) fail(Status.INVALID_FIELD, `Abort: no SQ ${cmd.cdw10 & 0xffff}`);
       return { status: Status.SUCCESS, result: 1 };
     case AdminOp.ASYNC_EVENT_REQUEST:
       if (!ctx.asyncEvents.request(sq, cmd.cid)) fail(Status.AER_LIMIT_EXCEEDED, 'too many Async Event Requests');
@@ -76,8 +78,11 @@ export async function executeAdmin(
       return OK;
     case AdminOp.DOORBELL_BUFFER_CONFIG:
       if (!ctx.configureDoorbellBuffer(cmd.prp1, cmd.prp2))
-        fail(Status.INVALID_FIELD, 'doorbell buffers must be page-aligned fd-backed guest memory');
-      ctx.log.debug('nvme: shadow doorbells on');
+        fail(
+          Status.INVALID_FIELD,
+          'doorbell buffers must be two distinct page-aligned pages of fd-backed guest memory',
+        );
+      ctx.limiter.debug('shadow-doorbells', {}, 'nvme: shadow doorbells on');
       return OK;
     default:
       return fail(Status.INVALID_OPCODE, `admin opcode 0x${cmd.opcode.toString(16)}`);
@@ -229,7 +234,10 @@ async function setFeatures(ctx: AdminContext, cmd: SubmissionEntry): Promise<Com
       const nsq = (v & 0xffff) + 1;
       const ncq = (v >>> 16) + 1;
       if (nsq === 0x10000 || ncq === 0x10000) fail(Status.INVALID_FIELD, 'number of queues 65536');
-      if (f.grantedQueues === 0) f.grantedQueues = Math.min(Math.max(nsq, ncq), ctx.maxIoQueues);
+      // Spec 5.21.1.7 and QEMU: fixed once an I/O queue exists (until a reset).
+      if (ctx.queues.ioQueuesCreated)
+        fail(Status.COMMAND_SEQUENCE_ERROR, 'Number of Queues after I/O queues were created');
+      f.grantedQueues = Math.min(Math.max(nsq, ncq), ctx.maxIoQueues);
       return { status: Status.SUCCESS, result: queuesValue(f.grantedQueues) };
     }
     case FeatureId.INTERRUPT_COALESCING:
@@ -260,6 +268,7 @@ async function getLogPage(ctx: AdminContext, cmd: SubmissionEntry): Promise<Comm
   const numd = ((cmd.cdw10 >>> 16) | ((cmd.cdw11 & 0xffff) << 16)) >>> 0;
   const length = (numd + 1) * 4;
   const offset = cmd.cdw12 + cmd.cdw13 * 0x1_0000_0000;
+  const retainEvent = ((cmd.cdw10 >>> 15) & 1) === 1; // RAE
   if ((offset & 3) !== 0) fail(Status.INVALID_FIELD, 'log page offset not dword aligned');
   if (length > 1 << 20) fail(Status.INVALID_FIELD, 'log page read too long');
   let page: Uint8Array;
@@ -280,8 +289,11 @@ async function getLogPage(ctx: AdminContext, cmd: SubmissionEntry): Promise<Comm
     default:
       return fail(Status.INVALID_LOG_PAGE, `log page 0x${lid.toString(16)}`);
   }
-  if (offset > page.length) fail(Status.INVALID_FIELD, 'log page offset past the end');
-  await sendData(ctx, cmd, page.subarray(offset), length);
+  if (offset >= page.length) fail(Status.INVALID_FIELD, 'log page offset past the end');
+  // What the page holds past the offset, at most the length asked for (QEMU: min(size - off, len)).
+  const rest = page.subarray(offset);
+  await sendData(ctx, cmd, rest.subarray(0, Math.min(rest.length, length)));
+  if (!retainEvent) ctx.asyncEvents.logPageRead(lid);
   return OK;
 }
 
@@ -304,12 +316,12 @@ function createCq(ctx: AdminContext, cmd: SubmissionEntry): CommandResult {
     fail(Status.INVALID_QUEUE_ID, `CQ ${qid}`);
   if (size < 2 || size > MAX_QUEUE_ENTRIES) fail(Status.INVALID_QUEUE_SIZE, `CQ size ${size}`);
   if (!pc) fail(Status.INVALID_FIELD, 'CQs must be physically contiguous');
-  if (iv >= ctx.vectors) fail(Status.INVALID_INTERRUPT_VECTOR, `vector ${iv}`);
-  if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n)
-    fail(Status.INVALID_FIELD, 'CQ base not page aligned');
+  if (iv >= ctx.vectors || (iv !== 0 && !ctx.msixEnabled()))
+    fail(Status.INVALID_INTERRUPT_VECTOR, `vector ${iv}${ctx.msixEnabled() ? '' : ' without MSI-X'}`);
+  if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n) fail(Status.INVALID_PRP_OFFSET, 'CQ base not page aligned');
   checkQueueMemory(ctx, cmd.prp1, size * 16, `CQ ${qid}`);
   ctx.queues.createCq(qid, cmd.prp1, size, iv, ien);
-  ctx.log.debug({ qid, size, iv, ien }, 'nvme: I/O CQ created');
+  ctx.limiter.debug('queue-created', { qid, size, iv, ien }, 'nvme: I/O CQ created');
   return OK;
 }
 
@@ -324,14 +336,18 @@ function createSq(ctx: AdminContext, cmd: SubmissionEntry): CommandResult {
   if (!pc) fail(Status.INVALID_FIELD, 'SQs must be physically contiguous');
   const cq = cqid === 0 ? undefined : ctx.queues.cq(cqid);
   if (!cq) fail(Status.CQ_INVALID, `CQ ${cqid}`);
-  if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n || cmd.prp1 === 0n)
-    fail(Status.INVALID_FIELD, 'SQ base not page aligned');
+  if ((cmd.prp1 & BigInt(PAGE_SIZE - 1)) !== 0n) fail(Status.INVALID_PRP_OFFSET, 'SQ base not page aligned');
   checkQueueMemory(ctx, cmd.prp1, size * 64, `SQ ${qid}`);
   ctx.queues.createSq(qid, cmd.prp1, size, cq);
-  ctx.log.debug({ qid, size, cqid }, 'nvme: I/O SQ created');
+  ctx.limiter.debug('queue-created', { qid, size, cqid }, 'nvme: I/O SQ created');
   return OK;
 }
 
+/**
+ * Delete I/O SQ: the queue goes at once (a repeat, in the same doorbell or
+ * while this one waits, finds no queue: Invalid Queue Identifier, as in
+ * QEMU); completes when its commands still running are done (queue-table.ts).
+ */
 async function deleteSq(ctx: AdminContext, cmd: SubmissionEntry): Promise<CommandResult> {
   const qid = cmd.cdw10 & 0xffff;
   const sq = qid === 0 ? undefined : ctx.queues.sq(qid);

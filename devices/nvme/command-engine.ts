@@ -2,17 +2,27 @@
  * The command engine: a new submission (an MMIO doorbell write, or a shadow
  * tail found by polling) starts its SQ's fetch loop, which parses each
  * entry and runs it (admin.ts, io.ts); every command is accounted for
- * until it completes: at most MAX_INFLIGHT at once, Delete SQ and quiesce
- * waiters, and when nothing is left in flight the I/O SQs' shadow tails
- * are watched (sq-poller.ts). Completions go out through cq-writer.ts.
+ * until it completes, and when nothing is left in flight the I/O SQs'
+ * shadow tails are watched (sq-poller.ts). Completions go out through
+ * cq-writer.ts.
  *
  * Threading: everything runs on the event loop. Doorbell writes only record
  * the new value and start (or nudge) a fetch loop; commands run
  * asynchronously and post their completion when done, so a posted doorbell
  * write never waits for I/O. A read the page cache serves completes
  * synchronously, inside the doorbell write that fetched it.
+ *
+ * What a guest can make the fetch loop do is bounded three ways:
+ * - per SQ, at most `size` commands between fetch and written completion
+ *   (QEMU's bound: a CQ the guest never drains stops its SQs);
+ * - per controller, at most MAX_INFLIGHT commands running;
+ * - per event-loop turn, at most FETCH_BURST commands started, all SQs
+ *   together; past that the fetch goes on in the next turn (setImmediate),
+ *   so no ring content or shadow doorbell game (stale entries, a tail
+ *   aliased onto the EventIdx page) holds the event loop, and every other
+ *   device and connection of the process gets its turn.
  */
-import type { Logger } from 'vfio-user-ts';
+import type { LogLimiter } from 'vfio-user-ts';
 import { SQE_SIZE, Status } from './constants.js';
 import type { CommandTiming } from './command-timing.js';
 import type { AdminContext } from './context.js';
@@ -28,27 +38,41 @@ import {
 import type { QueueTable } from './queue-table.js';
 import { executeAdmin } from './admin.js';
 import { executeIo } from './io.js';
+import { ErrorEvent, type AsyncEvents } from './async-events.js';
 import { sqSlot, type ShadowDoorbells } from './shadow-doorbells.js';
 import { SqPoller, type SqPollOptions } from './sq-poller.js';
 
 /**
- * Commands in flight per controller. A guest could queue 64 x 1023 commands
+ * Commands running per controller. A guest could queue 64 x 1023 commands
  * of 1 MiB; past this, fetching pauses until some complete (bounds memory).
  */
 const MAX_INFLIGHT = 256;
+
+/**
+ * Commands started per event-loop turn, all SQs together. A cached 4 KiB
+ * read costs ~10 us, a cached 1 MiB read ~100 us: a turn holds the loop for
+ * at most a few ms. Counted from the last pause, so a steady stream pays one
+ * setImmediate per FETCH_BURST commands.
+ */
+const FETCH_BURST = 64;
 
 /** The rest of the controller, as the engine uses it (core.ts wires it). */
 export interface CommandEngineParts {
   /** What commands see: the controller (core.ts). */
   context: AdminContext;
+  /** Guest memory for the queues themselves (commands use `context.dma`). */
+  dma: NvmeDma;
   queues: QueueTable;
   completions: CqWriter;
+  asyncEvents: AsyncEvents;
   /** The shadow doorbells, once configured. */
   shadow: () => ShadowDoorbells | undefined;
   /** Doorbells count only while the controller is enabled (registers.ts). */
   enabled: () => boolean;
   /** Guest memory failed us: controller fatal status. */
   fatal: (what: string, err: unknown) => void;
+  /** Guest-triggered log lines (rate-limited). */
+  limiter: LogLimiter;
   /** Per-command timing, when asked for (command-timing.ts); undefined: no clock is read. */
   timing: CommandTiming | undefined;
   /** Polling of shadow SQ tails (sq-poller.ts). */
@@ -58,10 +82,23 @@ export interface CommandEngineParts {
 export class CommandEngine {
   /** Bumped by every reset: completions of older commands are dropped. */
   private generation = 0;
-  private inflight = 0;
+  /** Commands running (started, handler not finished). */
+  private running = 0;
   private idleWaiters: (() => void)[] = [];
   /** SQs whose fetch paused at MAX_INFLIGHT. */
   private readonly stalled = new Set<SubmissionQueue>();
+  /** Commands started since the fetch loops last gave the event loop a turn. */
+  private burst = 0;
+  /** SQs whose fetch paused at FETCH_BURST: they go on in the next turn. */
+  private readonly deferred = new Set<SubmissionQueue>();
+  private nextTurn: NodeJS.Immediate | undefined;
+  private readonly resumeDeferred = (): void => {
+    this.nextTurn = undefined;
+    this.burst = 0;
+    const queues = [...this.deferred];
+    this.deferred.clear();
+    for (const sq of queues) if (!sq.fetching && !sq.deleted) void this.fetch(sq);
+  };
   /** Commands fetched per SQ id since the controller was created (kept across resets; index = qid). */
   private readonly fetchedPerQueue: number[] = [];
   /** Doorbell register writes received (each one a trap in the guest and a message to us). */
@@ -71,28 +108,30 @@ export class CommandEngine {
 
   private readonly context: AdminContext;
   private readonly dma: NvmeDma;
-  private readonly log: Logger;
   private readonly queues: QueueTable;
   private readonly completions: CqWriter;
+  private readonly asyncEvents: AsyncEvents;
   private readonly shadow: () => ShadowDoorbells | undefined;
   private readonly enabled: () => boolean;
   private readonly fatal: (what: string, err: unknown) => void;
+  private readonly limiter: LogLimiter;
   private readonly timing: CommandTiming | undefined;
 
   constructor(parts: CommandEngineParts) {
     this.context = parts.context;
-    this.dma = parts.context.dma;
-    this.log = parts.context.log;
+    this.dma = parts.dma;
     this.queues = parts.queues;
     this.completions = parts.completions;
+    this.asyncEvents = parts.asyncEvents;
     this.shadow = parts.shadow;
     this.enabled = parts.enabled;
     this.fatal = parts.fatal;
+    this.limiter = parts.limiter;
     this.timing = parts.timing;
     this.poller = new SqPoller(
       {
         shadow: parts.shadow,
-        inflight: () => this.inflight,
+        inflight: () => this.running,
         moved: (sq, tail) => {
           sq.tail = tail;
           if (!sq.fetching) void this.fetch(sq);
@@ -109,8 +148,8 @@ export class CommandEngine {
     const qid = index >> 1;
     if ((index & 1) === 0) {
       const sq = this.queues.sq(qid);
-      if (!sq || sq.deleted || value >= sq.size) {
-        this.log.warn({ qid, value }, 'nvme: invalid SQ tail doorbell write ignored');
+      if (!sq || value >= sq.size) {
+        this.invalidDoorbell(qid, value, sq !== undefined, 'SQ tail');
         return;
       }
       // With shadow doorbells the shadow slot is the newest tail the host wrote
@@ -123,8 +162,8 @@ export class CommandEngine {
       if (!sq.fetching) void this.fetch(sq);
     } else {
       const cq = this.queues.cq(qid);
-      if (!cq || cq.deleted || value >= cq.size) {
-        this.log.warn({ qid, value }, 'nvme: invalid CQ head doorbell write ignored');
+      if (!cq || value >= cq.size) {
+        this.invalidDoorbell(qid, value, cq !== undefined, 'CQ head');
         return;
       }
       cq.head = value;
@@ -132,22 +171,20 @@ export class CommandEngine {
     }
   }
 
-  /**
-   * The queue was deleted, or the controller reset, since generation `gen`: a
-   * fetch checks after every await (a call, so the compiler does not carry
-   * what it knew from before the await past it).
-   */
-  private gone(sq: SubmissionQueue, gen: number): boolean {
-    return sq.deleted || gen !== this.generation;
+  /** A doorbell of a queue that does not exist, or a value beyond its queue: ignored, logged (rate-limited), an Error event. */
+  private invalidDoorbell(qid: number, value: number, exists: boolean, what: string): void {
+    this.limiter.warn('invalid-doorbell', { qid, value }, `nvme: invalid ${what} doorbell write ignored`);
+    this.asyncEvents.guestError(exists ? ErrorEvent.INVALID_DOORBELL_VALUE : ErrorEvent.INVALID_DOORBELL_REGISTER);
   }
 
-  /** Fetch and start every entry between head and tail, then (with shadow doorbells) re-arm EventIdx. */
+  /** Fetch and start every entry between head and tail (within the limits above), then (with shadow doorbells) re-arm EventIdx. */
   private async fetch(sq: SubmissionQueue): Promise<void> {
     sq.fetching = true;
     const gen = this.generation;
     try {
       for (;;) {
         while (sq.head !== sq.tail && !sq.deleted && gen === this.generation) {
+          if (this.paused(sq)) return;
           const count = (sq.tail > sq.head ? sq.tail : sq.size) - sq.head;
           let v = queueView(this.dma, sq, SQE_SIZE);
           let first = sq.head * SQE_SIZE;
@@ -159,20 +196,18 @@ export class CommandEngine {
             first = 0;
           }
           for (let i = 0; i < count; i++) {
-            if (this.inflight >= MAX_INFLIGHT) {
-              this.stalled.add(sq); // resumed when commands complete
-              return;
-            }
+            if (i > 0 && this.paused(sq)) return;
             const cmd = parseSubmissionEntry(v, first + i * SQE_SIZE);
             sq.head = sq.head + 1 === sq.size ? 0 : sq.head + 1;
             sq.fetched++;
             this.fetchedPerQueue[sq.id] = (this.fetchedPerQueue[sq.id] ?? 0) + 1;
             this.start(sq, cmd);
+            if (this.gone(sq, gen)) return; // the command deleted its own queue, or reset the controller
           }
         }
         const db = sq.id === 0 ? undefined : this.shadow();
         if (!db || sq.deleted || gen !== this.generation) return;
-        if (this.poller.enabled && this.inflight === 0) {
+        if (this.poller.enabled && this.running === 0) {
           // Idle: watch the shadow tail for a while instead of asking for doorbell writes.
           const moved = this.poller.watch(db, sq);
           if (moved === undefined) return;
@@ -193,6 +228,35 @@ export class CommandEngine {
     }
   }
 
+  /** `sq` was deleted, or the controller reset since generation `gen` (a fetch loop ends). */
+  private gone(sq: SubmissionQueue, gen: number): boolean {
+    return sq.deleted || gen !== this.generation;
+  }
+
+  /** Whether `sq` must stop fetching now (and who resumes it): its own limit, the controller's, or the turn's. */
+  private paused(sq: SubmissionQueue): boolean {
+    if (sq.inflight >= sq.size) {
+      sq.throttled = true; // cq-writer.ts: resumed when an entry of this SQ is written
+      return true;
+    }
+    if (this.running >= MAX_INFLIGHT) {
+      this.stalled.add(sq); // resumed when commands complete
+      return true;
+    }
+    if (this.burst >= FETCH_BURST) {
+      this.deferred.add(sq);
+      this.nextTurn ??= setImmediate(this.resumeDeferred);
+      return true;
+    }
+    return false;
+  }
+
+  /** `sq` was paused at its limit and one of its entries was just written: fetch on. */
+  resume(sq: SubmissionQueue): void {
+    sq.throttled = false;
+    if (!sq.fetching && !sq.deleted && this.enabled()) void this.fetch(sq);
+  }
+
   /**
    * Run one fetched command. A command that finishes synchronously (a read
    * the page cache serves) completes before this returns: no promise, no
@@ -200,7 +264,8 @@ export class CommandEngine {
    */
   private start(sq: SubmissionQueue, cmd: SubmissionEntry): void {
     sq.inflight++;
-    this.inflight++;
+    this.running++;
+    this.burst++;
     const gen = this.generation;
     const t0 = this.timing === undefined ? 0n : this.timing.start();
     let outcome: CommandResult | undefined | Promise<CommandResult | undefined>;
@@ -222,7 +287,9 @@ export class CommandEngine {
 
   /**
    * A command finished: post its completion (unless it answers later itself,
-   * like an AER, or the controller was reset since it started) and account for it.
+   * like an AER, or the controller was reset since it started: then the
+   * queues it belonged to are gone and the command is aborted without an
+   * entry) and account for it.
    */
   private settle(
     gen: number,
@@ -233,10 +300,11 @@ export class CommandEngine {
   ): void {
     try {
       if (res && gen === this.generation) this.completions.post(sq, cmd.cid, res.status, res.result ?? 0);
+      else this.completions.retire(sq);
     } catch (err) {
       this.fatal('completing a command failed', err);
     } finally {
-      this.finish(gen, sq, t0);
+      this.finish(gen, t0);
     }
   }
 
@@ -245,30 +313,31 @@ export class CommandEngine {
     let st: number = Status.INTERNAL_ERROR;
     if (err instanceof NvmeStatusError) {
       st = err.status;
-      this.log.debug(
+      this.limiter.debug(
+        'command-failed',
         { sqid: sq.id, cid: cmd.cid, opcode: cmd.opcode, status: st, reason: err.message },
         'nvme: command failed',
       );
     } else {
-      this.log.error({ err, sqid: sq.id, opcode: cmd.opcode }, 'nvme: command failed with an internal error');
+      this.limiter.error(
+        'internal-error',
+        { err, sqid: sq.id, opcode: cmd.opcode },
+        'nvme: command failed with an internal error',
+      );
     }
     this.settle(gen, sq, cmd, t0, { status: st, result: 0 });
   }
 
-  /** Bookkeeping after a command: timing, Delete SQ and quiesce waiters, fetches paused at MAX_INFLIGHT. */
-  private finish(gen: number, sq: SubmissionQueue, t0: bigint): void {
+  /** Bookkeeping after a command: timing, fetches paused at MAX_INFLIGHT, quiesce waiters. */
+  private finish(gen: number, t0: bigint): void {
     if (this.timing !== undefined) this.timing.done(t0);
-    if (--sq.inflight === 0 && sq.onIdle) {
-      sq.onIdle();
-      sq.onIdle = undefined;
-    }
-    --this.inflight;
-    if (this.stalled.size > 0 && this.inflight < MAX_INFLIGHT / 2) {
+    --this.running;
+    if (this.stalled.size > 0 && this.running < MAX_INFLIGHT / 2) {
       const resume = [...this.stalled];
       this.stalled.clear();
       for (const q of resume) if (!q.fetching && !q.deleted && gen === this.generation) void this.fetch(q);
     }
-    if (this.inflight === 0) {
+    if (this.running === 0) {
       if (gen === this.generation) this.watchIdleQueues();
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
@@ -291,20 +360,26 @@ export class CommandEngine {
     }
   }
 
-  /** Resolves when no command is in flight. */
+  /** Commands running now. */
+  get inflight(): number {
+    return this.running;
+  }
+
+  /** Resolves when no command is running. */
   quiesce(): Promise<void> {
-    if (this.inflight === 0) return Promise.resolve();
+    if (this.running === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /**
-   * A controller reset begins: commands still in flight finish, but their
-   * completions are dropped; fetches paused at MAX_INFLIGHT are forgotten;
-   * polling stops (its EventIdx slots go with the shadow pages).
+   * A controller reset begins: commands still running finish, but their
+   * completions are dropped; paused fetches are forgotten; polling stops
+   * (its EventIdx slots go with the shadow pages).
    */
   reset(): void {
     this.generation++;
     this.stalled.clear();
+    this.deferred.clear();
     this.poller.clear();
   }
 

@@ -126,6 +126,7 @@ export const Status = {
   ABORT_REQUESTED: status(Sct.GENERIC, 0x07),
   ABORTED_SQ_DELETION: status(Sct.GENERIC, 0x08),
   INVALID_NAMESPACE: status(Sct.GENERIC, 0x0b),
+  COMMAND_SEQUENCE_ERROR: status(Sct.GENERIC, 0x0c),
   INVALID_PRP_OFFSET: status(Sct.GENERIC, 0x13),
   LBA_OUT_OF_RANGE: status(Sct.GENERIC, 0x80),
   CQ_INVALID: status(Sct.COMMAND_SPECIFIC, 0x00),
@@ -134,7 +135,8 @@ export const Status = {
   AER_LIMIT_EXCEEDED: status(Sct.COMMAND_SPECIFIC, 0x05),
   INVALID_INTERRUPT_VECTOR: status(Sct.COMMAND_SPECIFIC, 0x08),
   INVALID_LOG_PAGE: status(Sct.COMMAND_SPECIFIC, 0x09),
-  INVALID_QUEUE_DELETION: status(Sct.COMMAND_SPECIFIC, 0x0c),
+  /** Without DNR, as QEMU: the host may retry once the CQ's SQs are gone. */
+  INVALID_QUEUE_DELETION: status(Sct.COMMAND_SPECIFIC, 0x0c, false),
   FEATURE_NOT_SAVEABLE: status(Sct.COMMAND_SPECIFIC, 0x0d),
   COMPARE_FAILURE: status(Sct.MEDIA, 0x85),
 } as const;

@@ -62,6 +62,15 @@ export interface NvmeControllerOptions {
    * for timing() (benchmarks). Default false: no clock is read per command.
    */
   timing?: boolean;
+  /**
+   * The longest a controller reset (CC.EN 1 -> 0, DEVICE_RESET, FLR, client
+   * disconnect) or shutdown (CC.SHN) waits for commands still running, in
+   * ms (100-4000, default 2000). Only the host's own work can take that
+   * long (file I/O, unanswered DMA messages): past it the reset is done
+   * without them and reports Controller Fatal Status (docs/nvme.md, "What a
+   * hostile guest can and cannot do"). `close()` waits as long.
+   */
+  resetTimeoutMs?: number;
   /** PCI vendor/device ids. Default Nutanix's 0x4e58:0x0001, as SPDK's vfio-user NVMe target. */
   vendor?: number;
   device?: number;
@@ -91,12 +100,23 @@ function dmaAdapter(dma: DmaSpace): NvmeDma {
   };
 }
 
+/** Default NvmeControllerOptions.resetTimeoutMs. */
+const DEFAULT_RESET_TIMEOUT_MS = 2000;
+
+/**
+ * What the PCI layer allows a reset beyond the controller's own bound: the
+ * controller always answers first (with CFS if it had to give up), the PCI
+ * layer's bound (PciDeviceOptions.resetTimeoutMs) is only a backstop.
+ */
+const PCI_RESET_MARGIN_MS = 1000;
+
 export class NvmeController {
   /** The PCI function to serve. */
   readonly device: PciDevice;
   readonly namespaces: readonly Namespace[];
   readonly log: Logger;
   private readonly core: ControllerCore;
+  private readonly resetTimeoutMs: number;
   private closed = false;
 
   constructor(options: NvmeControllerOptions) {
@@ -106,6 +126,10 @@ export class NvmeController {
     const pollMicros = options.pollMicros ?? DEFAULT_SQ_POLL.idleMicros;
     if (!Number.isInteger(pollMicros) || pollMicros < 0 || pollMicros > 1_000_000)
       throw new RangeError('nvme: pollMicros must be a whole number from 0 to 1000000');
+    const resetTimeoutMs = options.resetTimeoutMs ?? DEFAULT_RESET_TIMEOUT_MS;
+    if (!Number.isInteger(resetTimeoutMs) || resetTimeoutMs < 100 || resetTimeoutMs > 4000)
+      throw new RangeError('nvme: resetTimeoutMs must be a whole number from 100 to 4000');
+    this.resetTimeoutMs = resetTimeoutMs;
     this.log = (options.log ?? silentLogger).child({ nvme: options.name });
     const serial = (options.serial ?? `VFUTS-${options.name}`).slice(0, 20);
     const opened: Namespace[] = [];
@@ -135,11 +159,9 @@ export class NvmeController {
       interrupts: { intx: true, msix: { vectors, bar: 4 } },
       capabilities: [{ kind: 'pm' }],
       express: { flr: true },
-      quiesce: () => core!.quiesceIo(),
-      onReset: (reason) => {
-        this.log.debug({ reason }, 'nvme: PCI reset');
-        return core!.reset();
-      },
+      // No quiesce step: the controller's reset drops the queues first, then waits (bounded) for what runs.
+      onReset: () => core!.reset(),
+      resetTimeoutMs: resetTimeoutMs + PCI_RESET_MARGIN_MS,
       log: options.log,
       ...(options.unsealedDmaFds && { unsealedDmaFds: options.unsealedDmaFds }),
     });
@@ -150,6 +172,7 @@ export class NvmeController {
       interrupt: (vector) => {
         device.irq.trigger(device.irq.mode === 'msix' ? vector : 0);
       },
+      onBusMasterChange: (listener) => void device.dma.onBusMasterChange(listener),
     };
     core = new ControllerCore(host, {
       identity: {
@@ -166,6 +189,7 @@ export class NvmeController {
       log: this.log,
       poll: { ...DEFAULT_SQ_POLL, idleMicros: pollMicros, adaptive: options.pollAdaptive ?? true },
       timing: options.timing ?? false,
+      resetTimeoutMs,
     });
     this.core = core;
   }
@@ -203,11 +227,28 @@ export class NvmeController {
     return this.core.flushAll();
   }
 
-  /** Wait for in-flight commands, flush and close the backing files, release the device. Idempotent. */
+  /**
+   * Wait for running commands (at most resetTimeoutMs: what still runs then
+   * is stuck on a DMA message or the host's file I/O, and its completion is
+   * of no use any more), flush and close the backing files (each waits for
+   * its own file operations in progress: they must not outlive the fd),
+   * release the device. Idempotent.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.core.quiesceIo();
+    const quiet = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), this.resetTimeoutMs);
+      void this.core.quiesceIo().then(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    if (!quiet)
+      this.log.warn(
+        { running: this.core.inflight },
+        'nvme: closing with commands still running (their completions are dropped)',
+      );
     await Promise.all(this.namespaces.map((ns) => ns.close()));
     this.device.close();
   }

@@ -6,6 +6,7 @@
  * - registers.ts: BAR0 registers and the CC/CSTS state machine (enable,
  *   reset, shutdown)
  * - command-engine.ts: doorbells, the fetch loop, commands in flight
+ * - command-dma.ts: guest memory for commands, revoked by each reset
  * - cq-writer.ts: completion entries; cq-interrupts.ts: their interrupts
  * - queue-table.ts: the SQs and CQs by queue id
  * - async-events.ts: Async Event Requests and events
@@ -19,16 +20,18 @@
  * endReset): the controller's whole state is the fields of this class and
  * of the parts.
  */
-import type { Logger } from 'vfio-user-ts';
-import { Reg } from './constants.js';
+import { LogLimiter, type Logger } from 'vfio-user-ts';
+import { MAX_TRANSFER, Reg } from './constants.js';
 import { AsyncEvents } from './async-events.js';
+import { BufferBudget } from './buffer-budget.js';
+import { CommandDma } from './command-dma.js';
 import { CommandEngine } from './command-engine.js';
 import { CommandTiming } from './command-timing.js';
 import type { AdminContext } from './context.js';
 import { CqInterrupts } from './cq-interrupts.js';
 import { CqWriter } from './cq-writer.js';
 import { defaultFeatures, type FeatureState } from './features.js';
-import type { NvmeDma, NvmeHost } from './host.js';
+import type { NvmeHost } from './host.js';
 import type { ControllerIdentity, HealthCounters } from './identify.js';
 import type { Namespace } from './namespace.js';
 import { QueueTable } from './queue-table.js';
@@ -48,12 +51,23 @@ export interface CoreOptions {
   poll?: SqPollOptions;
   /** Time every command inside the controller (command-timing.ts). Default false: no clock is read per command. */
   timing?: boolean;
+  /** How long a reset or shutdown waits for commands still running, in ms (registers.ts). */
+  resetTimeoutMs: number;
 }
+
+/**
+ * Bounce buffers a controller may hold at once (buffer-budget.ts): 32
+ * transfers of MDTS (1 MiB) through host memory, or 16 Compares.
+ */
+const BOUNCE_BUFFER_BYTES = 32 * MAX_TRANSFER;
 
 export class ControllerCore implements AdminContext {
   // What commands see (context.ts).
-  readonly dma: NvmeDma;
+  /** Guest memory for the commands of this controller life (replaced and revoked by every reset). */
+  dma: CommandDma;
   readonly log: Logger;
+  readonly limiter: LogLimiter;
+  readonly buffers = new BufferBudget(BOUNCE_BUFFER_BYTES);
   readonly namespaces: Map<number, Namespace>;
   readonly identity: ControllerIdentity;
   readonly maxIoQueues: number;
@@ -81,9 +95,13 @@ export class ControllerCore implements AdminContext {
   /** Shadow doorbell and EventIdx buffers (Doorbell Buffer Config). */
   private shadowDb: ShadowDoorbells | undefined;
 
+  private readonly host: NvmeHost;
+
   constructor(host: NvmeHost, options: CoreOptions) {
-    this.dma = host.dma;
+    this.host = host;
+    this.dma = new CommandDma(host.dma);
     this.log = options.log;
+    this.limiter = new LogLimiter(options.log);
     this.namespaces = new Map(options.namespaces.map((ns) => [ns.nsid, ns]));
     this.identity = { ...options.identity, namespaces: options.namespaces.length };
     this.maxIoQueues = options.maxIoQueues;
@@ -92,7 +110,7 @@ export class ControllerCore implements AdminContext {
     // The shadow doorbells, once configured (their pages may be unmapped for a while: reads are then undefined).
     const shadow = (): ShadowDoorbells | undefined => this.shadowDb;
     const fatal = (what: string, err: unknown): void => this.registers.fatal(what, err);
-    this.irq = new CqInterrupts(host, () => this.features, this.log);
+    this.irq = new CqInterrupts(host, () => this.features, this.limiter);
     this.registers = new ControllerRegisters(
       {
         createAdminQueues: (asq, asqs, acq, acqs) => {
@@ -105,21 +123,36 @@ export class ControllerCore implements AdminContext {
         endReset: () => this.endReset(),
       },
       this.irq,
-      this.log,
+      this.limiter,
+      options.resetTimeoutMs,
     );
     this.queues = new QueueTable(shadow);
-    this.completions = new CqWriter(this.dma, this.irq, shadow, fatal);
+    this.completions = new CqWriter(host.dma, this.irq, shadow, fatal, (sq) => this.engine.resume(sq));
     this.asyncEvents = new AsyncEvents(this.completions);
     this.engine = new CommandEngine({
       context: this,
+      dma: host.dma,
       queues: this.queues,
       completions: this.completions,
+      asyncEvents: this.asyncEvents,
       shadow,
       enabled: () => this.registers.enabled,
       fatal,
+      limiter: this.limiter,
       timing: this.timing,
       poll: options.poll ?? DEFAULT_SQ_POLL,
     });
+    host.onBusMasterChange?.((enabled) => {
+      if (enabled) return;
+      // Views are plain memory: drop them, so every queue access asks the DMA space (which refuses it).
+      this.queues.dropViews();
+      this.shadowDb?.dropViews();
+    });
+  }
+
+  /** Whether MSI-X is on (then each CQ has its own vector). */
+  msixEnabled(): boolean {
+    return this.host.msixEnabled();
   }
 
   /** A 4-byte (or smaller) register read at `offset` in BAR0. */
@@ -131,7 +164,7 @@ export class ControllerCore implements AdminContext {
   writeRegister(offset: number, size: 1 | 2 | 4, value: number): void {
     if (offset >= Reg.DOORBELLS) {
       if (size === 4 && (offset & 3) === 0) this.engine.doorbell((offset - Reg.DOORBELLS) >> 2, value >>> 0);
-      else this.log.warn({ offset, size }, 'nvme: ignoring a doorbell write that is not 4 bytes');
+      else this.limiter.warn('doorbell-size', { offset, size }, 'nvme: ignoring a doorbell write that is not 4 bytes');
       return;
     }
     this.registers.write(offset, size, value);
@@ -144,10 +177,12 @@ export class ControllerCore implements AdminContext {
 
   /**
    * A controller reset begins (registers.ts): everything the guest set up
-   * goes at once. The registers then wait for the commands still in flight
-   * and flush the namespaces before endReset.
+   * goes at once, and the commands still running lose their way to guest
+   * memory. The registers then wait (bounded) for them before endReset.
    */
   private beginReset(full: boolean): void {
+    this.dma.revoke();
+    this.dma = new CommandDma(this.host.dma);
     this.engine.reset();
     this.queues.deleteAll();
     this.asyncEvents.clear();
@@ -160,16 +195,21 @@ export class ControllerCore implements AdminContext {
     this.features = defaultFeatures();
   }
 
-  /** Resolves when no command is in flight. */
+  /** Resolves when no command is running. */
   quiesceIo(): Promise<void> {
     return this.engine.quiesce();
+  }
+
+  /** Commands running now. */
+  get inflight(): number {
+    return this.engine.inflight;
   }
 
   async flushAll(): Promise<void> {
     await Promise.all([...this.namespaces.values()].map((ns) => ns.flush()));
   }
 
-  /** Doorbell Buffer Config: both pages must be in fd-backed guest memory (message-only memory would cost more than it saves). */
+  /** Doorbell Buffer Config: two distinct pages in fd-backed guest memory (message-only memory would cost more than it saves). */
   configureDoorbellBuffer(dbs: bigint, eis: bigint): boolean {
     const db = ShadowDoorbells.open(this.dma, dbs, eis);
     if (!db) return false;

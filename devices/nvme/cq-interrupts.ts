@@ -5,7 +5,7 @@
  * masking through INTMS/INTMC (a masked interrupt is remembered and raised
  * on unmask). MSI-X vectors are masked by QEMU, not here.
  */
-import type { Logger } from 'vfio-user-ts';
+import type { LogLimiter } from 'vfio-user-ts';
 import type { NvmeHost } from './host.js';
 import type { CompletionQueue } from './queues.js';
 
@@ -40,7 +40,8 @@ export class CqInterrupts {
   constructor(
     private readonly host: NvmeHost,
     private readonly settings: () => CoalescingSettings,
-    private readonly log: Logger,
+    /** Failures the guest's interrupt setup can cause: rate-limited. */
+    private readonly log: LogLimiter,
   ) {}
 
   /** INTMS write: set mask bits. */
@@ -102,7 +103,7 @@ export class CqInterrupts {
         this.host.interrupt(0);
       }
     } catch (err) {
-      this.log.error({ err, cq: cq.id }, 'nvme: raising an interrupt failed');
+      this.log.error('interrupt-failed', { err, cq: cq.id }, 'nvme: raising an interrupt failed');
     }
   }
 }

@@ -36,6 +36,12 @@ export interface NvmeHost {
   msixEnabled(): boolean;
   /** Signal `vector` of the active interrupt type. */
   interrupt(vector: number): void;
+  /**
+   * Call `listener` when the guest turns bus mastering on or off (PCI
+   * Command bit 2). While it is off every `dma` access fails; views the core
+   * cached must be dropped then.
+   */
+  onBusMasterChange?(listener: (enabled: boolean) => void): void;
 }
 
 /** Thrown by command handlers: completes the command with this 15-bit NVMe status. */

@@ -5,6 +5,12 @@
  * (preadv2 RWF_NOWAIT), anything else on the thread pool with the guest
  * pages pinned (DMA_UNMAP waits). With fd-less memory, data moves through a
  * host buffer and DMA messages.
+ *
+ * Each command takes `ctx.dma` once, when it starts (a controller reset
+ * revokes it: see command-dma.ts), and logs host failures through the
+ * controller's LogLimiter (a guest can make them frequent). Bounce buffers
+ * (fd-less guest memory, Compare) come out of the controller's
+ * BufferBudget, so 256 commands in flight cannot make us hold 256 MiB.
  */
 import { IoOp, MAX_TRANSFER, Status } from './constants.js';
 import type { IoContext } from './context.js';
@@ -91,23 +97,29 @@ function readNow(ctx: IoContext, cmd: SubmissionEntry): CommandResult | undefine
 }
 
 async function readCmd(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandResult> {
+  const dma = ctx.dma;
   const ns = namespaceOf(ctx, cmd);
   const { position, length, blocks } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
-  const segments = await prpSegments(ctx.dma, cmd.prp1, cmd.prp2, length);
+  const segments = await prpSegments(dma, cmd.prp1, cmd.prp2, length);
   // fd-backed guest memory: preadv straight into it (held mapped meanwhile); else through a buffer.
-  const pinned = ctx.dma.pin?.(segments);
+  const pinned = dma.pin?.(segments);
   try {
     if (pinned) {
       await ns.readv(position, pinned.views);
     } else {
-      const buf = Buffer.allocUnsafe(length);
-      await ns.read(position, buf);
-      await copyToGuest(ctx.dma, segments, buf);
+      await ctx.buffers.take(length);
+      try {
+        const buf = Buffer.allocUnsafe(length);
+        await ns.read(position, buf);
+        await copyToGuest(dma, segments, buf);
+      } finally {
+        ctx.buffers.release(length);
+      }
     }
   } catch (err) {
     if (err instanceof NvmeStatusError) throw err;
-    ctx.log.error({ err, nsid: ns.nsid, position, length }, 'nvme: read failed');
+    ctx.limiter.error('read-failed', { err, nsid: ns.nsid, position, length }, 'nvme: read failed');
     fail(Status.INTERNAL_ERROR, 'backing read failed');
   } finally {
     pinned?.release();
@@ -118,27 +130,38 @@ async function readCmd(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandRes
 }
 
 async function writeCmd(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandResult> {
+  const dma = ctx.dma;
   const ns = namespaceOf(ctx, cmd);
   const { position, length, blocks } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
-  const segments = await prpSegments(ctx.dma, cmd.prp1, cmd.prp2, length);
+  const segments = await prpSegments(dma, cmd.prp1, cmd.prp2, length);
   const fua = (cmd.cdw12 >>> 30) & 1;
-  const pinned = ctx.dma.pin?.(segments);
+  const pinned = dma.pin?.(segments);
+  const buffered = pinned ? 0 : length;
   let buf: Uint8Array | undefined;
-  if (!pinned) {
-    buf = Buffer.allocUnsafe(length);
-    await copyFromGuest(ctx.dma, segments, buf);
+  if (buffered) {
+    await ctx.buffers.take(buffered);
+    try {
+      buf = Buffer.allocUnsafe(length);
+      await copyFromGuest(dma, segments, buf);
+    } catch (err) {
+      ctx.buffers.release(buffered);
+      throw err;
+    }
   }
   try {
-    if (pinned) await ns.writev(position, pinned.views);
-    else await ns.write(position, buf!);
+    try {
+      if (pinned) await ns.writev(position, pinned.views);
+      else await ns.write(position, buf!);
+    } finally {
+      pinned?.release(); // the data is in the file: guest memory is free before any fdatasync
+      if (buffered) ctx.buffers.release(buffered);
+    }
     // Without a volatile write cache (or with Force Unit Access), acknowledged means on disk.
     if (!ctx.features.volatileWriteCache || fua) await ns.flush();
   } catch (err) {
-    ctx.log.error({ err, nsid: ns.nsid, position, length }, 'nvme: write failed');
+    ctx.limiter.error('write-failed', { err, nsid: ns.nsid, position, length }, 'nvme: write failed');
     fail(Status.INTERNAL_ERROR, 'backing write failed');
-  } finally {
-    pinned?.release();
   }
   ctx.health.writeCommands++;
   ctx.health.blocksWritten += BigInt(blocks << (ns.lbaShift - 9));
@@ -151,7 +174,7 @@ async function flushCmd(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandRe
     else await namespaceOf(ctx, cmd).flush();
   } catch (err) {
     if (err instanceof NvmeStatusError) throw err;
-    ctx.log.error({ err }, 'nvme: flush failed');
+    ctx.limiter.error('flush-failed', { err }, 'nvme: flush failed');
     fail(Status.INTERNAL_ERROR, 'fdatasync failed');
   }
   return OK;
@@ -171,7 +194,7 @@ async function writeZeroes(ctx: IoContext, cmd: SubmissionEntry): Promise<Comman
     else await ns.zero(position, length);
     if (!ctx.features.volatileWriteCache || (cmd.cdw12 >>> 30) & 1) await ns.flush();
   } catch (err) {
-    ctx.log.error({ err }, 'nvme: write zeroes failed');
+    ctx.limiter.error('write-zeroes-failed', { err }, 'nvme: write zeroes failed');
     fail(Status.INTERNAL_ERROR, 'backing write failed');
   }
   return OK;
@@ -186,42 +209,67 @@ const DSM_ATTR_DEALLOCATE = 1 << 2;
  * anything happens (one bad range: LBA Out of Range and no effect). With
  * AD set each range is deallocated (file: hole punched; memory: zeroed) and
  * reads as zeros afterwards where Identify reported DLFEAT 0x09.
+ *
+ * The work is bounded by the namespace, not by what the guest names:
+ * overlapping and adjacent ranges are merged first (256 ranges over the
+ * whole namespace deallocate it once), and memory namespaces zero in
+ * slices with a loop turn between them (namespace.ts).
  */
 async function datasetManagement(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandResult> {
+  const dma = ctx.dma;
   const ns = namespaceOf(ctx, cmd);
   const ranges = (cmd.cdw10 & 0xff) + 1;
   if (cmd.psdt !== 0) fail(Status.INVALID_FIELD, 'SGLs are not supported');
-  const segments = await prpSegments(ctx.dma, cmd.prp1, cmd.prp2, ranges * 16);
+  const segments = await prpSegments(dma, cmd.prp1, cmd.prp2, ranges * 16);
   const buf = new Uint8Array(ranges * 16);
-  await copyFromGuest(ctx.dma, segments, buf);
+  await copyFromGuest(dma, segments, buf);
   const v = new DataView(buf.buffer);
-  const extents: { position: number; length: number }[] = [];
+  const extents: { start: number; end: number }[] = [];
   for (let i = 0; i < ranges; i++) {
     const nlb = v.getUint32(i * 16 + 4, true);
     const slba = Number(v.getBigUint64(i * 16 + 8, true));
     if (!Number.isSafeInteger(slba) || slba + nlb > ns.blocks)
       fail(Status.LBA_OUT_OF_RANGE, `DSM range ${i}: LBA ${slba}+${nlb} past ${ns.blocks}`);
-    if (nlb > 0) extents.push({ position: slba * ns.lbaSize, length: nlb * ns.lbaSize });
+    if (nlb > 0) extents.push({ start: slba, end: slba + nlb });
   }
   if ((cmd.cdw11 & DSM_ATTR_DEALLOCATE) === 0) return OK;
   try {
-    for (const { position, length } of extents) await ns.deallocate(position, length);
+    for (const { start, end } of mergeExtents(extents))
+      await ns.deallocate(start * ns.lbaSize, (end - start) * ns.lbaSize);
     if (!ctx.features.volatileWriteCache) await ns.flush();
   } catch (err) {
-    ctx.log.error({ err, nsid: ns.nsid }, 'nvme: deallocate failed');
+    ctx.limiter.error('deallocate-failed', { err, nsid: ns.nsid }, 'nvme: deallocate failed');
     fail(Status.INTERNAL_ERROR, 'backing deallocate failed');
   }
   return OK;
 }
 
+/** Block ranges [start, end) sorted and merged where they overlap or touch. */
+function mergeExtents(extents: { start: number; end: number }[]): { start: number; end: number }[] {
+  extents.sort((a, b) => a.start - b.start);
+  const merged: { start: number; end: number }[] = [];
+  for (const e of extents) {
+    const last = merged.at(-1);
+    if (last && e.start <= last.end) last.end = Math.max(last.end, e.end);
+    else merged.push({ ...e });
+  }
+  return merged;
+}
+
 async function compare(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandResult> {
+  const dma = ctx.dma;
   const ns = namespaceOf(ctx, cmd);
   const { position, length } = lbaRange(ns, cmd);
   checkTransfer(cmd, length);
-  const segments = await prpSegments(ctx.dma, cmd.prp1, cmd.prp2, length);
-  const guest = new Uint8Array(length);
-  await copyFromGuest(ctx.dma, segments, guest);
-  const disk = new Uint8Array(length);
-  await ns.read(position, disk);
-  return Buffer.from(guest.buffer).equals(Buffer.from(disk.buffer)) ? OK : { status: Status.COMPARE_FAILURE };
+  const segments = await prpSegments(dma, cmd.prp1, cmd.prp2, length);
+  await ctx.buffers.take(2 * length);
+  try {
+    const guest = new Uint8Array(length);
+    await copyFromGuest(dma, segments, guest);
+    const disk = new Uint8Array(length);
+    await ns.read(position, disk);
+    return Buffer.from(guest.buffer).equals(Buffer.from(disk.buffer)) ? OK : { status: Status.COMPARE_FAILURE };
+  } finally {
+    ctx.buffers.release(2 * length);
+  }
 }

@@ -124,6 +124,9 @@ async function vectored(
   }
 }
 
+/** Memory namespaces zero at most this much per event-loop turn (a memset of ~50-100 us). */
+const ZERO_SLICE = 1 << 20;
+
 export class Namespace {
   readonly nsid: number;
   readonly lbaSize: 512 | 4096;
@@ -162,6 +165,13 @@ export class Namespace {
   private readonly deallocatedZeros: boolean;
   /** The file can zero ranges (fallocate ZERO_RANGE): false after the first EOPNOTSUPP (then zeros are written). */
   private zeroRange = true;
+  /** close() has begun: no new operation starts. */
+  private closing = false;
+  /** File operations in progress (read, write, zero, deallocate, flush): close() waits for them before closing the fd. */
+  private ops = 0;
+  private opsIdle: (() => void)[] = [];
+  /** The latest fdatasync in progress: a Flush that finds nothing dirty waits for it (it covers every write so far). */
+  private syncing: Promise<void> | undefined;
 
   constructor(nsid: number, options: NamespaceOptions, serial: string) {
     this.nsid = nsid;
@@ -220,26 +230,54 @@ export class Namespace {
   }
 
   private checkOpen(): void {
-    if (this.closed) throw new Error(`namespace ${this.nsid} is closed`);
+    if (this.closed || this.closing) throw new Error(`namespace ${this.nsid} is closed`);
+  }
+
+  /** An operation starts (throws once closing): counted until end(). */
+  private begin(): void {
+    this.checkOpen();
+    this.ops++;
+  }
+
+  private end(): void {
+    if (--this.ops === 0 && this.opsIdle.length > 0) {
+      const waiters = this.opsIdle;
+      this.opsIdle = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Zero [position, position+length) of a memory namespace: slices of ZERO_SLICE, a loop turn between them. */
+  private async zeroMemory(position: number, length: number): Promise<void> {
+    const end = position + length;
+    for (let at = position; at < end; at += ZERO_SLICE) {
+      if (at > position) await new Promise((resolve) => setImmediate(resolve));
+      if (!this.memory) throw new Error(`namespace ${this.nsid} is closed`);
+      this.memory.fill(0, at, Math.min(at + ZERO_SLICE, end));
+    }
   }
 
   /** Read `length` bytes at byte `position` into `dst` (from 0). */
   async read(position: number, dst: Uint8Array, length = dst.length): Promise<void> {
-    this.checkOpen();
-    if (this.memory) {
-      dst.set(this.memory.subarray(position, position + length));
-      return;
+    this.begin();
+    try {
+      if (this.memory) {
+        dst.set(this.memory.subarray(position, position + length));
+        return;
+      }
+      const target = dst.subarray(0, length);
+      const n = this.readCached([target], position, length);
+      if (n === length) return;
+      if (n > 0) {
+        await vectored(readv, this.fd!, [target.subarray(n)], position + n, true);
+        return;
+      }
+      const cached = this.readAhead?.tryRead(position, [target], length);
+      if (cached === true || (cached && (await cached))) return;
+      await this.readFile(position, dst, length);
+    } finally {
+      this.end();
     }
-    const target = dst.subarray(0, length);
-    const n = this.readCached([target], position, length);
-    if (n === length) return;
-    if (n > 0) {
-      await vectored(readv, this.fd!, [target.subarray(n)], position + n, true);
-      return;
-    }
-    const cached = this.readAhead?.tryRead(position, [target], length);
-    if (cached === true || (cached && (await cached))) return;
-    await this.readFile(position, dst, length);
   }
 
   /**
@@ -280,23 +318,27 @@ export class Namespace {
 
   /** Write `src` at byte `position`. */
   async write(position: number, src: Uint8Array): Promise<void> {
-    this.checkOpen();
-    if (this.memory) {
-      this.memory.set(src, position);
-      return;
-    }
-    this.readAhead?.invalidate(position, src.length);
+    this.begin();
     try {
-      let done = 0;
-      while (done < src.length) {
-        done += await writeAt(this.fd!, src, done, src.length - done, position + done);
+      if (this.memory) {
+        this.memory.set(src, position);
+        return;
       }
-    } finally {
       this.readAhead?.invalidate(position, src.length);
+      try {
+        let done = 0;
+        while (done < src.length) {
+          done += await writeAt(this.fd!, src, done, src.length - done, position + done);
+        }
+      } finally {
+        this.readAhead?.invalidate(position, src.length);
+      }
+      // Marked after the data reached the page cache: a flush that started earlier does not cover it.
+      this.dirty = true;
+      this.writeBehind?.wrote(position, src.length);
+    } finally {
+      this.end();
     }
-    // Marked after the data reached the page cache: a flush that started earlier does not cover it.
-    this.dirty = true;
-    this.writeBehind?.wrote(position, src.length);
   }
 
   /**
@@ -305,7 +347,7 @@ export class Namespace {
    * True when done; false when nothing useful happened (then call readv).
    */
   readvNow(position: number, views: readonly Uint8Array[]): boolean {
-    if (this.closed) return false;
+    if (this.closed || this.closing) return false;
     if (this.memory) {
       let at = position;
       for (const v of views) {
@@ -320,66 +362,79 @@ export class Namespace {
 
   /** Read consecutive bytes at `position` straight into `views` (in order). The caller keeps them mapped. */
   async readv(position: number, views: readonly Uint8Array[]): Promise<void> {
-    this.checkOpen();
-    if (this.memory) {
-      let at = position;
-      for (const v of views) {
-        v.set(this.memory.subarray(at, at + v.length));
-        at += v.length;
+    this.begin();
+    try {
+      if (this.memory) {
+        let at = position;
+        for (const v of views) {
+          v.set(this.memory.subarray(at, at + v.length));
+          at += v.length;
+        }
+        return;
       }
-      return;
+      const length = totalLength(views);
+      const n = this.readCached(views, position, length);
+      if (n === length) return;
+      if (n > 0) {
+        await vectored(readv, this.fd!, skipBytes(views, n), position + n, true);
+        return;
+      }
+      const cached = this.readAhead?.tryRead(position, views, length);
+      if (cached === true || (cached && (await cached))) return;
+      await vectored(readv, this.fd!, views, position, true);
+    } finally {
+      this.end();
     }
-    const length = totalLength(views);
-    const n = this.readCached(views, position, length);
-    if (n === length) return;
-    if (n > 0) {
-      await vectored(readv, this.fd!, skipBytes(views, n), position + n, true);
-      return;
-    }
-    const cached = this.readAhead?.tryRead(position, views, length);
-    if (cached === true || (cached && (await cached))) return;
-    await vectored(readv, this.fd!, views, position, true);
   }
 
   /** Write `views` (in order) as consecutive bytes at `position`. The caller keeps them mapped. */
   async writev(position: number, views: readonly Uint8Array[]): Promise<void> {
-    this.checkOpen();
-    if (this.memory) {
-      let at = position;
-      for (const v of views) {
-        this.memory.set(v, at);
-        at += v.length;
-      }
-      return;
-    }
-    const length = totalLength(views);
-    this.readAhead?.invalidate(position, length);
+    this.begin();
     try {
-      await vectored(writev, this.fd!, views, position, false);
-    } finally {
+      if (this.memory) {
+        let at = position;
+        for (const v of views) {
+          this.memory.set(v, at);
+          at += v.length;
+        }
+        return;
+      }
+      const length = totalLength(views);
       this.readAhead?.invalidate(position, length);
+      try {
+        await vectored(writev, this.fd!, views, position, false);
+      } finally {
+        this.readAhead?.invalidate(position, length);
+      }
+      this.dirty = true;
+      this.writeBehind?.wrote(position, length);
+    } finally {
+      this.end();
     }
-    this.dirty = true;
-    this.writeBehind?.wrote(position, length);
   }
 
   /**
    * Zero `length` bytes at `position` (Write Zeroes): fallocate ZERO_RANGE
    * (no data written; the blocks stay allocated), or where the file system
    * lacks it (remembered) writes of zeros in chunks of at most 1 MiB.
+   * Memory is zeroed in slices (zeroMemory): at most ZERO_SLICE per loop turn.
    */
   async zero(position: number, length: number): Promise<void> {
-    this.checkOpen();
-    if (this.memory) {
-      this.memory.fill(0, position, position + length);
-      return;
+    this.begin();
+    try {
+      if (this.memory) {
+        await this.zeroMemory(position, length);
+        return;
+      }
+      if (length === 0) return;
+      if (this.zeroRange) {
+        if (await this.fallocateIfSupported('zero-range', position, length)) return;
+        this.zeroRange = false;
+      }
+      await this.writeZeros(position, length);
+    } finally {
+      this.end();
     }
-    if (length === 0) return;
-    if (this.zeroRange) {
-      if (await this.fallocateIfSupported('zero-range', position, length)) return;
-      this.zeroRange = false;
-    }
-    await this.writeZeros(position, length);
   }
 
   /**
@@ -391,17 +446,21 @@ export class Namespace {
    * the range is zeroed instead (Identify promised zeros).
    */
   async deallocate(position: number, length: number): Promise<void> {
-    this.checkOpen();
-    if (this.memory) {
-      this.memory.fill(0, position, position + length);
-      return;
+    this.begin();
+    try {
+      if (this.memory) {
+        await this.zeroMemory(position, length);
+        return;
+      }
+      if (length === 0) return;
+      if (this.punchHole) {
+        if (await this.fallocateIfSupported('punch-hole', position, length)) return;
+        this.punchHole = false;
+      }
+      if (this.deallocatedZeros) await this.zero(position, length);
+    } finally {
+      this.end();
     }
-    if (length === 0) return;
-    if (this.punchHole) {
-      if (await this.fallocateIfSupported('punch-hole', position, length)) return;
-      this.punchHole = false;
-    }
-    if (this.deallocatedZeros) await this.zero(position, length);
   }
 
   /** fallocateRange, false (nothing done) where the file system does not implement `mode` (EOPNOTSUPP). */
@@ -434,19 +493,45 @@ export class Namespace {
     }
   }
 
-  /** Make every completed write durable (fdatasync). Free when nothing was written since the last flush. */
+  /**
+   * Make every completed write durable (fdatasync). Free when nothing was
+   * written since the last flush, except that a flush still in progress is
+   * waited for (it covers the writes this one must cover: two Flush
+   * commands in a row both complete only after the data is on disk).
+   */
   async flush(): Promise<void> {
-    if (this.fd === undefined || this.closed || !this.dirty) return;
+    if (this.fd === undefined || this.closed) return;
+    if (!this.dirty) {
+      await this.syncing;
+      return;
+    }
     this.dirty = false;
     const fd = this.fd;
-    await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+    this.ops++;
+    const sync = new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+    this.syncing = sync;
+    try {
+      await sync;
+    } catch (err) {
+      this.dirty = true; // not durable: the next flush tries again
+      throw err;
+    } finally {
+      if (this.syncing === sync) this.syncing = undefined;
+      this.end();
+    }
   }
 
-  /** Flush and close the file. Idempotent. */
+  /**
+   * Flush and close the file. Operations already running finish first (the
+   * fd must outlive every syscall on it); none starts once close() began.
+   * Idempotent.
+   */
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.closing) return;
+    this.closing = true;
     await this.readAhead?.close();
     await this.writeBehind?.idle();
+    if (this.ops > 0) await new Promise<void>((resolve) => this.opsIdle.push(resolve));
     await this.flush();
     this.closed = true;
     if (this.fd !== undefined) closeSync(this.fd);

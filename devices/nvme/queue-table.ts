@@ -5,12 +5,14 @@
  * as QueueAdmin (context.ts); the command engine reads the tables.
  */
 import type { QueueAdmin } from './context.js';
-import type { CompletionQueue, SubmissionQueue } from './queues.js';
+import { CompletionFifo, type CompletionQueue, type SubmissionQueue } from './queues.js';
 import { cqSlot, sqSlot, type ShadowDoorbells } from './shadow-doorbells.js';
 
 export class QueueTable implements QueueAdmin {
   private readonly sqTable: (SubmissionQueue | undefined)[] = [];
   private readonly cqTable: (CompletionQueue | undefined)[] = [];
+  /** An I/O queue was created since the last reset (Set Features Number of Queues is then a Command Sequence Error). */
+  ioQueuesCreated = false;
 
   /** `shadow`: the shadow doorbells, once configured (a new I/O queue publishes its EventIdx there). */
   constructor(private readonly shadow: () => ShadowDoorbells | undefined) {}
@@ -44,7 +46,7 @@ export class QueueTable implements QueueAdmin {
       ien,
       iv,
       sqCount: 0,
-      pending: [],
+      pending: new CompletionFifo(),
       unsignalled: 0,
       irqQueued: false,
       dv: undefined,
@@ -53,7 +55,10 @@ export class QueueTable implements QueueAdmin {
       completed: 0,
     };
     this.cqTable[id] = cq;
-    if (id !== 0) this.shadow()?.setEventIdx(cqSlot(id), 0xffff);
+    if (id !== 0) {
+      this.ioQueuesCreated = true;
+      this.shadow()?.setEventIdx(cqSlot(id), 0xffff);
+    }
     return cq;
   }
 
@@ -67,6 +72,7 @@ export class QueueTable implements QueueAdmin {
       tail: 0,
       fetching: false,
       inflight: 0,
+      throttled: false,
       deleted: false,
       fetched: 0,
       onIdle: undefined,
@@ -74,16 +80,32 @@ export class QueueTable implements QueueAdmin {
     };
     cq.sqCount++;
     this.sqTable[id] = sq;
-    if (id !== 0) this.shadow()?.setEventIdx(sqSlot(id), 0);
+    if (id !== 0) {
+      this.ioQueuesCreated = true;
+      this.shadow()?.setEventIdx(sqSlot(id), 0);
+    }
     return sq;
   }
 
-  /** Delete an I/O SQ once its in-flight commands completed. */
-  async deleteSq(sq: SubmissionQueue): Promise<void> {
+  /**
+   * Delete I/O SQ. The queue goes at once, as in QEMU (a second Delete of
+   * the qid finds nothing: Invalid Queue Identifier; its CQ may be deleted
+   * next): fetching stops, completions of its commands still waiting for CQ
+   * room are dropped (QEMU drops them too; posted after the Delete they
+   * would name a queue that no longer exists), and commands still running
+   * are aborted (cq-writer.ts posts them as Aborted due to SQ Deletion if
+   * their CQ has room when they finish, else nothing). Resolves when none
+   * is running: what they wait for is the host's file I/O or a DMA message
+   * (both time-bounded), never the guest; a controller reset drops the
+   * Delete's own completion like any other.
+   */
+  deleteSq(sq: SubmissionQueue): Promise<void> {
     sq.deleted = true;
-    if (sq.inflight > 0) await new Promise<void>((resolve) => (sq.onIdle = resolve));
     if (this.sqTable[sq.id] === sq) this.sqTable[sq.id] = undefined;
     sq.cq.sqCount--;
+    sq.inflight -= sq.cq.pending.takeAll(sq).filter((c) => c.counted).length;
+    if (sq.inflight <= 0) return Promise.resolve();
+    return new Promise<void>((resolve) => (sq.onIdle = resolve));
   }
 
   deleteCq(cq: CompletionQueue): void {
@@ -102,5 +124,12 @@ export class QueueTable implements QueueAdmin {
     for (const cq of this.cqTable) if (cq) cq.deleted = true;
     this.sqTable.length = 0;
     this.cqTable.length = 0;
+    this.ioQueuesCreated = false;
+  }
+
+  /** Forget the cached views of every queue (bus mastering went off: the next access goes through the DMA space, which refuses it). */
+  dropViews(): void {
+    for (const sq of this.sqTable) if (sq) sq.dv = undefined;
+    for (const cq of this.cqTable) if (cq) cq.dv = undefined;
   }
 }

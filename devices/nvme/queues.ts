@@ -53,9 +53,62 @@ export interface CommandResult {
 export interface Completion {
   result: number;
   sqhd: number;
-  sqid: number;
+  /** The SQ of the command (its id goes in the entry; its accounting ends when the entry is written). */
+  sq: SubmissionQueue;
   cid: number;
   status: number;
+  /** Counted in `sq.inflight` (an Async Event Request is not: it waits for an event, not for the guest). */
+  counted: boolean;
+}
+
+/**
+ * Completions waiting for room in a CQ, oldest first: a FIFO that takes
+ * and gives in O(1) (an array with a read index, compacted as it drains),
+ * so a guest that frees one CQ slot at a time behind thousands of waiting
+ * completions costs constant work per slot.
+ */
+export class CompletionFifo {
+  private items: Completion[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(c: Completion): void {
+    this.items.push(c);
+  }
+
+  /** The oldest completion (the caller checked length > 0). */
+  shift(): Completion {
+    const c = this.items[this.head++]!;
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return c;
+  }
+
+  /** Remove (and return) every completion of `sq`, keeping the order of the rest. */
+  takeAll(sq: SubmissionQueue): Completion[] {
+    const taken: Completion[] = [];
+    const kept: Completion[] = [];
+    for (let i = this.head; i < this.items.length; i++) {
+      const c = this.items[i]!;
+      (c.sq === sq ? taken : kept).push(c);
+    }
+    this.items = kept;
+    this.head = 0;
+    return taken;
+  }
+
+  /** Every completion, oldest first (tests, state enumeration). */
+  toArray(): Completion[] {
+    return this.items.slice(this.head);
+  }
 }
 
 export interface CompletionQueue {
@@ -74,8 +127,11 @@ export interface CompletionQueue {
   iv: number;
   /** SQs bound to this CQ. */
   sqCount: number;
-  /** Completions that found the CQ full, in order. */
-  pending: Completion[];
+  /**
+   * Completions that found the CQ full, in order. At most the sum of its
+   * SQs' sizes: an SQ stops fetching while `inflight` reaches its size.
+   */
+  pending: CompletionFifo;
   /** Completions posted since the last interrupt (coalescing). */
   unsignalled: number;
   /** An interrupt is queued for the end of this event-loop turn. */
@@ -100,12 +156,20 @@ export interface SubmissionQueue {
   tail: number;
   /** A fetch loop is running. */
   fetching: boolean;
-  /** Commands started and not yet completed. */
+  /**
+   * Commands fetched whose completion entry is not written yet (running, or
+   * waiting for room in the CQ). Fetching stops while it equals `size`
+   * (QEMU: one request per SQ slot, returned when its CQE is written), so a
+   * guest that never drains its CQ gets at most `size` commands run.
+   */
   inflight: number;
+  /** Fetching paused because `inflight` reached `size`; resumed when an entry of this SQ is written. */
+  throttled: boolean;
+  /** Delete I/O SQ: the queue left the table; its commands still running are aborted. */
   deleted: boolean;
   /** Commands fetched from this SQ (statistics: per-queue I/O counts). */
   fetched: number;
-  /** Called once when `inflight` drops to 0 (Delete SQ waits on it). */
+  /** Called once when `inflight` drops to 0 after a Delete I/O SQ (the Delete completes then). */
   onIdle: (() => void) | undefined;
   /** Cached view of the whole queue (fd-backed memory); dropped when its mapping goes (access throws). */
   dv: DataView | undefined;

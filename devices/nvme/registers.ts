@@ -3,12 +3,23 @@
  * ACQ; the doorbells from 0x1000 belong to the command engine) and the
  * CC/CSTS state machine: CC.EN 0 -> 1 enables the controller, CC.EN 1 -> 0
  * resets it, CC.SHN shuts it down, and a PCI-level reset also clears the
- * registers. State changes run one after another: a reset requested while
- * a shutdown or another reset is in progress starts when that one is done.
- * What enabling and resetting do to the rest of the controller (queues,
- * commands, events, features) is ControllerLifecycle's part (core.ts).
+ * registers. What enabling and resetting do to the rest of the controller
+ * (queues, commands, events, features) is ControllerLifecycle's part
+ * (core.ts).
+ *
+ * A reset always completes, and within `drainMs` (issue 13): it drops every
+ * queue at once, then waits for the commands still running only for work
+ * the host bounds (file I/O, DMA messages), at most `drainMs`, never for
+ * the guest (CQ space, other admin commands). A reset whose commands are
+ * still running after `drainMs` is done without them: RDY clears with
+ * Controller Fatal Status set and a (rate-limited) log line, so a stuck
+ * host shows instead of hanging the guest; the next CC.EN 0 -> 1 clears CFS.
+ * A reset asked for while one runs starts over from now (newest wins), so
+ * a guest toggling CC.EN cannot queue up resets. A shutdown (CC.SHN) waits
+ * the same way for running commands and the flush, then reports SHST
+ * complete (with CFS if the bound ran out).
  */
-import type { Logger } from 'vfio-user-ts';
+import type { LogLimiter } from 'vfio-user-ts';
 import { CC, CSTS, MAX_QUEUE_ENTRIES, NVME_VERSION, Reg } from './constants.js';
 import type { CqInterrupts } from './cq-interrupts.js';
 
@@ -25,12 +36,29 @@ export interface ControllerLifecycle {
    * PCI-level reset) also clears INTMS.
    */
   beginReset(full: boolean): void;
-  /** Resolves when no command is in flight. */
+  /** Resolves when no command is running. */
   quiesce(): Promise<void>;
   /** Make every namespace's completed writes durable. */
   flush(): Promise<void>;
-  /** The reset is done (commands finished, namespaces flushed): features back to defaults. */
+  /** The reset is done (commands finished or given up on): features back to defaults. */
   endReset(): void;
+}
+
+/** `promise` settled within `ms`: true, else false (the promise runs on). */
+function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    promise.then(
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+    );
+  });
 }
 
 export class ControllerRegisters {
@@ -41,14 +69,21 @@ export class ControllerRegisters {
   acq = 0n;
   /** Admin queues exist and doorbells count: from a valid CC.EN 0 -> 1 until a reset begins. */
   private running = false;
-  /** A reset or shutdown in progress (further resets chain after it). */
-  private busy: Promise<void> = Promise.resolve();
+  /** Bumped by every reset: a reset or shutdown begun earlier is stale when it finishes waiting. */
+  private epoch = 0;
+  /** The reset in progress (RDY stays set until it is done); undefined when none. */
+  private resetting: Promise<void> | undefined;
+  /** A PCI-level reset is among the resets in progress: the one that ends clears the registers too. */
+  private fullPending = false;
 
   constructor(
     private readonly lifecycle: ControllerLifecycle,
     /** INTMS/INTMC live with the interrupts they mask. */
     private readonly irq: CqInterrupts,
-    private readonly log: Logger,
+    /** Lines a guest can trigger (CC writes, fatal status): rate-limited. */
+    private readonly limiter: LogLimiter,
+    /** How long a reset or shutdown waits for running commands (NvmeControllerOptions.resetTimeoutMs). */
+    private readonly drainMs: number,
   ) {}
 
   /** The controller is enabled (CSTS.RDY set by CC.EN, until a reset begins). */
@@ -143,32 +178,41 @@ export class ControllerRegisters {
     const shn = (value >>> CC.SHN_SHIFT) & 3;
     const oldShn = (old >>> CC.SHN_SHIFT) & 3;
     if (wasEn && !en) {
-      this.log.debug('nvme: CC.EN 1 -> 0: controller reset');
-      void this.chain(() => this.controllerReset(false));
-    } else if (!wasEn && en) {
-      void this.chain(async () => this.enable());
+      this.limiter.debug('cc-reset', {}, 'nvme: CC.EN 1 -> 0: controller reset');
+      void this.startReset(false);
+    } else if (!wasEn && en && !this.resetting) {
+      this.enable(); // while a reset runs, its end enables (CC.EN is looked at again then)
     }
     if (shn !== 0 && oldShn === 0) {
-      this.log.debug({ shn }, 'nvme: shutdown requested');
+      this.limiter.debug('shutdown', { shn }, 'nvme: shutdown requested');
       this.csts = (this.csts & ~(3 << CSTS.SHST_SHIFT)) | (CSTS.SHST_PROCESSING << CSTS.SHST_SHIFT);
-      void this.chain(async () => {
-        await this.lifecycle.quiesce();
-        await this.lifecycle.flush();
-        this.csts = (this.csts & ~(3 << CSTS.SHST_SHIFT)) | (CSTS.SHST_COMPLETE << CSTS.SHST_SHIFT);
-        this.log.debug('nvme: shutdown complete');
-      });
+      void this.shutdown(this.epoch);
     } else if (shn === 0 && oldShn !== 0) {
       this.csts &= ~(3 << CSTS.SHST_SHIFT);
     }
   }
 
-  /** Run `step` after any reset/shutdown in progress. */
-  private chain(step: () => Promise<void>): Promise<void> {
-    this.busy = this.busy.then(step).catch((err: unknown) => {
-      this.log.error({ err }, 'nvme: controller state change failed');
+  /**
+   * Shutdown: wait (at most drainMs) for running commands and the flush,
+   * then SHST complete, with CFS when the bound ran out. A reset begun
+   * meanwhile, or SHN cleared, makes it moot.
+   */
+  private async shutdown(epoch: number): Promise<void> {
+    const done = await settlesWithin(
+      this.lifecycle.quiesce().then(() => this.lifecycle.flush()),
+      this.drainMs,
+    );
+    if (epoch !== this.epoch || ((this.cc >>> CC.SHN_SHIFT) & 3) === 0) return;
+    if (!done) {
+      this.limiter.error(
+        'shutdown-timeout',
+        { ms: this.drainMs },
+        'nvme: shutdown: commands or the flush still running after the bound: controller fatal status',
+      );
       this.csts |= CSTS.CFS;
-    });
-    return this.busy;
+    }
+    this.csts = (this.csts & ~(3 << CSTS.SHST_SHIFT)) | (CSTS.SHST_COMPLETE << CSTS.SHST_SHIFT);
+    this.limiter.debug('shutdown', {}, 'nvme: shutdown complete');
   }
 
   private enable(): void {
@@ -186,48 +230,68 @@ export class ControllerRegisters {
     if (asqs < 2 || acqs < 2) problems.push(`AQA ${this.aqa.toString(16)}`);
     if (this.asq === 0n || this.acq === 0n) problems.push('ASQ/ACQ unset');
     if (problems.length > 0) {
-      this.log.warn({ problems }, 'nvme: cannot enable: controller fatal status');
+      this.limiter.warn('enable-refused', { problems }, 'nvme: cannot enable: controller fatal status');
       this.csts |= CSTS.CFS;
       return;
     }
     this.lifecycle.createAdminQueues(this.asq, asqs, this.acq, acqs);
     this.running = true;
     this.csts = (this.csts & ~CSTS.CFS) | CSTS.RDY;
-    this.log.debug({ asqs, acqs }, 'nvme: controller enabled');
+    this.limiter.debug('enabled', { asqs, acqs }, 'nvme: controller enabled');
   }
 
   /**
    * Controller reset (CC.EN 1 -> 0, or a PCI-level reset when `full`): drop
-   * every queue, wait for in-flight commands, flush the namespaces, and
-   * clear RDY. `full` also resets the registers.
+   * every queue now, wait at most drainMs for running commands, then clear
+   * RDY (CFS if they are still running). `full` also resets the registers.
+   * The namespaces are flushed in the background (a later Flush command
+   * waits for that flush). A newer reset takes over an older one's ending.
    */
-  private async controllerReset(full: boolean): Promise<void> {
+  private startReset(full: boolean): Promise<void> {
     this.running = false;
+    const epoch = ++this.epoch;
+    if (full) this.fullPending = true;
     this.lifecycle.beginReset(full);
-    await this.lifecycle.quiesce();
-    await this.lifecycle.flush();
-    this.lifecycle.endReset();
-    this.csts = 0;
-    if (full) {
-      this.cc = 0;
-      this.aqa = 0;
-      this.asq = 0n;
-      this.acq = 0n;
-    } else if ((this.cc & CC.EN) !== 0) {
-      // Re-enabled while we were resetting.
-      this.enable();
-    }
+    const run = settlesWithin(this.lifecycle.quiesce(), this.drainMs).then((drained) => {
+      if (epoch !== this.epoch) return; // a newer reset ends this one
+      this.resetting = undefined;
+      this.lifecycle.endReset();
+      this.lifecycle
+        .flush()
+        .catch((err: unknown) =>
+          this.limiter.error('reset-flush', { err }, 'nvme: flushing the namespaces after a reset failed'),
+        );
+      if (!drained)
+        this.limiter.error(
+          'reset-timeout',
+          { ms: this.drainMs },
+          'nvme: reset: commands still running after the bound (stuck host I/O or unanswered DMA): done without them, controller fatal status',
+        );
+      this.csts = drained ? 0 : CSTS.CFS;
+      if (this.fullPending) {
+        this.fullPending = false;
+        this.cc = 0;
+        this.aqa = 0;
+        this.asq = 0n;
+        this.acq = 0n;
+      } else if ((this.cc & CC.EN) !== 0) {
+        // Re-enabled while we were resetting.
+        this.enable();
+      }
+    });
+    this.resetting = run;
+    return run;
   }
 
-  /** PCI-level reset (DEVICE_RESET, FLR, lost connection): a full controller reset. */
+  /** PCI-level reset (DEVICE_RESET, FLR, lost connection): a full controller reset, done within drainMs. */
   reset(): Promise<void> {
     this.cc = 0;
-    return this.chain(() => this.controllerReset(true));
+    return this.startReset(true).then(() => this.resetting); // superseded: wait for the newer one
   }
 
   /** Something the guest set up cannot work (e.g. a queue outside its memory): Controller Fatal Status. */
   fatal(what: string, err: unknown): void {
-    this.log.error({ err }, `nvme: ${what}: controller fatal status`);
+    this.limiter.error('fatal', { err, what }, `nvme: ${what}: controller fatal status`);
     this.csts |= CSTS.CFS;
   }
 }

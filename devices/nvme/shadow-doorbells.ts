@@ -28,10 +28,17 @@ export class ShadowDoorbells {
     private readonly eis: bigint,
   ) {}
 
-  /** Both pages page-aligned and in fd-backed guest memory, or undefined. */
+  /**
+   * Both pages page-aligned, distinct, and in fd-backed guest memory, or
+   * undefined. One page for both (SPDK refuses it too) would make every
+   * EventIdx we publish a shadow tail the guest never wrote: the poller's
+   * "do not ring" value would read back as a submission of size - 1 stale
+   * entries. (A guest can still alias the two through two DMA maps of one
+   * page; the command engine's per-turn and per-SQ limits bound that.)
+   */
   static open(dma: NvmeDma, dbs: bigint, eis: bigint): ShadowDoorbells | undefined {
     const mask = BigInt(PAGE_SIZE - 1);
-    if ((dbs & mask) !== 0n || (eis & mask) !== 0n || dbs === 0n || eis === 0n) return undefined;
+    if ((dbs & mask) !== 0n || (eis & mask) !== 0n || dbs === 0n || eis === 0n || dbs === eis) return undefined;
     const s = new ShadowDoorbells(dma, dbs, eis);
     return s.page('dbs') && s.page('eis') ? s : undefined;
   }
@@ -48,6 +55,11 @@ export class ShadowDoorbells {
     }
     if (!view) return undefined;
     return (this.pages[which] = new Int32Array(view.buffer, view.byteOffset, PAGE_SIZE / 4));
+  }
+
+  /** Forget the cached pages (bus mastering went off: the next access asks the DMA space, which refuses it). */
+  dropViews(): void {
+    this.pages = {};
   }
 
   /** The shadow doorbell value in `slot`. */

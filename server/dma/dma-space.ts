@@ -13,6 +13,17 @@
  *   const h = dma.hold(gpa, n); try { ... } finally { h.release(); }
  *   dma.onMap((region) => ...); dma.onUnmap((region) => ...);
  *   await dma.quiesce();                    // before a reset: no DMA in flight (maps stay)
+ *   dma.setBusMaster(enabled);              // PCI Command bit 2 (PciDevice does it)
+ *
+ * Bus mastering: while it is off (PCI Command.MASTER clear: PciDevice keeps
+ * the space in step with the guest's Command register) every device access
+ * (read, write, view; pin answers undefined) throws BusMasterDisabledError,
+ * and message transfers in progress reject with it at once. A device must
+ * not master the bus when the guest said no; QEMU's own devices get a
+ * decode error then (their bus-master address space is disabled), and
+ * QEMU answers our DMA_READ/DMA_WRITE with ENODEV, but fd-backed memory we
+ * map ourselves bypasses QEMU, so the rule is enforced here. A DmaSpace of
+ * its own (no PciDevice) starts with bus mastering on.
  *
  * fd-backed ranges are mmapped (native.mmapFd, MAP_SHARED, with the map's
  * protection) and the fd is closed right after; ranges without an fd are served
@@ -26,7 +37,7 @@ import { native } from '../../native/index.js';
 import type { ClientPort, DmaMapRequest } from '../endpoint.js';
 import { DmaMapFlag, Errno, Limits } from '../../protocol/constants.js';
 import { LogLimiter } from '../log-limiter.js';
-import { DmaError } from './errors.js';
+import { BusMasterDisabledError, DmaError } from './errors.js';
 import { DmaPin } from './pin.js';
 import { DmaRegion } from './region.js';
 import type { DmaRange } from './scatter-gather.js';
@@ -134,6 +145,11 @@ export class DmaSpace {
   readonly #unmapListeners: DmaMapListener[] = [];
   /** Listener failures so far (the first is logged as an error, the rest at debug: the client decides how often they run). */
   #listenerFailures = 0;
+  /** Bus Master Enable: device accesses allowed. */
+  #busMaster = true;
+  readonly #busMasterListeners: ((enabled: boolean) => void)[] = [];
+  /** Message transfers (DMA_READ/DMA_WRITE) in progress: rejected at once when bus mastering goes off. */
+  readonly #messages = new Set<(err: Error) => void>();
 
   constructor(log: Logger, options: DmaSpaceOptions = {}) {
     this.log = log;
@@ -218,10 +234,15 @@ export class DmaSpace {
     this.#port = port;
   }
 
-  /** Unmap everything (waiting for in-flight users) and forget the port. */
+  /**
+   * Unmap everything and forget the port. The ranges and the port go at
+   * once (a client attached after this call is not affected by it); the
+   * promise resolves once the fd-backed ranges' users are gone and their
+   * mappings with them.
+   */
   async detach(): Promise<void> {
-    await this.unmap(0n, 0n, true);
     this.#port = undefined;
+    await this.unmap(0n, 0n, true);
   }
 
   /** Index of the first region whose end > gpa (binary search). */
@@ -375,6 +396,71 @@ export class DmaSpace {
     await Promise.all(this.#regions.map((r) => r.drained()));
   }
 
+  /** Whether the device may access guest memory (PCI Command.MASTER; true for a DmaSpace of its own). */
+  get busMaster(): boolean {
+    return this.#busMaster;
+  }
+
+  /**
+   * Turn bus mastering on or off (PciDevice calls it on every Command
+   * register change, and on reset). Off: every later access throws
+   * BusMasterDisabledError and message transfers in progress reject with
+   * it; views handed out earlier stay valid (the device must stop using
+   * them: listen with onBusMasterChange). The listeners run on every change.
+   */
+  setBusMaster(enabled: boolean): void {
+    if (this.#busMaster === enabled) return;
+    this.#busMaster = enabled;
+    if (!enabled) {
+      const pending = [...this.#messages];
+      this.#messages.clear();
+      for (const reject of pending) reject(new BusMasterDisabledError());
+    }
+    for (const listener of this.#busMasterListeners.slice()) {
+      try {
+        listener(enabled);
+      } catch (err) {
+        this.log.error({ err }, 'DMA: a bus-master listener threw');
+      }
+    }
+  }
+
+  /**
+   * Call `listener(enabled)` whenever bus mastering changes, e.g. to drop
+   * cached views of guest memory when it goes off (a view is plain memory:
+   * the space cannot stop accesses through it). Returns a function that
+   * removes the listener.
+   */
+  onBusMasterChange(listener: (enabled: boolean) => void): () => void {
+    this.#busMasterListeners.push(listener);
+    return () => {
+      const i = this.#busMasterListeners.indexOf(listener);
+      if (i >= 0) this.#busMasterListeners.splice(i, 1);
+    };
+  }
+
+  /** Throws BusMasterDisabledError for an access to [gpa, gpa+length) while bus mastering is off. */
+  #checkBusMaster(gpa: bigint, length: number): void {
+    if (!this.#busMaster) throw new BusMasterDisabledError(gpa, length);
+  }
+
+  /** `transfer`, rejected with BusMasterDisabledError as soon as bus mastering goes off. */
+  #message<T>(transfer: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#messages.add(reject);
+      transfer.then(
+        (v) => {
+          this.#messages.delete(reject);
+          resolve(v);
+        },
+        (err: unknown) => {
+          this.#messages.delete(reject);
+          reject(err);
+        },
+      );
+    });
+  }
+
   /**
    * Call `listener` after each DMA_MAP added a range (not for an identical
    * re-map). Returns a function that removes the listener. A listener that
@@ -456,7 +542,8 @@ export class DmaSpace {
    * (a file read on the thread pool). Every range must lie inside one
    * fd-backed region that allows `access`.
    *
-   * Undefined when some range cannot be reached directly: memory served by
+   * Undefined when some range cannot be reached directly: bus mastering is
+   * off, memory served by
    * messages (no fd), a range spanning two maps or a 4 GiB window, memory
    * that does not allow `access` (a read-only map pinned 'readwrite') or is
    * not mapped at all. Then copy with read()/write() (or ScatterGather):
@@ -478,6 +565,7 @@ export class DmaSpace {
    * ```
    */
   pin(ranges: readonly DmaRange[], access: DmaAccess = 'readwrite'): DmaPin | undefined {
+    if (!this.#busMaster) return undefined; // the copy path reports BusMasterDisabledError
     const views: Uint8Array[] = [];
     const held: DmaRegion[] = [];
     let region: DmaRegion | undefined;
@@ -504,7 +592,8 @@ export class DmaSpace {
   }
 
   /**
-   * Zero-copy view of guest memory. Throws DmaError when the range is not
+   * Zero-copy view of guest memory. Throws BusMasterDisabledError while bus
+   * mastering is off, DmaError when the range is not
    * wholly inside one fd-backed region (EFAULT), crosses a 4 GiB window
    * (EFAULT), or the region lacks the needed protection (EPERM; `access`
    * 'read' allows READ-only regions: never write through such a view, the page
@@ -513,6 +602,7 @@ export class DmaSpace {
    */
   view(gpa: bigint, length: number, access: DmaAccess = 'readwrite'): Uint8Array {
     checkArgs(gpa, length);
+    this.#checkBusMaster(gpa, length);
     const r = this.find(gpa);
     if (!r || gpa + BigInt(length) > r.end) throw DmaError.unmapped(gpa, length);
     if (!r.mapping)
@@ -536,12 +626,13 @@ export class DmaSpace {
 
   /**
    * Copy guest memory out (any mix of fd-backed and message-only regions).
-   * EFAULT unmapped (also when a region is unmapped while the transfer waits
+   * BusMasterDisabledError (ENODEV) while bus mastering is off, EFAULT unmapped (also when a region is unmapped while the transfer waits
    * on a message), EPERM not readable. Takes no hold: mmapped pieces are copied
    * synchronously, so a DMA_UNMAP never waits on a message round trip (which
    * could deadlock against a client that waits for the unmap's reply).
    */
   async read(gpa: bigint, length: number): Promise<Uint8Array> {
+    this.#checkBusMaster(gpa, length);
     const segs = this.#pieces(gpa, length);
     for (const s of segs)
       if (!s.region.readable) throw new DmaError(Errno.EPERM, `DMA read: 0x${s.gpa.toString(16)} is not readable`);
@@ -550,15 +641,17 @@ export class DmaSpace {
     for (const s of segs) {
       const piece = out.subarray(done, done + s.length);
       if (s.region.removed) throw DmaError.unmapped(s.gpa, s.length);
+      this.#checkBusMaster(s.gpa, s.length); // again: it may have gone off during a message before
       if (s.region.mapping) s.region.copyOut(s.gpa, piece);
-      else piece.set(await this.#requirePort(s.gpa).dmaRead(s.gpa, s.length));
+      else piece.set(await this.#message(this.#requirePort(s.gpa).dmaRead(s.gpa, s.length)));
       done += s.length;
     }
     return out;
   }
 
-  /** Copy into guest memory. EFAULT unmapped, EPERM not writable (checked before any byte is written). No hold (see read()). */
+  /** Copy into guest memory. BusMasterDisabledError while bus mastering is off, EFAULT unmapped, EPERM not writable (checked before any byte is written). No hold (see read()). */
   async write(gpa: bigint, data: Uint8Array): Promise<void> {
+    this.#checkBusMaster(gpa, data.byteLength);
     const segs = this.#pieces(gpa, data.byteLength);
     for (const s of segs)
       if (!s.region.writable) throw new DmaError(Errno.EPERM, `DMA write: 0x${s.gpa.toString(16)} is read-only`);
@@ -566,8 +659,9 @@ export class DmaSpace {
     for (const s of segs) {
       const piece = data.subarray(done, done + s.length);
       if (s.region.removed) throw DmaError.unmapped(s.gpa, s.length);
+      this.#checkBusMaster(s.gpa, s.length); // again: it may have gone off during a message before
       if (s.region.mapping) s.region.copyIn(s.gpa, piece);
-      else await this.#requirePort(s.gpa).dmaWrite(s.gpa, piece);
+      else await this.#message(this.#requirePort(s.gpa).dmaWrite(s.gpa, piece));
       done += s.length;
     }
   }

@@ -15,6 +15,11 @@
  *   or the client masked it with SET_IRQS MASK; it fires when an eventfd
  *   arrives or on UNMASK.
  * - ERR and REQ: one vector each, TRIGGER only.
+ * - Bus mastering: an MSI or MSI-X message is a memory write, so while the
+ *   guest has cleared Bus Master Enable (PciDevice keeps `busMaster` in step
+ *   with the Command register) `trigger()` drops it, as QEMU's PCI core does
+ *   (its MSI write goes through the disabled bus-master address space and is
+ *   lost; nothing pends). INTx is a wire, not a write: not affected.
  */
 import type { Logger } from 'pino';
 import { native, type Watcher } from '../../native/index.js';
@@ -46,6 +51,10 @@ export class Interrupts {
   onIntxState: ((asserted: boolean) => void) | undefined;
   /** The guest and the client decide how often interrupts pend or fds misbehave: those lines are rate-limited. */
   private readonly limiter: LogLimiter;
+  /** Bus Master Enable: MSI/MSI-X messages may be sent (PciDevice sets it from the Command register). */
+  busMaster = true;
+  /** MSI/MSI-X triggers dropped because bus mastering was off. */
+  droppedWithoutBusMaster = 0;
 
   constructor(
     readonly counts: IrqCounts,
@@ -67,15 +76,16 @@ export class Interrupts {
    * Signal `vector` of the active type (MSI-X > MSI > INTx; under INTx every
    * vector is the one line, as when Linux falls back from MSI-X). Returns true
    * if an eventfd was written now, false if the interrupt pends (masked, no
-   * eventfd yet) or no type is enabled. Throws RangeError for a vector the
+   * eventfd yet) or no type is enabled, and when an MSI/MSI-X message is
+   * dropped because bus mastering is off. Throws RangeError for a vector the
    * active type does not have.
    */
   trigger(vector = 0): boolean {
     switch (this.mode) {
       case 'msix':
-        return this.fire(PciIrq.MSIX, vector);
+        return this.busMaster ? this.fire(PciIrq.MSIX, vector) : this.dropMessage(PciIrq.MSIX, vector);
       case 'msi':
-        return this.fire(PciIrq.MSI, vector);
+        return this.busMaster ? this.fire(PciIrq.MSI, vector) : this.dropMessage(PciIrq.MSI, vector);
       case 'intx':
         if (!Number.isInteger(vector) || vector < 0) throw new RangeError(`irq: bad vector ${vector}`);
         return this.fire(PciIrq.INTX, 0);
@@ -221,6 +231,16 @@ export class Interrupts {
       return;
     }
     throw VfioUserError.invalid(`SET_IRQS: bad flags 0x${req.flags.toString(16)}`);
+  }
+
+  /** An MSI/MSI-X trigger while bus mastering is off: lost (a vector out of range still throws). */
+  private dropMessage(index: number, vector: number): false {
+    const t = this.tables[index]!;
+    if (vector < 0 || vector >= t.count || !Number.isInteger(vector)) {
+      throw new RangeError(`irq: vector ${vector} out of range for index ${index} (${t.count} vectors)`);
+    }
+    this.droppedWithoutBusMaster++;
+    return false;
   }
 
   /** Deliver or pend one vector. */

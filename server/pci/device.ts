@@ -31,7 +31,7 @@ import {
 import { Interrupts } from '../irq/interrupts.js';
 import { silentLogger } from '../log.js';
 import { LogLimiter } from '../log-limiter.js';
-import { Limits, PciIrq, PciRegion, RegionFlag } from '../../protocol/constants.js';
+import { Errno, Limits, PciIrq, PciRegion, RegionFlag } from '../../protocol/constants.js';
 import { layoutBars, nextPowerOfTwo, type MsixLayout } from './bar-layout.js';
 import { BarRegion } from './bar-region.js';
 import type { Capability, ExtendedCapability } from './capabilities/capability.js';
@@ -49,6 +49,30 @@ import type { ExpressOptions, IntxPin, PciDeviceOptions } from './types.js';
 
 const CONFIG_SIZE_PCI = 256;
 const CONFIG_SIZE_EXPRESS = 4096;
+
+/**
+ * How long a reset may take (PciDeviceOptions.resetTimeoutMs): well under
+ * QEMU's 5 s wait for any reply (x-msg-timeout), so a DEVICE_RESET or the
+ * config reads after an FLR are answered before QEMU gives up.
+ */
+export const DEFAULT_RESET_TIMEOUT_MS = 3000;
+
+/** `promise`, or a rejection with `onTimeout()` after `ms` (the promise itself runs on). */
+function within<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(onTimeout()), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
 
 /** Where the device's capabilities landed in config space (offsets; absent = not present). */
 export interface CapabilityOffsets {
@@ -89,12 +113,14 @@ export class PciDevice implements Endpoint {
   private port: ClientPort | undefined;
   private resetting: Promise<void> | undefined;
   private closed = false;
+  private readonly resetTimeoutMs: number;
 
   constructor(options: PciDeviceOptions) {
     this.options = options;
     this.name = options.name;
     this.log = (options.log ?? silentLogger).child({ device: options.name });
     this.limiter = new LogLimiter(this.log);
+    this.resetTimeoutMs = options.resetTimeoutMs ?? DEFAULT_RESET_TIMEOUT_MS;
     const ints = options.interrupts ?? {};
     const intxPin: IntxPin | undefined = ints.intx === true ? 'A' : ints.intx === false ? undefined : ints.intx;
     this.irq = new Interrupts(
@@ -130,14 +156,13 @@ export class PciDevice implements Endpoint {
       express: express !== undefined,
     });
     this.buildCapabilities(express);
-    this.config.onWrite(Cfg.COMMAND, 2, () => {
-      this.irq.setIntxDisabled((this.config.u16(Cfg.COMMAND) & PciCommand.INTX_DISABLE) !== 0);
-    });
+    this.config.onWrite(Cfg.COMMAND, 2, () => this.followCommand());
     this.irq.onIntxState = (asserted) => {
       const status = this.config.u16(Cfg.STATUS);
       this.config.setU16(Cfg.STATUS, asserted ? status | PciStatus.INTERRUPT : status & ~PciStatus.INTERRUPT);
     };
     this.config.seal();
+    this.followCommand(); // power-on: Command 0, so no bus mastering until the guest's driver sets it
 
     this.bars = [];
     try {
@@ -197,9 +222,22 @@ export class PciDevice implements Endpoint {
     return mem;
   }
 
-  /** COMMAND.MASTER: the guest allowed the device to do DMA. */
+  /**
+   * COMMAND.MASTER: the guest allowed the device to do DMA. While it is
+   * clear, `dma` refuses every access (BusMasterDisabledError) and `irq`
+   * drops MSI/MSI-X messages; `dma.onBusMasterChange` tells the device.
+   */
   get busMasterEnabled(): boolean {
     return (this.config.u16(Cfg.COMMAND) & PciCommand.MASTER) !== 0;
+  }
+
+  /** The Command register changed (a guest write, or a reset): INTx disable and bus mastering follow it. */
+  private followCommand(): void {
+    const command = this.config.u16(Cfg.COMMAND);
+    this.irq.setIntxDisabled((command & PciCommand.INTX_DISABLE) !== 0);
+    const master = (command & PciCommand.MASTER) !== 0;
+    this.irq.busMaster = master;
+    this.dma.setBusMaster(master);
   }
 
   /** COMMAND.MEMORY / COMMAND.IO decoding as the guest set it. */
@@ -297,24 +335,37 @@ export class PciDevice implements Endpoint {
   }
 
   /**
-   * Serialize resets; accesses that arrive meanwhile wait for the last one.
+   * Serialize resets; accesses that arrive meanwhile wait for the last one,
+   * never longer than resetTimeoutMs from when it was asked for: a device
+   * whose quiesce or onReset does not finish in time is logged (rate-limited)
+   * and left to finish on its own, and the returned promise rejects
+   * (ETIMEDOUT: a DEVICE_RESET gets an error reply instead of none). Each
+   * reset waits for the previous one, which is bounded the same way.
    * `this.resetting` never rejects (a failed reset is logged and does not
    * block later accesses or resets); the returned promise does.
    */
   private startReset(reason: ResetReason): Promise<void> {
     const previous = this.resetting ?? Promise.resolve();
-    const run = previous.then(() => this.runReset(reason));
-    const settled: Promise<void> = run.then(
+    const bounded = within(
+      previous.then(() => this.runReset(reason)),
+      this.resetTimeoutMs,
+      () => new VfioUserError(Errno.ETIMEDOUT, `reset (${reason}) did not finish within ${this.resetTimeoutMs} ms`),
+    );
+    const settled: Promise<void> = bounded.then(
       () => {
         if (this.resetting === settled) this.resetting = undefined;
       },
       (err: unknown) => {
         if (this.resetting === settled) this.resetting = undefined;
-        this.limiter.error('reset-failed', { err, reason }, 'device reset failed');
+        this.limiter.error(
+          'reset-failed',
+          { err, reason },
+          'device reset failed or did not finish in time: accesses go on without it',
+        );
       },
     );
     this.resetting = settled;
-    return run;
+    return bounded;
   }
 
   private async runReset(reason: ResetReason): Promise<void> {
@@ -322,6 +373,7 @@ export class PciDevice implements Endpoint {
     await this.options.quiesce?.();
     if (reason === 'client' || reason === 'flr') {
       this.config.reset();
+      this.followCommand();
       this.msix?.reset();
       this.irq.resetState();
     }
@@ -334,15 +386,29 @@ export class PciDevice implements Endpoint {
     this.limiter.info('client-attached', {}, 'client attached');
   }
 
+  /**
+   * The client is gone: its memory (out of the lookup at once: the device's
+   * accesses fail from now on) and eventfds go, and the device resets.
+   * Bounded like a reset: memory the device still uses (a pinned range
+   * under file I/O the host has not finished) is unmapped once released,
+   * without holding up the next client.
+   */
   async detach(): Promise<void> {
     this.port = undefined;
-    try {
-      await this.dma.detach();
-    } finally {
-      this.irq.closeAll();
-      await this.startReset('lost-connection');
-      this.limiter.info('client-detached', {}, 'client detached');
-    }
+    const unmapped = this.dma.detach();
+    this.irq.closeAll();
+    const reset = this.startReset('lost-connection');
+    const [unmap] = await Promise.allSettled([
+      within(unmapped, this.resetTimeoutMs, () => new Error('guest memory still in use')),
+      reset, // bounded, and its failure logged, by startReset
+    ]);
+    if (unmap.status === 'rejected')
+      this.limiter.warn(
+        'detach-busy',
+        { err: unmap.reason as unknown },
+        'guest memory still in use by the device: it is unmapped once released',
+      );
+    this.limiter.info('detach', {}, 'client detached');
   }
 
   /** Release memfds, BAR and DMA mappings, and eventfds (after the server stopped). Idempotent. */

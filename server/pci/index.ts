@@ -1,5 +1,5 @@
 /** The device model: `PciDevice` and the types a device author writes against. */
-export { PciDevice, type CapabilityOffsets } from './device.js';
+export { PciDevice, DEFAULT_RESET_TIMEOUT_MS, type CapabilityOffsets } from './device.js';
 export type {
   AccessSize,
   BarOptions,

@@ -153,11 +153,23 @@ export interface PciDeviceOptions {
   rom?: Uint8Array;
   /**
    * Called before every reset (client DEVICE_RESET, FLR, lost connection):
-   * stop starting new work and let in-flight work (DMA) finish.
+   * stop starting new work and let in-flight work (DMA) finish. Never wait
+   * for what the guest or the client controls (queue space, replies to DMA
+   * messages): a reset has `resetTimeoutMs` in all.
    */
   quiesce?: () => void | Promise<void>;
   /** Put the device into its power-on state; called after `quiesce` resolved. */
   onReset?: (reason: ResetReason) => void | Promise<void>;
+  /**
+   * The longest a reset (quiesce + onReset) may take, in ms (default 3000,
+   * DEFAULT_RESET_TIMEOUT_MS; keep it under QEMU's 5 s reply timeout).
+   * Past it, accesses that waited for the reset go on, a DEVICE_RESET gets
+   * an ETIMEDOUT error reply, the overrun is logged, and the device's
+   * reset keeps running on its own: a stuck device shows, it does not hang
+   * its client. A disconnect waits at most this long for the device to
+   * release guest memory.
+   */
+  resetTimeoutMs?: number;
   /** Parent logger; the device logs through a child `{ device: name }`. Default: silent. */
   log?: Logger | undefined;
   /**

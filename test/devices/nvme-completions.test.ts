@@ -2,7 +2,8 @@
  * The completion side of the NVMe controller on its own, over a plain byte
  * array standing in for guest memory: the queue table (queue-table.ts),
  * completion posting (cq-writer.ts: phase tag, a full CQ, shadow CQ heads,
- * fd-less memory) and Async Event Requests (async-events.ts).
+ * fd-less memory, the per-SQ accounting that stops an SQ whose CQ is full)
+ * and Async Event Requests (async-events.ts).
  */
 import { describe, expect, it } from 'vitest';
 import { AsyncEvents } from '../../devices/nvme/async-events.js';
@@ -12,6 +13,7 @@ import { defaultFeatures } from '../../devices/nvme/features.js';
 import type { NvmeDma, NvmeHost } from '../../devices/nvme/host.js';
 import { QueueTable } from '../../devices/nvme/queue-table.js';
 import { cqSlot, ShadowDoorbells } from '../../devices/nvme/shadow-doorbells.js';
+import { LogLimiter } from '../../server/log-limiter.js';
 import { silentLogger } from '../../server/log.js';
 
 const BASE = 0x1_0000_0000n;
@@ -44,13 +46,19 @@ function parts(mapped = true) {
   const interrupts: number[] = [];
   const host: NvmeHost = { dma, msixEnabled: () => true, interrupt: (vector) => void interrupts.push(vector) };
   const fatal: string[] = [];
+  /** SQs told they may fetch again (CqWriter's `room`). */
+  const resumed: number[] = [];
   let shadow: ShadowDoorbells | undefined;
   const queues = new QueueTable(() => shadow);
   const writer = new CqWriter(
     dma,
-    new CqInterrupts(host, defaultFeatures, silentLogger),
+    new CqInterrupts(host, defaultFeatures, new LogLimiter(silentLogger)),
     () => shadow,
     (what) => void fatal.push(what),
+    (sq) => {
+      sq.throttled = false;
+      resumed.push(sq.id);
+    },
   );
   const events = new AsyncEvents(writer);
   const dv = new DataView(bytes.buffer);
@@ -75,7 +83,7 @@ function parts(mapped = true) {
   };
   const useShadow = (): ShadowDoorbells =>
     (shadow = ShadowDoorbells.open(dma, BASE + BigInt(SHADOW_AT), BASE + BigInt(EVENT_IDX_AT))!);
-  return { bytes, dv, queues, writer, events, interrupts, fatal, entry, pair, useShadow };
+  return { bytes, dv, queues, writer, events, interrupts, fatal, resumed, entry, pair, useShadow };
 }
 
 describe('NVMe completions', () => {
@@ -101,12 +109,12 @@ describe('NVMe completions', () => {
     const { writer, entry, pair } = parts();
     const { sq, cq } = pair(4);
     for (let cid = 1; cid <= 5; cid++) writer.post(sq, cid, 0, 0);
-    expect(cq.pending.map((c) => c.cid)).toEqual([4, 5]); // 3 of 4 slots: one stays free
+    expect(cq.pending.toArray().map((c) => c.cid)).toEqual([4, 5]); // 3 of 4 slots: one stays free
     cq.head = 2;
     writer.post(sq, 6, 0, 0); // there is room now, but not ahead of the pending ones
-    expect(cq.pending.map((c) => c.cid)).toEqual([4, 5, 6]);
+    expect(cq.pending.toArray().map((c) => c.cid)).toEqual([4, 5, 6]);
     writer.drainPending(cq);
-    expect(cq.pending.map((c) => c.cid)).toEqual([6]); // full again: one slot stays free
+    expect(cq.pending.toArray().map((c) => c.cid)).toEqual([6]); // full again: one slot stays free
     expect([entry(3).cid, entry(0).cid, entry(0).phase]).toEqual([4, 5, 0]);
   });
 
@@ -115,7 +123,7 @@ describe('NVMe completions', () => {
     useShadow();
     const { sq, cq } = pair(4);
     for (let cid = 1; cid <= 4; cid++) writer.post(sq, cid, 0, 0);
-    expect(cq.pending.map((c) => c.cid)).toEqual([4]);
+    expect(cq.pending.toArray().map((c) => c.cid)).toEqual([4]);
     expect(dv.getUint32(EVENT_IDX_AT + cqSlot(1) * 4, true)).toBe(0); // "write the head doorbell past 0"
     dv.setUint32(SHADOW_AT + cqSlot(1) * 4, 2, true); // the host consumed two, shadow only
     writer.post(sq, 5, 0, 0); // still behind a pending one: queued in order
@@ -150,17 +158,50 @@ describe('NVMe completions', () => {
     expect(fatal).toEqual([]);
   });
 
-  it("waits for a deleted SQ's commands in flight before its CQ loses it", async () => {
-    const { queues, pair } = parts();
+  it('a deleted SQ leaves the table and its CQ at once; the Delete resolves when its last command is done', async () => {
+    const { queues, writer, entry, pair } = parts();
     const { sq, cq } = pair(4);
     sq.inflight = 1;
     let deleted = false;
     const deleting = queues.deleteSq(sq).then(() => (deleted = true));
     await Promise.resolve();
-    expect([sq.deleted, deleted, cq.sqCount, queues.sq(1)]).toEqual([true, false, 1, sq]);
-    sq.onIdle!(); // the command engine, when the last one finishes
+    expect([sq.deleted, deleted, cq.sqCount, queues.sq(1)]).toEqual([true, false, 0, undefined]);
+    writer.post(sq, 7, 0, 0); // the last command finishes: aborted by the Delete, and there is room
     await deleting;
-    expect([cq.sqCount, queues.sq(1)]).toEqual([0, undefined]);
+    expect(entry(0)).toMatchObject({ cid: 7, sqid: 1, status: 0x4008 }); // Aborted due to SQ Deletion
+  });
+
+  it('drops the completions of a deleted SQ still waiting for CQ room, and never posts them later', async () => {
+    const { queues, writer, entry, pair } = parts();
+    const { sq, cq } = pair(2); // one usable slot
+    const other = queues.createSq(2, BASE + 0x8000n, 4, cq);
+    sq.inflight = 3;
+    other.inflight = 1;
+    writer.post(sq, 1, 0, 0); // written
+    writer.post(sq, 2, 0, 0); // waits
+    writer.post(other, 9, 0, 0); // waits
+    writer.post(sq, 3, 0, 0); // waits
+    expect(cq.pending.toArray().map((c) => c.cid)).toEqual([2, 9, 3]);
+    await queues.deleteSq(sq); // nothing of it runs: done at once
+    expect([sq.inflight, cq.pending.toArray().map((c) => c.cid)]).toEqual([0, [9]]);
+    cq.head = 1; // the host consumed the entry
+    writer.drainPending(cq);
+    expect([entry(1).cid, entry(1).sqid, cq.pending.length]).toEqual([9, 2, 0]);
+  });
+
+  it('counts each command against its SQ until its entry is written, and resumes an SQ paused at its size', () => {
+    const { writer, resumed, pair } = parts();
+    const { sq, cq } = pair(2);
+    sq.inflight = 2; // the size: the engine paused it
+    sq.throttled = true;
+    writer.post(sq, 1, 0, 0); // written: one slot of the SQ's budget back
+    expect([sq.inflight, resumed]).toEqual([1, [1]]);
+    sq.throttled = true;
+    writer.post(sq, 2, 0, 0); // the CQ is full: still counted
+    expect([sq.inflight, resumed]).toEqual([1, [1]]);
+    cq.head = 1;
+    writer.drainPending(cq);
+    expect([sq.inflight, resumed]).toEqual([0, [1, 1]]);
   });
 });
 

@@ -1,10 +1,15 @@
 /**
- * A tiny NVMe host driver for tests: drives an NvmeController served on a
- * real socket through the TypeScript vfio-user client, with guest memory
- * that is either a shared memfd (DMA by mmap) or plain bytes (DMA_READ/WRITE).
- * Polls completion queues in guest memory (phase tag) like a polling driver.
+ * A tiny NVMe host driver for tests: drives an NVMe controller on a real
+ * socket through the TypeScript vfio-user client, with guest memory that is
+ * either a shared memfd (DMA by mmap) or plain bytes (DMA_READ/WRITE). Polls
+ * completion queues in guest memory (phase tag) like a polling driver.
+ *
+ * NvmeGuest drives any controller a socket leads to (a daemon process, a
+ * proxy); NvmeTestHost also serves the controller in this process. Like a
+ * real driver it turns on memory decoding and bus mastering in the Command
+ * register before it touches the controller.
  */
-import { GuestMemory, VfioUserClient } from '../../client/index.js';
+import { GuestMemory, VfioUserClient, type ClientOptions } from '../../client/index.js';
 import { NvmeController, type NvmeControllerOptions } from '../../devices/nvme/index.js';
 import { PciIrq } from '../../protocol/constants.js';
 import { serve, type DeviceServer } from '../../server/server.js';
@@ -31,6 +36,9 @@ export const Layout = {
 } as const;
 
 const QSIZE = 64;
+
+/** Offset of the PCI Command register in config space. */
+const PCI_COMMAND = 0x04;
 
 export interface Sqe {
   opcode: number;
@@ -59,12 +67,18 @@ export interface Cqe {
 
 interface QueuePair {
   qid: number;
+  /** Offsets of the rings in guest memory. */
   sq: number;
   cq: number;
+  sqSize: number;
+  cqSize: number;
   tail: number;
   head: number;
   phase: number;
 }
+
+/** PCI Command register: memory decoding and bus mastering (what a driver's pci_enable_device + pci_set_master do). */
+export const COMMAND_MEMORY_MASTER = 0x6;
 
 const u32 = (v: number): Uint8Array => {
   const b = new Uint8Array(4);
@@ -72,48 +86,65 @@ const u32 = (v: number): Uint8Array => {
   return b;
 };
 
-export class NvmeTestHost {
+/** Where and how big a queue pair is (offsets into guest memory). */
+export interface QueuePairSpec {
+  qid: number;
+  sqAt: number;
+  cqAt: number;
+  sqSize: number;
+  cqSize: number;
+  /** MSI-X vector of the CQ (default: the qid). */
+  vector?: number;
+  /** Interrupts enabled (default true). */
+  ien?: boolean;
+}
+
+/** A guest driver for an NVMe controller on the far end of a vfio-user socket. */
+export class NvmeGuest {
   private cid = 1;
   private readonly queues = new Map<number, QueuePair>();
   /** Use shadow doorbells for I/O queues (after enableShadowDoorbells). */
   shadow = false;
 
-  private constructor(
-    readonly nvme: NvmeController,
-    readonly server: DeviceServer,
+  protected constructor(
     readonly client: VfioUserClient,
     /** The guest memory bytes (the device sees them at GPA). */
     readonly mem: Uint8Array,
-    private readonly cleanup: () => void,
     /** The memfd behind `mem` when shared. */
-    readonly guestMemory?: GuestMemory,
+    readonly guestMemory: GuestMemory | undefined,
   ) {}
 
-  /** Serve a controller and connect a client with 8 MiB of guest memory (shared memfd unless `shared` is false). */
-  static async start(options: NvmeControllerOptions, shared = true): Promise<NvmeTestHost> {
-    const nvme = new NvmeController(options);
-    const sock = tempSocketPath('nvme');
-    const server = await serve(nvme.device, { socketPath: sock.path, log: options.log });
-    const client = await VfioUserClient.connect(sock.path);
-    let mem: Uint8Array;
-    let g: GuestMemory | undefined;
-    if (shared) {
-      g = client.createGuestMemory(MEM_SIZE);
-      await client.dmaMap({ addr: GPA, backing: g });
-      mem = g.bytes;
-    } else {
-      mem = new Uint8Array(MEM_SIZE);
-      await client.dmaMap({ addr: GPA, backing: mem });
+  /** Connect a client and map MEM_SIZE of guest memory (shared memfd unless `shared` is false), MSI-X on, bus mastering on. */
+  protected static async attach(
+    socketPath: string,
+    shared: boolean,
+    options: ClientOptions = {},
+  ): Promise<{ client: VfioUserClient; mem: Uint8Array; guestMemory: GuestMemory | undefined }> {
+    const client = await VfioUserClient.connect(socketPath, options);
+    try {
+      let mem: Uint8Array;
+      let g: GuestMemory | undefined;
+      if (shared) {
+        g = client.createGuestMemory(MEM_SIZE);
+        await client.dmaMap({ addr: GPA, backing: g });
+        mem = g.bytes;
+      } else {
+        mem = new Uint8Array(MEM_SIZE);
+        await client.dmaMap({ addr: GPA, backing: mem });
+      }
+      await client.enableIrqs(PciIrq.MSIX, 2);
+      await client.cfgWrite16(PCI_COMMAND, COMMAND_MEMORY_MASTER);
+      return { client, mem, guestMemory: g };
+    } catch (err) {
+      client.close();
+      throw err;
     }
-    await client.enableIrqs(PciIrq.MSIX, 2);
-    return new NvmeTestHost(nvme, server, client, mem, () => sock.remove(), g);
   }
 
-  async stop(): Promise<void> {
-    this.client.close();
-    await this.server.close();
-    await this.nvme.close();
-    this.cleanup();
+  /** A driver for the controller served on `socketPath` (another process, a proxy). */
+  static async connect(socketPath: string, shared = true, options: ClientOptions = {}): Promise<NvmeGuest> {
+    const a = await NvmeGuest.attach(socketPath, shared, options);
+    return new NvmeGuest(a.client, a.mem, a.guestMemory);
   }
 
   get view(): DataView {
@@ -143,9 +174,10 @@ export class NvmeTestHost {
   }
 
   /** Program the admin queues and set CC.EN; resolves when CSTS.RDY. */
-  async enable(): Promise<void> {
+  async enable(timeoutMs = 5000): Promise<void> {
     this.mem.fill(0, 0, Layout.DATA); // fresh queues, as a driver zeroes its rings
     this.shadow = false;
+    this.queues.clear();
     await this.setReg(0x24, ((QSIZE - 1) << 16) | (QSIZE - 1));
     const asq = GPA + BigInt(Layout.ADMIN_SQ);
     const acq = GPA + BigInt(Layout.ADMIN_CQ);
@@ -154,37 +186,57 @@ export class NvmeTestHost {
     await this.setReg(0x30, Number(acq & 0xffffffffn));
     await this.setReg(0x34, Number(acq >> 32n));
     await this.setReg(0x14, (6 << 16) | (4 << 20) | 1);
-    await this.waitReg(0x1c, 1, 1);
-    this.queues.set(0, { qid: 0, sq: Layout.ADMIN_SQ, cq: Layout.ADMIN_CQ, tail: 0, head: 0, phase: 1 });
+    await this.waitReg(0x1c, 1, 1, timeoutMs);
+    this.track({ qid: 0, sqAt: Layout.ADMIN_SQ, cqAt: Layout.ADMIN_CQ, sqSize: QSIZE, cqSize: QSIZE });
   }
 
   /** Clear CC.EN and wait for RDY to drop. */
-  async disable(): Promise<void> {
+  async disable(timeoutMs = 5000): Promise<void> {
     await this.setReg(0x14, 0);
-    await this.waitReg(0x1c, 1, 0);
+    await this.waitReg(0x1c, 1, 0, timeoutMs);
     this.queues.clear();
   }
 
-  /** Set Features queues, Create CQ 1 (vector 1) and SQ 1. */
-  async createIoQueues(): Promise<void> {
-    expectOk(await this.admin({ opcode: 0x09, cdw10: 0x07, cdw11: 0 }));
+  /** Start tracking a queue pair the controller has (or will have): place/ring/reap use it. */
+  track(spec: QueuePairSpec): void {
+    this.queues.set(spec.qid, {
+      qid: spec.qid,
+      sq: spec.sqAt,
+      cq: spec.cqAt,
+      sqSize: spec.sqSize,
+      cqSize: spec.cqSize,
+      tail: 0,
+      head: 0,
+      phase: 1,
+    });
+  }
+
+  /** Create I/O CQ and SQ `spec.qid` (after Set Features Number of Queues) and track them. */
+  async createQueuePair(spec: QueuePairSpec): Promise<void> {
+    this.mem.fill(0, spec.cqAt, spec.cqAt + spec.cqSize * 16);
     expectOk(
       await this.admin({
         opcode: 0x05,
-        prp1: GPA + BigInt(Layout.IO_CQ),
-        cdw10: ((QSIZE - 1) << 16) | 1,
-        cdw11: (1 << 16) | 3,
+        prp1: GPA + BigInt(spec.cqAt),
+        cdw10: ((spec.cqSize - 1) << 16) | spec.qid,
+        cdw11: ((spec.vector ?? spec.qid) << 16) | ((spec.ien ?? true) ? 2 : 0) | 1,
       }),
     );
     expectOk(
       await this.admin({
         opcode: 0x01,
-        prp1: GPA + BigInt(Layout.IO_SQ),
-        cdw10: ((QSIZE - 1) << 16) | 1,
-        cdw11: (1 << 16) | 1,
+        prp1: GPA + BigInt(spec.sqAt),
+        cdw10: ((spec.sqSize - 1) << 16) | spec.qid,
+        cdw11: (spec.qid << 16) | 1,
       }),
     );
-    this.queues.set(1, { qid: 1, sq: Layout.IO_SQ, cq: Layout.IO_CQ, tail: 0, head: 0, phase: 1 });
+    this.track(spec);
+  }
+
+  /** Set Features queues, Create CQ 1 (vector 1) and SQ 1. */
+  async createIoQueues(): Promise<void> {
+    expectOk(await this.admin({ opcode: 0x09, cdw10: 0x07, cdw11: 0 }));
+    await this.createQueuePair({ qid: 1, sqAt: Layout.IO_SQ, cqAt: Layout.IO_CQ, sqSize: QSIZE, cqSize: QSIZE });
   }
 
   /** Doorbell Buffer Config with the layout's pages; shadow doorbells are then used for queue 1. */
@@ -196,6 +248,11 @@ export class NvmeTestHost {
     });
     if (c.status === 0) this.shadow = true;
     return c;
+  }
+
+  /** The tail the driver will ring for queue `qid`. */
+  tail(qid: number): number {
+    return this.queues.get(qid)!.tail;
   }
 
   /** Write an SQE into queue `qid` without ringing. Returns its cid. */
@@ -212,7 +269,7 @@ export class NvmeTestHost {
     [e.cdw10, e.cdw11, e.cdw12, e.cdw13, e.cdw14, e.cdw15].forEach((d, i) =>
       v.setUint32(at + 40 + 4 * i, (d ?? 0) >>> 0, true),
     );
-    q.tail = (q.tail + 1) % QSIZE;
+    q.tail = (q.tail + 1) % q.sqSize;
     return cid;
   }
 
@@ -230,46 +287,66 @@ export class NvmeTestHost {
     await this.setReg(0x1000 + 2 * qid * 4, q.tail, true);
   }
 
-  /** Wait for the next completion on queue `qid`'s CQ, consume it and ring the CQ head doorbell. */
-  async reap(qid: number, timeoutMs = 5000): Promise<Cqe> {
+  /** The next completion on queue `qid`'s CQ if one is there now (not consumed). */
+  peek(qid: number): Cqe | undefined {
     const q = this.queues.get(qid)!;
-    const until = Date.now() + timeoutMs;
-    const at = () => q.cq + q.head * 16;
-    while ((this.view.getUint16(at() + 14, true) & 1) !== q.phase) {
-      if (Date.now() > until) throw new Error(`no completion on CQ ${qid} within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    const o = q.cq + q.head * 16;
     const v = this.view;
-    const o = at();
+    if ((v.getUint16(o + 14, true) & 1) !== q.phase) return undefined;
     const dw3 = v.getUint32(o + 12, true);
-    const cqe: Cqe = {
+    return {
       result: v.getUint32(o, true),
       sqhd: v.getUint16(o + 8, true),
       sqid: v.getUint16(o + 10, true),
       cid: dw3 & 0xffff,
       status: dw3 >>> 17,
     };
-    q.head = (q.head + 1) % QSIZE;
+  }
+
+  /** Consume the completion peek() shows, without telling the controller (see ringCqHead). */
+  consume(qid: number): Cqe | undefined {
+    const q = this.queues.get(qid)!;
+    const c = this.peek(qid);
+    if (!c) return undefined;
+    q.head = (q.head + 1) % q.cqSize;
     if (q.head === 0) q.phase ^= 1;
-    if (this.shadow && qid !== 0) v.setUint32(Layout.SHADOW_DB + (2 * qid + 1) * 4, q.head, true);
+    return c;
+  }
+
+  /** Tell the controller how far the driver consumed queue `qid`'s CQ (shadow slot or MMIO doorbell). */
+  async ringCqHead(qid: number): Promise<void> {
+    const q = this.queues.get(qid)!;
+    if (this.shadow && qid !== 0) this.view.setUint32(Layout.SHADOW_DB + (2 * qid + 1) * 4, q.head, true);
     else await this.setReg(0x1000 + (2 * qid + 1) * 4, q.head, true);
+  }
+
+  /** Wait for the next completion on queue `qid`'s CQ, consume it and ring the CQ head doorbell. */
+  async reap(qid: number, timeoutMs = 5000): Promise<Cqe> {
+    const until = Date.now() + timeoutMs;
+    let cqe = this.consume(qid);
+    while (!cqe) {
+      if (Date.now() > until) throw new Error(`no completion on CQ ${qid} within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 1));
+      cqe = this.consume(qid);
+    }
+    await this.ringCqHead(qid);
     return cqe;
   }
 
-  async submit(qid: number, e: Sqe): Promise<Cqe> {
+  async submit(qid: number, e: Sqe, timeoutMs = 5000): Promise<Cqe> {
     const cid = this.place(qid, e);
     await this.ring(qid);
-    const c = await this.reap(qid);
+    const c = await this.reap(qid, timeoutMs);
     if (c.cid !== cid) throw new Error(`completion for cid ${c.cid}, expected ${cid}`);
     return c;
   }
 
-  admin(e: Sqe): Promise<Cqe> {
-    return this.submit(0, e);
+  admin(e: Sqe, timeoutMs = 5000): Promise<Cqe> {
+    return this.submit(0, e, timeoutMs);
   }
 
-  io(e: Sqe): Promise<Cqe> {
-    return this.submit(1, e);
+  io(e: Sqe, timeoutMs = 5000): Promise<Cqe> {
+    return this.submit(1, e, timeoutMs);
   }
 
   /** Read/Write command for `blocks` LBAs at `slba` with explicit PRPs. */
@@ -278,10 +355,47 @@ export class NvmeTestHost {
   }
 
   /** Identify into DATA; returns a copy of the 4 KiB. */
-  async identify(cns: number, nsid = 0): Promise<{ cqe: Cqe; data: Uint8Array }> {
+  async identify(cns: number, nsid = 0, timeoutMs = 5000): Promise<{ cqe: Cqe; data: Uint8Array }> {
     this.mem.fill(0xee, Layout.DATA, Layout.DATA + 4096);
-    const cqe = await this.admin({ opcode: 0x06, nsid, prp1: GPA + BigInt(Layout.DATA), cdw10: cns });
+    const cqe = await this.admin({ opcode: 0x06, nsid, prp1: GPA + BigInt(Layout.DATA), cdw10: cns }, timeoutMs);
     return { cqe, data: this.mem.slice(Layout.DATA, Layout.DATA + 4096) };
+  }
+
+  /** Drop the connection (the controller sees a disconnect). */
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** A driver plus the controller it drives, served in this process on a real socket. */
+export class NvmeTestHost extends NvmeGuest {
+  private constructor(
+    readonly nvme: NvmeController,
+    readonly server: DeviceServer,
+    /** The socket the controller is served on (another client may connect after this one leaves). */
+    readonly socketPath: string,
+    client: VfioUserClient,
+    mem: Uint8Array,
+    guestMemory: GuestMemory | undefined,
+    private readonly cleanup: () => void,
+  ) {
+    super(client, mem, guestMemory);
+  }
+
+  /** Serve a controller and connect a client with 8 MiB of guest memory (shared memfd unless `shared` is false). */
+  static async start(options: NvmeControllerOptions, shared = true): Promise<NvmeTestHost> {
+    const nvme = new NvmeController(options);
+    const sock = tempSocketPath('nvme');
+    const server = await serve(nvme.device, { socketPath: sock.path, log: options.log });
+    const a = await NvmeGuest.attach(sock.path, shared);
+    return new NvmeTestHost(nvme, server, sock.path, a.client, a.mem, a.guestMemory, () => sock.remove());
+  }
+
+  async stop(): Promise<void> {
+    this.client.close();
+    await this.server.close();
+    await this.nvme.close();
+    this.cleanup();
   }
 }
 

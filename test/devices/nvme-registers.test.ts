@@ -2,7 +2,8 @@
  * The NVMe register file and CC/CSTS state machine (devices/nvme/registers.ts)
  * on their own: CAP/VS, byte and word access, the admin queue registers,
  * and what an enable, a reset and a shutdown ask of the rest of the
- * controller, in order. The rest of the controller is a ControllerLifecycle
+ * controller, in order, and that they end within their bound whatever the
+ * commands in flight do. The rest of the controller is a ControllerLifecycle
  * that records the calls and lets the test decide when the commands in
  * flight are done.
  */
@@ -11,6 +12,7 @@ import { CqInterrupts } from '../../devices/nvme/cq-interrupts.js';
 import { defaultFeatures } from '../../devices/nvme/features.js';
 import type { NvmeHost } from '../../devices/nvme/host.js';
 import { ControllerRegisters, type ControllerLifecycle } from '../../devices/nvme/registers.js';
+import { LogLimiter } from '../../server/log-limiter.js';
 import { silentLogger } from '../../server/log.js';
 
 const AQA = 0x24;
@@ -22,6 +24,8 @@ const CSTS = 0x1c;
 const CC_ENABLE = (6 << 16) | (4 << 20) | 1;
 const SHN_NORMAL = 1 << 14;
 const SHST_MASK = 3 << 2;
+/** The reset/shutdown bound the tests give the registers (ms). */
+const DRAIN_MS = 50;
 
 /** A turn of the event loop: state changes chained on promises get to run. */
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -29,7 +33,7 @@ const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolv
 function registers() {
   const calls: string[] = [];
   let holdQuiesce = false;
-  let release: (() => void) | undefined;
+  let releases: (() => void)[] = [];
   const lifecycle: ControllerLifecycle = {
     createAdminQueues: (asq, asqs, acq, acqs) =>
       void calls.push(`admin queues SQ 0x${asq.toString(16)}/${asqs} CQ 0x${acq.toString(16)}/${acqs}`),
@@ -37,12 +41,7 @@ function registers() {
     quiesce: () => {
       calls.push('quiesce');
       if (!holdQuiesce) return Promise.resolve();
-      return new Promise<void>((resolve) => {
-        release = () => {
-          calls.push('idle');
-          resolve();
-        };
-      });
+      return new Promise<void>((resolve) => releases.push(resolve));
     },
     flush: async () => void calls.push('flush'),
     endReset: () => void calls.push('end reset'),
@@ -56,7 +55,12 @@ function registers() {
     msixEnabled: () => false,
     interrupt: () => {},
   };
-  const regs = new ControllerRegisters(lifecycle, new CqInterrupts(host, defaultFeatures, silentLogger), silentLogger);
+  const regs = new ControllerRegisters(
+    lifecycle,
+    new CqInterrupts(host, defaultFeatures, new LogLimiter(silentLogger)),
+    new LogLimiter(silentLogger),
+    DRAIN_MS,
+  );
   const read = (offset: number): number => regs.read(offset, 4);
   const write = (offset: number, value: number): void => regs.write(offset, 4, value);
   /** Program 64-entry admin queues at 0x1_0000_0000 (SQ) and 0x1_0000_1000 (CQ). */
@@ -74,7 +78,12 @@ function registers() {
     write,
     program,
     hold: (on: boolean) => (holdQuiesce = on),
-    release: () => release!(),
+    /** The commands in flight are done: every quiesce() waiting resolves. */
+    release: () => {
+      calls.push('idle');
+      for (const r of releases) r();
+      releases = [];
+    },
   };
 }
 
@@ -126,7 +135,7 @@ describe('NVMe registers', () => {
     expect(bad.read(CSTS)).toBe(2); // CFS, not RDY
   });
 
-  it('resets on CC.EN 1 -> 0: drops everything at once, keeps RDY until commands in flight are done and flushed', async () => {
+  it('resets on CC.EN 1 -> 0: drops everything at once, keeps RDY until commands in flight are done, flushes after', async () => {
     const { regs, calls, read, write, program, hold, release } = registers();
     program();
     write(CC, CC_ENABLE);
@@ -140,12 +149,51 @@ describe('NVMe registers', () => {
     expect(read(CSTS) & 1).toBe(1); // but RDY clears only when the reset is done
     release();
     await settle();
-    expect(calls).toEqual(['begin reset', 'quiesce', 'idle', 'flush', 'end reset']);
+    expect(calls).toEqual(['begin reset', 'quiesce', 'idle', 'end reset', 'flush']);
     expect(read(CSTS)).toBe(0);
     expect(read(AQA)).toBe((63 << 16) | 63); // a controller reset keeps the admin queue registers
   });
 
-  it('shuts down after commands in flight and a flush; a PCI reset asked meanwhile waits, then clears the registers', async () => {
+  it('ends a reset whose commands never finish after its bound, with Controller Fatal Status', async () => {
+    const { regs, calls, read, write, program, hold } = registers();
+    program();
+    write(CC, CC_ENABLE);
+    await settle();
+    calls.length = 0;
+    hold(true);
+    const t0 = Date.now();
+    write(CC, CC_ENABLE & ~1);
+    while (read(CSTS) & 1) await new Promise((r) => setTimeout(r, 5));
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(DRAIN_MS - 5);
+    expect(Date.now() - t0).toBeLessThan(DRAIN_MS + 500);
+    expect(read(CSTS)).toBe(2); // RDY clear, CFS set
+    expect(calls).toEqual(['begin reset', 'quiesce', 'end reset', 'flush']);
+    hold(false);
+    write(CC, CC_ENABLE); // the next enable clears CFS
+    expect(read(CSTS)).toBe(1);
+    expect(regs.enabled).toBe(true);
+  });
+
+  it('enables after a reset that was running when CC.EN came back, and never queues resets up', async () => {
+    const { regs, calls, read, write, program, hold, release } = registers();
+    program();
+    write(CC, CC_ENABLE);
+    await settle();
+    calls.length = 0;
+    hold(true);
+    for (let i = 0; i < 100; i++) {
+      write(CC, CC_ENABLE & ~1);
+      write(CC, CC_ENABLE); // waits for the reset
+    }
+    expect(regs.enabled).toBe(false);
+    release();
+    await settle();
+    expect(calls.filter((c) => c === 'end reset')).toEqual(['end reset']); // only the newest reset ends
+    expect(calls.filter((c) => c.startsWith('admin queues'))).toHaveLength(1);
+    expect(read(CSTS)).toBe(1);
+  });
+
+  it('shuts down after commands in flight and a flush; a PCI reset meanwhile starts at once and clears the registers', async () => {
     const { regs, calls, read, write, program, hold, release } = registers();
     program();
     write(CC, CC_ENABLE);
@@ -154,14 +202,36 @@ describe('NVMe registers', () => {
     hold(true);
     write(CC, CC_ENABLE | SHN_NORMAL);
     expect(read(CSTS) & SHST_MASK).toBe(1 << 2); // shutdown processing
+    await settle();
+    expect(calls).toEqual(['quiesce']);
     const reset = regs.reset();
     await settle();
-    expect(calls).toEqual(['quiesce']); // the reset has not begun
-    hold(false);
+    expect(calls).toEqual(['quiesce', 'begin reset (full)', 'quiesce']); // the reset did not wait for the shutdown
     release();
     await reset;
-    expect(calls).toEqual(['quiesce', 'idle', 'flush', 'begin reset (full)', 'quiesce', 'flush', 'end reset']);
-    expect([read(CC), read(CSTS), read(AQA), regs.asq, regs.acq]).toEqual([0, 0, 0, 0n, 0n]);
+    await settle();
+    expect(calls).toEqual(['quiesce', 'begin reset (full)', 'quiesce', 'idle', 'flush', 'end reset', 'flush']);
+    expect([read(CC), read(CSTS), read(AQA), regs.asq, regs.acq]).toEqual([0, 0, 0, 0n, 0n]); // no SHST left over
+  });
+
+  it('reports a shutdown complete after its commands and the flush; with Controller Fatal Status when they outlast the bound', async () => {
+    const ok = registers();
+    ok.program();
+    ok.write(CC, CC_ENABLE);
+    await settle();
+    ok.write(CC, CC_ENABLE | SHN_NORMAL);
+    await settle();
+    expect(ok.read(CSTS)).toBe(1 | (2 << 2)); // RDY, SHST complete
+    const stuck = registers();
+    stuck.program();
+    stuck.write(CC, CC_ENABLE);
+    await settle();
+    stuck.hold(true);
+    const t0 = Date.now();
+    stuck.write(CC, CC_ENABLE | SHN_NORMAL);
+    while ((stuck.read(CSTS) & SHST_MASK) !== 2 << 2) await new Promise((r) => setTimeout(r, 5));
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(DRAIN_MS - 5);
+    expect(stuck.read(CSTS)).toBe(1 | 2 | (2 << 2)); // RDY, CFS, SHST complete
   });
 
   it('sets Controller Fatal Status when a part reports a fatal error', () => {

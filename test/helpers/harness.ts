@@ -36,7 +36,9 @@ export interface RunningDevice<E extends Endpoint = DeviceUnderTest> {
    * Connect a client (negotiated unless options say otherwise); closed by stop().
    * Waits first until the server has let go of the previous client (a client
    * that connects meanwhile is queued, or turned away when too many wait), so
-   * tests see one client at a time; `busy` skips the wait.
+   * tests see one client at a time; `busy` skips the wait. A negotiated
+   * client then sets memory decoding and bus mastering in the Command
+   * register, as a guest driver would.
    */
   connect(options?: ClientOptions & { busy?: boolean }): Promise<VfioUserClient>;
   /** Resolve once no client is attached (the previous one is closing or gone). A plain function: pass it on as is. */
@@ -76,6 +78,9 @@ export async function startDevice<E extends Endpoint = DeviceUnderTest>(
       if (!busy) await idle();
       const c = await VfioUserClient.connect(sock.path, { log, timeoutMs: 5000, ...rest });
       clients.push(c);
+      // As a guest driver does (pci_enable_device + pci_set_master): memory decoding and bus
+      // mastering on, or a PciDevice refuses the device's DMA and drops its MSI/MSI-X.
+      if (!rest.skipNegotiation) await c.cfgWrite16(0x04, 0x0006);
       return c;
     },
     async stop() {

@@ -179,7 +179,8 @@ describe('MSI-X table and PBA', () => {
     await dev.regionWrite(4, BigInt(l.tableOffset + 16 * 3 + 12), leBytes(0xffffffff, 4));
     expect(leValue(await dev.regionRead(4, BigInt(l.tableOffset + 16 * 3), 4))).toBe(0xfee00000);
     expect(leValue(await dev.regionRead(4, BigInt(l.tableOffset + 16 * 3 + 12), 4))).toBe(1);
-    // Enable MSI-X with no vectors (QEMU's first step): triggers pend.
+    // Enable MSI-X with no vectors (QEMU's first step): triggers pend (bus mastering on: MSI-X is a memory write).
+    await dev.regionWrite(7, 0x04n, leBytes(0x0006, 2));
     dev.setIrqs(
       { flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index: PciIrq.MSIX, start: 0, count: 1 },
       [],

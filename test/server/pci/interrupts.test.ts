@@ -36,6 +36,9 @@ beforeEach(() => {
     bars: [{ index: 0, size: 0x1000 }],
     interrupts: { intx: true, msi: { vectors: 4 }, msix: { vectors: 8, bar: 0 }, req: true },
   });
+  // Memory decoding and bus mastering on, as a guest driver sets them: MSI and MSI-X are memory
+  // writes, dropped while bus mastering is off (bus-master.test.ts).
+  void dev.regionWrite(7, 0x04n, new Uint8Array([0x06, 0x00]));
 });
 
 afterEach(() => {
@@ -219,6 +222,7 @@ describe('reset', () => {
     dev.setIrqs({ flags: TRIGGER_FD, index: PciIrq.MSIX, start: 0, count: 1 }, [v0.theirs]);
     await dev.reset('client');
     expect(dev.irq.isPending(PciIrq.MSIX, 1)).toBe(false);
+    void dev.regionWrite(7, 0x04n, new Uint8Array([0x06, 0x00])); // the reset cleared bus mastering
     expect(dev.irq.trigger(0)).toBe(true);
     expect(native.eventfdRead(v0.ours)).toBe(1);
   });
