@@ -68,7 +68,7 @@ export async function readMigrationData(ch: RequestChannel, size: number): Promi
   closeFds(r.fds);
   const m = decodeMigDataReadReply(r.message);
   if (m.size > size) throw protocolError(VfioUserCommand.MIG_DATA_READ, `${m.size} bytes for a read of ${size}`);
-  return m.data.slice();
+  return new Uint8Array(m.data); // a copy of the reply's bytes
 }
 
 /** VfioUserClient.writeMigrationData: one MIG_DATA_WRITE. */

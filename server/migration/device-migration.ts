@@ -264,7 +264,7 @@ export class DeviceMigration implements MigrationEndpoint {
     }
     const limit = this.#expected ?? ENVELOPE_HEADER_SIZE;
     if (after > limit) throw VfioUserError.invalid(`MIG_DATA_WRITE: ${after} bytes, the state is ${limit}`);
-    this.#chunks.push(data.slice());
+    this.#chunks.push(new Uint8Array(data)); // a copy (a Buffer's slice() would be a view)
     this.#loaded = after;
   }
 

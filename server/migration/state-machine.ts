@@ -119,9 +119,10 @@ export function nextMigrationState(from: number, to: number, flags: number): num
 
 /**
  * Every state a change from `from` to `to` passes through, `to` last (empty
- * when from === to); undefined when it is not allowed.
+ * when from === to, a supported state); undefined when it is not allowed.
  */
 export function migrationPath(from: number, to: number, flags: number): number[] | undefined {
+  if (!isSupportedState(from, flags) || !isSupportedState(to, flags)) return undefined;
   const path: number[] = [];
   let at = from;
   while (at !== to) {

@@ -384,13 +384,25 @@ export class PciDevice implements Endpoint {
     this.isQuiesced = true;
   }
 
-  /** Let the device run again: pending interrupts fire, DMA works, then its `resume` option runs. Idempotent. */
+  /**
+   * Let the device run again: pending interrupts fire, DMA works, then its
+   * `resume` option runs (if that throws, the device stays quiesced and the
+   * error is passed on). Idempotent.
+   */
   async resume(): Promise<void> {
     if (!this.isQuiesced) return;
     this.isQuiesced = false;
     this.dma.thaw();
     this.irq.thaw();
-    await this.options.resume?.();
+    try {
+      await this.options.resume?.();
+    } catch (err) {
+      // The device could not start again: keep it held (a later resume, or a reset, tries again).
+      this.dma.freeze();
+      this.irq.freeze();
+      this.isQuiesced = true;
+      throw err;
+    }
   }
 
   /** Resolves when no reset is running. */

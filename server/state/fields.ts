@@ -48,6 +48,7 @@ export class StateWriter {
     return this.#length;
   }
 
+  /** Make room for `n` more bytes and return where they go (it may replace #bytes and #view: call it first). */
   #room(n: number): number {
     const at = this.#length;
     if (at + n > this.#bytes.length) {
@@ -63,25 +64,32 @@ export class StateWriter {
   }
 
   u8(v: number): void {
-    this.#view.setUint8(this.#room(1), v);
+    const at = this.#room(1);
+    this.#view.setUint8(at, v);
   }
   u16(v: number): void {
-    this.#view.setUint16(this.#room(2), v, true);
+    const at = this.#room(2);
+    this.#view.setUint16(at, v, true);
   }
   u32(v: number): void {
-    this.#view.setUint32(this.#room(4), v >>> 0, true);
+    const at = this.#room(4);
+    this.#view.setUint32(at, v >>> 0, true);
   }
   i32(v: number): void {
-    this.#view.setInt32(this.#room(4), v, true);
+    const at = this.#room(4);
+    this.#view.setInt32(at, v, true);
   }
   u64(v: bigint): void {
-    this.#view.setBigUint64(this.#room(8), v, true);
+    const at = this.#room(8);
+    this.#view.setBigUint64(at, v, true);
   }
   f64(v: number): void {
-    this.#view.setFloat64(this.#room(8), v, true);
+    const at = this.#room(8);
+    this.#view.setFloat64(at, v, true);
   }
   bytes(b: Uint8Array): void {
-    this.#bytes.set(b, this.#room(b.byteLength));
+    const at = this.#room(b.byteLength); // first: it may replace #bytes
+    this.#bytes.set(b, at);
   }
 
   /** The bytes written (a copy). */
@@ -131,10 +139,10 @@ export class StateReader {
   f64(path: string): number {
     return this.#view.getFloat64(this.#take(8, path), true);
   }
-  /** `n` bytes (a copy: the value outlives the stream's buffer). */
+  /** `n` bytes (a copy: the value outlives the stream's buffer, even when that is a Buffer, whose slice() is a view). */
   bytes(n: number, path: string): Uint8Array {
     const at = this.#take(n, path);
-    return this.#bytes.slice(at, at + n);
+    return new Uint8Array(this.#bytes.subarray(at, at + n));
   }
 
   /** Throw unless every byte was read. */
