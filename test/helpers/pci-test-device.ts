@@ -27,6 +27,8 @@ export interface PciTestDeviceOptions {
    * (the conformance tests' device cannot, like libvfio-user without callbacks).
    */
   migratable?: boolean;
+  /** BAR2's size (default BAR2_SIZE): another size is another PCI layout, whose state does not fit. */
+  bar2Size?: number;
 }
 
 export class PciTestDevice extends PciDevice implements DeviceUnderTest {
@@ -76,7 +78,7 @@ export class PciTestDevice extends PciDevice implements DeviceUnderTest {
             self?.registerWrite(off, value >>> 0);
           },
         },
-        { index: 2, size: BAR2_SIZE, type: 'mem32', prefetchable: true, memory: true },
+        { index: 2, size: options.bar2Size ?? BAR2_SIZE, type: 'mem32', prefetchable: true, memory: true },
       ],
       interrupts: { intx: true, msi: { vectors: 1 }, msix: { vectors: MSIX_VECTORS, bar: 4 }, req: true },
       onReset: async (reason) => {
