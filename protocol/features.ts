@@ -99,7 +99,7 @@ function need(data: Uint8Array, bytes: number, what: string): void {
 // ---- MIGRATION (1): GET data = u64 flags
 
 /** Bytes of the MIGRATION feature's data. */
-export const MIGRATION_FEATURE_DATA_SIZE = 8;
+const MIGRATION_FEATURE_DATA_SIZE = 8;
 
 export function encodeMigrationFeatureData(flags: number): Uint8Array {
   const out = new Uint8Array(MIGRATION_FEATURE_DATA_SIZE);
@@ -123,7 +123,7 @@ export interface MigDeviceState {
 }
 
 /** Bytes of the MIG_DEVICE_STATE feature's data. */
-export const MIG_DEVICE_STATE_DATA_SIZE = 8;
+const MIG_DEVICE_STATE_DATA_SIZE = 8;
 
 export function encodeMigDeviceStateData(s: MigDeviceState): Uint8Array {
   const out = new Uint8Array(MIG_DEVICE_STATE_DATA_SIZE);
@@ -152,8 +152,8 @@ export interface DmaLoggingControl {
 }
 
 /** Bytes of the control struct before the ranges, and of one range. */
-export const DMA_LOGGING_CONTROL_SIZE = 16;
-export const DMA_LOGGING_RANGE_SIZE = 16;
+const DMA_LOGGING_CONTROL_SIZE = 16;
+const DMA_LOGGING_RANGE_SIZE = 16;
 
 export function encodeDmaLoggingControl(c: DmaLoggingControl): Uint8Array {
   const out = new Uint8Array(DMA_LOGGING_CONTROL_SIZE + DMA_LOGGING_RANGE_SIZE * c.ranges.length);

@@ -93,9 +93,9 @@ export interface DmaTransferOptions {
 }
 
 /** Most ranges one DMA_LOGGING_START may list. */
-export const MAX_LOGGED_RANGES = 4096;
+const MAX_LOGGED_RANGES = 4096;
 /** Largest bitmap one DMA_LOGGING_REPORT returns (32 MiB: 1 TiB of 4 KiB pages). */
-export const MAX_DIRTY_BITMAP_BYTES = 32 << 20;
+const MAX_DIRTY_BITMAP_BYTES = 32 << 20;
 /** Logging page sizes accepted by DMA_LOGGING_START: powers of two in this range. */
 const MIN_LOG_PAGE = 4096;
 const MAX_LOG_PAGE = 1 << 30;

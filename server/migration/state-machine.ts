@@ -101,7 +101,7 @@ const REQUIRED: readonly number[] = (() => {
 })();
 
 /** Whether a device with `flags` has state `state` (ERROR never counts: it cannot be asked for). */
-export function isSupportedState(state: number, flags: number): boolean {
+function isSupportedState(state: number, flags: number): boolean {
   return Number.isInteger(state) && state >= 0 && state < STATES && (REQUIRED[state]! & flags) === REQUIRED[state];
 }
 

@@ -97,7 +97,7 @@ function irqCounts(irq: Interrupts): number[] {
 }
 
 /** The layout checksum (see the file comment). */
-export function pciLayoutChecksum(parts: PciStateParts): number {
+function pciLayoutChecksum(parts: PciStateParts): number {
   const layout = parts.config.layout();
   const extra = [
     ...irqCounts(parts.irq),

@@ -113,7 +113,7 @@ export function olderState<O, T>(version: number, schema: StateField<O>, upgrade
 }
 
 /** The checksum of a shape, saved with the state. */
-export function shapeChecksum(field: StateField<unknown>): number {
+function shapeChecksum(field: StateField<unknown>): number {
   return crc32c(new TextEncoder().encode(field.shape));
 }
 

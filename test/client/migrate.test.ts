@@ -54,9 +54,9 @@ describe('migrate()', () => {
 
       // The device keeps copying pages (as a busy device DMAs) until the migration stops it.
       let jobs = 0;
-      let running = true;
-      const busy = (async () => {
-        while (running) {
+      const busy = { running: true };
+      const done = (async () => {
+        while (busy.running) {
           const from = BASE + BigInt((next() % PAGES) * PAGE);
           const to = BASE + BigInt((next() % PAGES) * PAGE + (next() % 64) * 16);
           try {
@@ -74,10 +74,10 @@ describe('migrate()', () => {
         memory: [{ iova: BASE, source: srcMem.bytes, destination: dstMem.bytes }],
         maxPreCopyRounds: 3,
         onSourceStopped: () => {
-          running = false;
+          busy.running = false;
         },
       });
-      await busy;
+      await done;
 
       expect(jobs).toBeGreaterThan(0);
       expect(report.fullPages).toBe(PAGES);

@@ -15,10 +15,10 @@ import type { DeviceUnderTest } from './device-under-test.js';
 import { BAR0_SIZE, BAR2_SIZE, MSIX_VECTORS, Reg, TEST_DEVICE, TEST_VENDOR } from './test-device.js';
 
 /** The kind of PciTestDevice's saved state. */
-export const TEST_STATE_KIND = 'pci-test-device';
+const TEST_STATE_KIND = 'pci-test-device';
 
 /** PciTestDevice's state: its BAR0 registers. */
-export const testStateFields = Field.struct({ regs: Field.array(Field.u32(), BAR0_SIZE / 4) });
+const testStateFields = Field.struct({ regs: Field.array(Field.u32(), BAR0_SIZE / 4) });
 
 export interface PciTestDeviceOptions {
   /**

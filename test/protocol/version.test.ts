@@ -238,7 +238,7 @@ describe('VERSION and migration', () => {
     const plain = await startDevice(new PciTestDevice('plain'));
     try {
       const p = await plain.connect();
-      expect(JSON.parse(p.server.json).capabilities).not.toHaveProperty('migration');
+      expect((JSON.parse(p.server.json) as { capabilities: object }).capabilities).not.toHaveProperty('migration');
       expect(p.server.capabilities.migration).toBeUndefined();
     } finally {
       await plain.stop();

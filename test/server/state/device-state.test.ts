@@ -140,7 +140,7 @@ describe('DeviceState versions', () => {
 
   it("the device's load refusing leaves the library's state and the device's as they were", async () => {
     const source = make(v2({ scratch: 0xbad, mode: 'slow' }));
-    source.config.write(Cfg.COMMAND, Uint8Array.of(0x06, 0x04));
+    await source.config.write(Cfg.COMMAND, Uint8Array.of(0x06, 0x04));
     const bytes = await saved(source);
     const regs: Regs = { scratch: 9, mode: 'fast' };
     const dev = make(v2(regs));
@@ -171,8 +171,8 @@ describe('DeviceState versions', () => {
 describe('library state', () => {
   it('carries BAR programming, COMMAND, MSI-X table and interrupt state', async () => {
     const source = make(v2({ scratch: 1, mode: 'fast' }));
-    source.config.write(Cfg.BAR0, Uint8Array.of(0x00, 0x30, 0x00, 0xfe));
-    source.config.write(Cfg.COMMAND, Uint8Array.of(0x06, 0x04)); // MEMORY | MASTER | INTX_DISABLE
+    await source.config.write(Cfg.BAR0, Uint8Array.of(0x00, 0x30, 0x00, 0xfe));
+    await source.config.write(Cfg.COMMAND, Uint8Array.of(0x06, 0x04)); // MEMORY | MASTER | INTX_DISABLE
     const table = source.msixLayout!;
     await source.regionWrite(
       table.tableBar,
