@@ -348,7 +348,10 @@ export class PciDevice implements Endpoint {
 
   private async runReset(reason: ResetReason): Promise<void> {
     this.log.info({ reason }, 'reset');
-    await this.quiesce();
+    // Already held (a migration stopped it, or dev.quiesce()): its quiesce ran. Otherwise
+    // quiesce it now, without the DMA and interrupt freeze: a reset is not a saved state.
+    const held = this.isQuiesced;
+    if (!held) await this.options.quiesce?.();
     try {
       if (reason === 'client' || reason === 'flr') {
         this.config.reset();
@@ -359,7 +362,10 @@ export class PciDevice implements Endpoint {
     } finally {
       // A reset ends any migration state (libvfio-user: back to RUNNING) and the device runs again.
       this.migration?.afterReset();
-      if (reason !== 'shutdown') await this.resume();
+      if (reason !== 'shutdown') {
+        if (held) await this.resume();
+        else await this.options.resume?.();
+      }
     }
   }
 

@@ -160,9 +160,9 @@ export interface PciDeviceOptions {
    * (client DEVICE_RESET, FLR, lost connection), when a migration stops the
    * device (RUNNING -> STOP, PRE_COPY -> STOP_COPY) and before a state is
    * saved or loaded outside a migration (`dev.quiesce()`). Never called twice
-   * without a `resume` in between. Once it resolved, the library also holds
-   * back what slips through: DMA is refused (EBUSY) and interrupts pend until
-   * the matching resume. Keep it short while a client waits on a reset (see
+   * without a `resume` in between. After a migration stop or `dev.quiesce()`
+   * the library also holds back what slips through: DMA is refused (EBUSY)
+   * and interrupts pend until the matching resume. Keep it short while a client waits on a reset (see
    * docs/writing-a-device.md, "Reset and lifecycle").
    */
   quiesce?: () => void | Promise<void>;
