@@ -17,3 +17,13 @@ export {
   type PciCapability,
   type RegionAccessor,
 } from './pci.js';
+export { DirtyBitmap } from './migration.js';
+export { migrate, type MigrateOptions, type MigrationMemory, type MigrationReport } from './migrate.js';
+export {
+  DeviceFeature,
+  DeviceFeatureFlag,
+  MigrationFlag,
+  MigrationState,
+  migrationStateName,
+  type MigrationStateName,
+} from '../protocol/features.js';

@@ -16,7 +16,8 @@
  * This class is the API; the work is done by one file per concern:
  * request-channel.ts (ids, reply matching, timeouts), negotiation.ts
  * (VERSION), device.ts, region-access.ts, irqs.ts (+ irq-sinks.ts), dma.ts
- * (+ dma-map-table.ts) and pci.ts.
+ * (+ dma-map-table.ts), pci.ts and migration.ts (+ migrate.ts, the VMM's
+ * sequence).
  */
 import { pino, type Logger } from 'pino';
 import { native } from '../native/index.js';
@@ -39,6 +40,7 @@ import { DmaMapTable, type DmaMapEntry } from './dma-map-table.js';
 import { GuestMemory } from './guest-memory.js';
 import { IrqSinks } from './irq-sinks.js';
 import * as pci from './pci.js';
+import * as migration from './migration.js';
 
 export interface ClientOptions {
   /** Capabilities to offer in VERSION (default QEMU_CAPABILITIES), or the raw JSON text to send. */
@@ -304,6 +306,87 @@ export class VfioUserClient {
   /** DMA_UNMAP with flag ALL. */
   dmaUnmapAll(): Promise<DmaUnmapMessage> {
     return this.dmaUnmap(0n, 0n, DmaUnmapFlag.ALL);
+  }
+
+  // ------------------------------------------------------------- migration
+
+  /** DEVICE_FEATURE GET MIGRATION: the MigrationFlag bits (STOP_COPY, P2P, PRE_COPY). EINVAL: the device cannot migrate. */
+  migrationFlags(): Promise<number> {
+    return migration.migrationFlags(this.#channel);
+  }
+
+  /** DEVICE_FEATURE PROBE of `feature` (DeviceFeature) with `ops` (DeviceFeatureFlag.GET and/or SET): whether it is supported. */
+  probeFeature(feature: number, ops = 0): Promise<boolean> {
+    return migration.probeFeature(this.#channel, feature, ops);
+  }
+
+  /** GET MIG_DEVICE_STATE: the device's MigrationState. */
+  migrationState(): Promise<number> {
+    return migration.migrationState(this.#channel);
+  }
+
+  /** SET MIG_DEVICE_STATE: the server walks to `state` (a MigrationState) and replies when it is there. */
+  setMigrationState(state: number): Promise<void> {
+    return migration.setMigrationState(this.#channel, state);
+  }
+
+  /** One MIG_DATA_READ of at most `size` bytes; fewer (or none) means the data ends. */
+  readMigrationData(size: number): Promise<Uint8Array> {
+    return migration.readMigrationData(this.#channel, size);
+  }
+
+  /** One MIG_DATA_WRITE. */
+  writeMigrationData(data: Uint8Array): Promise<void> {
+    return migration.writeMigrationData(this.#channel, data);
+  }
+
+  /** MIG_DATA_READ in chunks of `chunkSize` (default: the largest both sides take) until the data ends. */
+  async readMigrationStream(chunkSize = this.#migrationChunk()): Promise<Uint8Array> {
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const part = await this.readMigrationData(chunkSize);
+      parts.push(part);
+      total += part.byteLength;
+      if (part.byteLength < chunkSize) break;
+    }
+    const out = new Uint8Array(total);
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.byteLength;
+    }
+    return out;
+  }
+
+  /** `data` in MIG_DATA_WRITEs of at most `chunkSize` bytes. */
+  async writeMigrationStream(data: Uint8Array, chunkSize = this.#migrationChunk()): Promise<void> {
+    for (let at = 0; at < data.byteLength; at += chunkSize)
+      await this.writeMigrationData(data.subarray(at, at + chunkSize));
+  }
+
+  #migrationChunk(): number {
+    return Math.min(this.maxDataXferSize, this.serverMaxDataXferSize);
+  }
+
+  /**
+   * DMA_LOGGING_START: the server marks the pages the device writes. No
+   * ranges: all memory. Resolves with the page size the server uses.
+   */
+  startDirtyLogging(
+    o: { pageSize?: bigint; ranges?: readonly { iova: bigint; length: bigint }[] } = {},
+  ): Promise<bigint> {
+    return migration.startDirtyLogging(this.#channel, o.pageSize ?? 4096n, o.ranges ?? []);
+  }
+
+  /** DMA_LOGGING_STOP. */
+  stopDirtyLogging(): Promise<void> {
+    return migration.stopDirtyLogging(this.#channel);
+  }
+
+  /** DMA_LOGGING_REPORT: the pages of [iova, iova+length) written since the last report (which the server then clears). */
+  dirtyBitmap(iova: bigint, length: bigint, pageSize = 4096n): Promise<migration.DirtyBitmap> {
+    return migration.dirtyBitmap(this.#channel, iova, length, pageSize);
   }
 
   // ------------------------------------------------------------- PCI helpers

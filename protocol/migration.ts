@@ -3,12 +3,19 @@
  *
  * MIG_DATA_READ: argsz u32, size u32; reply argsz, size, data @8.
  * MIG_DATA_WRITE: argsz u32, size u32, data @8; reply: header only.
+ *
+ * A MIG_DATA_READ reply whose `size` is less than the size asked for ends the
+ * stream. libvfio-user always sends 8 + the size asked for, zero-padded past
+ * `size` (argsz and size say how many bytes are valid), and libvfio-user's
+ * sample client reads exactly that many: the encoder can pad the same way, and
+ * the decoder takes the first `size` bytes of whatever follows.
  */
 import { VfioUserCommand } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { newReply, newRequest, requirePayload, type NewMessage } from './header.js';
 
-const MIG_DATA_SIZE = 8;
+/** Bytes of argsz + size before the data. */
+export const MIG_DATA_SIZE = 8;
 
 export interface MigDataMessage {
   argsz: number;
@@ -31,7 +38,7 @@ export function decodeMigDataReadRequest(msg: Uint8Array): { argsz: number; size
   return { argsz: dv.getUint32(16, true), size: dv.getUint32(20, true) };
 }
 
-/** Fill a MIG_DATA message made for `data`: argsz = 8 + data.length, size = data.length, then the data. */
+/** Fill a MIG_DATA message made for at least `data`: argsz = 8 + data.length, size = data.length, then the data. */
 function withMigData(m: NewMessage, data: Uint8Array): Uint8Array {
   m.view.setUint32(16, MIG_DATA_SIZE + data.byteLength, true);
   m.view.setUint32(20, data.byteLength, true);
@@ -39,22 +46,22 @@ function withMigData(m: NewMessage, data: Uint8Array): Uint8Array {
   return m.bytes;
 }
 
-/** Reply: argsz = 8 + data.length, size = data.length (short = end of stream). */
-export function encodeMigDataReadReply(id: number, data: Uint8Array): Uint8Array {
-  return withMigData(newReply(id, VfioUserCommand.MIG_DATA_READ, MIG_DATA_SIZE + data.byteLength), data);
+/**
+ * Reply: argsz = 8 + data.length, size = data.length (short = end of stream).
+ * With `padTo` (>= data.length), the payload carries padTo data bytes, zeroes after `data`.
+ */
+export function encodeMigDataReadReply(id: number, data: Uint8Array, padTo = data.byteLength): Uint8Array {
+  const room = Math.max(padTo, data.byteLength);
+  return withMigData(newReply(id, VfioUserCommand.MIG_DATA_READ, MIG_DATA_SIZE + room), data);
 }
 
-function decodeMigWithData(msg: Uint8Array, what: number | string): MigDataMessage {
-  const dv = requirePayload(msg, MIG_DATA_SIZE, what);
-  const size = dv.getUint32(20, true);
-  const data = msg.subarray(24);
-  if (data.byteLength !== size) throw ProtocolError.invalid(`MIG_DATA: size ${size} but ${data.byteLength} bytes`);
-  return { argsz: dv.getUint32(16, true), size, data };
-}
-
-/** EINVAL if shorter than 8 bytes or size differs from the data length. */
+/** EINVAL if shorter than 8 bytes, or size is more than the data bytes present (padding after them is allowed). */
 export function decodeMigDataReadReply(msg: Uint8Array): MigDataMessage {
-  return decodeMigWithData(msg, 'MIG_DATA_READ reply');
+  const dv = requirePayload(msg, MIG_DATA_SIZE, 'MIG_DATA_READ reply');
+  const size = dv.getUint32(20, true);
+  const present = msg.byteLength - 24;
+  if (size > present) throw ProtocolError.invalid(`MIG_DATA_READ reply: size ${size} but ${present} bytes`);
+  return { argsz: dv.getUint32(16, true), size, data: msg.subarray(24, 24 + size) };
 }
 
 export function encodeMigDataWriteRequest(id: number, data: Uint8Array): Uint8Array {
@@ -63,5 +70,10 @@ export function encodeMigDataWriteRequest(id: number, data: Uint8Array): Uint8Ar
 
 /** EINVAL if shorter than 8 bytes or size differs from the data length. */
 export function decodeMigDataWriteRequest(msg: Uint8Array): MigDataMessage {
-  return decodeMigWithData(msg, VfioUserCommand.MIG_DATA_WRITE);
+  const dv = requirePayload(msg, MIG_DATA_SIZE, VfioUserCommand.MIG_DATA_WRITE);
+  const size = dv.getUint32(20, true);
+  const data = msg.subarray(24);
+  if (data.byteLength !== size)
+    throw ProtocolError.invalid(`MIG_DATA_WRITE: size ${size} but ${data.byteLength} bytes`);
+  return { argsz: dv.getUint32(16, true), size, data };
 }

@@ -96,6 +96,43 @@ export interface ClientPort {
   readonly log: Logger;
 }
 
+/** A range DMA_LOGGING_START asks to log. */
+export interface DirtyLogRange {
+  iova: bigint;
+  length: bigint;
+}
+
+/**
+ * Migration v2 and dirty-page logging, for an Endpoint that can save and load
+ * its state (Endpoint.migration). The connection checks the wire (sizes,
+ * argsz, flag combinations) and calls these; they check meaning and throw a
+ * VfioUserError with the errno to answer. PciDevice provides one when it has
+ * a DeviceState or a MigrationDataStream (server/migration/device-migration.ts).
+ */
+export interface MigrationEndpoint {
+  /** MigrationFlag bits (STOP_COPY at least): DEVICE_FEATURE MIGRATION's GET. */
+  readonly flags: number;
+  /** The current device_state (a MigrationState value). */
+  readonly state: number;
+  /**
+   * MIG_DEVICE_STATE SET: walk to `target`, one arc at a time, each complete
+   * before the next. EINVAL for a change the state machine does not allow
+   * (state unchanged); a failing step rejects with its errno and leaves the
+   * state where it was before the request (or ERROR when that cannot be restored).
+   */
+  setState(target: number): Promise<void>;
+  /** MIG_DATA_READ in PRE_COPY/STOP_COPY: at most `max` bytes; fewer means the data ends. EINVAL in other states. */
+  readData(max: number): Promise<Uint8Array>;
+  /** MIG_DATA_WRITE in RESUMING (EINVAL otherwise, and for data the device cannot take). */
+  writeData(data: Uint8Array): Promise<void>;
+  /** DMA_LOGGING_START (see DmaSpace.startDirtyLogging for the errno). */
+  startDirtyLogging(pageSize: bigint, ranges: readonly DirtyLogRange[]): void;
+  /** DMA_LOGGING_STOP. */
+  stopDirtyLogging(): void;
+  /** DMA_LOGGING_REPORT: the bitmap (whole u64s), read and cleared (see DmaSpace.reportDirty). */
+  reportDirty(iova: bigint, length: bigint, pageSize: bigint): Uint8Array;
+}
+
 export interface Endpoint {
   /** Stable name, used in logs. */
   readonly name: string;
@@ -105,6 +142,12 @@ export interface Endpoint {
   readonly numIrqs: number;
   /** DEVICE_GET_INFO: whether DEVICE_RESET is supported (flag RESET). */
   readonly resetSupported: boolean;
+  /**
+   * Present for a device that can be migrated: VERSION then advertises the
+   * `migration` capability and DEVICE_FEATURE / MIG_DATA_* are served.
+   * Absent: those are EINVAL, as libvfio-user answers without migration callbacks.
+   */
+  readonly migration?: MigrationEndpoint | undefined;
 
   regionInfo(index: number): RegionDescription;
   irqInfo(index: number): IrqInfo;

@@ -21,6 +21,7 @@ export {
   type DmaRange,
   type DmaRegion,
   type DmaSpaceOptions,
+  type DmaTransferOptions,
   type GuestMemoryAccess,
   type UnsealedFdPolicy,
 } from './dma/index.js';
@@ -36,9 +37,11 @@ export {
 export { VfioUserError } from '../protocol/errors.js';
 export {
   type ClientPort,
+  type DirtyLogRange,
   type DmaMapRequest,
   type Endpoint,
   type IrqInfo,
+  type MigrationEndpoint,
   type RegionDescription,
   type ResetReason,
   type SetIrqsRequest,
@@ -59,6 +62,38 @@ export {
   RegionFlag,
   VfioUserCommand,
 } from '../protocol/constants.js';
+export {
+  DeviceFeature,
+  DeviceFeatureFlag,
+  MigrationFlag,
+  MigrationState,
+  migrationStateName,
+  type MigrationStateName,
+} from '../protocol/features.js';
+/** Device state: declaring it, its fields, the errors of loading it (docs/writing-a-device.md, "State"). */
+export {
+  Field,
+  StateError,
+  type FieldValue,
+  type StateField,
+  type StateReader,
+  type StateWriter,
+  type StructValue,
+} from './state/fields.js';
+export {
+  defineDeviceState,
+  olderState,
+  MAX_DEVICE_STATE_BYTES,
+  type DeviceState,
+  type OlderDeviceState,
+} from './state/device-state.js';
+export { STATE_FORMAT_VERSION } from './state/envelope.js';
+export {
+  DeviceMigration,
+  type MigratableDevice,
+  type MigrationDataStream,
+  type SavePhase,
+} from './migration/device-migration.js';
 export { createLogger, silentLogger, type Logger, type LoggerOptions } from './log.js';
 export { LogLimiter, type LogLimiterOptions } from './log-limiter.js';
 /** For device modules loaded by `vfio-user-ts serve --device ./my-device.js` (docs/cli.md). */

@@ -5,14 +5,17 @@
  */
 import {
   LogLimiter,
+  defineDeviceState,
+  Field,
   PciDevice,
   silentLogger,
   type AccessSize,
   type BarType,
+  type DeviceState,
   type Logger,
   type UnsealedFdPolicy,
 } from 'vfio-user-ts';
-import { Idio16 } from './idio16.js';
+import { Idio16, type Idio16SavedState } from './idio16.js';
 import {
   IDIO16_BAR_INDEX,
   IDIO16_BAR_SIZE,
@@ -34,6 +37,30 @@ export interface GpioDeviceOptions {
   log?: Logger | undefined;
   /** DMA_MAP fds not sealed against shrinking (PciDeviceOptions.unsealedDmaFds; the card never DMAs). */
   unsealedDmaFds?: UnsealedFdPolicy;
+}
+
+/** The kind of the card's saved state (DeviceState.kind). */
+export const GPIO_STATE_KIND = 'pci-idio-16';
+/** The version of the card's saved state this module writes. */
+export const GPIO_STATE_VERSION = 1;
+
+/** The card's saved state, version 1: Idio16SavedState's fields. */
+export const gpioStateFields = Field.struct({
+  outputs: Field.u16(),
+  irqEnabled: Field.bool(),
+  pending: Field.u8(),
+  filtersActive: Field.bool(),
+});
+
+/** The DeviceState of a card whose registers are `gpio`. */
+export function gpioDeviceState(gpio: Idio16): DeviceState<Idio16SavedState> {
+  return defineDeviceState({
+    kind: GPIO_STATE_KIND,
+    version: GPIO_STATE_VERSION,
+    schema: gpioStateFields,
+    save: () => gpio.saveState(),
+    load: (s) => gpio.loadState(s),
+  });
 }
 
 /** A PCI-IDIO-16: `device` to serve, `gpio` for the host side (inputs, outputs, events). */
@@ -92,6 +119,9 @@ export function createGpioDevice(options: GpioDeviceOptions = {}): GpioDevice {
     ],
     interrupts: { intx: 'A' },
     onReset: () => gpio.reset(),
+    // The card does no DMA and has no work in flight: a quiesced card just raises no interrupts,
+    // which the library ensures (they pend until the resume).
+    state: gpioDeviceState(gpio),
     ...(options.log ? { log: options.log } : {}),
     ...(options.unsealedDmaFds ? { unsealedDmaFds: options.unsealedDmaFds } : {}),
   });

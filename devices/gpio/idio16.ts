@@ -35,7 +35,23 @@ export interface Idio16State {
   interrupts: number;
 }
 
+/**
+ * What the card keeps of its own and a migration carries (Idio16.saveState):
+ * the outputs, the interrupt enable, the latched change-of-state groups
+ * (IrqStatus.GROUP0_7 | GROUP8_15; non-zero = pending) and the input filter
+ * setting. The inputs are not in it: they are the outside world's, and the
+ * host on the other side drives its own.
+ */
+export interface Idio16SavedState {
+  outputs: number;
+  irqEnabled: boolean;
+  /** IrqStatus group bits (0..3). */
+  pending: number;
+  filtersActive: boolean;
+}
+
 const MASK16 = 0xffff;
+const GROUPS = IrqStatus.GROUP0_7 | IrqStatus.GROUP8_15;
 
 function checkMask(mask: number): number {
   if (!Number.isInteger(mask) || mask < 0 || mask > MASK16) {
@@ -112,6 +128,30 @@ export class Idio16 extends EventEmitter<Idio16Events> {
       filtersActive: this.filtersActive,
       interrupts: this.interrupts,
     };
+  }
+
+  /** The registers a migration carries (see Idio16SavedState). */
+  saveState(): Idio16SavedState {
+    return { outputs: this.out, irqEnabled: this.irqEnabled, pending: this.changed, filtersActive: this.filtersActive };
+  }
+
+  /**
+   * Take over saved registers (RangeError for values the card cannot hold,
+   * before anything changes). The interrupt line is not raised again: whoever
+   * restores the card restores its interrupt state too (PciDevice does). The
+   * host sees the outputs change ('outputs' event) if they do.
+   */
+  loadState(state: Idio16SavedState): void {
+    if (!Number.isInteger(state.outputs) || state.outputs < 0 || state.outputs > MASK16)
+      throw new RangeError(`outputs ${String(state.outputs)} do not fit 16 lines`);
+    if (!Number.isInteger(state.pending) || (state.pending & ~GROUPS) !== 0)
+      throw new RangeError(`pending ${String(state.pending)} has bits other than the two input groups`);
+    if (typeof state.irqEnabled !== 'boolean' || typeof state.filtersActive !== 'boolean')
+      throw new RangeError('irqEnabled and filtersActive must be booleans');
+    this.irqEnabled = state.irqEnabled;
+    this.changed = state.pending;
+    this.filtersActive = state.filtersActive;
+    this.setOutputs(state.outputs);
   }
 
   /** Whether the interrupt line is asserted (pending and enabled). */

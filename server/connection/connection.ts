@@ -357,6 +357,7 @@ export class Connection {
       log: this.log,
       maxDataXferSize: this.#maxDataXferSize,
       clientMaxMsgFds: this.#client?.maxMsgFds ?? 1,
+      clientMaxDataXferSize: this.#client?.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE,
     };
     return handler(ctx);
   }
@@ -414,6 +415,7 @@ export class Connection {
         pgsizes: Limits.PGSIZE,
         maxDmaMaps: Limits.MAX_DMA_MAPS,
         writeMultiple: this.#options.writeMultiple ?? false,
+        ...(this.endpoint.migration ? { migration: { pgsize: Limits.PGSIZE } } : {}),
       });
     } catch (err) {
       return fail(err instanceof Error ? err.message : String(err));

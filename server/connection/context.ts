@@ -15,6 +15,8 @@ export interface RequestContext {
   maxDataXferSize: number;
   /** The client's max_msg_fds: never send it more fds than that. */
   clientMaxMsgFds: number;
+  /** The client's max_data_xfer_size: MIG_DATA_READ/WRITE sizes above it are EINVAL (libvfio-user). */
+  clientMaxDataXferSize: number;
   log: Logger;
 }
 

@@ -1,4 +1,8 @@
 /** Command number -> handler for every command a client may send after VERSION. */
+import { VfioUserError } from '../../protocol/errors.js';
+import { commandName } from '../../protocol/constants.js';
+import { migrationStateName } from '../../protocol/features.js';
+import { commandAllowedIn } from '../migration/command-gate.js';
 import type { Handler } from './context.js';
 import { deviceHandlers } from './handlers/device.js';
 import { dmaHandlers } from './handlers/dma.js';
@@ -18,7 +22,24 @@ for (const group of [
   featuresHandlers,
   migrationHandlers,
 ]) {
-  for (const [cmd, handler] of Object.entries(group)) table.set(Number(cmd), handler);
+  for (const [cmd, handler] of Object.entries(group)) table.set(Number(cmd), gated(Number(cmd), handler));
+}
+
+/**
+ * `handler`, refused with EINVAL while the device's migration state does not
+ * serve `command` (a stopped device takes no DMA_MAP, SET_IRQS...: see
+ * server/migration/command-gate.ts).
+ */
+function gated(command: number, handler: Handler): Handler {
+  return (ctx) => {
+    const migration = ctx.endpoint.migration;
+    if (migration !== undefined && !commandAllowedIn(migration.state, command)) {
+      throw VfioUserError.invalid(
+        `${commandName(command)} is not served in migration state ${migrationStateName(migration.state)}`,
+      );
+    }
+    return handler(ctx);
+  };
 }
 
 /**

@@ -14,6 +14,8 @@
  *   dma.onMap((region) => ...); dma.onUnmap((region) => ...);
  *   await dma.quiesce();                    // before a reset: no DMA in flight (maps stay)
  *   dma.setBusMaster(enabled);              // PCI Command bit 2 (PciDevice does it)
+ *   dma.freeze(); dma.thaw();               // migration STOP..RUNNING: new accesses are refused meanwhile
+ *   dma.startDirtyLogging(4096n, []); dma.reportDirty(iova, n, 4096n); dma.stopDirtyLogging();
  *
  * Bus mastering: while it is off (PCI Command.MASTER clear: PciDevice keeps
  * the space in step with the guest's Command register) every device access
@@ -33,11 +35,12 @@
  */
 import { fstatSync } from 'node:fs';
 import type { Logger } from 'pino';
+import { LogLimiter } from '../log-limiter.js';
 import { native } from '../../native/index.js';
 import type { ClientPort, DmaMapRequest } from '../endpoint.js';
 import { DmaMapFlag, Errno, Limits } from '../../protocol/constants.js';
-import { LogLimiter } from '../log-limiter.js';
 import { BusMasterDisabledError, DmaError } from './errors.js';
+import { DirtyLog, type LoggedRange } from './dirty-log.js';
 import { DmaPin } from './pin.js';
 import { DmaRegion } from './region.js';
 import type { DmaRange } from './scatter-gather.js';
@@ -103,6 +106,28 @@ export interface DmaSpaceOptions {
  */
 export type UnsealedFdPolicy = 'map' | 'messages' | 'refuse';
 
+/** How DmaSpace.read/write reach memory. */
+export interface DmaTransferOptions {
+  /**
+   * 'auto' (default): mapped memory directly, the rest by DMA_READ/DMA_WRITE
+   * messages. 'messages': always by messages, also where the client shared an
+   * fd (what libvfio-user's sample server does for its first map).
+   */
+  via?: 'auto' | 'messages';
+}
+
+/** Most ranges one DMA_LOGGING_START may list. */
+const MAX_LOGGED_RANGES = 4096;
+/** Largest bitmap one DMA_LOGGING_REPORT returns (32 MiB: 1 TiB of 4 KiB pages). */
+const MAX_DIRTY_BITMAP_BYTES = 32 << 20;
+/** Logging page sizes accepted by DMA_LOGGING_START: powers of two in this range. */
+const MIN_LOG_PAGE = 4096;
+const MAX_LOG_PAGE = 1 << 30;
+
+function isPowerOfTwo(n: bigint): boolean {
+  return n > 0n && (n & (n - 1n)) === 0n;
+}
+
 const PAGE = BigInt(Limits.PGSIZE);
 
 /** Defaults of DmaSpaceOptions.maxMappedBytes and maxMappedRanges. */
@@ -150,6 +175,9 @@ export class DmaSpace {
   readonly #busMasterListeners: ((enabled: boolean) => void)[] = [];
   /** Message transfers (DMA_READ/DMA_WRITE) in progress: rejected at once when bus mastering goes off. */
   readonly #messages = new Set<(err: Error) => void>();
+  readonly #dirty = new DirtyLog();
+  /** Set between freeze() and thaw(): the device was stopped for a migration and must not touch guest memory. */
+  #frozen = false;
 
   constructor(log: Logger, options: DmaSpaceOptions = {}) {
     this.log = log;
@@ -242,6 +270,7 @@ export class DmaSpace {
    */
   async detach(): Promise<void> {
     this.#port = undefined;
+    this.#dirty.stop();
     await this.unmap(0n, 0n, true);
   }
 
@@ -370,7 +399,10 @@ export class DmaSpace {
       this.#regions.splice(i, 1);
       victims = [r];
     }
-    for (const r of victims) r.removed = true;
+    for (const r of victims) {
+      r.removed = true;
+      this.#dirty.forget(r);
+    }
     for (const r of victims) this.#tell(this.#unmapListeners, r, 'unmap');
     // Only mmapped memory needs its users gone first; a message-only range has
     // nothing to protect (and waiting could deadlock on the client).
@@ -566,6 +598,10 @@ export class DmaSpace {
    */
   pin(ranges: readonly DmaRange[], access: DmaAccess = 'readwrite'): DmaPin | undefined {
     if (!this.#busMaster) return undefined; // the copy path reports BusMasterDisabledError
+    if (this.#frozen) {
+      this.#refuseFrozen('pin');
+      return undefined;
+    }
     const views: Uint8Array[] = [];
     const held: DmaRegion[] = [];
     let region: DmaRegion | undefined;
@@ -586,7 +622,16 @@ export class DmaSpace {
       if (view === undefined) break; // crosses a 4 GiB window
       views.push(view);
     }
-    if (views.length === ranges.length) return new DmaPin(views, held);
+    if (views.length === ranges.length) {
+      if (access !== 'readwrite' || !this.#dirty.active) return new DmaPin(views, held);
+      // Logging: the pages count as written when pinned (a REPORT may come while the I/O runs)
+      // and again when released (the I/O wrote them after that REPORT).
+      const mark = (): void => {
+        for (const r of ranges) this.markDirty(r.addr, r.length);
+      };
+      mark();
+      return new DmaPin(views, held, mark);
+    }
     for (const r of held) r.release();
     return undefined;
   }
@@ -603,6 +648,7 @@ export class DmaSpace {
   view(gpa: bigint, length: number, access: DmaAccess = 'readwrite'): Uint8Array {
     checkArgs(gpa, length);
     this.#checkBusMaster(gpa, length);
+    if (this.#frozen) throw this.#refuseFrozen('view');
     const r = this.find(gpa);
     if (!r || gpa + BigInt(length) > r.end) throw DmaError.unmapped(gpa, length);
     if (!r.mapping)
@@ -621,6 +667,8 @@ export class DmaSpace {
         Errno.EFAULT,
         `DMA: [0x${gpa.toString(16)}, +0x${length.toString(16)}) crosses a 4 GiB window: use read()/write()`,
       );
+    // Writes through the view are invisible to us: its pages count as dirty in every report from now on.
+    if (access === 'readwrite' && this.#dirty.active) this.#dirty.mark(r, gpa, length, true);
     return v;
   }
 
@@ -631,9 +679,11 @@ export class DmaSpace {
    * synchronously, so a DMA_UNMAP never waits on a message round trip (which
    * could deadlock against a client that waits for the unmap's reply).
    */
-  async read(gpa: bigint, length: number): Promise<Uint8Array> {
+  async read(gpa: bigint, length: number, options?: DmaTransferOptions): Promise<Uint8Array> {
     this.#checkBusMaster(gpa, length);
+    if (this.#frozen) throw this.#refuseFrozen('read');
     const segs = this.#pieces(gpa, length);
+    const messages = options?.via === 'messages';
     for (const s of segs)
       if (!s.region.readable) throw new DmaError(Errno.EPERM, `DMA read: 0x${s.gpa.toString(16)} is not readable`);
     const out = new Uint8Array(length);
@@ -642,7 +692,7 @@ export class DmaSpace {
       const piece = out.subarray(done, done + s.length);
       if (s.region.removed) throw DmaError.unmapped(s.gpa, s.length);
       this.#checkBusMaster(s.gpa, s.length); // again: it may have gone off during a message before
-      if (s.region.mapping) s.region.copyOut(s.gpa, piece);
+      if (s.region.mapping && !messages) s.region.copyOut(s.gpa, piece);
       else piece.set(await this.#message(this.#requirePort(s.gpa).dmaRead(s.gpa, s.length)));
       done += s.length;
     }
@@ -650,9 +700,11 @@ export class DmaSpace {
   }
 
   /** Copy into guest memory. BusMasterDisabledError while bus mastering is off, EFAULT unmapped, EPERM not writable (checked before any byte is written). No hold (see read()). */
-  async write(gpa: bigint, data: Uint8Array): Promise<void> {
+  async write(gpa: bigint, data: Uint8Array, options?: DmaTransferOptions): Promise<void> {
     this.#checkBusMaster(gpa, data.byteLength);
+    if (this.#frozen) throw this.#refuseFrozen('write');
     const segs = this.#pieces(gpa, data.byteLength);
+    const messages = options?.via === 'messages';
     for (const s of segs)
       if (!s.region.writable) throw new DmaError(Errno.EPERM, `DMA write: 0x${s.gpa.toString(16)} is read-only`);
     let done = 0;
@@ -660,10 +712,129 @@ export class DmaSpace {
       const piece = data.subarray(done, done + s.length);
       if (s.region.removed) throw DmaError.unmapped(s.gpa, s.length);
       this.#checkBusMaster(s.gpa, s.length); // again: it may have gone off during a message before
-      if (s.region.mapping) s.region.copyIn(s.gpa, piece);
+      this.#dirty.mark(s.region, s.gpa, s.length);
+      if (s.region.mapping && !messages) s.region.copyIn(s.gpa, piece);
       else await this.#message(this.#requirePort(s.gpa).dmaWrite(s.gpa, piece));
       done += s.length;
     }
+  }
+
+  /**
+   * Tell dirty-page logging that the device wrote [gpa, gpa+length) some way
+   * the space cannot see (through a view() kept from before logging started, a
+   * native call with a view's address...). write(), message DMA and pins mark
+   * their pages themselves. Unmapped parts are ignored. Cheap when logging is off.
+   */
+  markDirty(gpa: bigint, length: number): void {
+    if (!this.#dirty.active || length <= 0) return;
+    const end = gpa + BigInt(length);
+    for (let i = this.#firstEndingAfter(gpa); i < this.#regions.length; i++) {
+      const r = this.#regions[i]!;
+      if (r.addr >= end) break;
+      this.#dirty.mark(r, gpa, length);
+    }
+  }
+
+  /** Whether dirty-page logging is on (DMA_LOGGING_START), and at what page size (0: off). */
+  get dirtyLogPageSize(): number {
+    return this.#dirty.pageSize;
+  }
+
+  /**
+   * DMA_LOGGING_START. EINVAL: page size not a power of two in [4 KiB, 1 GiB],
+   * already logging at another page size, a map smaller than the page size, a
+   * range that is empty, overlaps another or is not aligned to the page size;
+   * EOVERFLOW: a range past 2^64; E2BIG: more than MAX_LOGGED_RANGES ranges.
+   * No ranges: every write is logged. Started again with the same page size:
+   * the new ranges apply and the marks so far stay.
+   */
+  startDirtyLogging(pageSize: bigint, ranges: readonly LoggedRange[]): void {
+    const what = `DMA_LOGGING_START page size ${pageSize}`;
+    if (!isPowerOfTwo(pageSize) || pageSize < BigInt(MIN_LOG_PAGE) || pageSize > BigInt(MAX_LOG_PAGE))
+      throw new DmaError(Errno.EINVAL, `${what}: not a power of two in [${MIN_LOG_PAGE}, ${MAX_LOG_PAGE}]`);
+    const ps = Number(pageSize);
+    if (this.#dirty.active && this.#dirty.pageSize !== ps)
+      throw new DmaError(Errno.EINVAL, `${what}: already logging with page size ${this.#dirty.pageSize}`);
+    if (ranges.length > MAX_LOGGED_RANGES)
+      throw new DmaError(Errno.E2BIG, `${what}: ${ranges.length} ranges, at most ${MAX_LOGGED_RANGES}`);
+    const sorted = [...ranges].sort((a, b) => (a.iova < b.iova ? -1 : a.iova > b.iova ? 1 : 0));
+    let previousEnd = 0n;
+    for (const r of sorted) {
+      const where = `${what}: range [0x${r.iova.toString(16)}, +0x${r.length.toString(16)})`;
+      if (r.length === 0n || r.iova % pageSize !== 0n || r.length % pageSize !== 0n)
+        throw new DmaError(Errno.EINVAL, `${where} is empty or not page aligned`);
+      if (r.iova + r.length > 1n << 64n) throw new DmaError(Errno.EOVERFLOW, `${where} runs past 2^64`);
+      if (r.iova < previousEnd) throw new DmaError(Errno.EINVAL, `${where} overlaps another`);
+      previousEnd = r.iova + r.length;
+    }
+    for (const r of this.#regions) {
+      if (r.size < pageSize)
+        throw new DmaError(Errno.EINVAL, `${what}: map at 0x${r.addr.toString(16)} is smaller than a page`);
+    }
+    this.#dirty.start(ps, sorted);
+    this.log.debug({ pageSize: ps, ranges: sorted.length }, 'DMA: dirty-page logging started');
+  }
+
+  /** DMA_LOGGING_STOP: stop and forget every mark (also when not logging). */
+  stopDirtyLogging(): void {
+    if (this.#dirty.active) this.log.debug('DMA: dirty-page logging stopped');
+    this.#dirty.stop();
+  }
+
+  /**
+   * DMA_LOGGING_REPORT: the bitmap of [iova, iova+length) at `pageSize` (a
+   * power of two, checked by the caller along with length >= pageSize), and
+   * clear what it reported. The range must start at the base of one map and
+   * stay inside it. ENOENT: not mapped; ENOTSUP: not at a map's base, or
+   * running into the next map (libvfio-user answers that with an empty
+   * success); EINVAL: logging is off; E2BIG: a bitmap over MAX_DIRTY_BITMAP_BYTES.
+   * Maps without an fd are logged too (libvfio-user refuses them: it sees
+   * only writes through its mappings; we see message DMA as well).
+   */
+  reportDirty(iova: bigint, length: bigint, pageSize: bigint): Uint8Array {
+    const what = `DMA_LOGGING_REPORT [0x${iova.toString(16)}, +0x${length.toString(16)})`;
+    const r = this.find(iova);
+    if (!r) throw new DmaError(Errno.ENOENT, `${what}: not mapped`);
+    if (r.addr !== iova) throw new DmaError(Errno.ENOTSUP, `${what}: does not start at its map's base`);
+    if (iova + length > r.end) {
+      // Into the next map (libvfio-user: an empty success) or into unmapped memory.
+      if (this.find(r.end)) throw new DmaError(Errno.ENOTSUP, `${what}: spans two maps (report each map alone)`);
+      throw new DmaError(Errno.ENOENT, `${what}: runs past its map into unmapped memory`);
+    }
+    if (!this.#dirty.active) throw new DmaError(Errno.EINVAL, `${what}: dirty-page logging is off`);
+    const bitmapBytes = (((length + pageSize - 1n) / pageSize + 63n) / 64n) * 8n;
+    if (bitmapBytes > BigInt(MAX_DIRTY_BITMAP_BYTES))
+      throw new DmaError(Errno.E2BIG, `${what}: a bitmap of ${bitmapBytes} bytes`);
+    return this.#dirty.report(r, Number(length), Number(pageSize));
+  }
+
+  /**
+   * Migration stopped the device (after its quiesce): from now until thaw(),
+   * read/write reject with EBUSY, view() throws it and pin() answers
+   * undefined, so a device that missed something in its quiesce cannot
+   * change guest memory behind a saved state. Maps may still change.
+   */
+  freeze(): void {
+    this.#frozen = true;
+  }
+
+  /** The device runs again: accesses work. */
+  thaw(): void {
+    this.#frozen = false;
+  }
+
+  /** Whether freeze() is in force. */
+  get frozen(): boolean {
+    return this.#frozen;
+  }
+
+  #refuseFrozen(op: string): DmaError {
+    this.#limiter.warn(
+      'dma-while-stopped',
+      { op },
+      'DMA while the device is stopped for migration: refused (its quiesce let work through)',
+    );
+    return new DmaError(Errno.EBUSY, `DMA ${op} while the device is stopped for migration`);
   }
 
   #requirePort(gpa: bigint): ClientPort {

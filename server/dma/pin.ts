@@ -15,18 +15,22 @@ export class DmaPin {
   readonly views: Uint8Array[];
   /** The regions held (a region appears once per run of ranges inside it). */
   readonly #regions: DmaRegion[];
+  /** Dirty-page logging: marks the pinned pages written (a writable pin taken while logging). */
+  readonly #onRelease: (() => void) | undefined;
   #released = false;
 
-  /** Made by DmaSpace.pin: `regions` are already acquired, release() lets them go. */
-  constructor(views: Uint8Array[], regions: DmaRegion[]) {
+  /** Made by DmaSpace.pin: `regions` are already acquired, release() lets them go (after `onRelease`). */
+  constructor(views: Uint8Array[], regions: DmaRegion[], onRelease?: () => void) {
     this.views = views;
     this.#regions = regions;
+    this.#onRelease = onRelease;
   }
 
   /** Let the memory go: a DMA_UNMAP waiting for this pin proceeds. Idempotent. */
   release(): void {
     if (this.#released) return;
     this.#released = true;
+    this.#onRelease?.();
     for (const r of this.#regions) r.release();
   }
 }

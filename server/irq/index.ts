@@ -1,2 +1,2 @@
 /** Interrupt delivery through the client's eventfds. */
-export { Interrupts, type IrqCounts, type IrqMode } from './interrupts.js';
+export { Interrupts, type IrqCounts, type IrqIndexState, type IrqMode, type IrqState } from './interrupts.js';

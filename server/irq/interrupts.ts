@@ -32,6 +32,24 @@ import { closeQuietly, VectorTable } from './vector-table.js';
 /** Which index `trigger()` signals: the first enabled of MSI-X, MSI, INTx. */
 export type IrqMode = 'none' | 'intx' | 'msi' | 'msix';
 
+/** One IRQ index's state as saved (eventfds are the client's and not part of it). */
+export interface IrqIndexState {
+  /** The client enabled the index (SET_IRQS EVENTFD|TRIGGER): what `mode` follows. */
+  enabled: boolean;
+  /** Per vector: masked (SET_IRQS MASK, or INTx automasked after delivery). */
+  masked: boolean[];
+  /** Per vector: pending (triggered while it could not be delivered). */
+  pending: boolean[];
+}
+
+/** The interrupt state the library saves with a device (PciDevice.saveState). */
+export interface IrqState {
+  /** INTx, MSI, MSI-X, ERR, REQ, in that order. */
+  indexes: IrqIndexState[];
+  /** INTx was delivered and not yet unmasked (the line is up). */
+  intxAsserted: boolean;
+}
+
 /** Vectors per IRQ index (0 = the device does not have it). */
 export interface IrqCounts {
   intx: number;
@@ -47,6 +65,8 @@ export class Interrupts {
   private intxDisabled = false;
   /** INTx was delivered and the client has not unmasked it yet (the line is "asserted"). */
   private intxAsserted = false;
+  /** Between freeze() and thaw() (a migration stopped the device): every trigger pends. */
+  private frozen = false;
   /** Called when the INTx line's state (delivered-and-unacknowledged or pending) changes: Status.INTERRUPT. */
   onIntxState: ((asserted: boolean) => void) | undefined;
   /** The guest and the client decide how often interrupts pend or fds misbehave: those lines are rate-limited. */
@@ -164,6 +184,60 @@ export class Interrupts {
   }
 
   /**
+   * Migration stopped the device: until thaw(), nothing is signalled. A
+   * trigger (from the device, a loopback SET_IRQS, an UNMASK or a new eventfd
+   * delivering what pended) sets the vector's pending bit instead, so the
+   * saved state has it and it fires after the resume.
+   */
+  freeze(): void {
+    this.frozen = true;
+  }
+
+  /** Signal what pended while frozen, where an eventfd and the masks allow it now. */
+  thaw(): void {
+    if (!this.frozen) return;
+    this.frozen = false;
+    this.tables.forEach((t, index) => {
+      for (let v = 0; v < t.count; v++) this.deliverPending(index, v);
+    });
+    this.updateIntxState();
+  }
+
+  /** The state to save (a copy): per index enabled, masked and pending; whether INTx is asserted. */
+  saveState(): IrqState {
+    return {
+      indexes: this.tables.map((t) => {
+        const masked: boolean[] = [];
+        const pending: boolean[] = [];
+        for (let v = 0; v < t.count; v++) {
+          masked.push(t.isMasked(v));
+          pending.push(t.isPending(v));
+        }
+        return { enabled: t.enabled, masked, pending };
+      }),
+      intxAsserted: this.intxAsserted,
+    };
+  }
+
+  /**
+   * Take a saved state (its vector counts must match: the caller checked).
+   * The eventfds stay as they are (the client's); nothing is signalled here:
+   * pending vectors fire once delivery is possible (thaw(), an eventfd, an UNMASK).
+   */
+  restoreState(state: IrqState): void {
+    this.tables.forEach((t, index) => {
+      const s = state.indexes[index]!;
+      t.enabled = s.enabled;
+      for (let v = 0; v < t.count; v++) {
+        t.setMasked(v, s.masked[v]!);
+        t.setPending(v, s.pending[v]!);
+      }
+    });
+    this.intxAsserted = state.intxAsserted && this.tables[PciIrq.INTX]!.count > 0;
+    this.updateIntxState();
+  }
+
+  /**
    * The connection validated the request as libvfio-user does (index, one
    * DATA_* and one ACTION_*, the vector range, DATA_BOOL bytes, fds only with
    * DATA_EVENTFD and as many as `count`, TRIGGER only on ERR/REQ: see
@@ -249,7 +323,7 @@ export class Interrupts {
     if (vector < 0 || vector >= t.count || !Number.isInteger(vector)) {
       throw new RangeError(`irq: vector ${vector} out of range for index ${index} (${t.count} vectors)`);
     }
-    const blocked = t.isMasked(vector) || (index === PciIrq.INTX && this.intxDisabled);
+    const blocked = this.frozen || t.isMasked(vector) || (index === PciIrq.INTX && this.intxDisabled);
     if (blocked || !t.signal(vector)) {
       t.setPending(vector, true);
       this.limiter.debug('irq-pending', { index, vector }, 'irq pending');

@@ -85,6 +85,34 @@ export class ConfigSpace {
     if (this.powerOn) this.bytes.set(this.powerOn);
   }
 
+  /**
+   * What identifies this config space's layout for a saved state: the
+   * power-on bytes software cannot change (ids, class, capability chain, BAR
+   * type bits) and the writable and RW1C masks (BAR sizes, which registers
+   * exist). Two devices whose layouts differ cannot take each other's state.
+   */
+  layout(): Uint8Array {
+    const fixed = (this.powerOn ?? this.bytes).slice();
+    for (let i = 0; i < this.size; i++) fixed[i]! &= ~(this.writable[i]! | this.rw1c[i]!);
+    const out = new Uint8Array(this.size * 3);
+    out.set(fixed, 0);
+    out.set(this.writable, this.size);
+    out.set(this.rw1c, this.size * 2);
+    return out;
+  }
+
+  /**
+   * Load saved bytes (of the same layout): the bits software can change
+   * (writable and RW1C) take the saved values, every other bit keeps ours.
+   * No write hooks run: the device model re-derives what they would have set.
+   */
+  restore(saved: Uint8Array): void {
+    for (let i = 0; i < this.size; i++) {
+      const m = this.writable[i]! | this.rw1c[i]!;
+      this.bytes[i] = (this.bytes[i]! & ~m) | (saved[i]! & m);
+    }
+  }
+
   /** A copy of [offset, offset+count) (the caller checked the range). */
   read(offset: number, count: number): Uint8Array {
     return this.bytes.slice(offset, offset + count);

@@ -19,6 +19,15 @@
 import type { Logger } from 'pino';
 import { DmaSpace } from '../dma/index.js';
 import { VfioUserError } from '../../protocol/errors.js';
+import { DeviceMigration } from '../migration/device-migration.js';
+import {
+  decodeDeviceSection,
+  defineDeviceState,
+  deviceSectionMaxBytes,
+  saveDeviceSection,
+} from '../state/device-state.js';
+import { decodeEnvelope, encodeEnvelope, envelopeSize } from '../state/envelope.js';
+import { decodeField, encodeField, StateError } from '../state/fields.js';
 import {
   type ClientPort,
   type DmaMapRequest,
@@ -45,7 +54,19 @@ import { vendorCapability, vendorExtendedCapability } from './capabilities/vendo
 import { ConfigSpace } from './config-space.js';
 import { buildHeader, Cfg, PciCommand, PciStatus } from './header.js';
 import { MsixTable } from './msix-table.js';
+import {
+  barMemorySectionMaxBytes,
+  PCI_SECTION_MAX_BYTES,
+  prepareBarMemorySection,
+  preparePciSection,
+  saveBarMemorySection,
+  savePciSection,
+  type PciStateParts,
+} from './pci-state.js';
 import type { ExpressOptions, IntxPin, PciDeviceOptions } from './types.js';
+
+/** Section tags of a PciDevice's saved state (server/state/envelope.ts). */
+const STATE_TAGS = ['PCI ', 'BARM', 'DEV '] as const;
 
 const CONFIG_SIZE_PCI = 256;
 const CONFIG_SIZE_EXPRESS = 4096;
@@ -103,6 +124,12 @@ export class PciDevice implements Endpoint {
   readonly capabilities: CapabilityOffsets = { vendor: [], vendorExt: [] };
   /** The MSI-X table/PBA placement, if the device has MSI-X. */
   readonly msixLayout: MsixLayout | undefined;
+  /**
+   * Migration v2 (the Endpoint's): present when the device declares a
+   * `state` or a `migrationStream`. `dev.migration.state` is the current
+   * MigrationState.
+   */
+  readonly migration: DeviceMigration | undefined;
 
   private readonly options: PciDeviceOptions;
   /** Lines the client decides the rate of (attach, detach, reset): rate-limited. */
@@ -114,6 +141,8 @@ export class PciDevice implements Endpoint {
   private resetting: Promise<void> | undefined;
   private closed = false;
   private readonly resetTimeoutMs: number;
+  /** quiesce() completed and resume() has not run since. */
+  private isQuiesced = false;
 
   constructor(options: PciDeviceOptions) {
     this.options = options;
@@ -172,6 +201,11 @@ export class PciDevice implements Endpoint {
       for (const b of this.bars) b?.close();
       throw err;
     }
+    if (options.state) defineDeviceState(options.state);
+    this.migration =
+      options.state !== undefined || options.migrationStream !== undefined
+        ? new DeviceMigration(this, options.migrationStream)
+        : undefined;
   }
 
   private buildCapabilities(express: ExpressOptions | undefined): void {
@@ -370,14 +404,177 @@ export class PciDevice implements Endpoint {
 
   private async runReset(reason: ResetReason): Promise<void> {
     this.limiter.info('reset', { reason }, 'reset');
-    await this.options.quiesce?.();
-    if (reason === 'client' || reason === 'flr') {
-      this.config.reset();
-      this.followCommand();
-      this.msix?.reset();
-      this.irq.resetState();
+    // Already held (a migration stopped it, or dev.quiesce()): its quiesce ran. Otherwise
+    // quiesce it now, without the DMA and interrupt freeze: a reset is not a saved state.
+    const held = this.isQuiesced;
+    if (!held) await this.options.quiesce?.();
+    try {
+      if (reason === 'client' || reason === 'flr') {
+        this.config.reset();
+        this.followCommand();
+        this.msix?.reset();
+        this.irq.resetState();
+      }
+      await this.options.onReset?.(reason);
+    } finally {
+      // A reset ends any migration state (libvfio-user: back to RUNNING) and the device runs again.
+      this.migration?.afterReset();
+      if (reason !== 'shutdown') {
+        if (held) await this.resume();
+        else await this.options.resume?.();
+      }
     }
-    await this.options.onReset?.(reason);
+  }
+
+  // ---- state: quiesce, save, load, resume ----
+
+  /** Whether the device is quiesced (by `quiesce()`, a migration stop or a reset in progress). */
+  get quiesced(): boolean {
+    return this.isQuiesced;
+  }
+
+  /**
+   * Quiesce the device (its `quiesce` option), then hold back DMA (refused
+   * with EBUSY) and interrupts (they pend) until `resume()`. Idempotent. What
+   * a migration does on stopping the device, and what a hot reload or a live
+   * upgrade does before `saveState()`.
+   */
+  async quiesce(): Promise<void> {
+    if (this.isQuiesced) return;
+    await this.options.quiesce?.();
+    this.dma.freeze();
+    this.irq.freeze();
+    this.isQuiesced = true;
+  }
+
+  /**
+   * Let the device run again: pending interrupts fire, DMA works, then its
+   * `resume` option runs (if that throws, the device stays quiesced and the
+   * error is passed on). Idempotent.
+   */
+  async resume(): Promise<void> {
+    if (!this.isQuiesced) return;
+    this.isQuiesced = false;
+    this.dma.thaw();
+    this.irq.thaw();
+    try {
+      await this.options.resume?.();
+    } catch (err) {
+      // The device could not start again: keep it held (a later resume, or a reset, tries again).
+      this.dma.freeze();
+      this.irq.freeze();
+      this.isQuiesced = true;
+      throw err;
+    }
+  }
+
+  /** Resolves when no reset is running. */
+  whenIdle(): Promise<void> {
+    return this.resetting ?? Promise.resolve();
+  }
+
+  private stateParts(): PciStateParts {
+    const saveBars = this.options.saveBarMemory ?? true;
+    return {
+      config: this.config,
+      msix: this.msix,
+      irq: this.irq,
+      barMemory: saveBars ? this.bars.flatMap((b) => (b?.memory ? [{ index: b.index, bytes: b.memory }] : [])) : [],
+      afterConfigRestore: () => this.afterConfigRestore(),
+    };
+  }
+
+  /** What the config-space write hooks derive, for restored bytes (no hook runs on a restore). */
+  private afterConfigRestore(): void {
+    this.irq.setIntxDisabled((this.config.u16(Cfg.COMMAND) & PciCommand.INTX_DISABLE) !== 0);
+    const msi = this.options.interrupts?.msi;
+    const at = this.capabilities.msi;
+    if (msi && at !== undefined) {
+      const control = at + msiRegisters(msi).control;
+      const c = this.config.u16(control);
+      const capable = (c >> 1) & 7;
+      if (((c >> 4) & 7) > capable) this.config.setU16(control, (c & ~0x70) | (capable << 4));
+    }
+  }
+
+  /** The largest saved state `loadState` accepts from this device's layout and DeviceState. */
+  get maxStateBytes(): number {
+    const parts = this.stateParts();
+    const sizes = [PCI_SECTION_MAX_BYTES, barMemorySectionMaxBytes(parts)];
+    if (this.options.state) sizes.push(deviceSectionMaxBytes(this.options.state));
+    return envelopeSize(sizes);
+  }
+
+  /**
+   * The device's whole state as bytes (the envelope of server/state/envelope.ts):
+   * what the library owns (config space, MSI-X table, interrupt state, BAR
+   * memory) and the DeviceState's `save()`. The device must be quiesced
+   * (`await dev.quiesce()`); DMA mappings and eventfds are the client's and
+   * not included. Portable across Node versions and processes.
+   */
+  async saveState(): Promise<Uint8Array> {
+    if (!this.isQuiesced)
+      throw new Error(`PciDevice ${this.name}: saveState() needs a quiesced device (await quiesce() first)`);
+    const parts = this.stateParts();
+    const sections: [string, Uint8Array][] = [['PCI ', savePciSection(parts)]];
+    const bars = saveBarMemorySection(parts);
+    if (bars) sections.push(['BARM', bars]);
+    if (this.options.state) sections.push(['DEV ', await saveDeviceSection(this.options.state)]);
+    return encodeEnvelope(sections);
+  }
+
+  /**
+   * Take a state saved by `saveState()` (here or in another process, by this
+   * version of the device or an older one its DeviceState still reads). All
+   * or nothing: everything is checked before anything changes, and if the
+   * device's `load()` refuses, what it had is restored. Rejects with a
+   * StateError (errno EINVAL) naming the problem: another format, another
+   * device kind or layout, a version this module does not read (both
+   * versions named), malformed or oversized bytes. The device must be
+   * quiesced; `resume()` it afterwards.
+   */
+  async loadState(bytes: Uint8Array): Promise<void> {
+    if (!this.isQuiesced)
+      throw new Error(`PciDevice ${this.name}: loadState() needs a quiesced device (await quiesce() first)`);
+    const sections = decodeEnvelope(bytes, STATE_TAGS, this.maxStateBytes);
+    const parts = this.stateParts();
+    const pci = sections.get('PCI ');
+    if (!pci) throw new StateError('state: no PCI section');
+    const applyPci = preparePciSection(parts, pci);
+    const applyBars = prepareBarMemorySection(parts, sections.get('BARM'));
+    const def = this.options.state;
+    const dev = sections.get('DEV ');
+    if (!def && dev) throw new StateError(`state: carries a device's state, ${this.name} declares no DeviceState`);
+    if (def && !dev)
+      throw new StateError(`state: carries no device state, ${this.name} needs one of kind '${def.kind}'`);
+    const value = def && dev ? decodeDeviceSection(def, dev) : undefined;
+    // What to go back to if the device refuses its part.
+    const undoPci = preparePciSection(parts, savePciSection(parts));
+    const undoBars = prepareBarMemorySection(parts, saveBarMemorySection(parts));
+    const before = def ? decodeField(def.schema, encodeField(def.schema, await def.save())) : undefined;
+    applyPci();
+    applyBars();
+    if (def) {
+      try {
+        await def.load(value);
+      } catch (err) {
+        undoPci();
+        undoBars();
+        try {
+          await def.load(before);
+        } catch (again) {
+          this.log.error(
+            { err: again },
+            'state: the device refused its own previous state while undoing a failed load',
+          );
+        }
+        if (err instanceof VfioUserError) throw err;
+        throw new StateError(
+          `state of '${def.kind}': the device refused it: ${err instanceof Error ? err.message : String(err)}`,
+        );
+      }
+    }
+    this.log.info({ bytes: bytes.byteLength, kind: def?.kind, version: def?.version }, 'state loaded');
   }
 
   attach(port: ClientPort): void {

@@ -71,6 +71,23 @@ export class MsixTable {
     }
   }
 
+  /** The table's bytes (a copy), for a saved state. */
+  saveTable(): Uint8Array {
+    return this.table.slice();
+  }
+
+  /**
+   * Load saved table bytes, as the table would hold them after guest writes:
+   * vector control keeps only its mask bit, the reserved bytes stay zero.
+   * The caller checked the length.
+   */
+  restoreTable(saved: Uint8Array): void {
+    for (let i = 0; i < this.table.length; i++) {
+      const field = i % 16;
+      this.table[i] = field < 12 ? saved[i]! : field === 12 ? saved[i]! & 1 : 0;
+    }
+  }
+
   /** The guest's mask bit for a vector (table emulation only; QEMU keeps its own). */
   isMasked(vector: number): boolean {
     return (this.table[vector * 16 + 12]! & 1) === 1;

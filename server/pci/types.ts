@@ -5,6 +5,8 @@
 import type { Logger } from 'pino';
 import type { UnsealedFdPolicy } from '../dma/dma-space.js';
 import type { ResetReason } from '../endpoint.js';
+import type { MigrationDataStream } from '../migration/device-migration.js';
+import type { DeviceState } from '../state/device-state.js';
 
 /** Bytes in one register access handed to a BAR handler. */
 export type AccessSize = 1 | 2 | 4;
@@ -152,12 +154,27 @@ export interface PciDeviceOptions {
   /** Expansion ROM contents (padded to a power of two, at least 2 KiB). */
   rom?: Uint8Array;
   /**
-   * Called before every reset (client DEVICE_RESET, FLR, lost connection):
-   * stop starting new work and let in-flight work (DMA) finish. Never wait
-   * for what the guest or the client controls (queue space, replies to DMA
-   * messages): a reset has `resetTimeoutMs` in all.
+   * Make the device quiet: stop starting new work (no new DMA, no new
+   * interrupts, no timers that would do either) and finish or park the work
+   * in flight, resolving when none is left. Called before every reset
+   * (client DEVICE_RESET, FLR, lost connection), when a migration stops the
+   * device (RUNNING -> STOP, PRE_COPY -> STOP_COPY) and before a state is
+   * saved or loaded outside a migration (`dev.quiesce()`). Never called twice
+   * without a `resume` in between. After a migration stop or `dev.quiesce()`
+   * the library also holds back what slips through: DMA is refused (EBUSY)
+   * and interrupts pend until the matching resume. Never wait for what the
+   * guest or the client controls (queue space, replies to DMA messages): a
+   * reset has `resetTimeoutMs` in all (see docs/writing-a-device.md, "Reset
+   * and lifecycle").
    */
   quiesce?: () => void | Promise<void>;
+  /**
+   * Undo `quiesce`: start work again (re-arm timers, poll queues). Called
+   * after every reset but 'shutdown' (after `onReset`), when a migration lets
+   * the device run (STOP -> RUNNING, also after a state was loaded), and by
+   * `dev.resume()`. Interrupts that pended while quiesced fire just before it.
+   */
+  resume?: () => void | Promise<void>;
   /** Put the device into its power-on state; called after `quiesce` resolved. */
   onReset?: (reason: ResetReason) => void | Promise<void>;
   /**
@@ -170,6 +187,22 @@ export interface PciDeviceOptions {
    * release guest memory.
    */
   resetTimeoutMs?: number;
+  /**
+   * The device's own state (registers, queues...), saved and loaded with the
+   * library's (config space, MSI-X, interrupts, BAR memory) for migration,
+   * hot reload and live upgrade. Declare it with `defineDeviceState`. With it
+   * (or `migrationStream`) the device can be migrated: VERSION advertises
+   * the `migration` capability. See docs/writing-a-device.md, "State".
+   */
+  state?: DeviceState<unknown>;
+  /**
+   * Advanced: the device writes and reads the migration data itself, byte for
+   * byte (the library's state is then not in it). For wire compatibility with
+   * another implementation only; see MigrationDataStream.
+   */
+  migrationStream?: MigrationDataStream;
+  /** Save memory-backed BAR contents with the state (default true). */
+  saveBarMemory?: boolean;
   /** Parent logger; the device logs through a child `{ device: name }`. Default: silent. */
   log?: Logger | undefined;
   /**

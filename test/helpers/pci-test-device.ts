@@ -6,11 +6,30 @@
  * picks the mmap or the DMA_READ/DMA_WRITE path.
  */
 import { PciDevice } from '../../server/pci/index.js';
+import { Field } from '../../server/state/fields.js';
+import { defineDeviceState } from '../../server/state/device-state.js';
 import { VfioUserError } from '../../protocol/errors.js';
 import type { ClientPort, ResetReason } from '../../server/endpoint.js';
 import { Errno } from '../../protocol/constants.js';
 import type { DeviceUnderTest } from './device-under-test.js';
 import { BAR0_SIZE, BAR2_SIZE, MSIX_VECTORS, Reg, TEST_DEVICE, TEST_VENDOR } from './test-device.js';
+
+/** The kind of PciTestDevice's saved state. */
+const TEST_STATE_KIND = 'pci-test-device';
+
+/** PciTestDevice's state: its BAR0 registers. */
+const testStateFields = Field.struct({ regs: Field.array(Field.u32(), BAR0_SIZE / 4) });
+
+export interface PciTestDeviceOptions {
+  /**
+   * Declare a DeviceState (BAR0's registers, version 1) and a quiesce that
+   * waits for the DMA job in flight: the device can then migrate. Default false
+   * (the conformance tests' device cannot, like libvfio-user without callbacks).
+   */
+  migratable?: boolean;
+  /** BAR2's size (default BAR2_SIZE): another size is another PCI layout, whose state does not fit. */
+  bar2Size?: number;
+}
 
 export class PciTestDevice extends PciDevice implements DeviceUnderTest {
   readonly resets: ResetReason[] = [];
@@ -19,10 +38,23 @@ export class PciTestDevice extends PciDevice implements DeviceUnderTest {
   private readonly regs: Uint32Array;
   private jobs: Promise<void> = Promise.resolve();
 
-  constructor(name = 'pci-test-device') {
+  constructor(name = 'pci-test-device', options: PciTestDeviceOptions = {}) {
     const regs = new Uint32Array(BAR0_SIZE / 4);
     let self: PciTestDevice | undefined;
+    const migration = options.migratable
+      ? {
+          quiesce: () => self?.jobs,
+          state: defineDeviceState({
+            kind: TEST_STATE_KIND,
+            version: 1,
+            schema: testStateFields,
+            save: () => ({ regs: [...regs] }),
+            load: (s) => regs.set(s.regs),
+          }),
+        }
+      : {};
     super({
+      ...migration,
       name,
       id: { vendor: TEST_VENDOR, device: TEST_DEVICE, classCode: 0xff0000, revision: 1 },
       bars: [
@@ -46,7 +78,7 @@ export class PciTestDevice extends PciDevice implements DeviceUnderTest {
             self?.registerWrite(off, value >>> 0);
           },
         },
-        { index: 2, size: BAR2_SIZE, type: 'mem32', prefetchable: true, memory: true },
+        { index: 2, size: options.bar2Size ?? BAR2_SIZE, type: 'mem32', prefetchable: true, memory: true },
       ],
       interrupts: { intx: true, msi: { vectors: 1 }, msix: { vectors: MSIX_VECTORS, bar: 4 }, req: true },
       onReset: async (reason) => {

@@ -18,9 +18,11 @@ import {
   expectAlive,
   rawRequest,
   rawMessage,
+  startDevice,
   type RunningDevice,
 } from '../helpers/harness.js';
 import { CONFIG_SIZE } from '../helpers/test-device.js';
+import { PciTestDevice } from '../helpers/pci-test-device.js';
 
 let run: RunningDevice;
 
@@ -218,5 +220,51 @@ describe('VERSION', () => {
     const reply = (await c.sendRaw(rawMessage({ id: 5, command: VfioUserCommand.VERSION, size: HEADER_SIZE })))!;
     expectErrorReply(reply, Errno.EINVAL);
     await expectClosed(c);
+  });
+});
+
+describe('VERSION and migration', () => {
+  let migratable: RunningDevice;
+  deviceEachTest(
+    (started) => {
+      migratable = started;
+    },
+    () => new PciTestDevice('migratable', { migratable: true }),
+  );
+
+  it('a device that can migrate advertises "migration":{"pgsize":4096}; one that cannot advertises none', async () => {
+    const c = await migratable.connect();
+    expect(JSON.parse(c.server!.json)).toMatchObject({ capabilities: { migration: { pgsize: 4096 } } });
+    const plain = await startDevice(new PciTestDevice('plain'));
+    try {
+      const p = await plain.connect();
+      expect((JSON.parse(p.server!.json) as { capabilities: object }).capabilities).not.toHaveProperty('migration');
+      expect(p.server!.capabilities.migration).toBeUndefined();
+    } finally {
+      await plain.stop();
+    }
+  });
+
+  it("QEMU's v1 migration capability is accepted by both; another pgsize closes a migratable device's connection (EINVAL)", async () => {
+    const qemu = await migratable.connect(); // QEMU_CAPABILITIES: {"pgsize":4096,"max_bitmap_size":268435456}
+    await expectAlive(qemu);
+    qemu.close();
+    await migratable.idle();
+    const c = await migratable.connect({ skipNegotiation: true });
+    const reply = await rawRequest(
+      c,
+      { command: VfioUserCommand.VERSION },
+      versionPayload(0, 0, '{"capabilities":{"migration":{"pgsize":8192}}}'),
+    );
+    expectErrorReply(reply, Errno.EINVAL);
+    await expectClosed(c);
+
+    const plain = await startDevice(new PciTestDevice('plain'));
+    try {
+      const p = await plain.connect({ capabilities: { migration: { pgsize: 8192 } } });
+      await expectAlive(p);
+    } finally {
+      await plain.stop();
+    }
   });
 });
