@@ -1,2 +1,10 @@
 /** Per-client connection: VERSION negotiation, dispatch, server-to-client DMA. */
 export { Connection, type ConnectionOptions, type ConnectionState } from './connection.js';
+export {
+  combineObservers,
+  type ConnectionObserver,
+  type ConnectionStateEvent,
+  type DmaRequestEvent,
+  type MessageEvent,
+} from './observer.js';
+export { turnAway } from './turn-away.js';

@@ -59,6 +59,20 @@ export type DmaAccess = 'read' | 'readwrite';
  */
 export type DmaMapListener = (region: DmaRegion) => void;
 
+/**
+ * Bytes a device moved through a DmaSpace, by path: copies to and from
+ * mapped memory (read()/write()), ranges pinned for zero-copy I/O (pin(),
+ * whatever the I/O then does with them), and DMA_READ/DMA_WRITE messages.
+ * Accesses through view()s (an NVMe queue ring, say) are not counted.
+ */
+export interface DmaStats {
+  mappedRead: number;
+  mappedWrite: number;
+  pinned: number;
+  messageRead: number;
+  messageWrite: number;
+}
+
 export interface DmaSpaceOptions {
   /** Most ranges at once (default 65535, what we advertise). */
   maxMaps?: number;
@@ -110,6 +124,8 @@ export class DmaSpace {
   readonly #unmapListeners: DmaMapListener[] = [];
   /** Listener failures so far (the first is logged as an error, the rest at debug: the client decides how often they run). */
   #listenerFailures = 0;
+  /** Bytes moved, by path, since the space was created (metrics; read-only for callers). */
+  readonly stats: DmaStats = { mappedRead: 0, mappedWrite: 0, pinned: 0, messageRead: 0, messageWrite: 0 };
 
   constructor(log: Logger, options: DmaSpaceOptions = {}) {
     this.log = log;
@@ -454,7 +470,10 @@ export class DmaSpace {
       if (view === undefined) break; // crosses a 4 GiB window
       views.push(view);
     }
-    if (views.length === ranges.length) return new DmaPin(views, held);
+    if (views.length === ranges.length) {
+      for (let i = 0; i < views.length; i++) this.stats.pinned += views[i]!.byteLength;
+      return new DmaPin(views, held);
+    }
     for (const r of held) r.release();
     return undefined;
   }
@@ -506,8 +525,13 @@ export class DmaSpace {
     for (const s of segs) {
       const piece = out.subarray(done, done + s.length);
       if (s.region.removed) throw DmaError.unmapped(s.gpa, s.length);
-      if (s.region.mapping) s.region.copyOut(s.gpa, piece);
-      else piece.set(await this.#requirePort(s.gpa).dmaRead(s.gpa, s.length));
+      if (s.region.mapping) {
+        s.region.copyOut(s.gpa, piece);
+        this.stats.mappedRead += s.length;
+      } else {
+        piece.set(await this.#requirePort(s.gpa).dmaRead(s.gpa, s.length));
+        this.stats.messageRead += s.length;
+      }
       done += s.length;
     }
     return out;
@@ -522,8 +546,13 @@ export class DmaSpace {
     for (const s of segs) {
       const piece = data.subarray(done, done + s.length);
       if (s.region.removed) throw DmaError.unmapped(s.gpa, s.length);
-      if (s.region.mapping) s.region.copyIn(s.gpa, piece);
-      else await this.#requirePort(s.gpa).dmaWrite(s.gpa, piece);
+      if (s.region.mapping) {
+        s.region.copyIn(s.gpa, piece);
+        this.stats.mappedWrite += s.length;
+      } else {
+        await this.#requirePort(s.gpa).dmaWrite(s.gpa, piece);
+        this.stats.messageWrite += s.length;
+      }
       done += s.length;
     }
   }

@@ -29,7 +29,8 @@ import {
   type SetIrqsRequest,
 } from '../endpoint.js';
 import { Interrupts } from '../irq/interrupts.js';
-import { silentLogger } from '../log.js';
+import { defaultLogger } from '../log.js';
+import { LogLimiter } from '../log-limiter.js';
 import { Limits, PciIrq, PciRegion, RegionFlag } from '../../protocol/constants.js';
 import { layoutBars, nextPowerOfTwo, type MsixLayout } from './bar-layout.js';
 import { BarRegion } from './bar-region.js';
@@ -90,7 +91,7 @@ export class PciDevice implements Endpoint {
   constructor(options: PciDeviceOptions) {
     this.options = options;
     this.name = options.name;
-    this.log = (options.log ?? silentLogger).child({ device: options.name });
+    this.log = (options.log ?? defaultLogger()).child({ device: options.name });
     const ints = options.interrupts ?? {};
     const intxPin: IntxPin | undefined = ints.intx === true ? 'A' : ints.intx === false ? undefined : ints.intx;
     this.irq = new Interrupts(
@@ -135,9 +136,10 @@ export class PciDevice implements Endpoint {
     this.config.seal();
 
     this.bars = [];
+    const limiter = new LogLimiter(this.log);
     try {
       for (const bar of layout.bars)
-        this.bars.push(bar ? new BarRegion(bar, this.msix, this.log, this.name) : undefined);
+        this.bars.push(bar ? new BarRegion(bar, this.msix, this.log, this.name, limiter) : undefined);
     } catch (err) {
       for (const b of this.bars) b?.close();
       throw err;

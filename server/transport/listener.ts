@@ -58,12 +58,49 @@ export class Listener {
   readonly #log: Logger;
   #fd: number;
   #watcher: Watcher | undefined;
+  /** The socket file is someone else's (socket activation): never removed. */
+  readonly #adopted: boolean;
 
-  private constructor(native: NativeBinding, path: string, fd: number, log: Logger) {
+  private constructor(native: NativeBinding, path: string, fd: number, log: Logger, adopted: boolean) {
     this.#native = native;
     this.path = path;
     this.#fd = fd;
     this.#log = log;
+    this.#adopted = adopted;
+  }
+
+  #watch(onAccept: (fd: number) => void): void {
+    this.#watcher = this.#native.watchListener(
+      this.#fd,
+      (clientFd) => {
+        if (this.#fd < 0) {
+          this.#native.closeFd(clientFd);
+          return;
+        }
+        onAccept(clientFd);
+      },
+      (reason) => this.#log.error({ reason, path: this.path }, 'listener error'),
+    );
+  }
+
+  /**
+   * Accept on a socket that is already listening (socket activation: systemd
+   * bound `path` and passed the fd). Takes ownership of `fd` (made CLOEXEC and
+   * non-blocking); close() closes it but leaves the socket file alone.
+   */
+  static adopt(native: NativeBinding, fd: number, path: string, onAccept: (fd: number) => void, log: Logger): Listener {
+    // A CLOEXEC copy: inherited fds are not, and a child the device spawns must not hold our socket.
+    const own = native.dupFd(fd);
+    native.closeFd(fd);
+    const listener = new Listener(native, path, own, log, true);
+    try {
+      listener.#watch(onAccept);
+    } catch (err) {
+      native.closeFd(own);
+      throw err;
+    }
+    log.info({ path, fd }, 'listening (socket passed by the service manager)');
+    return listener;
   }
 
   /** Bind and listen on `path` (replacing a stale socket file), then start accepting. */
@@ -87,18 +124,13 @@ export class Listener {
       }
     }
     const fd = native.listenUnix(path, options.backlog ?? 16);
-    const listener = new Listener(native, path, fd, log);
-    listener.#watcher = native.watchListener(
-      fd,
-      (clientFd) => {
-        if (listener.#fd < 0) {
-          native.closeFd(clientFd);
-          return;
-        }
-        onAccept(clientFd);
-      },
-      (reason) => log.error({ reason, path }, 'listener error'),
-    );
+    const listener = new Listener(native, path, fd, log, false);
+    try {
+      listener.#watch(onAccept);
+    } catch (err) {
+      native.closeFd(fd);
+      throw err;
+    }
     log.info({ path }, 'listening');
     return listener;
   }
@@ -118,10 +150,12 @@ export class Listener {
       this.#log.warn({ err }, 'closing the listening socket failed');
     }
     this.#fd = -1;
-    try {
-      if (lstatSync(this.path).isSocket()) unlinkSync(this.path);
-    } catch {
-      // Already gone.
+    if (!this.#adopted) {
+      try {
+        if (lstatSync(this.path).isSocket()) unlinkSync(this.path);
+      } catch {
+        // Already gone.
+      }
     }
     this.#log.info({ path: this.path }, 'stopped listening');
   }
