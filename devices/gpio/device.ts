@@ -8,6 +8,8 @@ import {
   silentLogger,
   type AccessSize,
   type BarType,
+  type CounterChild,
+  type DeviceMetrics,
   type Logger,
   type UnsealedFdPolicy,
 } from 'vfio-user-ts';
@@ -33,6 +35,8 @@ export interface GpioDeviceOptions {
   log?: Logger;
   /** DMA_MAP fds not sealed against shrinking (PciDeviceOptions.unsealedDmaFds; the card never DMAs). */
   unsealedDmaFds?: UnsealedFdPolicy;
+  /** Count line changes: vfio_user_gpio_line_changes_total{device,line} (line OUT0-15, IIN0-15). Default: none. */
+  metrics?: DeviceMetrics;
 }
 
 /** A PCI-IDIO-16: `device` to serve, `gpio` for the host side (inputs, outputs, events). */
@@ -50,6 +54,21 @@ function readBytes(gpio: Idio16, offset: number, size: AccessSize): number {
 
 function writeBytes(gpio: Idio16, offset: number, size: AccessSize, value: number): void {
   for (let i = 0; i < size; i++) gpio.writeRegister(offset + i, (value >>> (8 * i)) & 0xff);
+}
+
+/** Every output the guest flips and every input the host flips, per line. */
+function countLineChanges(gpio: Idio16, metrics: DeviceMetrics): void {
+  const changes = metrics.counter('vfio_user_gpio_line_changes_total', 'GPIO line level changes, by line', ['line']);
+  const lines = (prefix: string): CounterChild[] =>
+    Array.from({ length: 16 }, (_, n) => changes.labels(`${prefix}${n}`));
+  const outputs = lines('OUT');
+  const inputs = lines('IIN');
+  const count = (cells: CounterChild[], state: number, previous: number): void => {
+    for (let flipped = (state ^ previous) & 0xffff, n = 0; flipped !== 0; flipped >>>= 1, n++)
+      if (flipped & 1) cells[n]!.inc();
+  };
+  gpio.on('outputs', (state, previous) => count(outputs, state, previous));
+  gpio.on('inputs', (state, previous) => count(inputs, state, previous));
 }
 
 /**
@@ -75,6 +94,7 @@ export function createGpioDevice(options: GpioDeviceOptions = {}): GpioDevice {
   gpio.on('outputs', (state, previous) => log.debug({ outputs: state, previous }, 'outputs changed'));
   gpio.on('inputs', (state, previous) => log.debug({ inputs: state, previous }, 'inputs changed'));
   gpio.on('interrupt', () => log.debug('change-of-state interrupt'));
+  if (options.metrics?.enabled) countLineChanges(gpio, options.metrics);
   device = new PciDevice({
     name,
     id: { vendor: IDIO16_VENDOR_ID, device: IDIO16_DEVICE_ID, classCode: IDIO16_CLASS_CODE },

@@ -31,6 +31,7 @@ import { defaultFeatures, type FeatureState } from './features.js';
 import type { NvmeDma, NvmeHost } from './host.js';
 import type { ControllerIdentity, HealthCounters } from './identify.js';
 import type { Namespace } from './namespace.js';
+import type { NvmeMetrics } from './metrics.js';
 import { QueueTable } from './queue-table.js';
 import { ControllerRegisters } from './registers.js';
 import { ShadowDoorbells } from './shadow-doorbells.js';
@@ -48,6 +49,8 @@ export interface CoreOptions {
   poll?: SqPollOptions;
   /** Time every command inside the controller (command-timing.ts). Default false: no clock is read per command. */
   timing?: boolean;
+  /** Count every command (metrics.ts). Default: none, no cost. */
+  metrics?: NvmeMetrics | undefined;
 }
 
 export class ControllerCore implements AdminContext {
@@ -119,6 +122,7 @@ export class ControllerCore implements AdminContext {
       fatal,
       timing: this.timing,
       poll: options.poll ?? DEFAULT_SQ_POLL,
+      metrics: options.metrics,
     });
   }
 
