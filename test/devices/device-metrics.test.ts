@@ -12,7 +12,7 @@ import { expectOk, GPA, Layout, NvmeTestHost } from './nvme-driver.js';
 function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
   for (const line of text.split('\n')) {
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
+    if (m?.[1] !== name) continue;
     const got = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
     if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
   }
