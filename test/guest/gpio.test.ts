@@ -114,7 +114,9 @@ describe.each(['io', 'mem32'] as const)('PCI-IDIO-16 (BAR2 %s) in a QEMU guest',
     const barFlags = Number(r.bar2?.split(/\s+/)[2]);
     expect((barFlags & IORESOURCE_IO) !== 0, `BAR2 resource: ${r.bar2}`).toBe(barType === 'io');
     expect(r.readback, context).toBe(hex(OUTPUT_PATTERN));
-    expect(watchedOutputs.at(-1)).toBe(OUTPUT_PATTERN);
+    // Not necessarily the last event: once the guest is gone, the lost connection resets the
+    // card (outputs low), and that event may already have arrived.
+    expect(watchedOutputs).toContain(OUTPUT_PATTERN);
     expect(r.inputs, context).toBe(hex(INPUT_PATTERN));
     expect(enabledAfterEdge, 'the driver enables the IRQ when an edge is requested').toBe(true);
     const before = Number(r.irq_before);
