@@ -37,10 +37,13 @@ function vmHint(sockets: readonly string[], root = packageRoot()): string {
   return `npm run vm -- ${sockets.map((s) => `--socket ${shellQuote(s)}`).join(' ')}`;
 }
 
-/** The text printed once all devices listen. */
-export function connectHint(devices: readonly { name: string; socket: string; notes?: string[] }[]): string {
+/** The text printed once all devices listen (or, with another heading, what --check found). */
+export function connectHint(
+  devices: readonly { name: string; socket: string; notes?: string[] }[],
+  heading = 'vfio-user-ts is serving:',
+): string {
   const width = Math.max(...devices.map((d) => d.name.length));
-  const lines = ['', 'vfio-user-ts is serving:'];
+  const lines = ['', heading];
   for (const d of devices) {
     lines.push(`  ${d.name.padEnd(width)}  ${d.socket}`);
     for (const note of d.notes ?? []) lines.push(`  ${' '.repeat(width)}  ${note}`);
