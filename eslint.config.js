@@ -39,8 +39,8 @@ const LAYERS = {
   // The lint scripts stand apart: they read files, they import none of ours.
   scripts: [],
 };
-/** The files behind the public entry points ('vfio-user-ts' and 'vfio-user-ts/client'). */
-const ENTRY_POINTS = { server: './index.ts', client: './index.ts' };
+/** The files behind the public entry points ('vfio-user-ts', 'vfio-user-ts/client', 'vfio-user-ts/guest-kit'). */
+const ENTRY_POINTS = { server: './index.ts', client: './index.ts', 'guest-kit': './index.ts' };
 
 /** import-x/no-restricted-paths zones: for each layer, every other layer it may not import. */
 function layerZones() {
@@ -54,7 +54,7 @@ function layerZones() {
           target: `./${layer}`,
           from: `./${other}`,
           except: [entry],
-          message: `${layer}/ uses the public API only: import from 'vfio-user-ts' or 'vfio-user-ts/client'.`,
+          message: `${layer}/ uses the public API only: import from 'vfio-user-ts', 'vfio-user-ts/client' or 'vfio-user-ts/guest-kit'.`,
         });
       } else if (allowed === PUBLIC || !allowed.includes(other)) {
         zones.push({

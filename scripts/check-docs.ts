@@ -30,6 +30,7 @@ const OUT = join(ROOT, '.cache', 'docs-examples');
 const ENTRY_POINTS: Record<string, string> = {
   'vfio-user-ts': 'server/index.ts',
   'vfio-user-ts/client': 'client/index.ts',
+  'vfio-user-ts/guest-kit': 'guest-kit/index.ts',
 };
 const TS_LANGUAGES = new Set(['ts', 'typescript']);
 const INCLUDE = /^<!--\s*include:\s*(\S+?)\s*-->$/;
