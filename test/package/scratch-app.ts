@@ -12,6 +12,15 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
+/**
+ * What the commands keep of this process's environment: how this machine
+ * reaches the npm registry (a proxy and its CA, npm's registry and config
+ * files; .ci/run names the machine's global npmrc for its Node 24 pass, whose
+ * npm would otherwise look for one beside that node binary). Nothing else.
+ */
+const NETWORK_ENV =
+  /^(https?_proxy|no_proxy|NODE_EXTRA_CA_CERTS|SSL_CERT_(FILE|DIR)|npm_config_(registry|cafile|ca|strict_ssl|proxy|https_proxy|noproxy|globalconfig|userconfig|cache))$/i;
+
 /** Tools a native build would need; the scratch PATH has none of them. */
 export const BUILD_TOOLS = ['cc', 'gcc', 'c++', 'g++', 'make', 'python3', 'python'];
 
@@ -53,9 +62,16 @@ export class ScratchApp {
     );
   }
 
-  /** The environment of every command: this PATH, HOME (npm's cache and config), nothing from the suite. */
+  /** The environment of every command: this PATH, HOME (npm's cache and config), the network settings. */
   get env(): NodeJS.ProcessEnv {
-    return { PATH: this.bin, HOME: process.env.HOME, TMPDIR: tmpdir(), LANG: 'C.UTF-8' };
+    const network = Object.entries(process.env).filter(([name]) => NETWORK_ENV.test(name));
+    return {
+      ...Object.fromEntries(network),
+      PATH: this.bin,
+      HOME: process.env.HOME,
+      TMPDIR: tmpdir(),
+      LANG: 'C.UTF-8',
+    };
   }
 
   path(name: string): string {
