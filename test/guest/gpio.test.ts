@@ -114,7 +114,8 @@ describe.each(['io', 'mem32'] as const)('PCI-IDIO-16 (BAR2 %s) in a QEMU guest',
     const barFlags = Number(r.bar2?.split(/\s+/)[2]);
     expect((barFlags & IORESOURCE_IO) !== 0, `BAR2 resource: ${r.bar2}`).toBe(barType === 'io');
     expect(r.readback, context).toBe(hex(OUTPUT_PATTERN));
-    expect(watchedOutputs.at(-1)).toBe(OUTPUT_PATTERN);
+    // Not .at(-1): the guest's power-off resets the card (outputs 0), and that event may already be in.
+    expect(watchedOutputs).toContain(OUTPUT_PATTERN);
     expect(r.inputs, context).toBe(hex(INPUT_PATTERN));
     expect(enabledAfterEdge, 'the driver enables the IRQ when an edge is requested').toBe(true);
     const before = Number(r.irq_before);

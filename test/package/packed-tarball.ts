@@ -106,6 +106,8 @@ export async function packedTarball(): Promise<PackedTarball> {
     // npm prints the lifecycle scripts' output (compiler lines) before its JSON report.
     const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', out], {
       cwd: stage,
+      // node-gyp compiles the prebuild on every core.
+      env: { ...process.env, JOBS: 'max' },
       maxBuffer: 64 << 20,
     });
     const reports = JSON.parse(stdout.slice(stdout.search(/^\[$/m))) as {
