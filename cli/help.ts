@@ -5,6 +5,7 @@ export const MAIN_HELP = `vfio-user-ts: PCI devices written in TypeScript, serve
 Usage:
   vfio-user-ts serve [options]        run devices (default: one NVMe + one GPIO under ./run/)
   vfio-user-ts gpio <get|set|watch>   talk to a running GPIO card's control socket
+  vfio-user-ts vm [options]           boot a throwaway Linux guest (QEMU) attached to device sockets
   vfio-user-ts help [command]         show help for a command
   vfio-user-ts --version
 

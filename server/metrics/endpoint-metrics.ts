@@ -16,9 +16,9 @@
  */
 import { constants } from 'node:os';
 import { commandName, PciIrq, VfioUserCommand } from '../../protocol/constants.js';
-import type { ConnectionState } from '../connection/observer.js';
 import type {
   ConnectionObserver,
+  ConnectionState,
   ConnectionStateEvent,
   DmaRequestEvent,
   MessageEvent,

@@ -16,7 +16,7 @@ import { ROOT, runDaemon, runToExit, type DaemonProcess } from './daemon-process
 
 const DEMO = join(ROOT, 'test', 'cli', 'fixtures', 'demo-device.ts');
 const STUCK = join(ROOT, 'test', 'cli', 'fixtures', 'stuck-device.ts');
-const READY = /Or boot a throwaway Linux guest[^\n]*\n.*npm run vm/;
+const READY = /Or boot a throwaway Linux guest[^\n]*\n.*vfio-user-ts vm/;
 
 let dir: TempDir;
 const daemons: DaemonProcess[] = [];
@@ -176,7 +176,7 @@ describe('vfio-user-ts serve', { timeout: 60_000 }, () => {
     expect(statSync(image).blocks * 512).toBeLessThan(2 ** 20); // sparse
     expect(d.stderr()).toContain(qemuDeviceOption(nvmeSock));
     expect(d.stderr()).toContain(qemuDeviceOption(gpioSock));
-    expect(d.stderr()).toContain(`npm run vm -- --socket ${nvmeSock} --socket ${gpioSock}\n`);
+    expect(d.stderr()).toContain(`vfio-user-ts vm --socket ${nvmeSock} --socket ${gpioSock}\n`);
 
     const client = await VfioUserClient.connect(nvmeSock, { timeoutMs: 5000 });
     const classCode = await client.regionRead(PciRegion.CONFIG, 0x09, 3);
