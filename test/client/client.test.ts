@@ -23,7 +23,9 @@ describe.each(DEVICE_KINDS)('client helpers (%s)', (_kind, make) => {
   });
 
   it('enableDevice sets memory decoding and bus mastering; barRead32/barWrite32 reach BAR registers', async () => {
+    await client.cfgWrite16(0x04, 0); // the harness's connect() enabled both, as a driver does: start from reset
     expect((await client.cfg16(0x04)) & 0x6).toBe(0);
+    if (run.device instanceof PciDevice) expect(run.device.busMasterEnabled).toBe(false);
     const command = await client.enableDevice();
     expect(command & (PciCommandBit.MEMORY | PciCommandBit.BUS_MASTER)).toBe(0x6);
     expect(command & PciCommandBit.IO).toBe(0);

@@ -62,8 +62,10 @@ describe('connection observer', () => {
     await running.idle();
     await running.server.connection?.closed;
 
-    const [version, info, bad] = rec.messages;
+    // The harness's connect() turns on memory decoding and bus mastering (a config write) first, as a driver does.
+    const [version, enable, info, bad] = rec.messages;
     expect(version).toMatchObject({ command: VfioUserCommand.VERSION, errno: 0, fds: 0 });
+    expect(enable).toMatchObject({ command: VfioUserCommand.REGION_WRITE, errno: 0 });
     expect(version!.replySize).toBeGreaterThan(20);
     expect(decodeHeader(version!.reply!).command).toBe(VfioUserCommand.VERSION);
     expect(info).toMatchObject({ command: VfioUserCommand.DEVICE_GET_INFO, errno: 0, size: 32, replySize: 32 });
