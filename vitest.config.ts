@@ -44,6 +44,9 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 300_000,
     reporters: ['default'],
+    // Devices and servers built without a logger log to stderr at LOG_LEVEL (default warn):
+    // keep the test output readable unless a run asks for logs.
+    env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent' },
     projects: [
       {
         extends: true,

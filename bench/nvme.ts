@@ -13,7 +13,8 @@
  * Environment for a standalone run: NVME_BENCH_ROWS=0,2 (row indexes),
  * NVME_BENCH_REPEAT=N, NVME_BENCH_POLL_US=N (our polling window; 0 = off),
  * NVME_BENCH_FIXED=1 (fixed window), NVME_BENCH_PAGE_CACHE=0 (no
- * synchronous page-cache reads), NVME_BENCH_MEMORY=1 (memory namespace).
+ * synchronous page-cache reads), NVME_BENCH_MEMORY=1 (memory namespace),
+ * NVME_BENCH_METRICS=1 (count metrics: connection observer + NVMe per-command).
  *
  * `benchNvme()` is what bench/run.ts calls; `npx tsx bench/nvme.ts` runs it alone.
  */
@@ -24,6 +25,7 @@ import { pathToFileURL } from 'node:url';
 import { NvmeController } from '../devices/nvme/index.js';
 import { createLogger } from '../server/log.js';
 import { serve } from '../server/server.js';
+import { MetricsRegistry } from '../server/metrics/index.js';
 import { runGuest } from '../guest-kit/boot.js';
 
 export interface NvmeBenchRow {
@@ -126,6 +128,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
   makeImage(qemuImage, sizeMiB);
   makeImage(oursImage, sizeMiB);
   const log = createLogger({ level: (process.env.LOG_LEVEL as 'info' | undefined) ?? 'warn', pretty: false });
+  const metrics = process.env.NVME_BENCH_METRICS === '1' ? new MetricsRegistry() : undefined;
   const nvme = new NvmeController({
     name: 'nvme-bench',
     namespaces: [
@@ -139,10 +142,12 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
     timing: true,
     ...(process.env.NVME_BENCH_FIXED === '1' && { pollAdaptive: false }),
     ...(options.pollMicros !== undefined && { pollMicros: options.pollMicros }),
+    ...(metrics && { metrics: metrics.device('nvme-bench') }),
   });
   const server = await serve(nvme.device, {
     socketPath: sock,
     log,
+    ...(metrics && { metrics }),
     writeMultiple: process.env.BENCH_WRITE_MULTIPLE === '1',
   });
   try {

@@ -72,11 +72,38 @@ export interface ModuleSpec extends DeviceBase {
 
 export type DeviceSpec = NvmeSpec | GpioSpec | ModuleSpec;
 
+/** Where to serve Prometheus metrics (`--metrics HOST:PORT`, config `"metrics"`). */
+export interface ListenAddress {
+  host: string;
+  /** 0: any free port. */
+  port: number;
+}
+
 export interface DaemonConfig {
   /** Where this came from: a config file's absolute path, "command line" or "built-in default". */
   source: string;
   logLevel?: LogLevel;
+  /** Serve Prometheus metrics there. */
+  metrics?: ListenAddress;
   devices: DeviceSpec[];
+  /**
+   * How a field of this config is named to its author: a config file's
+   * `devices[0].options.magic` as is; on the command line the flag that set it
+   * (`--device #1 (./x.ts) --option magic`). Default: as is.
+   */
+  describeField?: (field: string) => string;
+}
+
+/**
+ * `HOST:PORT` (`[::1]:9464` for IPv6) as a ListenAddress, or what is wrong.
+ */
+export function parseListenAddress(value: unknown): ListenAddress | { error: string } {
+  if (typeof value !== 'string') return { error: `must be "HOST:PORT", got ${describe(value)}` };
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535)
+    return { error: `must be "HOST:PORT" (e.g. 127.0.0.1:9464, [::1]:9464), got ${JSON.stringify(value)}` };
+  return { host: m[1] ?? m[2]!, port };
 }
 
 const DEVICE_FIELDS = new Set(['type', 'name', 'socket', 'options']);
@@ -133,8 +160,13 @@ export function validateConfig(
   } else if (raw !== null && typeof raw === 'object') {
     const top = raw as Record<string, unknown>;
     for (const key of Object.keys(top)) {
-      if (key !== 'devices' && key !== 'logLevel')
-        sink.add(key, `unknown field (expected "devices" and optionally "logLevel")`);
+      if (key !== 'devices' && key !== 'logLevel' && key !== 'metrics')
+        sink.add(key, `unknown field (expected "devices" and optionally "logLevel", "metrics")`);
+    }
+    if (top.metrics !== undefined) {
+      const parsed = parseListenAddress(top.metrics);
+      if ('error' in parsed) sink.add('metrics', parsed.error);
+      else config.metrics = parsed;
     }
     if (top.logLevel !== undefined) {
       if (typeof top.logLevel === 'string' && (LOG_LEVELS as readonly string[]).includes(top.logLevel))

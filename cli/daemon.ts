@@ -4,8 +4,9 @@
  * socket takes the next one — server/server.ts does that).
  *
  * Lifecycle: `prepare(config)` loads device modules and checks their options
- * (ConfigErrors, before anything starts); `start()` builds and serves every
- * device, and rejects on the first failure (then call stop());
+ * (ConfigErrors, before anything starts); `check()` (for --check) builds every
+ * device and closes it again; `start()` builds and serves every device, and
+ * rejects on the first failure (a DeviceStartError; then call stop());
  * `stop()` closes every socket (dropping clients, which detaches them: DMA
  * unmapped, eventfds closed), then closes the devices (NVMe flushes), in
  * parallel across devices.
@@ -14,12 +15,45 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { serve, type DeviceServer } from '../server/server.js';
+import { NO_METRICS, noMetrics, type MetricsRegistry } from '../server/metrics/index.js';
 import { builtinFactory } from './builtin-devices.js';
 import type { DaemonConfig, DeviceSpec } from './config.js';
 import { ConfigError, ConfigErrors } from './config-error.js';
-import type { DeviceFactory, HostedDevice } from '../server/device-module.js';
+import type { DeviceContext, DeviceFactory, HostedDevice } from '../server/device-module.js';
 import { asHostedDevice, loadDeviceModule } from './device-module.js';
 import { qemuDeviceJson } from './qemu-hint.js';
+
+/** What a device start failed at. */
+export type StartStage = 'folder' | 'create' | 'listen' | 'start';
+
+/**
+ * A device failed to start. `message` says it all for a terminal
+ * ("device nvme0: cannot listen on /x.sock: ..."); `cause` is the original
+ * error, which the log records once (not inside `message` again).
+ */
+export class DeviceStartError extends Error {
+  constructor(
+    readonly device: string,
+    readonly stage: StartStage,
+    message: string,
+    options: { cause: unknown },
+  ) {
+    super(message, options);
+    this.name = 'DeviceStartError';
+  }
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** What the daemon runs with besides its config. */
+export interface DaemonOptions {
+  /** Collect metrics for every device (served by the caller). */
+  metrics?: MetricsRegistry;
+  /** Listening fds passed by systemd, per device name (socket activation). */
+  listenFds?: ReadonlyMap<string, number>;
+}
 
 /** A device entry with its factory resolved. */
 interface PreparedDevice {
@@ -34,6 +68,8 @@ export interface RunningDevice {
   hosted: HostedDevice;
   server: DeviceServer;
   log: Logger;
+  /** Its socket came from systemd (never removed by us). */
+  activated: boolean;
 }
 
 export class Daemon {
@@ -46,12 +82,14 @@ export class Daemon {
     readonly config: DaemonConfig,
     private readonly prepared: PreparedDevice[],
     private readonly log: Logger,
+    private readonly options: DaemonOptions,
   ) {}
 
   /** Resolve every device's factory; throws ConfigErrors listing every problem. */
-  static async prepare(config: DaemonConfig, log: Logger): Promise<Daemon> {
+  static async prepare(config: DaemonConfig, log: Logger, options: DaemonOptions = {}): Promise<Daemon> {
     const errors: ConfigError[] = [];
     const prepared: PreparedDevice[] = [];
+    const field = (f: string): string => config.describeField?.(f) ?? f;
     for (const [i, spec] of config.devices.entries()) {
       if (spec.type !== 'module') {
         prepared.push({ spec, factory: builtinFactory(spec), options: {} });
@@ -61,25 +99,56 @@ export class Daemon {
       try {
         mod = await loadDeviceModule(spec.module);
       } catch (err) {
-        errors.push(
-          new ConfigError(config.source, `devices[${i}].type`, err instanceof Error ? err.message : String(err)),
-        );
+        errors.push(new ConfigError(config.source, field(`devices[${i}].type`), messageOf(err)));
         continue;
       }
       try {
         // The module's code, not ours: whatever it returns is checked here.
         const problems: unknown = mod.validateOptions?.(spec.options);
         if (Array.isArray(problems))
-          for (const p of problems) errors.push(new ConfigError(config.source, `devices[${i}].options`, String(p)));
+          for (const p of problems) errors.push(optionProblem(config.source, field, i, String(p)));
       } catch (err) {
         errors.push(
-          new ConfigError(config.source, `devices[${i}].options`, err instanceof Error ? err.message : String(err)),
+          new ConfigError(config.source, field(`devices[${i}].options`), `validateOptions threw: ${messageOf(err)}`),
         );
       }
       prepared.push({ spec, factory: mod.factory, options: spec.options });
     }
     if (errors.length > 0) throw new ConfigErrors(errors);
-    return new Daemon(config, prepared, log);
+    return new Daemon(config, prepared, log, options);
+  }
+
+  /** What a device's factory receives. */
+  private context(spec: DeviceSpec, options: Record<string, unknown>, check: boolean): DeviceContext {
+    return {
+      name: spec.name,
+      socketPath: spec.socket,
+      options,
+      log: this.log,
+      metrics: check ? noMetrics(spec.name) : (this.options.metrics?.device(spec.name) ?? NO_METRICS),
+      check,
+    };
+  }
+
+  /**
+   * --check: build every device (its factory runs, with `check: true`) and
+   * close it again, without listening or starting anything. Throws
+   * ConfigErrors naming each device whose factory failed.
+   */
+  async check(): Promise<void> {
+    const errors: ConfigError[] = [];
+    const field = (f: string): string => this.config.describeField?.(f) ?? f;
+    for (const [i, p] of this.prepared.entries()) {
+      let hosted: HostedDevice;
+      try {
+        hosted = asHostedDevice(await p.factory(this.context(p.spec, p.options, true)));
+      } catch (err) {
+        errors.push(new ConfigError(this.config.source, field(`devices[${i}]`), `cannot create it: ${messageOf(err)}`));
+        continue;
+      }
+      await closeQuietly(hosted, this.log.child({ device: p.spec.name }));
+    }
+    if (errors.length > 0) throw new ConfigErrors(errors);
   }
 
   /** The devices that are up (after start()). */
@@ -111,45 +180,64 @@ export class Daemon {
       dirname(spec.socket),
       ...(spec.type === 'nvme' ? spec.namespaces.flatMap((ns) => (ns.path ? [dirname(ns.path)] : [])) : []),
     ];
+    const listenFd = this.options.listenFds?.get(spec.name);
+    // A socket systemd passed has its folder already (and is not ours to make).
+    if (listenFd !== undefined) folders.shift();
     for (const folder of folders) {
       try {
         mkdirSync(folder, { recursive: true });
       } catch (err) {
-        throw new Error(`device ${spec.name}: cannot create the folder ${folder}: ${(err as Error).message}`, {
-          cause: err,
-        });
+        throw new DeviceStartError(
+          spec.name,
+          'folder',
+          `device ${spec.name}: cannot create the folder ${folder}: ${messageOf(err)}`,
+          { cause: err },
+        );
       }
     }
     let hosted: HostedDevice;
     try {
-      hosted = asHostedDevice(await factory({ name: spec.name, socketPath: spec.socket, options, log: this.log }));
+      hosted = asHostedDevice(await factory(this.context(spec, options, false)));
     } catch (err) {
-      throw new Error(`device ${spec.name}: cannot create it: ${err instanceof Error ? err.message : String(err)}`, {
+      throw new DeviceStartError(spec.name, 'create', `device ${spec.name}: cannot create it: ${messageOf(err)}`, {
         cause: err,
       });
     }
     let server: DeviceServer;
     try {
-      server = await serve(hosted.endpoint, { socketPath: spec.socket, log: this.log });
+      server = await serve(hosted.endpoint, {
+        socketPath: spec.socket,
+        log: this.log,
+        ...(listenFd !== undefined && { listenFd }),
+        ...(this.options.metrics && { metrics: this.options.metrics }),
+      });
     } catch (err) {
       await closeQuietly(hosted, log);
       const code = (err as NodeJS.ErrnoException).code;
       const why =
         code === 'EADDRINUSE'
           ? `${spec.socket} is served by another live process (stop it first, or pick another socket path)`
-          : err instanceof Error
-            ? err.message
-            : String(err);
-      throw new Error(`device ${spec.name}: cannot listen on ${spec.socket}: ${why}`, { cause: err });
+          : messageOf(err);
+      throw new DeviceStartError(spec.name, 'listen', `device ${spec.name}: cannot listen on ${spec.socket}: ${why}`, {
+        cause: err,
+      });
     }
-    // Only sockets we listen on are ours to remove.
-    this.running.push({ spec, hosted, server, log });
+    // Only sockets we listen on are ours to remove (a passed one is systemd's).
+    this.running.push({ spec, hosted, server, log, activated: listenFd !== undefined });
     try {
       await hosted.start?.();
     } catch (err) {
-      throw new Error(`device ${spec.name}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new DeviceStartError(spec.name, 'start', `device ${spec.name}: ${messageOf(err)}`, { cause: err });
     }
-    log.info({ socket: spec.socket, type: spec.type, qemu: qemuDeviceJson(spec.socket) }, 'device ready');
+    log.info(
+      {
+        socket: spec.socket,
+        type: spec.type,
+        qemu: qemuDeviceJson(spec.socket),
+        ...(listenFd !== undefined && { activated: true }),
+      },
+      'device ready',
+    );
   }
 
   /** Stop every device (idempotent; concurrent callers share one stop). Never throws: failures are logged. */
@@ -178,6 +266,7 @@ export class Daemon {
   /** Last resort (hard timeout, fatal error): remove every socket file synchronously. */
   removeSocketFilesSync(): void {
     for (const d of this.running) {
+      if (d.activated) continue;
       try {
         rmSync(d.spec.socket, { force: true });
       } catch {
@@ -185,6 +274,17 @@ export class Daemon {
       }
     }
   }
+}
+
+/**
+ * A validateOptions problem, "field: what is wrong" (or free text), as a
+ * ConfigError on that option: `devices[0].options.magic` in a file, the flag
+ * that set it on the command line.
+ */
+function optionProblem(source: string, field: (f: string) => string, index: number, problem: string): ConfigError {
+  const m = /^([A-Za-z_][\w.[\]]*): (.+)$/s.exec(problem);
+  if (m) return new ConfigError(source, field(`devices[${index}].options.${m[1]}`), m[2]!);
+  return new ConfigError(source, field(`devices[${index}].options`), problem);
 }
 
 async function closeQuietly(hosted: HostedDevice, log: Logger): Promise<void> {

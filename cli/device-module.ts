@@ -4,6 +4,12 @@
  * `createDevice`) and optional `validateOptions`, and normalises what the
  * factory returns. The contract itself (DeviceContext, HostedDevice,
  * DeviceFactory, OptionsValidator) is public API: server/device-module.ts.
+ *
+ * A module written in TypeScript (.ts, .mts, .cts) loads as it is: the first
+ * one registers tsx's ESM hooks (tsx is a dependency) for the rest of the
+ * process, the way `node --import tsx` would. Node's own type stripping is not
+ * used: Node 20 has none, and where it exists it refuses what tsc accepts
+ * (`import './regs.js'` for regs.ts, enums, parameter properties).
  */
 import { pathToFileURL } from 'node:url';
 import type { DeviceFactory, HostedDevice, OptionsValidator } from '../server/device-module.js';
@@ -15,10 +21,22 @@ export interface LoadedModule {
   validateOptions: OptionsValidator | undefined;
 }
 
+const TYPESCRIPT = /\.[cm]?ts$/;
+let typeScriptHooks: Promise<void> | undefined;
+
+/** Registers tsx's ESM hooks once, so import() compiles TypeScript modules and what they import. */
+function enableTypeScript(): Promise<void> {
+  typeScriptHooks ??= import('tsx/esm/api').then(({ register }) => {
+    register();
+  });
+  return typeScriptHooks;
+}
+
 /** Import a device module and find its factory; throws an Error whose message says what is missing. */
 export async function loadDeviceModule(path: string): Promise<LoadedModule> {
   let mod: Record<string, unknown>;
   try {
+    if (TYPESCRIPT.test(path)) await enableTypeScript();
     mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
   } catch (err) {
     const detail = err instanceof Error ? err.message.split('\n')[0] : String(err);

@@ -5,6 +5,7 @@ export const MAIN_HELP = `vfio-user-ts: PCI devices written in TypeScript, serve
 Usage:
   vfio-user-ts serve [options]        run devices (default: one NVMe + one GPIO under ./run/)
   vfio-user-ts gpio <get|set|watch>   talk to a running GPIO card's control socket
+  vfio-user-ts vm [options]           boot a throwaway Linux guest (QEMU) attached to device sockets
   vfio-user-ts help [command]         show help for a command
   vfio-user-ts --version
 
@@ -22,6 +23,8 @@ Devices (--device starts one; the flags after it belong to it; repeat for more):
   -d, --device TYPE      nvme, gpio, or a path to a device module (exports a factory)
   -s, --socket PATH      UNIX socket QEMU connects to (required)
       --name NAME        name in logs (default: nvme0, gpio0, ...)
+  -o, --option KEY=VAL   a device option, as "options" in a config file (VAL is JSON
+                         or plain text): module options, or nvme serial=..., model=...
   nvme:
       --disk FILE        raw image (created sparse if missing); without it, RAM
       --size SIZE        namespace size: 1G, 512M, 4096 ... (required for a new image)
@@ -34,7 +37,9 @@ Devices (--device starts one; the flags after it belong to it; repeat for more):
 
 Other options:
   -c, --config FILE      JSON config: {"devices":[{"type","socket","name"?,"options"?}], "logLevel"?}
-      --check            validate the configuration, print the devices, and exit
+      --check            validate the configuration and build every device (then close
+                         it), print the devices, exit; nothing listens or runs
+      --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics
       --log-level LEVEL  fatal, error, warn, info (default), debug, trace, silent (or LOG_LEVEL)
       --trace            log every vfio-user message, decoded (= --log-level debug)
       --log-format FMT   auto (pretty on a terminal, else JSON), json, pretty
@@ -45,7 +50,9 @@ Examples:
   vfio-user-ts serve -d gpio -s /tmp/gpio.sock -d ./my-device.js -s /tmp/mine.sock
   vfio-user-ts serve --config /etc/vfio-user-ts/devices.json --trace
 
-At start it prints the QEMU options for each socket. SIGTERM or SIGINT stops it:
+At start it prints the QEMU options for each socket (to stderr: stdout is the log,
+one JSON record per line). Under systemd it reports readiness (Type=notify) and
+takes sockets a .socket unit passes (see examples/systemd). SIGTERM or SIGINT stops it:
 clients are dropped, disks flushed, socket files removed, exit 0 (forced, exit 1, after 4.5 s).
 Exit codes: 0 stopped cleanly, 1 runtime failure, 2 bad arguments or configuration.
 `;

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
  * The `vfio-user-ts` command (package.json "bin"; `npm start` runs `serve`).
- * Subcommands: serve (serve-command.ts), gpio (gpio-command.ts), help.
+ * Subcommands: serve (serve-command.ts), gpio (gpio-command.ts), vm (../guest-kit/vm-cli.ts), help.
  */
+import { VM_HELP, vmCommand } from '../guest-kit/vm-cli.js';
 import { gpioCommand, gpioHelp } from './gpio-command.js';
 import { MAIN_HELP, SERVE_HELP } from './help.js';
 import { packageVersion } from './package-root.js';
@@ -15,13 +16,17 @@ async function main(argv: string[]): Promise<number> {
       return serveCommand(rest);
     case 'gpio':
       return gpioCommand(rest);
+    case 'vm':
+      return vmCommand(rest);
     case undefined:
     case '-h':
     case '--help':
       process.stdout.write(MAIN_HELP);
       return 0;
     case 'help':
-      process.stdout.write(rest[0] === 'serve' ? SERVE_HELP : rest[0] === 'gpio' ? gpioHelp() : MAIN_HELP);
+      process.stdout.write(
+        rest[0] === 'serve' ? SERVE_HELP : rest[0] === 'gpio' ? gpioHelp() : rest[0] === 'vm' ? VM_HELP : MAIN_HELP,
+      );
       return 0;
     case '-v':
     case '--version':

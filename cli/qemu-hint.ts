@@ -9,9 +9,6 @@
  *   -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/x.sock"}}'   connects
  * (docs/system/devices/vfio-user.rst documents the JSON form too.)
  */
-import { resolve } from 'node:path';
-import { packageRoot } from './package-root.js';
-
 /** Quote one argument for a POSIX shell. */
 function shellQuote(arg: string): string {
   return /^[A-Za-z0-9_\-./=,:@%+]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
@@ -30,17 +27,22 @@ export function qemuDeviceOption(socketPath: string): string {
 /** Guest RAM QEMU can share with the server (each DMA_MAP then carries an fd the server maps). */
 const MEMORY_BACKEND_HINT = '-object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem';
 
-/** The `npm run vm` line: bare when every socket is under the package's run/ (its default), else with --socket flags. */
-function vmHint(sockets: readonly string[], root = packageRoot()): string {
-  const runDir = `${resolve(root, 'run')}/`;
-  if (sockets.every((s) => s.startsWith(runDir) && s.endsWith('.sock'))) return 'npm run vm';
-  return `npm run vm -- ${sockets.map((s) => `--socket ${shellQuote(s)}`).join(' ')}`;
+/**
+ * The `vfio-user-ts vm` line that boots a guest attached to these sockets. The
+ * paths are absolute, so it works from any folder, in an installed package as
+ * in this repository (where `npm run vm -- --socket ...` is the same).
+ */
+function vmHint(sockets: readonly string[]): string {
+  return ['vfio-user-ts vm', ...sockets.map((s) => `--socket ${shellQuote(s)}`)].join(' ');
 }
 
-/** The text printed once all devices listen. */
-export function connectHint(devices: readonly { name: string; socket: string; notes?: string[] }[]): string {
+/** The text printed once all devices listen (or, with another heading, what --check found). */
+export function connectHint(
+  devices: readonly { name: string; socket: string; notes?: string[] }[],
+  heading = 'vfio-user-ts is serving:',
+): string {
   const width = Math.max(...devices.map((d) => d.name.length));
-  const lines = ['', 'vfio-user-ts is serving:'];
+  const lines = ['', heading];
   for (const d of devices) {
     lines.push(`  ${d.name.padEnd(width)}  ${d.socket}`);
     for (const note of d.notes ?? []) lines.push(`  ${' '.repeat(width)}  ${note}`);
@@ -52,7 +54,7 @@ export function connectHint(devices: readonly { name: string; socket: string; no
     'and guest RAM that QEMU shares with us (its size must equal -m):',
     `  ${MEMORY_BACKEND_HINT}`,
     'Without share=on QEMU still works, but every DMA access becomes a socket message (slower).',
-    `Or boot a throwaway Linux guest attached to them (in ${packageRoot()}):`,
+    'Or boot a throwaway Linux guest attached to them:',
     `  ${vmHint(devices.map((d) => d.socket))}`,
     '',
   );

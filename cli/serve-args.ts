@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { LOG_LEVELS, validateConfig, type DaemonConfig, type LogLevel } from './config.js';
+import { LOG_LEVELS, parseListenAddress, validateConfig, type DaemonConfig, type LogLevel } from './config.js';
 import { ConfigError, ConfigErrors } from './config-error.js';
 import { DEFAULT_CONFIG, DEFAULT_CONFIG_SOURCE } from './default-config.js';
 
@@ -35,6 +35,7 @@ const DEVICE_FLAGS: Record<string, string> = {
   queues: 'options.queues',
   'poll-us': 'options.pollMicros',
   control: 'options.control',
+  option: 'options.*',
 };
 const NUMERIC_FLAGS = new Set(['lba-size', 'queues', 'poll-us']);
 
@@ -51,6 +52,8 @@ const SPEC = {
   queues: { type: 'string', multiple: true },
   'poll-us': { type: 'string', multiple: true },
   control: { type: 'string', multiple: true },
+  option: { type: 'string', short: 'o', multiple: true },
+  metrics: { type: 'string' },
   'log-level': { type: 'string' },
   'log-format': { type: 'string' },
   trace: { type: 'boolean' },
@@ -107,6 +110,12 @@ export function parseServeArgs(args: string[], cwd = process.cwd()): ServeComman
         new ConfigError(COMMAND_LINE, '--log-format', `must be auto, json or pretty, got ${JSON.stringify(f)}`),
       );
   }
+  let metrics: DaemonConfig['metrics'];
+  if (values.metrics !== undefined) {
+    const parsed = parseListenAddress(values.metrics);
+    if ('error' in parsed) errors.push(new ConfigError(COMMAND_LINE, '--metrics', parsed.error));
+    else metrics = parsed;
+  }
   if (result.help) return { ...result, config: { source: COMMAND_LINE, devices: [] } };
 
   let config: DaemonConfig = { source: COMMAND_LINE, devices: [] };
@@ -121,11 +130,12 @@ export function parseServeArgs(args: string[], cwd = process.cwd()): ServeComman
       errors.push(...fileErrors);
     }
   } else if (values.device !== undefined) {
-    const { devices, errors: flagErrors } = groupDeviceFlags(tokens);
+    const { devices, optionKeys, errors: flagErrors } = groupDeviceFlags(tokens);
     errors.push(...flagErrors);
     const validated = validateConfig({ devices }, COMMAND_LINE, cwd);
-    config = validated.config;
-    errors.push(...validated.errors.map((e) => new ConfigError(COMMAND_LINE, flagName(e.field, devices), e.problem)));
+    const describeField = (field: string): string => flagName(field, devices, optionKeys);
+    config = { ...validated.config, describeField };
+    errors.push(...validated.errors.map((e) => new ConfigError(COMMAND_LINE, describeField(e.field), e.problem)));
   } else {
     const stray = Object.keys(DEVICE_FLAGS).filter((f) => values[f as keyof typeof values] !== undefined);
     for (const f of stray)
@@ -149,6 +159,7 @@ export function parseServeArgs(args: string[], cwd = process.cwd()): ServeComman
   }
   if (errors.length > 0) throw new ConfigErrors(errors);
   if (result.logLevel === undefined && config.logLevel !== undefined) result.logLevel = config.logLevel;
+  if (metrics !== undefined) config.metrics = metrics; // the flag wins over the file
   return { ...result, config };
 }
 
@@ -178,17 +189,37 @@ function loadConfigFile(path: string): { config: DaemonConfig; errors: ConfigErr
   return validateConfig(raw, path, dirname(path));
 }
 
+/**
+ * `--option KEY=VALUE`: VALUE is JSON when it parses as JSON (numbers,
+ * true/false, null, quoted strings, arrays, objects), else the string as written.
+ */
+function parseOption(text: string): { key: string; value: unknown } | { error: string } {
+  const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(text);
+  if (!m) return { error: `must be KEY=VALUE (KEY a name, VALUE JSON or text), got ${JSON.stringify(text)}` };
+  let value: unknown = m[2];
+  try {
+    value = JSON.parse(m[2]!);
+  } catch {
+    // Plain text.
+  }
+  return { key: m[1]!, value };
+}
+
 /** Turn the ordered flag tokens into device entries: each --device starts one. */
 function groupDeviceFlags(tokens: NonNullable<ReturnType<typeof parseArgs>['tokens']>): {
   devices: Record<string, unknown>[];
+  /** Per device, the option keys set with --option (so errors about them name that flag). */
+  optionKeys: Set<string>[];
   errors: ConfigError[];
 } {
   const devices: Record<string, unknown>[] = [];
+  const optionKeys: Set<string>[] = [];
   const errors: ConfigError[] = [];
   for (const token of tokens) {
     if (token.kind !== 'option') continue;
     if (token.name === 'device') {
       devices.push({ type: token.value });
+      optionKeys.push(new Set());
       continue;
     }
     const target = DEVICE_FLAGS[token.name];
@@ -199,16 +230,29 @@ function groupDeviceFlags(tokens: NonNullable<ReturnType<typeof parseArgs>['toke
       continue;
     }
     let value: unknown = token.value;
+    let flag = `--${token.name}`;
+    // DEVICE_FLAGS' targets: 'field' or 'options.field'.
+    const [head = target, targetKey] = target.split('.');
+    let key = targetKey;
+    if (token.name === 'option') {
+      const parsed = parseOption(token.value ?? '');
+      if ('error' in parsed) {
+        errors.push(new ConfigError(COMMAND_LINE, deviceLabel(devices.length - 1, device) + ' --option', parsed.error));
+        continue;
+      }
+      key = parsed.key;
+      value = parsed.value;
+      flag = `--option ${key}`;
+      optionKeys[devices.length - 1]!.add(key);
+    }
     if (NUMERIC_FLAGS.has(token.name) && typeof value === 'string' && /^\d+$/.test(value)) value = Number(value);
     if (token.name === 'control' && value === 'none') value = null;
-    // DEVICE_FLAGS' targets: 'field' or 'options.field'.
-    const [head = target, key] = target.split('.');
     if (key === undefined) {
       if (head in device)
         errors.push(
           new ConfigError(
             COMMAND_LINE,
-            deviceLabel(devices.length - 1, device) + ` --${token.name}`,
+            deviceLabel(devices.length - 1, device) + ` ${flag}`,
             'given twice for this device',
           ),
         );
@@ -219,28 +263,34 @@ function groupDeviceFlags(tokens: NonNullable<ReturnType<typeof parseArgs>['toke
         errors.push(
           new ConfigError(
             COMMAND_LINE,
-            deviceLabel(devices.length - 1, device) + ` --${token.name}`,
+            deviceLabel(devices.length - 1, device) + ` ${flag}`,
             'given twice for this device',
           ),
         );
       options[key] = value;
     }
   }
-  return { devices, errors };
+  return { devices, optionKeys, errors };
 }
 
 function deviceLabel(index: number, device: Record<string, unknown>): string {
   return `--device #${index + 1} (${String(device.type)})`;
 }
 
-/** `devices[1].options.size` -> `--device #2 (nvme) --size`. */
-function flagName(field: string, devices: Record<string, unknown>[]): string {
+/**
+ * `devices[1].options.size` -> `--device #2 (nvme) --size`; an option set
+ * with --option names that flag: `--device #1 (./x.ts) --option magic`.
+ */
+function flagName(field: string, devices: Record<string, unknown>[], optionKeys: Set<string>[]): string {
   const m = /^devices\[(\d+)\](?:\.(.+))?$/.exec(field);
   if (!m) return field;
   const index = Number(m[1]);
   const label = deviceLabel(index, devices[index] ?? {});
-  if (m[2] === undefined) return label;
-  if (m[2] === 'type') return label;
-  const flag = Object.entries(DEVICE_FLAGS).find(([, target]) => target === m[2])?.[0];
-  return flag ? `${label} --${flag}` : `${label} ${m[2]}`;
+  const rest = m[2];
+  if (rest === undefined || rest === 'type') return label;
+  const optionKey = /^options\.([A-Za-z_][A-Za-z0-9_]*)/.exec(rest)?.[1];
+  if (optionKey !== undefined && optionKeys[index]?.has(optionKey)) return `${label} --option ${rest.slice(8)}`;
+  const flag = Object.entries(DEVICE_FLAGS).find(([, target]) => target === rest)?.[0];
+  if (flag) return `${label} --${flag}`;
+  return rest === 'options' ? label : `${label} ${rest}`;
 }

@@ -1,16 +1,25 @@
 /**
  * `vfio-user-ts serve`: validate everything, start every device, print how to
  * connect QEMU, and run until SIGTERM/SIGINT; then stop within 5 s.
+ *
+ * Output: stdout carries only the log (one JSON record per line unless
+ * --log-format pretty), so log shippers can read it; the human banner (the
+ * QEMU options) and fatal messages go to stderr. Under systemd
+ * ($NOTIFY_SOCKET) it reports READY=1 / STOPPING=1 / STATUS=..., and
+ * takes the device sockets systemd passes (cli/systemd.ts).
  */
 import type { Logger } from 'pino';
 import { createLogger } from '../server/log.js';
+import { MetricsRegistry, serveMetrics, type MetricsHttpServer } from '../server/metrics/index.js';
 import { ConfigErrors } from './config-error.js';
 import type { DeviceSpec } from './config.js';
-import { Daemon } from './daemon.js';
+import { Daemon, DeviceStartError } from './daemon.js';
 import { SERVE_HELP } from './help.js';
 import { connectHint } from './qemu-hint.js';
 import { parseServeArgs, type ServeCommandOptions } from './serve-args.js';
 import { formatSize } from './size.js';
+import { native } from '../native/index.js';
+import { assignActivatedSockets, SystemdNotifier, takeActivatedSockets } from './systemd.js';
 
 /** Whole budget from the first signal to exit. */
 const SHUTDOWN_TIMEOUT_MS = 4500;
@@ -44,10 +53,17 @@ export async function serveCommand(args: string[]): Promise<number> {
   }
   const pretty = options.logFormat === 'auto' ? undefined : options.logFormat === 'pretty';
   const log = createLogger({ level: options.logLevel, pretty });
+  const { config } = options;
+
+  // The sockets systemd passed (taken now: the variables must not outlive this check).
+  const activated = options.check ? [] : takeActivatedSockets();
+  const { fds: listenFds, unused } = assignActivatedSockets(config.devices, activated);
+  const metrics = config.metrics && !options.check ? new MetricsRegistry({ log }) : undefined;
 
   let daemon: Daemon;
   try {
-    daemon = await Daemon.prepare(options.config, log);
+    daemon = await Daemon.prepare(config, log, { listenFds, ...(metrics && { metrics }) });
+    if (options.check) await daemon.check();
   } catch (err) {
     if (err instanceof ConfigErrors) {
       reportConfigErrors(err);
@@ -56,15 +72,43 @@ export async function serveCommand(args: string[]): Promise<number> {
     throw err;
   }
   if (options.check) {
-    process.stdout.write(`${options.config.source}: configuration OK\n`);
-    for (const d of options.config.devices) process.stdout.write(`  ${d.name}: ${d.socket}: ${describeSpec(d)}\n`);
-    process.stdout.write(connectHint(options.config.devices.map((d) => ({ name: d.name, socket: d.socket }))));
+    process.stdout.write(`${config.source}: configuration OK (every device was built, then closed)\n`);
+    for (const d of config.devices) process.stdout.write(`  ${d.name}: ${d.socket}: ${describeSpec(d)}\n`);
+    if (config.metrics) process.stdout.write(`  metrics: http://${hostPort(config.metrics)}/metrics\n`);
+    process.stdout.write(
+      connectHint(
+        config.devices.map((d) => ({ name: d.name, socket: d.socket })),
+        'vfio-user-ts would serve (nothing runs: --check):',
+      ),
+    );
     return ExitCode.OK;
   }
-  return runUntilSignal(daemon, log);
+  for (const s of unused) {
+    log.warn({ fd: s.fd, name: s.name, path: s.path }, 'a socket passed by systemd matches no device: closed');
+    try {
+      native.closeFd(s.fd);
+    } catch {
+      // Not ours after all.
+    }
+  }
+  return runUntilSignal(daemon, log, metrics, config.metrics);
 }
 
-function runUntilSignal(daemon: Daemon, log: Logger): Promise<number> {
+function hostPort(a: { host: string; port: number }): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+function runUntilSignal(
+  daemon: Daemon,
+  log: Logger,
+  metrics: MetricsRegistry | undefined,
+  metricsAddress: { host: string; port: number } | undefined,
+): Promise<number> {
+  const systemd = new SystemdNotifier(log);
+  let http: MetricsHttpServer | undefined;
+  const stopAll = async (): Promise<void> => {
+    await Promise.all([daemon.stop(), http?.close()]);
+  };
   return new Promise<number>((resolveExit) => {
     let shuttingDown = false;
     const forceExit = (why: string): void => {
@@ -80,12 +124,13 @@ function runUntilSignal(daemon: Daemon, log: Logger): Promise<number> {
       }
       shuttingDown = true;
       log.info({ reason }, 'stopping');
+      systemd.notify({ STOPPING: 1, STATUS: `stopping (${reason})` });
       // Not unref'd: a close() that never settles must still end in this exit.
       const hardTimeout = setTimeout(
         () => forceExit(`shutdown took longer than ${SHUTDOWN_TIMEOUT_MS} ms: exiting anyway`),
         SHUTDOWN_TIMEOUT_MS,
       );
-      void daemon.stop().then(() => {
+      void stopAll().then(() => {
         clearTimeout(hardTimeout);
         log.info('all devices stopped');
         resolveExit(code);
@@ -104,7 +149,19 @@ function runUntilSignal(daemon: Daemon, log: Logger): Promise<number> {
       shutdown('unhandled promise rejection', ExitCode.FAILURE);
     });
 
-    daemon.start().then(
+    const start = async (): Promise<void> => {
+      if (metrics && metricsAddress) {
+        try {
+          http = await serveMetrics(metrics, { ...metricsAddress, log });
+        } catch (err) {
+          throw new Error(`cannot serve metrics on ${hostPort(metricsAddress)}: ${(err as Error).message}`, {
+            cause: err,
+          });
+        }
+      }
+      await daemon.start();
+    };
+    start().then(
       () => {
         if (shuttingDown) return;
         const devices = daemon.devices.map((d) => ({
@@ -112,13 +169,21 @@ function runUntilSignal(daemon: Daemon, log: Logger): Promise<number> {
           socket: d.spec.socket,
           notes: [describeSpec(d.spec, false), ...(d.hosted.notes ?? [])],
         }));
-        process.stderr.write(connectHint(devices));
-        log.info({ devices: devices.length }, 'ready');
+        const lines = connectHint(devices) + (http ? `Metrics (Prometheus): ${http.url}\n` : '');
+        process.stderr.write(lines);
+        log.info({ devices: devices.length, ...(http && { metrics: http.url }) }, 'ready');
+        const names = devices.map((d) => d.name).join(', ');
+        systemd.notify({ READY: 1, STATUS: `serving ${devices.length} device(s): ${names}` });
       },
       (err: unknown) => {
         const message = err instanceof Error ? err.message : String(err);
-        log.error({ err }, 'start failed');
+        // The log records the original error once (msg says where it failed);
+        // the terminal gets the one-line story.
+        if (err instanceof DeviceStartError)
+          log.error({ device: err.device, stage: err.stage, err: err.cause }, `device ${err.device}: start failed`);
+        else log.error({ err: err instanceof Error && err.cause !== undefined ? err.cause : err }, message);
         process.stderr.write(`vfio-user-ts: ${message}\n`);
+        systemd.notify({ STATUS: `failed: ${message}` });
         if (shuttingDown) return; // the running shutdown decides the exit
         shuttingDown = true;
         // Stop what did start (its sockets are ours); the hard timeout still applies.
@@ -126,7 +191,7 @@ function runUntilSignal(daemon: Daemon, log: Logger): Promise<number> {
           () => forceExit(`stopping after the failed start took longer than ${SHUTDOWN_TIMEOUT_MS} ms`),
           SHUTDOWN_TIMEOUT_MS,
         );
-        void daemon.stop().then(() => {
+        void stopAll().then(() => {
           clearTimeout(hardTimeout);
           resolveExit(ExitCode.FAILURE);
         });

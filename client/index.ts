@@ -9,9 +9,14 @@ export { VfioUserClientError, errnoName } from './errors.js';
 export { GuestMemory, type GuestBacking } from './guest-memory.js';
 export { DmaMapTable, type DmaMapEntry } from './dma-map-table.js';
 export {
+  barRead32,
+  barWrite32,
   cfgRead,
   cfgWrite,
+  enableDevice,
+  PciCommandBit,
   probeBar,
+  type EnableOptions,
   walkCapabilities,
   type BarProbe,
   type PciCapability,

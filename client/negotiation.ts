@@ -2,9 +2,10 @@
  * VERSION, the client's first message: what it offers (QEMU 11.1's
  * capabilities by default) and the checks QEMU makes on the server's reply.
  */
-import { VfioUserCommand } from '../protocol/constants.js';
+import { Errno, VfioUserCommand } from '../protocol/constants.js';
 import { formatCapabilities, type VersionCapabilities } from '../protocol/capabilities.js';
 import { decodeVersion, encodeVersionRequest, type DecodedVersion } from '../protocol/version.js';
+import { VfioUserClientError } from './errors.js';
 import { closeFds, protocolError, type RequestChannel } from './request-channel.js';
 
 /** QEMU 11.1's VERSION capabilities: what the client offers by default. */
@@ -38,7 +39,19 @@ export async function negotiate(
 ): Promise<DecodedVersion> {
   const id = ch.allocId();
   const request = encodeVersionRequest(id, { major: version.major, minor: version.minor, json });
-  const reply = ch.checked(await ch.sendAndWait(id, VfioUserCommand.VERSION, request, [], ch.timeoutMs));
+  let reply;
+  try {
+    reply = ch.checked(await ch.sendAndWait(id, VfioUserCommand.VERSION, request, [], ch.timeoutMs));
+  } catch (err) {
+    // A device serves one client at a time; ours says so with EBUSY (docs/protocol.md).
+    if (err instanceof VfioUserClientError && err.errno === Errno.EBUSY)
+      throw new VfioUserClientError(
+        err.errno,
+        VfioUserCommand.VERSION,
+        'VERSION refused: EBUSY (16): the device already has a client (one at a time)',
+      );
+    throw err;
+  }
   closeFds(reply.fds);
   if (reply.fds.length > 0) throw protocolError(VfioUserCommand.VERSION, 'VERSION reply carried fds');
   if (reply.message.byteLength > request.byteLength) {

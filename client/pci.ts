@@ -9,7 +9,7 @@ import { PciRegion } from '../protocol/constants.js';
 /** What the helpers need from a client. */
 export interface RegionAccessor {
   regionRead(index: number, offset: bigint | number, count: number): Promise<Uint8Array>;
-  regionWrite(index: number, offset: bigint | number, data: Uint8Array): Promise<void>;
+  regionWrite(index: number, offset: bigint | number, data: Uint8Array, opts?: { posted?: boolean }): Promise<void>;
   getRegionInfo(index: number): Promise<{ size: bigint; fd?: number }>;
 }
 
@@ -30,6 +30,51 @@ export async function cfgWrite(dev: RegionAccessor, offset: number, size: 1 | 2 
   let v = value >>> 0;
   for (let i = 0; i < size; i++, v = Math.floor(v / 256)) b[i] = v & 0xff;
   await dev.regionWrite(PciRegion.CONFIG, offset, b);
+}
+
+/** COMMAND register bits the helpers set (PCI 3.0 §6.2.2). */
+export const PciCommandBit = { IO: 0x1, MEMORY: 0x2, BUS_MASTER: 0x4 } as const;
+
+export interface EnableOptions {
+  /** Decode memory BARs (COMMAND.MEMORY). Default true. */
+  memory?: boolean;
+  /** Let the device do DMA (COMMAND.MASTER): without it QEMU refuses its DMA. Default true. */
+  busMaster?: boolean;
+  /** Decode I/O BARs (COMMAND.IO). Default false. */
+  io?: boolean;
+}
+
+/**
+ * What a guest driver's pci_enable_device + pci_set_master do: set the
+ * COMMAND bits (memory decoding and bus mastering by default), keeping the
+ * others. Returns the new COMMAND value as read back.
+ */
+export async function enableDevice(dev: RegionAccessor, options: EnableOptions = {}): Promise<number> {
+  let bits = 0;
+  if (options.memory ?? true) bits |= PciCommandBit.MEMORY;
+  if (options.busMaster ?? true) bits |= PciCommandBit.BUS_MASTER;
+  if (options.io ?? false) bits |= PciCommandBit.IO;
+  const command = await cfgRead(dev, 0x04, 2);
+  await cfgWrite(dev, 0x04, 2, command | bits);
+  return cfgRead(dev, 0x04, 2);
+}
+
+/** A 32-bit little-endian register of BAR region `bar` (0-5) at `offset`. */
+export async function barRead32(dev: RegionAccessor, bar: number, offset: number): Promise<number> {
+  return le(await dev.regionRead(bar, offset, 4));
+}
+
+/** Write a 32-bit little-endian register of BAR region `bar`; `posted` as regionWrite's (QEMU posts memory BAR writes). */
+export async function barWrite32(
+  dev: RegionAccessor,
+  bar: number,
+  offset: number,
+  value: number,
+  posted = false,
+): Promise<void> {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, value >>> 0, true);
+  await dev.regionWrite(bar, offset, b, { posted });
 }
 
 export interface BarProbe {

@@ -412,6 +412,23 @@ export class VfioUserClient {
   cfgWrite32(offset: number, value: number): Promise<void> {
     return pci.cfgWrite(this, offset, 4, value);
   }
+  /**
+   * Set COMMAND.MEMORY and COMMAND.MASTER (what a guest driver's
+   * pci_enable_device + pci_set_master do): a device checks bus mastering
+   * before DMA (`dev.busMasterEnabled`), as QEMU refuses DMA without it.
+   * Returns COMMAND as read back.
+   */
+  enableDevice(options?: pci.EnableOptions): Promise<number> {
+    return pci.enableDevice(this, options);
+  }
+  /** Read a 32-bit little-endian register of BAR `bar` (region 0-5). */
+  barRead32(bar: number, offset: number): Promise<number> {
+    return pci.barRead32(this, bar, offset);
+  }
+  /** Write a 32-bit little-endian register of BAR `bar`; `posted` sets NO_REPLY as QEMU does for memory BARs. */
+  barWrite32(bar: number, offset: number, value: number, options: { posted?: boolean } = {}): Promise<void> {
+    return pci.barWrite32(this, bar, offset, value, options.posted ?? false);
+  }
   /** Size a BAR the way firmware does (write all-ones, read back, restore). */
   probeBar(bar: number): Promise<pci.BarProbe> {
     return pci.probeBar(this, bar);

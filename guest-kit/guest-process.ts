@@ -85,7 +85,7 @@ const KERNEL_CMDLINE = [
 ].join(' ');
 
 /** A guest failure (timeout, QEMU error, missing GUEST-EXIT) with the whole serial log. */
-class GuestError extends Error {
+export class GuestError extends Error {
   constructor(
     message: string,
     readonly serial: string,

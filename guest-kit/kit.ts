@@ -100,7 +100,7 @@ export class Kit {
 }
 
 /** The cache directory (created on demand). */
-function cacheDir(): string {
+export function cacheDir(): string {
   return process.env.VFIO_USER_TS_CACHE || join(homedir(), '.cache', 'vfio-user-ts');
 }
 

@@ -1,11 +1,12 @@
 /**
- * `npm run vm`: boots a throwaway Linux guest with an interactive busybox shell
- * on this terminal, attached to a running daemon's device sockets, so a device
- * author can poke a device with real Linux tools. See docs/testing-with-qemu.md.
+ * `vfio-user-ts vm` (in this repository also `npm run vm`): boots a throwaway
+ * Linux guest with an interactive busybox shell on this terminal, attached to
+ * a running daemon's device sockets, so a device author can poke a device with
+ * real Linux tools. See docs/testing-with-qemu.md.
  *
- *   npm run vm                        every *.sock under ./run/
- *   npm run vm -- --socket run/nvme0.sock --socket /tmp/x.sock
- *   npm run vm -- --no-share --smp 2 --memory 1024 --module nvme-tcp -- -device ...
+ *   vfio-user-ts vm                   every *.sock under ./run/
+ *   vfio-user-ts vm --socket run/nvme0.sock --socket /tmp/x.sock
+ *   vfio-user-ts vm --no-share --smp 2 --memory 1024 --module nvme-tcp -- -device ...
  *
  * Quit with `poweroff` in the guest, or Ctrl-A x.
  */
@@ -17,13 +18,16 @@ import { prepareInitrd, qemuArguments } from './guest-process.js';
 import { DEFAULT_MODULES, ensureKit } from './kit.js';
 import { createLogger } from '../server/log.js';
 
-const USAGE = `usage: npm run vm -- [--socket PATH]... [--no-share] [--smp N] [--memory MiB] [--module NAME]... [-- QEMU ARGS]
+/** `vfio-user-ts vm --help`. */
+export const VM_HELP = `Usage: vfio-user-ts vm [--socket PATH]... [--no-share] [--smp N] [--memory MiB] [--module NAME]... [-- QEMU ARGS]
   --socket PATH   attach the vfio-user device listening on PATH (repeatable; default: every *.sock under ./run/)
   --no-share      plain guest RAM (no memfd): the device's DMA goes through DMA_READ/DMA_WRITE messages
   --smp N         vCPUs (default 1)
   --memory MiB    guest RAM (default 512)
   --module NAME   load another kernel module (nvme and gpio-pci-idio-16 are always loaded)
-In the guest: pci or lspci (PCI devices from sysfs; -v adds BARs), devmem, dd, hexdump, /sys/class/gpio, /dev/nvme0n1; poweroff or Ctrl-A x quits.`;
+In the guest: pci or lspci (PCI devices from sysfs; -v adds BARs), devmem, dd, hexdump, /sys/class/gpio, /dev/nvme0n1; poweroff or Ctrl-A x quits.
+(In the vfio-user-ts repository: npm run vm -- [options].)
+`;
 
 /** `lspci`-like listing from sysfs (busybox has no lspci). */
 const PCI_LIST = `#!/bin/sh
@@ -53,7 +57,8 @@ interface CliOptions {
   qemuArgs: string[];
 }
 
-function parseArgs(argv: string[]): CliOptions {
+/** The options, or 'help' for -h/--help; throws an Error that says what is wrong. */
+function parseArgs(argv: string[]): CliOptions | 'help' {
   const o: CliOptions = { sockets: [], share: true, smp: 1, memory: 512, modules: [], qemuArgs: [] };
   const value = (i: number, flag: string): string => {
     const v = argv[i];
@@ -89,11 +94,9 @@ function parseArgs(argv: string[]): CliOptions {
         break;
       case '-h':
       case '--help':
-        console.log(USAGE);
-        process.exit(0);
-        break;
+        return 'help';
       default:
-        throw new Error(`unknown argument ${a}\n${USAGE}`);
+        throw new Error(`unknown argument ${a}\n\n${VM_HELP}`);
     }
   }
   return o;
@@ -111,8 +114,28 @@ function findSockets(dir: string): string[] {
   return out.sort();
 }
 
-async function main(): Promise<number> {
-  const cli = parseArgs(process.argv.slice(2));
+/** `vfio-user-ts vm ARGS`: boots the guest and resolves with QEMU's exit code (2: bad arguments or setup). */
+export async function vmCommand(argv: string[]): Promise<number> {
+  let cli: CliOptions | 'help';
+  try {
+    cli = parseArgs(argv);
+  } catch (err) {
+    console.error(`vfio-user-ts vm: ${(err as Error).message}`);
+    return 2;
+  }
+  if (cli === 'help') {
+    process.stdout.write(VM_HELP);
+    return 0;
+  }
+  try {
+    return await bootInteractive(cli);
+  } catch (err) {
+    console.error(`vfio-user-ts vm: ${(err as Error).message}`);
+    return 2;
+  }
+}
+
+async function bootInteractive(cli: CliOptions): Promise<number> {
   const sockets = cli.sockets.length ? cli.sockets : findSockets(resolve('run'));
   for (const s of sockets)
     if (!existsSync(s) || !statSync(s).isSocket()) throw new Error(`not a socket: ${s} (is the daemon running?)`);
@@ -152,11 +175,3 @@ async function main(): Promise<number> {
     });
   });
 }
-
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    console.error(`vm: ${(err as Error).message}`);
-    process.exit(2);
-  },
-);

@@ -1,6 +1,6 @@
 /**
- * Typed front of the native addon (native/src, built by node-gyp on `npm install`).
- * The one way to reach it: `import { native } from '.../native/index.js'`.
+ * Typed front of the native addon (native/src). The one way to reach it:
+ * `import { native } from '.../native/index.js'`.
  *
  * Everything here is Linux-only and works on raw file descriptors (numbers).
  * The contract (and the fd ownership rule) is in native/types.ts.
@@ -14,6 +14,14 @@ import type { AddonBinding, NativeBinding } from './types.js';
 
 export type { NativeBinding, NativeChannel, NativeMapping, Watcher } from './types.js';
 
+const require = createRequire(import.meta.url);
+
+/** node-gyp-build's loader (it ships no types): `resolve` names the file `load` requires. */
+interface NodeGypBuild {
+  (dir: string): unknown;
+  resolve(dir: string): string;
+}
+
 function findPackageRoot(start: string): string {
   let dir = start;
   for (;;) {
@@ -25,18 +33,33 @@ function findPackageRoot(start: string): string {
 }
 
 /**
- * Loads build/Release/vfio_user_native.node, or the file named by
- * VFIO_USER_NATIVE_ADDON (e.g. a sanitizer build for debugging).
+ * Loads the addon the way node-gyp-build does: a build from source
+ * (build/Release, what `npm install` makes in this repository, or the fallback
+ * when no prebuild fits) wins over the package's prebuilt one
+ * (prebuilds/linux-x64/, N-API: one file for every Node version). The file
+ * named by VFIO_USER_NATIVE_ADDON wins over both (e.g. a sanitizer build).
  */
 function load(): AddonBinding {
   const override = process.env.VFIO_USER_NATIVE_ADDON;
-  const file = override
-    ? override
-    : join(findPackageRoot(dirname(fileURLToPath(import.meta.url))), 'build', 'Release', 'vfio_user_native.node');
-  if (!existsSync(file)) {
-    throw new Error(`vfio-user-ts: native addon missing (${file}); run \`npm install\` (it builds it with node-gyp)`);
+  if (override) {
+    if (!existsSync(override))
+      throw new Error(`vfio-user-ts: VFIO_USER_NATIVE_ADDON names a missing file (${override})`);
+    return require(override) as AddonBinding;
   }
-  return createRequire(import.meta.url)(file) as AddonBinding;
+  const root = findPackageRoot(dirname(fileURLToPath(import.meta.url)));
+  const nodeGypBuild = require('node-gyp-build') as NodeGypBuild;
+  let file: string;
+  try {
+    file = nodeGypBuild.resolve(root);
+  } catch (err) {
+    const detail = err instanceof Error ? err.message.trim() : String(err);
+    throw new Error(
+      `vfio-user-ts: no native addon for this machine (${detail}); build it from source with ` +
+        '`npm rebuild vfio-user-ts` (needs a C++ compiler, make and python3)',
+      { cause: err },
+    );
+  }
+  return require(file) as AddonBinding;
 }
 
 /** preadvNowait: the data is not in the page cache (EAGAIN). */

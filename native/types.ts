@@ -102,6 +102,12 @@ export interface NativeBinding {
   /** socketpair(AF_UNIX, SOCK_STREAM|NONBLOCK|CLOEXEC). */
   socketpair(): [number, number];
   /**
+   * sd_notify: send `state` ("READY=1\nSTATUS=...") as one datagram to the
+   * AF_UNIX socket `path` ($NOTIFY_SOCKET; a leading '@' means the abstract
+   * namespace). Never blocks; throws an errno Error (ENOENT, ECONNREFUSED, EAGAIN...).
+   */
+  sdNotify(path: string, state: string): void;
+  /**
    * Take ownership of a connected stream fd and start polling it (throws ENOTSOCK etc.; on a throw the fd stays
    * the caller's). maxMessageSize must be in [16, 2^30], maxFds in [0, 253].
    */

@@ -17,6 +17,7 @@
  */
 import type { Endpoint } from './endpoint.js';
 import type { Logger } from './log.js';
+import type { DeviceMetrics } from './metrics/index.js';
 
 /** What a factory receives. */
 export interface DeviceContext {
@@ -28,6 +29,17 @@ export interface DeviceContext {
   options: Record<string, unknown>;
   /** The daemon's logger: pass it to `new PciDevice({ log })`, which adds `{ device: name }` itself. */
   log: Logger;
+  /**
+   * The device's metrics, served by `vfio-user-ts serve --metrics HOST:PORT`
+   * (a no-op, `enabled: false`, without it). See docs/writing-a-device.md §12.
+   */
+  metrics: DeviceMetrics;
+  /**
+   * True under `vfio-user-ts serve --check`: the device is built to prove the
+   * configuration works, then closed at once without being served or
+   * started. Create nothing lasting (files, sockets) when it is set.
+   */
+  check: boolean;
 }
 
 /** A device ready to serve, with its cleanup. */

@@ -8,7 +8,36 @@
  */
 export * from './pci/index.js';
 export * from './irq/index.js';
-export { serve, DeviceServer } from './server.js';
+export { serve, DeviceServer, type DeviceServerEvents, type ServeOptions } from './server.js';
+export {
+  combineObservers,
+  type Connection,
+  type ConnectionObserver,
+  type ConnectionOptions,
+  type ConnectionState,
+  type ConnectionStateEvent,
+  type DmaRequestEvent,
+  type MessageEvent,
+} from './connection/index.js';
+export {
+  MetricsRegistry,
+  serveMetrics,
+  noMetrics,
+  NO_METRICS,
+  DEFAULT_SECONDS_BUCKETS,
+  type CounterChild,
+  type CounterMetric,
+  type DeviceMetrics,
+  type GaugeChild,
+  type GaugeMetric,
+  type HistogramChild,
+  type HistogramMetric,
+  type HistogramOptions,
+  type LabeledMetric,
+  type MetricsHttpOptions,
+  type MetricsHttpServer,
+  type MetricsRegistryOptions,
+} from './metrics/index.js';
 export {
   DmaSpace,
   DmaError,
@@ -22,6 +51,7 @@ export {
   type DmaRegion,
   type DmaSpaceOptions,
   type DmaTransferOptions,
+  type DmaStats,
   type GuestMemoryAccess,
   type UnsealedFdPolicy,
 } from './dma/index.js';
@@ -94,7 +124,7 @@ export {
   type MigrationDataStream,
   type SavePhase,
 } from './migration/device-migration.js';
-export { createLogger, silentLogger, type Logger, type LoggerOptions } from './log.js';
+export { createLogger, defaultLogger, silentLogger, type Logger, type LoggerOptions } from './log.js';
 export { LogLimiter, type LogLimiterOptions } from './log-limiter.js';
 /** For device modules loaded by `vfio-user-ts serve --device ./my-device.js` (docs/cli.md). */
 export type { DeviceContext, HostedDevice, DeviceFactory, OptionsValidator } from './device-module.js';

@@ -28,5 +28,22 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   return pino({ level });
 }
 
-/** A logger that drops everything (library default when the caller passes none). */
+/** A logger that drops everything. */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+let shared: Logger | undefined;
+
+/**
+ * What a PciDevice or a DeviceServer logs through when given no `log`: one
+ * JSON logger for the process, at LOG_LEVEL (default `warn`: problems show,
+ * lifecycle lines do not), writing to stderr so a program's stdout stays its
+ * own. Made on first use.
+ */
+export function defaultLogger(): Logger {
+  if (shared) return shared;
+  const env = process.env.LOG_LEVEL;
+  const level =
+    env !== undefined && Object.hasOwn(pino.levels.values, env) ? env : env === 'silent' ? 'silent' : 'warn';
+  shared = pino({ level }, pino.destination({ fd: 2, sync: true }));
+  return shared;
+}

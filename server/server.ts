@@ -2,27 +2,38 @@
  * DeviceServer: hosts one Endpoint on one UNIX socket path, one client at a time.
  *
  * A second client that connects while one is attached is turned away: after a
- * short grace period (`busyGraceMs`, default 100 ms) its socket is closed with
- * a warning ('rejected' event), so a second QEMU pointed at a busy device fails
- * its realize at once instead of waiting for a VERSION reply until its
- * x-msg-timeout. The grace period covers a client that disconnects and
- * reconnects at once: its new connection is often accepted before the old
- * one's EOF is seen. A client that arrives while the previous one is being
- * detached waits (at most `maxWaiting`, default 4) and is served as soon as the
- * detach completes.
+ * short grace period (`busyGraceMs`, default 100 ms) its VERSION is answered
+ * with an EBUSY error reply and its socket closed ('rejected' event, a
+ * rate-limited warning), so a second QEMU pointed at a busy device fails its
+ * realize at once ("version reply: Device or resource busy") instead of
+ * waiting for a reply until its x-msg-timeout. The grace period covers a
+ * client that disconnects and reconnects at once: its new connection is often
+ * accepted before the old one's EOF is seen. A client that arrives while the
+ * previous one is being detached waits (at most `maxWaiting`, default 4) and
+ * is served as soon as the detach completes.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { native } from '../native/index.js';
+import { Errno } from '../protocol/constants.js';
 import type { Endpoint } from './endpoint.js';
-import { silentLogger } from './log.js';
+import { defaultLogger } from './log.js';
 import { LogLimiter } from './log-limiter.js';
-import { Connection, type ConnectionOptions } from './connection/index.js';
+import { combineObservers, Connection, turnAway, type ConnectionOptions } from './connection/index.js';
+import { EndpointMetrics, type MetricsRegistry } from './metrics/index.js';
 import { Listener } from './transport/index.js';
 
 export interface ServeOptions extends ConnectionOptions {
   socketPath: string;
-  /** Parent logger (a child { device } is made); default: silent. */
+  /**
+   * An already listening socket to accept on instead of binding `socketPath`
+   * (socket activation: systemd made it and owns its file, which is then
+   * never removed). The server takes ownership of the fd.
+   */
+  listenFd?: number;
+  /** Count this device's messages, errors, interrupts, DMA and connections (server/metrics). */
+  metrics?: MetricsRegistry;
+  /** Parent logger (a child { device } is made); default: createLogger()'s shared default (LOG_LEVEL, else warn, to stderr). */
   log?: Logger | undefined;
   /** listen(2) backlog (default 16). */
   backlog?: number;
@@ -32,11 +43,18 @@ export interface ServeOptions extends ConnectionOptions {
   busyGraceMs?: number;
 }
 
-/**
- * Events: 'connect' (Connection), 'disconnect' (Connection, reason), 'rejected'
- * (a second concurrent client was turned away).
- */
-export class DeviceServer extends EventEmitter {
+/** The events of a DeviceServer, with their arguments. */
+export interface DeviceServerEvents {
+  /** A client was accepted (its VERSION is still to come). */
+  connect: [connection: Connection];
+  /** A client is gone and the endpoint detached. */
+  disconnect: [connection: Connection, reason: string];
+  /** A client was turned away (EBUSY): another one is attached, or too many wait. */
+  rejected: [reason: string];
+}
+
+/** Events: see DeviceServerEvents (`server.on('disconnect', (conn, reason) => ...)` is typed). */
+export class DeviceServer extends EventEmitter<DeviceServerEvents> {
   readonly endpoint: Endpoint;
   readonly options: ServeOptions;
   readonly log: Logger;
@@ -51,13 +69,18 @@ export class DeviceServer extends EventEmitter {
    * budget); `options.logLimiter` if given.
    */
   readonly #limiter: LogLimiter;
+  readonly #metrics: EndpointMetrics | undefined;
+  readonly #connectionOptions: ConnectionOptions;
 
   constructor(endpoint: Endpoint, options: ServeOptions) {
     super();
     this.endpoint = endpoint;
     this.options = options;
-    this.log = (options.log ?? silentLogger).child({ device: endpoint.name });
+    this.log = (options.log ?? defaultLogger()).child({ device: endpoint.name });
     this.#limiter = options.logLimiter ?? new LogLimiter(this.log);
+    this.#metrics = options.metrics ? new EndpointMetrics(options.metrics, endpoint) : undefined;
+    const observer = combineObservers(options.observer, this.#metrics?.observer);
+    this.#connectionOptions = { ...options, logLimiter: this.#limiter, ...(observer ? { observer } : {}) };
   }
 
   get socketPath(): string {
@@ -77,10 +100,15 @@ export class DeviceServer extends EventEmitter {
   async listen(): Promise<void> {
     if (this.#listener) return;
     this.#closing = false;
-    this.#listener = await Listener.open(this.options.socketPath, (fd) => this.#onAccept(fd), this.log, {
-      backlog: this.options.backlog ?? 16,
-      logLimiter: this.#limiter,
-    });
+    const onAccept = (fd: number): void => this.#onAccept(fd);
+    const { listenFd } = this.options;
+    this.#listener =
+      listenFd === undefined
+        ? await Listener.open(this.options.socketPath, onAccept, this.log, {
+            backlog: this.options.backlog ?? 16,
+            logLimiter: this.#limiter,
+          })
+        : Listener.adopt(listenFd, this.options.socketPath, onAccept, this.log, { logLimiter: this.#limiter });
   }
 
   #onAccept(fd: number): void {
@@ -124,15 +152,16 @@ export class DeviceServer extends EventEmitter {
   }
 
   #reject(fd: number, why: string): void {
-    this.#limiter.warn('client-rejected', { why }, 'closing a new connection');
-    native.closeFd(fd);
-    this.emit('rejected');
+    this.#limiter.warn('client-rejected', { why }, 'turning a new client away (EBUSY)');
+    turnAway(fd, Errno.EBUSY, this.log);
+    this.#metrics?.rejected();
+    this.emit('rejected', why);
   }
 
   #start(fd: number): void {
     let conn: Connection;
     try {
-      conn = new Connection(fd, this.endpoint, this.log, { ...this.options, logLimiter: this.#limiter }, (c, reason) =>
+      conn = new Connection(fd, this.endpoint, this.log, this.#connectionOptions, (c, reason) =>
         this.#onClosed(c, reason),
       );
     } catch (err) {

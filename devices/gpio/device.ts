@@ -11,6 +11,8 @@ import {
   silentLogger,
   type AccessSize,
   type BarType,
+  type CounterChild,
+  type DeviceMetrics,
   type DeviceState,
   type Logger,
   type UnsealedFdPolicy,
@@ -37,6 +39,8 @@ export interface GpioDeviceOptions {
   log?: Logger | undefined;
   /** DMA_MAP fds not sealed against shrinking (PciDeviceOptions.unsealedDmaFds; the card never DMAs). */
   unsealedDmaFds?: UnsealedFdPolicy;
+  /** Count line changes: vfio_user_gpio_line_changes_total{device,line} (line OUT0-15, IIN0-15). Default: none. */
+  metrics?: DeviceMetrics;
 }
 
 /** The kind of the card's saved state (DeviceState.kind). */
@@ -80,6 +84,21 @@ function writeBytes(gpio: Idio16, offset: number, size: AccessSize, value: numbe
   for (let i = 0; i < size; i++) gpio.writeRegister(offset + i, (value >>> (8 * i)) & 0xff);
 }
 
+/** Every output the guest flips and every input the host flips, per line. */
+function countLineChanges(gpio: Idio16, metrics: DeviceMetrics): void {
+  const changes = metrics.counter('vfio_user_gpio_line_changes_total', 'GPIO line level changes, by line', ['line']);
+  const lines = (prefix: string): CounterChild[] =>
+    Array.from({ length: 16 }, (_, n) => changes.labels(`${prefix}${n}`));
+  const outputs = lines('OUT');
+  const inputs = lines('IIN');
+  const count = (cells: CounterChild[], state: number, previous: number): void => {
+    for (let flipped = (state ^ previous) & 0xffff, n = 0; flipped !== 0; flipped >>>= 1, n++)
+      if (flipped & 1) cells[n]!.inc();
+  };
+  gpio.on('outputs', (state, previous) => count(outputs, state, previous));
+  gpio.on('inputs', (state, previous) => count(inputs, state, previous));
+}
+
 /**
  * Build a PCI-IDIO-16. Serve `device` like any PciDevice (`serve(device, ...)`);
  * drive and watch the lines through `gpio`:
@@ -105,6 +124,7 @@ export function createGpioDevice(options: GpioDeviceOptions = {}): GpioDevice {
   gpio.on('outputs', (state, previous) => limiter.debug('outputs', { outputs: state, previous }, 'outputs changed'));
   gpio.on('inputs', (state, previous) => limiter.debug('inputs', { inputs: state, previous }, 'inputs changed'));
   gpio.on('interrupt', () => limiter.debug('interrupt', {}, 'change-of-state interrupt'));
+  if (options.metrics?.enabled) countLineChanges(gpio, options.metrics);
   device = new PciDevice({
     name,
     id: { vendor: IDIO16_VENDOR_ID, device: IDIO16_DEVICE_ID, classCode: IDIO16_CLASS_CODE },

@@ -25,6 +25,7 @@
 import type { LogLimiter } from 'vfio-user-ts';
 import { SQE_SIZE, Status } from './constants.js';
 import type { CommandTiming } from './command-timing.js';
+import type { NvmeMetrics } from './metrics.js';
 import type { AdminContext } from './context.js';
 import type { CqWriter } from './cq-writer.js';
 import { NvmeStatusError, type NvmeDma } from './host.js';
@@ -77,6 +78,8 @@ export interface CommandEngineParts {
   timing: CommandTiming | undefined;
   /** Polling of shadow SQ tails (sq-poller.ts). */
   poll: SqPollOptions;
+  /** Per-command metrics (metrics.ts), when the controller has a registry; undefined: no cost. */
+  metrics?: NvmeMetrics | undefined;
 }
 
 export class CommandEngine {
@@ -116,6 +119,7 @@ export class CommandEngine {
   private readonly fatal: (what: string, err: unknown) => void;
   private readonly limiter: LogLimiter;
   private readonly timing: CommandTiming | undefined;
+  private readonly metrics: NvmeMetrics | undefined;
 
   constructor(parts: CommandEngineParts) {
     this.context = parts.context;
@@ -128,6 +132,7 @@ export class CommandEngine {
     this.fatal = parts.fatal;
     this.limiter = parts.limiter;
     this.timing = parts.timing;
+    this.metrics = parts.metrics;
     this.poller = new SqPoller(
       {
         shadow: parts.shadow,
@@ -268,20 +273,21 @@ export class CommandEngine {
     this.burst++;
     const gen = this.generation;
     const t0 = this.timing === undefined ? 0n : this.timing.start();
+    const m0 = this.metrics === undefined ? 0 : performance.now();
     let outcome: CommandResult | undefined | Promise<CommandResult | undefined>;
     try {
       outcome = sq.id === 0 ? executeAdmin(this.context, sq, cmd) : executeIo(this.context, cmd);
     } catch (err) {
-      this.settleFailed(gen, sq, cmd, t0, err);
+      this.settleFailed(gen, sq, cmd, t0, err, m0);
       return;
     }
     if (!(outcome instanceof Promise)) {
-      this.settle(gen, sq, cmd, t0, outcome);
+      this.settle(gen, sq, cmd, t0, outcome, m0);
       return;
     }
     outcome.then(
-      (res) => this.settle(gen, sq, cmd, t0, res),
-      (err: unknown) => this.settleFailed(gen, sq, cmd, t0, err),
+      (res) => this.settle(gen, sq, cmd, t0, res, m0),
+      (err: unknown) => this.settleFailed(gen, sq, cmd, t0, err, m0),
     );
   }
 
@@ -297,10 +303,13 @@ export class CommandEngine {
     cmd: SubmissionEntry,
     t0: bigint,
     res: CommandResult | undefined,
+    m0: number,
   ): void {
     try {
-      if (res && gen === this.generation) this.completions.post(sq, cmd.cid, res.status, res.result ?? 0);
-      else this.completions.retire(sq);
+      if (res && gen === this.generation) {
+        this.completions.post(sq, cmd.cid, res.status, res.result ?? 0);
+        if (this.metrics !== undefined) this.metrics.completed(sq.id, cmd, res.status, m0);
+      } else this.completions.retire(sq);
     } catch (err) {
       this.fatal('completing a command failed', err);
     } finally {
@@ -309,7 +318,14 @@ export class CommandEngine {
   }
 
   /** A command failed: complete it with its NVMe status (Internal Error for anything else). */
-  private settleFailed(gen: number, sq: SubmissionQueue, cmd: SubmissionEntry, t0: bigint, err: unknown): void {
+  private settleFailed(
+    gen: number,
+    sq: SubmissionQueue,
+    cmd: SubmissionEntry,
+    t0: bigint,
+    err: unknown,
+    m0: number,
+  ): void {
     let st: number = Status.INTERNAL_ERROR;
     if (err instanceof NvmeStatusError) {
       st = err.status;
@@ -325,7 +341,7 @@ export class CommandEngine {
         'nvme: command failed with an internal error',
       );
     }
-    this.settle(gen, sq, cmd, t0, { status: st, result: 0 });
+    this.settle(gen, sq, cmd, t0, { status: st, result: 0 }, m0);
   }
 
   /** Bookkeeping after a command: timing, fetches paused at MAX_INFLIGHT, quiesce waiters. */

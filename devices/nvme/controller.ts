@@ -23,9 +23,17 @@
  * (stride 4); BAR4 holds the MSI-X table and PBA (one vector per queue:
  * `queues + 1`); INTx pin A as fallback; PM and PCIe (FLR) capabilities.
  */
-import { PciDevice, silentLogger, type DmaSpace, type Logger, type UnsealedFdPolicy } from 'vfio-user-ts';
+import {
+  PciDevice,
+  silentLogger,
+  type DeviceMetrics,
+  type DmaSpace,
+  type Logger,
+  type UnsealedFdPolicy,
+} from 'vfio-user-ts';
 import { BAR0_SIZE } from './constants.js';
 import { ControllerCore } from './core.js';
+import { NvmeMetrics } from './metrics.js';
 import type { NvmeDma, NvmeHost } from './host.js';
 import { Namespace, type NamespaceOptions } from './namespace.js';
 import { DEFAULT_SQ_POLL } from './sq-poller.js';
@@ -71,6 +79,12 @@ export interface NvmeControllerOptions {
    * hostile guest can and cannot do"). `close()` waits as long.
    */
   resetTimeoutMs?: number;
+  /**
+   * Count commands, bytes and latency per queue (devices/nvme/metrics.ts), and
+   * how submissions arrived (doorbell messages or polling). The daemon passes
+   * the device's metrics when it runs with --metrics. Default: none (no cost).
+   */
+  metrics?: DeviceMetrics;
   /** PCI vendor/device ids. Default Nutanix's 0x4e58:0x0001, as SPDK's vfio-user NVMe target. */
   vendor?: number;
   device?: number;
@@ -190,8 +204,30 @@ export class NvmeController {
       poll: { ...DEFAULT_SQ_POLL, idleMicros: pollMicros, adaptive: options.pollAdaptive ?? true },
       timing: options.timing ?? false,
       resetTimeoutMs,
+      metrics: options.metrics?.enabled
+        ? new NvmeMetrics(options.metrics, (nsid) => opened[nsid - 1]?.lbaSize)
+        : undefined,
     });
     this.core = core;
+    if (options.metrics?.enabled) this.collectDoorbellStats(options.metrics);
+  }
+
+  /** Doorbells by how they arrived, from doorbellStats() at every scrape. */
+  private collectDoorbellStats(metrics: DeviceMetrics): void {
+    const doorbells = metrics.counter(
+      'vfio_user_nvme_doorbells_total',
+      'Doorbell updates the controller took, by how: mmio (a register write, one vfio-user message each) or poll (a shadow doorbell found by polling)',
+      ['via'],
+    );
+    const mmio = doorbells.labels('mmio');
+    const poll = doorbells.labels('poll');
+    let seen = { mmio: 0, polled: 0 };
+    metrics.onCollect(() => {
+      const now = this.core.doorbellStats();
+      mmio.inc(now.mmio - seen.mmio);
+      poll.inc(now.polled - seen.polled);
+      seen = now;
+    });
   }
 
   /** Same as `device` (lets the controller be a daemon HostedDevice). */

@@ -34,6 +34,7 @@ import { defaultFeatures, type FeatureState } from './features.js';
 import type { NvmeHost } from './host.js';
 import type { ControllerIdentity, HealthCounters } from './identify.js';
 import type { Namespace } from './namespace.js';
+import type { NvmeMetrics } from './metrics.js';
 import { QueueTable } from './queue-table.js';
 import { ControllerRegisters } from './registers.js';
 import { ShadowDoorbells } from './shadow-doorbells.js';
@@ -53,6 +54,8 @@ export interface CoreOptions {
   timing?: boolean;
   /** How long a reset or shutdown waits for commands still running, in ms (registers.ts). */
   resetTimeoutMs: number;
+  /** Count every command (metrics.ts). Default: none, no cost. */
+  metrics?: NvmeMetrics | undefined;
 }
 
 /**
@@ -141,6 +144,7 @@ export class ControllerCore implements AdminContext {
       limiter: this.limiter,
       timing: this.timing,
       poll: options.poll ?? DEFAULT_SQ_POLL,
+      metrics: options.metrics,
     });
     host.onBusMasterChange?.((enabled) => {
       if (enabled) return;

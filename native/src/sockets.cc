@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -96,9 +97,34 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   return result;
 }
 
+/**
+ * sd_notify(3) without libsystemd: one datagram with `state` to the
+ * AF_UNIX socket at `path` (NOTIFY_SOCKET; a leading '@' is the abstract
+ * namespace). Never blocks: a full receive queue is EAGAIN, for the caller to log.
+ */
+Napi::Value SdNotify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "path");
+  std::string state = ArgString(info, 1, "state");
+  if (!path.empty() && path[0] == '@') path[0] = '\0';
+  sockaddr_un addr;
+  socklen_t len = MakeAddress(env, path, &addr, "sendto");
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) ThrowErrno(env, errno, "socket");
+  ssize_t sent;
+  do {
+    sent = sendto(fd, state.data(), state.size(), MSG_NOSIGNAL | MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&addr), len);
+  } while (sent < 0 && errno == EINTR);
+  int err = sent < 0 ? errno : 0;
+  close(fd);
+  if (err != 0) ThrowErrno(env, err, "sendto", "NOTIFY_SOCKET");
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitSockets(Napi::Env env, Napi::Object exports) {
+  exports.Set("sdNotify", Napi::Function::New(env, SdNotify, "sdNotify"));
   exports.Set("listenUnix", Napi::Function::New(env, ListenUnix, "listenUnix"));
   exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix, "connectUnix"));
   exports.Set("socketpair", Napi::Function::New(env, SocketPair, "socketpair"));

@@ -1,4 +1,4 @@
-// UNIX stream sockets: listenUnix, connectUnix, socketpair.
+// UNIX sockets: listenUnix, connectUnix, socketpair (stream); sdNotify (a datagram to systemd).
 #pragma once
 #include <napi.h>
 

@@ -20,6 +20,10 @@ import {
   encodeDmaWriteRequest,
   type MessageHeader,
 } from '../../protocol/index.js';
+import type { DmaRequestEvent } from './observer.js';
+
+/** What the connection's observer is told about each DMA request (it adds the connection id). */
+export type DmaRequestObserver = (event: Omit<DmaRequestEvent, 'conn'>) => void;
 
 interface Pending {
   command: number;
@@ -28,6 +32,9 @@ interface Pending {
   resolve(msg: Uint8Array): void;
   reject(err: Error): void;
   timer: NodeJS.Timeout;
+  /** Observed only: the request and when it was sent. */
+  request?: Uint8Array;
+  t0?: number;
 }
 
 /** How a ClientPort sends (the connection's channel). Returns false when the stream is closed. */
@@ -41,12 +48,29 @@ export class ConnectionClientPort implements ClientPort {
   readonly #pending = new Map<number, Pending>();
   #nextId = 0;
   #closedReason: string | undefined;
+  readonly #observe: DmaRequestObserver | undefined;
 
-  constructor(send: SendFn, maxDataXferSize: number, timeoutMs: number, log: Logger) {
+  constructor(send: SendFn, maxDataXferSize: number, timeoutMs: number, log: Logger, observe?: DmaRequestObserver) {
     this.#send = send;
     this.maxDataXferSize = Math.max(1, maxDataXferSize);
     this.#timeoutMs = timeoutMs;
     this.log = log;
+    this.#observe = observe;
+  }
+
+  /** Tell the observer how request `id` ended. */
+  #observed(id: number, p: Pending, errno: number, reply: Uint8Array | undefined): void {
+    if (this.#observe === undefined || p.request === undefined) return;
+    this.#observe({
+      command: p.command,
+      id,
+      addr: p.addr,
+      count: p.count,
+      errno,
+      durationMs: performance.now() - (p.t0 ?? 0),
+      request: p.request,
+      reply,
+    });
   }
 
   async dmaRead(addr: bigint, length: number): Promise<Uint8Array> {
@@ -93,15 +117,23 @@ export class ConnectionClientPort implements ClientPort {
     return new Promise<Uint8Array>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
+        this.#observed(id, pending, Errno.ETIMEDOUT, undefined);
         reject(
           new VfioUserError(Errno.ETIMEDOUT, `${commandName(command)} id ${id} timed out after ${this.#timeoutMs} ms`),
         );
       }, this.#timeoutMs);
-      this.#pending.set(id, { command, addr, count, resolve, reject, timer });
+      const pending: Pending = { command, addr, count, resolve, reject, timer };
+      this.#pending.set(id, pending);
       this.log.debug({ cmd: commandName(command), id, addr: `0x${addr.toString(16)}`, count }, 'send DMA request');
-      if (!this.#send(encode(id))) {
+      const request = encode(id);
+      if (this.#observe !== undefined) {
+        pending.request = request;
+        pending.t0 = performance.now();
+      }
+      if (!this.#send(request)) {
         clearTimeout(timer);
         this.#pending.delete(id);
+        this.#observed(id, pending, Errno.ENOTCONN, undefined);
         reject(new VfioUserError(Errno.ENOTCONN, `${commandName(command)}: the stream is closed`));
       }
     });
@@ -119,6 +151,7 @@ export class ConnectionClientPort implements ClientPort {
     clearTimeout(p.timer);
     if (header.flags & HeaderFlag.ERROR) {
       const errno = header.error >= 1 && header.error <= 4096 ? header.error : Errno.EINVAL;
+      this.#observed(header.id, p, errno, message);
       p.reject(
         new VfioUserError(
           errno,
@@ -126,6 +159,7 @@ export class ConnectionClientPort implements ClientPort {
         ),
       );
     } else {
+      this.#observed(header.id, p, 0, message);
       p.resolve(message);
     }
     return true;
@@ -137,6 +171,7 @@ export class ConnectionClientPort implements ClientPort {
     this.#closedReason = reason;
     for (const [id, p] of this.#pending) {
       clearTimeout(p.timer);
+      this.#observed(id, p, Errno.ENOTCONN, undefined);
       p.reject(new VfioUserError(Errno.ENOTCONN, `${commandName(p.command)} id ${id}: client gone (${reason})`));
     }
     this.#pending.clear();

@@ -35,6 +35,7 @@ import { ConnectionClientPort } from './client-port.js';
 import type { HandlerResult, RequestContext } from './context.js';
 import { handlerFor } from './dispatch.js';
 import { negotiateVersion } from './handlers/version.js';
+import type { ConnectionObserver, ConnectionState, DmaRequestEvent } from './observer.js';
 
 export interface ConnectionOptions {
   /** Our max_data_xfer_size (default 1 MiB; QEMU accepts up to 64 MiB). */
@@ -60,9 +61,9 @@ export interface ConnectionOptions {
    * reconnects in a loop does not get a fresh budget each time.
    */
   logLimiter?: LogLimiter;
+  /** Sees every message, DMA request and state change (observer.ts); none: no cost. */
+  observer?: ConnectionObserver;
 }
-
-export type ConnectionState = 'version' | 'ready' | 'closing' | 'closed';
 
 interface Queued {
   header: MessageHeader;
@@ -126,6 +127,7 @@ export class Connection {
   #idleWaiters: (() => void)[] = [];
   #resolveClosed!: () => void;
   #onClosed: ((conn: Connection, reason: string) => void) | undefined;
+  readonly #observer: ConnectionObserver | undefined;
 
   /**
    * Start serving the connected socket `fd` (ownership passes to the connection).
@@ -145,6 +147,7 @@ export class Connection {
     this.#maxDataXferSize = options.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
     this.#maxMsgFds = options.maxMsgFds ?? Limits.MAX_MSG_FDS;
     this.#onClosed = onClosed;
+    this.#observer = options.observer;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#channel = new Channel(
       fd,
@@ -160,6 +163,7 @@ export class Connection {
       this.log,
     );
     this.#limiter.info('client-connected', { conn: this.id }, 'client connected');
+    this.#observeState(undefined);
   }
 
   get state(): ConnectionState {
@@ -203,7 +207,9 @@ export class Connection {
         { conn: this.id, cmd: commandName(header.command), id: header.id, size: header.size },
         'header size < 16: closing',
       );
-      this.#replyError(header, Errno.EINVAL);
+      const reply = this.#replyError(header, Errno.EINVAL);
+      if (this.#observer?.message)
+        this.#observeMessage(header, message, 0, 0, reply, 0, Errno.EINVAL, 'header size < 16');
       void this.#teardown('malformed header');
       return;
     }
@@ -303,15 +309,18 @@ export class Connection {
   /** Handle one request. Never throws; returns a promise only when a handler went async. */
   #process(item: Queued): Promise<void> | undefined {
     const { header, message, fds } = item;
+    // Observed: when it started and what came with it (read before a handler takes the fds).
+    const t0 = this.#observer === undefined ? 0 : performance.now();
+    const nfds = this.#observer === undefined ? 0 : fds.count;
     if (this.#state === 'version') {
-      this.#negotiate(header, message, fds);
+      this.#negotiate(header, message, fds, t0);
       return undefined;
     }
     let result: HandlerResult | Promise<HandlerResult>;
     try {
       result = this.#dispatch(header, message, fds);
     } catch (err) {
-      this.#finish(header, fds, undefined, err);
+      this.#finish(item, undefined, err, t0, nfds);
       return undefined;
     }
     if (result instanceof Promise) {
@@ -326,15 +335,15 @@ export class Connection {
       return result.then(
         (r) => {
           clearTimeout(slow);
-          this.#finish(header, fds, r, undefined);
+          this.#finish(item, r, undefined, t0, nfds);
         },
         (err: unknown) => {
           clearTimeout(slow);
-          this.#finish(header, fds, undefined, err);
+          this.#finish(item, undefined, err, t0, nfds);
         },
       );
     }
-    this.#finish(header, fds, result, undefined);
+    this.#finish(item, result, undefined, t0, nfds);
     return undefined;
   }
 
@@ -362,7 +371,14 @@ export class Connection {
     return handler(ctx);
   }
 
-  #finish(header: MessageHeader, fds: ReceivedFds, result: HandlerResult | undefined, err: unknown): void {
+  /** Reply to a handled request (`t0` and `nfds` only matter when observed). */
+  #finish(
+    { header, message, fds }: Queued,
+    result: HandlerResult | undefined,
+    err: unknown,
+    t0: number,
+    nfds: number,
+  ): void {
     const closed = fds.release('not taken by the handler');
     if (closed > 0)
       this.#limiter.warn(
@@ -374,25 +390,75 @@ export class Connection {
       if (this.log.isLevelEnabled('debug')) {
         this.log.debug({ cmd: commandName(header.command), id: header.id, size: header.size, result: 'ok' }, 'request');
       }
-      if (wantsReply(header)) this.#send(result.reply, result.fds);
+      const replied = wantsReply(header);
+      if (replied) this.#send(result.reply, result.fds);
+      if (this.#observer?.message) {
+        const reply = replied ? result.reply : undefined;
+        this.#observeMessage(header, message, nfds, t0, reply, replied ? (result.fds?.length ?? 0) : 0, 0, undefined);
+      }
       return;
     }
     let errno: number = Errno.EIO;
+    let reason: string;
     const cmd = commandName(header.command);
     if (err instanceof VfioUserError) {
       errno = err.errno > 0 && err.errno <= 4096 ? err.errno : Errno.EIO;
-      this.log.debug({ cmd, id: header.id, size: header.size, result: errno, reason: err.message }, 'request failed');
+      reason = err.message;
+      this.log.debug({ cmd, id: header.id, size: header.size, result: errno, reason }, 'request failed');
     } else {
+      reason = `handler threw: ${err instanceof Error ? err.message : String(err)}`;
       this.#limiter.error(
         'handler-threw',
         { conn: this.id, cmd, id: header.id, err },
         'request handler threw: answering EIO',
       );
     }
-    this.#replyError(header, errno);
+    const reply = this.#replyError(header, errno);
+    if (this.#observer?.message) this.#observeMessage(header, message, nfds, t0, reply, 0, errno, reason);
   }
 
-  #negotiate(header: MessageHeader, message: Buffer, fds: ReceivedFds): void {
+  #observeMessage(
+    header: MessageHeader,
+    request: Uint8Array,
+    fds: number,
+    t0: number,
+    reply: Uint8Array | undefined,
+    replyFds: number,
+    errno: number,
+    reason: string | undefined,
+  ): void {
+    try {
+      this.#observer?.message?.({
+        conn: this.id,
+        command: header.command,
+        id: header.id,
+        flags: header.flags,
+        size: header.size,
+        fds,
+        errno,
+        reason,
+        replySize: reply?.byteLength ?? 0,
+        replyFds,
+        durationMs: t0 === 0 ? 0 : performance.now() - t0,
+        request,
+        reply,
+      });
+    } catch (err) {
+      this.log.error({ err }, 'connection observer threw');
+    }
+  }
+
+  #observeState(reason: string | undefined): void {
+    if (!this.#observer?.state) return;
+    try {
+      this.#observer.state({ conn: this.id, state: this.#state, reason });
+    } catch (err) {
+      this.log.error({ err }, 'connection observer threw');
+    }
+  }
+
+  #negotiate(header: MessageHeader, message: Buffer, fds: ReceivedFds, t0: number): void {
+    const nfds = fds.count;
     const fail = (why: string): void => {
       this.#limiter.warn(
         'version-failed',
@@ -400,7 +466,8 @@ export class Connection {
         'version negotiation failed',
       );
       fds.release('version failed');
-      this.#replyError(header, Errno.EINVAL);
+      const reply = this.#replyError(header, Errno.EINVAL);
+      if (this.#observer?.message) this.#observeMessage(header, message, nfds, t0, reply, 0, Errno.EINVAL, why);
       void this.#teardown(`version negotiation failed: ${why}`);
     };
     if (header.command !== VfioUserCommand.VERSION) return fail('first message is not VERSION');
@@ -421,21 +488,26 @@ export class Connection {
       return fail(err instanceof Error ? err.message : String(err));
     }
     this.#client = negotiated.client;
-    if (wantsReply(header)) this.#send(negotiated.reply);
+    const replied = wantsReply(header);
+    if (replied) this.#send(negotiated.reply);
     // A reply that cannot be sent closes the connection: nothing to attach then.
     if (this.#state !== 'version') return;
+    if (this.#observer?.message)
+      this.#observeMessage(header, message, 0, t0, replied ? negotiated.reply : undefined, 0, 0, undefined);
     this.#state = 'ready';
     this.#limiter.info(
       'version-negotiated',
       { conn: this.id, client: negotiated.client, server: negotiated.json },
       'version negotiated',
     );
+    this.#observeState(undefined);
     this.#port = new ConnectionClientPort(
       (m) => this.#send(m),
       // Replies to our DMA_READs must also fit what we receive.
       Math.min(negotiated.client.maxDataXferSize, this.#maxDataXferSize),
       this.#options.dmaTimeoutMs ?? 5000,
       this.log,
+      this.#observer?.dmaRequest ? this.#observeDma : undefined,
     );
     try {
       this.endpoint.attach(this.#port);
@@ -466,9 +538,21 @@ export class Connection {
     return backlog >= 0;
   }
 
-  #replyError(header: MessageHeader, errno: number): void {
-    if (wantsReply(header)) this.#send(encodeErrorReply(header.id, header.command, errno));
+  /** Send an error reply unless NO_REPLY; returns what was sent. */
+  #replyError(header: MessageHeader, errno: number): Uint8Array | undefined {
+    if (!wantsReply(header)) return undefined;
+    const reply = encodeErrorReply(header.id, header.command, errno);
+    this.#send(reply);
+    return reply;
   }
+
+  readonly #observeDma = (event: Omit<DmaRequestEvent, 'conn'>): void => {
+    try {
+      this.#observer?.dmaRequest?.({ conn: this.id, ...event });
+    } catch (err) {
+      this.log.error({ err }, 'connection observer threw');
+    }
+  };
 
   #whenIdle(timeoutMs: number): Promise<boolean> {
     if (!this.#running) return Promise.resolve(true);
@@ -484,6 +568,7 @@ export class Connection {
   async #teardown(reason: string): Promise<void> {
     if (this.#state === 'closing' || this.#state === 'closed') return this.closed;
     this.#state = 'closing';
+    this.#observeState(reason);
     // Let a final error reply reach the kernel before the socket goes.
     for (let i = 0; i < 10 && this.#channel.pendingBytes > 0; i++) await new Promise((r) => setTimeout(r, 10));
     this.#channel.close();
@@ -509,6 +594,7 @@ export class Connection {
     }
     this.#state = 'closed';
     this.#limiter.info('client-disconnected', { conn: this.id, reason }, 'client disconnected');
+    this.#observeState(reason);
     this.#resolveClosed();
     this.#onClosed?.(this, reason);
     return undefined;

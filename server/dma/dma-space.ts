@@ -74,6 +74,20 @@ export type DmaAccess = 'read' | 'readwrite';
  */
 export type DmaMapListener = (region: DmaRegion) => void;
 
+/**
+ * Bytes a device moved through a DmaSpace, by path: copies to and from
+ * mapped memory (read()/write()), ranges pinned for zero-copy I/O (pin(),
+ * whatever the I/O then does with them), and DMA_READ/DMA_WRITE messages.
+ * Accesses through view()s (an NVMe queue ring, say) are not counted.
+ */
+export interface DmaStats {
+  mappedRead: number;
+  mappedWrite: number;
+  pinned: number;
+  messageRead: number;
+  messageWrite: number;
+}
+
 export interface DmaSpaceOptions {
   /** Most ranges at once (default 65535, what we advertise): more is EINVAL. */
   maxMaps?: number;
@@ -178,6 +192,8 @@ export class DmaSpace {
   readonly #dirty = new DirtyLog();
   /** Set between freeze() and thaw(): the device was stopped for a migration and must not touch guest memory. */
   #frozen = false;
+  /** Bytes moved, by path, since the space was created (metrics; read-only for callers). */
+  readonly stats: DmaStats = { mappedRead: 0, mappedWrite: 0, pinned: 0, messageRead: 0, messageWrite: 0 };
 
   constructor(log: Logger, options: DmaSpaceOptions = {}) {
     this.log = log;
@@ -623,6 +639,7 @@ export class DmaSpace {
       views.push(view);
     }
     if (views.length === ranges.length) {
+      for (const v of views) this.stats.pinned += v.byteLength;
       if (access !== 'readwrite' || !this.#dirty.active) return new DmaPin(views, held);
       // Logging: the pages count as written when pinned (a REPORT may come while the I/O runs)
       // and again when released (the I/O wrote them after that REPORT).
@@ -692,8 +709,13 @@ export class DmaSpace {
       const piece = out.subarray(done, done + s.length);
       if (s.region.removed) throw DmaError.unmapped(s.gpa, s.length);
       this.#checkBusMaster(s.gpa, s.length); // again: it may have gone off during a message before
-      if (s.region.mapping && !messages) s.region.copyOut(s.gpa, piece);
-      else piece.set(await this.#message(this.#requirePort(s.gpa).dmaRead(s.gpa, s.length)));
+      if (s.region.mapping && !messages) {
+        s.region.copyOut(s.gpa, piece);
+        this.stats.mappedRead += s.length;
+      } else {
+        piece.set(await this.#message(this.#requirePort(s.gpa).dmaRead(s.gpa, s.length)));
+        this.stats.messageRead += s.length;
+      }
       done += s.length;
     }
     return out;
@@ -713,8 +735,13 @@ export class DmaSpace {
       if (s.region.removed) throw DmaError.unmapped(s.gpa, s.length);
       this.#checkBusMaster(s.gpa, s.length); // again: it may have gone off during a message before
       this.#dirty.mark(s.region, s.gpa, s.length);
-      if (s.region.mapping && !messages) s.region.copyIn(s.gpa, piece);
-      else await this.#message(this.#requirePort(s.gpa).dmaWrite(s.gpa, piece));
+      if (s.region.mapping && !messages) {
+        s.region.copyIn(s.gpa, piece);
+        this.stats.mappedWrite += s.length;
+      } else {
+        await this.#message(this.#requirePort(s.gpa).dmaWrite(s.gpa, piece));
+        this.stats.messageWrite += s.length;
+      }
       done += s.length;
     }
   }

@@ -75,6 +75,8 @@ export class Interrupts {
   busMaster = true;
   /** MSI/MSI-X triggers dropped because bus mastering was off. */
   droppedWithoutBusMaster = 0;
+  /** Eventfd signals per IRQ index since the device was created (metrics). */
+  readonly #signalled = new Float64Array(5);
 
   constructor(
     readonly counts: IrqCounts,
@@ -123,6 +125,11 @@ export class Interrupts {
   /** Signal the REQ index (ask the client to release the device). */
   triggerReq(): boolean {
     return this.fire(PciIrq.REQ, 0);
+  }
+
+  /** Interrupts delivered (an eventfd written) on IRQ `index` since the device was created. */
+  signalCount(index: number): number {
+    return this.#signalled[index] ?? 0;
   }
 
   /** Whether `vector` of IRQ `index` is pending (MSI-X: the PBA bit). */
@@ -331,6 +338,7 @@ export class Interrupts {
       return false;
     }
     t.setPending(vector, false);
+    this.#signalled[index]!++;
     if (index === PciIrq.INTX) {
       t.setMasked(vector, true); // automasked until the client unmasks
       this.intxAsserted = true;

@@ -126,6 +126,20 @@ export function layoutBars(
       fail(`MSI-X PBA (${pbaBytes} bytes at ${pbaOffset}) does not fit BAR ${pbaBar}`);
     if (pbaBar === msix.bar && pbaOffset < tableOffset + tableBytes && tableOffset < pbaOffset + pbaBytes)
       fail('MSI-X table and PBA overlap');
+    // The table and PBA answer their bytes themselves: a register handler in the same BAR never
+    // sees accesses there. Only an explicit placement says the author knows where they go.
+    const shadows = (bar: number, explicit: boolean, what: string, offset: number, bytes: number): void => {
+      const o = slots[bar]?.options;
+      if (explicit || !(o?.read ?? o?.write ?? o?.read64 ?? o?.write64)) return;
+      const range = `0x${offset.toString(16)}-0x${(offset + bytes - 1).toString(16)}`;
+      fail(
+        `the MSI-X ${what} in BAR ${bar} (bytes ${range}) would hide those bytes from BAR ${bar}'s register handlers: ` +
+          `put MSI-X in a BAR of its own (msix.bar: an unused index, created for you), or place it with ` +
+          `msix.${what === 'table' ? 'tableOffset' : 'pbaOffset'} where no register lives`,
+      );
+    };
+    shadows(msix.bar, msix.tableOffset !== undefined, 'table', tableOffset, tableBytes);
+    shadows(pbaBar, msix.pbaOffset !== undefined, 'PBA', pbaOffset, pbaBytes);
     msixLayout = { vectors, tableBar: msix.bar, tableOffset, pbaBar, pbaOffset };
   }
 

@@ -7,7 +7,9 @@
 import type { Logger } from 'pino';
 import { native, type NativeMapping } from '../../native/index.js';
 import type { RegionDescription } from '../endpoint.js';
-import { RegionFlag } from '../../protocol/constants.js';
+import { Errno, RegionFlag } from '../../protocol/constants.js';
+import { VfioUserError } from '../../protocol/errors.js';
+import type { LogLimiter } from '../log-limiter.js';
 import type { BarLayout } from './bar-layout.js';
 import type { MsixTable } from './msix-table.js';
 import type { AccessSize } from './types.js';
@@ -33,6 +35,8 @@ export class BarRegion {
     private readonly msix: MsixTable | undefined,
     private readonly log: Logger,
     deviceName: string,
+    /** Where a throwing register handler is reported (the guest decides how often). */
+    private readonly limiter: LogLimiter,
   ) {
     if (layout.memory.length > 0) {
       if (layout.size > native.WINDOW_SIZE)
@@ -138,8 +142,17 @@ export class BarRegion {
     }
     const o = this.layout.options;
     if (p.size === 8) {
-      const r = o!.read64!(p.offset);
-      if (r instanceof Promise) return r.then((v) => putBig(dst, v));
+      let r: bigint | Promise<bigint>;
+      try {
+        r = o!.read64!(p.offset);
+      } catch (err) {
+        return this.handlerThrew('read64', p, err);
+      }
+      if (r instanceof Promise)
+        return r.then(
+          (v) => putBig(dst, v),
+          (err: unknown) => this.handlerThrew('read64', p, err),
+        );
       putBig(dst, r);
       return;
     }
@@ -147,9 +160,37 @@ export class BarRegion {
       this.log.debug({ bar: this.index, offset: p.offset, size: p.size }, 'read of a BAR without a read handler: 0');
       return;
     }
-    const r = o.read(p.offset, p.size as AccessSize);
-    if (r instanceof Promise) return r.then((v) => putNumber(dst, v));
+    let r: number | Promise<number>;
+    try {
+      r = o.read(p.offset, p.size as AccessSize);
+    } catch (err) {
+      return this.handlerThrew('read', p, err);
+    }
+    if (r instanceof Promise)
+      return r.then(
+        (v) => putNumber(dst, v),
+        (err: unknown) => this.handlerThrew('read', p, err),
+      );
     putNumber(dst, r);
+  }
+
+  /**
+   * A register handler failed. A VfioUserError is the author's chosen errno and
+   * goes back as it is; anything else is a bug in the handler: logged (rate
+   * limited: the guest can repeat the access at will) and answered with EIO.
+   */
+  private handlerThrew(handler: 'read' | 'write' | 'read64' | 'write64', p: Piece, err: unknown): never {
+    if (err instanceof VfioUserError) throw err;
+    const at = `0x${p.offset.toString(16)}`;
+    this.limiter.error(
+      'register-handler-threw',
+      { bar: this.index, offset: at, size: p.size, handler, err },
+      `BAR ${this.index} ${handler} handler threw at ${at}: answering EIO`,
+    );
+    throw new VfioUserError(
+      Errno.EIO,
+      `BAR ${this.index} ${handler} handler threw at ${at}: ${err instanceof Error ? err.message : String(err)}`,
+    );
   }
 
   private writePiece(p: Piece, data: Uint8Array, base: number): void | Promise<void> {
@@ -163,15 +204,22 @@ export class BarRegion {
       return;
     }
     const o = this.layout.options;
-    if (p.size === 8) return o!.write64!(p.offset, getBig(src));
-    if (!o?.write) {
+    const handler = p.size === 8 ? 'write64' : 'write';
+    if (p.size !== 8 && !o?.write) {
       this.log.debug(
         { bar: this.index, offset: p.offset, size: p.size },
         'write to a BAR without a write handler: ignored',
       );
       return;
     }
-    return o.write(p.offset, p.size as AccessSize, getNumber(src));
+    let r: void | Promise<void>;
+    try {
+      r = p.size === 8 ? o!.write64!(p.offset, getBig(src)) : o!.write!(p.offset, p.size as AccessSize, getNumber(src));
+    } catch (err) {
+      return this.handlerThrew(handler, p, err);
+    }
+    if (r instanceof Promise) return r.catch((err: unknown) => this.handlerThrew(handler, p, err));
+    return r;
   }
 
   private isSimpleRegisterAccess(offset: number, count: number): boolean {

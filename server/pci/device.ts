@@ -38,7 +38,7 @@ import {
   type SetIrqsRequest,
 } from '../endpoint.js';
 import { Interrupts } from '../irq/interrupts.js';
-import { silentLogger } from '../log.js';
+import { defaultLogger } from '../log.js';
 import { LogLimiter } from '../log-limiter.js';
 import { Errno, Limits, PciIrq, PciRegion, RegionFlag } from '../../protocol/constants.js';
 import { layoutBars, nextPowerOfTwo, type MsixLayout } from './bar-layout.js';
@@ -147,7 +147,7 @@ export class PciDevice implements Endpoint {
   constructor(options: PciDeviceOptions) {
     this.options = options;
     this.name = options.name;
-    this.log = (options.log ?? silentLogger).child({ device: options.name });
+    this.log = (options.log ?? defaultLogger()).child({ device: options.name });
     this.limiter = new LogLimiter(this.log);
     this.resetTimeoutMs = options.resetTimeoutMs ?? DEFAULT_RESET_TIMEOUT_MS;
     const ints = options.interrupts ?? {};
@@ -194,9 +194,10 @@ export class PciDevice implements Endpoint {
     this.followCommand(); // power-on: Command 0, so no bus mastering until the guest's driver sets it
 
     this.bars = [];
+    const limiter = new LogLimiter(this.log);
     try {
       for (const bar of layout.bars)
-        this.bars.push(bar ? new BarRegion(bar, this.msix, this.log, this.name) : undefined);
+        this.bars.push(bar ? new BarRegion(bar, this.msix, this.log, this.name, limiter) : undefined);
     } catch (err) {
       for (const b of this.bars) b?.close();
       throw err;

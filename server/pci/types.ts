@@ -90,7 +90,11 @@ export interface MsixOptions {
   vectors: number;
   /**
    * BAR holding the table (and by default the PBA). If no BAR with this index
-   * is declared, a dedicated mem32 BAR is created for them.
+   * is declared, a dedicated mem32 BAR is created for them (the usual choice).
+   * The table and PBA answer their own bytes: in a BAR that has register
+   * handlers, accesses there never reach them, so there the constructor
+   * refuses a default placement and wants `tableOffset` (and `pbaOffset`)
+   * chosen where no register lives.
    */
   bar: number;
   /** Default: 0 in a dedicated BAR; otherwise the upper half of the BAR. Must be 8-byte aligned. */
@@ -203,7 +207,10 @@ export interface PciDeviceOptions {
   migrationStream?: MigrationDataStream;
   /** Save memory-backed BAR contents with the state (default true). */
   saveBarMemory?: boolean;
-  /** Parent logger; the device logs through a child `{ device: name }`. Default: silent. */
+  /**
+   * Parent logger; the device logs through a child `{ device: name }`.
+   * Default: one shared JSON logger on stderr at LOG_LEVEL (warn when unset).
+   */
   log?: Logger | undefined;
   /**
    * DMA_MAP fds not sealed against shrinking, which a client could truncate

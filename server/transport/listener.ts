@@ -60,11 +60,56 @@ export class Listener {
   readonly #log: Logger;
   #fd: number;
   #watcher: Watcher | undefined;
+  /** The socket file is someone else's (socket activation): never removed. */
+  readonly #adopted: boolean;
+  readonly #limiter: LogLimiter;
 
-  private constructor(path: string, fd: number, log: Logger) {
+  private constructor(path: string, fd: number, log: Logger, adopted: boolean, limiter: LogLimiter) {
+    this.#limiter = limiter;
     this.path = path;
     this.#fd = fd;
     this.#log = log;
+    this.#adopted = adopted;
+  }
+
+  #watch(onAccept: (fd: number) => void): void {
+    this.#watcher = native.watchListener(
+      this.#fd,
+      (clientFd) => {
+        if (this.#fd < 0) {
+          native.closeFd(clientFd);
+          return;
+        }
+        onAccept(clientFd);
+      },
+      (reason) => this.#limiter.error('accept-failed', { reason, path: this.path }, 'listener error'),
+    );
+  }
+
+  /**
+   * Accept on a socket that is already listening (socket activation: systemd
+   * bound `path` and passed the fd). Takes ownership of `fd` (made CLOEXEC and
+   * non-blocking); close() closes it but leaves the socket file alone.
+   */
+  static adopt(
+    fd: number,
+    path: string,
+    onAccept: (fd: number) => void,
+    log: Logger,
+    options: Pick<ListenerOptions, 'logLimiter'> = {},
+  ): Listener {
+    // A CLOEXEC copy: inherited fds are not, and a child the device spawns must not hold our socket.
+    const own = native.dupFd(fd);
+    native.closeFd(fd);
+    const listener = new Listener(path, own, log, true, options.logLimiter ?? new LogLimiter(log));
+    try {
+      listener.#watch(onAccept);
+    } catch (err) {
+      native.closeFd(own);
+      throw err;
+    }
+    log.info({ path, fd }, 'listening (socket passed by the service manager)');
+    return listener;
   }
 
   /** Bind and listen on `path` (replacing a stale socket file), then start accepting. */
@@ -87,19 +132,13 @@ export class Listener {
       }
     }
     const fd = native.listenUnix(path, options.backlog ?? 16);
-    const listener = new Listener(path, fd, log);
-    const limiter = options.logLimiter ?? new LogLimiter(log);
-    listener.#watcher = native.watchListener(
-      fd,
-      (clientFd) => {
-        if (listener.#fd < 0) {
-          native.closeFd(clientFd);
-          return;
-        }
-        onAccept(clientFd);
-      },
-      (reason) => limiter.error('accept-failed', { reason, path }, 'listener error'),
-    );
+    const listener = new Listener(path, fd, log, false, options.logLimiter ?? new LogLimiter(log));
+    try {
+      listener.#watch(onAccept);
+    } catch (err) {
+      native.closeFd(fd);
+      throw err;
+    }
     log.info({ path }, 'listening');
     return listener;
   }
@@ -119,10 +158,12 @@ export class Listener {
       this.#log.warn({ err }, 'closing the listening socket failed');
     }
     this.#fd = -1;
-    try {
-      if (lstatSync(this.path).isSocket()) unlinkSync(this.path);
-    } catch {
-      // Already gone.
+    if (!this.#adopted) {
+      try {
+        if (lstatSync(this.path).isSocket()) unlinkSync(this.path);
+      } catch {
+        // Already gone.
+      }
     }
     this.#log.info({ path: this.path }, 'stopped listening');
   }

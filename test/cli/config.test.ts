@@ -296,20 +296,143 @@ describe('the CLI with a bad configuration', { timeout: 60_000 }, () => {
     const second = await runToExit(['serve', '--config', file]);
     expect(second.code).toBe(2);
     expect(second.stderr).toContain(`${file}: devices[1].type: device module ${broken} exports no factory`);
-    expect(second.stderr).toContain(`${file}: devices[2].options: colour: unknown option (expected magic)`);
-    expect(second.stderr).toContain(`${file}: devices[2].options: magic: must be a whole number`);
+    expect(second.stderr).toContain(`${file}: devices[2].options.colour: unknown option (expected magic)`);
+    expect(second.stderr).toContain(`${file}: devices[2].options.magic: must be a whole number`);
     expect(existsSync(join(dir.path, 'run', 'ok.sock'))).toBe(false);
   });
 
-  it('--check validates and prints the QEMU options without starting', async () => {
-    const result = await runToExit(['serve', '--check', '--device', 'gpio', '--socket', dir.file('g.sock')]);
+  it('--check builds every device without starting it, and says what would be served', async () => {
+    const image = dir.file('disk.img');
+    const result = await runToExit([
+      'serve',
+      '--check',
+      '--device',
+      'gpio',
+      '--socket',
+      dir.file('g.sock'),
+      '--device',
+      'nvme',
+      '--socket',
+      dir.file('n.sock'),
+      '--disk',
+      image,
+      '--size',
+      '1G',
+      '--metrics',
+      '127.0.0.1:9464',
+    ]);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
-    expect(result.stdout).toContain('command line: configuration OK');
+    expect(result.stdout).toContain('command line: configuration OK (every device was built, then closed)');
+    expect(result.stdout).toContain('vfio-user-ts would serve (nothing runs: --check):');
+    expect(result.stdout).not.toContain('is serving');
+    expect(result.stdout).toContain('metrics: http://127.0.0.1:9464/metrics');
     expect(result.stdout).toContain(
       `-device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"${dir.file('g.sock')}"}}'`,
     );
     expect(result.stdout).toContain('memory-backend-memfd,id=mem,size=512M,share=on');
+    // Nothing listened, no control socket, no 1 GiB image.
     expect(existsSync(dir.file('g.sock'))).toBe(false);
+    expect(existsSync(dir.file('g.sock.control'))).toBe(false);
+    expect(existsSync(image)).toBe(false);
+  });
+
+  it('--check runs module factories: one that throws fails the check, named by its flag', async () => {
+    const throwing = dir.file('throwing.ts');
+    writeFileSync(throwing, `export default function createDevice() { throw new Error('no such card'); }\n`);
+    const result = await runToExit(['serve', '--check', '-d', throwing, '-s', dir.file('t.sock')]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`command line: --device #1 (${throwing}): cannot create it: no such card`);
+    expect(result.stdout).not.toContain('serving');
+  });
+
+  it('a factory that throws at start is reported once: one stderr line, one log record with the cause', async () => {
+    const throwing = dir.file('throwing.ts');
+    writeFileSync(throwing, `export default function createDevice() { throw new Error('no such card'); }\n`);
+    const result = await runToExit(['serve', '--log-format', 'json', '-d', throwing, '-s', dir.file('t.sock')]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('vfio-user-ts: device throwing0: cannot create it: no such card\n');
+    const failed = result.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string; stage?: string; err?: { message: string } })
+      .filter((r) => r.msg === 'device throwing0: start failed');
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatchObject({ stage: 'create', err: { message: 'no such card' } });
+    // The error's text appears once in that line, not wrapped and repeated.
+    expect(JSON.stringify(failed[0]).match(/no such card/g)).toHaveLength(2); // err.message and err.stack's first line
+    expect(JSON.stringify(failed[0])).not.toContain('cannot create it: no such card');
+  });
+});
+
+describe('module options on the command line', () => {
+  const demo = join(ROOT, 'test', 'cli', 'fixtures', 'demo-device.ts');
+
+  it('--option KEY=VALUE sets options (JSON or text) for any device type', () => {
+    const { config } = parseServeArgs(
+      [
+        '-d',
+        demo,
+        '-s',
+        'a.sock',
+        '-o',
+        'magic=7',
+        '--option',
+        'label=plain text',
+        '-d',
+        'nvme',
+        '-s',
+        'n.sock',
+      ].concat(['--size', '1M', '--option', 'serial="S1"', '--option', 'model=Model X']),
+      '/w',
+    );
+    expect(config.devices[0]).toMatchObject({ type: 'module', options: { magic: 7, label: 'plain text' } });
+    expect(config.devices[1]).toMatchObject({ type: 'nvme', serial: 'S1', model: 'Model X' });
+  });
+
+  it('errors about them name the flag, not devices[0].options', async () => {
+    expect(
+      errorsOf(() => parseServeArgs(['-d', 'nvme', '-s', 'n.sock', '--size', '1M', '-o', 'queues=99'], '/w')),
+    ).toEqual(['command line: --device #1 (nvme) --option queues: must be a whole number from 1 to 64, got number 99']);
+    expect(errorsOf(() => parseServeArgs(['-d', 'gpio', '-s', 'g.sock', '-o', 'nokey'], '/w'))).toEqual([
+      'command line: --device #1 (gpio) --option: must be KEY=VALUE (KEY a name, VALUE JSON or text), got "nokey"',
+    ]);
+    expect(errorsOf(() => parseServeArgs(['-o', 'a=1'], '/w'))).toEqual([
+      'command line: --option: belongs to a device: put it after --device TYPE',
+    ]);
+    // The module's own validateOptions, through the daemon.
+    const result = await runToExit([
+      'serve',
+      '--check',
+      '-d',
+      demo,
+      '-s',
+      dir.file('d.sock'),
+      '-o',
+      'magic=x',
+      '-o',
+      'colour=1',
+    ]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(`command line: --device #1 (${demo}) --option magic: must be a whole number`);
+    expect(result.stderr).toContain(
+      `command line: --device #1 (${demo}) --option colour: unknown option (expected magic)`,
+    );
+    expect(result.stderr).not.toContain('devices[0]');
+  });
+
+  it('--metrics and the config file\'s "metrics" take HOST:PORT', () => {
+    expect(parseServeArgs(['-d', 'gpio', '-s', 'g.sock', '--metrics', '[::1]:9464'], '/w').config.metrics).toEqual({
+      host: '::1',
+      port: 9464,
+    });
+    expect(errorsOf(() => parseServeArgs(['-d', 'gpio', '-s', 'g.sock', '--metrics', '9464'], '/w'))[0]).toMatch(
+      /^command line: --metrics: must be "HOST:PORT"/,
+    );
+    const file = dir.file('m.json');
+    writeFileSync(file, JSON.stringify({ metrics: 'localhost:70000', devices: [{ type: 'gpio', socket: 'g.sock' }] }));
+    expect(errorsOf(() => parseServeArgs(['--config', file]))).toEqual([
+      `${file}: metrics: must be "HOST:PORT" (e.g. 127.0.0.1:9464, [::1]:9464), got "localhost:70000"`,
+    ]);
   });
 });

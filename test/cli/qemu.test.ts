@@ -40,7 +40,7 @@ describe.skipIf(skipOutsideCI)(`vfio-user-ts serve with QEMU${skipOutsideCI ? ` 
   beforeAll(async () => {
     dir = tempDir('vfu-q-');
     daemon = runDaemon(['serve', '--log-format', 'json'], { cwd: dir.path });
-    await daemon.waitFor(/npm run vm[^\n]*\n/);
+    await daemon.waitFor(/vfio-user-ts vm[^\n]*\n/);
   });
   afterAll(async () => {
     daemon.kill('SIGKILL');

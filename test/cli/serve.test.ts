@@ -16,7 +16,7 @@ import { ROOT, runDaemon, runToExit, type DaemonProcess } from './daemon-process
 
 const DEMO = join(ROOT, 'test', 'cli', 'fixtures', 'demo-device.ts');
 const STUCK = join(ROOT, 'test', 'cli', 'fixtures', 'stuck-device.ts');
-const READY = /Or boot a throwaway Linux guest[^\n]*\n.*npm run vm/;
+const READY = /Or boot a throwaway Linux guest[^\n]*\n.*vfio-user-ts vm/;
 
 let dir: TempDir;
 const daemons: DaemonProcess[] = [];
@@ -123,6 +123,48 @@ describe('vfio-user-ts serve', { timeout: 60_000 }, () => {
     expect(d.stdout()).toMatch(/"msg":"all devices stopped"/);
   });
 
+  it('serves Prometheus metrics (--metrics), and stdout stays one JSON record per line with the banner on stderr', async () => {
+    const gpioSock = dir.file('g.sock');
+    const demoSock = dir.file('m.sock');
+    // No --log-format: "auto", and stdout is a pipe here, as under a log shipper.
+    const d = runDaemon(
+      ['serve', '-d', 'gpio', '-s', gpioSock, '-d', DEMO, '-s', demoSock, '--name', 'demo'].concat([
+        '-d',
+        'nvme',
+        '-s',
+        dir.file('n.sock'),
+        '--size',
+        '1M',
+        '--metrics',
+        '127.0.0.1:0',
+      ]),
+    );
+    daemons.push(d);
+    await d.waitFor(READY);
+    const url = (await d.waitFor(/Metrics \(Prometheus\): (http:\/\/127\.0\.0\.1:\d+\/metrics)/))[1]!;
+    expect(await readMagic(demoSock)).toBe(0x1234abcd);
+    expect(await readMagic(demoSock)).toBe(0x1234abcd);
+    expect((await runToExit(['gpio', 'set', '--control', `${gpioSock}.control`, 'IIN3=1'])).code).toBe(0);
+
+    const text = await (await fetch(url)).text();
+    const has = (line: string): void => expect(text.split('\n')).toContain(line);
+    has('demo_magic_reads_total{device="demo"} 2'); // the module's own metric
+    has('vfio_user_messages_total{device="demo",command="VERSION"} 2');
+    has('vfio_user_connections_total{device="demo"} 2');
+    has('vfio_user_connection_state{device="demo",state="idle"} 1');
+    has('vfio_user_gpio_line_changes_total{device="gpio0",line="IIN3"} 1');
+    has('vfio_user_connection_state{device="nvme0",state="idle"} 1');
+    expect(text).toContain('# TYPE vfio_user_nvme_command_seconds histogram');
+
+    d.kill('SIGTERM');
+    expect(await d.exited).toEqual({ code: 0, signal: null });
+    const lines = d.stdout().trimEnd().split('\n');
+    expect(lines.length).toBeGreaterThan(5);
+    for (const line of lines) expect(() => JSON.parse(line) as unknown, line).not.toThrow();
+    expect(d.stderr()).toContain('vfio-user-ts is serving:');
+    expect(d.stderr()).not.toMatch(/^\{/m);
+  });
+
   it('runs the built-in default (NVMe on a sparse 1 GiB image + GPIO) under ./run and ./data', async () => {
     const d = runDaemon(['serve', '--log-format', 'json'], { cwd: dir.path });
     daemons.push(d);
@@ -134,7 +176,7 @@ describe('vfio-user-ts serve', { timeout: 60_000 }, () => {
     expect(statSync(image).blocks * 512).toBeLessThan(2 ** 20); // sparse
     expect(d.stderr()).toContain(qemuDeviceOption(nvmeSock));
     expect(d.stderr()).toContain(qemuDeviceOption(gpioSock));
-    expect(d.stderr()).toContain(`npm run vm -- --socket ${nvmeSock} --socket ${gpioSock}\n`);
+    expect(d.stderr()).toContain(`vfio-user-ts vm --socket ${nvmeSock} --socket ${gpioSock}\n`);
 
     const client = await VfioUserClient.connect(nvmeSock, { timeoutMs: 5000 });
     const classCode = await client.regionRead(PciRegion.CONFIG, 0x09, 3);

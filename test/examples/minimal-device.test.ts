@@ -24,7 +24,7 @@ it('raises MSI-X vector 1, and only it, when the doorbell is written with 1', as
   const server = await serve(dev, { socketPath });
   const client = await VfioUserClient.connect(socketPath);
   try {
-    await client.cfgWrite16(0x04, 0x0006); // Command: memory space and bus master on, as a driver does
+    await client.enableDevice(); // memory decoding + bus mastering, as a guest driver sets them
     await client.enableIrqs(PciIrq.MSIX, 2); // an eventfd for vectors 0 and 1
     await client.regionWrite(0, MinimalReg.DOORBELL, new Uint8Array([1, 0, 0, 0])); // BAR0, little-endian 1
     expect(await client.waitForIrq(PciIrq.MSIX, 1, 2000)).toBe(1);

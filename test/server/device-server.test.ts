@@ -49,21 +49,36 @@ describe('DeviceServer', () => {
     b.close();
   });
 
-  it('turns a second concurrent client away, leaving the first alone', async () => {
+  it('turns a second concurrent client away with EBUSY on its VERSION, leaving the first alone', async () => {
     const path = sockPath();
     const ep = new TestEndpoint();
     const server = await start(path, ep);
     const a = RawPeer.connect(path);
     await version(a);
-    const rejected = new Promise((r) => server.once('rejected', r));
+    const rejected = new Promise<string>((r) => server.once('rejected', r));
     const b = RawPeer.connect(path);
-    b.send(P.encodeVersionRequest(1, { major: 0, minor: 0, json: '{}' }));
-    await rejected;
-    // EOF, or a reset because b's VERSION was never read (libuv reports POLLERR as EBADF).
-    expect(await b.waitClosed()).toMatch(/EOF|EBADF|ECONNRESET/);
+    b.send(P.encodeVersionRequest(7, { major: 0, minor: 0, json: '{}' }));
+    expect(await rejected).toBe('a client is already attached');
+    // The answer QEMU reports as "version reply: Device or resource busy", then the close.
+    const reply = await b.next();
+    expect(reply?.header).toMatchObject({ id: 7, command: P.VfioUserCommand.VERSION, error: P.Errno.EBUSY });
+    expect(reply!.header.flags & P.HeaderFlag.ERROR).toBeTruthy();
+    expect(await b.waitClosed()).toMatch(/EOF|ECONNRESET/);
     const r = (await a.request(P.encodeDeviceInfoRequest(2))) as { header: P.MessageHeader };
     expect(r.header.command).toBe(P.VfioUserCommand.DEVICE_GET_INFO);
     expect(ep.attaches).toBe(1);
+    a.close();
+  });
+
+  it('closes a turned-away client that never sends anything', async () => {
+    const path = sockPath();
+    const server = await start(path);
+    const a = RawPeer.connect(path);
+    await version(a);
+    const rejected = new Promise((r) => server.once('rejected', r));
+    const b = RawPeer.connect(path);
+    await rejected;
+    expect(await b.waitClosed(3000)).toMatch(/EOF|ECONNRESET/);
     a.close();
   });
 

@@ -14,12 +14,15 @@ import * as main from 'vfio-user-ts';
 import * as clientEntry from 'vfio-user-ts/client';
 import * as nvmeEntry from 'vfio-user-ts/nvme';
 import * as gpioEntry from 'vfio-user-ts/gpio';
+import * as guestKitEntry from 'vfio-user-ts/guest-kit';
 import { PciDevice } from '../../server/pci/device.js';
 import { DmaSpace } from '../../server/dma/dma-space.js';
 import { VfioUserError } from '../../protocol/errors.js';
 import { VfioUserClient } from '../../client/index.js';
 import { NvmeController } from '../../devices/nvme/controller.js';
 import { createGpioDevice } from '../../devices/gpio/device.js';
+import { runGuest } from '../../guest-kit/boot.js';
+import { ensureKit } from '../../guest-kit/kit.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
@@ -41,12 +44,13 @@ function entrySources(): Map<string, string> {
 }
 
 describe('package entry points', () => {
-  it('export the library, the client and both built-in devices, each built from a source file that exists', () => {
+  it('export the library, the client, both built-in devices and the guest kit, each built from a source file that exists', () => {
     const sources = entrySources();
     expect([...sources.keys()].sort()).toEqual([
       'vfio-user-ts',
       'vfio-user-ts/client',
       'vfio-user-ts/gpio',
+      'vfio-user-ts/guest-kit',
       'vfio-user-ts/nvme',
     ]);
     for (const file of sources.values()) expect(existsSync(join(ROOT, file)), file).toBe(true);
@@ -67,6 +71,8 @@ describe('package entry points', () => {
     expect(clientEntry.VfioUserClient).toBe(VfioUserClient);
     expect(nvmeEntry.NvmeController).toBe(NvmeController);
     expect(gpioEntry.createGpioDevice).toBe(createGpioDevice);
+    expect(guestKitEntry.runGuest).toBe(runGuest);
+    expect(guestKitEntry.ensureKit).toBe(ensureKit);
     // The built-in devices are PciDevices of this very copy.
     const { device } = gpioEntry.createGpioDevice();
     expect(device).toBeInstanceOf(PciDevice);

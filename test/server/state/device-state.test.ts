@@ -188,7 +188,7 @@ describe('library state', () => {
     expect(dest.config.u32(Cfg.BAR0)).toBe(0xfe003000);
     expect(dest.command).toBe(0x0406);
     const entry = await dest.regionRead(table.tableBar, BigInt(table.tableOffset), 16);
-    expect([...(entry)]).toEqual([0x00, 0x10, 0xe0, 0xfe, 0, 0, 0, 0, 0x21, 0, 0, 0, 0, 0, 0, 0]);
+    expect([...entry]).toEqual([0x00, 0x10, 0xe0, 0xfe, 0, 0, 0, 0, 0x21, 0, 0, 0, 0, 0, 0, 0]);
     expect(dest.config.bytes).toEqual(source.config.bytes);
   });
 
