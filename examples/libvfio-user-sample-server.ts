@@ -242,6 +242,11 @@ export function createSampleDevice(options: SampleDeviceOptions = {}): SampleDev
       timer = undefined;
       await round;
     },
+    // A DEVICE_RESET keeps the interrupt scheduled (the sample's timer survives it); a
+    // client that is gone has nobody to interrupt (the sample exits then).
+    onReset: (reason) => {
+      if (reason === 'lost-connection' || reason === 'shutdown') due = undefined;
+    },
     resume: () => {
       if (due !== undefined) schedule(due);
       openBusMasterGate();

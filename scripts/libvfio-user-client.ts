@@ -163,9 +163,9 @@ async function main(): Promise<number> {
     detached: true, // its own process group: a timeout ends the whole tree
   });
   const cli = collect(run);
-  let timedOut = false;
+  const timeout = { hit: false };
   const timer = setTimeout(() => {
-    timedOut = true;
+    timeout.hit = true;
     try {
       process.kill(-run.pid!, 'SIGKILL');
     } catch {
@@ -194,7 +194,7 @@ async function main(): Promise<number> {
   const dirty = bitmaps.filter((l) => !/\t0$/.test(l));
   const summary = {
     seconds,
-    timedOut,
+    timedOut: timeout.hit,
     clientExit: clientExit ?? null,
     destinationServerExit: reaperStatus,
     sourceServerExit: sourceStatus,
@@ -227,7 +227,7 @@ async function main(): Promise<number> {
   for (const l of srcOut.plain) console.log(l);
   console.log('# summary:');
   const expected =
-    !timedOut &&
+    !timeout.hit &&
     clientExit === 0 &&
     reaperStatus === 0 &&
     sourceStatus === 0 &&
