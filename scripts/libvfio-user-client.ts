@@ -174,6 +174,12 @@ async function main(): Promise<number> {
     source.kill('SIGKILL');
   }, args.timeoutSeconds * 1000);
   const reaperStatus = await cli.done;
+  // The source exits by itself once its client is gone; one that never had a client would wait forever.
+  const sourceLeftRunning = await Promise.race([
+    src.done.then(() => false),
+    new Promise<boolean>((r) => setTimeout(() => r(true), 5000)),
+  ]);
+  if (sourceLeftRunning) source.kill('SIGTERM');
   const sourceStatus = await src.done;
   clearTimeout(timer);
   const seconds = (Date.now() - started) / 1000;
@@ -198,6 +204,7 @@ async function main(): Promise<number> {
     clientExit: clientExit ?? null,
     destinationServerExit: reaperStatus,
     sourceServerExit: sourceStatus,
+    sourceServerKilled: sourceLeftRunning,
     migDataReadsAtSource: reads.ok,
     migDataReadsFailed: reads.failed,
     migDataWritesAtDestination: writes.ok,
@@ -231,6 +238,7 @@ async function main(): Promise<number> {
     clientExit === 0 &&
     reaperStatus === 0 &&
     sourceStatus === 0 &&
+    !sourceLeftRunning &&
     reads.ok === 25 && // pre-copy 12 x 1 KiB, stop-copy 12 x 1 KiB + 8 bytes
     writes.ok === 13 &&
     dirty.length === 2 &&
