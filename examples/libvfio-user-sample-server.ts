@@ -276,6 +276,7 @@ export function createSampleDevice(options: SampleDeviceOptions = {}): SampleDev
   return { dev, counters };
 }
 
+// #region migration-stream
 /**
  * The sample's migration data: BAR1 (0x3000 bytes) in pre-copy; BAR1 then
  * BAR0 (0x3000 + 8) in stop-copy; the same 0x3000 + 8 written in RESUMING.
@@ -331,6 +332,7 @@ class SampleMigrationStream implements MigrationDataStream {
     this.apply(this.#incoming);
   }
 }
+// #endregion
 
 /** `[-v] <socketpath>`, as samples/server takes (the client starts its destination with `server -v PATH`). */
 function parseArgs(argv: string[]): { verbose: boolean; socketPath: string } {
