@@ -408,7 +408,7 @@ export class PciDevice implements Endpoint {
     // Already held (a migration stopped it, or dev.quiesce()): its quiesce ran. Otherwise
     // quiesce it now, without the DMA and interrupt freeze: a reset is not a saved state.
     const held = this.isQuiesced;
-    if (!held) await this.options.quiesce?.();
+    if (!held) await this.options.quiesce?.('reset');
     try {
       if (reason === 'client' || reason === 'flr') {
         this.config.reset();
@@ -442,7 +442,7 @@ export class PciDevice implements Endpoint {
    */
   async quiesce(): Promise<void> {
     if (this.isQuiesced) return;
-    await this.options.quiesce?.();
+    await this.options.quiesce?.('hold');
     this.dma.freeze();
     this.irq.freeze();
     this.isQuiesced = true;
