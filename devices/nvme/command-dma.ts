@@ -46,8 +46,8 @@ export class CommandDma implements NvmeDma {
     return this.dma.write(addr, data);
   }
 
-  pin(ranges: readonly { addr: bigint; length: number }[]): PinnedViews | undefined {
+  pin(ranges: readonly { addr: bigint; length: number }[], access?: DmaAccess): PinnedViews | undefined {
     if (this.revoked) return undefined; // the copy path then fails with the revoked error
-    return this.dma.pin?.(ranges);
+    return this.dma.pin?.(ranges, access);
   }
 }

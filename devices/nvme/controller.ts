@@ -108,10 +108,10 @@ function dmaAdapter(dma: DmaSpace): NvmeDma {
     read: (addr, length) => dma.read(addr, length),
     write: (addr, data) => dma.write(addr, data),
     // A DmaPin is the PinnedViews the commands release, pinned read-write
-    // whatever the command's direction. Undefined means "copy instead":
-    // unmapped or read-only memory then fails (or not) on the copy path,
-    // which gives the command its status.
-    pin: (ranges) => dma.pin(ranges, 'readwrite'),
+    // unless the command only reads guest memory (a Write: its pages are not
+    // dirtied). Undefined means "copy instead": unmapped or read-only memory
+    // then fails (or not) on the copy path, which gives the command its status.
+    pin: (ranges, access = 'readwrite') => dma.pin(ranges, access),
     markDirty: (addr, length) => dma.markDirty(addr, length),
   };
 }

@@ -24,9 +24,11 @@ export interface NvmeDma {
   /**
    * Zero-copy access for async file I/O: views of every range, all fd-backed,
    * held so that a DMA_UNMAP waits until release(). Undefined when any range
-   * is not directly mapped (then copy through read()/write()).
+   * is not directly mapped (then copy through read()/write()). `access`
+   * 'read' (the device only reads the memory: a Write command's data) marks
+   * no page dirty; 'readwrite' (the default) does, while dirty logging is on.
    */
-  pin?(ranges: readonly { addr: bigint; length: number }[]): PinnedViews | undefined;
+  pin?(ranges: readonly { addr: bigint; length: number }[], access?: DmaAccess): PinnedViews | undefined;
   /**
    * Tell dirty-page logging (migration) that [addr, addr+length) was written
    * through a view kept from earlier (a queue ring, the EventIdx page): the
