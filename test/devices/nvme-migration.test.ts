@@ -197,6 +197,7 @@ describe('NVMe migration between two daemon processes', { timeout: 120_000 }, ()
     for (let qid = 1; qid <= QUEUES; qid++)
       await source.createQueuePair({ qid, sqAt: sqAt(qid), cqAt: cqAt(qid), sqSize: QSIZE, cqSize: QSIZE });
     expectOk(await source.enableShadowDoorbells());
+    source.cqEventIdx = true; // as Linux: ring the CQ head doorbell when EventIdx asks
 
     // The destination, as a VMM realizes it: its own guest memory mapped, MSI-X eventfds; the
     // Command register (bus mastering) comes with the state.

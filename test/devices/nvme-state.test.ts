@@ -315,6 +315,7 @@ describe('NVMe quiesce under load', { timeout: 60_000 }, () => {
         cqSize: qid === QUEUES ? SMALL_CQ : 64,
       });
     expectOk(await a.enableShadowDoorbells());
+    a.cqEventIdx = true; // queue 4's parked completions need the CQ head doorbells the controller asks for
 
     // 96 writes of 4 KiB, 24 per queue, each from its own buffer.
     const cids = new Map<number, Set<number>>();
