@@ -225,8 +225,8 @@ describe('NVMe migration between two daemon processes', { timeout: 120_000 }, ()
         }
         parked.delete(w.qid);
         const g = guest;
-        if (!finishing && w.fill(g) > 0) await g.ring(w.qid);
         if (w.reap(g, moved) > 0) await g.ringCqHead(w.qid);
+        if (!finishing && w.fill(g) > 0) await g.ring(w.qid); // so a full window is outstanding when the vCPUs stop
         if (finishing && w.outstanding.size === 0) return;
         await sleep(1);
       }
