@@ -7,7 +7,8 @@
  *    is copied to the destination's memory;
  * 3. pre-copy (when asked and offered): PRE_COPY, its data read to the end
  *    while the device runs, dirty pages copied round after round;
- * 4. stop-copy: STOP_COPY (the device stops), its data read to the end, the
+ * 4. stop-copy (after `beforeStopCopy`, where a VMM stops the vCPUs):
+ *    STOP_COPY (the device stops), its data read to the end, the
  *    last dirty pages copied, logging stopped, the source left in STOP;
  * 5. the destination: RESUMING, all the data (pre-copy then stop-copy) in
  *    chunks, then RUNNING (which walks through STOP, where the data is
@@ -43,6 +44,12 @@ export interface MigrateOptions {
   pageSize?: number;
   /** Bytes per MIG_DATA_READ/WRITE (default: the largest both sides accept). */
   chunkSize?: number;
+  /**
+   * Called after pre-copy, right before STOP_COPY: where a VMM stops the
+   * guest's vCPUs (from then on only the device writes guest memory, and the
+   * dirty bitmaps see all of it).
+   */
+  beforeStopCopy?: () => void | Promise<void>;
   /** Called once the source is stopped and all its data read, before the destination gets it. */
   onSourceStopped?: () => void | Promise<void>;
 }
@@ -125,6 +132,7 @@ export async function migrate(
       if (pages === 0) break;
     }
   }
+  await options.beforeStopCopy?.();
   await source.setMigrationState(MigrationState.STOP_COPY);
   const final = await source.readMigrationStream(chunk);
   report.stopCopyBytes = final.byteLength;

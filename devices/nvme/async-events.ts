@@ -17,7 +17,17 @@ import type { CqWriter } from './cq-writer.js';
 import type { SubmissionQueue } from './queues.js';
 
 /** Events kept for a request at most (QEMU's default aer_max_queued). */
-const MAX_QUEUED_EVENTS = 64;
+export const MAX_QUEUED_EVENTS = 64;
+
+/** What a saved state holds of the events (state.ts). */
+export interface AsyncEventsState {
+  /** CIDs of the outstanding Async Event Requests (admin SQ), oldest first. */
+  requests: number[];
+  /** Events waiting for a request (Dword 0 of its completion), oldest first. */
+  events: number[];
+  /** Error events are masked until the Error log page is read. */
+  errorMasked: boolean;
+}
 
 /** Asynchronous Event Type "Error status" and its information values (spec 1.4 figure 146). */
 const EVENT_TYPE_ERROR = 0;
@@ -72,6 +82,18 @@ export class AsyncEvents implements AsyncEventRequests {
   /** Get Log Page of `lid` with Retain Asynchronous Event clear: the events it reports may come again. */
   logPageRead(lid: number): void {
     if (lid === LogPage.ERROR) this.errorMasked = false;
+  }
+
+  /** The requests (all on the admin SQ), events and mask, for a saved state. */
+  save(): AsyncEventsState {
+    return { requests: this.aers.map((a) => a.cid), events: [...this.events], errorMasked: this.errorMasked };
+  }
+
+  /** A loaded state (checked by state.ts): requests on `adminSq`. */
+  restore(adminSq: SubmissionQueue | undefined, s: AsyncEventsState): void {
+    this.aers = adminSq ? s.requests.map((cid) => ({ sq: adminSq, cid })) : [];
+    this.events = [...s.events];
+    this.errorMasked = s.errorMasked;
   }
 
   /** Controller reset: no request and no event survives it. */

@@ -11,7 +11,7 @@
  * as it could.
  */
 import { Status } from './constants.js';
-import { NvmeStatusError, type NvmeDma, type PinnedViews } from './host.js';
+import { NvmeStatusError, type DmaAccess, type NvmeDma, type PinnedViews } from './host.js';
 
 function revokedError(): NvmeStatusError {
   return new NvmeStatusError(Status.DATA_TRANSFER_ERROR, 'the controller was reset while the command ran');
@@ -27,9 +27,13 @@ export class CommandDma implements NvmeDma {
     this.revoked = true;
   }
 
-  view(addr: bigint, length: number): Uint8Array | undefined {
+  view(addr: bigint, length: number, access?: DmaAccess): Uint8Array | undefined {
     if (this.revoked) throw revokedError();
-    return this.dma.view(addr, length);
+    return this.dma.view(addr, length, access);
+  }
+
+  markDirty(addr: bigint, length: number): void {
+    this.dma.markDirty?.(addr, length);
   }
 
   read(addr: bigint, length: number): Promise<Uint8Array> {
@@ -42,8 +46,8 @@ export class CommandDma implements NvmeDma {
     return this.dma.write(addr, data);
   }
 
-  pin(ranges: readonly { addr: bigint; length: number }[]): PinnedViews | undefined {
+  pin(ranges: readonly { addr: bigint; length: number }[], access?: DmaAccess): PinnedViews | undefined {
     if (this.revoked) return undefined; // the copy path then fails with the revoked error
-    return this.dma.pin?.(ranges);
+    return this.dma.pin?.(ranges, access);
   }
 }

@@ -108,6 +108,11 @@ export class CommandEngine {
   mmioDoorbells = 0;
   /** Watches shadow SQ tails while I/O flows (sq-poller.ts). */
   readonly poller: SqPoller;
+  /**
+   * Held for a saved state (hold()): doorbells and shadow tails are still
+   * recorded, but nothing is fetched and nothing is polled until release().
+   */
+  private held = false;
 
   private readonly context: AdminContext;
   private readonly dma: NvmeDma;
@@ -172,7 +177,7 @@ export class CommandEngine {
         return;
       }
       cq.head = value;
-      if (cq.pending.length > 0) this.completions.drainPending(cq);
+      if (cq.pending.length > 0) this.completions.drainPending(cq); // held: they wait for release()
     }
   }
 
@@ -184,6 +189,7 @@ export class CommandEngine {
 
   /** Fetch and start every entry between head and tail (within the limits above), then (with shadow doorbells) re-arm EventIdx. */
   private async fetch(sq: SubmissionQueue): Promise<void> {
+    if (this.held) return; // release() fetches every SQ
     sq.fetching = true;
     const gen = this.generation;
     try {
@@ -191,7 +197,7 @@ export class CommandEngine {
         while (sq.head !== sq.tail && !sq.deleted && gen === this.generation) {
           if (this.paused(sq)) return;
           const count = (sq.tail > sq.head ? sq.tail : sq.size) - sq.head;
-          let v = queueView(this.dma, sq, SQE_SIZE);
+          let v = queueView(this.dma, sq, SQE_SIZE, 'read');
           let first = sq.head * SQE_SIZE;
           if (!v) {
             const addr = sq.base + BigInt(sq.head * SQE_SIZE);
@@ -211,7 +217,7 @@ export class CommandEngine {
           }
         }
         const db = sq.id === 0 ? undefined : this.shadow();
-        if (!db || sq.deleted || gen !== this.generation) return;
+        if (!db || sq.deleted || gen !== this.generation || this.isHeld()) return; // held during an await above
         if (this.poller.enabled && this.running === 0) {
           // Idle: watch the shadow tail for a while instead of asking for doorbell writes.
           const moved = this.poller.watch(db, sq);
@@ -240,6 +246,7 @@ export class CommandEngine {
 
   /** Whether `sq` must stop fetching now (and who resumes it): its own limit, the controller's, or the turn's. */
   private paused(sq: SubmissionQueue): boolean {
+    if (this.held) return true; // release() fetches on
     if (sq.inflight >= sq.size) {
       sq.throttled = true; // cq-writer.ts: resumed when an entry of this SQ is written
       return true;
@@ -363,7 +370,7 @@ export class CommandEngine {
 
   /** Nothing in flight any more: poll the I/O SQs' shadow tails (sq-poller.ts) until the guest submits again. */
   private watchIdleQueues(): void {
-    if (!this.poller.enabled || !this.enabled()) return;
+    if (!this.poller.enabled || !this.enabled() || this.held) return;
     const db = this.shadow();
     if (!db) return;
     for (const sq of this.queues.submissionQueues) {
@@ -385,6 +392,41 @@ export class CommandEngine {
   quiesce(): Promise<void> {
     if (this.running === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Whether hold() is in force (a method: it may change across the fetch loop's awaits). */
+  private isHeld(): boolean {
+    return this.held;
+  }
+
+  /**
+   * Stop fetching (for a saved state): fetch loops stop before their next
+   * entry, doorbells and shadow tails only record the new tail, polling
+   * stops. Commands already fetched run on (quiesce() waits for them).
+   */
+  hold(): void {
+    this.held = true;
+    this.poller.clear();
+  }
+
+  /**
+   * Fetch again after hold() (or a loaded state): every SQ takes its newest
+   * tail (the shadow slot, for I/O SQs with shadow doorbells: the guest may
+   * have written it without ringing while we held) and fetches up to it;
+   * an idle I/O SQ re-arms its EventIdx (or is polled). Idempotent.
+   */
+  release(): void {
+    this.held = false;
+    if (!this.enabled()) return;
+    const db = this.shadow();
+    for (const sq of this.queues.submissionQueues) {
+      if (!sq || sq.deleted) continue;
+      if (db && sq.id !== 0) {
+        const tail = db.read(sqSlot(sq.id));
+        if (tail !== undefined && tail < sq.size) sq.tail = tail;
+      }
+      if (!sq.fetching) void this.fetch(sq);
+    }
   }
 
   /**

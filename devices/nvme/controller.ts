@@ -37,6 +37,7 @@ import { NvmeMetrics } from './metrics.js';
 import type { NvmeDma, NvmeHost } from './host.js';
 import { Namespace, type NamespaceOptions } from './namespace.js';
 import { DEFAULT_SQ_POLL } from './sq-poller.js';
+import { nvmeDeviceState } from './state.js';
 
 export type { NamespaceOptions } from './namespace.js';
 
@@ -94,12 +95,12 @@ export interface NvmeControllerOptions {
 /** NvmeDma over the PciDevice's DmaSpace: views where fd-backed, messages elsewhere. */
 function dmaAdapter(dma: DmaSpace): NvmeDma {
   return {
-    view(addr, length) {
+    view(addr, length, access = 'readwrite') {
       const r = dma.find(addr);
       if (!r) throw new Error(`guest address 0x${addr.toString(16)} is not mapped`);
       if (!r.mapping || addr + BigInt(length) > r.end) return undefined;
       try {
-        return dma.view(addr, length);
+        return dma.view(addr, length, access);
       } catch {
         return undefined; // read-only region or a 4 GiB window crossing: read()/write() decide
       }
@@ -107,10 +108,11 @@ function dmaAdapter(dma: DmaSpace): NvmeDma {
     read: (addr, length) => dma.read(addr, length),
     write: (addr, data) => dma.write(addr, data),
     // A DmaPin is the PinnedViews the commands release, pinned read-write
-    // whatever the command's direction. Undefined means "copy instead":
-    // unmapped or read-only memory then fails (or not) on the copy path,
-    // which gives the command its status.
-    pin: (ranges) => dma.pin(ranges, 'readwrite'),
+    // unless the command only reads guest memory (a Write: its pages are not
+    // dirtied). Undefined means "copy instead": unmapped or read-only memory
+    // then fails (or not) on the copy path, which gives the command its status.
+    pin: (ranges, access = 'readwrite') => dma.pin(ranges, access),
+    markDirty: (addr, length) => dma.markDirty(addr, length),
   };
 }
 
@@ -173,8 +175,19 @@ export class NvmeController {
       interrupts: { intx: true, msix: { vectors, bar: 4 } },
       capabilities: [{ kind: 'pm' }],
       express: { flr: true },
-      // No quiesce step: the controller's reset drops the queues first, then waits (bounded) for what runs.
+      // Held for a saved state (migration, hot reload): nothing fetched, fetched commands complete
+      // (state.ts). Before a reset nothing: the reset drops the queues first, then waits (bounded).
+      quiesce: (reason) => (reason === 'hold' ? core!.hold() : undefined),
+      resume: () => core!.release(),
       onReset: () => core!.reset(),
+      state: nvmeDeviceState(
+        {
+          snapshot: () => core!.snapshot(),
+          settled: () => core!.settled(),
+          restore: (s) => core!.restore(s),
+        },
+        { maxIoQueues: queues, vectors, namespaces: opened },
+      ),
       resetTimeoutMs: resetTimeoutMs + PCI_RESET_MARGIN_MS,
       log: options.log,
       ...(options.unsealedDmaFds && { unsealedDmaFds: options.unsealedDmaFds }),
@@ -256,6 +269,11 @@ export class NvmeController {
    */
   timing(): { commands: number; meanMicros: number } | undefined {
     return this.core.timing?.summary();
+  }
+
+  /** Commands running now (fetched, not finished): 0 once the device is quiesced for a saved state. */
+  get inflight(): number {
+    return this.core.inflight;
   }
 
   /** Make every completed write durable. */

@@ -39,6 +39,7 @@ import { QueueTable } from './queue-table.js';
 import { ControllerRegisters } from './registers.js';
 import { ShadowDoorbells } from './shadow-doorbells.js';
 import { DEFAULT_SQ_POLL, type SqPollOptions } from './sq-poller.js';
+import type { NvmeSavedState, NvmeStateHolder } from './state.js';
 
 export interface CoreOptions {
   identity: Omit<ControllerIdentity, 'namespaces'>;
@@ -64,7 +65,7 @@ export interface CoreOptions {
  */
 const BOUNCE_BUFFER_BYTES = 32 * MAX_TRANSFER;
 
-export class ControllerCore implements AdminContext {
+export class ControllerCore implements AdminContext, NvmeStateHolder {
   // What commands see (context.ts).
   /** Guest memory for the commands of this controller life (replaced and revoked by every reset). */
   dma: CommandDma;
@@ -197,6 +198,159 @@ export class ControllerCore implements AdminContext {
   /** The reset is done: features back to their defaults (registers.ts then clears CSTS). */
   private endReset(): void {
     this.features = defaultFeatures();
+  }
+
+  // ---- saved state (state.ts): hold, snapshot, restore, release
+
+  /**
+   * Quiesce for a saved state (PciDevice quiesce 'hold'): stop fetching (MMIO
+   * doorbells and shadow tails are still recorded), let the commands already
+   * fetched finish and post their completions (into a full CQ they are
+   * parked), wait for a controller reset or shutdown in progress, make the
+   * namespaces' writes durable (a destination on shared storage reads
+   * them), raise every interrupt held back, and from then on write nothing
+   * to guest memory until release(). Waits only for host work (file I/O,
+   * DMA messages), never for the guest.
+   */
+  async hold(): Promise<void> {
+    this.engine.hold();
+    await this.engine.quiesce();
+    await this.registers.settled();
+    await this.engine.quiesce(); // a reset's end may have enabled the controller: still nothing fetched
+    await this.flushAll();
+    this.irq.fireAll(this.queues.completionQueues);
+    this.completions.held = true;
+  }
+
+  /**
+   * Run again after hold() or a loaded state: post the parked completions
+   * that fit, then fetch every SQ up to its newest tail. Also runs after
+   * every reset (PciDevice resume): idempotent.
+   */
+  release(): void {
+    this.completions.held = false;
+    for (const cq of this.queues.completionQueues) if (cq && cq.pending.length > 0) this.completions.drainPending(cq);
+    this.engine.release();
+  }
+
+  /** Resolves when no controller reset or shutdown is in progress. */
+  settled(): Promise<void> {
+    return this.registers.settled();
+  }
+
+  /** The controller's state (state.ts), taken while held. */
+  snapshot(): NvmeSavedState {
+    const f = this.features;
+    const sqs = this.queues.submissionQueues.filter((q) => q !== undefined);
+    const cqs = this.queues.completionQueues.filter((q) => q !== undefined);
+    return {
+      registers: {
+        ...this.registers.save(),
+        intms: this.irq.mask,
+        interruptMasked: this.irq.pendingWhileMasked,
+      },
+      ioQueuesCreated: this.queues.ioQueuesCreated,
+      submissionQueues: sqs.map((sq) => ({
+        id: sq.id,
+        base: sq.base,
+        size: sq.size,
+        cqid: sq.cq.id,
+        head: sq.head,
+        tail: sq.tail,
+      })),
+      completionQueues: cqs.map((cq) => ({
+        id: cq.id,
+        base: cq.base,
+        size: cq.size,
+        head: cq.head,
+        tail: cq.tail,
+        phase: cq.phase,
+        ien: cq.ien,
+        iv: cq.iv,
+        parked: cq.pending.toArray().map((c) => ({
+          sqid: c.sq.id,
+          cid: c.cid,
+          status: c.status,
+          result: c.result >>> 0,
+          sqhd: c.sqhd,
+          counted: c.counted,
+        })),
+      })),
+      shadowDoorbells: this.shadowDb ? { dbs: this.shadowDb.dbs, eis: this.shadowDb.eis } : undefined,
+      features: {
+        arbitration: f.arbitration >>> 0,
+        powerState: f.powerState,
+        overTemp: f.overTemp,
+        underTemp: f.underTemp,
+        errorRecovery: f.errorRecovery,
+        volatileWriteCache: f.volatileWriteCache,
+        grantedQueues: f.grantedQueues,
+        coalesceThreshold: f.coalesceThreshold,
+        coalesceTime: f.coalesceTime,
+        coalesceDisabled: [...f.coalesceDisabled].sort((a, b) => a - b),
+        writeAtomicity: f.writeAtomicity,
+        asyncEventConfig: f.asyncEventConfig >>> 0,
+      },
+      asyncEvents: this.asyncEvents.save(),
+      namespaces: [...this.namespaces.values()].map((ns) => ({
+        nsid: ns.nsid,
+        blocks: BigInt(ns.blocks),
+        lbaSize: ns.lbaSize,
+      })),
+      health: {
+        blocksRead: this.health.blocksRead,
+        blocksWritten: this.health.blocksWritten,
+        readCommands: this.health.readCommands,
+        writeCommands: this.health.writeCommands,
+        powerCycles: this.health.powerCycles,
+        unsafeShutdowns: this.health.unsafeShutdowns,
+      },
+    };
+  }
+
+  /**
+   * Take a state checked by state.ts (checkNvmeState): what the controller
+   * had goes as in a reset (nothing runs: it is held), then the registers,
+   * queues with their parked completions, shadow doorbells, features and
+   * events of the state. Fetching starts at release().
+   */
+  restore(s: NvmeSavedState): void {
+    this.dma.revoke();
+    this.dma = new CommandDma(this.host.dma);
+    this.engine.reset();
+    this.queues.deleteAll();
+    this.asyncEvents.clear();
+    this.shadowDb = undefined;
+    this.irq.reset(true);
+
+    this.registers.restore(s.registers);
+    this.irq.restore(s.registers.intms, s.registers.interruptMasked);
+    for (const c of s.completionQueues) {
+      const cq = this.queues.createCq(c.id, c.base, c.size, c.iv, c.ien);
+      cq.head = c.head;
+      cq.tail = c.tail;
+      cq.phase = c.phase;
+    }
+    for (const q of s.submissionQueues) {
+      const sq = this.queues.createSq(q.id, q.base, q.size, this.queues.cq(q.cqid)!);
+      sq.head = q.head;
+      sq.tail = q.tail;
+    }
+    for (const c of s.completionQueues) {
+      const cq = this.queues.cq(c.id)!;
+      for (const p of c.parked) {
+        const sq = this.queues.sq(p.sqid)!;
+        cq.pending.push({ result: p.result, sqhd: p.sqhd, sq, cid: p.cid, status: p.status, counted: p.counted });
+        if (p.counted) sq.inflight++;
+      }
+    }
+    this.queues.ioQueuesCreated = s.ioQueuesCreated;
+    if (s.shadowDoorbells)
+      this.shadowDb = ShadowDoorbells.restore(this.dma, s.shadowDoorbells.dbs, s.shadowDoorbells.eis);
+    this.asyncEvents.restore(this.queues.sq(0), s.asyncEvents);
+    const f = s.features;
+    this.features = { ...f, coalesceDisabled: new Set(f.coalesceDisabled) };
+    Object.assign(this.health, s.health);
   }
 
   /** Resolves when no command is running. */

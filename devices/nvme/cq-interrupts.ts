@@ -58,6 +58,28 @@ export class CqInterrupts {
     }
   }
 
+  /** An INTx/MSI interrupt came while INTMS masked it (raised by the INTMC that unmasks it). Saved state. */
+  get pendingWhileMasked(): boolean {
+    return this.maskedPending;
+  }
+
+  /** A loaded state: INTMS and whether an interrupt waits for its unmask. */
+  restore(mask: number, pendingWhileMasked: boolean): void {
+    this.mask = mask >>> 0;
+    this.maskedPending = pendingWhileMasked;
+  }
+
+  /**
+   * Raise now every interrupt held back (queued for the end of this turn,
+   * or waiting for its coalescing threshold or timer): before a saved state,
+   * which keeps no timers. A CQ with completions nobody was told about is
+   * signalled (the library holds the interrupt pending while the device is
+   * stopped).
+   */
+  fireAll(cqs: readonly (CompletionQueue | undefined)[]): void {
+    for (const cq of cqs) if (cq && (cq.unsignalled > 0 || cq.irqQueued || cq.coalesceTimer)) this.fire(cq);
+  }
+
   /** Controller reset: forget pending state; `full` also clears INTMS. */
   reset(full: boolean): void {
     this.maskedPending = false;

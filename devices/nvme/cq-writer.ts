@@ -17,6 +17,13 @@ import { queueView, type CompletionQueue, type SubmissionQueue } from './queues.
 import { cqSlot, type ShadowDoorbells } from './shadow-doorbells.js';
 
 export class CqWriter {
+  /**
+   * Held for a saved state (core.ts hold()): nothing is written to guest
+   * memory; completions are parked in their CQ's pending list (saved with
+   * the state) and posted by release().
+   */
+  held = false;
+
   constructor(
     private readonly dma: NvmeDma,
     private readonly irq: CqInterrupts,
@@ -38,9 +45,13 @@ export class CqWriter {
   post(sq: SubmissionQueue, cid: number, status: number, result: number, counted = true): void {
     const cq = sq.cq;
     if (sq.deleted || cq.deleted) {
-      if (sq.deleted && !cq.deleted && cq.pending.length === 0 && !this.cqFull(cq))
+      if (sq.deleted && !cq.deleted && !this.held && cq.pending.length === 0 && !this.cqFull(cq))
         this.writeCqe(cq, sq.id, sq.head, cid, Status.ABORTED_SQ_DELETION, 0);
       if (counted) this.retire(sq);
+      return;
+    }
+    if (this.held) {
+      cq.pending.push({ result, sqhd: sq.head, sq, cid, status, counted });
       return;
     }
     if (cq.pending.length > 0 || this.cqFull(cq)) {
@@ -68,12 +79,15 @@ export class CqWriter {
 
   /** The host moved the head of `cq`: post what was pending while it was full. */
   drainPending(cq: CompletionQueue): void {
+    if (this.held) return;
     while (cq.pending.length > 0 && !this.cqFull(cq)) {
       const e = cq.pending.shift();
       this.writeCqe(cq, e.sq.id, e.sqhd, e.cid, e.status, e.result);
       if (e.counted) this.retire(e.sq);
     }
-    if (cq.pending.length === 0 && cq.id !== 0) this.shadow()?.setEventIdx(cqSlot(cq.id), (cq.head - 1) & 0xffff);
+    // Still full: ask for a doorbell on the next head move (the head we know now); drained: none needed.
+    if (cq.id !== 0)
+      this.shadow()?.setEventIdx(cqSlot(cq.id), cq.pending.length > 0 ? cq.head : (cq.head - 1) & 0xffff);
   }
 
   private cqFull(cq: CompletionQueue): boolean {
@@ -95,7 +109,7 @@ export class CqWriter {
     cq.completed++;
     let v: DataView | undefined;
     try {
-      v = queueView(this.dma, cq, CQE_SIZE);
+      v = queueView(this.dma, cq, CQE_SIZE, 'readwrite');
     } catch (err) {
       this.fatal(`CQ ${cq.id} at 0x${cq.base.toString(16)} is not in guest memory`, err);
       return;
@@ -105,6 +119,7 @@ export class CqWriter {
       v.setUint32(o + 4, 0, true);
       v.setUint32(o + 8, dw2, true);
       v.setUint32(o + 12, dw3, true); // the phase tag goes last
+      this.dma.markDirty?.(cq.base + BigInt(o), CQE_SIZE); // a cached view: dirty logging cannot see the write
       this.irq.signal(cq);
       return;
     }

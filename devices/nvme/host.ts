@@ -4,14 +4,19 @@
  * keeping it narrow lets the core run against any DMA space.
  */
 
+/** How a view is used: 'read' never writes through it (and so marks no page dirty), 'readwrite' (the default) may. */
+export type DmaAccess = 'read' | 'readwrite';
+
 /** Guest-physical memory as the device sees it. Every method throws (or rejects) on an address no DMA map covers. */
 export interface NvmeDma {
   /**
    * A live view of [addr, addr+length) when the range lies in one fd-backed
    * mapping, else undefined (fd-less memory, or the range spans maps). Valid
    * only until the current synchronous run ends: never keep it across an await.
+   * A 'readwrite' view taken while dirty-page logging is on counts its pages
+   * as written until logging stops; take 'read' views for reading.
    */
-  view(addr: bigint, length: number): Uint8Array | undefined;
+  view(addr: bigint, length: number, access?: DmaAccess): Uint8Array | undefined;
   /** Copy guest bytes out (by message when the memory is not mapped). */
   read(addr: bigint, length: number): Promise<Uint8Array>;
   /** Copy bytes into guest memory (by message when the memory is not mapped). */
@@ -19,9 +24,17 @@ export interface NvmeDma {
   /**
    * Zero-copy access for async file I/O: views of every range, all fd-backed,
    * held so that a DMA_UNMAP waits until release(). Undefined when any range
-   * is not directly mapped (then copy through read()/write()).
+   * is not directly mapped (then copy through read()/write()). `access`
+   * 'read' (the device only reads the memory: a Write command's data) marks
+   * no page dirty; 'readwrite' (the default) does, while dirty logging is on.
    */
-  pin?(ranges: readonly { addr: bigint; length: number }[]): PinnedViews | undefined;
+  pin?(ranges: readonly { addr: bigint; length: number }[], access?: DmaAccess): PinnedViews | undefined;
+  /**
+   * Tell dirty-page logging (migration) that [addr, addr+length) was written
+   * through a view kept from earlier (a queue ring, the EventIdx page): the
+   * DMA space cannot see such writes. Cheap when logging is off.
+   */
+  markDirty?(addr: bigint, length: number): void;
 }
 
 /** Guest memory views kept mapped until release(). */

@@ -136,7 +136,7 @@ async function writeCmd(ctx: IoContext, cmd: SubmissionEntry): Promise<CommandRe
   checkTransfer(cmd, length);
   const segments = await prpSegments(dma, cmd.prp1, cmd.prp2, length);
   const fua = (cmd.cdw12 >>> 30) & 1;
-  const pinned = dma.pin?.(segments);
+  const pinned = dma.pin?.(segments, 'read'); // the data only leaves guest memory: no dirty pages
   const buffered = pinned ? 0 : length;
   let buf: Uint8Array | undefined;
   if (buffered) {

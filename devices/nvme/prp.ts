@@ -7,7 +7,7 @@
  * PRP Offset, addresses no DMA map covers are Data Transfer Errors.
  */
 import { PAGE_SIZE, Status } from './constants.js';
-import { NvmeStatusError, type NvmeDma } from './host.js';
+import { NvmeStatusError, type DmaAccess, type NvmeDma } from './host.js';
 
 /** A run of guest-physical bytes. */
 export interface Segment {
@@ -143,7 +143,7 @@ async function prpSegmentsAsync(dma: NvmeDma, prp1: bigint, prp2: bigint, length
     const { addr, count } = step.value;
     let entries: DataView;
     try {
-      const view = dma.view(addr, count * 8);
+      const view = dma.view(addr, count * 8, 'read');
       const bytes = view ?? (await dma.read(addr, count * 8));
       entries = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     } catch (err) {
@@ -167,7 +167,7 @@ export function prpSegmentsSync(dma: NvmeDma, prp1: bigint, prp2: bigint, length
     const { addr, count } = step.value;
     let view: Uint8Array | undefined;
     try {
-      view = dma.view(addr, count * 8);
+      view = dma.view(addr, count * 8, 'read');
     } catch (err) {
       throw listError(addr, err);
     }
@@ -185,9 +185,9 @@ function transferError(seg: Segment, err: unknown): NvmeStatusError {
 }
 
 /** The segment's bytes in mapped guest memory, undefined for message-only memory; Data Transfer Error when unmapped. */
-function directView(dma: NvmeDma, seg: Segment): Uint8Array | undefined {
+function directView(dma: NvmeDma, seg: Segment, access: DmaAccess): Uint8Array | undefined {
   try {
-    return dma.view(seg.addr, seg.length);
+    return dma.view(seg.addr, seg.length, access);
   } catch (err) {
     throw transferError(seg, err);
   }
@@ -199,9 +199,10 @@ export async function copyToGuest(dma: NvmeDma, segments: readonly Segment[], sr
   for (const seg of segments) {
     const chunk = src.subarray(pos, pos + seg.length);
     pos += seg.length;
-    const view = directView(dma, seg);
+    const view = directView(dma, seg, 'readwrite');
     if (view) {
       view.set(chunk);
+      dma.markDirty?.(seg.addr, seg.length);
       continue;
     }
     try {
@@ -216,7 +217,7 @@ export async function copyToGuest(dma: NvmeDma, segments: readonly Segment[], sr
 export async function copyFromGuest(dma: NvmeDma, segments: readonly Segment[], dst: Uint8Array): Promise<void> {
   let pos = 0;
   for (const seg of segments) {
-    const view = directView(dma, seg);
+    const view = directView(dma, seg, 'read');
     if (view) {
       dst.set(view, pos);
     } else {

@@ -2,7 +2,7 @@
  * Submission/completion queue state and the 64-byte command layout.
  * Queues live in guest memory (physically contiguous: CAP.CQR = 1).
  */
-import type { NvmeDma } from './host.js';
+import type { DmaAccess, NvmeDma } from './host.js';
 
 /** A parsed submission queue entry (copied out of guest memory). */
 export interface SubmissionEntry {
@@ -180,9 +180,14 @@ export interface SubmissionQueue {
 /**
  * A view of the whole queue when it lies in fd-backed memory (cached; a
  * cached view whose mapping went away throws on access and is replaced).
- * Undefined: use DMA messages.
+ * Undefined: use DMA messages. SQs are read ('read'), CQs written ('readwrite').
  */
-export function queueView(dma: NvmeDma, q: SubmissionQueue | CompletionQueue, entrySize: number): DataView | undefined {
+export function queueView(
+  dma: NvmeDma,
+  q: SubmissionQueue | CompletionQueue,
+  entrySize: number,
+  access: DmaAccess,
+): DataView | undefined {
   if (q.dv) {
     try {
       q.dv.getUint8(0);
@@ -191,7 +196,7 @@ export function queueView(dma: NvmeDma, q: SubmissionQueue | CompletionQueue, en
       q.dv = undefined;
     }
   }
-  const view = dma.view(q.base, q.size * entrySize);
+  const view = dma.view(q.base, q.size * entrySize, access);
   if (view) q.dv = new DataView(view.buffer, view.byteOffset, view.byteLength);
   return q.dv;
 }

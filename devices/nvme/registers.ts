@@ -75,6 +75,8 @@ export class ControllerRegisters {
   private resetting: Promise<void> | undefined;
   /** A PCI-level reset is among the resets in progress: the one that ends clears the registers too. */
   private fullPending = false;
+  /** The shutdown in progress (SHST processing); undefined when none. */
+  private shuttingDown: Promise<void> | undefined;
 
   constructor(
     private readonly lifecycle: ControllerLifecycle,
@@ -186,7 +188,10 @@ export class ControllerRegisters {
     if (shn !== 0 && oldShn === 0) {
       this.limiter.debug('shutdown', { shn }, 'nvme: shutdown requested');
       this.csts = (this.csts & ~(3 << CSTS.SHST_SHIFT)) | (CSTS.SHST_PROCESSING << CSTS.SHST_SHIFT);
-      void this.shutdown(this.epoch);
+      const done = this.shutdown(this.epoch).finally(() => {
+        if (this.shuttingDown === done) this.shuttingDown = undefined;
+      });
+      this.shuttingDown = done;
     } else if (shn === 0 && oldShn !== 0) {
       this.csts &= ~(3 << CSTS.SHST_SHIFT);
     }
@@ -287,6 +292,37 @@ export class ControllerRegisters {
   reset(): Promise<void> {
     this.cc = 0;
     return this.startReset(true).then(() => this.resetting); // superseded: wait for the newer one
+  }
+
+  /**
+   * Resolves when no reset and no shutdown is in progress (each is bounded
+   * by drainMs): a saved state never catches the registers halfway.
+   */
+  async settled(): Promise<void> {
+    while (this.resetting ?? this.shuttingDown) await (this.resetting ?? this.shuttingDown);
+  }
+
+  /** The registers a saved state holds (INTMS lives with the interrupts). */
+  save(): { cc: number; csts: number; aqa: number; asq: bigint; acq: bigint } {
+    return { cc: this.cc, csts: this.csts, aqa: this.aqa, asq: this.asq, acq: this.acq };
+  }
+
+  /**
+   * A loaded state (checked by state.ts, the admin queues created by the
+   * caller): enabled when CC.EN and CSTS.RDY are both set. Any reset or
+   * shutdown in progress here is forgotten.
+   */
+  restore(r: { cc: number; csts: number; aqa: number; asq: bigint; acq: bigint }): void {
+    this.epoch++;
+    this.resetting = undefined;
+    this.shuttingDown = undefined;
+    this.fullPending = false;
+    this.cc = r.cc;
+    this.csts = r.csts;
+    this.aqa = r.aqa;
+    this.asq = r.asq;
+    this.acq = r.acq;
+    this.running = (r.cc & CC.EN) !== 0 && (r.csts & CSTS.RDY) !== 0;
   }
 
   /** Something the guest set up cannot work (e.g. a queue outside its memory): Controller Fatal Status. */

@@ -24,9 +24,20 @@ export class ShadowDoorbells {
 
   private constructor(
     private readonly dma: NvmeDma,
-    private readonly dbs: bigint,
-    private readonly eis: bigint,
+    /** Guest address of the shadow doorbell page. */
+    readonly dbs: bigint,
+    /** Guest address of the EventIdx page. */
+    readonly eis: bigint,
   ) {}
+
+  /**
+   * Shadow doorbells of a loaded state (addresses checked by state.ts): the
+   * pages need not be mapped yet (a migration destination maps memory when
+   * it likes); their contents are guest memory, migrated with it.
+   */
+  static restore(dma: NvmeDma, dbs: bigint, eis: bigint): ShadowDoorbells {
+    return new ShadowDoorbells(dma, dbs, eis);
+  }
 
   /**
    * Both pages page-aligned, distinct, and in fd-backed guest memory, or
@@ -70,7 +81,9 @@ export class ShadowDoorbells {
 
   write(slot: number, value: number): void {
     const p = this.page('dbs');
-    if (p) Atomics.store(p, slot, value | 0);
+    if (!p) return;
+    Atomics.store(p, slot, value | 0);
+    this.dma.markDirty?.(this.dbs + BigInt(slot * 4), 4);
   }
 
   /** Publish EventIdx for `slot` (sequentially consistent). False while the page is not mapped. */
@@ -78,6 +91,7 @@ export class ShadowDoorbells {
     const p = this.page('eis');
     if (!p) return false;
     Atomics.store(p, slot, value | 0);
+    this.dma.markDirty?.(this.eis + BigInt(slot * 4), 4); // a cached page: dirty logging cannot see the store
     return true;
   }
 

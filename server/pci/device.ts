@@ -408,7 +408,7 @@ export class PciDevice implements Endpoint {
     // Already held (a migration stopped it, or dev.quiesce()): its quiesce ran. Otherwise
     // quiesce it now, without the DMA and interrupt freeze: a reset is not a saved state.
     const held = this.isQuiesced;
-    if (!held) await this.options.quiesce?.();
+    if (!held) await this.options.quiesce?.('reset');
     try {
       if (reason === 'client' || reason === 'flr') {
         this.config.reset();
@@ -442,7 +442,7 @@ export class PciDevice implements Endpoint {
    */
   async quiesce(): Promise<void> {
     if (this.isQuiesced) return;
-    await this.options.quiesce?.();
+    await this.options.quiesce?.('hold');
     this.dma.freeze();
     this.irq.freeze();
     this.isQuiesced = true;
@@ -487,7 +487,9 @@ export class PciDevice implements Endpoint {
 
   /** What the config-space write hooks derive, for restored bytes (no hook runs on a restore). */
   private afterConfigRestore(): void {
-    this.irq.setIntxDisabled((this.config.u16(Cfg.COMMAND) & PciCommand.INTX_DISABLE) !== 0);
+    // INTx disable and bus mastering follow the restored Command register: a device starts
+    // with bus mastering off, and a state saved with it on must let the device DMA again.
+    this.followCommand();
     const msi = this.options.interrupts?.msi;
     const at = this.capabilities.msi;
     if (msi && at !== undefined) {

@@ -17,6 +17,7 @@ export type {
   MsixOptions,
   PciDeviceOptions,
   PciId,
+  QuiesceReason,
 } from './types.js';
 export { ConfigSpace, type ConfigWrite, type ConfigWriteHook } from './config-space.js';
 export { Cfg, PciCommand, PciStatus, BarBits } from './header.js';

@@ -146,6 +146,12 @@ export type CapabilityOptions =
   /** Extended: vendor-specific (needs `express`). `data` follows the 8-byte header. */
   | { kind: 'vendor-ext'; id: number; revision?: number; data: Uint8Array };
 
+/**
+ * Why a device is quiesced (PciDeviceOptions.quiesce): 'hold' before its state
+ * is saved or loaded (migration stop, `dev.quiesce()`), 'reset' before `onReset`.
+ */
+export type QuiesceReason = 'hold' | 'reset';
+
 export interface PciDeviceOptions {
   /** Used in logs. */
   name: string;
@@ -169,9 +175,12 @@ export interface PciDeviceOptions {
    * and interrupts pend until the matching resume. Never wait for what the
    * guest or the client controls (queue space, replies to DMA messages): a
    * reset has `resetTimeoutMs` in all (see docs/writing-a-device.md, "Reset
-   * and lifecycle").
+   * and lifecycle"). `reason` says which: 'hold' (a migration stop or
+   * `dev.quiesce()`: the state is saved or loaded next and the device resumes
+   * as it was) or 'reset' (`onReset` follows and throws the work away anyway:
+   * a device may skip the wait).
    */
-  quiesce?: () => void | Promise<void>;
+  quiesce?: (reason: QuiesceReason) => void | Promise<void>;
   /**
    * Undo `quiesce`: start work again (re-arm timers, poll queues). Called
    * after every reset but 'shutdown' (after `onReset`), when a migration lets

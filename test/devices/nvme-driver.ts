@@ -105,6 +105,13 @@ export class NvmeGuest {
   private readonly queues = new Map<number, QueuePair>();
   /** Use shadow doorbells for I/O queues (after enableShadowDoorbells). */
   shadow = false;
+  /**
+   * With shadow doorbells, also ring the CQ head MMIO doorbell when the
+   * controller's EventIdx asks (as Linux does; the controller asks when
+   * completions wait for CQ room). Off by default: the tests that count
+   * doorbell messages expect none for CQ heads.
+   */
+  cqEventIdx = false;
 
   protected constructor(
     readonly client: VfioUserClient,
@@ -313,11 +320,23 @@ export class NvmeGuest {
     return c;
   }
 
-  /** Tell the controller how far the driver consumed queue `qid`'s CQ (shadow slot or MMIO doorbell). */
+  /**
+   * Tell the controller how far the driver consumed queue `qid`'s CQ: the
+   * MMIO doorbell, or with shadow doorbells the shadow slot, and (with
+   * `cqEventIdx`) the MMIO doorbell too when the controller's EventIdx asks
+   * for it (as Linux's nvme_dbbuf_update_and_check_event).
+   */
   async ringCqHead(qid: number): Promise<void> {
     const q = this.queues.get(qid)!;
-    if (this.shadow && qid !== 0) this.view.setUint32(Layout.SHADOW_DB + (2 * qid + 1) * 4, q.head, true);
-    else await this.setReg(0x1000 + (2 * qid + 1) * 4, q.head, true);
+    if (this.shadow && qid !== 0) {
+      const v = this.view;
+      const slot = Layout.SHADOW_DB + (2 * qid + 1) * 4;
+      const old = v.getUint32(slot, true);
+      v.setUint32(slot, q.head, true);
+      const ei = v.getUint32(Layout.EVENT_IDX + (2 * qid + 1) * 4, true);
+      if (!this.cqEventIdx || ((q.head - ei - 1) & 0xffff) >= ((q.head - old) & 0xffff)) return; // no event needed
+    }
+    await this.setReg(0x1000 + (2 * qid + 1) * 4, q.head, true);
   }
 
   /** Wait for the next completion on queue `qid`'s CQ, consume it and ring the CQ head doorbell. */
@@ -359,6 +378,21 @@ export class NvmeGuest {
     this.mem.fill(0xee, Layout.DATA, Layout.DATA + 4096);
     const cqe = await this.admin({ opcode: 0x06, nsid, prp1: GPA + BigInt(Layout.DATA), cdw10: cns }, timeoutMs);
     return { cqe, data: this.mem.slice(Layout.DATA, Layout.DATA + 4096) };
+  }
+
+  /**
+   * The same driver (its queues, tails, heads and phases, shadow doorbell
+   * use) on another connection and guest memory: what a guest's driver is
+   * after its VM was migrated (the memory is the destination's copy) or its
+   * device moved to another server (the same memory, mapped there).
+   */
+  moveTo(client: VfioUserClient, mem: Uint8Array, guestMemory?: GuestMemory): NvmeGuest {
+    const moved = new NvmeGuest(client, mem, guestMemory);
+    moved.cid = this.cid;
+    moved.shadow = this.shadow;
+    moved.cqEventIdx = this.cqEventIdx;
+    for (const [qid, q] of this.queues) moved.queues.set(qid, { ...q });
+    return moved;
   }
 
   /** Drop the connection (the controller sees a disconnect). */

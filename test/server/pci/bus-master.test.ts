@@ -131,3 +131,48 @@ describe('bus mastering cleared while the device waits for a DMA message', () =>
     expect(Date.now() - t0).toBeLessThan(500);
   });
 });
+
+describe('bus mastering after a state is loaded', () => {
+  it('follows the restored Command register: on where the state had it on, off where it had it off', async () => {
+    const seen: boolean[] = [];
+    dev.dma.onBusMasterChange((on) => seen.push(on));
+    const other = new PciDevice({
+      name: 'bme-source',
+      id,
+      bars: [{ index: 0, size: 0x1000 }],
+      interrupts: { intx: true, msi: { vectors: 1 }, msix: { vectors: 2, bar: 2 } },
+      express: { flr: true },
+    });
+    try {
+      // The source's driver turned bus mastering on; the destination (dev) starts with it off.
+      await other.regionWrite(7, 0x04n, new Uint8Array([0x06, 0]));
+      expect(other.busMasterEnabled).toBe(true);
+      await other.quiesce();
+      const mastering = await other.saveState();
+      expect(dev.dma.busMaster).toBe(false);
+      await dev.quiesce();
+      await dev.loadState(mastering);
+      await dev.resume();
+      expect(dev.busMasterEnabled).toBe(true);
+      expect(dev.dma.busMaster).toBe(true);
+      expect(seen).toEqual([true]);
+      await dev.dmaMap({ addr: GPA, size: 0x1000n, offset: 0n, flags: 3 });
+      // DMA is allowed again: the access gets as far as the (absent) client, not the bus-master gate.
+      await expect(dev.dma.read(GPA, 16)).rejects.not.toBeInstanceOf(BusMasterDisabledError);
+
+      // And a state saved with it off takes it away.
+      await other.resume();
+      await other.regionWrite(7, 0x04n, new Uint8Array([0x02, 0]));
+      await other.quiesce();
+      const off = await other.saveState();
+      await dev.quiesce();
+      await dev.loadState(off);
+      await dev.resume();
+      expect(dev.dma.busMaster).toBe(false);
+      expect(seen).toEqual([true, false]);
+      await expect(dev.dma.read(GPA, 16)).rejects.toBeInstanceOf(BusMasterDisabledError);
+    } finally {
+      other.close();
+    }
+  });
+});
