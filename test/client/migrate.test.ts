@@ -73,8 +73,14 @@ describe('migrate()', () => {
       const report = await migrate(src, dst, {
         memory: [{ iova: BASE, source: srcMem.bytes, destination: dstMem.bytes }],
         maxPreCopyRounds: 3,
-        onSourceStopped: () => {
+        // Where a VMM stops the vCPUs: the busy loop ends, then one last copy runs while dirty
+        // logging is still on, so the stop-copy round always has a dirty page to send (on a loaded
+        // machine the pre-copy rounds may see none of the loop's copies).
+        beforeStopCopy: async () => {
           busy.running = false;
+          await done;
+          await copyJob(src, BASE, BASE + BigInt(PAGE), 256);
+          jobs++;
         },
       });
       await done;
