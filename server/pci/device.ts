@@ -487,7 +487,10 @@ export class PciDevice implements Endpoint {
 
   /** What the config-space write hooks derive, for restored bytes (no hook runs on a restore). */
   private afterConfigRestore(): void {
-    this.irq.setIntxDisabled((this.config.u16(Cfg.COMMAND) & PciCommand.INTX_DISABLE) !== 0);
+    // INTx disable and Bus Master Enable follow the restored Command register: a
+    // device starts with bus mastering off, and a guest that had turned it on
+    // does not write it again after a migration or a reload.
+    this.followCommand();
     const msi = this.options.interrupts?.msi;
     const at = this.capabilities.msi;
     if (msi && at !== undefined) {
