@@ -469,6 +469,30 @@ export class PciDevice implements Endpoint {
     }
   }
 
+  /**
+   * Exchange what belongs to the client with `other` (DeviceServer.replaceDevice
+   * hands it to the next generation of a reloaded device): DMA mappings,
+   * interrupt eventfds and the memfds behind memory-backed BARs, which the
+   * client mmapped and keeps using. Calling it again undoes it. Both devices
+   * must be quiesced, with the same BAR layout and interrupt vectors (what
+   * loadState checks); otherwise it throws before anything moves.
+   */
+  exchangeClientResources(other: PciDevice): void {
+    if (!this.isQuiesced || !other.isQuiesced)
+      throw new Error(`PciDevice ${this.name}: client resources move only between quiesced devices`);
+    for (let i = 0; i < 6; i++) {
+      const mine = this.bars[i];
+      const theirs = other.bars[i];
+      if ((mine === undefined) !== (theirs === undefined) || (mine && theirs && !mine.sameBacking(theirs)))
+        throw new Error(`PciDevice ${this.name}: BAR ${i} differs from ${other.name}'s`);
+    }
+    if (JSON.stringify(this.irq.counts) !== JSON.stringify(other.irq.counts))
+      throw new Error(`PciDevice ${this.name}: interrupt vectors differ from ${other.name}'s`);
+    this.dma.exchangeMappings(other.dma);
+    this.irq.exchangeEventfds(other.irq);
+    this.bars.forEach((bar, i) => bar?.exchangeBacking(other.bars[i]!));
+  }
+
   /** Resolves when no reset is running. */
   whenIdle(): Promise<void> {
     return this.resetting ?? Promise.resolve();
