@@ -102,7 +102,9 @@ export class Daemon {
       }
       let mod;
       try {
-        mod = await loadDeviceModule(spec.module);
+        // Watched: the first generation is imported the way later ones are, so that
+        // every generation resolves its imports (the library above all) alike.
+        mod = await loadDeviceModule(spec.module, options.watch ? 1 : undefined);
       } catch (err) {
         errors.push(new ConfigError(config.source, field(`devices[${i}].type`), messageOf(err)));
         continue;

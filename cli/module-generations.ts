@@ -30,11 +30,17 @@ export async function resolve(specifier, context, next) {
   const result = await next(specifier, context);
   if (!result.url.startsWith('file:')) return result;
   const url = new URL(result.url);
+  const relative = /^\\.\\.?\\//.test(specifier);
+  if (!relative && !specifier.includes(QUERY) && url.searchParams.has(QUERY)) {
+    // A bare import (a tsconfig "paths" alias) resolved with its importer's query: keep one copy.
+    url.searchParams.delete(QUERY);
+    return { ...result, url: url.href };
+  }
   if (url.searchParams.has(QUERY)) {
     return result.format === 'commonjs' && /\\.[cm]?ts$/.test(url.pathname) ? { ...result, format: 'module' } : result;
   }
   const parent = context.parentURL;
-  if (!parent || !/^\\.\\.?\\//.test(specifier) || url.pathname.includes('/node_modules/')) return result;
+  if (!parent || !relative || url.pathname.includes('/node_modules/')) return result;
   const generation = new URL(parent).searchParams.get(QUERY);
   if (generation === null) return result;
   url.searchParams.set(QUERY, generation);

@@ -43,8 +43,11 @@ export interface ModuleWatcherOptions {
   debounceMs?: number;
 }
 
+/** The error in a line: a load error's message with the first lines of its cause (a compiler's "file:line: what"). */
 function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message.split('\n')[0]! : String(err);
+  if (!(err instanceof Error)) return String(err);
+  const cause = err.cause instanceof Error ? ` (${err.cause.message.split('\n').slice(1, 3).join(' ').trim()})` : '';
+  return `${err.message.split('\n')[0]!}${cause === ' ()' ? '' : cause}`;
 }
 
 export class ModuleWatcher {
