@@ -19,7 +19,6 @@ import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { DeviceContext, HostedDevice } from '../server/device-module.js';
-import type { PciDevice } from '../server/pci/index.js';
 import type { DeviceServer } from '../server/server.js';
 import { ReplaceDeviceError } from '../server/replace-device.js';
 import { asHostedDevice, loadDeviceModule } from './device-module.js';
@@ -27,7 +26,7 @@ import { asHostedDevice, loadDeviceModule } from './device-module.js';
 const SOURCE_FILE = /\.(?:[cm]?[jt]s|tsx|jsx|json)$/;
 
 /** How long the files must stay unchanged before a reload starts. */
-export const DEFAULT_DEBOUNCE_MS = 150;
+const DEFAULT_DEBOUNCE_MS = 150;
 
 export interface ModuleWatcherOptions {
   /** Absolute path of the device module. */
@@ -105,21 +104,23 @@ export class ModuleWatcher {
     try {
       mod = await loadDeviceModule(modulePath, generation);
     } catch (err) {
-      return keep('import', err);
+      keep('import', err);
+      return;
     }
     const ctx = this.#options.context();
     try {
       const problems: unknown = mod.validateOptions?.(ctx.options);
       if (Array.isArray(problems) && problems.length > 0) throw new Error(problems.map(String).join('; '));
     } catch (err) {
-      return keep('options', err);
+      keep('options', err);
+      return;
     }
     if (this.#closed) return;
     let made: HostedDevice | undefined;
     try {
       const result = await server.replaceDevice(async () => {
         made = asHostedDevice(await mod.factory(ctx));
-        return made.endpoint as PciDevice;
+        return made.endpoint;
       });
       const previous = this.#options.hosted();
       this.#options.replaced(made!);

@@ -51,8 +51,12 @@ export class ReplaceDeviceError extends Error {
   }
 }
 
-/** The new device, or a function that makes it (called once the old one is quiesced and saved). */
-export type NextDevice = PciDevice | (() => PciDevice | Promise<PciDevice>);
+/**
+ * The new device (a PciDevice), or a function that makes it (called once the
+ * old one is quiesced and saved). Typed as an Endpoint because a device
+ * module's factory returns one; anything but a PciDevice is refused.
+ */
+export type NextDevice = Endpoint | (() => Endpoint | Promise<Endpoint>);
 
 export interface ReplaceDeviceOptions {
   /** How long to wait for a client request in progress before giving up with 'busy' (default 3000 ms). */

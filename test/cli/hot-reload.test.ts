@@ -38,7 +38,10 @@ function writeAnswer(value: number): void {
 /** Resolves once stdout has `count` lines matching `pattern` (the daemon logs one JSON record a line). */
 async function logged(pattern: RegExp, count: number): Promise<string[]> {
   for (let i = 0; i < 600; i++) {
-    const lines = daemon.stdout().split('\n').filter((l) => pattern.test(l));
+    const lines = daemon
+      .stdout()
+      .split('\n')
+      .filter((l) => pattern.test(l));
     if (lines.length >= count) return lines;
     if (daemon.child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 50));
