@@ -19,12 +19,13 @@ import type { Logger } from 'pino';
 import type { Connection } from './connection/index.js';
 import type { Endpoint } from './endpoint.js';
 import type { PciDevice } from './pci/device.js';
+import { MigrationState, migrationStateName } from '../protocol/features.js';
 
 /** Where a replacement failed (ReplaceDeviceError.stage). */
 export type ReplaceDeviceStage =
   /** The current device or the new one is not a PciDevice (only those have state to carry). */
   | 'not-replaceable'
-  /** A request of the client did not complete in time: nothing was touched. */
+  /** A client request did not complete in time, or a migration or dirty-page logging is in progress: nothing was touched. */
   | 'busy'
   /** The old device's quiesce threw. */
   | 'quiesce'
@@ -138,6 +139,11 @@ async function swapDevices(
     throw new ReplaceDeviceError(stage, why(err), { cause: err });
   };
   await old.whenIdle(); // a reset in progress finishes first
+  // A migration the client drives owns the device's state (and its dirty log lives in
+  // the old device's DMA space): no reload in the middle of one.
+  if (old.migration && old.migration.state !== MigrationState.RUNNING)
+    throw new ReplaceDeviceError('busy', `a migration is in progress (${migrationStateName(old.migration.state)})`);
+  if (old.dma.dirtyLogPageSize !== 0) throw new ReplaceDeviceError('busy', 'the client is logging dirty pages');
   try {
     await old.quiesce();
   } catch (err) {

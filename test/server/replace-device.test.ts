@@ -10,6 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VfioUserClient, type GuestMemory } from '../../client/index.js';
 import { native } from '../../native/index.js';
 import { PciIrq } from '../../protocol/constants.js';
+import { MigrationState } from '../../protocol/features.js';
 import { PciDevice } from '../../server/pci/index.js';
 import { ReplaceDeviceError } from '../../server/replace-device.js';
 import { serve, type DeviceServer } from '../../server/server.js';
@@ -186,6 +187,24 @@ describe('replaceDevice under a live client', () => {
     await swap;
     expect(await Promise.all(reads)).toEqual([3, 0x12345678, 3]);
     expect(client.strays).toEqual([]); // no second reply to any of them
+  });
+
+  it('is refused (busy) while the client logs dirty pages or migrates the device', async () => {
+    await client.startDirtyLogging();
+    await expect(server.replaceDevice(() => device({ gen: 6 }))).rejects.toMatchObject({
+      stage: 'busy',
+      message: /logging dirty pages/,
+    });
+    await client.stopDirtyLogging();
+    await client.setMigrationState(MigrationState.STOP);
+    await expect(server.replaceDevice(() => device({ gen: 6 }))).rejects.toMatchObject({
+      stage: 'busy',
+      message: /migration is in progress \(STOP\)/,
+    });
+    await client.setMigrationState(MigrationState.RUNNING);
+    expect(await read(Reg.GEN)).toBe(1);
+    await server.replaceDevice(() => device({ gen: 6 }));
+    expect(await read(Reg.GEN)).toBe(6);
   });
 
   it('without a client: the next client gets the new device', async () => {
