@@ -64,6 +64,8 @@ export class DeviceServer extends EventEmitter<DeviceServerEvents> {
   #endpoint: Endpoint;
   /** The replacement in progress (they run one at a time). */
   #replacing: Promise<unknown> = Promise.resolve();
+  /** A replacement is swapping the device: a client arriving with nobody attached waits for the new one. */
+  #swapping = false;
   readonly options: ServeOptions;
   readonly log: Logger;
   #listener: Listener | undefined;
@@ -110,9 +112,16 @@ export class DeviceServer extends EventEmitter<DeviceServerEvents> {
    */
   replaceDevice(next: NextDevice, options?: ReplaceDeviceOptions): Promise<ReplaceDeviceResult> {
     const run = async (): Promise<ReplaceDeviceResult> => {
-      const result = await replaceDevice(this.#endpoint, next, this.#connection, this.log, options);
-      this.#endpoint = result.device;
-      return result;
+      this.#swapping = true;
+      try {
+        const result = await replaceDevice(this.#endpoint, next, this.#connection, this.log, options);
+        this.#endpoint = result.device;
+        return result;
+      } finally {
+        this.#swapping = false;
+        // A client that arrived during a swap with nobody attached waited for it.
+        if (!this.#connection) this.#startNextWaiting();
+      }
     };
     const done = this.#replacing.then(run, run);
     this.#replacing = done.catch(() => undefined);
@@ -152,7 +161,7 @@ export class DeviceServer extends EventEmitter<DeviceServerEvents> {
       native.closeFd(fd);
       return;
     }
-    if (!this.#connection) {
+    if (!this.#connection && !this.#swapping) {
       this.#start(fd);
       return;
     }

@@ -215,6 +215,28 @@ describe('replaceDevice under a live client', () => {
     client = await VfioUserClient.connect(sock.path);
     expect(await read(Reg.GEN)).toBe(4);
   });
+
+  it('a client that connects during a swap with nobody attached waits and gets the new device', async () => {
+    client.close();
+    await new Promise<void>((r) => server.once('disconnect', () => r()));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let constructing!: () => void;
+    const started = new Promise<void>((r) => (constructing = r));
+    const swap = server.replaceDevice(async () => {
+      constructing();
+      await gate;
+      return device({ gen: 7 });
+    });
+    await started;
+    const connecting = VfioUserClient.connect(sock.path);
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    await swap;
+    client = await connecting;
+    expect(await read(Reg.GEN)).toBe(7);
+    expect(server.connection?.endpoint).toBe(server.endpoint);
+  });
 });
 
 describe('a replacement that fails leaves the old device serving', () => {
