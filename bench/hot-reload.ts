@@ -49,9 +49,10 @@ export async function hotReloadBench(
     await daemon.waitFor(/watching reloadable\.ts/);
     client = await VfioUserClient.connect(socket, { timeoutMs: 5000 });
     const reads: number[] = [];
-    let reading = true;
+    /** Set to stop the client's read loop (an object: the loop reads it after each await). */
+    const reading = { on: true };
     const loop = (async () => {
-      while (reading) {
+      while (reading.on) {
         const t0 = performance.now();
         await client.regionRead(PciRegion.BAR0, 0, 4);
         reads.push(performance.now() - t0);
@@ -67,7 +68,7 @@ export async function hotReloadBench(
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    reading = false;
+    reading.on = false;
     await loop;
     const runs = reloaded();
     const reload = stats(runs.map((r) => r.ms));

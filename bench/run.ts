@@ -37,7 +37,7 @@ const BENCHES: Bench[] = [
     available: () => true,
     run: async (o) => {
       const m = await import('./hot-reload.js');
-      return (await m.hotReloadBench({ iterations: o.iterations })) as unknown as Row[];
+      return m.hotReloadBench({ iterations: o.iterations });
     },
   },
   {
