@@ -21,7 +21,10 @@ import { fdBaseline, type FdBaseline } from '../helpers/fds.js';
 import { tempSocketPath } from '../helpers/temp.js';
 
 const GPA = 0x10_0000n;
-const Reg = { GEN: 0x00, SCRATCH: 0x04, COPY: 0x08, COPIES: 0x0c } as const;
+const Reg = { GEN: 0x00, SCRATCH: 0x04, COPY: 0x08, COPIES: 0x0c, SLOW: 0x10 } as const;
+/** A read of SLOW waits for this (a device still busy with a request), after calling slowReadStarted. */
+let slowRead: Promise<void> = Promise.resolve();
+let slowReadStarted: () => void = () => undefined;
 const scratchOnly = Field.struct({ scratch: Field.u32() });
 const withCopies = Field.struct({ scratch: Field.u32(), copies: Field.u32() });
 
@@ -53,7 +56,15 @@ function device({ gen, kind = 'replace-test', version = 2, bar2Size = 0x1000, re
         index: 0,
         size: 0x1000,
         read: (offset) =>
-          offset === Reg.GEN ? gen : offset === Reg.SCRATCH ? regs.scratch : offset === Reg.COPIES ? regs.copies : 0,
+          offset === Reg.SLOW
+            ? (slowReadStarted(), slowRead.then(() => gen))
+            : offset === Reg.GEN
+              ? gen
+              : offset === Reg.SCRATCH
+                ? regs.scratch
+                : offset === Reg.COPIES
+                  ? regs.copies
+                  : 0,
         write: (offset, _size, value) => {
           if (offset === Reg.SCRATCH) regs.scratch = value;
           if (offset === Reg.COPY) {
@@ -205,6 +216,24 @@ describe('replaceDevice under a live client', () => {
     expect(await read(Reg.GEN)).toBe(1);
     await server.replaceDevice(() => device({ gen: 6 }));
     expect(await read(Reg.GEN)).toBe(6);
+  });
+
+  it('gives up (busy) when a request does not complete in time, touching nothing', async () => {
+    let release!: () => void;
+    slowRead = new Promise<void>((r) => (release = r));
+    const started = new Promise<void>((r) => (slowReadStarted = r));
+    const slow = read(Reg.SLOW);
+    await started; // the device is handling it
+    const err: unknown = await server
+      .replaceDevice(() => device({ gen: 8 }), { busyTimeoutMs: 50 })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ stage: 'busy', message: /still running after 50 ms/ });
+    release();
+    slowRead = Promise.resolve();
+    expect(await slow).toBe(1); // answered by the device it was sent to
+    expect(await read(Reg.GEN)).toBe(1);
+    await server.replaceDevice(() => device({ gen: 8 }));
+    expect(await read(Reg.GEN)).toBe(8);
   });
 
   it('without a client: the next client gets the new device', async () => {
