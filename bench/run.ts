@@ -32,6 +32,15 @@ const BENCHES: Bench[] = [
     },
   },
   {
+    // serve --watch: reload time, requests held, client read latency (a daemon child process).
+    name: 'hot-reload',
+    available: () => true,
+    run: async (o) => {
+      const m = await import('./hot-reload.js');
+      return m.hotReloadBench({ iterations: o.iterations });
+    },
+  },
+  {
     // devices/nvme's benchmark (bench/nvme.ts: benchNvme), QEMU's nvme vs ours in one guest. Slow (boots a VM).
     name: 'nvme',
     available: () => existsSync(join(here, 'nvme.ts')),

@@ -21,6 +21,7 @@ import type { DaemonConfig, DeviceSpec } from './config.js';
 import { ConfigError, ConfigErrors } from './config-error.js';
 import type { DeviceContext, DeviceFactory, HostedDevice } from '../server/device-module.js';
 import { asHostedDevice, loadDeviceModule } from './device-module.js';
+import { ModuleWatcher } from './module-watcher.js';
 import { qemuDeviceJson } from './qemu-hint.js';
 
 /** What a device start failed at. */
@@ -53,6 +54,8 @@ export interface DaemonOptions {
   metrics?: MetricsRegistry;
   /** Listening fds passed by systemd, per device name (socket activation). */
   listenFds?: ReadonlyMap<string, number>;
+  /** serve --watch: reload device modules (not built-in devices) when their files change. */
+  watch?: boolean;
 }
 
 /** A device entry with its factory resolved. */
@@ -70,6 +73,8 @@ export interface RunningDevice {
   log: Logger;
   /** Its socket came from systemd (never removed by us). */
   activated: boolean;
+  /** With --watch, for a device module: reloads it when its files change. */
+  watcher?: ModuleWatcher;
 }
 
 export class Daemon {
@@ -97,7 +102,9 @@ export class Daemon {
       }
       let mod;
       try {
-        mod = await loadDeviceModule(spec.module);
+        // Watched: the first generation is imported the way later ones are, so that
+        // every generation resolves its imports (the library above all) alike.
+        mod = await loadDeviceModule(spec.module, options.watch ? 1 : undefined);
       } catch (err) {
         errors.push(new ConfigError(config.source, field(`devices[${i}].type`), messageOf(err)));
         continue;
@@ -223,7 +230,8 @@ export class Daemon {
       });
     }
     // Only sockets we listen on are ours to remove (a passed one is systemd's).
-    this.running.push({ spec, hosted, server, log, activated: listenFd !== undefined });
+    const running: RunningDevice = { spec, hosted, server, log, activated: listenFd !== undefined };
+    this.running.push(running);
     try {
       await hosted.start?.();
     } catch (err) {
@@ -238,6 +246,18 @@ export class Daemon {
       },
       'device ready',
     );
+    if (this.options.watch && spec.type === 'module' && !this.stopRequested) {
+      running.watcher = new ModuleWatcher({
+        modulePath: spec.module,
+        server,
+        context: () => this.context(spec, options, false),
+        hosted: () => running.hosted,
+        replaced: (next) => {
+          running.hosted = next;
+        },
+        log,
+      });
+    }
   }
 
   /** Stop every device (idempotent; concurrent callers share one stop). Never throws: failures are logged. */
@@ -252,6 +272,7 @@ export class Daemon {
     const devices = this.running.slice().reverse();
     await Promise.all(
       devices.map(async (d) => {
+        await d.watcher?.close();
         try {
           await d.server.close();
         } catch (err) {

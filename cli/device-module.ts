@@ -12,6 +12,7 @@
  * (`import './regs.js'` for regs.ts, enums, parameter properties).
  */
 import { pathToFileURL } from 'node:url';
+import { generationUrl } from './module-generations.js';
 import type { DeviceFactory, HostedDevice, OptionsValidator } from '../server/device-module.js';
 import type { Endpoint } from '../server/endpoint.js';
 
@@ -32,12 +33,18 @@ function enableTypeScript(): Promise<void> {
   return typeScriptHooks;
 }
 
-/** Import a device module and find its factory; throws an Error whose message says what is missing. */
-export async function loadDeviceModule(path: string): Promise<LoadedModule> {
+/**
+ * Import a device module and find its factory; throws an Error whose message
+ * says what is missing. `generation` (serve --watch) imports the module's
+ * files afresh: a new generation of it, its local imports with it
+ * (module-generations.ts); without it, Node's module cache decides.
+ */
+export async function loadDeviceModule(path: string, generation?: number): Promise<LoadedModule> {
   let mod: Record<string, unknown>;
   try {
     if (TYPESCRIPT.test(path)) await enableTypeScript();
-    mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
+    const url = generation === undefined ? pathToFileURL(path).href : generationUrl(path, generation);
+    mod = (await import(url)) as Record<string, unknown>;
   } catch (err) {
     const detail = err instanceof Error ? err.message.split('\n')[0] : String(err);
     throw new Error(`cannot load device module ${path}: ${detail}`, { cause: err });

@@ -39,6 +39,8 @@ Other options:
   -c, --config FILE      JSON config: {"devices":[{"type","socket","name"?,"options"?}], "logLevel"?}
       --check            validate the configuration and build every device (then close
                          it), print the devices, exit; nothing listens or runs
+      --watch            reload device modules (./my-device.ts) when their files change,
+                         under the running guest: state carried over, no reset (docs/cli.md)
       --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics
       --log-level LEVEL  fatal, error, warn, info (default), debug, trace, silent (or LOG_LEVEL)
       --trace            log every vfio-user message, decoded (= --log-level debug)

@@ -20,6 +20,8 @@ export interface ServeCommandOptions {
   help: boolean;
   /** Validate, print the devices and exit without starting. */
   check: boolean;
+  /** Reload device modules when their files change (cli/module-watcher.ts). */
+  watch: boolean;
   logLevel?: LogLevel;
   logFormat: LogFormat;
   config: DaemonConfig;
@@ -43,6 +45,7 @@ const SPEC = {
   help: { type: 'boolean', short: 'h' },
   config: { type: 'string', short: 'c' },
   check: { type: 'boolean' },
+  watch: { type: 'boolean' },
   device: { type: 'string', short: 'd', multiple: true },
   socket: { type: 'string', short: 's', multiple: true },
   name: { type: 'string', multiple: true },
@@ -76,6 +79,7 @@ export function parseServeArgs(args: string[], cwd = process.cwd()): ServeComman
   const result: Omit<ServeCommandOptions, 'config'> = {
     help: values.help === true,
     check: values.check === true,
+    watch: values.watch === true,
     logFormat: 'auto',
   };
   if (values['log-level'] !== undefined) {

@@ -62,7 +62,7 @@ export async function serveCommand(args: string[]): Promise<number> {
 
   let daemon: Daemon;
   try {
-    daemon = await Daemon.prepare(config, log, { listenFds, ...(metrics && { metrics }) });
+    daemon = await Daemon.prepare(config, log, { listenFds, watch: options.watch, ...(metrics && { metrics }) });
     if (options.check) await daemon.check();
   } catch (err) {
     if (err instanceof ConfigErrors) {

@@ -9,6 +9,14 @@
 export * from './pci/index.js';
 export * from './irq/index.js';
 export { serve, DeviceServer, type DeviceServerEvents, type ServeOptions } from './server.js';
+/** Replacing a served device under a live client (DeviceServer.replaceDevice; what `serve --watch` does). */
+export {
+  ReplaceDeviceError,
+  type NextDevice,
+  type ReplaceDeviceOptions,
+  type ReplaceDeviceResult,
+  type ReplaceDeviceStage,
+} from './replace-device.js';
 export {
   combineObservers,
   type Connection,

@@ -22,6 +22,12 @@ import { LogLimiter } from './log-limiter.js';
 import { combineObservers, Connection, turnAway, type ConnectionOptions } from './connection/index.js';
 import { EndpointMetrics, type MetricsRegistry } from './metrics/index.js';
 import { Listener } from './transport/index.js';
+import {
+  replaceDevice,
+  type NextDevice,
+  type ReplaceDeviceOptions,
+  type ReplaceDeviceResult,
+} from './replace-device.js';
 
 export interface ServeOptions extends ConnectionOptions {
   socketPath: string;
@@ -55,7 +61,11 @@ export interface DeviceServerEvents {
 
 /** Events: see DeviceServerEvents (`server.on('disconnect', (conn, reason) => ...)` is typed). */
 export class DeviceServer extends EventEmitter<DeviceServerEvents> {
-  readonly endpoint: Endpoint;
+  #endpoint: Endpoint;
+  /** The replacement in progress (they run one at a time). */
+  #replacing: Promise<unknown> = Promise.resolve();
+  /** A replacement is swapping the device: a client arriving with nobody attached waits for the new one. */
+  #swapping = false;
   readonly options: ServeOptions;
   readonly log: Logger;
   #listener: Listener | undefined;
@@ -74,13 +84,48 @@ export class DeviceServer extends EventEmitter<DeviceServerEvents> {
 
   constructor(endpoint: Endpoint, options: ServeOptions) {
     super();
-    this.endpoint = endpoint;
+    this.#endpoint = endpoint;
     this.options = options;
     this.log = (options.log ?? defaultLogger()).child({ device: endpoint.name });
     this.#limiter = options.logLimiter ?? new LogLimiter(this.log);
     this.#metrics = options.metrics ? new EndpointMetrics(options.metrics, endpoint) : undefined;
     const observer = combineObservers(options.observer, this.#metrics?.observer);
     this.#connectionOptions = { ...options, logLimiter: this.#limiter, ...(observer ? { observer } : {}) };
+  }
+
+  /** The device served (replaceDevice changes it). */
+  get endpoint(): Endpoint {
+    return this.#endpoint;
+  }
+
+  /**
+   * Replace the device with `next` (or what `next()` makes) under the
+   * attached client, if any, without it noticing: the old device is
+   * quiesced and saved, the new one loads that state and takes over the
+   * client's DMA mappings, interrupt eventfds and mmapped BAR memory, and
+   * resumes; the old one is closed. Requests arriving meanwhile wait and are
+   * answered once, by the new device. Both must be PciDevices with the same
+   * BAR layout and interrupt vectors. On failure (state refused, a factory
+   * that throws, ...) the old device runs on, resumed, and the promise
+   * rejects with a ReplaceDeviceError naming the stage. Replacements run one
+   * at a time. See server/replace-device.ts.
+   */
+  replaceDevice(next: NextDevice, options?: ReplaceDeviceOptions): Promise<ReplaceDeviceResult> {
+    const run = async (): Promise<ReplaceDeviceResult> => {
+      this.#swapping = true;
+      try {
+        const result = await replaceDevice(this.#endpoint, next, this.#connection, this.log, options);
+        this.#endpoint = result.device;
+        return result;
+      } finally {
+        this.#swapping = false;
+        // A client that arrived during a swap with nobody attached waited for it.
+        if (!this.#connection) this.#startNextWaiting();
+      }
+    };
+    const done = this.#replacing.then(run, run);
+    this.#replacing = done.catch(() => undefined);
+    return done;
   }
 
   get socketPath(): string {
@@ -116,7 +161,7 @@ export class DeviceServer extends EventEmitter<DeviceServerEvents> {
       native.closeFd(fd);
       return;
     }
-    if (!this.#connection) {
+    if (!this.#connection && !this.#swapping) {
       this.#start(fd);
       return;
     }
@@ -161,7 +206,7 @@ export class DeviceServer extends EventEmitter<DeviceServerEvents> {
   #start(fd: number): void {
     let conn: Connection;
     try {
-      conn = new Connection(fd, this.endpoint, this.log, this.#connectionOptions, (c, reason) =>
+      conn = new Connection(fd, this.#endpoint, this.log, this.#connectionOptions, (c, reason) =>
         this.#onClosed(c, reason),
       );
     } catch (err) {

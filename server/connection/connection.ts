@@ -104,7 +104,7 @@ let nextConnectionId = 1;
 export class Connection {
   readonly id = nextConnectionId++;
   readonly log: Logger;
-  readonly endpoint: Endpoint;
+  #endpoint: Endpoint;
   /** What the client can make us log goes through here (`conn` is added to the fields). */
   readonly #limiter: LogLimiter;
   /** Resolves once the connection is closed and the endpoint detached. */
@@ -124,6 +124,8 @@ export class Connection {
   /** fds sent on replies while the socket had a backlog (an upper bound of the dups the send queue holds). */
   #unsentFds = 0;
   #running = false;
+  /** between() waits for the running request: start no other. */
+  #held = false;
   #idleWaiters: (() => void)[] = [];
   #resolveClosed!: () => void;
   #onClosed: ((conn: Connection, reason: string) => void) | undefined;
@@ -140,7 +142,7 @@ export class Connection {
     options: ConnectionOptions = {},
     onClosed?: (conn: Connection, reason: string) => void,
   ) {
-    this.endpoint = endpoint;
+    this.#endpoint = endpoint;
     this.log = log.child({ conn: this.id });
     this.#limiter = options.logLimiter ?? new LogLimiter(log);
     this.#options = options;
@@ -164,6 +166,11 @@ export class Connection {
     );
     this.#limiter.info('client-connected', { conn: this.id }, 'client connected');
     this.#observeState(undefined);
+  }
+
+  /** The endpoint requests go to (replaceEndpoint changes it). */
+  get endpoint(): Endpoint {
+    return this.#endpoint;
   }
 
   get state(): ConnectionState {
@@ -229,7 +236,7 @@ export class Connection {
       }
       return;
     }
-    if (!this.#running && this.#head === this.#queue.length) {
+    if (!this.#running && !this.#held && this.#head === this.#queue.length) {
       // Idle: handle it right away (the common case; no queue, and no microtask
       // hop unless the handler goes async).
       this.#runFirst({ header, message, fds });
@@ -255,7 +262,7 @@ export class Connection {
       void this.#teardown('request queue overflow');
       return;
     }
-    if (!this.#running) this.#pump();
+    if (!this.#running && !this.#held) this.#pump();
   }
 
   /** Handle `item` while idle with an empty queue; what arrives meanwhile queues behind it. */
@@ -284,7 +291,7 @@ export class Connection {
   #pump(): void {
     this.#running = true;
     while (this.#head < this.#queue.length) {
-      if (this.#state === 'closing' || this.#state === 'closed') break;
+      if (this.#state === 'closing' || this.#state === 'closed' || this.#held) break;
       const item = this.#queue[this.#head]!;
       this.#queue[this.#head++] = undefined as unknown as Queued;
       this.#queuedBytes -= item.message.byteLength;
@@ -362,7 +369,7 @@ export class Connection {
       header,
       message,
       fds,
-      endpoint: this.endpoint,
+      endpoint: this.#endpoint,
       log: this.log,
       maxDataXferSize: this.#maxDataXferSize,
       clientMaxMsgFds: this.#client?.maxMsgFds ?? 1,
@@ -482,7 +489,7 @@ export class Connection {
         pgsizes: Limits.PGSIZE,
         maxDmaMaps: Limits.MAX_DMA_MAPS,
         writeMultiple: this.#options.writeMultiple ?? false,
-        ...(this.endpoint.migration ? { migration: { pgsize: Limits.PGSIZE } } : {}),
+        ...(this.#endpoint.migration ? { migration: { pgsize: Limits.PGSIZE } } : {}),
       });
     } catch (err) {
       return fail(err instanceof Error ? err.message : String(err));
@@ -510,7 +517,7 @@ export class Connection {
       this.#observer?.dmaRequest ? this.#observeDma : undefined,
     );
     try {
-      this.endpoint.attach(this.#port);
+      this.#endpoint.attach(this.#port);
       this.#attached = true;
     } catch (err) {
       this.#limiter.error('attach-failed', { conn: this.id, err }, 'endpoint.attach failed');
@@ -554,6 +561,51 @@ export class Connection {
     }
   };
 
+  // ---- replacing the endpoint (server/replace-device.ts) ----
+
+  /**
+   * Run `task` between two requests, like a request of its own: the request
+   * being handled completes first (at most `timeoutMs`, else this rejects
+   * and nothing ran), requests arriving meanwhile wait in the queue and are
+   * handled, in order, once `task` settles, by the endpoint current then. A
+   * client that disconnects meanwhile is detached after `task`.
+   */
+  async between<T>(task: () => Promise<T>, timeoutMs: number): Promise<T> {
+    if (this.#state === 'closing' || this.#state === 'closed') throw new Error('the connection is closing');
+    if (this.#held) throw new Error('between() is already waiting');
+    this.#held = true;
+    let idle: boolean;
+    try {
+      idle = await this.#whenIdle(timeoutMs);
+    } finally {
+      this.#held = false;
+    }
+    // Not idle: the running request pumps the queue when it completes.
+    if (!idle) throw new Error(`a request was still running after ${timeoutMs} ms`);
+    if (this.#closing()) throw new Error('the connection is closing');
+    this.#running = true;
+    try {
+      return await task();
+    } finally {
+      this.#pump(); // the queue, then idle (which a teardown may be waiting for)
+    }
+  }
+
+  /**
+   * From now on requests go to `next`, which is attached to the client's port
+   * if the client negotiated VERSION. The previous endpoint is neither
+   * detached nor told: the caller (inside between()) hands it over.
+   */
+  replaceEndpoint(next: Endpoint): void {
+    this.#endpoint = next;
+    if (this.#attached && this.#port) next.attach(this.#port);
+  }
+
+  /** A teardown started (a getter, so TypeScript does not narrow #state across awaits). */
+  #closing(): boolean {
+    return this.#state === 'closing' || this.#state === 'closed';
+  }
+
   #whenIdle(timeoutMs: number): Promise<boolean> {
     if (!this.#running) return Promise.resolve(true);
     return new Promise((resolve) => {
@@ -587,7 +639,7 @@ export class Connection {
     if (this.#attached) {
       this.#attached = false;
       try {
-        await this.endpoint.detach();
+        await this.#endpoint.detach();
       } catch (err) {
         this.#limiter.error('detach-failed', { conn: this.id, err }, 'endpoint.detach failed');
       }

@@ -437,6 +437,21 @@ export class DmaSpace {
   }
 
   /**
+   * Swap every mapped range (and the mmap budget they use) with `other`'s:
+   * a device reload hands the client's DMA mappings to the new generation
+   * without unmapping them. Both devices must be quiesced (nothing held or
+   * pinned). The onMap listeners of the space that receives ranges are told
+   * of each.
+   */
+  exchangeMappings(other: DmaSpace): void {
+    [this.#regions, other.#regions] = [other.#regions, this.#regions];
+    [this.#mappedBytes, other.#mappedBytes] = [other.#mappedBytes, this.#mappedBytes];
+    [this.#mappedRanges, other.#mappedRanges] = [other.#mappedRanges, this.#mappedRanges];
+    for (const r of this.#regions) this.#tell(this.#mapListeners, r, 'map');
+    for (const r of other.#regions) other.#tell(other.#mapListeners, r, 'map');
+  }
+
+  /**
    * Resolves when no hold() remains on any region (for a device reset that
    * must quiesce DMA but keep the maps, as DEVICE_RESET does).
    */

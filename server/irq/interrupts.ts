@@ -182,6 +182,28 @@ export class Interrupts {
     this.updateIntxState();
   }
 
+  /**
+   * Swap the client's eventfds (every vector's, and INTx's resample fd) with
+   * `other`'s: a device reload hands them to the new generation (and the
+   * empty ones to the old, which is then closed). Mask, pending and enabled
+   * state are not touched (they travel in the saved state). Throws if the
+   * vector counts differ.
+   */
+  exchangeEventfds(other: Interrupts): void {
+    const counts = (i: Interrupts): string => JSON.stringify(i.counts);
+    if (counts(this) !== counts(other))
+      throw new Error(`irq: cannot hand eventfds over between ${counts(this)} and ${counts(other)} vectors`);
+    this.tables.forEach((t, index) => t.exchangeFds(other.tables[index]!));
+    const mine = this.resample;
+    const theirs = other.resample;
+    mine?.watcher.close();
+    theirs?.watcher.close();
+    this.resample = undefined;
+    other.resample = undefined;
+    if (theirs) this.watchResample(theirs.fd);
+    if (mine) other.watchResample(mine.fd);
+  }
+
   /** Device reset: forget mask and pending state (eventfds stay, as in libvfio-user). */
   resetState(): void {
     for (const t of this.tables) t.clearState();

@@ -64,6 +64,15 @@ export class VectorTable {
     this.enabled = false;
   }
 
+  /** Swap every vector's eventfd with `other`'s (same count; a device reload hands them over). */
+  exchangeFds(other: VectorTable): void {
+    for (let v = 0; v < this.count; v++) {
+      const mine = this.fds[v];
+      this.fds[v] = other.fds[v];
+      other.fds[v] = mine;
+    }
+  }
+
   /** Forget mask and pending state; keep the eventfds. */
   clearState(): void {
     this.masked.fill(false);

@@ -24,11 +24,10 @@ interface Piece {
 }
 
 export class BarRegion {
-  /** The memfd behind the memory areas (owned; closed by close()). */
-  private readonly fd: number | undefined;
-  private readonly mapping: NativeMapping | undefined;
-  /** The whole BAR's shared bytes (only the memory areas are visible to the client), if memory-backed. */
-  readonly memory: Uint8Array | undefined;
+  /** The memfd behind the memory areas (owned; closed by close(); exchanged by a device reload). */
+  private fd: number | undefined;
+  private mapping: NativeMapping | undefined;
+  private bytes: Uint8Array | undefined;
 
   constructor(
     readonly layout: BarLayout,
@@ -48,8 +47,35 @@ export class BarRegion {
         native.closeFd(this.fd);
         throw err;
       }
-      this.memory = new Uint8Array(this.mapping.buffers[0]!);
+      this.bytes = new Uint8Array(this.mapping.buffers[0]!);
     }
+  }
+
+  /**
+   * The whole BAR's shared bytes (only the memory areas are visible to the
+   * client), if memory-backed. After a device reload these are the previous
+   * generation's (the memfd the client mapped): read it when used, do not keep it.
+   */
+  get memory(): Uint8Array | undefined {
+    return this.bytes;
+  }
+
+  /** Whether `other` can take this BAR's backing and give its own: the same size and memory areas. */
+  sameBacking(other: BarRegion): boolean {
+    const areas = (b: BarRegion): string => JSON.stringify(b.layout.memory);
+    return this.layout.size === other.layout.size && areas(this) === areas(other);
+  }
+
+  /**
+   * Swap the memfd and its mapping with `other` (sameBacking): a device reload
+   * gives the new generation the memory the client mmapped, so its mappings
+   * stay valid, and the old generation closes the new one's unused memfd.
+   */
+  exchangeBacking(other: BarRegion): void {
+    if (!this.sameBacking(other)) throw new Error(`BAR ${this.index}: another size or memory layout`);
+    [this.fd, other.fd] = [other.fd, this.fd];
+    [this.mapping, other.mapping] = [other.mapping, this.mapping];
+    [this.bytes, other.bytes] = [other.bytes, this.bytes];
   }
 
   get index(): number {
@@ -133,7 +159,7 @@ export class BarRegion {
   private readPiece(p: Piece, out: Uint8Array, base: number): void | Promise<void> {
     const dst = out.subarray(p.offset - base, p.offset - base + p.size);
     if (p.zone === 'memory') {
-      dst.set(this.memory!.subarray(p.offset, p.offset + p.size));
+      dst.set(this.bytes!.subarray(p.offset, p.offset + p.size));
       return;
     }
     if (p.zone === 'msix') {
@@ -196,7 +222,7 @@ export class BarRegion {
   private writePiece(p: Piece, data: Uint8Array, base: number): void | Promise<void> {
     const src = data.subarray(p.offset - base, p.offset - base + p.size);
     if (p.zone === 'memory') {
-      this.memory!.set(src, p.offset);
+      this.bytes!.set(src, p.offset);
       return;
     }
     if (p.zone === 'msix') {

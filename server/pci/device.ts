@@ -469,6 +469,30 @@ export class PciDevice implements Endpoint {
     }
   }
 
+  /**
+   * Exchange what belongs to the client with `other` (DeviceServer.replaceDevice
+   * hands it to the next generation of a reloaded device): DMA mappings,
+   * interrupt eventfds and the memfds behind memory-backed BARs, which the
+   * client mmapped and keeps using. Calling it again undoes it. Both devices
+   * must be quiesced, with the same BAR layout and interrupt vectors (what
+   * loadState checks); otherwise it throws before anything moves.
+   */
+  exchangeClientResources(other: PciDevice): void {
+    if (!this.isQuiesced || !other.isQuiesced)
+      throw new Error(`PciDevice ${this.name}: client resources move only between quiesced devices`);
+    for (let i = 0; i < 6; i++) {
+      const mine = this.bars[i];
+      const theirs = other.bars[i];
+      if ((mine === undefined) !== (theirs === undefined) || (mine && theirs && !mine.sameBacking(theirs)))
+        throw new Error(`PciDevice ${this.name}: BAR ${i} differs from ${other.name}'s`);
+    }
+    if (JSON.stringify(this.irq.counts) !== JSON.stringify(other.irq.counts))
+      throw new Error(`PciDevice ${this.name}: interrupt vectors differ from ${other.name}'s`);
+    this.dma.exchangeMappings(other.dma);
+    this.irq.exchangeEventfds(other.irq);
+    this.bars.forEach((bar, i) => bar?.exchangeBacking(other.bars[i]!));
+  }
+
   /** Resolves when no reset is running. */
   whenIdle(): Promise<void> {
     return this.resetting ?? Promise.resolve();
@@ -487,8 +511,9 @@ export class PciDevice implements Endpoint {
 
   /** What the config-space write hooks derive, for restored bytes (no hook runs on a restore). */
   private afterConfigRestore(): void {
-    // INTx disable and bus mastering follow the restored Command register: a device starts
-    // with bus mastering off, and a state saved with it on must let the device DMA again.
+    // INTx disable and Bus Master Enable follow the restored Command register: a
+    // device starts with bus mastering off, and a guest that had turned it on
+    // does not write it again after a migration or a reload.
     this.followCommand();
     const msi = this.options.interrupts?.msi;
     const at = this.capabilities.msi;

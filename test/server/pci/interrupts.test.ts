@@ -213,6 +213,38 @@ describe('INTx', () => {
   });
 });
 
+describe('handing eventfds to a reloaded device (exchangeClientResources)', () => {
+  it('the new device signals the trigger fd and follows the resample fd; the old one has neither', async () => {
+    const next = new PciDevice({
+      name: 'irq',
+      id,
+      bars: [{ index: 0, size: 0x1000 }],
+      interrupts: { intx: true, msi: { vectors: 4 }, msix: { vectors: 8, bar: 0 }, req: true },
+    });
+    try {
+      const trig = eventfdPair();
+      const resample = eventfdPair();
+      dev.setIrqs({ flags: TRIGGER_FD, index: PciIrq.INTX, start: 0, count: 1 }, [trig.theirs]);
+      dev.setIrqs({ flags: UNMASK_FD, index: PciIrq.INTX, start: 0, count: 1 }, [resample.theirs]);
+      await dev.quiesce();
+      await next.quiesce();
+      await next.loadState(await dev.saveState());
+      dev.exchangeClientResources(next);
+      await next.resume();
+      expect(dev.irq.hasEventfd(PciIrq.INTX, 0)).toBe(false);
+      expect(next.irq.hasEventfd(PciIrq.INTX, 0)).toBe(true);
+      expect(next.irq.trigger()).toBe(true); // delivered and automasked
+      expect(next.irq.trigger()).toBe(false);
+      native.eventfdWrite(resample.ours); // guest EOI, seen by the new device
+      while (next.irq.isPending(PciIrq.INTX, 0)) await new Promise((r) => setTimeout(r, 1));
+      expect(native.eventfdRead(trig.ours)).toBe(2);
+    } finally {
+      next.close();
+    }
+    expect(listOpenFds().length).toBe(baseline.length + mine.length); // the client's dups went with `next`
+  });
+});
+
 describe('reset', () => {
   it('DEVICE_RESET keeps eventfds (libvfio-user parity) and forgets pending state', async () => {
     dev.setIrqs({ flags: TRIGGER_FD, index: PciIrq.MSIX, start: 0, count: 1 }, []);

@@ -190,6 +190,10 @@ describe('library state', () => {
     const entry = await dest.regionRead(table.tableBar, BigInt(table.tableOffset), 16);
     expect([...entry]).toEqual([0x00, 0x10, 0xe0, 0xfe, 0, 0, 0, 0, 0x21, 0, 0, 0, 0, 0, 0, 0]);
     expect(dest.config.bytes).toEqual(source.config.bytes);
+    // Bus Master Enable is honoured (the device started with it off): DMA and MSI may go on.
+    expect(dest.busMasterEnabled).toBe(true);
+    expect(dest.dma.busMaster).toBe(true);
+    expect(dest.irq.busMaster).toBe(true);
   });
 
   it('refuses a state saved by a device of another layout (another BAR size)', async () => {
