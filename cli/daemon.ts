@@ -15,6 +15,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { serve, type DeviceServer } from '../server/server.js';
+import type { ConnectionObserver } from '../server/connection/index.js';
 import { NO_METRICS, noMetrics, type MetricsRegistry } from '../server/metrics/index.js';
 import { builtinFactory } from './builtin-devices.js';
 import type { DaemonConfig, DeviceSpec } from './config.js';
@@ -53,6 +54,8 @@ export interface DaemonOptions {
   metrics?: MetricsRegistry;
   /** Listening fds passed by systemd, per device name (socket activation). */
   listenFds?: ReadonlyMap<string, number>;
+  /** Watches every device's connections (--trace-file), given the device's name. */
+  observer?: (device: string) => ConnectionObserver;
 }
 
 /** A device entry with its factory resolved. */
@@ -210,6 +213,7 @@ export class Daemon {
         log: this.log,
         ...(listenFd !== undefined && { listenFd }),
         ...(this.options.metrics && { metrics: this.options.metrics }),
+        ...(this.options.observer && { observer: this.options.observer(spec.name) }),
       });
     } catch (err) {
       await closeQuietly(hosted, log);

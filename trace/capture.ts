@@ -172,6 +172,7 @@ function parseHeader(text: string): CaptureHeader | string {
   if (typeof value !== 'object' || value === null) return 'the first line is not a header';
   const h = value as Partial<CaptureHeader>;
   if (h.format !== CAPTURE_FORMAT) return `format is ${JSON.stringify(h.format)}`;
-  if (h.version !== CAPTURE_VERSION) return `version ${JSON.stringify(h.version)}, this reader knows ${CAPTURE_VERSION}`;
+  if (h.version !== CAPTURE_VERSION)
+    return `version ${JSON.stringify(h.version)}, this reader knows ${CAPTURE_VERSION}`;
   return h as CaptureHeader;
 }

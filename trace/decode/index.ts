@@ -14,12 +14,7 @@ import { traceDmaMapRequest, traceDmaUnmap } from './dma.js';
 import { traceFeatureReply, traceFeatureRequest } from './features.js';
 import { traceIrqInfoReply, traceIrqInfoRequest, traceSetIrqsRequest } from './irqs.js';
 import { traceMigData, traceMigDataRequest } from './migration.js';
-import {
-  traceRegionAccess,
-  traceRegionData,
-  traceWriteMultiReply,
-  traceWriteMultiRequest,
-} from './region-access.js';
+import { traceRegionAccess, traceRegionData, traceWriteMultiReply, traceWriteMultiRequest } from './region-access.js';
 import {
   traceRegionInfoReply,
   traceRegionInfoRequest,
