@@ -21,7 +21,7 @@ export interface CaptureHeader {
   writer?: string;
 }
 
-/** The last line of a capture that stopped early: why, and how many records were lost. */
+/** The last line of a capture that stopped early: why, and how many records were lost until then. */
 export interface CaptureEnd {
   kind: 'end';
   t: number;
@@ -83,8 +83,8 @@ export class CaptureWriter {
     const line = JSON.stringify(record);
     // Room for the end record (well under 200 bytes) is kept.
     if (this.#bytes + line.length + 1 + 200 > this.#maxBytes) {
-      this.#end(`size limit of ${this.#maxBytes} bytes reached`);
       this.#dropped++;
+      this.#end(`size limit of ${this.#maxBytes} bytes reached`);
       return;
     }
     this.#line(line);

@@ -57,6 +57,7 @@ import {
   DeviceFeatureFlag,
   MigrationFlag,
   MigrationState,
+  type RegionCapability,
 } from '../../protocol/index.js';
 import { decodeReply, decodeRequest, formatRecord, type MessageRecord, type TracedMessage } from '../../trace/index.js';
 import { messageRecord } from '../../trace/record.js';
@@ -157,11 +158,11 @@ describe('device and regions', () => {
       region: 'config',
       argsz: 32,
     });
-    const caps = [
+    const caps: RegionCapability[] = [
       { id: RegionCap.SPARSE_MMAP, areas: [{ offset: 0x1000n, size: 0x3000n }] },
       { id: RegionCap.TYPE, type: 3, subtype: 1 },
       { id: RegionCap.MSIX_MAPPABLE },
-    ] as const;
+    ];
     const { bytes: reply } = encodeRegionInfoReply(
       1,
       { flags: RegionFlag.READ | RegionFlag.WRITE | RegionFlag.MMAP, index: PciRegion.BAR0, size: 0x4000n, offset: 0n },
@@ -339,7 +340,7 @@ describe('DMA_READ and DMA_WRITE', () => {
 });
 
 describe('DEVICE_FEATURE and migration data', () => {
-  const feature = (f: number, op: number, data = new Uint8Array(0)): Uint8Array =>
+  const feature = (f: number, op: number, data: Uint8Array = new Uint8Array(0)): Uint8Array =>
     encodeDeviceFeatureRequest(1, { flags: f | op, data });
   it('features by name, the operation, migration flags and states', () => {
     expect(
