@@ -145,7 +145,9 @@ export async function inspectDevice(
   try {
     report.migration = { flags: names(await client.migrationFlags(), MigrationFlag) };
   } catch (err) {
-    report.migration = { error: why(err) };
+    // Not migratable: the errno says enough (EINVAL from us, ENOTSUP or ENOSYS from others).
+    const errno = err && typeof err === 'object' && 'errno' in err ? err.errno : undefined;
+    report.migration = { error: typeof errno === 'number' ? errnoName(errno) : why(err) };
   }
   return report;
 }
