@@ -9,9 +9,9 @@ export type TraceValue = string | number | boolean | null | TraceValue[] | { [ke
 export type TraceFields = Record<string, TraceValue>;
 
 /** Data bytes a line shows (the rest is counted, not printed): bounds every line's cost. */
-export const DATA_SHOWN = 16;
+const DATA_SHOWN = 16;
 /** Entries of a list a line shows (WRITE_MULTI writes, sparse areas, DMA logging ranges). */
-export const ENTRIES_SHOWN = 8;
+const ENTRIES_SHOWN = 8;
 /** Characters of a VERSION JSON a line shows. */
 export const JSON_SHOWN = 512;
 

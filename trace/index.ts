@@ -1,7 +1,9 @@
 /**
- * The protocol trace: decoders for every vfio-user request and reply (one
- * file per command group under decode/), trace records and their one-line
- * form, a tracer that is a connection observer, and capture files.
+ * 'vfio-user-ts/trace': the protocol trace. Decoders for every vfio-user
+ * request and reply (one file per command group under decode/), trace records
+ * and their one-line form, ProtocolTracer (a ConnectionObserver for serve()'s
+ * `observer`), and capture files (`serve --trace-file`): CaptureWriter,
+ * readCapture, and the filters of `vfio-user-ts trace`.
  * Depends on protocol/ only; server/ logs through it, cli/ captures with it.
  */
 export { decodeReply, decodeRequest } from './decode/index.js';

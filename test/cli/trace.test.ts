@@ -105,7 +105,8 @@ describe('vfio-user-ts serve --trace and --trace-file', () => {
       expect.stringMatching(/^REGION_WRITE #\d+ region=BAR2 offset=0x0 count=1 data=a5 -> ok$/),
     );
     const failed = logged.find((l) => l.error !== undefined);
-    expect(failed).toMatchObject({ cmd: 'REGION_READ', error: 'EINVAL', device: 'gpio0', conn: expect.any(Number) });
+    expect(failed).toMatchObject({ cmd: 'REGION_READ', error: 'EINVAL', device: 'gpio0' });
+    expect(typeof failed?.conn).toBe('number');
     expect(failed?.msg).toMatch(/^REGION_READ #\d+ region=BAR2 offset=0x6 count=4 -> EINVAL \(.+\)$/);
 
     // The capture: a header, then JSON records with the raw bytes asked for.
@@ -113,10 +114,9 @@ describe('vfio-user-ts serve --trace and --trace-file', () => {
     expect(JSON.parse(lines[0]!)).toMatchObject({ format: 'vfio-user-ts-trace', version: 1, writer: /^vfio-user-ts / });
     const records = lines.slice(1).map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(records[0]).toMatchObject({ kind: 'state', dev: 'gpio0', state: 'version' });
-    expect(records.find((r) => r.cmd === 'VERSION')).toMatchObject({
-      kind: 'message',
-      raw: { request: expect.stringMatching(/^01000[0-9a-f]{27}\.\.\.\(\+\d+\)$/) },
-    });
+    const version = records.find((r) => r.cmd === 'VERSION') as { kind: string; raw: { request: string } };
+    expect(version.kind).toBe('message');
+    expect(version.raw.request).toMatch(/^01000[0-9a-f]{27}\.\.\.\(\+\d+\)$/);
     expect(records.at(-1)).toMatchObject({ kind: 'state', state: 'closed', reason: 'client disconnected' });
 
     // `trace` prints every line --trace logged, in order.

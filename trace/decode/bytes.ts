@@ -7,7 +7,7 @@ import { HEADER_SIZE } from '../../protocol/constants.js';
 import { readU32, readU64 } from '../../protocol/header.js';
 
 /** Throw unless `msg` holds `end` bytes. */
-export function need(msg: Uint8Array, end: number): void {
+function need(msg: Uint8Array, end: number): void {
   if (msg.byteLength < end)
     throw new Error(`truncated: ${Math.max(0, msg.byteLength - HEADER_SIZE)} payload bytes, need ${end - HEADER_SIZE}`);
 }
