@@ -234,7 +234,8 @@ async function bars(
     const io = (reg & 1) !== 0;
     const mem64 = !io && (reg & 0x6) === 0x4;
     const size = regions.find((r) => r.index === bar)?.size ?? '0x0';
-    if (reg === 0 && size === '0x0') continue;
+    // No region and no address: an unimplemented BAR (libvfio-user leaves the I/O bit set in those).
+    if (size === '0x0' && (reg & ~0xf) === 0) continue;
     const kind = io ? 'io' : mem64 ? 'mem64' : size === '0x0' ? 'none' : 'mem32';
     const hi = mem64 && bar < 5 ? (u16(config, 0x14 + bar * 4) | (u16(config, 0x16 + bar * 4) << 16)) >>> 0 : 0;
     const entry: BarReport = {
