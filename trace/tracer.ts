@@ -54,15 +54,22 @@ export interface DebugLog {
 
 /**
  * A tracer that logs one decoded line per message at debug level, with the
- * command, id and errno name as fields (a connection's child logger adds the
- * device and connection). State changes are left to the connection's own
- * info lines.
+ * command, id, `result` ('ok' or the errno of a client's request; absent for
+ * our own DMA requests, which say `server: true`) and the errno's name as
+ * fields (a connection's child logger adds the device and connection). State
+ * changes are left to the connection's own info lines.
  */
 export function logTracer(log: DebugLog): ProtocolTracer {
   return new ProtocolTracer(
     (r) => {
       if (r.kind === 'state') return;
-      log.debug({ cmd: r.cmd, id: r.id, ...(r.error !== undefined && { error: r.error }) }, formatRecord(r));
+      const fields = {
+        cmd: r.cmd,
+        id: r.id,
+        ...(r.kind === 'message' ? { result: r.errno ?? 'ok' } : { server: true }),
+        ...(r.error !== undefined && { error: r.error }),
+      };
+      log.debug(fields, formatRecord(r));
     },
     { states: false },
   );
