@@ -107,7 +107,7 @@ describe('vfio-user-ts serve --trace and --trace-file', () => {
     const failed = logged.find((l) => l.error !== undefined);
     expect(failed).toMatchObject({ cmd: 'REGION_READ', error: 'EINVAL', device: 'gpio0' });
     expect(typeof failed?.conn).toBe('number');
-    expect(failed?.msg).toMatch(/^REGION_READ #\d+ region=BAR2 offset=0x6 count=4 -> EINVAL \(.+\)$/);
+    expect(failed?.msg).toMatch(/^REGION_READ #\d+ region=BAR2 offset=0x6 count=4 -> EINVAL \(.+\)( \[\d+\.\d ms\])?$/);
 
     // The capture: a header, then JSON records with the raw bytes asked for.
     const lines = readFileSync(capture, 'utf8').trim().split('\n');
