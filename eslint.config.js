@@ -28,17 +28,19 @@ const PUBLIC = 'public entry points only';
 const LAYERS = {
   native: [],
   protocol: ['native'],
-  server: ['protocol', 'native'],
+  // The protocol trace: decoders of every message, trace records, capture files.
+  trace: ['protocol'],
+  server: ['trace', 'protocol', 'native'],
   client: ['protocol', 'native'],
   devices: PUBLIC,
   examples: PUBLIC,
   // The guest kit (QEMU + kernel + busybox) is a tool beside the library: it logs through server/'s logger.
   'guest-kit': ['server'],
   // The CLI serves devices, boots guests (`vm`) and, with `inspect`, talks to a device as a client.
-  cli: ['devices', 'server', 'client', 'protocol', 'native', 'guest-kit'],
+  cli: ['devices', 'server', 'client', 'trace', 'protocol', 'native', 'guest-kit'],
   // Tests and benchmarks may reach anything; nothing else may reach them.
-  test: ['native', 'protocol', 'server', 'client', 'devices', 'examples', 'guest-kit', 'cli', 'bench'],
-  bench: ['native', 'protocol', 'server', 'client', 'devices', 'examples', 'guest-kit', 'cli', 'test'],
+  test: ['native', 'protocol', 'trace', 'server', 'client', 'devices', 'examples', 'guest-kit', 'cli', 'bench'],
+  bench: ['native', 'protocol', 'trace', 'server', 'client', 'devices', 'examples', 'guest-kit', 'cli', 'test'],
   // The lint scripts stand apart: they read files, they import none of ours.
   scripts: [],
 };
@@ -108,7 +110,7 @@ const publicApiOnly = {
     {
       patterns: [
         {
-          regex: String.raw`^(\.\./)+(native|protocol|server|client|devices|cli|guest-kit|test|bench|examples)(/|$)`,
+          regex: String.raw`^(\.\./)+(native|protocol|trace|server|client|devices|cli|guest-kit|test|bench|examples)(/|$)`,
           message:
             "Use the public API: import from 'vfio-user-ts' (or '/client', '/nvme', '/gpio'), as a device author would.",
         },

@@ -15,6 +15,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { serve, type DeviceServer } from '../server/server.js';
+import type { ConnectionObserver } from '../server/connection/index.js';
 import { NO_METRICS, noMetrics, type MetricsRegistry } from '../server/metrics/index.js';
 import { builtinFactory } from './builtin-devices.js';
 import type { DaemonConfig, DeviceSpec } from './config.js';
@@ -56,6 +57,8 @@ export interface DaemonOptions {
   listenFds?: ReadonlyMap<string, number>;
   /** serve --watch: reload device modules (not built-in devices) when their files change. */
   watch?: boolean;
+  /** Watches every device's connections (--trace-file), given the device's name. */
+  observer?: (device: string) => ConnectionObserver;
 }
 
 /** A device entry with its factory resolved. */
@@ -217,6 +220,7 @@ export class Daemon {
         log: this.log,
         ...(listenFd !== undefined && { listenFd }),
         ...(this.options.metrics && { metrics: this.options.metrics }),
+        ...(this.options.observer && { observer: this.options.observer(spec.name) }),
       });
     } catch (err) {
       await closeQuietly(hosted, log);

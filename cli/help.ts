@@ -6,6 +6,8 @@ Usage:
   vfio-user-ts serve [options]        run devices (default: one NVMe + one GPIO under ./run/)
   vfio-user-ts gpio <get|set|watch>   talk to a running GPIO card's control socket
   vfio-user-ts vm [options]           boot a throwaway Linux guest (QEMU) attached to device sockets
+  vfio-user-ts trace FILE [filters]   print a capture made with 'serve --trace-file FILE'
+  vfio-user-ts inspect SOCKET         connect to any vfio-user server and describe its device (like lspci -vvv)
   vfio-user-ts help [command]         show help for a command
   vfio-user-ts --version
 
@@ -43,7 +45,11 @@ Other options:
                          under the running guest: state carried over, no reset (docs/cli.md)
       --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics
       --log-level LEVEL  fatal, error, warn, info (default), debug, trace, silent (or LOG_LEVEL)
-      --trace            log every vfio-user message, decoded (= --log-level debug)
+      --trace            log every vfio-user message, decoded, one line each (= --log-level debug)
+      --trace-file FILE  also capture every message, decoded, to FILE (JSON lines; read it
+                         with 'vfio-user-ts trace FILE')
+      --trace-max-bytes SIZE  stop the capture at SIZE (default 256M)
+      --trace-raw-bytes N     keep the first N bytes of every message, hex (default 0)
       --log-format FMT   auto (pretty on a terminal, else JSON), json, pretty
   -h, --help             this help
 
@@ -57,4 +63,38 @@ one JSON record per line). Under systemd it reports readiness (Type=notify) and
 takes sockets a .socket unit passes (see examples/systemd). SIGTERM or SIGINT stops it:
 clients are dropped, disks flushed, socket files removed, exit 0 (forced, exit 1, after 4.5 s).
 Exit codes: 0 stopped cleanly, 1 runtime failure, 2 bad arguments or configuration.
+`;
+
+export const TRACE_HELP = `Usage:
+  vfio-user-ts trace FILE [--command NAMES] [--region NAMES] [--json]
+
+Print a capture made with 'vfio-user-ts serve --trace-file FILE': one line per
+message, as --trace logs them, with the time since the capture started, the
+device and the connection.
+
+  --command NAMES   only these commands, comma-separated: region_read,dma_map
+                    (case-insensitive; the DEVICE_ prefix may be left out)
+  --region NAMES    only messages about these regions: config, BAR0..BAR5, ROM, VGA, MIGR
+  --json            print the chosen records as JSON lines instead
+  -h, --help        this help
+
+Exit codes: 0 printed, 1 the file cannot be read or is not a capture, 2 bad arguments.
+`;
+
+export const INSPECT_HELP = `Usage:
+  vfio-user-ts inspect SOCKET [--probe-bars] [--json]
+
+Connect to a vfio-user server (ours or anyone's) as a client, describe its
+device like 'lspci -vvv' and disconnect: IDs, class, BARs (size, flags, mmap
+areas), PCI capabilities decoded, IRQ indexes, region types, and the
+capabilities the server sent in VERSION. Only reads config space and asks
+for information, unless --probe-bars.
+
+  --probe-bars      also size each BAR as firmware does (writes all-ones to the
+                    BAR registers, then restores them)
+  --json            print one JSON object instead of text
+  --timeout MS      per-request timeout (default 5000)
+  -h, --help        this help
+
+Exit codes: 0 described, 1 cannot connect or the server misbehaved, 2 bad arguments.
 `;

@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 /**
  * The `vfio-user-ts` command (package.json "bin"; `npm start` runs `serve`).
- * Subcommands: serve (serve-command.ts), gpio (gpio-command.ts), vm (../guest-kit/vm-cli.ts), help.
+ * Subcommands: serve (serve-command.ts), gpio (gpio-command.ts), vm (../guest-kit/vm-cli.ts),
+ * trace (trace-command.ts), inspect (inspect/inspect-command.ts), help.
  */
 import { VM_HELP, vmCommand } from '../guest-kit/vm-cli.js';
 import { gpioCommand, gpioHelp } from './gpio-command.js';
-import { MAIN_HELP, SERVE_HELP } from './help.js';
+import { INSPECT_HELP, MAIN_HELP, SERVE_HELP, TRACE_HELP } from './help.js';
+import { inspectCommand } from './inspect/inspect-command.js';
+import { traceCommand } from './trace-command.js';
 import { packageVersion } from './package-root.js';
 import { serveCommand } from './serve-command.js';
 
@@ -18,6 +21,10 @@ async function main(argv: string[]): Promise<number> {
       return gpioCommand(rest);
     case 'vm':
       return vmCommand(rest);
+    case 'trace':
+      return traceCommand(rest);
+    case 'inspect':
+      return inspectCommand(rest);
     case undefined:
     case '-h':
     case '--help':
@@ -25,7 +32,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case 'help':
       process.stdout.write(
-        rest[0] === 'serve' ? SERVE_HELP : rest[0] === 'gpio' ? gpioHelp() : rest[0] === 'vm' ? VM_HELP : MAIN_HELP,
+        ({ serve: SERVE_HELP, vm: VM_HELP, trace: TRACE_HELP, inspect: INSPECT_HELP } as Record<string, string>)[
+          rest[0] ?? ''
+        ] ?? (rest[0] === 'gpio' ? gpioHelp() : MAIN_HELP),
       );
       return 0;
     case '-v':

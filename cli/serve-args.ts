@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { LOG_LEVELS, parseListenAddress, validateConfig, type DaemonConfig, type LogLevel } from './config.js';
 import { ConfigError, ConfigErrors } from './config-error.js';
 import { DEFAULT_CONFIG, DEFAULT_CONFIG_SOURCE } from './default-config.js';
+import { parseSize } from './size.js';
 
 const COMMAND_LINE = 'command line';
 
@@ -25,7 +26,23 @@ export interface ServeCommandOptions {
   logLevel?: LogLevel;
   logFormat: LogFormat;
   config: DaemonConfig;
+  /** --trace-file: capture every device's messages, decoded, to this file (JSON lines). */
+  traceFile?: TraceFileOptions;
 }
+
+export interface TraceFileOptions {
+  /** Absolute path of the capture. */
+  path: string;
+  /** The capture stops at this size (--trace-max-bytes, default 256 MiB). */
+  maxBytes: number;
+  /** Keep the first N bytes of every message as hex (--trace-raw-bytes, default 0: none). */
+  rawBytes: number;
+}
+
+/** --trace-max-bytes when not given. */
+const DEFAULT_TRACE_MAX_BYTES = 256 << 20;
+/** Most bytes --trace-raw-bytes may keep per message (a message is at most 1 MiB + 32; a line stays readable). */
+const MAX_TRACE_RAW_BYTES = 4096;
 
 /** Flags that belong to the latest --device, and where each lands in a device entry. */
 const DEVICE_FLAGS: Record<string, string> = {
@@ -60,6 +77,9 @@ const SPEC = {
   'log-level': { type: 'string' },
   'log-format': { type: 'string' },
   trace: { type: 'boolean' },
+  'trace-file': { type: 'string' },
+  'trace-max-bytes': { type: 'string' },
+  'trace-raw-bytes': { type: 'string' },
 } as const;
 
 /** Parse and validate; throws ConfigErrors (every problem) for bad input. */
@@ -114,6 +134,8 @@ export function parseServeArgs(args: string[], cwd = process.cwd()): ServeComman
         new ConfigError(COMMAND_LINE, '--log-format', `must be auto, json or pretty, got ${JSON.stringify(f)}`),
       );
   }
+  const traceFile = traceFileOptions(values, cwd, errors);
+  if (traceFile) result.traceFile = traceFile;
   let metrics: DaemonConfig['metrics'];
   if (values.metrics !== undefined) {
     const parsed = parseListenAddress(values.metrics);
@@ -297,4 +319,42 @@ function flagName(field: string, devices: Record<string, unknown>[], optionKeys:
   const flag = Object.entries(DEVICE_FLAGS).find(([, target]) => target === rest)?.[0];
   if (flag) return `${label} --${flag}`;
   return rest === 'options' ? label : `${label} ${rest}`;
+}
+
+/** --trace-file and its companions (which need it). */
+function traceFileOptions(
+  values: { 'trace-file'?: string; 'trace-max-bytes'?: string; 'trace-raw-bytes'?: string },
+  cwd: string,
+  errors: ConfigError[],
+): TraceFileOptions | undefined {
+  const path = values['trace-file'];
+  if (path === undefined) {
+    for (const flag of ['trace-max-bytes', 'trace-raw-bytes'] as const)
+      if (values[flag] !== undefined) errors.push(new ConfigError(COMMAND_LINE, `--${flag}`, 'needs --trace-file'));
+    return undefined;
+  }
+  if (path === '') {
+    errors.push(new ConfigError(COMMAND_LINE, '--trace-file', 'needs a file name'));
+    return undefined;
+  }
+  let maxBytes = DEFAULT_TRACE_MAX_BYTES;
+  if (values['trace-max-bytes'] !== undefined) {
+    const size = parseSize(values['trace-max-bytes']);
+    if ('error' in size) errors.push(new ConfigError(COMMAND_LINE, '--trace-max-bytes', size.error));
+    else maxBytes = size.bytes;
+  }
+  let rawBytes = 0;
+  const raw = values['trace-raw-bytes'];
+  if (raw !== undefined) {
+    if (/^\d+$/.test(raw) && Number(raw) <= MAX_TRACE_RAW_BYTES) rawBytes = Number(raw);
+    else
+      errors.push(
+        new ConfigError(
+          COMMAND_LINE,
+          '--trace-raw-bytes',
+          `must be a number of bytes from 0 to ${MAX_TRACE_RAW_BYTES}, got ${JSON.stringify(raw)}`,
+        ),
+      );
+  }
+  return { path: resolve(cwd, path), maxBytes, rawBytes };
 }

@@ -19,6 +19,8 @@ import { connectHint } from './qemu-hint.js';
 import { parseServeArgs, type ServeCommandOptions } from './serve-args.js';
 import { formatSize } from './size.js';
 import { native } from '../native/index.js';
+import { CaptureWriter, ProtocolTracer } from '../trace/index.js';
+import { packageVersion } from './package-root.js';
 import { assignActivatedSockets, SystemdNotifier, takeActivatedSockets } from './systemd.js';
 
 /** Whole budget from the first signal to exit. */
@@ -60,11 +62,33 @@ export async function serveCommand(args: string[]): Promise<number> {
   const { fds: listenFds, unused } = assignActivatedSockets(config.devices, activated);
   const metrics = config.metrics && !options.check ? new MetricsRegistry({ log }) : undefined;
 
+  let capture: CaptureWriter | undefined;
+  if (options.traceFile && !options.check) {
+    try {
+      capture = new CaptureWriter(options.traceFile.path, {
+        maxBytes: options.traceFile.maxBytes,
+        writer: `vfio-user-ts ${packageVersion()}`,
+      });
+    } catch (err) {
+      process.stderr.write(
+        `vfio-user-ts: --trace-file: cannot create ${options.traceFile.path}: ${(err as Error).message}\n`,
+      );
+      return ExitCode.USAGE;
+    }
+  }
+  const observer = capture && captureObserver(capture, options.traceFile?.rawBytes ?? 0);
+
   let daemon: Daemon;
   try {
-    daemon = await Daemon.prepare(config, log, { listenFds, watch: options.watch, ...(metrics && { metrics }) });
+    daemon = await Daemon.prepare(config, log, {
+      listenFds,
+      watch: options.watch,
+      ...(metrics && { metrics }),
+      ...(observer && { observer }),
+    });
     if (options.check) await daemon.check();
   } catch (err) {
+    await capture?.close();
     if (err instanceof ConfigErrors) {
       reportConfigErrors(err);
       return ExitCode.USAGE;
@@ -91,7 +115,16 @@ export async function serveCommand(args: string[]): Promise<number> {
       // Not ours after all.
     }
   }
-  return runUntilSignal(daemon, log, metrics, config.metrics);
+  try {
+    return await runUntilSignal(daemon, log, metrics, config.metrics);
+  } finally {
+    await capture?.close();
+  }
+}
+
+/** Per device, a tracer that writes every record to the capture. */
+function captureObserver(capture: CaptureWriter, rawBytes: number): (device: string) => ProtocolTracer {
+  return (device) => new ProtocolTracer((record) => capture.write(record), { dev: device, rawBytes });
 }
 
 function hostPort(a: { host: string; port: number }): string {

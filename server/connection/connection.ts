@@ -35,7 +35,8 @@ import { ConnectionClientPort } from './client-port.js';
 import type { HandlerResult, RequestContext } from './context.js';
 import { handlerFor } from './dispatch.js';
 import { negotiateVersion } from './handlers/version.js';
-import type { ConnectionObserver, ConnectionState, DmaRequestEvent } from './observer.js';
+import { combineObservers, type ConnectionObserver, type ConnectionState, type DmaRequestEvent } from './observer.js';
+import { logTracer } from '../../trace/tracer.js';
 
 export interface ConnectionOptions {
   /** Our max_data_xfer_size (default 1 MiB; QEMU accepts up to 64 MiB). */
@@ -149,7 +150,10 @@ export class Connection {
     this.#maxDataXferSize = options.maxDataXferSize ?? Limits.MAX_DATA_XFER_SIZE;
     this.#maxMsgFds = options.maxMsgFds ?? Limits.MAX_MSG_FDS;
     this.#onClosed = onClosed;
-    this.#observer = options.observer;
+    // At debug level every message is logged decoded, one line each (trace/): `serve --trace`.
+    this.#observer = this.log.isLevelEnabled('debug')
+      ? combineObservers(options.observer, logTracer(this.log))
+      : options.observer;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#channel = new Channel(
       fd,
@@ -227,11 +231,6 @@ export class Connection {
           'unsolicited-reply',
           { conn: this.id, cmd: commandName(header.command), id: header.id },
           'unsolicited reply dropped',
-        );
-      } else {
-        this.log.debug(
-          { cmd: commandName(header.command), id: header.id, size: header.size, error: header.error || undefined },
-          'reply',
         );
       }
       return;
@@ -394,9 +393,6 @@ export class Connection {
         'closed unexpected fds',
       );
     if (result) {
-      if (this.log.isLevelEnabled('debug')) {
-        this.log.debug({ cmd: commandName(header.command), id: header.id, size: header.size, result: 'ok' }, 'request');
-      }
       const replied = wantsReply(header);
       if (replied) this.#send(result.reply, result.fds);
       if (this.#observer?.message) {
@@ -411,7 +407,6 @@ export class Connection {
     if (err instanceof VfioUserError) {
       errno = err.errno > 0 && err.errno <= 4096 ? err.errno : Errno.EIO;
       reason = err.message;
-      this.log.debug({ cmd, id: header.id, size: header.size, result: errno, reason }, 'request failed');
     } else {
       reason = `handler threw: ${err instanceof Error ? err.message : String(err)}`;
       this.#limiter.error(

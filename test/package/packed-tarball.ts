@@ -44,6 +44,7 @@ const PACK_INPUTS = [
   'tsconfig.build.json',
   'native',
   'protocol',
+  'trace',
   'server',
   'client',
   'devices',

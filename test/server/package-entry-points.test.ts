@@ -15,6 +15,7 @@ import * as clientEntry from 'vfio-user-ts/client';
 import * as nvmeEntry from 'vfio-user-ts/nvme';
 import * as gpioEntry from 'vfio-user-ts/gpio';
 import * as guestKitEntry from 'vfio-user-ts/guest-kit';
+import * as traceEntry from 'vfio-user-ts/trace';
 import { PciDevice } from '../../server/pci/device.js';
 import { DmaSpace } from '../../server/dma/dma-space.js';
 import { VfioUserError } from '../../protocol/errors.js';
@@ -23,6 +24,7 @@ import { NvmeController } from '../../devices/nvme/controller.js';
 import { createGpioDevice } from '../../devices/gpio/device.js';
 import { runGuest } from '../../guest-kit/boot.js';
 import { ensureKit } from '../../guest-kit/kit.js';
+import { readCapture } from '../../trace/capture.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
@@ -44,7 +46,7 @@ function entrySources(): Map<string, string> {
 }
 
 describe('package entry points', () => {
-  it('export the library, the client, both built-in devices and the guest kit, each built from a source file that exists', () => {
+  it('export the library, the client, both built-in devices, the guest kit and the trace, each built from a source file that exists', () => {
     const sources = entrySources();
     expect([...sources.keys()].sort()).toEqual([
       'vfio-user-ts',
@@ -52,6 +54,7 @@ describe('package entry points', () => {
       'vfio-user-ts/gpio',
       'vfio-user-ts/guest-kit',
       'vfio-user-ts/nvme',
+      'vfio-user-ts/trace',
     ]);
     for (const file of sources.values()) expect(existsSync(join(ROOT, file)), file).toBe(true);
     expect(pkg.exports['./package.json']).toBe('./package.json');
@@ -73,6 +76,7 @@ describe('package entry points', () => {
     expect(gpioEntry.createGpioDevice).toBe(createGpioDevice);
     expect(guestKitEntry.runGuest).toBe(runGuest);
     expect(guestKitEntry.ensureKit).toBe(ensureKit);
+    expect(traceEntry.readCapture).toBe(readCapture);
     // The built-in devices are PciDevices of this very copy.
     const { device } = gpioEntry.createGpioDevice();
     expect(device).toBeInstanceOf(PciDevice);
