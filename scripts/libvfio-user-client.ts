@@ -110,9 +110,10 @@ function countRequests(lines: Record<string, unknown>[], cmd: string): { ok: num
   let ok = 0;
   let failed = 0;
   for (const l of lines) {
-    if (l.cmd !== cmd) continue;
-    if (l.msg === 'request') ok++;
-    else if (l.msg === 'request failed') failed++;
+    // The connection's trace lines (debug level): one per client request, `result` 'ok' or the errno.
+    if (l.cmd !== cmd || l.result === undefined) continue;
+    if (l.result === 'ok') ok++;
+    else failed++;
   }
   return { ok, failed };
 }
