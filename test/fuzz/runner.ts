@@ -107,8 +107,14 @@ export async function runGuestFuzz<A extends Action>(target: FuzzTarget<A>, opti
     rssMiB: { start: 0, peak: 0, end: 0 },
     stats: {},
   };
-  const sample = (first: boolean) => {
-    const fds = listOpenFds().length;
+  const sample = async (first: boolean) => {
+    // A close can be a loop turn behind the reply that caused it (a replaced eventfd, a DMA map's fd):
+    // give the count up to 100 ms to come back down before it counts as growth.
+    let fds = listOpenFds().length;
+    for (let i = 0; i < 20 && !first && fds > report.fds.start; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+      fds = Math.min(fds, listOpenFds().length);
+    }
     const rss = rssMiB();
     if (first) {
       report.fds = { start: fds, peak: fds, end: fds };
@@ -133,7 +139,7 @@ export async function runGuestFuzz<A extends Action>(target: FuzzTarget<A>, opti
   const probe = async () => {
     await within(session.probe(), hangMs * 2, 'probe');
     report.probes++;
-    sample(report.probes === 1);
+    await sample(report.probes === 1);
     options.onProbe?.(report);
   };
   try {
@@ -162,7 +168,12 @@ export async function runGuestFuzz<A extends Action>(target: FuzzTarget<A>, opti
   } finally {
     report.wallMs = Date.now() - started;
     report.stats = { ...session.stats };
-    await session.close();
+    // A device wedged for good does not let its server close either: that is a hang too, not a stuck fuzzer.
+    try {
+      await within(session.close(), hangMs, 'closing the device');
+    } catch (err) {
+      if (!report.failure) fail(classify(err) ?? new FuzzFailure('error', String(err)));
+    }
   }
   return report;
 }
