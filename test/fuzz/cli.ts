@@ -55,10 +55,10 @@ if (values.target === 'protocol') {
   process.exit((await protocolFuzzCli(messages, seed, num(values.batch))) ? 0 : 1);
 }
 
-const target = guestTargets[values.target ?? ''];
+const target = guestTargets[values.target];
 if (!target) usage();
 const only = values.only?.split(',').map(Number);
-if (only && only.some((i) => !Number.isSafeInteger(i) || i < 0)) usage();
+if (only?.some((i) => !Number.isSafeInteger(i) || i < 0)) usage();
 const count = num(values.actions) ?? (only ? Math.max(...only) + 1 : 100_000);
 const probeEvery = num(values['probe-every']);
 const hangMs = num(values['hang-ms']);
@@ -78,7 +78,9 @@ const report = await runGuestFuzz(target, {
     if (r.actions - lastProgress < progress) return;
     lastProgress = r.actions;
     const s = ((Date.now() - started) / 1000).toFixed(0);
-    console.log(`  ${r.actions} actions, ${s} s, fds ${r.fds.end} (start ${r.fds.start}), RSS ${r.rssMiB.end} MiB (peak ${r.rssMiB.peak})`);
+    console.log(
+      `  ${r.actions} actions, ${s} s, fds ${r.fds.end} (start ${r.fds.start}), RSS ${r.rssMiB.end} MiB (peak ${r.rssMiB.peak})`,
+    );
   },
 });
 console.log(JSON.stringify(report));
@@ -86,7 +88,9 @@ if (!report.failure) {
   console.log(`fuzz ${target.name}: ok, ${report.actions} actions in ${(report.wallMs / 1000).toFixed(1)} s`);
   process.exit(0);
 }
-console.error(`fuzz ${target.name}: ${report.failure.kind} after action ${report.failure.index} (seed ${seed}): ${report.failure.message}`);
+console.error(
+  `fuzz ${target.name}: ${report.failure.kind} after action ${report.failure.index} (seed ${seed}): ${report.failure.message}`,
+);
 if (values.minimise) {
   const repro = await minimiseFailure(target, {
     seed,
@@ -96,7 +100,9 @@ if (values.minimise) {
     hangMs,
     log: (line) => console.log(`  minimise: ${line}`),
   });
-  console.log(`minimal repro (${repro.indices.length} actions): npm run fuzz -- --target ${target.name} --seed ${seed} --only ${repro.indices.join(',')}`);
+  console.log(
+    `minimal repro (${repro.indices.length} actions): npm run fuzz -- --target ${target.name} --seed ${seed} --only ${repro.indices.join(',')}`,
+  );
   console.log(JSON.stringify(repro));
   if (values.json) writeFileSync(values.json, JSON.stringify(repro, null, 2) + '\n');
 }

@@ -72,7 +72,13 @@ function nextGpioAction(rng: Rng): GpioAction {
   switch (kind) {
     case 'write': {
       const size = rng.pick([1, 1, 1, 2, 4, 8]);
-      return { k: 'write', offset: offset(rng, size), size, value: rng.chance(0.5) ? rng.int(256) : rng.u32(), posted: rng.chance(0.3) };
+      return {
+        k: 'write',
+        offset: offset(rng, size),
+        size,
+        value: rng.chance(0.5) ? rng.int(256) : rng.u32(),
+        posted: rng.chance(0.3),
+      };
     }
     case 'read': {
       const size = rng.pick([1, 1, 1, 2, 4, 8]);
@@ -91,13 +97,26 @@ function nextGpioAction(rng: Rng): GpioAction {
     case 'irqs':
       return {
         k: 'irqs',
-        index: rng.weighted([[80, PciIrq.INTX], [10, PciIrq.MSI], [5, PciIrq.MSIX], [5, PciIrq.REQ]] as const),
+        index: rng.weighted([
+          [80, PciIrq.INTX],
+          [10, PciIrq.MSI],
+          [5, PciIrq.MSIX],
+          [5, PciIrq.REQ],
+        ] as const),
         op: rng.pick(['enable', 'disable', 'mask', 'unmask', 'unmask', 'trigger'] as const),
         start: rng.chance(0.9) ? 0 : rng.int(3),
         count: rng.chance(0.9) ? 1 : rng.pick([0, 2]),
       };
     case 'command':
-      return { k: 'command', value: rng.weighted([[50, 0x3], [30, 0x403], [10, 0], [10, rng.int(0x10000)]] as const) };
+      return {
+        k: 'command',
+        value: rng.weighted([
+          [50, 0x3],
+          [30, 0x403],
+          [10, 0],
+          [10, rng.int(0x10000)],
+        ] as const),
+      };
     case 'cfgWrite': {
       const size = rng.pick([1, 2, 4]);
       let at = rng.int(0x100 / size) * size;
@@ -107,7 +126,13 @@ function nextGpioAction(rng: Rng): GpioAction {
     case 'reset':
       return { k: 'reset' };
     case 'wait':
-      return { k: 'wait', ms: rng.weighted([[8, 0], [2, 1]] as const) };
+      return {
+        k: 'wait',
+        ms: rng.weighted([
+          [8, 0],
+          [2, 1],
+        ] as const),
+      };
   }
 }
 
@@ -142,7 +167,11 @@ class GpioSession implements FuzzSession<GpioAction> {
   static async start(options: SessionOptions): Promise<GpioSession> {
     const dir = tempDir('gpio-fuzz-');
     const log = testLogger();
-    const { device, gpio } = createGpioDevice({ name: 'gpio-fuzz', barType: options.seed % 2 === 0 ? 'io' : 'mem32', log });
+    const { device, gpio } = createGpioDevice({
+      name: 'gpio-fuzz',
+      barType: options.seed % 2 === 0 ? 'io' : 'mem32',
+      log,
+    });
     const server = await serve(device, { socketPath: dir.file('gpio.sock'), log });
     const control = await startGpioControl(gpio, dir.file('gpio.control'), { log });
     const host = await GpioControlClient.connect(dir.file('gpio.control'));
@@ -155,7 +184,8 @@ class GpioSession implements FuzzSession<GpioAction> {
     try {
       await this.host.request({ op: 'set', ...request });
     } catch (err) {
-      if (!(err as Error).message.startsWith('gpio control:')) throw new FuzzFailure('death', `control socket: ${(err as Error).message}`);
+      if (!(err as Error).message.startsWith('gpio control:'))
+        throw new FuzzFailure('death', `control socket: ${(err as Error).message}`);
       this.stats.controlRefusals++;
     }
   }
@@ -195,7 +225,11 @@ class GpioSession implements FuzzSession<GpioAction> {
         if (a.op === 'disable') return tolerate(c.disableIrqs(a.index));
         return tolerate(
           c.setIrqs({
-            flags: IrqSetFlag.DATA_NONE | { mask: IrqSetFlag.ACTION_MASK, unmask: IrqSetFlag.ACTION_UNMASK, trigger: IrqSetFlag.ACTION_TRIGGER }[a.op],
+            flags:
+              IrqSetFlag.DATA_NONE |
+              { mask: IrqSetFlag.ACTION_MASK, unmask: IrqSetFlag.ACTION_UNMASK, trigger: IrqSetFlag.ACTION_TRIGGER }[
+                a.op
+              ],
             index: a.index,
             start: a.start,
             count: a.count,
@@ -226,7 +260,8 @@ class GpioSession implements FuzzSession<GpioAction> {
     };
     const byte = async (at: number) => (await step(`read 0x${at.toString(16)}`, c.regionRead(BAR, at, 1)))[0]!;
     const expect = (what: string, got: number, want: number) => {
-      if (got !== want) throw new FuzzFailure('probe', `probe: ${what} is 0x${got.toString(16)}, wanted 0x${want.toString(16)}`);
+      if (got !== want)
+        throw new FuzzFailure('probe', `probe: ${what} is 0x${got.toString(16)}, wanted 0x${want.toString(16)}`);
     };
     this.probes++;
     await step('DEVICE_RESET', c.reset());
@@ -249,7 +284,10 @@ class GpioSession implements FuzzSession<GpioAction> {
     await byte(2);
     await step('clear', c.regionWrite(BAR, 1, le(0, 1)));
     expect('interrupt status after clear', await byte(6), 0);
-    await step('INTx unmask', c.setIrqs({ flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, index: PciIrq.INTX, start: 0, count: 1 }));
+    await step(
+      'INTx unmask',
+      c.setIrqs({ flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_UNMASK, index: PciIrq.INTX, start: 0, count: 1 }),
+    );
     await step('host input', this.host.request({ op: 'set', inputs: inp ^ 1 }));
     await step('INTx', c.waitForIrq(PciIrq.INTX, 0, this.hangMs));
     this.stats.interrupts++;

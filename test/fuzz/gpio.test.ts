@@ -20,7 +20,11 @@ describe('GPIO hostile-guest fuzz', () => {
     const fds = fdBaseline();
     const r = await runGuestFuzz(gpioTarget, { seed, count: ACTIONS });
     expect(r.failure).toBeUndefined();
-    expect({ deaths: r.deaths, hangs: r.hangs, probeFailures: r.probeFailures }).toEqual({ deaths: 0, hangs: 0, probeFailures: 0 });
+    expect({ deaths: r.deaths, hangs: r.hangs, probeFailures: r.probeFailures }).toEqual({
+      deaths: 0,
+      hangs: 0,
+      probeFailures: 0,
+    });
     expect(r.actions).toBe(ACTIONS);
     expect(r.probes).toBe(ACTIONS / 250 + 1);
     expect(r.stats.interrupts).toBe(r.probes);

@@ -75,7 +75,7 @@ function trapTarget(hangMs: number): FuzzTarget<TrapAction> {
         async close() {
           closing = true;
           client.close();
-          await server!.close();
+          await server.close();
           dir.remove();
         },
       };
@@ -101,29 +101,33 @@ describe('guest fuzz findings', () => {
   const hangMs = 500;
   const trap = trapTarget(hangMs);
 
-  it.each(['hang', 'death'])('reports a %s with the action it followed, and shrinks it to arm + fire', { timeout: 60_000 }, async (kind) => {
-    const fds = fdBaseline();
-    const r = await firstFailing(trap, kind, hangMs);
-    expect(r.failure!.kind).toBe(kind);
-    expect(r.hangs + r.deaths).toBe(1);
-    const fire = kind === 'hang' ? 0xf1 : 0xf2;
-    const repro = await minimiseFailure(trap, {
-      seed: r.seed,
-      candidates: Array.from({ length: r.failure!.index + 1 }, (_, i) => i),
-      hangMs,
-      probeEvery: 500,
-    });
-    expect(repro.kind).toBe(kind);
-    expect(repro.indices).toHaveLength(2);
-    // A lost connection can show one action late (the reply to the fatal write may still arrive).
-    expect(repro.indices[1]).toBeGreaterThanOrEqual(r.failure!.index - (kind === 'death' ? 1 : 0));
-    expect(repro.indices[1]).toBeLessThanOrEqual(r.failure!.index);
-    expect(repro.actions).toEqual([
-      { k: 'write', ...ARM },
-      { k: 'write', reg: 2, value: fire },
-    ]);
-    await fds.settle();
-  });
+  it.each(['hang', 'death'])(
+    'reports a %s with the action it followed, and shrinks it to arm + fire',
+    { timeout: 60_000 },
+    async (kind) => {
+      const fds = fdBaseline();
+      const r = await firstFailing(trap, kind, hangMs);
+      expect(r.failure!.kind).toBe(kind);
+      expect(r.hangs + r.deaths).toBe(1);
+      const fire = kind === 'hang' ? 0xf1 : 0xf2;
+      const repro = await minimiseFailure(trap, {
+        seed: r.seed,
+        candidates: Array.from({ length: r.failure!.index + 1 }, (_, i) => i),
+        hangMs,
+        probeEvery: 500,
+      });
+      expect(repro.kind).toBe(kind);
+      expect(repro.indices).toHaveLength(2);
+      // A lost connection can show one action late (the reply to the fatal write may still arrive).
+      expect(repro.indices[1]).toBeGreaterThanOrEqual(r.failure!.index - (kind === 'death' ? 1 : 0));
+      expect(repro.indices[1]).toBeLessThanOrEqual(r.failure!.index);
+      expect(repro.actions).toEqual([
+        { k: 'write', ...ARM },
+        { k: 'write', reg: 2, value: fire },
+      ]);
+      await fds.settle();
+    },
+  );
 
   it('shrinks an NVMe run with an injected failure to its minimal core', { timeout: 60_000 }, async () => {
     const fds = fdBaseline();
@@ -137,7 +141,8 @@ describe('guest fuzz findings', () => {
     };
     let seed = 1;
     let r = await runGuestFuzz(nvmeTarget, { seed, count: 3000, inject });
-    while (r.failure?.kind !== 'injected' && seed < 20) r = await runGuestFuzz(nvmeTarget, { seed: ++seed, count: 3000, inject });
+    while (r.failure?.kind !== 'injected' && seed < 20)
+      r = await runGuestFuzz(nvmeTarget, { seed: ++seed, count: 3000, inject });
     expect(r.failure?.kind).toBe('injected');
     expect(r.failure!.index).toBeGreaterThan(10);
     const repro = await minimiseFailure(nvmeTarget, {

@@ -78,7 +78,10 @@ async function ddmin<T>(items: readonly T[], fails: (xs: readonly T[]) => Promis
 }
 
 /** Shrink a failing list of actions of `target` to a minimal one that fails the same way. */
-export async function minimiseFailure<A extends Action>(target: FuzzTarget<A>, o: MinimiseOptions<A>): Promise<Repro<A>> {
+export async function minimiseFailure<A extends Action>(
+  target: FuzzTarget<A>,
+  o: MinimiseOptions<A>,
+): Promise<Repro<A>> {
   let replays = 0;
   let kind: FailureKind | undefined = o.kind;
   const fails = async (indices: readonly number[]): Promise<boolean> => {
@@ -98,5 +101,12 @@ export async function minimiseFailure<A extends Action>(target: FuzzTarget<A>, o
   };
   if (!(await fails(o.candidates))) throw new Error('the candidate list does not fail: nothing to minimise');
   const indices = await ddmin(o.candidates, fails);
-  return { target: target.name, seed: o.seed, kind: kind!, indices, actions: pickActions(target, o.seed, indices), replays };
+  return {
+    target: target.name,
+    seed: o.seed,
+    kind: kind!,
+    indices,
+    actions: pickActions(target, o.seed, indices),
+    replays,
+  };
 }

@@ -71,7 +71,18 @@ export type NvmeAction =
   /** An I/O command into SQ `q` (created or not). */
   | { k: 'io'; q: number; sqe: SqeSpec; ring: boolean; list?: PrpListEdit }
   /** Set Features Number of Queues, then Create I/O CQ and SQ `q` (sizes, flags, addresses as drawn). */
-  | { k: 'createPair'; q: number; cqSize: number; sqSize: number; cqFlags: number; iv: number; cqAt: string; sqAt: string; sqFlags: number; cqid: number }
+  | {
+      k: 'createPair';
+      q: number;
+      cqSize: number;
+      sqSize: number;
+      cqFlags: number;
+      iv: number;
+      cqAt: string;
+      sqAt: string;
+      sqFlags: number;
+      cqid: number;
+    }
   /** Delete I/O SQ or CQ `qid`, `times` times in one doorbell. */
   | { k: 'delete'; sq: boolean; qid: number; times: number }
   /** A doorbell write (SQ tail or CQ head) of queue `qid`: `value`, or with `relative` the driver's own tail or head plus value % 5 - 2. */
@@ -120,7 +131,9 @@ function prp(rng: Rng): string {
     case 'data':
       return hex(GPA + Mem.DATA + rng.int(Mem.DATA_PAGES) * 4096);
     case 'unaligned':
-      return hex(GPA + Mem.DATA + rng.int(Mem.DATA_PAGES) * 4096 + (rng.chance(0.5) ? rng.int(1024) * 4 : rng.int(4096)));
+      return hex(
+        GPA + Mem.DATA + rng.int(Mem.DATA_PAGES) * 4096 + (rng.chance(0.5) ? rng.int(1024) * 4 : rng.int(4096)),
+      );
     case 'lastPage':
       return hex(GPA + MEM_SIZE - 4096 + (rng.chance(0.3) ? rng.int(4096) : 0));
     case 'extra':
@@ -150,7 +163,17 @@ function listEdit(rng: Rng): PrpListEdit | undefined {
   const values: string[] = [];
   for (let i = rng.range(1, 4); i > 0; i--) {
     at.push(rng.chance(0.3) ? 511 : rng.int(512));
-    values.push(rng.weighted([[3, 'self'], [1, 'next'], [6, 'any']] as const) === 'any' ? prp(rng) : rng.chance(0.5) ? self : hex(GPA + Mem.PRP_LISTS + ((page + 1) % Mem.PRP_LIST_PAGES) * 4096));
+    values.push(
+      rng.weighted([
+        [3, 'self'],
+        [1, 'next'],
+        [6, 'any'],
+      ] as const) === 'any'
+        ? prp(rng)
+        : rng.chance(0.5)
+          ? self
+          : hex(GPA + Mem.PRP_LISTS + ((page + 1) % Mem.PRP_LIST_PAGES) * 4096),
+    );
   }
   return { page, at, values };
 }
@@ -220,11 +243,19 @@ function adminAction(rng: Rng): NvmeAction {
       break;
     case 'getLog': {
       const numd = rng.pick([127, 1023, 0, 0xffff, rng.int(0x10000)]);
-      e = sqe(rng, 0x02, rng.pick([0, 1, 0xffffffff]), [((numd & 0xffff) << 16) | rng.pick([1, 2, 3, 4, rng.int(256)]), numd >>> 16, rng.int(4) * 512, 0]);
+      e = sqe(rng, 0x02, rng.pick([0, 1, 0xffffffff]), [
+        ((numd & 0xffff) << 16) | rng.pick([1, 2, 3, 4, rng.int(256)]),
+        numd >>> 16,
+        rng.int(4) * 512,
+        0,
+      ]);
       break;
     }
     case 'features':
-      e = sqe(rng, rng.pick([0x09, 0x0a]), 0, [rng.pick([1, 2, 4, 5, 6, 7, 8, 9, 0x0a, 0x0b, 0x80, rng.int(256)]) | (rng.chance(0.1) ? 1 << 31 : 0), rng.interesting32()]);
+      e = sqe(rng, rng.pick([0x09, 0x0a]), 0, [
+        rng.pick([1, 2, 4, 5, 6, 7, 8, 9, 0x0a, 0x0b, 0x80, rng.int(256)]) | (rng.chance(0.1) ? 1 << 31 : 0),
+        rng.interesting32(),
+      ]);
       break;
     case 'abort':
       e = sqe(rng, 0x08, 0, [(rng.int(0x10000) << 16) | q]);
@@ -239,7 +270,11 @@ function adminAction(rng: Rng): NvmeAction {
       // The shadow page and the EventIdx page: the layout's, the same page (issue 13), unaligned, unmapped.
       const good = (off: number) => hex(GPA + off);
       const shadow = rng.chance(0.6) ? good(Mem.SHADOW_DB) : prp(rng);
-      const ei = rng.weighted([[5, good(Mem.EVENT_IDX)], [2, shadow], [3, prp(rng)]] as const);
+      const ei = rng.weighted([
+        [5, good(Mem.EVENT_IDX)],
+        [2, shadow],
+        [3, prp(rng)],
+      ] as const);
       e = sqe(rng, 0x7c, 0, [], shadow, ei);
       break;
     }
@@ -299,7 +334,14 @@ function ioAction(rng: Rng): NvmeAction {
   const cdw =
     op === 0x09
       ? [rng.pick([0, 1, 255, rng.int(256)]), rng.pick([4, 2, 1, 7, rng.u32()])]
-      : [slba >>> 0, rng.chance(0.05) ? rng.u32() : 0, (nlb & 0xffff) | (rng.chance(0.05) ? rng.int(16) << 26 : 0), 0, 0, 0];
+      : [
+          slba >>> 0,
+          rng.chance(0.05) ? rng.u32() : 0,
+          (nlb & 0xffff) | (rng.chance(0.05) ? rng.int(16) << 26 : 0),
+          0,
+          0,
+          0,
+        ];
   const list = listEdit(rng);
   return { k: 'io', q, sqe: sqe(rng, op, ns, cdw), ring: rng.chance(0.85), ...(list && { list }) };
 }
@@ -352,11 +394,16 @@ export function nextNvmeAction(rng: Rng): NvmeAction {
         aqa: good ? ((PROBE_ADMIN_ENTRIES - 1) << 16) | (PROBE_ADMIN_ENTRIES - 1) : rng.interesting32(),
         asq: good || rng.chance(0.5) ? hex(GPA + Mem.ADMIN_SQ) : prp(rng),
         acq: good || rng.chance(0.5) ? hex(GPA + Mem.ADMIN_CQ) : prp(rng),
-        cc: good ? 0x460001 : rng.pick([0x460001, 0x1, 0x460001 | (rng.int(8) << 7), 0x460001 | (rng.int(8) << 4), rng.u32()]),
+        cc: good
+          ? 0x460001
+          : rng.pick([0x460001, 0x1, 0x460001 | (rng.int(8) << 7), 0x460001 | (rng.int(8) << 4), rng.u32()]),
       };
     }
     case 'cc':
-      return { k: 'cc', value: rng.pick([0, 0x460000, 0x460001, 0x464001, 0x468001, 0x46c001, 0x4000, 0x8000, rng.u32()]) };
+      return {
+        k: 'cc',
+        value: rng.pick([0, 0x460000, 0x460001, 0x464001, 0x468001, 0x46c001, 0x4000, 0x8000, rng.u32()]),
+      };
     case 'createPair': {
       const q = rng.chance(0.85) ? rng.range(1, 4) : qid(rng);
       return {
@@ -373,7 +420,16 @@ export function nextNvmeAction(rng: Rng): NvmeAction {
       };
     }
     case 'delete':
-      return { k: 'delete', sq: rng.chance(0.6), qid: qid(rng), times: rng.weighted([[5, 1], [4, 2], [1, 3]] as const) };
+      return {
+        k: 'delete',
+        sq: rng.chance(0.6),
+        qid: qid(rng),
+        times: rng.weighted([
+          [5, 1],
+          [4, 2],
+          [1, 3],
+        ] as const),
+      };
     case 'doorbell': {
       const value = rng.weighted([
         [50, () => rng.int(64)],
@@ -381,11 +437,24 @@ export function nextNvmeAction(rng: Rng): NvmeAction {
         [10, () => rng.interesting32()],
         [20, () => rng.int(4)],
       ] as const)();
-      return { k: 'doorbell', qid: qid(rng), cq: rng.chance(0.4), value, relative: rng.chance(0.5), posted: rng.chance(0.7) };
+      return {
+        k: 'doorbell',
+        qid: qid(rng),
+        cq: rng.chance(0.4),
+        value,
+        relative: rng.chance(0.5),
+        posted: rng.chance(0.7),
+      };
     }
     case 'bar0Write': {
       const size = rng.pick([1, 2, 4, 4, 4, 8]);
-      return { k: 'bar0Write', offset: bar0Offset(rng, size), size, value: rng.chance(0.5) ? hex(rng.interesting32()) : rng.u64(), posted: rng.chance(0.5) };
+      return {
+        k: 'bar0Write',
+        offset: bar0Offset(rng, size),
+        size,
+        value: rng.chance(0.5) ? hex(rng.interesting32()) : rng.u64(),
+        posted: rng.chance(0.5),
+      };
     }
     case 'bar0Read': {
       const size = rng.pick([1, 2, 4, 8]);
@@ -396,11 +465,28 @@ export function nextNvmeAction(rng: Rng): NvmeAction {
       return { k: 'bar4Write', offset: rng.chance(0.8) ? rng.int(0x60) * 4 : rng.int(0x2000), size, value: rng.u64() };
     }
     case 'shadow':
-      return { k: 'shadow', eventIdx: rng.chance(0.3), slot: rng.chance(0.9) ? rng.int(10) : rng.int(1024), value: rng.chance(0.7) ? rng.int(80) : rng.interesting32() };
+      return {
+        k: 'shadow',
+        eventIdx: rng.chance(0.3),
+        slot: rng.chance(0.9) ? rng.int(10) : rng.int(1024),
+        value: rng.chance(0.7) ? rng.int(80) : rng.interesting32(),
+      };
     case 'drain':
-      return { k: 'drain', q: rng.weighted([[25, 0], [65, rng.range(1, 4)], [10, rng.range(5, RING_SLOTS)]] as const) };
+      return {
+        k: 'drain',
+        q: rng.weighted([
+          [25, 0],
+          [65, rng.range(1, 4)],
+          [10, rng.range(5, RING_SLOTS)],
+        ] as const),
+      };
     case 'unmap':
-      return { k: 'unmap', what: rng.pick(['all', 'ram', 'extra', 'range'] as const), page: rng.int(MEM_SIZE / 4096), pages: rng.range(1, 64) };
+      return {
+        k: 'unmap',
+        what: rng.pick(['all', 'ram', 'extra', 'range'] as const),
+        page: rng.int(MEM_SIZE / 4096),
+        pages: rng.range(1, 64),
+      };
     case 'remap':
       return { k: 'remap' };
     case 'reset':
@@ -410,13 +496,28 @@ export function nextNvmeAction(rng: Rng): NvmeAction {
     case 'irqs':
       return {
         k: 'irqs',
-        index: rng.weighted([[70, 2], [10, 0], [10, 1], [5, 3], [5, 4]] as const),
+        index: rng.weighted([
+          [70, 2],
+          [10, 0],
+          [10, 1],
+          [5, 3],
+          [5, 4],
+        ] as const),
         op: rng.pick(['enable', 'enable', 'disable', 'mask', 'unmask', 'trigger'] as const),
         start: rng.chance(0.8) ? 0 : rng.int(8),
         count: rng.pick([1, 2, 5, 0, 6]),
       };
     case 'command':
-      return { k: 'command', value: rng.weighted([[60, 0x6], [15, 0x2], [10, 0x406], [5, 0], [10, rng.int(0x10000)]] as const) };
+      return {
+        k: 'command',
+        value: rng.weighted([
+          [60, 0x6],
+          [15, 0x2],
+          [10, 0x406],
+          [5, 0],
+          [10, rng.int(0x10000)],
+        ] as const),
+      };
     case 'msixControl':
       return { k: 'msixControl', value: rng.pick([0x8000, 0xc000, 0x4000, 0, rng.int(0x10000)]) };
     case 'cfgWrite': {
@@ -428,10 +529,23 @@ export function nextNvmeAction(rng: Rng): NvmeAction {
     }
     case 'scribble': {
       const n = rng.range(1, 64);
-      const area = rng.pick([Mem.ADMIN_SQ, Mem.RINGS + rng.int(RING_SLOTS) * Mem.RING_STRIDE, Mem.PRP_LISTS, Mem.SHADOW_DB, Mem.DATA]);
+      const area = rng.pick([
+        Mem.ADMIN_SQ,
+        Mem.RINGS + rng.int(RING_SLOTS) * Mem.RING_STRIDE,
+        Mem.PRP_LISTS,
+        Mem.SHADOW_DB,
+        Mem.DATA,
+      ]);
       return { k: 'scribble', offset: area + rng.int(0x1000), bytes: Array.from({ length: n }, () => rng.int(256)) };
     }
     case 'wait':
-      return { k: 'wait', ms: rng.weighted([[6, 0], [3, 1], [1, 3]] as const) };
+      return {
+        k: 'wait',
+        ms: rng.weighted([
+          [6, 0],
+          [3, 1],
+          [1, 3],
+        ] as const),
+      };
   }
 }

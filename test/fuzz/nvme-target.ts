@@ -50,9 +50,25 @@ interface QueueModel {
 
 function defaultQueue(q: number): QueueModel {
   if (q === 0)
-    return { sqAt: Mem.ADMIN_SQ, cqAt: Mem.ADMIN_CQ, sqSize: PROBE_ADMIN_ENTRIES, cqSize: PROBE_ADMIN_ENTRIES, tail: 0, head: 0, phase: 1 };
+    return {
+      sqAt: Mem.ADMIN_SQ,
+      cqAt: Mem.ADMIN_CQ,
+      sqSize: PROBE_ADMIN_ENTRIES,
+      cqSize: PROBE_ADMIN_ENTRIES,
+      tail: 0,
+      head: 0,
+      phase: 1,
+    };
   const base = Mem.RINGS + (q - 1) * Mem.RING_STRIDE;
-  return { sqAt: base, cqAt: base + Mem.RING_CQ, sqSize: DEFAULT_RING_ENTRIES, cqSize: DEFAULT_RING_ENTRIES, tail: 0, head: 0, phase: 1 };
+  return {
+    sqAt: base,
+    cqAt: base + Mem.RING_CQ,
+    sqSize: DEFAULT_RING_ENTRIES,
+    cqSize: DEFAULT_RING_ENTRIES,
+    tail: 0,
+    head: 0,
+    phase: 1,
+  };
 }
 
 /** The offset of guest address `addr` in the fuzzer's memory, if it is there. */
@@ -125,7 +141,11 @@ class NvmeSession implements FuzzSession<NvmeAction> {
     // PRP list pages start out full of good data page pointers: long transfers are valid unless an action says otherwise.
     for (let p = 0; p < Mem.PRP_LIST_PAGES; p++)
       for (let j = 0; j < 512; j++)
-        s.view.setBigUint64(Mem.PRP_LISTS + p * 4096 + j * 8, BigInt(GPA + Mem.DATA + ((p * 37 + j) % Mem.DATA_PAGES) * 4096), true);
+        s.view.setBigUint64(
+          Mem.PRP_LISTS + p * 4096 + j * 8,
+          BigInt(GPA + Mem.DATA + ((p * 37 + j) % Mem.DATA_PAGES) * 4096),
+          true,
+        );
     return s;
   }
 
@@ -232,7 +252,9 @@ class NvmeSession implements FuzzSession<NvmeAction> {
   }
 
   private editList(e: PrpListEdit): void {
-    e.at.forEach((at, i) => this.view.setBigUint64(Mem.PRP_LISTS + e.page * 4096 + at * 8, BigInt.asUintN(64, BigInt(e.values[i]!)), true));
+    e.at.forEach((at, i) =>
+      this.view.setBigUint64(Mem.PRP_LISTS + e.page * 4096 + at * 8, BigInt.asUintN(64, BigInt(e.values[i]!)), true),
+    );
   }
 
   /** Write `e` at queue `q`'s tail (if the ring is in our memory) and advance the tail. */
@@ -273,8 +295,14 @@ class NvmeSession implements FuzzSession<NvmeAction> {
       this.mem.fill(0, m.cqAt, Math.min(MEM_SIZE, m.cqAt + m.cqSize * 16));
     }
     this.place(0, this.cmd(0x09, [0x07, ((IO_QUEUES - 1) << 16) | (IO_QUEUES - 1)]));
-    this.place(0, this.cmd(0x05, [(((a.cqSize - 1) & 0xffff) << 16) | (a.q & 0xffff), (a.iv << 16) | a.cqFlags], a.cqAt));
-    this.place(0, this.cmd(0x01, [(((a.sqSize - 1) & 0xffff) << 16) | (a.q & 0xffff), (a.cqid << 16) | a.sqFlags], a.sqAt));
+    this.place(
+      0,
+      this.cmd(0x05, [(((a.cqSize - 1) & 0xffff) << 16) | (a.q & 0xffff), (a.iv << 16) | a.cqFlags], a.cqAt),
+    );
+    this.place(
+      0,
+      this.cmd(0x01, [(((a.sqSize - 1) & 0xffff) << 16) | (a.q & 0xffff), (a.cqid << 16) | a.sqFlags], a.sqAt),
+    );
     await this.ring(0);
   }
 
@@ -301,8 +329,14 @@ class NvmeSession implements FuzzSession<NvmeAction> {
       case 'disable':
         return tolerate(c.disableIrqs(a.index));
       default: {
-        const action = { mask: IrqSetFlag.ACTION_MASK, unmask: IrqSetFlag.ACTION_UNMASK, trigger: IrqSetFlag.ACTION_TRIGGER }[a.op];
-        return tolerate(c.setIrqs({ flags: IrqSetFlag.DATA_NONE | action, index: a.index, start: a.start, count: a.count }));
+        const action = {
+          mask: IrqSetFlag.ACTION_MASK,
+          unmask: IrqSetFlag.ACTION_UNMASK,
+          trigger: IrqSetFlag.ACTION_TRIGGER,
+        }[a.op];
+        return tolerate(
+          c.setIrqs({ flags: IrqSetFlag.DATA_NONE | action, index: a.index, start: a.start, count: a.count }),
+        );
       }
     }
   }

@@ -17,7 +17,11 @@ describe('NVMe hostile-guest fuzz', () => {
     const fds = fdBaseline();
     const r = await runGuestFuzz(nvmeTarget, { seed: SEED, count: ACTIONS });
     expect(r.failure).toBeUndefined();
-    expect({ deaths: r.deaths, hangs: r.hangs, probeFailures: r.probeFailures }).toEqual({ deaths: 0, hangs: 0, probeFailures: 0 });
+    expect({ deaths: r.deaths, hangs: r.hangs, probeFailures: r.probeFailures }).toEqual({
+      deaths: 0,
+      hangs: 0,
+      probeFailures: 0,
+    });
     expect(r.actions).toBe(ACTIONS);
     expect(r.probes).toBe(ACTIONS / 250 + 1);
     // Each probe leaves the same fds open (memory mapped, MSI-X eventfds): none piled up in between.

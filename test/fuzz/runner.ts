@@ -90,7 +90,10 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** Run `options.count` actions (or `options.only`) of `target` on a fresh device. */
-export async function runGuestFuzz<A extends Action>(target: FuzzTarget<A>, options: RunOptions<A>): Promise<RunReport> {
+export async function runGuestFuzz<A extends Action>(
+  target: FuzzTarget<A>,
+  options: RunOptions<A>,
+): Promise<RunReport> {
   const probeEvery = options.probeEvery ?? 250;
   const hangMs = options.hangMs ?? 10_000;
   const started = Date.now();
@@ -130,7 +133,8 @@ export async function runGuestFuzz<A extends Action>(target: FuzzTarget<A>, opti
   let index = -1;
   const fail = (f: FuzzFailure) => {
     const kind = session.deathReason !== undefined ? 'death' : f.kind;
-    const message = session.deathReason !== undefined ? `connection ended: ${session.deathReason} (${f.message})` : f.message;
+    const message =
+      session.deathReason !== undefined ? `connection ended: ${session.deathReason} (${f.message})` : f.message;
     report.failure = { kind, index, message };
     if (kind === 'death') report.deaths++;
     else if (kind === 'hang') report.hangs++;

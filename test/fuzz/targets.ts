@@ -4,6 +4,6 @@ import { gpioTarget } from './gpio-target.js';
 import { nvmeTarget } from './nvme-target.js';
 
 export const guestTargets: Record<string, FuzzTarget<Action> | undefined> = {
-  nvme: nvmeTarget as unknown as FuzzTarget<Action>,
-  gpio: gpioTarget as unknown as FuzzTarget<Action>,
+  nvme: nvmeTarget,
+  gpio: gpioTarget,
 };

@@ -45,6 +45,6 @@ export async function protocolFuzzCli(messages: number, seed: number, batch: num
       failed = true;
       console.error((err as Error).message);
     }
-}
+  }
   return !failed;
 }
