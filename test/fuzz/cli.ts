@@ -66,6 +66,14 @@ const progress = num(values.progress) ?? 50_000;
 if (!Number.isSafeInteger(count) || count <= 0) usage();
 
 console.log(`fuzz ${target.name}: seed ${seed}, ${only ? `${only.length} of ` : ''}${count} actions`);
+// The device runs in this process: if it throws where nothing catches it, that is the device dying.
+const current = { index: -1 };
+const died = (err: unknown) => {
+  console.error(`fuzz ${target.name}: death: uncaught in action ${current.index} (seed ${seed}):`, err);
+  process.exit(1);
+};
+process.on('uncaughtException', died);
+process.on('unhandledRejection', died);
 let lastProgress = 0;
 const started = Date.now();
 const report = await runGuestFuzz(target, {
@@ -74,6 +82,7 @@ const report = await runGuestFuzz(target, {
   only,
   probeEvery,
   hangMs,
+  current,
   onProbe: (r) => {
     if (r.actions - lastProgress < progress) return;
     lastProgress = r.actions;

@@ -10,7 +10,7 @@ import { Rng } from './rng.js';
 
 /** Guest-physical base of the fuzzer's memory: above 4 GiB with bit 31 set (catches offset and sign mix-ups). */
 export const GPA = 0x1_8000_0000;
-/** The memfd-backed guest RAM (mapped with its fd: the device reads and writes it directly). */
+/** The memfd-backed guest RAM (mapped with its fd on even seeds, without on odd ones: see nvme-target.ts). */
 export const MEM_SIZE = 4 << 20;
 /** A second range, mapped without an fd: the device reaches it by DMA_READ/DMA_WRITE messages. */
 export const EXTRA_GPA = GPA + 0x100_0000;

@@ -5,6 +5,10 @@
  * only the model a driver needs to place entries (ring sizes, tails, CQ
  * heads and phases); the actions themselves are hostile.
  *
+ * Even seeds map the guest RAM with its memfd (the device reads and writes it
+ * directly), odd seeds without (every transfer is a DMA_READ/DMA_WRITE
+ * message the client answers, and bounce buffers on the device's side).
+ *
  * The liveness probe is what a driver does after a crash: DEVICE_RESET, map
  * the memory again, bus mastering and MSI-X on, a fresh admin queue, CC.EN=1,
  * and an Identify Controller whose fields must be right.
@@ -107,6 +111,8 @@ class NvmeSession implements FuzzSession<NvmeAction> {
     private readonly extra: Uint8Array,
     private readonly dir: TempDir,
     private readonly hangMs: number,
+    /** Map the RAM with its fd (device DMA by mmap) or without (by DMA_READ/DMA_WRITE messages). */
+    private readonly shareRam: boolean,
   ) {
     this.mem = ram.bytes;
     this.view = ram.dataView();
@@ -133,7 +139,8 @@ class NvmeSession implements FuzzSession<NvmeAction> {
     const server = await serve(nvme.device, { socketPath: dir.file('nvme.sock'), log });
     const client = await VfioUserClient.connect(dir.file('nvme.sock'), { timeoutMs: options.hangMs, log });
     const ram = client.createGuestMemory(MEM_SIZE);
-    const s = new NvmeSession(nvme, server, client, ram, new Uint8Array(EXTRA_SIZE), dir, options.hangMs);
+    const shareRam = options.seed % 2 === 0;
+    const s = new NvmeSession(nvme, server, client, ram, new Uint8Array(EXTRA_SIZE), dir, options.hangMs, shareRam);
     for (const c of await client.capabilities()) {
       if (!c.extended && c.id === 0x11) s.msixCap = c.offset;
       if (!c.extended && c.id === 0x10) s.expressCap = c.offset;
@@ -239,7 +246,7 @@ class NvmeSession implements FuzzSession<NvmeAction> {
   /** DMA_UNMAP everything, then map the memfd RAM and the fd-less range again. */
   private async mapMemory(): Promise<void> {
     await this.client.dmaUnmapAll();
-    await this.client.dmaMap({ addr: BigInt(GPA), backing: this.ram });
+    await this.client.dmaMap({ addr: BigInt(GPA), backing: this.ram, shareFd: this.shareRam });
     await this.client.dmaMap({ addr: BigInt(EXTRA_GPA), backing: this.extra, shareFd: false });
   }
 

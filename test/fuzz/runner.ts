@@ -24,6 +24,8 @@ export interface RunOptions<A extends Action> {
    * told each action as it is performed; a returned string fails the run.
    */
   inject?: (() => (action: A, index: number) => string | undefined) | undefined;
+  /** Set to the index of the action being performed (a crash handler can name it). */
+  current?: { index: number } | undefined;
   /** Called after each probe. */
   onProbe?: ((report: RunReport) => void) | undefined;
 }
@@ -159,6 +161,7 @@ export async function runGuestFuzz<A extends Action>(
         next++;
       }
       index = i;
+      if (options.current) options.current.index = i;
       await within(session.execute(action), hangMs, `action ${i} (${action.k})`);
       report.actions++;
       const injected = check?.(action, i);
