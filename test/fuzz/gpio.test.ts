@@ -16,7 +16,7 @@ describe('GPIO hostile-guest fuzz', () => {
   it.each([
     ['I/O', 0x13f0],
     ['memory', 0x13f1],
-  ])(`survives ${ACTIONS} actions with BAR2 in %s space (seed %i)`, { timeout: 60_000 }, async (_, seed) => {
+  ])(`survives ${ACTIONS} actions with BAR2 in %s space (seed %i)`, { timeout: 120_000 }, async (_, seed) => {
     const fds = fdBaseline();
     const r = await runGuestFuzz(gpioTarget, { seed, count: ACTIONS });
     expect(r.failure).toBeUndefined();

@@ -103,7 +103,7 @@ describe('guest fuzz findings', () => {
 
   it.each(['hang', 'death'])(
     'reports a %s with the action it followed, and shrinks it to arm + fire',
-    { timeout: 60_000 },
+    { timeout: 120_000 },
     async (kind) => {
       const fds = fdBaseline();
       const r = await firstFailing(trap, kind, hangMs);
@@ -129,7 +129,7 @@ describe('guest fuzz findings', () => {
     },
   );
 
-  it('shrinks an NVMe run with an injected failure to its minimal core', { timeout: 60_000 }, async () => {
+  it('shrinks an NVMe run with an injected failure to its minimal core', { timeout: 120_000 }, async () => {
     const fds = fdBaseline();
     // The injected failure: a DEVICE_RESET, later a Delete of some queue sent at least twice.
     const inject = () => {

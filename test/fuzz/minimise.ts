@@ -3,7 +3,8 @@
  * indices of a failing run's actions. Each candidate list is replayed on a
  * fresh device (runGuestFuzz with `only`); a list "fails" when the replay
  * ends with a finding of the same kind. The result is 1-minimal: dropping
- * any one of its actions makes the failure go away.
+ * any one of its actions makes the failure go away (for a failure that
+ * depends on timing, as often as the replays showed it).
  */
 import { runGuestFuzz, pickActions, type RunOptions } from './runner.js';
 import type { Action, FailureKind, FuzzTarget } from './target.js';
@@ -43,36 +44,45 @@ function split<T>(xs: readonly T[], n: number): T[][] {
   return parts;
 }
 
-/** ddmin: the smallest failing subsequence it can find by removing chunks, then single items. */
+/**
+ * ddmin: the smallest failing subsequence it finds by keeping one chunk
+ * (while chunks are few) or dropping chunks, at ever finer grain. Chunks are
+ * dropped in one sweep per grain (a dropped chunk does not restart the
+ * sweep), so a grain costs one replay per chunk; the last grain is single
+ * actions, which makes the result 1-minimal.
+ */
 async function ddmin<T>(items: readonly T[], fails: (xs: readonly T[]) => Promise<boolean>): Promise<T[]> {
   let xs = [...items];
   let n = 2;
   while (xs.length >= 2) {
-    const parts = split(xs, n);
-    let reduced = false;
-    for (const part of parts) {
-      if (part.length > 0 && (await fails(part))) {
-        xs = part;
-        n = 2;
-        reduced = true;
-        break;
-      }
-    }
-    if (!reduced && n > 2) {
-      for (let i = 0; i < parts.length; i++) {
-        const rest = parts.filter((_, j) => j !== i).flat();
-        if (await fails(rest)) {
-          xs = rest;
-          n = Math.max(n - 1, 2);
-          reduced = true;
+    let parts = split(xs, n);
+    let kept: T[] | undefined;
+    if (n <= 8)
+      for (const part of parts)
+        if (part.length > 0 && part.length < xs.length && (await fails(part))) {
+          kept = part;
           break;
         }
-      }
+    if (kept) {
+      xs = kept;
+      n = 2;
+      continue;
     }
-    if (!reduced) {
-      if (n >= xs.length) break;
-      n = Math.min(xs.length, n * 2);
+    let dropped = false;
+    for (let i = 0; i < parts.length && parts.length > 1;) {
+      const rest = parts.filter((_, j) => j !== i).flat();
+      if (await fails(rest)) {
+        parts = parts.filter((_, j) => j !== i);
+        dropped = true;
+      } else i++;
     }
+    if (dropped) {
+      xs = parts.flat();
+      n = Math.max(2, Math.min(parts.length, xs.length));
+      continue;
+    }
+    if (n >= xs.length) break;
+    n = Math.min(xs.length, n * 2);
   }
   return xs;
 }
