@@ -390,7 +390,7 @@ class NvmeSession implements FuzzSession<NvmeAction> {
     this.mem.fill(0xee, Mem.PROBE_DATA, Mem.PROBE_DATA + 4096);
     this.place(0, { ...this.cmd(0x06, [1], '0x' + (GPA + Mem.PROBE_DATA).toString(16)), cid: 0xbeef });
     await step('SQ 0 doorbell', this.reg(0x1000, 1));
-    const cqe = await this.completion(0);
+    const cqe = await this.completion(0, 'Identify Controller');
     if (cqe.status !== 0 || cqe.cid !== 0xbeef || cqe.sqid !== 0)
       throw new FuzzFailure('probe', `Identify completion ${JSON.stringify(cqe)}`);
     await step('CQ 0 doorbell', this.reg(0x1004, this.queues.get(0)!.head));
@@ -429,7 +429,7 @@ class NvmeSession implements FuzzSession<NvmeAction> {
     } catch (err) {
       throw new FuzzFailure('probe', `probe: ${what}: doorbell: ${(err as Error).message}`);
     }
-    const cqe = await this.completion(q);
+    const cqe = await this.completion(q, what);
     await tolerate(this.client.regionWrite(0, 0x1000 + (q * 2 + 1) * 4, u32(this.queues.get(q)!.head)));
     if (cqe.status !== 0 || cqe.cid !== cid || cqe.sqid !== q)
       throw new FuzzFailure('probe', `probe: ${what}: completion ${JSON.stringify(cqe)}`);
@@ -441,13 +441,19 @@ class NvmeSession implements FuzzSession<NvmeAction> {
   }
 
   /** Wait for the next completion on CQ `q` (bounded by the hang bound). */
-  private async completion(q: number): Promise<{ status: number; cid: number; sqid: number }> {
+  private async completion(q: number, what: string): Promise<{ status: number; cid: number; sqid: number }> {
     const m = this.queues.get(q)!;
     const until = Date.now() + this.hangMs;
     const at = m.cqAt + m.head * 16;
     while ((this.view.getUint16(at + 14, true) & 1) !== m.phase) {
       if (this.deathReason !== undefined) throw new FuzzFailure('death', this.deathReason);
-      if (Date.now() > until) throw new FuzzFailure('hang', `probe: no completion on CQ ${q} within ${this.hangMs} ms`);
+      if (Date.now() > until) {
+        const csts = await this.readReg(CSTS).catch(() => -1);
+        throw new FuzzFailure(
+          'hang',
+          `probe: ${what}: no completion on CQ ${q} within ${this.hangMs} ms (CSTS 0x${csts.toString(16)})`,
+        );
+      }
       await sleep(1);
     }
     m.head = (m.head + 1) % m.cqSize;
