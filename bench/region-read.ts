@@ -36,6 +36,8 @@ export interface RegionReadOptions {
   warmup?: number;
   /** Runs per measurement; the run with the median p50 is reported (default 3: the machine is shared and noisy). */
   repeat?: number;
+  /** A libvfio-user build dir with samples/gpio-pci-idio-16: adds it as a contender (pinned), and ours / libvfio-user. */
+  libvfioUser?: string | undefined;
 }
 
 /** Run `fn` `n` times and keep the run with the median p50. */
