@@ -19,6 +19,10 @@
  * poller spun, per command) and with polling off (`pollMicros: 0`: every
  * submission comes by a doorbell message, and the CPU is the work alone).
  *
+ * Standalone: `npx tsx bench/nvme-engine.ts` (NVME_ENGINE_MS=ms per row,
+ * NVME_BENCH_LOADED=1 adds the loaded pass, NVME_ENGINE_CPU_PROF=DIR writes a
+ * V8 CPU profile of every server).
+ *
  * Child mode: `tsx bench/nvme-engine.ts --serve <socket> <image>` serves the
  * controller and answers IPC 'stats' with its CPU and poller figures.
  */
@@ -330,7 +334,10 @@ export async function benchNvmeEngine(o: EngineOptions = {}): Promise<EngineRow[
             ] as const) {
               for (const qd of depths) {
                 // A fresh server per row: one connection, one controller enable, its own CPU counter.
-                const child = spawn(process.execPath, ['--import', 'tsx', self, '--serve', sock, image], {
+                // NVME_ENGINE_CPU_PROF=DIR: a V8 CPU profile of each server (what the engine's time goes to).
+                const prof = process.env.NVME_ENGINE_CPU_PROF;
+                const flags = prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : [];
+                const child = spawn(process.execPath, [...flags, '--import', 'tsx', self, '--serve', sock, image], {
                   stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
                   env: { ...process.env, LOG_LEVEL: 'warn', ...(poll === 'no polling' && { NVME_BENCH_POLL_US: '0' }) },
                 });
