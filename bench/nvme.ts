@@ -184,6 +184,9 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
   const print = options.print ?? true;
   const repeat = options.repeat ?? 5;
   const host = options.loaded ? 'loaded' : 'quiet';
+  // NVME_BENCH_POLL_US also reaches runs through bench/run.ts (A/B without polling: 0).
+  const envPoll = process.env.NVME_BENCH_POLL_US;
+  const pollMicros = options.pollMicros ?? (envPoll ? Number(envPoll) : undefined);
   const selected = options.rows ?? ROWS.map((_, i) => i);
   const dir = mkdtempSync(join(tmpdir(), 'nvme-bench-'));
   const image = (c: Contender): string => join(dir, `${c}.img`);
@@ -203,7 +206,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
     log,
     timing: true,
     ...(process.env.NVME_BENCH_FIXED === '1' && { pollAdaptive: false }),
-    ...(options.pollMicros !== undefined && { pollMicros: options.pollMicros }),
+    ...(pollMicros !== undefined && { pollMicros }),
     ...(metrics && { metrics: metrics.device('nvme-bench') }),
   });
   const server = await serve(nvme.device, {
@@ -222,6 +225,8 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
         `nvme bench (${host} host${options.loaded ? ': two CPU-bound processes beside it' : ''}): one guest, QEMU ${kit.stamp.qemuVersion}, four disks on ${sizeMiB} MiB images in ${dir}`,
       );
       console.log(hostLine());
+      if (pollMicros !== undefined)
+        console.log(`ours: pollMicros ${pollMicros}${pollMicros === 0 ? ' (polling off)' : ''}`);
     }
     const r = await runGuest({
       devices: [{ socketPath: sock }],
