@@ -99,6 +99,9 @@ interface Queue {
 /** A minimal polling NVMe driver on shared memory (what a SPDK-style user-space driver does). */
 class PollingDriver {
   private readonly v: DataView;
+  /** The shadow doorbell and EventIdx pages as dwords (slot 2y: SQ y tail, 2y + 1: CQ y head). */
+  private readonly db: Int32Array;
+  private readonly ei: Int32Array;
   private adminTail = 0;
   private adminHead = 0;
   private adminPhase = 1;
@@ -109,6 +112,8 @@ class PollingDriver {
     readonly mem: Uint8Array,
   ) {
     this.v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+    this.db = new Int32Array(mem.buffer, mem.byteOffset + L.SHADOW_DB, PAGE / 4);
+    this.ei = new Int32Array(mem.buffer, mem.byteOffset + L.EVENT_IDX, PAGE / 4);
   }
 
   static async connect(socketPath: string): Promise<PollingDriver> {
@@ -203,9 +208,10 @@ class PollingDriver {
 
   /** Publish q's tail in the shadow doorbell; MMIO only when the controller's EventIdx asks (Linux's rule). */
   ring(q: Queue, oldTail: number): void {
-    const slot = L.SHADOW_DB + 2 * q.qid * 4;
-    this.v.setUint32(slot, q.tail, true);
-    const ei = this.v.getUint32(L.EVENT_IDX + 2 * q.qid * 4, true);
+    // Atomics: the tail store must be ordered before the EventIdx load (Linux's mb() here; x86 may
+    // otherwise let the load pass the store, and with the controller's mirror-image check both miss).
+    Atomics.store(this.db, 2 * q.qid, q.tail);
+    const ei = Atomics.load(this.ei, 2 * q.qid) & 0xffff;
     if (((q.tail - ei - 1) & 0xffff) < ((q.tail - oldTail) & 0xffff))
       void this.setReg(0x1000 + 2 * q.qid * 4, q.tail, true);
   }
@@ -224,7 +230,7 @@ class PollingDriver {
       n++;
       done(dw3 & 0xffff);
     }
-    if (n) this.v.setUint32(L.SHADOW_DB + (2 * q.qid + 1) * 4, q.head, true);
+    if (n) Atomics.store(this.db, 2 * q.qid + 1, q.head);
     return n;
   }
 
