@@ -317,6 +317,14 @@ export interface EngineOptions {
   queueCounts?: number[];
 }
 
+/** The server's environment: 'no polling' turns the controller's polling off, 'polling' leaves its default. */
+function serverEnv(poll: 'polling' | 'no polling'): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'warn' };
+  if (poll === 'no polling') env.NVME_BENCH_POLL_US = '0';
+  else delete env.NVME_BENCH_POLL_US;
+  return env;
+}
+
 export async function benchNvmeEngine(o: EngineOptions = {}): Promise<EngineRow[]> {
   const print = o.print ?? true;
   const ms = o.ms ?? Number(process.env.NVME_ENGINE_MS ?? 3000);
@@ -345,7 +353,7 @@ export async function benchNvmeEngine(o: EngineOptions = {}): Promise<EngineRow[
                 const flags = prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : [];
                 const child = spawn(process.execPath, [...flags, '--import', 'tsx', self, '--serve', sock, image], {
                   stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-                  env: { ...process.env, LOG_LEVEL: 'warn', ...(poll === 'no polling' && { NVME_BENCH_POLL_US: '0' }) },
+                  env: serverEnv(poll),
                 });
                 try {
                   await new Promise<void>((resolve, reject) => {
