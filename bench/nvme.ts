@@ -25,7 +25,9 @@
  * NVME_BENCH_FIXED=1 (fixed window), NVME_BENCH_PAGE_CACHE=0 (no
  * synchronous page-cache reads), NVME_BENCH_MEMORY=1 (memory namespace),
  * NVME_BENCH_METRICS=1 (count metrics: connection observer + NVMe per-command),
- * NVME_BENCH_LOADED=1 (two CPU hogs beside it).
+ * NVME_BENCH_LOADED=1 (two CPU hogs beside it), NVME_BENCH_POLL_AB=1 (a fifth
+ * disk: ours again with polling off, an A/B of polling in the same boot; also
+ * through bench/run.ts).
  *
  * `benchNvme()` is what bench/run.ts calls; `npx tsx bench/nvme.ts` runs it alone.
  */
@@ -42,8 +44,9 @@ import { runGuest } from '../guest-kit/boot.js';
 import { ensureKit } from '../guest-kit/kit.js';
 
 /** The four disks, in the order they are named in the output. */
-export const CONTENDERS = ['nvme', 'vblk', 'vblkio', 'ours'] as const;
-export type Contender = (typeof CONTENDERS)[number];
+const CONTENDERS = ['nvme', 'vblk', 'vblkio', 'ours'] as const;
+/** 'ours_nopoll': a second controller of ours with polling off (the pollAB option), for an A/B in the same boot. */
+export type Contender = (typeof CONTENDERS)[number] | 'ours_nopoll';
 const BUILT_IN = ['nvme', 'vblk', 'vblkio'] as const;
 
 /** What each contender is, for the output. */
@@ -52,20 +55,25 @@ export const CONTENDER_NAMES: Record<Contender, string> = {
   vblk: 'virtio-blk-pci',
   vblkio: 'virtio-blk-pci + iothread',
   ours: 'ours (vfio-user-pci, devices/nvme)',
+  ours_nopoll: 'ours, polling off (pollMicros 0)',
 };
 
 export interface NvmeBenchRow {
   name: string;
   /** 'quiet' or 'loaded' (two CPU hogs beside the bench). */
   host: 'quiet' | 'loaded';
+  /** The contenders, in output order. */
+  contenders: readonly Contender[];
   /** Seconds of every run, per contender, in the order they ran. */
-  runs: Record<Contender, number[]>;
+  runs: Partial<Record<Contender, number[]>>;
   /** Median seconds per contender. */
-  medians: Record<Contender, number>;
+  medians: Partial<Record<Contender, number>>;
   /** The built-in contender with the lowest median. */
   bestBuiltIn: Contender;
   /** medians[bestBuiltIn] / medians.ours: >= 1 means ours is at least as fast as the best built-in. */
   ratio: number;
+  /** With pollAB: medians[bestBuiltIn] / medians.ours_nopoll. */
+  ratioNoPoll?: number;
   /** /proc/loadavg's 1-minute figure before the boot and after the runs. */
   loadBefore: number;
   loadAfter: number;
@@ -120,6 +128,8 @@ export interface NvmeBenchOptions {
   rows?: number[] | undefined;
   /** Two CPU-bound processes run beside the bench (default false). */
   loaded?: boolean;
+  /** Add a fifth disk: a second controller of ours with polling off (A/B of polling in the same boot). */
+  pollAB?: boolean;
 }
 
 const ROWS: { name: string; cmd: (dev: string) => string }[] = [
@@ -132,24 +142,31 @@ const ROWS: { name: string; cmd: (dev: string) => string }[] = [
 ];
 
 /** Serial numbers the guest script tells the disks apart by. */
-const SERIAL = { nvme: 'QEMU0001', vblk: 'VBLK0001', vblkio: 'VBLKIO01' } as const;
+const SERIAL = {
+  nvme: 'QEMU0001',
+  vblk: 'VBLK0001',
+  vblkio: 'VBLKIO01',
+  ours: 'BENCH0001',
+  ours_nopoll: 'BENCH0002',
+} as const;
 
 /**
  * A guest script that finds the four disks (NVMe by model, virtio-blk by
  * serial) and times each row on each, `repeat` rounds, the order rotating.
  */
-function script(repeat: number, rows: number[]): string {
+function script(repeat: number, rows: number[], contenders: readonly Contender[]): string {
+  const nvmes = contenders.includes('ours_nopoll') ? 3 : 2;
   const lines = [
-    'for i in $(seq 1 100); do [ -b /dev/nvme0n1 ] && [ -b /dev/nvme1n1 ] && [ -b /dev/vda ] && [ -b /dev/vdb ] && break; sleep 0.1; done',
+    `for i in $(seq 1 100); do [ $(ls /sys/class/nvme | wc -l) -ge ${nvmes} ] && [ -b /dev/nvme${nvmes - 1}n1 ] && [ -b /dev/vda ] && [ -b /dev/vdb ] && break; sleep 0.1; done`,
     'for c in /sys/class/nvme/nvme*; do',
     '  n=$(basename $c)',
-    '  case "$(cat $c/model)" in QEMU*) D_nvme=/dev/${n}n1;; *) D_ours=/dev/${n}n1;; esac',
+    `  case "$(cat $c/serial)" in ${SERIAL.nvme}*) D_nvme=/dev/\${n}n1;; ${SERIAL.ours_nopoll}*) D_ours_nopoll=/dev/\${n}n1;; ${SERIAL.ours}*) D_ours=/dev/\${n}n1;; esac`,
     'done',
     'for b in /sys/block/vd*; do',
     `  case "$(cat $b/serial)" in ${SERIAL.vblkio}*) D_vblkio=/dev/$(basename $b);; ${SERIAL.vblk}*) D_vblk=/dev/$(basename $b);; esac`,
     'done',
-    'echo "RESULT devices=nvme:$D_nvme,vblk:$D_vblk,vblkio:$D_vblkio,ours:$D_ours"',
-    '[ -n "$D_nvme" ] && [ -n "$D_vblk" ] && [ -n "$D_vblkio" ] && [ -n "$D_ours" ] || { echo "RESULT error=devices"; exit 1; }',
+    `echo "RESULT devices=${contenders.map((c) => `${c}:$D_${c}`).join(',')}"`,
+    `${contenders.map((c) => `[ -n "$D_${c}" ]`).join(' && ')} || { echo "RESULT error=devices"; exit 1; }`,
     'now() { cut -d" " -f1 /proc/uptime; }',
     // run NAME CMD...: time CMD, print RESULT NAME=seconds.
     'run() { name=$1; shift; t0=$(now); "$@" >/dev/null 2>&1 || echo "RESULT error=$name"; t1=$(now); echo "RESULT $name=$(awk -v a=$t0 -v b=$t1 \'BEGIN { printf "%.2f", b - a }\')"; }',
@@ -157,8 +174,8 @@ function script(repeat: number, rows: number[]): string {
   rows.forEach((i) => {
     const row = ROWS[i]!;
     for (let k = 0; k < repeat; k++) {
-      for (let j = 0; j < CONTENDERS.length; j++) {
-        const c = CONTENDERS[(j + k) % CONTENDERS.length]!;
+      for (let j = 0; j < contenders.length; j++) {
+        const c = contenders[(j + k) % contenders.length]!;
         lines.push(`run ${c}${i}_${k} ${row.cmd(`$D_${c}`)}`);
       }
     }
@@ -191,7 +208,8 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
   const dir = mkdtempSync(join(tmpdir(), 'nvme-bench-'));
   const image = (c: Contender): string => join(dir, `${c}.img`);
   const sock = join(dir, 'nvme.sock');
-  for (const c of CONTENDERS) makeImage(image(c), sizeMiB);
+  const contenders: readonly Contender[] = options.pollAB ? [...CONTENDERS, 'ours_nopoll'] : CONTENDERS;
+  for (const c of contenders) makeImage(image(c), sizeMiB);
   const log = createLogger({ level: (process.env.LOG_LEVEL as 'info' | undefined) ?? 'warn', pretty: false });
   const metrics = process.env.NVME_BENCH_METRICS === '1' ? new MetricsRegistry() : undefined;
   const nvme = new NvmeController({
@@ -201,7 +219,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
         ? { size: sizeMiB << 20, lbaSize: 512 }
         : { path: image('ours'), lbaSize: 512, pageCacheReads: options.pageCacheReads ?? true },
     ],
-    serial: 'BENCH0001',
+    serial: SERIAL.ours,
     queues: 4,
     log,
     timing: true,
@@ -215,6 +233,19 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
     ...(metrics && { metrics }),
     writeMultiple: process.env.BENCH_WRITE_MULTIPLE === '1',
   });
+  // pollAB: the same controller again, polling off, on its own file and socket (same process, so the same CPU).
+  const sockNoPoll = join(dir, 'nvme-nopoll.sock');
+  const nopoll = options.pollAB
+    ? new NvmeController({
+        name: 'nvme-bench-nopoll',
+        namespaces: [{ path: image('ours_nopoll'), lbaSize: 512, pageCacheReads: options.pageCacheReads ?? true }],
+        serial: SERIAL.ours_nopoll,
+        queues: 4,
+        log,
+        pollMicros: 0,
+      })
+    : undefined;
+  const serverNoPoll = nopoll ? await serve(nopoll.device, { socketPath: sockNoPoll, log }) : undefined;
   const hogs = options.loaded ? startCpuHogs(2) : undefined;
   try {
     const kit = await ensureKit();
@@ -222,14 +253,14 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
     const loadBefore = loadAverage();
     if (print) {
       console.log(
-        `nvme bench (${host} host${options.loaded ? ': two CPU-bound processes beside it' : ''}): one guest, QEMU ${kit.stamp.qemuVersion}, four disks on ${sizeMiB} MiB images in ${dir}`,
+        `nvme bench (${host} host${options.loaded ? ': two CPU-bound processes beside it' : ''}): one guest, QEMU ${kit.stamp.qemuVersion}, ${contenders.length} disks on ${sizeMiB} MiB images in ${dir}`,
       );
       console.log(hostLine());
       if (pollMicros !== undefined)
         console.log(`ours: pollMicros ${pollMicros}${pollMicros === 0 ? ' (polling off)' : ''}`);
     }
     const r = await runGuest({
-      devices: [{ socketPath: sock }],
+      devices: [{ socketPath: sock }, ...(nopoll ? [{ socketPath: sockNoPoll }] : [])],
       modules: ['nvme', 'virtio_blk'],
       smp: options.smp ?? 1,
       sharedMemory: options.sharedMemory ?? true,
@@ -249,7 +280,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
         '-device',
         `virtio-blk-pci,drive=qvblkio,serial=${SERIAL.vblkio},iothread=io0`,
       ],
-      script: script(repeat, selected),
+      script: script(repeat, selected, contenders),
       timeoutMs: 1_800_000,
     });
     if (r.results.error || r.code !== 0)
@@ -258,8 +289,8 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
     const runsOf = (key: string): number[] =>
       Array.from({ length: repeat }, (_, k) => Number(r.results[`${key}_${k}`]));
     const rows = selected.map((i): NvmeBenchRow => {
-      const runs = Object.fromEntries(CONTENDERS.map((c) => [c, runsOf(`${c}${i}`)])) as Record<Contender, number[]>;
-      const medians = Object.fromEntries(CONTENDERS.map((c) => [c, median(runs[c])])) as Record<Contender, number>;
+      const runs = Object.fromEntries(contenders.map((c) => [c, runsOf(`${c}${i}`)])) as Record<Contender, number[]>;
+      const medians = Object.fromEntries(contenders.map((c) => [c, median(runs[c])])) as Record<Contender, number>;
       const bestBuiltIn = [...BUILT_IN].sort((a, b) => medians[a] - medians[b])[0]!;
       return {
         name: ROWS[i]!.name,
@@ -268,6 +299,8 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
         medians,
         bestBuiltIn,
         ratio: medians.ours > 0 ? medians[bestBuiltIn] / medians.ours : Infinity,
+        ...(options.pollAB && { ratioNoPoll: medians[bestBuiltIn] / medians.ours_nopoll! }),
+        contenders,
         loadBefore,
         loadAfter,
       };
@@ -277,17 +310,24 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
       console.log(`every run (seconds, ${repeat} per disk, alternating; lower is better):`);
       for (const row of rows) {
         console.log(`  ${row.name}`);
-        for (const c of CONTENDERS)
-          console.log(`    ${CONTENDER_NAMES[c].padEnd(36)} ${row.runs[c].map((x) => x.toFixed(2)).join(' ')}`);
+        for (const c of contenders)
+          console.log(`    ${CONTENDER_NAMES[c].padEnd(36)} ${row.runs[c]!.map((x) => x.toFixed(2)).join(' ')}`);
       }
       console.log(`medians (seconds) and ratio = best built-in median / ours median (>= 1: ours at least as fast):`);
-      console.log('row'.padEnd(42), ...CONTENDERS.map((c) => c.padStart(7)), 'best'.padStart(7), 'ratio'.padStart(6));
+      console.log(
+        'row'.padEnd(42),
+        ...contenders.map((c) => c.padStart(7)),
+        'best'.padStart(7),
+        'ratio'.padStart(6),
+        ...(options.pollAB ? ['ratio nopoll'] : []),
+      );
       for (const row of rows)
         console.log(
           row.name.padEnd(42),
-          ...CONTENDERS.map((c) => row.medians[c].toFixed(2).padStart(7)),
+          ...contenders.map((c) => row.medians[c]!.toFixed(2).padStart(7)),
           row.bestBuiltIn.padStart(7),
           row.ratio.toFixed(2).padStart(6),
+          ...(row.ratioNoPoll !== undefined ? [row.ratioNoPoll.toFixed(2).padStart(12)] : []),
         );
       const cpu = process.cpuUsage(cpu0);
       const t = nvme.timing()!; // on: `timing: true` above
@@ -311,6 +351,8 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
     hogs?.stop();
     await server.close();
     await nvme.close();
+    await serverNoPoll?.close();
+    await nopoll?.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -324,6 +366,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     repeat: process.env.NVME_BENCH_REPEAT ? Number(process.env.NVME_BENCH_REPEAT) : undefined,
     pollMicros: process.env.NVME_BENCH_POLL_US ? Number(process.env.NVME_BENCH_POLL_US) : undefined,
     loaded: process.env.NVME_BENCH_LOADED === '1',
+    pollAB: process.env.NVME_BENCH_POLL_AB === '1',
   }).catch((err: unknown) => {
     console.error(err);
     process.exitCode = 1;

@@ -52,13 +52,15 @@ const BENCHES: Bench[] = [
       const rows: Row[] = [];
       // --loaded: the quiet pass, then the same with two CPU hogs beside it.
       for (const loaded of o.loaded ? [false, true] : [false]) {
-        for (const r of await m.benchNvme({ print: o.print, loaded, repeat: o.iterations })) {
+        const pollAB = process.env.NVME_BENCH_POLL_AB === '1';
+        for (const r of await m.benchNvme({ print: o.print, loaded, repeat: o.iterations, pollAB })) {
           rows.push({
             bench: `nvme (guest dd, ${r.host})`,
             variant: r.name,
-            ...Object.fromEntries(m.CONTENDERS.map((c) => [`${c}_s`, r.medians[c]])),
+            ...Object.fromEntries(r.contenders.map((c) => [`${c}_s`, r.medians[c]])),
             best: r.bestBuiltIn,
             ratio: r.ratio,
+            ...(r.ratioNoPoll !== undefined && { ratio_nopoll: r.ratioNoPoll }),
             load: `${r.loadBefore}-${r.loadAfter}`,
           });
         }
