@@ -325,6 +325,71 @@ function serverEnv(poll: 'polling' | 'no polling'): NodeJS.ProcessEnv {
   return env;
 }
 
+/** The commands measured: a 4 KiB read, and the floor (a command with no I/O and no data). */
+const OPS = [
+  ['4 KiB read (page cache)', 0x02],
+  ['floor: Flush, nothing dirty', 0x00],
+] as const;
+
+interface RowSpec {
+  sock: string;
+  image: string;
+  loaded: boolean;
+  poll: 'polling' | 'no polling';
+  nq: number;
+  what: string;
+  opcode: number;
+  qd: number;
+  ms: number;
+}
+
+/** One row: a fresh server (one connection, one controller enable, its own CPU counter), a warm-up, the timed window. */
+async function measureRow(x: RowSpec): Promise<EngineRow> {
+  // NVME_ENGINE_CPU_PROF=DIR: a V8 CPU profile of each server (what the engine's time goes to).
+  const prof = process.env.NVME_ENGINE_CPU_PROF;
+  const flags = prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : [];
+  const child = spawn(process.execPath, [...flags, '--import', 'tsx', self, '--serve', x.sock, x.image], {
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    env: serverEnv(x.poll),
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.once('message', () => resolve());
+      child.once('exit', (c) => reject(new Error(`server exited (${c})`)));
+    });
+    const d = await PollingDriver.connect(x.sock);
+    try {
+      await d.enable();
+      const queues = await d.createQueues(x.nq);
+      await drive(d, queues, x.qd, x.opcode, Math.min(500, x.ms)); // warm-up (JIT, poller window)
+      const load = loadAverage();
+      const s0 = await stats(child);
+      const r = await drive(d, queues, x.qd, x.opcode, x.ms);
+      const s1 = await stats(child);
+      const cpu = s1.user + s1.system - s0.user - s0.system;
+      return {
+        bench: `nvme-engine (${x.loaded ? 'loaded' : 'quiet'})`,
+        variant: `${x.what}, ${x.poll}, ${x.nq} queue${x.nq > 1 ? 's' : ''}, QD${x.qd}/queue`,
+        queues: x.nq,
+        qd: x.qd,
+        iops: Math.round(r.commands / r.seconds),
+        cpu_us: +(cpu / r.commands).toFixed(2),
+        spin_us: +((s1.spinMicros - s0.spinMicros) / r.commands).toFixed(2),
+        mmio_per_cmd: +((s1.mmio - s0.mmio) / r.commands).toFixed(3),
+        load,
+      };
+    } finally {
+      d.close();
+    }
+  } finally {
+    await new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    });
+  }
+}
+
 export async function benchNvmeEngine(o: EngineOptions = {}): Promise<EngineRow[]> {
   const print = o.print ?? true;
   const ms = o.ms ?? Number(process.env.NVME_ENGINE_MS ?? 3000);
@@ -341,65 +406,16 @@ export async function benchNvmeEngine(o: EngineOptions = {}): Promise<EngineRow[
       const hogs = loaded ? startCpuHogs(2) : undefined;
       try {
         for (const poll of ['polling', 'no polling'] as const)
-          for (const nq of queueCounts) {
-            for (const [what, opcode] of [
-              ['4 KiB read (page cache)', 0x02],
-              ['floor: Flush, nothing dirty', 0x00],
-            ] as const) {
+          for (const nq of queueCounts)
+            for (const [what, opcode] of OPS)
               for (const qd of depths) {
-                // A fresh server per row: one connection, one controller enable, its own CPU counter.
-                // NVME_ENGINE_CPU_PROF=DIR: a V8 CPU profile of each server (what the engine's time goes to).
-                const prof = process.env.NVME_ENGINE_CPU_PROF;
-                const flags = prof ? ['--cpu-prof', '--cpu-prof-dir', prof] : [];
-                const child = spawn(process.execPath, [...flags, '--import', 'tsx', self, '--serve', sock, image], {
-                  stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-                  env: serverEnv(poll),
-                });
-                try {
-                  await new Promise<void>((resolve, reject) => {
-                    child.once('message', () => resolve());
-                    child.once('exit', (c) => reject(new Error(`server exited (${c})`)));
-                  });
-                  const d = await PollingDriver.connect(sock);
-                  try {
-                    await d.enable();
-                    const queues = await d.createQueues(nq);
-                    await drive(d, queues, qd, opcode, Math.min(500, ms)); // warm-up (JIT, poller window)
-                    const load = loadAverage();
-                    const s0 = await stats(child);
-                    const r = await drive(d, queues, qd, opcode, ms);
-                    const s1 = await stats(child);
-                    const cpu = s1.user + s1.system - s0.user - s0.system;
-                    const spin = s1.spinMicros - s0.spinMicros;
-                    const row: EngineRow = {
-                      bench: `nvme-engine (${loaded ? 'loaded' : 'quiet'})`,
-                      variant: `${what}, ${poll}, ${nq} queue${nq > 1 ? 's' : ''}, QD${qd}/queue`,
-                      queues: nq,
-                      qd,
-                      iops: Math.round(r.commands / r.seconds),
-                      cpu_us: +(cpu / r.commands).toFixed(2),
-                      spin_us: +(spin / r.commands).toFixed(2),
-                      mmio_per_cmd: +((s1.mmio - s0.mmio) / r.commands).toFixed(3),
-                      load,
-                    };
-                    rows.push(row);
-                    if (print)
-                      console.log(
-                        `  ${row.bench} ${row.variant}: ${row.iops} IOPS, server CPU ${row.cpu_us} us/cmd (poller spun ${row.spin_us} us/cmd wall); doorbell messages ${s1.mmio - s0.mmio}, polled ${s1.polled - s0.polled}; load ${load}`,
-                      );
-                  } finally {
-                    d.close();
-                  }
-                } finally {
-                  await new Promise<void>((resolve) => {
-                    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-                    child.once('exit', () => resolve());
-                    child.kill('SIGTERM');
-                  });
-                }
+                const row = await measureRow({ sock, image, loaded, poll, nq, what, opcode, qd, ms });
+                rows.push(row);
+                if (print)
+                  console.log(
+                    `  ${row.bench} ${row.variant}: ${row.iops} IOPS, server CPU ${row.cpu_us} us/cmd (poller spun ${row.spin_us} us/cmd wall); doorbell messages per command ${row.mmio_per_cmd}; load ${row.load}`,
+                  );
               }
-            }
-          }
       } finally {
         hogs?.stop();
       }
