@@ -299,7 +299,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
         medians,
         bestBuiltIn,
         ratio: medians.ours > 0 ? medians[bestBuiltIn] / medians.ours : Infinity,
-        ...(options.pollAB && { ratioNoPoll: medians[bestBuiltIn] / medians.ours_nopoll! }),
+        ...(options.pollAB && { ratioNoPoll: medians[bestBuiltIn] / medians.ours_nopoll }),
         contenders,
         loadBefore,
         loadAfter,
