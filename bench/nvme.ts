@@ -1,25 +1,39 @@
 /**
- * NVMe benchmark: QEMU's built-in `-device nvme` against our vfio-user NVMe
- * controller, in ONE guest boot, on identical backing files, with busybox dd
- * and O_DIRECT:
+ * NVMe benchmark: four disks in ONE guest boot, each on its own identical
+ * backing file of the same size, timed with busybox dd and O_DIRECT:
+ *   - QEMU's built-in `-device nvme`
+ *   - QEMU's `virtio-blk-pci`
+ *   - QEMU's `virtio-blk-pci` with an iothread (`-object iothread` + `iothread=`)
+ *   - ours: our NVMe controller over vfio-user (`vfio-user-pci`)
+ * Rows:
  *   - sequential read, 1 MiB x 256
  *   - sequential write, 1 MiB x 256 + fsync
  *   - 4 KiB reads at queue depth 1, x 20,000
- * Each row runs on QEMU's device, then on ours, back to back, `repeat`
- * times (default 5); the table gives the ratio of the best times and the
- * ratio of the medians, then every run. Times come from the guest's
- * /proc/uptime (10 ms resolution).
+ * Each row runs `repeat` times (default 5) on every disk, alternating (the
+ * order rotates each round so no disk always goes first). The output gives
+ * every run, the medians, and ratio = best built-in median / ours median
+ * (>= 1: ours at least as fast as the best of QEMU's own). Times come from
+ * the guest's /proc/uptime (10 ms resolution). The host's load average is
+ * recorded before and after (the bench machine is shared; say so with the
+ * figures).
+ *
+ * `loaded: true` runs the same with two CPU-bound processes beside it (a
+ * loaded host: QEMU's own devices run inside QEMU, ours needs CPU of its own).
  *
  * Environment for a standalone run: NVME_BENCH_ROWS=0,2 (row indexes),
  * NVME_BENCH_REPEAT=N, NVME_BENCH_POLL_US=N (our polling window; 0 = off),
  * NVME_BENCH_FIXED=1 (fixed window), NVME_BENCH_PAGE_CACHE=0 (no
  * synchronous page-cache reads), NVME_BENCH_MEMORY=1 (memory namespace),
- * NVME_BENCH_METRICS=1 (count metrics: connection observer + NVMe per-command).
+ * NVME_BENCH_METRICS=1 (count metrics: connection observer + NVMe per-command),
+ * NVME_BENCH_LOADED=1 (two CPU hogs beside it), NVME_BENCH_POLL_AB=1 (a fifth
+ * disk: ours again with polling off, an A/B of polling in the same boot; also
+ * through bench/run.ts).
  *
  * `benchNvme()` is what bench/run.ts calls; `npx tsx bench/nvme.ts` runs it alone.
  */
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { NvmeController } from '../devices/nvme/index.js';
@@ -27,26 +41,70 @@ import { createLogger } from '../server/log.js';
 import { serve } from '../server/server.js';
 import { MetricsRegistry } from '../server/metrics/index.js';
 import { runGuest } from '../guest-kit/boot.js';
+import { ensureKit } from '../guest-kit/kit.js';
+
+/** The four disks, in the order they are named in the output. */
+const CONTENDERS = ['nvme', 'vblk', 'vblkio', 'ours'] as const;
+/** 'ours_nopoll': a second controller of ours with polling off (the pollAB option), for an A/B in the same boot. */
+export type Contender = (typeof CONTENDERS)[number] | 'ours_nopoll';
+const BUILT_IN = ['nvme', 'vblk', 'vblkio'] as const;
+
+/** What each contender is, for the output. */
+export const CONTENDER_NAMES: Record<Contender, string> = {
+  nvme: "QEMU's -device nvme",
+  vblk: 'virtio-blk-pci',
+  vblkio: 'virtio-blk-pci + iothread',
+  ours: 'ours (vfio-user-pci, devices/nvme)',
+  ours_nopoll: 'ours, polling off (pollMicros 0)',
+};
 
 export interface NvmeBenchRow {
   name: string;
-  /** Seconds on QEMU's built-in nvme device. */
-  qemuSeconds: number;
-  /** Seconds on our vfio-user NVMe controller. */
-  oursSeconds: number;
-  /** qemuSeconds / oursSeconds: >= 1 means we are at least as fast. */
+  /** 'quiet' or 'loaded' (two CPU hogs beside the bench). */
+  host: 'quiet' | 'loaded';
+  /** The contenders, in output order. */
+  contenders: readonly Contender[];
+  /** Seconds of every run, per contender, in the order they ran. */
+  runs: Partial<Record<Contender, number[]>>;
+  /** Median seconds per contender. */
+  medians: Partial<Record<Contender, number>>;
+  /** The built-in contender with the lowest median. */
+  bestBuiltIn: Contender;
+  /** medians[bestBuiltIn] / medians.ours: >= 1 means ours is at least as fast as the best built-in. */
   ratio: number;
-  /** Every run's seconds, in order (QEMU's and ours alternate in the guest). */
-  qemuRuns: number[];
-  oursRuns: number[];
-  /** median(qemuRuns) / median(oursRuns). */
-  medianRatio: number;
+  /** With pollAB: medians[bestBuiltIn] / medians.ours_nopoll. */
+  ratioNoPoll?: number;
+  /** /proc/loadavg's 1-minute figure before the boot and after the runs. */
+  loadBefore: number;
+  loadAfter: number;
 }
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** The host's 1-minute load average (what `uptime` prints first). */
+export function loadAverage(): number {
+  return Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+}
+
+/** One line describing the host for the output: CPU model, cores, load. */
+export function hostLine(): string {
+  const c = cpus();
+  return `host: ${c[0]?.model ?? '?'} x ${c.length}, load average ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}, ${new Date().toISOString()}`;
+}
+
+/** `n` CPU-bound processes (busy loops) until stopped: a loaded host. */
+export function startCpuHogs(n: number): { stop(): void } {
+  const hogs: ChildProcess[] = [];
+  for (let i = 0; i < n; i++) hogs.push(spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));
+  const stop = (): void => {
+    for (const h of hogs) if (h.exitCode === null && h.signalCode === null) h.kill('SIGKILL');
+  };
+  process.once('exit', stop); // a crashed bench never leaves them spinning
+  return { stop };
 }
 
 export interface NvmeBenchOptions {
@@ -64,10 +122,14 @@ export interface NvmeBenchOptions {
   pageCacheReads?: boolean;
   /** Our controller's shadow-doorbell polling window (NvmeControllerOptions.pollMicros; default its default). */
   pollMicros?: number | undefined;
-  /** Runs of each row per device, alternating; the best (minimum) time counts. Default 5 (a shared, busy machine is noisy). */
+  /** Runs of each row per contender, alternating. Default 5 (a shared, busy machine is noisy). */
   repeat?: number | undefined;
   /** Indexes into the row list (default: all three). */
   rows?: number[] | undefined;
+  /** Two CPU-bound processes run beside the bench (default false). */
+  loaded?: boolean;
+  /** Add a fifth disk: a second controller of ours with polling off (A/B of polling in the same boot). */
+  pollAB?: boolean;
 }
 
 const ROWS: { name: string; cmd: (dev: string) => string }[] = [
@@ -79,16 +141,32 @@ const ROWS: { name: string; cmd: (dev: string) => string }[] = [
   { name: '4 KiB read QD1 x 20000 (O_DIRECT)', cmd: (d) => `dd if=${d} of=/dev/null bs=4k count=20000 iflag=direct` },
 ];
 
-/** A guest script that finds both controllers by model and times each row on each, `repeat` times, alternating. */
-function script(repeat: number, rows: number[]): string {
+/** Serial numbers the guest script tells the disks apart by. */
+const SERIAL = {
+  nvme: 'QEMU0001',
+  vblk: 'VBLK0001',
+  vblkio: 'VBLKIO01',
+  ours: 'BENCH0001',
+  ours_nopoll: 'BENCH0002',
+} as const;
+
+/**
+ * A guest script that finds the four disks (NVMe by model, virtio-blk by
+ * serial) and times each row on each, `repeat` rounds, the order rotating.
+ */
+function script(repeat: number, rows: number[], contenders: readonly Contender[]): string {
+  const nvmes = contenders.includes('ours_nopoll') ? 3 : 2;
   const lines = [
-    'for i in $(seq 1 100); do [ -b /dev/nvme0n1 ] && [ -b /dev/nvme1n1 ] && break; sleep 0.1; done',
+    `for i in $(seq 1 100); do [ $(ls /sys/class/nvme | wc -l) -ge ${nvmes} ] && [ -b /dev/nvme${nvmes - 1}n1 ] && [ -b /dev/vda ] && [ -b /dev/vdb ] && break; sleep 0.1; done`,
     'for c in /sys/class/nvme/nvme*; do',
     '  n=$(basename $c)',
-    '  case "$(cat $c/model)" in QEMU*) QEMU=/dev/${n}n1;; *) OURS=/dev/${n}n1;; esac',
+    `  case "$(cat $c/serial)" in ${SERIAL.nvme}*) D_nvme=/dev/\${n}n1;; ${SERIAL.ours_nopoll}*) D_ours_nopoll=/dev/\${n}n1;; ${SERIAL.ours}*) D_ours=/dev/\${n}n1;; esac`,
     'done',
-    'echo "RESULT qemu_dev=$QEMU ours_dev=$OURS"',
-    '[ -n "$QEMU" ] && [ -n "$OURS" ] || { echo "RESULT error=devices"; exit 1; }',
+    'for b in /sys/block/vd*; do',
+    `  case "$(cat $b/serial)" in ${SERIAL.vblkio}*) D_vblkio=/dev/$(basename $b);; ${SERIAL.vblk}*) D_vblk=/dev/$(basename $b);; esac`,
+    'done',
+    `echo "RESULT devices=${contenders.map((c) => `${c}:$D_${c}`).join(',')}"`,
+    `${contenders.map((c) => `[ -n "$D_${c}" ]`).join(' && ')} || { echo "RESULT error=devices"; exit 1; }`,
     'now() { cut -d" " -f1 /proc/uptime; }',
     // run NAME CMD...: time CMD, print RESULT NAME=seconds.
     'run() { name=$1; shift; t0=$(now); "$@" >/dev/null 2>&1 || echo "RESULT error=$name"; t1=$(now); echo "RESULT $name=$(awk -v a=$t0 -v b=$t1 \'BEGIN { printf "%.2f", b - a }\')"; }',
@@ -96,8 +174,10 @@ function script(repeat: number, rows: number[]): string {
   rows.forEach((i) => {
     const row = ROWS[i]!;
     for (let k = 0; k < repeat; k++) {
-      lines.push(`run qemu${i}_${k} ${row.cmd('$QEMU')}`);
-      lines.push(`run ours${i}_${k} ${row.cmd('$OURS')}`);
+      for (let j = 0; j < contenders.length; j++) {
+        const c = contenders[(j + k) % contenders.length]!;
+        lines.push(`run ${c}${i}_${k} ${row.cmd(`$D_${c}`)}`);
+      }
     }
   });
   return lines.join('\n');
@@ -115,18 +195,21 @@ function makeImage(path: string, sizeMiB: number): void {
   }
 }
 
-/** Run the three rows on both devices in one guest; resolves with the table. */
+/** Run the rows on the four disks in one guest; resolves with one row per table row. */
 export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBenchRow[]> {
   const sizeMiB = options.sizeMiB ?? 512;
   const print = options.print ?? true;
   const repeat = options.repeat ?? 5;
+  const host = options.loaded ? 'loaded' : 'quiet';
+  // NVME_BENCH_POLL_US also reaches runs through bench/run.ts (A/B without polling: 0).
+  const envPoll = process.env.NVME_BENCH_POLL_US;
+  const pollMicros = options.pollMicros ?? (envPoll ? Number(envPoll) : undefined);
   const selected = options.rows ?? ROWS.map((_, i) => i);
   const dir = mkdtempSync(join(tmpdir(), 'nvme-bench-'));
-  const qemuImage = join(dir, 'qemu.img');
-  const oursImage = join(dir, 'ours.img');
+  const image = (c: Contender): string => join(dir, `${c}.img`);
   const sock = join(dir, 'nvme.sock');
-  makeImage(qemuImage, sizeMiB);
-  makeImage(oursImage, sizeMiB);
+  const contenders: readonly Contender[] = options.pollAB ? [...CONTENDERS, 'ours_nopoll'] : CONTENDERS;
+  for (const c of contenders) makeImage(image(c), sizeMiB);
   const log = createLogger({ level: (process.env.LOG_LEVEL as 'info' | undefined) ?? 'warn', pretty: false });
   const metrics = process.env.NVME_BENCH_METRICS === '1' ? new MetricsRegistry() : undefined;
   const nvme = new NvmeController({
@@ -134,14 +217,14 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
     namespaces: [
       options.memoryNamespace
         ? { size: sizeMiB << 20, lbaSize: 512 }
-        : { path: oursImage, lbaSize: 512, pageCacheReads: options.pageCacheReads ?? true },
+        : { path: image('ours'), lbaSize: 512, pageCacheReads: options.pageCacheReads ?? true },
     ],
-    serial: 'BENCH0001',
+    serial: SERIAL.ours,
     queues: 4,
     log,
     timing: true,
     ...(process.env.NVME_BENCH_FIXED === '1' && { pollAdaptive: false }),
-    ...(options.pollMicros !== undefined && { pollMicros: options.pollMicros }),
+    ...(pollMicros !== undefined && { pollMicros }),
     ...(metrics && { metrics: metrics.device('nvme-bench') }),
   });
   const server = await serve(nvme.device, {
@@ -150,64 +233,102 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
     ...(metrics && { metrics }),
     writeMultiple: process.env.BENCH_WRITE_MULTIPLE === '1',
   });
+  // pollAB: the same controller again, polling off, on its own file and socket (same process, so the same CPU).
+  const sockNoPoll = join(dir, 'nvme-nopoll.sock');
+  const nopoll = options.pollAB
+    ? new NvmeController({
+        name: 'nvme-bench-nopoll',
+        namespaces: [{ path: image('ours_nopoll'), lbaSize: 512, pageCacheReads: options.pageCacheReads ?? true }],
+        serial: SERIAL.ours_nopoll,
+        queues: 4,
+        log,
+        pollMicros: 0,
+      })
+    : undefined;
+  const serverNoPoll = nopoll ? await serve(nopoll.device, { socketPath: sockNoPoll, log }) : undefined;
+  const hogs = options.loaded ? startCpuHogs(2) : undefined;
   try {
+    const kit = await ensureKit();
     const cpu0 = process.cpuUsage();
-    if (print) console.log(`nvme bench: booting one guest with QEMU's nvme and ours (${sizeMiB} MiB images in ${dir})`);
+    const loadBefore = loadAverage();
+    if (print) {
+      console.log(
+        `nvme bench (${host} host${options.loaded ? ': two CPU-bound processes beside it' : ''}): one guest, QEMU ${kit.stamp.qemuVersion}, ${contenders.length} disks on ${sizeMiB} MiB images in ${dir}`,
+      );
+      console.log(hostLine());
+      if (pollMicros !== undefined)
+        console.log(`ours: pollMicros ${pollMicros}${pollMicros === 0 ? ' (polling off)' : ''}`);
+    }
     const r = await runGuest({
-      devices: [{ socketPath: sock }],
-      modules: ['nvme'],
+      devices: [{ socketPath: sock }, ...(nopoll ? [{ socketPath: sockNoPoll }] : [])],
+      modules: ['nvme', 'virtio_blk'],
       smp: options.smp ?? 1,
       sharedMemory: options.sharedMemory ?? true,
       qemuArgs: [
         '-drive',
-        `file=${qemuImage},if=none,id=qnvme,format=raw`,
+        `file=${image('nvme')},if=none,id=qnvme,format=raw`,
         '-device',
-        'nvme,drive=qnvme,serial=QEMU0001',
+        `nvme,drive=qnvme,serial=${SERIAL.nvme}`,
+        '-drive',
+        `file=${image('vblk')},if=none,id=qvblk,format=raw`,
+        '-device',
+        `virtio-blk-pci,drive=qvblk,serial=${SERIAL.vblk}`,
+        '-object',
+        'iothread,id=io0',
+        '-drive',
+        `file=${image('vblkio')},if=none,id=qvblkio,format=raw`,
+        '-device',
+        `virtio-blk-pci,drive=qvblkio,serial=${SERIAL.vblkio},iothread=io0`,
       ],
-      script: script(repeat, selected),
-      timeoutMs: 600_000,
+      script: script(repeat, selected, contenders),
+      timeoutMs: 1_800_000,
     });
     if (r.results.error || r.code !== 0)
       throw new Error(`bench guest failed (${r.results.error ?? `exit ${r.code}`}):\n${r.serial}`);
-    const runs = (key: string): number[] => Array.from({ length: repeat }, (_, k) => Number(r.results[`${key}_${k}`]));
-    const rows = selected.map((i) => {
-      const row = ROWS[i]!;
-      const qemuRuns = runs(`qemu${i}`);
-      const oursRuns = runs(`ours${i}`);
-      const qemuSeconds = Math.min(...qemuRuns);
-      const oursSeconds = Math.min(...oursRuns);
+    const loadAfter = loadAverage();
+    const runsOf = (key: string): number[] =>
+      Array.from({ length: repeat }, (_, k) => Number(r.results[`${key}_${k}`]));
+    const rows = selected.map((i): NvmeBenchRow => {
+      const runs = Object.fromEntries(contenders.map((c) => [c, runsOf(`${c}${i}`)])) as Record<Contender, number[]>;
+      const medians = Object.fromEntries(contenders.map((c) => [c, median(runs[c])])) as Record<Contender, number>;
+      const bestBuiltIn = [...BUILT_IN].sort((a, b) => medians[a] - medians[b])[0]!;
       return {
-        name: row.name,
-        qemuSeconds,
-        oursSeconds,
-        ratio: oursSeconds > 0 ? qemuSeconds / oursSeconds : Infinity,
-        qemuRuns,
-        oursRuns,
-        medianRatio: median(qemuRuns) / median(oursRuns),
+        name: ROWS[i]!.name,
+        host,
+        runs,
+        medians,
+        bestBuiltIn,
+        ratio: medians.ours > 0 ? medians[bestBuiltIn] / medians.ours : Infinity,
+        ...(options.pollAB && { ratioNoPoll: medians[bestBuiltIn] / medians.ours_nopoll }),
+        contenders,
+        loadBefore,
+        loadAfter,
       };
     });
     if (print) {
-      console.log(
-        `best of ${repeat} runs per device (ratio = QEMU time / ours; >= 1: ours as fast), and the ratio of the medians`,
-      );
-      console.log(
-        'row'.padEnd(44),
-        'qemu s'.padStart(8),
-        'ours s'.padStart(8),
-        'ratio'.padStart(7),
-        'median'.padStart(7),
-      );
+      console.log(`guest disks: ${r.results.devices}; load average before ${loadBefore}, after ${loadAfter}`);
+      console.log(`every run (seconds, ${repeat} per disk, alternating; lower is better):`);
       for (const row of rows) {
-        console.log(
-          row.name.padEnd(44),
-          row.qemuSeconds.toFixed(2).padStart(8),
-          row.oursSeconds.toFixed(2).padStart(8),
-          row.ratio.toFixed(2).padStart(7),
-          row.medianRatio.toFixed(2).padStart(7),
-        );
+        console.log(`  ${row.name}`);
+        for (const c of contenders)
+          console.log(`    ${CONTENDER_NAMES[c].padEnd(36)} ${row.runs[c]!.map((x) => x.toFixed(2)).join(' ')}`);
       }
+      console.log(`medians (seconds) and ratio = best built-in median / ours median (>= 1: ours at least as fast):`);
+      console.log(
+        'row'.padEnd(42),
+        ...contenders.map((c) => c.padStart(7)),
+        'best'.padStart(7),
+        'ratio'.padStart(6),
+        ...(options.pollAB ? ['ratio nopoll'] : []),
+      );
       for (const row of rows)
-        console.log(`  ${row.name}: qemu ${row.qemuRuns.join(' ')} | ours ${row.oursRuns.join(' ')}`);
+        console.log(
+          row.name.padEnd(42),
+          ...contenders.map((c) => row.medians[c]!.toFixed(2).padStart(7)),
+          row.bestBuiltIn.padStart(7),
+          row.ratio.toFixed(2).padStart(6),
+          ...(row.ratioNoPoll !== undefined ? [row.ratioNoPoll.toFixed(2).padStart(12)] : []),
+        );
       const cpu = process.cpuUsage(cpu0);
       const t = nvme.timing()!; // on: `timing: true` above
       console.log(
@@ -224,17 +345,14 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
       );
       const ra = ns.readAhead;
       if (ra) console.log(`read-ahead: ${ra.hits} hits, ${ra.waits} waits for a fill, ${ra.misses} misses`);
-      console.log(
-        'queues used by ours:',
-        JSON.stringify(nvme.queueStats()),
-        'time inside the controller:',
-        JSON.stringify(nvme.timing()),
-      );
     }
     return rows;
   } finally {
+    hogs?.stop();
     await server.close();
     await nvme.close();
+    await serverNoPoll?.close();
+    await nopoll?.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -247,6 +365,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     rows: list(process.env.NVME_BENCH_ROWS),
     repeat: process.env.NVME_BENCH_REPEAT ? Number(process.env.NVME_BENCH_REPEAT) : undefined,
     pollMicros: process.env.NVME_BENCH_POLL_US ? Number(process.env.NVME_BENCH_POLL_US) : undefined,
+    loaded: process.env.NVME_BENCH_LOADED === '1',
+    pollAB: process.env.NVME_BENCH_POLL_AB === '1',
   }).catch((err: unknown) => {
     console.error(err);
     process.exitCode = 1;

@@ -10,15 +10,21 @@
  * TypeScript client (client/) against our server, which is what a device
  * author's test sees.
  *
+ * With `libvfioUser` (`npm run bench -- --only region-read --libvfio-user DIR`,
+ * DIR a libvfio-user build dir holding samples/gpio-pci-idio-16): that sample
+ * and our server, both pinned to CPU 0 with the C client, measured in
+ * alternating runs (default 7 each) in the same process run; rows give every
+ * run's p50, the median, and ours / libvfio-user.
+ *
  * Child modes: `tsx bench/region-read.ts --serve <socket>` is the server;
  * `--floor <socket>` is the bare native echo;
  * `--ts-client <socket> <iters> <warmup>` is the TypeScript client.
  */
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { compilePingpong, measure, pinned, spawnReady, startEcho, stop, type LatencyStats } from './pingpong.js';
 
 export interface BenchRow {
@@ -29,6 +35,12 @@ export interface BenchRow {
   ops_per_s: number;
   /** ours / raw at p50 (rows of our server only). */
   vs_raw_p50?: number;
+  /** ours / libvfio-user at p50 (the --libvfio-user comparison). */
+  vs_libvfio_user_p50?: number;
+  /** Every run's p50 in microseconds (the --libvfio-user comparison). */
+  runs_p50_us?: string;
+  /** 1-minute load average when the measurement started. */
+  load?: number;
 }
 
 export interface RegionReadOptions {
@@ -36,6 +48,10 @@ export interface RegionReadOptions {
   warmup?: number;
   /** Runs per measurement; the run with the median p50 is reported (default 3: the machine is shared and noisy). */
   repeat?: number;
+  /** A libvfio-user build dir with samples/gpio-pci-idio-16: adds it as a contender (pinned), and ours / libvfio-user. */
+  libvfioUser?: string | undefined;
+  /** Alternating runs of each in the libvfio-user comparison (default 7). */
+  libvfioUserRuns?: number;
 }
 
 /** Run `fn` `n` times and keep the run with the median p50. */
@@ -87,6 +103,7 @@ export async function regionReadBench(o: RegionReadOptions = {}): Promise<BenchR
   const pp = compilePingpong();
   const dir = mkdtempSync(join(tmpdir(), 'vfu-bench-sock-'));
   const rows: BenchRow[] = [];
+  let pinnedRaw: LatencyStats | undefined;
   try {
     for (const pin of [true, false]) {
       const tag = pin ? 'pinned cpu0' : 'unpinned';
@@ -98,6 +115,7 @@ export async function regionReadBench(o: RegionReadOptions = {}): Promise<BenchR
       } finally {
         await stop(echo);
       }
+      if (pin) pinnedRaw = raw;
       const floorSock = join(dir, `floor-${tag[0]}.sock`);
       const floor = await startOurs(floorSock, pin, '--floor');
       let floorStats: LatencyStats;
@@ -123,11 +141,84 @@ export async function regionReadBench(o: RegionReadOptions = {}): Promise<BenchR
         row(`vfio-user-ts + TS client, ${tag}`, viaTs, raw),
       );
     }
+    if (o.libvfioUser)
+      rows.push(...(await versusLibvfioUser(pp, dir, o.libvfioUser, o.libvfioUserRuns ?? 7, iters, warmup, pinnedRaw)));
   } finally {
     pp.remove();
     rmSync(dir, { recursive: true, force: true });
   }
   return rows;
+}
+
+function load1(): number {
+  return Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+}
+
+/**
+ * libvfio-user's gpio sample on `socketPath`, pinned to CPU 0. It prints
+ * nothing when ready: wait for its listening socket. It re-attaches after a
+ * client leaves (its default), so one process serves every run.
+ */
+async function startLibvfioUserGpio(buildDir: string, socketPath: string): Promise<ChildProcess> {
+  const bin = join(buildDir, 'samples', 'gpio-pci-idio-16');
+  if (!existsSync(bin)) throw new Error(`--libvfio-user: no ${bin} (give a libvfio-user build dir)`);
+  const [cmd, args] = pinned(true, [bin, socketPath]);
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const until = Date.now() + 10_000;
+  while (!(existsSync(socketPath) && statSync(socketPath).isSocket())) {
+    if (child.exitCode !== null) throw new Error(`libvfio-user gpio sample exited (${child.exitCode})`);
+    if (Date.now() > until) throw new Error('libvfio-user gpio sample: no socket after 10 s');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return child;
+}
+
+/** Ours and libvfio-user's gpio sample, pinned to CPU 0, alternating runs with the same C client. */
+async function versusLibvfioUser(
+  pp: ReturnType<typeof compilePingpong>,
+  dir: string,
+  buildDir: string,
+  runs: number,
+  iters: number,
+  warmup: number,
+  raw: LatencyStats | undefined,
+): Promise<BenchRow[]> {
+  const oursSock = join(dir, 'ours-vs-lvu.sock');
+  const lvuSock = join(dir, 'lvu-gpio.sock');
+  const ours = await startOurs(oursSock, true);
+  let lvu: ChildProcess | undefined;
+  const load = load1();
+  const mine: LatencyStats[] = [];
+  const theirs: LatencyStats[] = [];
+  try {
+    lvu = await startLibvfioUserGpio(buildDir, lvuSock);
+    for (let k = 0; k < runs; k++) {
+      // Alternate which goes first, so neither always follows the other.
+      if (k % 2 === 0) {
+        mine.push(measure(pp, oursSock, true, iters, warmup));
+        theirs.push(measure(pp, lvuSock, true, iters, warmup));
+      } else {
+        theirs.push(measure(pp, lvuSock, true, iters, warmup));
+        mine.push(measure(pp, oursSock, true, iters, warmup));
+      }
+    }
+  } finally {
+    await stop(ours);
+    if (lvu) await stop(lvu);
+  }
+  const mid = (xs: LatencyStats[]): LatencyStats => [...xs].sort((a, b) => a.p50_ns - b.p50_ns)[xs.length >> 1]!;
+  const list = (xs: LatencyStats[]): string => xs.map((x) => (x.p50_ns / 1000).toFixed(2)).join(' ');
+  const m = mid(mine);
+  const t = mid(theirs);
+  return [
+    { ...row('libvfio-user gpio sample (C), pinned cpu0', t, raw), runs_p50_us: list(theirs), load },
+    {
+      ...row('vfio-user-ts, pinned cpu0, same runs as libvfio-user', m, raw),
+      vs_libvfio_user_p50: +(m.p50_ns / t.p50_ns).toFixed(3),
+      runs_p50_us: list(mine),
+      load,
+    },
+  ];
 }
 
 /** Child mode: serve a small PciDevice on the socket, print `ready`, run until SIGTERM. */

@@ -1,6 +1,9 @@
 /**
- * `npm run bench [-- --json] [-- --only name,...] [-- --iterations N]`:
- * runs every benchmark and prints one table (or JSON with --json).
+ * `npm run bench [-- --json] [-- --only name,...] [-- --iterations N] [-- --loaded]
+ *   [-- --libvfio-user DIR]`: runs every benchmark and prints one table (or JSON
+ * with --json). --loaded adds a pass with two CPU-bound processes beside the
+ * benchmark (nvme, nvme-engine); --libvfio-user DIR (a libvfio-user build dir)
+ * adds its gpio sample to region-read.
  *
  * A benchmark module exports an async function returning rows (plain objects:
  * a `bench` and a `variant` column, then numbers). Register it in BENCHES.
@@ -16,8 +19,17 @@ interface Bench {
   name: string;
   /** Whether it can run here (e.g. its module exists). */
   available(): boolean;
-  /** `iterations` undefined: the benchmark's own default. */
-  run(opts: { iterations: number | undefined }): Promise<Row[]>;
+  /**
+   * `iterations` undefined: the benchmark's own default (nvme: runs per disk).
+   * `loaded`: also measure with two CPU-bound processes beside it (where the benchmark supports it).
+   * `print`: the benchmark may print its runs (to stdout; off with --json).
+   */
+  run(opts: {
+    iterations: number | undefined;
+    loaded: boolean;
+    print: boolean;
+    libvfioUser: string | undefined;
+  }): Promise<Row[]>;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -28,7 +40,7 @@ const BENCHES: Bench[] = [
     available: () => true,
     run: async (o) => {
       const m = await import('./region-read.js');
-      return (await m.regionReadBench({ iterations: o.iterations })) as unknown as Row[];
+      return (await m.regionReadBench({ iterations: o.iterations, libvfioUser: o.libvfioUser })) as unknown as Row[];
     },
   },
   {
@@ -41,22 +53,37 @@ const BENCHES: Bench[] = [
     },
   },
   {
-    // devices/nvme's benchmark (bench/nvme.ts: benchNvme), QEMU's nvme vs ours in one guest. Slow (boots a VM).
+    // bench/nvme.ts: QEMU's nvme, virtio-blk, virtio-blk + iothread and ours in one guest. Slow (boots a VM per pass).
     name: 'nvme',
     available: () => existsSync(join(here, 'nvme.ts')),
-    run: async () => {
-      const m = (await import(join(here, 'nvme.ts'))) as {
-        benchNvme?: (o: {
-          print?: boolean;
-        }) => Promise<Array<{ name: string; qemuRuns: number[]; oursRuns: number[] } & Row>>;
-      };
-      if (typeof m.benchNvme !== 'function') throw new Error('bench/nvme.ts does not export benchNvme');
-      const rows = await m.benchNvme({ print: false });
-      return rows.map(({ name, qemuRuns: _q, oursRuns: _o, ...rest }) => ({
-        bench: 'nvme (guest dd)',
-        variant: name,
-        ...rest,
-      }));
+    run: async (o) => {
+      const m = await import('./nvme.js');
+      const rows: Row[] = [];
+      // --loaded: the quiet pass, then the same with two CPU hogs beside it.
+      for (const loaded of o.loaded ? [false, true] : [false]) {
+        const pollAB = process.env.NVME_BENCH_POLL_AB === '1';
+        for (const r of await m.benchNvme({ print: o.print, loaded, repeat: o.iterations, pollAB })) {
+          rows.push({
+            bench: `nvme (guest dd, ${r.host})`,
+            variant: r.name,
+            ...Object.fromEntries(r.contenders.map((c) => [`${c}_s`, r.medians[c]])),
+            best: r.bestBuiltIn,
+            ratio: r.ratio,
+            ...(r.ratioNoPoll !== undefined && { ratio_nopoll: r.ratioNoPoll }),
+            load: `${r.loadBefore}-${r.loadAfter}`,
+          });
+        }
+      }
+      return rows;
+    },
+  },
+  {
+    // bench/nvme-engine.ts: the controller's CPU per command, driven by our client on shared memory (no QEMU).
+    name: 'nvme-engine',
+    available: () => existsSync(join(here, 'nvme-engine.ts')),
+    run: async (o) => {
+      const m = await import('./nvme-engine.js');
+      return (await m.benchNvmeEngine({ print: o.print, loaded: o.loaded })) as unknown as Row[];
     },
   },
 ];
@@ -83,6 +110,8 @@ async function main(): Promise<void> {
       json: { type: 'boolean', default: false },
       only: { type: 'string' },
       iterations: { type: 'string' },
+      loaded: { type: 'boolean', default: false },
+      'libvfio-user': { type: 'string' },
     },
   });
   const only = values.only?.split(',').map((s) => s.trim());
@@ -97,7 +126,14 @@ async function main(): Promise<void> {
     }
     if (!values.json) console.error(`running ${b.name} ...`);
     try {
-      rows.push(...(await b.run({ iterations })));
+      rows.push(
+        ...(await b.run({
+          iterations,
+          loaded: values.loaded,
+          print: !values.json,
+          libvfioUser: values['libvfio-user'],
+        })),
+      );
     } catch (err) {
       failed = true;
       console.error(`bench ${b.name} failed:`, err);
