@@ -2,7 +2,8 @@
  * The guest fuzzers' minimiser: delta debugging (Zeller's ddmin) over the
  * indices of a failing run's actions. Each candidate list is replayed on a
  * fresh device (runGuestFuzz with `only`); a list "fails" when the replay
- * ends with a finding of the same kind. The result is 1-minimal: dropping
+ * ends with a finding of the same kind (a hang only when a second replay
+ * hangs too: a stall of a loaded machine is not a finding). The result is 1-minimal: dropping
  * any one of its actions makes the failure go away (for a failure that
  * depends on timing, as often as the replays showed it).
  */
@@ -94,7 +95,7 @@ export async function minimiseFailure<A extends Action>(
 ): Promise<Repro<A>> {
   let replays = 0;
   let kind: FailureKind | undefined = o.kind;
-  const fails = async (indices: readonly number[]): Promise<boolean> => {
+  const replay = async (indices: readonly number[]): Promise<FailureKind | undefined> => {
     replays++;
     const r = await runGuestFuzz(target, {
       seed: o.seed,
@@ -104,9 +105,16 @@ export async function minimiseFailure<A extends Action>(
       hangMs: o.hangMs,
       inject: o.inject,
     });
-    const failed = r.failure !== undefined && (kind === undefined || r.failure.kind === kind);
-    if (failed) kind ??= r.failure!.kind;
-    o.log?.(`${indices.length} actions: ${failed ? `fails (${r.failure!.kind})` : 'passes'}`);
+    return r.failure?.kind;
+  };
+  const fails = async (indices: readonly number[]): Promise<boolean> => {
+    let found = await replay(indices);
+    // A hang is a timeout: on a loaded machine an innocent list can stall past the bound once.
+    // Count it only when a second replay hangs too, so the shrinking never follows a stall.
+    if (found === 'hang' && (await replay(indices)) !== 'hang') found = undefined;
+    const failed = found !== undefined && (kind === undefined || found === kind);
+    if (failed) kind ??= found;
+    o.log?.(`${indices.length} actions: ${failed ? `fails (${found})` : 'passes'}`);
     return failed;
   };
   if (!(await fails(o.candidates))) throw new Error('the candidate list does not fail: nothing to minimise');
