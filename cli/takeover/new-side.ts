@@ -86,7 +86,10 @@ export async function requestTakeover(
     channel.close();
     throw err;
   }
-  log.info({ devices: [...carried.keys()], control: controlPath }, 'takeover: devices received from the running daemon');
+  log.info(
+    { devices: [...carried.keys()], control: controlPath },
+    'takeover: devices received from the running daemon',
+  );
   return {
     carried,
     async adopted() {

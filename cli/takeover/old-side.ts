@@ -106,7 +106,11 @@ export class TakeoverService {
     };
     let answer;
     try {
-      channel.send(offer, Buffer.concat(carried.map((c) => c.state)), carried.map((c) => c.fd));
+      channel.send(
+        offer,
+        Buffer.concat(carried.map((c) => c.state)),
+        carried.map((c) => c.fd),
+      );
       answer = await channel.receive(ADOPT_TIMEOUT_MS);
     } catch (err) {
       answer = { json: { type: 'failed', reason: (err as Error).message }, fds: [] };
