@@ -19,11 +19,13 @@ const MAX_MESSAGE = 256 << 20;
 const MAX_FDS = 253;
 const HEADER = 16;
 
-/** The socket a daemon takes takeover requests on: `$RUNTIME_DIRECTORY` (systemd) or its first device's folder. */
+/**
+ * The socket a daemon takes takeover requests on: `vfio-user-ts.control` in
+ * its first device's socket folder, so the process taking over finds it from
+ * the same config whatever its environment.
+ */
 export function controlSocketPath(firstSocket: string | undefined): string | undefined {
-  const runtime = process.env.RUNTIME_DIRECTORY?.split(':')[0];
-  const folder = runtime || (firstSocket === undefined ? undefined : dirname(firstSocket));
-  return folder === undefined ? undefined : join(folder, 'vfio-user-ts.control');
+  return firstSocket === undefined ? undefined : join(dirname(firstSocket), 'vfio-user-ts.control');
 }
 
 export interface ControlMessage {

@@ -6,7 +6,7 @@
  * attached, leaves the old daemon serving.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VfioUserClient } from '../../client/index.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
@@ -63,6 +63,19 @@ async function read4k(g: NvmeGuest): Promise<Uint8Array> {
   return g.mem.slice(Layout.DATA, Layout.DATA + 4096);
 }
 
+/** Open fds of a process, once the count stops changing (three equal polls in a row). */
+async function fdCount(pid: number): Promise<number> {
+  const read = (): number => readdirSync(`/proc/${pid}/fd`).length;
+  let last = read();
+  for (let same = 0, i = 0; same < 3 && i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    const now = read();
+    same = now === last ? same + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
 /** Connect a client and disconnect it, waiting until the daemon saw it go. */
 async function disconnect(g: NvmeGuest, d: DaemonProcess): Promise<void> {
   const before = d.stdout().split('"client disconnected"').length;
@@ -111,6 +124,7 @@ describe('serve --takeover', () => {
     const g = await guest();
     await write4k(g, data);
     await disconnect(g, old);
+    const fdsBefore = await fdCount(old.child.pid!);
 
     // Same name and socket, another namespace size: the saved state does not fit.
     const next = start([...devices('32M', 'other.img'), '--takeover']);
@@ -118,6 +132,8 @@ describe('serve --takeover', () => {
     expect(next.stderr()).toMatch(/cannot load the state handed over/);
     expect(next.stderr()).toMatch(/takeover abandoned: the running daemon resumes and serves on/);
     await old.waitFor(/takeover failed in the new process: resumed, serving on/);
+    // The copies of the listening sockets it sent, and the control connection, are closed again.
+    expect(await fdCount(old.child.pid!)).toBe(fdsBefore);
 
     const again = await guest();
     expect(Buffer.from(await read4k(again)).equals(data)).toBe(true);
