@@ -117,6 +117,24 @@ describe('serve --takeover', () => {
     expect(existsSync(dir.file('nvme.sock'))).toBe(false);
   });
 
+  it('with a changed configuration: a device dropped is stopped (its socket removed), a device added starts', async () => {
+    const old = start(devices());
+    await old.waitFor(/"msg":"ready"/);
+    const nvmeOnly = devices().slice(0, 8);
+    const added = ['--device', 'gpio', '--name', 'gpio1', '--socket', dir.file('gpio1.sock'), '--control', 'none'];
+    const next = start([...nvmeOnly, ...added, '--takeover']);
+    await next.waitFor(/takeover complete/);
+    expect((await old.exited).code).toBe(0);
+    expect(old.stdout()).toMatch(/"device":"gpio0".*stopped \(not in the new configuration\)/);
+    expect(existsSync(dir.file('gpio.sock'))).toBe(false);
+    expect(next.stdout()).toMatch(/"device":"nvme0".*"takenOver":true/);
+    expect(next.stdout()).not.toMatch(/"device":"gpio1".*"takenOver":true/);
+    const gpio1 = await VfioUserClient.connect(dir.file('gpio1.sock'), { timeoutMs: 5000 });
+    gpio1.close();
+    const g = await guest();
+    expect(await g.reg(0x1c)).toBe(1); // CSTS.RDY after enable: the NVMe socket carried over is served
+  });
+
   it('a new process that fails (its NVMe refuses the state) leaves the old daemon serving', async () => {
     const old = start(devices());
     await old.waitFor(/"msg":"ready"/);
