@@ -279,7 +279,9 @@ export class Daemon {
     };
     this.running.push(running);
     try {
-      await hosted.start?.();
+      // A carried device starts in finishTakeover(), once the old process let go
+      // of what start() opens (a GPIO card's control socket).
+      if (!carried) await hosted.start?.();
     } catch (err) {
       throw new DeviceStartError(spec.name, 'start', `device ${spec.name}: ${messageOf(err)}`, { cause: err });
     }
@@ -318,7 +320,12 @@ export class Daemon {
     this.carried = carried;
   }
 
-  /** The old process let go of the carried devices: own their socket files, resume them and accept. */
+  /**
+   * The old process let go of the carried devices: own their socket files,
+   * resume them, start them (HostedDevice.start: side channels such as a GPIO
+   * card's control socket, free now) and accept. A start that fails is logged
+   * and the device served anyway: the old process is gone.
+   */
   async finishTakeover(): Promise<void> {
     for (const d of this.running) {
       if (!d.carried) continue;
@@ -327,6 +334,12 @@ export class Daemon {
         d.activated = false;
       }
       if (d.hosted.endpoint instanceof PciDevice) await d.hosted.endpoint.resume();
+      try {
+        await d.hosted.start?.();
+      } catch (err) {
+        // The old process is gone: stopping the device would leave it served by nobody.
+        d.log.error({ err }, 'start after the takeover failed: serving the device without what start() opens');
+      }
       d.server.resumeAccepting();
       d.log.info('taken over: accepting clients');
     }

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VfioUserClient } from '../../client/index.js';
+import { gpioControlRequest } from '../../devices/gpio/control.js';
 import { tempDir, type TempDir } from '../helpers/temp.js';
 import { expectOk, GPA, Layout, NvmeGuest } from '../devices/nvme-driver.js';
 import { runDaemon, type DaemonProcess } from './daemon-process.js';
@@ -35,11 +36,11 @@ function start(args: string[]): DaemonProcess {
   return d;
 }
 
-/** An NVMe controller on a 16 MiB image and a GPIO card (no control socket), in `dir`. */
+/** An NVMe controller on a 16 MiB image and a GPIO card with its control socket (gpio.sock.control), in `dir`. */
 function devices(size = '16M', image = 'disk.img'): string[] {
   return [
     ...['--device', 'nvme', '--socket', dir.file('nvme.sock'), '--disk', dir.file(image), '--size', size],
-    ...['--device', 'gpio', '--socket', dir.file('gpio.sock'), '--control', 'none'],
+    ...['--device', 'gpio', '--socket', dir.file('gpio.sock')],
   ];
 }
 
@@ -109,12 +110,15 @@ describe('serve --takeover', () => {
     const gpio = await VfioUserClient.connect(dir.file('gpio.sock'), { timeoutMs: 5000 });
     expect((await gpio.getDeviceInfo()).numRegions).toBeGreaterThan(0);
     gpio.close();
+    // The GPIO card's control socket is the new process's (opened once the old one closed its own).
+    expect((await gpioControlRequest(dir.file('gpio.sock.control'), { op: 'get' })).outputs).toBe(0);
     await disconnect(again, next);
 
     // The new process owns the socket files now: a stop removes them.
     next.kill('SIGTERM');
     expect((await next.exited).code).toBe(0);
     expect(existsSync(dir.file('nvme.sock'))).toBe(false);
+    expect(existsSync(dir.file('gpio.sock.control'))).toBe(false);
   });
 
   it('with a changed configuration: a device dropped is stopped (its socket removed), a device added starts', async () => {
