@@ -14,6 +14,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
+import { native } from '../native/index.js';
 import { serve, type DeviceServer } from '../server/server.js';
 import type { ConnectionObserver } from '../server/connection/index.js';
 import { NO_METRICS, noMetrics, type MetricsRegistry } from '../server/metrics/index.js';
@@ -24,9 +25,22 @@ import type { DeviceContext, DeviceFactory, HostedDevice } from '../server/devic
 import { asHostedDevice, loadDeviceModule } from './device-module.js';
 import { ModuleWatcher } from './module-watcher.js';
 import { qemuDeviceJson } from './qemu-hint.js';
+import { PciDevice } from '../server/pci/device.js';
 
-/** What a device start failed at. */
-export type StartStage = 'folder' | 'create' | 'listen' | 'start';
+/** One device a takeover carries from the old process to the new one (cli/takeover). */
+export interface CarriedDevice {
+  name: string;
+  socket: string;
+  /** The listening socket (owned by whoever holds this). */
+  fd: number;
+  /** The device's saved state (PciDevice.saveState). */
+  state: Uint8Array;
+  /** The old process had the socket from systemd: its file is never removed by us. */
+  activated: boolean;
+}
+
+/** What a device start failed at ('state': the state a takeover carried was refused). */
+export type StartStage = 'folder' | 'create' | 'state' | 'listen' | 'start';
 
 /**
  * A device failed to start. `message` says it all for a terminal
@@ -78,6 +92,8 @@ export interface RunningDevice {
   activated: boolean;
   /** With --watch, for a device module: reloads it when its files change. */
   watcher?: ModuleWatcher;
+  /** Came from the old process of a takeover (held until finishTakeover()). */
+  carried?: CarriedDevice;
 }
 
 export class Daemon {
@@ -85,6 +101,8 @@ export class Daemon {
   private starting?: Promise<void>;
   private stopRequested = false;
   private stopping?: Promise<void>;
+  /** serve --takeover: the devices the old process handed over, per name (carry()). */
+  private carried: ReadonlyMap<string, CarriedDevice> = new Map();
 
   private constructor(
     readonly config: DaemonConfig,
@@ -190,7 +208,8 @@ export class Daemon {
       dirname(spec.socket),
       ...(spec.type === 'nvme' ? spec.namespaces.flatMap((ns) => (ns.path ? [dirname(ns.path)] : [])) : []),
     ];
-    const listenFd = this.options.listenFds?.get(spec.name);
+    const carried = this.carried.get(spec.name);
+    const listenFd = carried?.fd ?? this.options.listenFds?.get(spec.name);
     // A socket systemd passed has its folder already (and is not ours to make).
     if (listenFd !== undefined) folders.shift();
     for (const folder of folders) {
@@ -213,6 +232,19 @@ export class Daemon {
         cause: err,
       });
     }
+    if (carried) {
+      try {
+        await loadCarriedState(hosted, carried.state);
+      } catch (err) {
+        await closeQuietly(hosted, log);
+        throw new DeviceStartError(
+          spec.name,
+          'state',
+          `device ${spec.name}: cannot load the state handed over: ${messageOf(err)}`,
+          { cause: err },
+        );
+      }
+    }
     let server: DeviceServer;
     try {
       server = await serve(hosted.endpoint, {
@@ -233,11 +265,23 @@ export class Daemon {
         cause: err,
       });
     }
-    // Only sockets we listen on are ours to remove (a passed one is systemd's).
-    const running: RunningDevice = { spec, hosted, server, log, activated: listenFd !== undefined };
+    // Held until finishTakeover(): the old process still owns the device's data (it flushes on close).
+    if (carried) server.pauseAccepting();
+    // Only sockets we listen on are ours to remove (a passed one is systemd's;
+    // a carried one is ours once the old process let go of it: finishTakeover()).
+    const running: RunningDevice = {
+      spec,
+      hosted,
+      server,
+      log,
+      activated: listenFd !== undefined,
+      ...(carried && { carried }),
+    };
     this.running.push(running);
     try {
-      await hosted.start?.();
+      // A carried device starts in finishTakeover(), once the old process let go
+      // of what start() opens (a GPIO card's control socket).
+      if (!carried) await hosted.start?.();
     } catch (err) {
       throw new DeviceStartError(spec.name, 'start', `device ${spec.name}: ${messageOf(err)}`, { cause: err });
     }
@@ -246,7 +290,8 @@ export class Daemon {
         socket: spec.socket,
         type: spec.type,
         qemu: qemuDeviceJson(spec.socket),
-        ...(listenFd !== undefined && { activated: true }),
+        ...(listenFd !== undefined && !carried && { activated: true }),
+        ...(carried && { takenOver: true, stateBytes: carried.state.length }),
       },
       'device ready',
     );
@@ -262,6 +307,120 @@ export class Daemon {
         log,
       });
     }
+  }
+
+  // ---- takeover, the new process's side ----
+
+  /**
+   * serve --takeover, before start(): the devices the old process handed
+   * over. Each is built, loads its state and adopts its socket, but stays
+   * quiesced and accepts nobody until finishTakeover().
+   */
+  carry(carried: ReadonlyMap<string, CarriedDevice>): void {
+    this.carried = carried;
+  }
+
+  /**
+   * The old process let go of the carried devices: own their socket files,
+   * resume them, start them (HostedDevice.start: side channels such as a GPIO
+   * card's control socket, free now) and accept. A start that fails is logged
+   * and the device served anyway: the old process is gone.
+   */
+  async finishTakeover(): Promise<void> {
+    for (const d of this.running) {
+      if (!d.carried) continue;
+      if (!d.carried.activated) {
+        d.server.claimSocketPath();
+        d.activated = false;
+      }
+      if (d.hosted.endpoint instanceof PciDevice) await d.hosted.endpoint.resume();
+      try {
+        await d.hosted.start?.();
+      } catch (err) {
+        // The old process is gone: stopping the device would leave it served by nobody.
+        d.log.error({ err }, 'start after the takeover failed: serving the device without what start() opens');
+      }
+      d.server.resumeAccepting();
+      d.log.info('taken over: accepting clients');
+    }
+  }
+
+  // ---- takeover, the old process's side ----
+
+  /**
+   * Hand over the devices named in `kept` (same name and socket in the new
+   * process's config): stop accepting on them, quiesce and save each, and
+   * return their states with copies of their listening sockets. Throws (with
+   * everything resumed: resumeAfterHandOver) when one has a client attached
+   * or cannot be saved.
+   */
+  async handOver(kept: ReadonlySet<string>): Promise<CarriedDevice[]> {
+    const carried: CarriedDevice[] = [];
+    const devices = this.running.filter((d) => kept.has(d.spec.name));
+    try {
+      for (const d of devices) d.server.pauseAccepting();
+      for (const d of devices) {
+        // Checked after the pause: no client can arrive in between.
+        if (d.server.connection)
+          throw new Error(
+            `device ${d.spec.name} has a client attached (handing over a connected client is not implemented yet)`,
+          );
+        const endpoint = d.hosted.endpoint;
+        if (!(endpoint instanceof PciDevice)) throw new Error(`device ${d.spec.name} has no state to hand over`);
+        await endpoint.quiesce();
+        const state = await endpoint.saveState();
+        carried.push({
+          name: d.spec.name,
+          socket: d.spec.socket,
+          fd: d.server.duplicateListenFd(),
+          state,
+          activated: d.activated,
+        });
+      }
+    } catch (err) {
+      for (const c of carried) native.closeFd(c.fd);
+      await this.resumeAfterHandOver(kept);
+      throw err;
+    }
+    return carried;
+  }
+
+  /** The takeover failed: resume the devices handOver() held and accept on their sockets again. */
+  async resumeAfterHandOver(kept: ReadonlySet<string>): Promise<void> {
+    for (const d of this.running) {
+      if (!kept.has(d.spec.name)) continue;
+      const endpoint = d.hosted.endpoint;
+      try {
+        if (endpoint instanceof PciDevice && endpoint.quiesced) await endpoint.resume();
+      } catch (err) {
+        d.log.error({ err }, 'resuming after a failed takeover failed');
+      }
+      d.server.resumeAccepting();
+    }
+  }
+
+  /**
+   * The new process adopted the devices handed over: close them here without
+   * removing their sockets (theirs now), and stop the devices it did not keep.
+   * The daemon is stopped afterwards.
+   */
+  async releaseAfterHandOver(kept: ReadonlySet<string>): Promise<void> {
+    this.stopRequested = true;
+    const devices = this.running.splice(0);
+    this.stopping = Promise.all(
+      devices.map(async (d) => {
+        await d.watcher?.close();
+        try {
+          if (kept.has(d.spec.name)) await d.server.releaseSocket();
+          else await d.server.close();
+        } catch (err) {
+          d.log.error({ err }, 'closing the socket failed');
+        }
+        await closeQuietly(d.hosted, d.log);
+        d.log.info(kept.has(d.spec.name) ? 'handed over' : 'stopped (not in the new configuration)');
+      }),
+    ).then(() => undefined);
+    await this.stopping;
   }
 
   /** Stop every device (idempotent; concurrent callers share one stop). Never throws: failures are logged. */
@@ -310,6 +469,14 @@ function optionProblem(source: string, field: (f: string) => string, index: numb
   const m = /^([A-Za-z_][\w.[\]]*): (.+)$/s.exec(problem);
   if (m) return new ConfigError(source, field(`devices[${index}].options.${m[1]}`), m[2]!);
   return new ConfigError(source, field(`devices[${index}].options`), problem);
+}
+
+/** A carried state goes into a quiesced device (resumed by finishTakeover()). */
+async function loadCarriedState(hosted: HostedDevice, state: Uint8Array): Promise<void> {
+  const endpoint = hosted.endpoint;
+  if (!(endpoint instanceof PciDevice)) throw new Error('the device has no state to load (not a PciDevice)');
+  await endpoint.quiesce();
+  await endpoint.loadState(state);
 }
 
 async function closeQuietly(hosted: HostedDevice, log: Logger): Promise<void> {

@@ -43,6 +43,9 @@ Other options:
                          it), print the devices, exit; nothing listens or runs
       --watch            reload device modules (./my-device.ts) when their files change,
                          under the running guest: state carried over, no reset (docs/cli.md)
+      --takeover         replace the daemon running with this configuration (upgrade): take
+                         its idle devices' sockets and state over its control socket; it
+                         exits once they are adopted, or serves on if this fails (docs/cli.md)
       --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics
       --log-level LEVEL  fatal, error, warn, info (default), debug, trace, silent (or LOG_LEVEL)
       --trace            log every vfio-user message, decoded, one line each (= --log-level debug)

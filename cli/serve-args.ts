@@ -23,6 +23,8 @@ export interface ServeCommandOptions {
   check: boolean;
   /** Reload device modules when their files change (cli/module-watcher.ts). */
   watch: boolean;
+  /** Take the devices over from the daemon running with this config (cli/takeover). */
+  takeover: boolean;
   logLevel?: LogLevel;
   logFormat: LogFormat;
   config: DaemonConfig;
@@ -63,6 +65,7 @@ const SPEC = {
   config: { type: 'string', short: 'c' },
   check: { type: 'boolean' },
   watch: { type: 'boolean' },
+  takeover: { type: 'boolean' },
   device: { type: 'string', short: 'd', multiple: true },
   socket: { type: 'string', short: 's', multiple: true },
   name: { type: 'string', multiple: true },
@@ -100,6 +103,7 @@ export function parseServeArgs(args: string[], cwd = process.cwd()): ServeComman
     help: values.help === true,
     check: values.check === true,
     watch: values.watch === true,
+    takeover: values.takeover === true,
     logFormat: 'auto',
   };
   if (values['log-level'] !== undefined) {

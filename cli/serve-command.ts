@@ -22,6 +22,9 @@ import { native } from '../native/index.js';
 import { CaptureWriter, ProtocolTracer } from '../trace/index.js';
 import { packageVersion } from './package-root.js';
 import { assignActivatedSockets, SystemdNotifier, takeActivatedSockets } from './systemd.js';
+import { controlSocketPath } from './takeover/control-channel.js';
+import { requestTakeover, type TakeoverRequest } from './takeover/new-side.js';
+import { TakeoverService } from './takeover/old-side.js';
 
 /** Whole budget from the first signal to exit. */
 const SHUTDOWN_TIMEOUT_MS = 4500;
@@ -107,6 +110,22 @@ export async function serveCommand(args: string[]): Promise<number> {
     );
     return ExitCode.OK;
   }
+  // --takeover: ask the running daemon for its devices (config errors stopped us before: it never noticed).
+  const controlPath = controlSocketPath(config.devices[0]?.socket);
+  let takeover: TakeoverRequest | undefined;
+  if (options.takeover) {
+    try {
+      if (controlPath === undefined) throw new Error('no device, so no control socket to find the running daemon');
+      takeover = await requestTakeover(controlPath, config.devices, log);
+    } catch (err) {
+      const message = `--takeover: ${(err as Error).message}`;
+      log.error({ err }, message);
+      process.stderr.write(`vfio-user-ts: ${message}\n`);
+      await capture?.close();
+      return ExitCode.FAILURE;
+    }
+    daemon.carry(takeover.carried);
+  }
   for (const s of unused) {
     log.warn({ fd: s.fd, name: s.name, path: s.path }, 'a socket passed by systemd matches no device: closed');
     try {
@@ -116,7 +135,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     }
   }
   try {
-    return await runUntilSignal(daemon, log, metrics, config.metrics);
+    return await runUntilSignal(daemon, log, metrics, config.metrics, { controlPath, takeover });
   } finally {
     await capture?.close();
   }
@@ -136,14 +155,25 @@ function runUntilSignal(
   log: Logger,
   metrics: MetricsRegistry | undefined,
   metricsAddress: { host: string; port: number } | undefined,
+  upgrade: { controlPath: string | undefined; takeover: TakeoverRequest | undefined },
 ): Promise<number> {
   const systemd = new SystemdNotifier(log);
   let http: MetricsHttpServer | undefined;
+  let control: TakeoverService | undefined;
   const stopAll = async (): Promise<void> => {
+    control?.close();
     await Promise.all([daemon.stop(), http?.close()]);
   };
   return new Promise<number>((resolveExit) => {
     let shuttingDown = false;
+    /** A new process took every device over (the daemon is stopped): exit. */
+    const handedOver = (): void => {
+      if (shuttingDown) return;
+      shuttingDown = true;
+      systemd.notify({ STOPPING: 1, STATUS: 'handed over to a new process' });
+      if (http) void http.close().then(() => resolveExit(ExitCode.OK));
+      else resolveExit(ExitCode.OK);
+    };
     const forceExit = (why: string): void => {
       log.error(why);
       process.stderr.write(`vfio-user-ts: ${why}\n`);
@@ -193,6 +223,14 @@ function runUntilSignal(
         }
       }
       await daemon.start();
+      if (upgrade.takeover) {
+        // Everything is built and loaded: the old process lets go, then we accept.
+        await upgrade.takeover.adopted();
+        await daemon.finishTakeover();
+        log.info('takeover complete: the previous daemon let go of every device');
+      }
+      if (upgrade.controlPath !== undefined && !shuttingDown)
+        control = await TakeoverService.open(upgrade.controlPath, daemon, log, handedOver);
     };
     start().then(
       () => {
@@ -217,6 +255,11 @@ function runUntilSignal(
         else log.error({ err: err instanceof Error && err.cause !== undefined ? err.cause : err }, message);
         process.stderr.write(`vfio-user-ts: ${message}\n`);
         systemd.notify({ STATUS: `failed: ${message}` });
+        if (upgrade.takeover) {
+          upgrade.takeover.failed(message);
+          log.error('takeover abandoned: the running daemon resumes and serves on');
+          process.stderr.write('vfio-user-ts: takeover abandoned: the running daemon resumes and serves on\n');
+        }
         if (shuttingDown) return; // the running shutdown decides the exit
         shuttingDown = true;
         // Stop what did start (its sockets are ours); the hard timeout still applies.

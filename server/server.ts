@@ -237,6 +237,38 @@ export class DeviceServer extends EventEmitter<DeviceServerEvents> {
     else this.#start(next.fd);
   }
 
+  // ---- live upgrade (cli/takeover): the listening socket moves to another process ----
+
+  /** Stop accepting (clients connecting meanwhile wait in the backlog); resumeAccepting() undoes it. */
+  pauseAccepting(): void {
+    this.#listener?.pause();
+  }
+
+  resumeAccepting(): void {
+    this.#listener?.resume();
+  }
+
+  /** A copy of the listening socket's fd (the caller owns it), to send to the process taking over. */
+  duplicateListenFd(): number {
+    if (!this.#listener) throw new Error(`${this.socketPath}: not listening`);
+    return this.#listener.duplicate();
+  }
+
+  /** An adopted socket is ours from now on: close() removes its file (the process we took it from let go). */
+  claimSocketPath(): void {
+    this.#listener?.claimPath();
+  }
+
+  /**
+   * Let another process serve the socket: close our copy of it without
+   * removing the socket file, then close() as usual (it must have no client).
+   */
+  async releaseSocket(): Promise<void> {
+    this.#listener?.release();
+    this.#listener = undefined;
+    await this.close();
+  }
+
   /** Stop listening, drop the client (its endpoint is detached), remove the socket file. */
   async close(): Promise<void> {
     this.#closing = true;

@@ -60,8 +60,10 @@ export class Listener {
   readonly #log: Logger;
   #fd: number;
   #watcher: Watcher | undefined;
-  /** The socket file is someone else's (socket activation): never removed. */
-  readonly #adopted: boolean;
+  /** The socket file is someone else's (socket activation, a takeover not yet complete): never removed. */
+  #adopted: boolean;
+  /** What accepted clients go to (kept for resume()). */
+  #onAccept: ((fd: number) => void) | undefined;
   readonly #limiter: LogLimiter;
 
   private constructor(path: string, fd: number, log: Logger, adopted: boolean, limiter: LogLimiter) {
@@ -73,6 +75,7 @@ export class Listener {
   }
 
   #watch(onAccept: (fd: number) => void): void {
+    this.#onAccept = onAccept;
     this.#watcher = native.watchListener(
       this.#fd,
       (clientFd) => {
@@ -145,6 +148,44 @@ export class Listener {
 
   get listening(): boolean {
     return this.#fd >= 0;
+  }
+
+  /**
+   * Stop accepting without closing the socket (a live upgrade hands it to
+   * another process): clients that connect meanwhile wait in the backlog.
+   */
+  pause(): void {
+    this.#watcher?.close();
+    this.#watcher = undefined;
+  }
+
+  /** Accept again after pause(). */
+  resume(): void {
+    if (this.#fd < 0 || this.#watcher || !this.#onAccept) return;
+    this.#watch(this.#onAccept);
+  }
+
+  /** A CLOEXEC copy of the listening socket (the caller owns it): what a live upgrade sends. */
+  duplicate(): number {
+    if (this.#fd < 0) throw new Error(`${this.path}: the listener is closed`);
+    return native.dupFd(this.#fd);
+  }
+
+  /**
+   * The socket file is ours from now on (an adopted socket whose previous
+   * owner, the process a takeover replaced, let go of it): close() removes it.
+   */
+  claimPath(): void {
+    this.#adopted = false;
+  }
+
+  /**
+   * Stop accepting and close our copy of the socket, leaving the socket file
+   * alone (another process serves it now). Idempotent.
+   */
+  release(): void {
+    this.#adopted = true;
+    this.close();
   }
 
   /** Stop accepting, close the socket and remove the socket file (if it is still ours). Idempotent. */
