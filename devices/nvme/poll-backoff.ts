@@ -16,10 +16,14 @@
  * running: descheduled (or preempted by the hypervisor). When such steps
  * take more than half of a slice's wall time, the cores are oversubscribed
  * and polling stops: every SQ asks for doorbells again for a back-off
- * period. The period doubles with each trip that follows closely on the last
- * (up to MAX_BACKOFF_MS), and resets once polling has run CLEAN_SLICES_TO_RESET
- * slices in a row undisturbed, so a host that quietens gets polling back
- * within a second, and a loaded one pays one probe slice per back-off.
+ * period. The period doubles with each trip (up to MAX_BACKOFF_MS) and
+ * halves after every CLEAN_SLICES_TO_EASE slices in a row that ran
+ * undisturbed. It eases slowly on purpose: on a busy host most slices still
+ * run undisturbed (a 0.2 ms slice rarely meets the scheduler's tick), so a
+ * quick reset (first tried: back to 10 ms after 20 clean slices) kept
+ * polling on for a quarter of the commands and still lost to no polling. A
+ * host that quietens gets polling back within a few seconds; a loaded one
+ * pays a few probe slices per back-off of up to a second.
  *
  * Not used: os.loadavg() (a 1-minute average, and it counts our own spinner
  * and the guest's vCPU thread, so it stays high because we poll), and
@@ -43,13 +47,13 @@ const MIN_BACKOFF_MS = 10;
 /** The longest back-off, in ms (a host that quietens gets polling back within this). */
 const MAX_BACKOFF_MS = 1000;
 
-/** Undisturbed slices in a row after which the next trip starts from MIN_BACKOFF_MS again. */
-const CLEAN_SLICES_TO_RESET = 20;
+/** Undisturbed slices in a row (10 ms of polling at 200 us) after which the back-off halves. */
+const CLEAN_SLICES_TO_EASE = 50;
 
 export class PollBackoff {
   /** Polling is off until this time (performance.now() ms). */
   private until = 0;
-  /** The last back-off's length in ms (0: none since the last reset). */
+  /** The last back-off's length in ms (0: none, or eased off completely). */
   private length = 0;
   /** Undisturbed slices since the last trip. */
   private clean = 0;
@@ -68,7 +72,10 @@ export class PollBackoff {
    */
   slice(now: number, wallMs: number, descheduledMs: number): boolean {
     if (descheduledMs <= wallMs * DESCHEDULED_SHARE) {
-      if (++this.clean >= CLEAN_SLICES_TO_RESET) this.length = 0;
+      if (++this.clean >= CLEAN_SLICES_TO_EASE) {
+        this.clean = 0;
+        this.length = this.length / 2 < MIN_BACKOFF_MS ? 0 : this.length / 2;
+      }
       return false;
     }
     this.clean = 0;

@@ -41,18 +41,23 @@ describe('polling back-off', () => {
     expect(lengths).toEqual([10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
   });
 
-  it('starts again from 10 ms once polling ran 20 slices in a row undisturbed', () => {
+  it('halves the back-off after every 50 slices in a row that ran undisturbed', () => {
     const b = new PollBackoff();
-    descheduled(b, 0);
-    descheduled(b, 10);
-    expect(b.stats.backoffMs).toBe(20);
-    for (let i = 0; i < 19; i++) clean(b, 30 + i);
-    descheduled(b, 50); // 19 clean slices were not enough
-    expect(b.stats.backoffMs).toBe(40);
-    for (let i = 0; i < 20; i++) clean(b, 90 + i);
-    descheduled(b, 200);
-    expect(b.stats.backoffMs).toBe(10);
-    expect(b.allows(210)).toBe(true);
-    expect(b.stats.trips).toBe(4);
+    for (let i = 0; i < 4; i++) descheduled(b, i * 1000);
+    expect(b.stats.backoffMs).toBe(80);
+    let now = 5000;
+    for (let i = 0; i < 49; i++) clean(b, now++);
+    descheduled(b, now); // 49 clean slices were not enough: doubles again
+    expect(b.stats.backoffMs).toBe(160);
+    now += 1000;
+    for (let i = 0; i < 100; i++) clean(b, now++); // eased twice: 160 -> 80 -> 40
+    descheduled(b, now);
+    expect(b.stats.backoffMs).toBe(80); // the next trip doubles from 40
+    now += 1000;
+    for (let i = 0; i < 200; i++) clean(b, now++); // 80 -> 40 -> 20 -> 10 -> none
+    descheduled(b, now);
+    expect(b.stats.backoffMs).toBe(10); // starts from the first back-off again
+    expect(b.allows(now + 10)).toBe(true);
+    expect(b.stats.trips).toBe(7);
   });
 });
