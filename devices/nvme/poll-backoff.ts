@@ -22,7 +22,7 @@
  * run undisturbed (a 0.2 ms slice rarely meets the scheduler's tick), so a
  * quick reset (first tried: back to 10 ms after 20 clean slices) kept
  * polling on for a quarter of the commands and still lost to no polling. A
- * host that quietens gets polling back within a few seconds; a loaded one
+ * host that quietens gets polling back within about a second; a loaded one
  * pays a few probe slices per back-off of up to a second.
  *
  * Not used: os.loadavg() (a 1-minute average, and it counts our own spinner
