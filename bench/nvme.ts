@@ -336,7 +336,7 @@ export async function benchNvme(options: NvmeBenchOptions = {}): Promise<NvmeBen
       );
       const db = nvme.doorbellStats();
       console.log(
-        `submissions: ${db.polled} found by polling shadow doorbells, ${db.mmio} doorbell messages; polling spun ${(db.spinMicros / 1e6).toFixed(2)} s, window now ${db.windowMicros} us`,
+        `submissions: ${db.polled} found by polling shadow doorbells, ${db.mmio} doorbell messages; polling spun ${(db.spinMicros / 1e6).toFixed(2)} s, window now ${db.windowMicros} us, ${db.backedOff} watches backed off (busy host)`,
       );
       const ns = nvme.namespaces[0]!;
       const pc = ns.cacheStats;

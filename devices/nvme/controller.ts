@@ -64,7 +64,11 @@ export interface NvmeControllerOptions {
   pollMicros?: number;
   /** DMA_MAP fds not sealed against shrinking: 'map' (default), 'messages' or 'refuse' (PciDeviceOptions.unsealedDmaFds). */
   unsealedDmaFds?: UnsealedFdPolicy;
-  /** Fit the polling window to the guest's pace (default true); false always watches the whole pollMicros (tests, benchmarks). */
+  /**
+   * Fit the polling window to the guest's pace and stop polling while the
+   * host has no CPU to spare (default true); false always watches the whole
+   * pollMicros, however busy the host (tests, benchmarks).
+   */
   pollAdaptive?: boolean;
   /**
    * Measure each command's time inside the controller (fetch to completion)
@@ -256,9 +260,18 @@ export class NvmeController {
   /**
    * How submissions reached the controller: MMIO doorbell writes (vfio-user
    * messages) and shadow tails found by polling; `rearmed` counts the times
-   * polling went idle and asked for doorbell writes again.
+   * polling went idle and asked for doorbell writes again; `backedOff` the
+   * watches skipped or cut short because the host had no CPU to spare
+   * (poll-backoff.ts).
    */
-  doorbellStats(): { mmio: number; polled: number; rearmed: number; spinMicros: number; windowMicros: number } {
+  doorbellStats(): {
+    mmio: number;
+    polled: number;
+    rearmed: number;
+    spinMicros: number;
+    windowMicros: number;
+    backedOff: number;
+  } {
     return this.core.doorbellStats();
   }
 

@@ -382,7 +382,14 @@ export class ControllerCore implements AdminContext, NvmeStateHolder {
   }
 
   /** MMIO doorbell writes, and what polling found and re-armed (NvmeController.doorbellStats). */
-  doorbellStats(): { mmio: number; polled: number; rearmed: number; spinMicros: number; windowMicros: number } {
+  doorbellStats(): {
+    mmio: number;
+    polled: number;
+    rearmed: number;
+    spinMicros: number;
+    windowMicros: number;
+    backedOff: number;
+  } {
     const p = this.engine.poller.stats;
     return {
       mmio: this.engine.mmioDoorbells,
@@ -390,6 +397,7 @@ export class ControllerCore implements AdminContext, NvmeStateHolder {
       rearmed: p.rearmed,
       spinMicros: Math.round(p.spinMicros),
       windowMicros: p.windowMicros,
+      backedOff: p.backedOff,
     };
   }
 }

@@ -27,6 +27,11 @@
  * completions still run: other devices in the process wait at most one
  * slice. The price is CPU: the event loop spins in the gaps (see
  * `stats.spinMicros`). `idleMicros: 0` turns polling off.
+ *
+ * On a host without a spare core the spinning starves the guest it waits
+ * for; the poll group then backs off (poll-backoff.ts): every SQ rings
+ * again until the back-off ends (`stats.backedOff` counts the watches it
+ * cut short or skipped).
  */
 import type { SubmissionQueue } from './queues.js';
 import { pollGroup, type PollGroupMember } from './poll-group.js';
@@ -37,7 +42,10 @@ export interface SqPollOptions {
   idleMicros: number;
   /** Longest stretch spent watching before the event loop gets a turn, in microseconds. */
   sliceMicros: number;
-  /** Fit the window to the guest's pace (default); false: always watch the whole idleMicros. */
+  /**
+   * Fit the window to the guest's pace and back off on a busy host (default);
+   * false: always watch the whole idleMicros, whatever the host's load.
+   */
   adaptive?: boolean;
 }
 
@@ -68,9 +76,10 @@ export class SqPoller implements PollGroupMember {
   private gapEstimate = 0;
   /**
    * Submissions found by polling; re-arms (back to doorbells); time spent
-   * spinning, in microseconds; the current window, in microseconds.
+   * spinning, in microseconds; the current window, in microseconds; watches
+   * skipped or cut short because the host was too busy (poll-backoff.ts).
    */
-  readonly stats = { found: 0, rearmed: 0, spinMicros: 0, windowMicros: MIN_WINDOW_MICROS };
+  readonly stats = { found: 0, rearmed: 0, spinMicros: 0, windowMicros: MIN_WINDOW_MICROS, backedOff: 0 };
 
   constructor(
     private readonly host: SqPollerHost,
@@ -115,7 +124,9 @@ export class SqPoller implements PollGroupMember {
   watch(db: ShadowDoorbells, sq: SubmissionQueue): number | undefined {
     const slot = sqSlot(sq.id);
     this.idleSince = performance.now();
-    if (this.window() === 0) {
+    const busy = this.backsOff && !pollGroup.allows(this.idleSince);
+    if (busy) this.stats.backedOff++;
+    if (busy || this.window() === 0) {
       // Re-arming is the caller's default: leave EventIdx = tail.
       db.setEventIdx(slot, sq.tail);
     } else {
@@ -139,6 +150,10 @@ export class SqPoller implements PollGroupMember {
 
   get sliceMicros(): number {
     return this.options.sliceMicros;
+  }
+
+  get backsOff(): boolean {
+    return this.options.adaptive !== false;
   }
 
   begin(): boolean {
@@ -174,10 +189,13 @@ export class SqPoller implements PollGroupMember {
     return found;
   }
 
-  end(now: number, spentMs: number): boolean {
+  end(now: number, spentMs: number, backOff: boolean): boolean {
     this.stats.spinMicros += spentMs * 1000;
     const db = this.host.shadow();
-    if (db && this.idleSince >= 0 && now - this.idleSince > this.window()) this.rearm(db);
+    if (db && backOff && this.backsOff && this.queues.length > 0) {
+      this.stats.backedOff++;
+      this.rearm(db);
+    } else if (db && this.idleSince >= 0 && now - this.idleSince > this.window()) this.rearm(db);
     return this.queues.length > 0;
   }
 

@@ -193,6 +193,47 @@ describe('NVMe shadow doorbell polling', () => {
     }
   });
 
+  it('backs off to doorbells while the host is busy, and polls again after', async () => {
+    await startPolling(1_000_000); // adaptive (the default): the back-off applies
+    try {
+      expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+      // A slice that spent 0.9 of its 1 ms descheduled; its time lies far ahead, so the back-off lasts the test.
+      pollGroup.backoff.slice(performance.now() + 1e9, 1, 0.9);
+      const before = host.nvme.doorbellStats();
+      for (let i = 0; i < 10; i++) {
+        expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+        // Right after the completion EventIdx already asks for the next doorbell.
+        expect(host.view.getUint32(SQ1_EVENT_IDX, true)).toBe(host.view.getUint32(SQ1_SHADOW, true));
+      }
+      const during = host.nvme.doorbellStats();
+      expect(during.mmio - before.mmio).toBe(10);
+      expect(during.polled).toBe(before.polled);
+      expect(during.backedOff - before.backedOff).toBeGreaterThanOrEqual(10);
+      pollGroup.backoff.reset(); // the host quietened
+      for (let i = 0; i < 60 && host.nvme.doorbellStats().polled === during.polled; i++)
+        expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+      expect(host.nvme.doorbellStats().polled).toBeGreaterThan(during.polled);
+    } finally {
+      pollGroup.backoff.reset();
+    }
+  });
+
+  it('with pollAdaptive false, polls whatever the host load', async () => {
+    await startPolling(1_000_000, { pollAdaptive: false });
+    try {
+      expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+      pollGroup.backoff.slice(performance.now() + 1e9, 1, 0.9);
+      const before = host.nvme.doorbellStats();
+      for (let i = 0; i < 10; i++) expectOk(await host.io({ opcode: 0x00, nsid: 1 }));
+      const after = host.nvme.doorbellStats();
+      expect(after.mmio).toBe(before.mmio);
+      expect(after.polled - before.polled).toBe(10);
+      expect(after.backedOff).toBe(0);
+    } finally {
+      pollGroup.backoff.reset();
+    }
+  });
+
   it('rejects a bad pollMicros', async () => {
     await expect(NvmeTestHost.start({ name: 'x', namespaces: [{ size: 1 << 20 }], pollMicros: -1 })).rejects.toThrow(
       /pollMicros/,
