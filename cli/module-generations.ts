@@ -40,9 +40,13 @@ export async function resolve(specifier, context, next) {
     return result.format === 'commonjs' && /\\.[cm]?ts$/.test(url.pathname) ? { ...result, format: 'module' } : result;
   }
   const parent = context.parentURL;
-  if (!parent || !relative || url.pathname.includes('/node_modules/')) return result;
-  const generation = new URL(parent).searchParams.get(QUERY);
+  if (!parent || url.pathname.includes('/node_modules/')) return result;
+  const from = new URL(parent);
+  const generation = from.searchParams.get(QUERY);
   if (generation === null) return result;
+  // Where tsx compiles the module as CommonJS (Node 22 and later), its imports arrive here
+  // already resolved, as file: URLs: local is then what lies in the importer's folder.
+  if (!relative && !url.pathname.startsWith(from.pathname.slice(0, from.pathname.lastIndexOf('/') + 1))) return result;
   url.searchParams.set(QUERY, generation);
   const format = result.format === 'commonjs' && /\\.[cm]?ts$/.test(url.pathname) ? 'module' : result.format;
   return { ...result, url: url.href, format };
