@@ -32,7 +32,7 @@ import {
   type UnsealedFdPolicy,
 } from 'vfio-user-ts';
 import { BAR0_SIZE } from './constants.js';
-import { ControllerCore } from './core.js';
+import { ControllerCore, type DoorbellStats } from './core.js';
 import { NvmeMetrics } from './metrics.js';
 import type { NvmeDma, NvmeHost } from './host.js';
 import { Namespace, type NamespaceOptions } from './namespace.js';
@@ -264,14 +264,7 @@ export class NvmeController {
    * watches skipped or cut short because the host had no CPU to spare
    * (poll-backoff.ts).
    */
-  doorbellStats(): {
-    mmio: number;
-    polled: number;
-    rearmed: number;
-    spinMicros: number;
-    windowMicros: number;
-    backedOff: number;
-  } {
+  doorbellStats(): DoorbellStats {
     return this.core.doorbellStats();
   }
 

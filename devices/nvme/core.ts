@@ -65,6 +65,16 @@ export interface CoreOptions {
  */
 const BOUNCE_BUFFER_BYTES = 32 * MAX_TRANSFER;
 
+/** How doorbells arrived (NvmeController.doorbellStats). */
+export interface DoorbellStats {
+  mmio: number;
+  polled: number;
+  rearmed: number;
+  spinMicros: number;
+  windowMicros: number;
+  backedOff: number;
+}
+
 export class ControllerCore implements AdminContext, NvmeStateHolder {
   // What commands see (context.ts).
   /** Guest memory for the commands of this controller life (replaced and revoked by every reset). */
@@ -382,14 +392,7 @@ export class ControllerCore implements AdminContext, NvmeStateHolder {
   }
 
   /** MMIO doorbell writes, and what polling found and re-armed (NvmeController.doorbellStats). */
-  doorbellStats(): {
-    mmio: number;
-    polled: number;
-    rearmed: number;
-    spinMicros: number;
-    windowMicros: number;
-    backedOff: number;
-  } {
+  doorbellStats(): DoorbellStats {
     const p = this.engine.poller.stats;
     return {
       mmio: this.engine.mmioDoorbells,
