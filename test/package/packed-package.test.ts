@@ -107,9 +107,12 @@ describe('the packed package', () => {
     expect(existsSync(app.path('out/my-device.js'))).toBe(true);
   });
 
-  it('serves the device as .ts and as compiled .js under the installed CLI; the installed client drives both', async () => {
+  it('serves the device as .ts and as compiled .js under the installed CLI; the installed client drives both; it inspects, traces and scrapes them', async () => {
     const tsSock = app.path('ts.sock');
     const jsSock = app.path('js.sock');
+    const capture = app.path('session.jsonl');
+    const metricsPort = 20_000 + (process.pid % 20_000);
+    const bin = app.path('node_modules/.bin/vfio-user-ts');
     // The bin npm linked, as `npx vfio-user-ts` runs it (npx itself does not pass SIGTERM on).
     const serve = app.start(app.path('node_modules/.bin/vfio-user-ts'), [
       'serve',
@@ -123,6 +126,10 @@ describe('the packed package', () => {
       './out/my-device.js',
       '--socket',
       jsSock,
+      '--trace-file',
+      capture,
+      '--metrics',
+      `127.0.0.1:${metricsPort}`,
     ]);
     let stdout = '';
     let stderr = '';
@@ -152,6 +159,14 @@ describe('the packed package', () => {
           scratch: 0x600df00d,
         });
       expect(lines[2]).toEqual({ guestKitModules: ['nvme', 'gpio-pci-idio-16'] });
+
+      // The installed CLI inspects the served device like lspci -vvv.
+      const inspect = await app.run(bin, ['inspect', tsSock]);
+      expect(inspect.code, inspect.stderr).toBe(0);
+      expect(inspect.stdout).toContain('[1b36:0005]');
+      // Its metrics, scraped: the connections the client and inspect made are counted.
+      const scrape = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      expect(scrape).toMatch(/^vfio_user_connections_total\{[^}]*\} [1-9]/m);
     } finally {
       serve.kill('SIGTERM');
     }
@@ -160,6 +175,11 @@ describe('the packed package', () => {
     const logs = stripVTControlCharacters(stdout);
     expect(logs).toMatch(/^\[[\d:.]+\] INFO \(\d+\): device ready$/m);
     expect(logs).not.toMatch(/^\{"level"/m);
+    // The capture of the session, printed again by the installed CLI, filtered to one command.
+    const trace = await app.run(bin, ['trace', capture, '--command', 'region_read']);
+    expect(trace.code, trace.stderr).toBe(0);
+    expect(trace.stdout).toMatch(/ REGION_READ #\d+ region=BAR0 offset=0x0 count=4 -> data=/);
+    expect(trace.stdout).not.toMatch(/ REGION_WRITE /);
   }, 120_000);
 
   it('has the vm subcommand', async () => {
