@@ -325,13 +325,7 @@ export class ControllerCore implements AdminContext, NvmeStateHolder {
    * events of the state. Fetching starts at release().
    */
   restore(s: NvmeSavedState): void {
-    this.dma.revoke();
-    this.dma = new CommandDma(this.host.dma);
-    this.engine.reset();
-    this.queues.deleteAll();
-    this.asyncEvents.clear();
-    this.shadowDb = undefined;
-    this.irq.reset(true);
+    this.beginReset(true); // what the state replaces starts from a full reset's
 
     this.registers.restore(s.registers);
     this.irq.restore(s.registers.intms, s.registers.interruptMasked);
